@@ -1,0 +1,69 @@
+"""Exchange sessions: the only dates the pipeline treats as trading days.
+
+Every data decision is keyed on exchange session dates from exchange_calendars,
+never on the wall clock, so a run is a pure function of its logical date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+DEFAULT_CALENDAR = "XNYS"
+#: The first date our calendars cover; the sample source starts its series after it.
+CALENDAR_START = "1995-01-01"
+
+
+@lru_cache(maxsize=8)
+def _calendar(name: str) -> xcals.ExchangeCalendar:
+    # exchange_calendars 4.x still reads tz-aware `Series.values`, which pandas 3.1
+    # deprecates; the values it gets are correct, so the warning is noise in reports.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return xcals.get_calendar(name, start=CALENDAR_START)
+
+
+def sessions(start: dt.date | str, end: dt.date | str, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
+    """Session dates in [start, end] (inclusive, tz-naive, midnight-normalized)."""
+    cal = _calendar(calendar)
+    start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
+    if end_ts < start_ts:
+        return pd.DatetimeIndex([], name="date")
+    first, last = cal.first_session, cal.last_session
+    if start_ts < first or end_ts > last:
+        raise ValueError(
+            f"{calendar} calendar covers {first.date()}..{last.date()}; "
+            f"requested {start_ts.date()}..{end_ts.date()}"
+        )
+    out = cal.sessions_in_range(start_ts, end_ts)
+    return pd.DatetimeIndex(out.tz_localize(None) if out.tz is not None else out, name="date")
+
+
+def latest_session_on_or_before(day: dt.date | str, calendar: str = DEFAULT_CALENDAR) -> dt.date:
+    """The last session on or before `day` (a weekend or holiday maps back)."""
+    cal = _calendar(calendar)
+    ts = pd.Timestamp(day)
+    if cal.is_session(ts):
+        return ts.date()
+    return cal.date_to_session(ts, direction="previous").date()
+
+
+def is_session(day: dt.date | str, calendar: str = DEFAULT_CALENDAR) -> bool:
+    return bool(_calendar(calendar).is_session(pd.Timestamp(day)))
+
+
+def latest_closed_session(now: dt.datetime, calendar: str = DEFAULT_CALENDAR) -> dt.date:
+    """The last session whose close has passed at `now` (timezone-aware): a run's default
+    as-of date, so a run started mid-session never treats today's partial bar as final."""
+    if now.tzinfo is None:
+        raise ValueError("`now` must be timezone-aware")
+    cal = _calendar(calendar)
+    session = pd.Timestamp(latest_session_on_or_before(now.date(), calendar))
+    if cal.session_close(session) > pd.Timestamp(now).tz_convert("UTC"):
+        session = cal.previous_session(session)
+    return session.date()

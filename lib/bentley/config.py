@@ -1,0 +1,510 @@
+"""Parameters: load, layer and validate; the only reader of `params/`.
+
+Layers, later wins: `params/default.yaml` ← `params/profiles/<name>.yaml` ←
+`params/local.yaml` (optional, git-ignored) ← `--set key.path=value`.
+
+Every default lives in `default.yaml`, never in these models: the models only
+say what a valid value is. So the same default is never written twice, and an
+unknown key (a typo) is an error that names the file, the key and its line.
+Secrets are never parameters; code reads them from the environment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PARAMS_DIR = "params"
+PIPELINE_FILE = "pipeline.yaml"
+
+
+class ParamsError(Exception):
+    """A parameter problem, reported as one line naming the file, key and line."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Section(BaseModel):
+    """Base for every params section: strict, immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Weekday = Literal["MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
+
+
+class MarketHours(Section):
+    open: dt.time
+    close: dt.time
+
+    @model_validator(mode="after")
+    def _open_before_close(self) -> MarketHours:
+        if self.open >= self.close:
+            raise ValueError(f"market opens at {self.open} but closes at {self.close}")
+        return self
+
+
+class Retention(Section):
+    raw_days: PositiveInt
+    processed_days: PositiveInt
+    logs_days: PositiveInt
+
+
+class Workflow(Section):
+    """The seed's workflow settings: when the market trades and how long things may take."""
+
+    timezone: str
+    calendar: str
+    market_hours: MarketHours
+    trading_days: list[Weekday]
+    retention: Retention
+    max_execution_time_minutes: PositiveInt
+    alert_after_failures: PositiveInt
+    data_freshness_minutes: PositiveInt
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+
+class Sample(Section):
+    """The embedded synthetic data: a pure function of the seed, ticker and date."""
+
+    seed: int
+    n_tickers: PositiveInt
+    epoch: dt.date
+
+
+class Universe(Section):
+    tickers: list[str] | None
+    benchmark: str
+
+    @field_validator("tickers")
+    @classmethod
+    def _clean_tickers(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = [t.strip().upper() for t in value]
+        if not cleaned:
+            raise ValueError("an empty ticker list; use null for every ticker the source has")
+        duplicates = sorted({t for t in cleaned if cleaned.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate tickers {duplicates}")
+        return cleaned
+
+    @field_validator("benchmark")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.strip().upper()
+
+
+class SampleSource(Section):
+    kind: Literal["sample"]
+
+
+class Sources(Section):
+    """Which adapter serves each kind of data; each is chosen independently."""
+
+    market: SampleSource
+    news: SampleSource
+    portfolio: SampleSource
+
+
+class History(Section):
+    start: dt.date | None
+    end: dt.date | None
+    years: PositiveInt
+
+    def window(self, logical_date: dt.date) -> tuple[dt.date, dt.date]:
+        """The [start, end] data window for a run; `end` may never pass the logical date."""
+        end = self.end or logical_date
+        if end > logical_date:
+            raise ParamsError(
+                f"history.end {end} is after the logical date {logical_date}: that would read the future"
+            )
+        start = self.start or _years_before(end, self.years)
+        if start >= end:
+            raise ParamsError(f"history.start {start} is not before history.end {end}")
+        return start, end
+
+
+class Etl(Section):
+    max_abs_return_without_split: PositiveFloat
+
+
+class Macd(Section):
+    fast: PositiveInt
+    slow: PositiveInt
+    signal: PositiveInt
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> Macd:
+        if self.fast >= self.slow:
+            raise ValueError(f"macd.fast ({self.fast}) must be below macd.slow ({self.slow})")
+        return self
+
+
+class Bollinger(Section):
+    period: PositiveInt
+    nbdev: PositiveFloat
+
+
+class Stochastic(Section):
+    fastk: PositiveInt
+    slowk: PositiveInt
+    slowd: PositiveInt
+
+
+class Features(Section):
+    sma_windows: list[PositiveInt]
+    ema_windows: list[PositiveInt]
+    rsi_period: PositiveInt
+    macd: Macd
+    bollinger: Bollinger
+    atr_period: PositiveInt
+    adx_period: PositiveInt
+    stochastic: Stochastic
+    return_horizons: list[PositiveInt]
+    volatility_windows: list[Annotated[int, Field(ge=2)]]
+    volume_zscore_window: Annotated[int, Field(ge=2)]
+
+
+class Warehouse(Section):
+    """`url: null` means SQLite under the outputs folder; BENTLEY_WAREHOUSE_URL overrides."""
+
+    url: str | None
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from sqlalchemy.engine import make_url
+
+        if make_url(value).password is not None:
+            raise ValueError(
+                "the URL contains a password; set BENTLEY_WAREHOUSE_PASSWORD in the environment instead"
+            )
+        return value
+
+
+class Tracking(Section):
+    """`uri: null` means a SQLite MLflow store under the outputs folder; MLFLOW_TRACKING_URI overrides."""
+
+    uri: str | None
+    experiment: str
+
+
+class Runner(Section):
+    kernel: str
+    progress: bool
+
+
+class Config(Section):
+    workflow: Workflow
+    sample: Sample
+    universe: Universe
+    sources: Sources
+    history: History
+    etl: Etl
+    features: Features
+    warehouse: Warehouse
+    tracking: Tracking
+    runner: Runner
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain JSON-able data: what the runner injects into a notebook."""
+        return getattr(self, name).model_dump(mode="json")
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def params_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the resolved params."""
+        return hashlib.sha256(canonical_json(self.as_dict()).encode()).hexdigest()
+
+
+SECTION_NAMES: tuple[str, ...] = tuple(Config.model_fields)
+
+
+def section_model(name: str) -> type[Section]:
+    """The model class that validates section `name` (used by notebooks run standalone)."""
+    if name not in Config.model_fields:
+        raise ParamsError(f"unknown params section {name!r}; known: {', '.join(SECTION_NAMES)}")
+    return Config.model_fields[name].annotation  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class StageSpec(Section):
+    """One stage of `params/pipeline.yaml`."""
+
+    notebook: str
+    upstream: list[str]
+    sections: list[str]  # params sections injected as notebook parameters of the same name
+    timeout_minutes: PositiveInt | None  # null: workflow.max_execution_time_minutes
+    retries: Annotated[int, Field(ge=0)]  # extra attempts after the kernel dies
+
+    @field_validator("sections")
+    @classmethod
+    def _known_sections(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in Config.model_fields]
+        if unknown:
+            raise ValueError(f"unknown params sections {unknown}; known: {', '.join(Config.model_fields)}")
+        return value
+
+
+class PipelineSpec(Section):
+    stages: dict[str, StageSpec]
+
+
+def load_pipeline(path: Path) -> PipelineSpec:
+    """Read and validate the stage DAG declaration (the graph checks live in the runner)."""
+    layer = read_layer(path)
+    try:
+        return PipelineSpec.model_validate(layer.values)
+    except ValidationError as exc:
+        raise ParamsError(_describe(exc, [layer])) from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of parameter values and where each key came from (for error messages)."""
+
+    origin: str  # a file path, or "--set"
+    values: dict[str, Any]
+    lines: dict[tuple[str, ...], int]  # key path -> 1-based line number
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder holding `params/pipeline.yaml`: searched upwards from `start` (or the cwd),
+    then next to this package (an editable install in a clone). Notebooks run from
+    `notebooks/` in JupyterLab, so searching upwards is what makes them work standalone."""
+    candidates = [start or Path.cwd()]
+    candidates.append(Path(__file__).resolve().parents[2])
+    for base in candidates:
+        for folder in (base, *base.resolve().parents):
+            if (folder / PARAMS_DIR / PIPELINE_FILE).is_file():
+                return folder
+    raise ParamsError(f"no {PARAMS_DIR}/{PIPELINE_FILE} found above {candidates[0]}")
+
+
+def load_config(
+    profile: str = "default",
+    overrides: Iterable[str] = (),
+    root: Path | None = None,
+) -> Config:
+    """Layer and validate the params; raise ParamsError naming file, key and line."""
+    root = root or project_root()
+    layers = params_layers(root, profile, overrides)
+    return validate_layers(layers)
+
+
+def params_layers(root: Path, profile: str, overrides: Iterable[str] = ()) -> list[Layer]:
+    params = root / PARAMS_DIR
+    layers = [read_layer(params / "default.yaml")]
+    if profile != "default":
+        profile_file = params / "profiles" / f"{profile}.yaml"
+        if not profile_file.is_file():
+            known = sorted(p.stem for p in (params / "profiles").glob("*.yaml"))
+            raise ParamsError(f"{profile_file}: no such profile {profile!r}; known: {', '.join(known)}")
+        layers.append(read_layer(profile_file))
+    local = params / "local.yaml"
+    if local.is_file():
+        layers.append(read_layer(local))
+    overrides = list(overrides)
+    if overrides:
+        layers.append(override_layer(overrides))
+    return layers
+
+
+def validate_layers(layers: list[Layer]) -> Config:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.values)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ParamsError(_describe(exc, layers)) from None
+
+
+def read_layer(path: Path) -> Layer:
+    """Read one YAML file with `yaml.safe_load`, keeping each key's line for errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        values = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ParamsError(f"{where}: invalid YAML ({problem})") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}:1: expected a mapping of sections, got {type(values).__name__}")
+    return Layer(origin=str(path), values=values, lines=_key_lines(node))
+
+
+def override_layer(assignments: Iterable[str]) -> Layer:
+    """`--set a.b.c=value` pairs; values are YAML scalars/lists (`true`, `3`, `[A, B]`, `null`)."""
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        path = tuple(part.strip() for part in key.split("."))
+        if not sep or not all(path):
+            raise ParamsError(f"--set {assignment!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+        target = values
+        for part in path[:-1]:
+            existing = target.setdefault(part, {})
+            if not isinstance(existing, dict):
+                raise ParamsError(f"--set {assignment!r}: {part} was already set to a value")
+            target = existing
+        target[path[-1]] = value
+    return Layer(origin="--set", values=values, lines={})
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge mappings recursively; any non-mapping value (lists included) replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`; lists become JSON text (for MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def canonical_json(values: Any) -> str:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def outputs_dir(explicit: str | os.PathLike[str] | None = None, root: Path | None = None) -> Path:
+    """`--outputs` wins, then BENTLEY_OUTPUTS, then `<project root>/outputs`."""
+    chosen = explicit or os.environ.get("BENTLEY_OUTPUTS")
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    return (root or project_root()) / "outputs"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _years_before(day: dt.date, years: int) -> dt.date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+def _key_lines(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = (*path, str(key_node.value))
+            lines[key_path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key_path))
+    return lines
+
+
+def _describe(exc: ValidationError, layers: list[Layer]) -> str:
+    """The first validation error as `file:line: key: problem` (plus a count of the rest)."""
+    errors = exc.errors()
+    first = errors[0]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.values)
+    key_path = _key_path(tuple(str(p) for p in first["loc"]), merged)
+    key = ".".join(key_path) or "(top level)"
+    where = _where(key_path, layers)
+    problem = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+    elif first["type"] == "missing":
+        problem = "required key is missing"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {key}: {problem}{more}"
+
+
+def _key_path(loc: tuple[str, ...], merged: Mapping[str, Any]) -> tuple[str, ...]:
+    """Pydantic's error location minus its union tags: keep the parts that are params keys."""
+    path: list[str] = []
+    current: Any = merged
+    for index, part in enumerate(loc):
+        if isinstance(current, Mapping) and part in current:
+            path.append(part)
+            current = current[part]
+        elif index == len(loc) - 1 or isinstance(current, list):
+            path.append(part)  # the missing or unknown key itself, or a list index
+            current = None
+    return tuple(path)
+
+
+def _where(key_path: tuple[str, ...], layers: list[Layer]) -> str:
+    """The last layer that mentions the deepest existing prefix of `key_path`."""
+    for depth in range(len(key_path), 0, -1):
+        prefix = key_path[:depth]
+        for layer in reversed(layers):
+            if _has_path(layer.values, prefix):
+                line = layer.lines.get(prefix)
+                return f"{layer.origin}:{line}" if line else layer.origin
+    return layers[0].origin
+
+
+def _has_path(values: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    current: Any = values
+    for part in path:
+        if not isinstance(current, Mapping) or part not in current:
+            return False
+        current = current[part]
+    return True

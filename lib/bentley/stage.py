@@ -1,0 +1,132 @@
+"""What a stage notebook knows about its run: the one object its cells pass around.
+
+The runner injects `run_id`, `logical_date`, `outputs_dir`, `profile` and the params
+sections the stage declares in `params/pipeline.yaml`. In JupyterLab the same notebook
+runs on its own: every section left as `None` is read from `params/` for `profile`, the
+logical date defaults to the latest NYSE session, and the run id marks the run as
+interactive. Stages hand their metrics back to the runner through a small JSON file in
+the run folder, so kernels never import MLflow just to log a number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from bentley import calendar, config
+from bentley.lake import Lake, atomic_write_json, read_json
+
+RESULTS_DIR = "stage_results"
+
+
+@dataclass
+class StageContext:
+    stage: str
+    run_id: str
+    logical_date: dt.date
+    profile: str
+    outputs: Path
+    params: SimpleNamespace
+    interactive: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.outputs / "runs" / self.run_id
+
+    @property
+    def results_file(self) -> Path:
+        return self.run_dir / RESULTS_DIR / f"{self.stage}.json"
+
+    @cached_property
+    def lake(self) -> Lake:
+        return Lake(self.outputs / "lake")
+
+    @cached_property
+    def warehouse(self):  # noqa: ANN201 - imported lazily: SQLAlchemy only where a stage needs it
+        from bentley.warehouse import Warehouse
+
+        return Warehouse.from_settings(self.params.warehouse.url, self.outputs)
+
+    def record_metrics(self, **values: float) -> None:
+        """Keep numbers for the runner to log to MLflow; written atomically on every call."""
+        for name, value in values.items():
+            number = float(value)
+            if math.isfinite(number):
+                self.metrics[name] = number
+        atomic_write_json(self.results_file, {"stage": self.stage, "metrics": self.metrics})
+
+    def describe_sources(self) -> str:
+        """`market: sample · news: sample · ...` for report headers."""
+        sources = getattr(self.params, "sources", None)
+        if sources is None:
+            return "warehouse tables"
+        return " · ".join(f"{name}: {getattr(sources, name).kind}" for name in type(sources).model_fields)
+
+    @property
+    def uses_sample_data(self) -> bool:
+        sources = getattr(self.params, "sources", None)
+        if sources is None:
+            return self.profile_uses_sample
+        return any(getattr(sources, name).kind == "sample" for name in type(sources).model_fields)
+
+    @cached_property
+    def profile_uses_sample(self) -> bool:
+        """For stages that never see `sources`: does this profile run on sample data?"""
+        try:
+            loaded = config.load_config(self.profile)
+        except config.ParamsError:
+            return False
+        return any(getattr(loaded.sources, n).kind == "sample" for n in type(loaded.sources).model_fields)
+
+
+def open_stage(
+    stage: str,
+    *,
+    run_id: str | None,
+    logical_date: str | dt.date | None,
+    outputs_dir: str | None,
+    profile: str = "default",
+    **sections: dict[str, Any] | None,
+) -> StageContext:
+    """Build the context from the notebook's parameters (None means: work it out)."""
+    missing = [name for name, value in sections.items() if value is None]
+    loaded = config.load_config(profile) if missing else None
+    typed: dict[str, Any] = {}
+    for name, value in sections.items():
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(
+                f"parameter {name!r} should be a params section (a dict) but is a {type(value).__name__}; "
+                "is an import in the notebook shadowing it?"
+            )
+        model = config.section_model(name)
+        typed[name] = getattr(loaded, name) if value is None else model.model_validate(value)
+    interactive = run_id is None
+    if logical_date is None:
+        market = typed["workflow"].calendar if "workflow" in typed else calendar.DEFAULT_CALENDAR
+        logical = calendar.latest_closed_session(dt.datetime.now(dt.timezone.utc), market)
+    else:
+        logical = dt.date.fromisoformat(str(logical_date))
+    if run_id is None:
+        run_id = "interactive-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    outputs = config.outputs_dir(outputs_dir)
+    return StageContext(
+        stage=stage,
+        run_id=run_id,
+        logical_date=logical,
+        profile=profile,
+        outputs=outputs,
+        params=SimpleNamespace(**typed),
+        interactive=interactive,
+    )
+
+
+def read_results(run_dir: Path, stage: str) -> dict[str, Any]:
+    """What a finished stage handed back (empty when it recorded nothing)."""
+    path = run_dir / RESULTS_DIR / f"{stage}.json"
+    return read_json(path) if path.is_file() else {"stage": stage, "metrics": {}}

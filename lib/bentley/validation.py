@@ -1,0 +1,227 @@
+"""Data-quality checks with names, severities, counts and example rows.
+
+A check looks at a whole table and returns the rows that fail it. Errors stop the
+stage before any warehouse write; warnings are reported and the stage goes on. Each
+result becomes one row of `data_quality(run_id, dataset, check_name)` and a line of the
+`etl` report, so "what was wrong with the data" is answered by a table, not a log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from bentley.schemas import TableContract
+
+Severity = Literal["error", "warning"]
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    dataset: str
+    check_name: str
+    severity: Severity
+    n_rows: int
+    n_failed: int
+    detail: str = ""
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.n_failed == 0
+
+
+class ValidationFailed(Exception):
+    """At least one error-severity check failed; nothing may be written."""
+
+    def __init__(self, origin: str, failures: Sequence[CheckResult]) -> None:
+        self.failures = list(failures)
+        lines = [
+            f"{origin}: {r.dataset}.{r.check_name}: {r.n_failed} of {r.n_rows} rows"
+            + (f" ({r.detail})" if r.detail else "")
+            + (f"; e.g. {json.dumps(r.examples[:2], default=str)}" if r.examples else "")
+            for r in self.failures
+        ]
+        super().__init__("data validation failed:\n  " + "\n  ".join(lines))
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    severity: Severity
+    failing_rows: Callable[[pd.DataFrame], pd.Series | np.ndarray]  # boolean mask over the rows
+    detail: str = ""
+
+
+def run_checks(dataset: str, frame: pd.DataFrame, contract: TableContract, checks: Iterable[Check]) -> list[CheckResult]:
+    """The schema check, then (only if the columns are there) every other check."""
+    missing = [c for c in contract.column_names if c not in frame.columns and not _optional(contract, c)]
+    schema = CheckResult(
+        dataset, "required_columns", "error", len(frame), len(missing),
+        detail=f"missing {missing}" if missing else "",
+    )
+    if missing:
+        return [schema]
+    results = [schema]
+    for check in checks:
+        mask = pd.Series(check.failing_rows(frame), index=frame.index).fillna(False).astype(bool)
+        failed = frame.loc[mask.to_numpy()]
+        results.append(
+            CheckResult(
+                dataset, check.name, check.severity, len(frame), int(mask.sum()),
+                detail=check.detail if len(failed) else "",
+                examples=_examples(failed),
+            )
+        )
+    return results
+
+
+def raise_on_errors(origin: str, results: Sequence[CheckResult]) -> None:
+    failures = [r for r in results if r.severity == "error" and not r.passed]
+    if failures:
+        raise ValidationFailed(origin, failures)
+
+
+def results_table(results: Sequence[CheckResult], run_id: str) -> pd.DataFrame:
+    """Rows for `data_quality` (and the report)."""
+    return pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "dataset": r.dataset,
+                "check_name": r.check_name,
+                "severity": r.severity,
+                "passed": r.passed,
+                "n_failed": r.n_failed,
+                "n_rows": r.n_rows,
+                "examples": json.dumps(r.examples, default=str),
+                "detail": r.detail,
+            }
+            for r in results
+        ],
+        columns=["run_id", "dataset", "check_name", "severity", "passed", "n_failed", "n_rows", "examples", "detail"],
+    )
+
+
+# --------------------------------------------------------------------------- check sets
+
+PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
+
+
+def price_checks(
+    sessions: pd.DatetimeIndex, max_abs_return_without_split: float, expected_last_session: pd.Timestamp
+) -> list[Check]:
+    """Checks for daily OHLCV against the exchange calendar."""
+    numeric = [*PRICE_COLUMNS, "volume"]
+    return [
+        Check("not_numeric", "error", lambda f: f[numeric].isna().any(axis=1) & f["_raw_not_null"],
+              "text where a number belongs"),
+        Check("missing_values", "error", lambda f: f[numeric].isna().any(axis=1) & ~f["_raw_not_null"],
+              "empty price or volume"),
+        Check("infinite_values", "error", lambda f: np.isinf(f[numeric].to_numpy(dtype=float)).any(axis=1)),
+        Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "ticker", "date"], keep=False),
+              "one file has the same (ticker, date) twice"),
+        Check("non_positive_prices", "error", lambda f: (f[PRICE_COLUMNS] <= 0).any(axis=1)),
+        Check("high_below_low", "error", lambda f: f["high"] < f["low"]),
+        Check("ohlc_outside_range", "error",
+              lambda f: (f[["open", "close"]].max(axis=1) > f["high"] * (1 + 1e-9))
+              | (f[["open", "close"]].min(axis=1) < f["low"] * (1 - 1e-9)),
+              "open or close outside [low, high]"),
+        Check("negative_volume", "error", lambda f: f["volume"] < 0),
+        Check("not_a_session", "warning", lambda f: ~f["date"].isin(sessions), "date is not an exchange session"),
+        Check("jump_without_split", "warning", lambda f: _unexplained_jumps(f, max_abs_return_without_split),
+              f"adjusted move over {max_abs_return_without_split:.0%} with no split recorded"),
+        Check("missing_sessions", "warning", lambda f: _rows_before_gaps(f, sessions),
+              "the next session of this ticker is missing"),
+        Check("stale", "warning", lambda f: _stale_tickers(f, expected_last_session),
+              f"last row before the expected session {expected_last_session.date()}"),
+    ]
+
+
+def news_checks(universe: Iterable[str]) -> list[Check]:
+    tickers = set(universe)
+    return [
+        Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "news_id"], keep=False)),
+        Check("missing_values", "error", lambda f: f[["news_id", "ticker", "date", "headline"]].isna().any(axis=1)),
+        Check("ticker_outside_universe", "warning", lambda f: ~f["ticker"].isin(tickers),
+              "headline for a ticker outside the universe"),
+    ]
+
+
+def transaction_checks() -> list[Check]:
+    return [
+        Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "txn_id"], keep=False)),
+        Check("missing_values", "error", lambda f: f[["txn_id", "date", "account", "amount"]].isna().any(axis=1)),
+        Check("uncategorized", "warning", lambda f: f["category"].isna(), "left for the budget stage to classify"),
+    ]
+
+
+def holding_checks(universe: Iterable[str]) -> list[Check]:
+    tickers = set(universe)
+    return [
+        Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "as_of", "account", "ticker"], keep=False)),
+        Check("missing_values", "error", lambda f: f[["as_of", "account", "ticker", "quantity"]].isna().any(axis=1)),
+        Check("negative_quantity", "error", lambda f: f["quantity"] < 0),
+        Check("ticker_outside_universe", "warning", lambda f: ~f["ticker"].isin(tickers),
+              "holding of a ticker outside the universe"),
+    ]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _optional(contract: TableContract, column: str) -> bool:
+    """Columns a source may omit (ETL fills them): adj_close, dividend, split_ratio, category."""
+    return column in {"adj_close", "dividend", "split_ratio", "category", "publisher", "url"}
+
+
+def _examples(failed: pd.DataFrame) -> list[dict]:
+    shown = failed.drop(columns=[c for c in failed.columns if c.startswith("_")], errors="ignore").head(_EXAMPLES)
+    return json.loads(shown.to_json(orient="records", date_format="iso"))
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["ticker", "date"], kind="stable")
+
+
+def _unexplained_jumps(frame: pd.DataFrame, threshold: float) -> pd.Series:
+    """An adjusted day-over-day move beyond the threshold on a day with no split recorded."""
+    ordered = _ordered(frame)
+    change = ordered.groupby("ticker", sort=False)["adj_close"].pct_change()
+    no_split = ordered["split_ratio"].fillna(1.0) == 1.0
+    return ((change.abs() > threshold) & no_split).reindex(frame.index)
+
+
+def _rows_before_gaps(frame: pd.DataFrame, sessions: pd.DatetimeIndex) -> pd.Series:
+    """Flag a row when the ticker's next row skips at least one exchange session."""
+    if len(sessions) == 0:
+        return pd.Series(False, index=frame.index)
+    position = pd.Series(sessions.get_indexer(frame["date"]), index=frame.index)
+    ordered = position.loc[_ordered(frame).index]
+    tickers = frame.loc[ordered.index, "ticker"]
+    gap = ordered.groupby(tickers, sort=False).diff(-1).abs()
+    return ((gap > 1) & (ordered >= 0)).reindex(frame.index)
+
+
+def _stale_tickers(frame: pd.DataFrame, expected_last_session: pd.Timestamp) -> pd.Series:
+    last = frame.groupby("ticker")["date"].transform("max")
+    return (last < expected_last_session) & (frame["date"] == last)
+
+
+def summary_sentence(checks: pd.DataFrame) -> str:
+    """One sentence for the report: how many checks ran, which failed and how badly."""
+    failed = checks[~checks["passed"]]
+    if failed.empty:
+        return f"All {len(checks)} checks passed."
+    named = ", ".join(
+        f"{r.dataset}.{r.check_name} ({r.severity}, {r.n_failed} of {r.n_rows} rows)" for r in failed.itertuples()
+    )
+    errors = int((failed["severity"] == "error").sum())
+    verdict = "The load was stopped." if errors else "Only warnings: the load went ahead."
+    return f"{len(checks) - len(failed)} of {len(checks)} checks passed; failed: {named}. {verdict}"

@@ -1,0 +1,1 @@
+"""The orchestrator: CLI, DAG, papermill execution, run ledger (ARCHITECTURE §3)."""

@@ -1,0 +1,145 @@
+"""`python -m runner` / `bentley`: run the stage DAG and look at its runs.
+
+Exit codes: 0 success, 1 a stage failed, 2 a params, DAG or usage problem (nothing ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from bentley.config import PARAMS_DIR, PIPELINE_FILE, ParamsError, load_config, load_pipeline, outputs_dir, project_root
+from runner.dag import DagError, build_dag
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runner", description="Bentley Budget Bot pipeline runner")
+    parser.add_argument("--root", type=Path, help="project folder holding params/ (default: found from cwd)")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    run = verbs.add_parser("run", help="execute the stage notebooks in dependency order")
+    run.add_argument("--profile", default="default", help="params/profiles/<name>.yaml layered on default.yaml")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override one param (repeatable); the value is YAML")
+    run.add_argument("--stages", type=_csv, help="only these stages, e.g. etl,features")
+    run.add_argument("--from", dest="start", metavar="STAGE", help="this stage and everything downstream")
+    run.add_argument("--to", dest="stop", metavar="STAGE", help="this stage and everything upstream")
+    run.add_argument("--run-id", help="name the run (reuse one to add stages to it)")
+    run.add_argument("--logical-date", type=_date, help="as-of date YYYY-MM-DD (default: latest NYSE session)")
+    run.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
+    run.add_argument("--pipeline", type=Path, help="an alternative pipeline.yaml")
+
+    status = verbs.add_parser("status", help="show a run's stages (default: the latest run)")
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--outputs", type=Path)
+
+    dag = verbs.add_parser("dag", help="print the stages in order with their upstreams")
+    dag.add_argument("--pipeline", type=Path)
+
+    report = verbs.add_parser("report", help="print the path of the latest run's index.html")
+    report.add_argument("--outputs", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        root = (args.root or project_root()).resolve()
+        handler = {"run": _run, "status": _status, "dag": _dag, "report": _report}[args.verb]
+        return handler(args, root, console)
+    except (ParamsError, DagError) as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner.pipeline import PipelineRun, RunRequest, plan_run
+
+    request = RunRequest(
+        root=root,
+        outputs=outputs_dir(args.outputs, root),
+        profile=args.profile,
+        overrides=args.overrides,
+        stages=args.stages,
+        start=args.start,
+        stop=args.stop,
+        run_id=args.run_id,
+        logical_date=args.logical_date,
+        pipeline_file=args.pipeline.resolve() if args.pipeline else None,
+    )
+    plan = plan_run(request)
+    return PipelineRun(plan, console).execute()
+
+
+def _status(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner.pipeline import all_manifests
+
+    manifests = all_manifests(outputs_dir(args.outputs, root))
+    if args.run_id:
+        chosen = [m for m in manifests if m["run_id"] == args.run_id]
+        if not chosen:
+            raise DagError(f"no run {args.run_id!r} under {outputs_dir(args.outputs, root) / 'runs'}")
+        manifest = chosen[0]
+    elif manifests:
+        manifest = max(manifests, key=lambda m: m.get("started_at") or "")
+    else:
+        console.print("no runs yet: try `make pipeline`")
+        return EXIT_OK
+    console.print(
+        f"run {manifest['run_id']}: {manifest['status']} · logical date {manifest['logical_date']} "
+        f"· profile {manifest['profile']} · {manifest.get('duration_s') or 0:.1f} s"
+    )
+    for name, stage in manifest["stages"].items():
+        duration = stage.get("duration_s")
+        shown = f"{duration:6.1f} s" if isinstance(duration, (int, float)) else "        "
+        error = f"  {stage['error']}" if stage.get("error") else ""
+        console.print(f"  {name:<12} {stage['status']:<8} {shown}{error}")
+    return EXIT_OK
+
+
+def _dag(args: argparse.Namespace, root: Path, console: Console) -> int:
+    pipeline_file = args.pipeline.resolve() if args.pipeline else root / PARAMS_DIR / PIPELINE_FILE
+    config = load_config(root=root)
+    stages = build_dag(load_pipeline(pipeline_file), root, config.workflow.max_execution_time_minutes,
+                       str(pipeline_file))
+    for number, stage in enumerate(stages, start=1):
+        upstream = ", ".join(stage.upstream) or "-"
+        console.print(f"{number:>2}. {stage.name:<12} <- {upstream:<24} {stage.notebook.relative_to(root)}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner.pipeline import all_manifests
+
+    outputs = outputs_dir(args.outputs, root)
+    manifests = all_manifests(outputs)
+    if not manifests:
+        console.print("no runs yet: try `make pipeline`")
+        return EXIT_FAILED
+    latest = max(manifests, key=lambda m: m.get("started_at") or "")
+    console.print(str(outputs / "runs" / latest["run_id"] / "index.html"))
+    return EXIT_OK
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

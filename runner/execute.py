@@ -1,0 +1,164 @@
+"""Execute one stage notebook through papermill's Python API.
+
+The runner process stays warm; each stage gets a fresh kernel. A watchdog enforces the
+stage's wall-clock limit by killing the kernel's whole process group (papermill's own
+timeout is per cell). Whatever happens, the executed notebook is saved first, with
+papermill's error banner when a cell failed, and only then is the failure reported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.dag import Stage
+
+
+@dataclass
+class Attempt:
+    """The outcome of one execution of a stage notebook."""
+
+    status: str  # success | failed
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    duration_s: float
+    cell_time_s: float
+    error: str | None = None
+    transient: bool = False  # the kernel died or timed out: worth another attempt
+
+    @property
+    def overhead_s(self) -> float:
+        """Wall time not spent inside cells: kernel start/stop, injection, saving."""
+        return max(self.duration_s - self.cell_time_s, 0.0)
+
+
+def resolve_kernel(preferred: str) -> str:
+    """The params kernel when registered (`make setup` does it), else this interpreter's."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return preferred if preferred in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def execute_stage(
+    stage: Stage,
+    output: Path,
+    parameters: dict[str, Any],
+    *,
+    kernel_name: str,
+    cwd: Path,
+) -> Attempt:
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+    from nbclient.exceptions import DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    kernel = AsyncKernelManager(kernel_name=kernel_name, transport="ipc")
+    timed_out = threading.Event()
+    watchdog = threading.Timer(stage.timeout_s, _kill_kernel, args=(kernel, timed_out))
+    watchdog.daemon = True
+    started = dt.datetime.now(dt.timezone.utc)
+    clock = time.perf_counter()
+    error: str | None = None
+    transient = False
+    watchdog.start()
+    try:
+        # Started here rather than by papermill so the kernel gets the report environment and
+        # the watchdog knows its process group from the first second.
+        run_sync(kernel.start_kernel)(cwd=str(cwd), env=kernel_environment())
+        papermill.execute_notebook(
+            str(stage.notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            progress_bar=False,
+            log_output=False,
+            cwd=str(cwd),
+            execution_timeout=int(stage.timeout_s),
+            km=kernel,
+        )
+    except PapermillExecutionError as exc:
+        error = f"{exc.ename}: {_first_line(exc.evalue)} (cell In [{exc.exec_count}])"
+        transient = timed_out.is_set()
+    except DeadKernelError as exc:
+        transient = True
+        error = (
+            f"timed out after {stage.timeout_s:.0f} s; kernel killed"
+            if timed_out.is_set()
+            else f"kernel died: {_first_line(str(exc))}"
+        )
+    except Exception as exc:  # noqa: BLE001 - anything else fails the stage, with its evidence kept
+        transient = timed_out.is_set()
+        error = f"{type(exc).__name__}: {_first_line(str(exc))}"
+    finally:
+        watchdog.cancel()
+        _shutdown(kernel)
+    if timed_out.is_set() and error and not error.startswith("timed out"):
+        error = f"timed out after {stage.timeout_s:.0f} s; kernel killed ({error})"
+    duration = time.perf_counter() - clock
+    return Attempt(
+        status="failed" if error else "success",
+        started_at=started,
+        ended_at=dt.datetime.now(dt.timezone.utc),
+        duration_s=duration,
+        cell_time_s=cell_seconds(output),
+        error=error,
+        transient=transient,
+    )
+
+
+def kernel_environment() -> dict[str, str]:
+    """The runner's environment, with figures rendered inline (as PNG) whatever MPLBACKEND says:
+    reports embed the images, so a headless Agg backend would leave them empty."""
+    env = dict(os.environ)
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
+def cell_seconds(notebook: Path) -> float:
+    """Seconds spent inside cells, from papermill's per-cell metadata."""
+    import nbformat
+
+    if not notebook.is_file():
+        return 0.0
+    nb = nbformat.read(str(notebook), as_version=4)
+    total = 0.0
+    for cell in nb.cells:
+        duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if isinstance(duration, (int, float)):
+            total += float(duration)
+    return total
+
+
+def _shutdown(kernel: Any) -> None:
+    """Stop the kernel we started: papermill leaves a kernel it was handed running."""
+    from jupyter_core.utils import run_sync
+
+    if kernel.has_kernel:
+        run_sync(kernel.shutdown_kernel)(now=True)
+
+
+def _kill_kernel(kernel: Any, timed_out: threading.Event) -> None:
+    """Kill the kernel's process group: the kernel and anything it started."""
+    timed_out.set()
+    process = getattr(getattr(kernel, "provisioner", None), "process", None)
+    pid = getattr(process, "pid", None)
+    if pid is None:
+        return
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _first_line(text: str) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,247 @@
+"""The whole pipeline through the runner's CLI on the tiny ci profile.
+
+These tests run real notebooks in real kernels and check what a user relies on: the run
+folder, the reports, the warehouse rows, the MLflow runs, and that a rerun changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from bentley import calendar
+from bentley.config import load_config
+from bentley.warehouse import Warehouse
+
+pytestmark = pytest.mark.integration
+
+LOGICAL_DATE = "2025-06-02"
+STAGES = ["ingest", "etl", "features"]
+TITLES = {
+    "ingest": "Ingest: sources to the raw data lake",
+    "etl": "ETL: validate and load the warehouse",
+    "features": "Features: technical indicators and returns",
+}
+DATA_TABLES = ["prices", "news", "transactions", "holdings", "features"]
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.fixture(scope="module")
+def first_run(outputs: Path, root: Path, clean_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = run_cli(
+        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-first"],
+        clean_env, root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def table_fingerprints(outputs: Path) -> dict[str, tuple[int, str]]:
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    prints = {}
+    for table in DATA_TABLES:
+        frame = warehouse.read(table)
+        text = frame.to_csv(index=False, float_format="%.12g")
+        prints[table] = (len(frame), hashlib.sha256(text.encode()).hexdigest())
+    warehouse.dispose()
+    return prints
+
+
+def test_run_folder_holds_manifest_notebooks_reports_and_index(first_run, outputs: Path) -> None:
+    run_dir = outputs / "runs" / "ci-first"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "success"
+    assert manifest["logical_date"] == LOGICAL_DATE
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest["params_hash"])
+    assert list(manifest["stages"]) == STAGES
+    for stage in STAGES:
+        entry = manifest["stages"][stage]
+        assert entry["status"] == "success"
+        assert entry["duration_s"] > 0 and entry["started_at"] < entry["ended_at"]
+        assert (run_dir / "notebooks" / f"{stage}.ipynb").is_file()
+        assert (run_dir / entry["report"]).is_file()
+    index = (run_dir / "index.html").read_text()
+    for stage in STAGES:
+        assert f"reports/{stage}.html" in index
+    assert "ci-first" in (outputs / "index.html").read_text()
+    for stage in STAGES:
+        assert f"✔ {stage}" in first_run.stdout  # one progress line per stage
+
+
+def test_reports_show_title_date_source_and_an_embedded_image(first_run, outputs: Path) -> None:
+    for stage, title in TITLES.items():
+        html = (outputs / "runs" / "ci-first" / "reports" / f"{stage}.html").read_text()
+        assert title in html
+        assert LOGICAL_DATE in html
+        assert "SAMPLE DATA" in html
+        assert "data:image/png;base64," in html
+        assert "stage.open_stage(" not in html, "code cells are hidden"
+
+
+def test_prices_has_one_row_per_ticker_and_session(first_run, outputs: Path) -> None:
+    cfg = load_config("ci")
+    start, end = cfg.history.window(dt.date.fromisoformat(LOGICAL_DATE))
+    sessions = calendar.sessions(start, end)
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    prices = warehouse.read("prices")
+    tickers = sorted(prices["ticker"].unique())
+    assert len(tickers) == cfg.sample.n_tickers + 1 and cfg.universe.benchmark in tickers
+    assert len(prices) == len(tickers) * len(sessions)
+    assert (prices["adj_close"] > 0).all() and {"close", "adj_close"} <= set(prices.columns)
+    features = warehouse.read("features")
+    assert len(features) == len(prices)
+    assert {"sma_200", "rsi_14", "macd", "bb_upper", "atr_14", "obv", "adx_14", "stoch_k", "ret_21d",
+            "vol_63d", "volume_z_21"} <= set(features.columns)
+    assert warehouse.count("news") > 0 and warehouse.count("transactions") > 0 and warehouse.count("holdings") > 0
+    ledger = warehouse.read("stage_runs", where={"run_id": "ci-first"})
+    assert sorted(ledger["stage"]) == sorted(STAGES) and set(ledger["status"]) == {"success"}
+    assert warehouse.read("pipeline_runs", where={"run_id": "ci-first"})["status"].tolist() == ["success"]
+    quality = warehouse.read("data_quality", where={"run_id": "ci-first"})
+    assert {"prices", "news", "transactions", "holdings"} <= set(quality["dataset"])
+    warehouse.dispose()
+
+
+def test_mlflow_has_a_parent_and_one_nested_run_per_stage(first_run, outputs: Path) -> None:
+    manifest = json.loads((outputs / "runs" / "ci-first" / "manifest.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
+    parent_id = manifest["mlflow"]["parent_run_id"]
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sample.n_tickers"] == "3"
+    children = client.search_runs(
+        [manifest["mlflow"]["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    assert sorted(run.info.run_name for run in children) == sorted(STAGES)
+    for child in children:
+        assert child.data.params["logical_date"] == LOGICAL_DATE
+        assert "duration_s" in child.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {f"{child.info.run_name}.ipynb", f"{child.info.run_name}.html"} <= artifacts
+    ingest = next(c for c in children if c.info.run_name == "ingest")
+    assert ingest.data.metrics["rows_prices"] > 0
+    assert ingest.data.params["history.years"] == "1"
+
+
+def test_same_logical_date_twice_gives_identical_tables(first_run, outputs: Path, root: Path,
+                                                        clean_env: dict[str, str]) -> None:
+    before = table_fingerprints(outputs)
+    again = run_cli(
+        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-second"],
+        clean_env, root,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert table_fingerprints(outputs) == before
+    index = (outputs / "index.html").read_text()
+    assert index.index("ci-second") < index.index("ci-first"), "newest run first"
+
+
+def test_status_and_dag_verbs(first_run, outputs: Path, root: Path, clean_env: dict[str, str]) -> None:
+    status = run_cli(["status", "ci-first", "--outputs", str(outputs)], clean_env, root)
+    assert status.returncode == 0 and "ci-first: success" in status.stdout
+    assert all(stage in status.stdout for stage in STAGES)
+    dag = run_cli(["dag"], clean_env, root)
+    assert dag.returncode == 0
+    assert re.search(r"1\. ingest\s+<- -", dag.stdout) and re.search(r"2\. etl\s+<- ingest", dag.stdout)
+
+
+def _stage_notebook(path: Path, body: str) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    parameters = new_code_cell('run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"')
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[new_markdown_cell(f"# {path.stem}"), parameters, new_code_cell(body)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+def test_a_failing_stage_fails_the_run_and_skips_downstream(tmp_path: Path, root: Path,
+                                                            clean_env: dict[str, str]) -> None:
+    _stage_notebook(tmp_path / "boom.ipynb", 'raise ValueError("planted failure for the test")')
+    _stage_notebook(tmp_path / "after.ipynb", "print('never runs')")
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        "stages:\n"
+        f"  boom: {{notebook: {tmp_path / 'boom.ipynb'}, upstream: [], sections: [], timeout_minutes: 2, retries: 0}}\n"
+        f"  after: {{notebook: {tmp_path / 'after.ipynb'}, upstream: [boom], sections: [], timeout_minutes: 2,"
+        " retries: 0}\n"
+    )
+    outputs = tmp_path / "out"
+    result = run_cli(
+        ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", "bad", "--logical-date", LOGICAL_DATE],
+        clean_env, root,
+    )
+    assert result.returncode == 1
+    kept = outputs / "runs" / "bad" / "notebooks" / "boom.ipynb"
+    assert str(kept) in result.stdout
+    assert "ValueError: planted failure for the test" in result.stdout
+    assert "An Exception was encountered" in kept.read_text()  # papermill's error banner
+    manifest = json.loads((outputs / "runs" / "bad" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["stages"]["boom"]["status"] == "failed"
+    assert manifest["stages"]["after"]["status"] == "skipped"
+    assert (outputs / "runs" / "bad" / "reports" / "boom.html").is_file()
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    statuses = dict(warehouse.read("stage_runs")[["stage", "status"]].itertuples(index=False))
+    assert statuses == {"boom": "failed", "after": "skipped"}
+    warehouse.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "sample.n_tickrs=3"], "sample.n_tickrs: unknown key"),
+        (["--stages", "ingest,featurs"], "unknown stage 'featurs'"),
+        (["--profile", "nope"], "no such profile 'nope'"),
+        (["--set", "history.end=2030-01-01"], "after the logical date"),
+    ],
+)
+def test_bad_invocations_exit_2_before_anything_runs(args: list[str], message: str, tmp_path: Path, root: Path,
+                                                     clean_env: dict[str, str]) -> None:
+    outputs = tmp_path / "out"
+    result = run_cli(["run", "--outputs", str(outputs), "--logical-date", LOGICAL_DATE, *args], clean_env, root)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, "one clear line"
+    assert not outputs.exists(), "nothing is written after a params or DAG error"
+
+
+def test_notebook_runs_standalone_with_its_defaults(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
+    """What JupyterLab does: execute the committed notebook with no injected parameters."""
+    import papermill
+
+    env_outputs = tmp_path / "standalone"
+    clean_env_local = {**clean_env, "BENTLEY_OUTPUTS": str(env_outputs)}
+    monkey = pytest.MonkeyPatch()
+    for key, value in clean_env_local.items():
+        monkey.setenv(key, value)
+    try:
+        papermill.execute_notebook(
+            str(root / "notebooks" / "01_ingest.ipynb"), str(tmp_path / "ingest.ipynb"),
+            kernel_name="python3", progress_bar=False, cwd=str(root / "notebooks"),
+        )
+    finally:
+        monkey.undo()
+    files = list((env_outputs / "lake" / "raw" / "sample" / "prices").glob("ingest_date=*/*.parquet"))
+    assert len(files) == 1
+    prices = pd.read_parquet(files[0])
+    assert prices["ticker"].nunique() == load_config().sample.n_tickers + 1
