@@ -268,7 +268,7 @@ class StageSpec(Section):
     notebook: str
     upstream: list[str]
     sections: list[str]  # params sections injected as notebook parameters of the same name
-    timeout_minutes: PositiveInt | None  # null: workflow.max_execution_time_minutes
+    timeout_minutes: PositiveFloat | None  # null: workflow.max_execution_time_minutes
     retries: Annotated[int, Field(ge=0)]  # extra attempts after the kernel dies
 
     @field_validator("sections")

@@ -308,9 +308,16 @@ def load_prices(warehouse: Any, params: Any, logical_date: Any) -> pd.DataFrame:
     return prices
 
 
-def latest(features: pd.DataFrame) -> pd.DataFrame:
-    """The last row of each ticker, indexed by ticker."""
-    return features.sort_values(_KEY).groupby("ticker").tail(1).set_index("ticker")
+def latest_summary(features: pd.DataFrame, settings: Any) -> pd.DataFrame:
+    """The last session's headline features per ticker, rounded for a report table."""
+    columns = [
+        f"rsi_{settings.rsi_period}", "macd_hist", f"adx_{settings.adx_period}", "stoch_k",
+        *(f"ret_{h}d" for h in _unique(settings.return_horizons)),
+        *(f"vol_{w}d" for w in _unique(settings.volatility_windows)),
+        f"volume_z_{settings.volume_zscore_window}",
+    ]
+    last = features.sort_values(_KEY).groupby("ticker").tail(1).set_index("ticker")
+    return last[["date", *columns]].round(3)
 
 
 def showcase_ticker(features: pd.DataFrame, benchmark: str) -> str:

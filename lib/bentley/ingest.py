@@ -62,7 +62,8 @@ def ingest(params: SimpleNamespace, lake: Lake, logical_date: dt.date, run_id: s
         if not frame.empty:
             path = lake.write_raw(frame, source=source.name, dataset=dataset, ingest_date=logical_date, name=run_id)
         rows.append(_summary_row(dataset, source.name, frame, path))
-    return IngestResult(universe=universe, benchmark=benchmark, frames=frames, summary=pd.DataFrame(rows))
+    summary = pd.DataFrame(rows).astype({"rows": "int64", "tickers": "Int64"}).set_index("dataset")
+    return IngestResult(universe=universe, benchmark=benchmark, frames=frames, summary=summary)
 
 
 def _summary_row(dataset: str, source: str, frame: pd.DataFrame, path) -> dict:  # noqa: ANN001

@@ -133,7 +133,7 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
         "Status": manifest["status"],
         "Logical date": manifest["logical_date"],
         "Profile": manifest["profile"],
-        "Started (UTC)": manifest.get("started_at") or "",
+        "Started (UTC)": (manifest.get("started_at") or "")[:19].replace("T", " "),
         "Duration": _fmt_seconds(manifest.get("duration_s")),
         "Params hash": (manifest.get("params_hash") or "")[:12],
         "Git SHA": (manifest.get("git_sha") or "not a git checkout")[:12],
@@ -171,7 +171,7 @@ def runs_index_html(manifests: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td><a href='runs/{esc(m['run_id'])}/index.html'>{esc(m['run_id'])}</a></td>"
         f"<td class='{esc(m['status'])}'>{esc(m['status'])}</td><td>{esc(m['logical_date'])}</td>"
-        f"<td>{esc(m['profile'])}</td><td>{esc(m.get('started_at') or '')}</td>"
+        f"<td>{esc(m['profile'])}</td><td>{esc((m.get('started_at') or '')[:19].replace('T', ' '))}</td>"
         f"<td>{_fmt_seconds(m.get('duration_s'))}</td></tr>"
         for m in ordered
     )

@@ -64,25 +64,23 @@ class StageContext:
     def describe_sources(self) -> str:
         """`market: sample · news: sample · ...` for report headers."""
         sources = getattr(self.params, "sources", None)
-        if sources is None:
-            return "warehouse tables"
-        return " · ".join(f"{name}: {getattr(sources, name).kind}" for name in type(sources).model_fields)
+        if sources is not None:
+            return _describe(sources)
+        loaded = self._profile_sources
+        return f"warehouse tables (loaded from {_describe(loaded)})" if loaded else "warehouse tables"
 
     @property
     def uses_sample_data(self) -> bool:
-        sources = getattr(self.params, "sources", None)
-        if sources is None:
-            return self.profile_uses_sample
-        return any(getattr(sources, name).kind == "sample" for name in type(sources).model_fields)
+        sources = getattr(self.params, "sources", None) or self._profile_sources
+        return sources is not None and any(kind == "sample" for kind in _kinds(sources).values())
 
     @cached_property
-    def profile_uses_sample(self) -> bool:
-        """For stages that never see `sources`: does this profile run on sample data?"""
+    def _profile_sources(self) -> Any:
+        """For stages that never see `sources`: the profile's, to label where the data came from."""
         try:
-            loaded = config.load_config(self.profile)
+            return config.load_config(self.profile).sources
         except config.ParamsError:
-            return False
-        return any(getattr(loaded.sources, n).kind == "sample" for n in type(loaded.sources).model_fields)
+            return None
 
 
 def open_stage(
@@ -124,6 +122,14 @@ def open_stage(
         params=SimpleNamespace(**typed),
         interactive=interactive,
     )
+
+
+def _kinds(sources: Any) -> dict[str, str]:
+    return {name: getattr(sources, name).kind for name in type(sources).model_fields}
+
+
+def _describe(sources: Any) -> str:
+    return " · ".join(f"{name}: {kind}" for name, kind in _kinds(sources).items())
 
 
 def read_results(run_dir: Path, stage: str) -> dict[str, Any]:

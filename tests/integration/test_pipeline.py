@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -45,11 +46,15 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("outputs")
 
 
+SECRET = "sentinel-Secret-4711"
+
+
 @pytest.fixture(scope="module")
 def first_run(outputs: Path, root: Path, clean_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**clean_env, "BENTLEY_WAREHOUSE_PASSWORD": SECRET, "YAHOO_API_KEY": SECRET, "NEWS_API_KEY": SECRET}
     result = run_cli(
         ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-first"],
-        clean_env, root,
+        env, root,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -154,6 +159,12 @@ def test_same_logical_date_twice_gives_identical_tables(first_run, outputs: Path
     assert index.index("ci-second") < index.index("ci-first"), "newest run first"
 
 
+def test_secrets_in_the_environment_never_reach_an_output(first_run, outputs: Path) -> None:
+    assert SECRET not in first_run.stdout + first_run.stderr
+    leaks = [p for p in outputs.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not leaks, f"secret found in {leaks}"
+
+
 def test_status_and_dag_verbs(first_run, outputs: Path, root: Path, clean_env: dict[str, str]) -> None:
     status = run_cli(["status", "ci-first", "--outputs", str(outputs)], clean_env, root)
     assert status.returncode == 0 and "ci-first: success" in status.stdout
@@ -204,6 +215,32 @@ def test_a_failing_stage_fails_the_run_and_skips_downstream(tmp_path: Path, root
     statuses = dict(warehouse.read("stage_runs")[["stage", "status"]].itertuples(index=False))
     assert statuses == {"boom": "failed", "after": "skipped"}
     warehouse.dispose()
+
+
+def test_a_stage_over_its_time_limit_is_killed(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
+    pid_file = tmp_path / "kernel.pid"
+    _stage_notebook(
+        tmp_path / "slow.ipynb",
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)",
+    )
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        f"stages:\n  slow: {{notebook: {tmp_path / 'slow.ipynb'}, upstream: [], sections: [], "
+        "timeout_minutes: 0.1, retries: 0}\n"
+    )
+    outputs = tmp_path / "out"
+    result = run_cli(
+        ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", "slow", "--logical-date", LOGICAL_DATE],
+        clean_env, root,
+    )
+    assert result.returncode == 1
+    assert "timed out after 6 s" in result.stdout
+    manifest = json.loads((outputs / "runs" / "slow" / "manifest.json").read_text())
+    assert manifest["stages"]["slow"]["status"] == "failed"
+    assert manifest["stages"]["slow"]["duration_s"] < 60
+    kernel_pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(kernel_pid, 0)
 
 
 @pytest.mark.parametrize(

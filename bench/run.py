@@ -1,0 +1,123 @@
+"""`make bench`: the speed and memory targets of the spine, measured, written as JSON.
+
+(a) Orchestration: `make pipeline` on the default profile, end to end, several times into
+    fresh outputs folders; per-stage overhead = wall time minus time inside cells.
+(b) Features: 500 tickers x 10 years of sample prices through `compute_features`, each
+    repetition in a fresh process so peak RSS is that computation's own.
+
+Targets (2-core machine): (a) <= 60 s per pipeline; (b) <= 20 s and <= 2 GB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+LOGICAL_DATE = "2026-11-27"
+
+FEATURES_CHILD = """
+import json, resource, sys, time
+import pandas as pd
+from bentley.config import load_config
+from bentley.features import compute_features
+prices = pd.read_parquet(sys.argv[1])
+settings = load_config().features
+start = time.perf_counter()
+out = compute_features(prices, settings)
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "rows": len(out), "columns": out.shape[1],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_pipeline(repeats: int) -> dict:
+    walls, overheads, cells = [], {}, {}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as outputs:
+            start = time.perf_counter()
+            subprocess.run(
+                ["make", "--no-print-directory", "pipeline", f"OUTPUTS={outputs}",
+                 f"ARGS=--logical-date {LOGICAL_DATE} --run-id bench"],
+                cwd=ROOT, check=True, capture_output=True, env=_env(),
+            )
+            walls.append(time.perf_counter() - start)
+            manifest = json.loads((Path(outputs) / "runs" / "bench" / "manifest.json").read_text())
+            for stage, entry in manifest["stages"].items():
+                overheads.setdefault(stage, []).append(entry["overhead_s"])
+                cells.setdefault(stage, []).append(entry["cell_time_s"])
+    return {
+        "repeats": repeats,
+        "make_pipeline_seconds_median": statistics.median(walls),
+        "make_pipeline_seconds_all": walls,
+        "stage_overhead_seconds_median": {s: statistics.median(v) for s, v in overheads.items()},
+        "stage_cell_seconds_median": {s: statistics.median(v) for s, v in cells.items()},
+        "target_seconds": 60,
+        "meets_target": statistics.median(walls) <= 60,
+    }
+
+
+def bench_features(repeats: int, tickers: int, years: int) -> dict:
+    from bentley.sources import FetchRequest
+    from bentley.sources.sample import SampleMarketSource
+
+    end = dt.date.fromisoformat(LOGICAL_DATE)
+    source = SampleMarketSource(seed=42, n_tickers=tickers, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
+    request = FetchRequest(end.replace(year=end.year - years), end, tuple(source.available_tickers()))
+    prices = source.fetch("prices", request)
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "prices.parquet"
+        prices.to_parquet(path)
+        for _ in range(repeats):
+            child = subprocess.run(
+                [sys.executable, "-c", FEATURES_CHILD, str(path)], check=True, capture_output=True, text=True, env=_env()
+            )
+            runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    seconds = statistics.median(r["seconds"] for r in runs)
+    peak = statistics.median(r["peak_rss_mb"] for r in runs)
+    return {
+        "tickers": tickers, "years": years, "input_rows": len(prices), "repeats": repeats,
+        "seconds_median": seconds, "seconds_all": [r["seconds"] for r in runs],
+        "peak_rss_mb_median": peak, "output_columns": runs[0]["columns"],
+        "target_seconds": 20, "target_peak_rss_mb": 2048,
+        "meets_target": seconds <= 20 and peak <= 2048,
+    }
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("BENTLEY_", "MLFLOW_"))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tickers", type=int, default=500)
+    parser.add_argument("--years", type=int, default=10)
+    args = parser.parse_args()
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "pipeline": bench_pipeline(args.repeats),
+        "features": bench_features(args.repeats, args.tickers, args.years),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = results["measured_at"].replace(":", "").replace("-", "")
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0 if results["pipeline"]["meets_target"] and results["features"]["meets_target"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
