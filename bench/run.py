@@ -107,7 +107,7 @@ def main() -> int:
     args = parser.parse_args()
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "pipeline": bench_pipeline(args.repeats),
         "features": bench_features(args.repeats, args.tickers, args.years),
     }

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bentley.config import PARAMS_DIR, PIPELINE_FILE, ParamsError, load_config, load_pipeline, outputs_dir, project_root
+from bentley.config import (
+    PARAMS_DIR,
+    PIPELINE_FILE,
+    ParamsError,
+    load_config,
+    load_pipeline,
+    outputs_dir,
+    project_root,
+)
 from runner.dag import DagError, build_dag
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -64,7 +64,7 @@ def execute_stage(
     timed_out = threading.Event()
     watchdog = threading.Timer(stage.timeout_s, _kill_kernel, args=(kernel, timed_out))
     watchdog.daemon = True
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
     error: str | None = None
     transient = False
@@ -106,7 +106,7 @@ def execute_stage(
     return Attempt(
         status="failed" if error else "success",
         started_at=started,
-        ended_at=dt.datetime.now(dt.timezone.utc),
+        ended_at=dt.datetime.now(dt.UTC),
         duration_s=duration,
         cell_time_s=cell_seconds(output),
         error=error,

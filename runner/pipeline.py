@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from bentley import calendar, reporting
-from bentley.config import PIPELINE_FILE, PARAMS_DIR, Config, load_config, load_pipeline
+from bentley.config import PARAMS_DIR, PIPELINE_FILE, Config, load_config, load_pipeline
 from bentley.lake import atomic_write_json, read_json
 from bentley.stage import read_results
 from bentley.tracking import PipelineTracker, display_uri, tracking_uri
@@ -79,12 +79,12 @@ def plan_run(request: RunRequest) -> Plan:
 
 def new_run_id() -> str:
     """Sortable by start time, unique across machines: `20261130T120501Z-a1b2c3`."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def _default_logical_date(config: Config) -> dt.date:
     """The latest session that has closed: the only place a run looks at the clock."""
-    return calendar.latest_closed_session(dt.datetime.now(dt.timezone.utc), config.workflow.calendar)
+    return calendar.latest_closed_session(dt.datetime.now(dt.UTC), config.workflow.calendar)
 
 
 class PipelineRun:
@@ -308,7 +308,7 @@ def _frame(rows: list[dict[str, Any]]):  # noqa: ANN202 - a pandas DataFrame
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _git_state(root: Path) -> tuple[str | None, bool]:

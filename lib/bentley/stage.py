@@ -107,11 +107,11 @@ def open_stage(
     interactive = run_id is None
     if logical_date is None:
         market = typed["workflow"].calendar if "workflow" in typed else calendar.DEFAULT_CALENDAR
-        logical = calendar.latest_closed_session(dt.datetime.now(dt.timezone.utc), market)
+        logical = calendar.latest_closed_session(dt.datetime.now(dt.UTC), market)
     else:
         logical = dt.date.fromisoformat(str(logical_date))
     if run_id is None:
-        run_id = "interactive-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        run_id = "interactive-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     outputs = config.outputs_dir(outputs_dir)
     return StageContext(
         stage=stage,

@@ -351,4 +351,4 @@ def _records(frame: pd.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
         else:
             columns[name] = [None if pd.isna(v) else str(v) for v in series]
     names = list(columns)
-    return [dict(zip(names, row)) for row in zip(*columns.values())]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]

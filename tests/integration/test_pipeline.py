@@ -174,39 +174,49 @@ def test_status_and_dag_verbs(first_run, outputs: Path, root: Path, clean_env: d
     assert re.search(r"1\. ingest\s+<- -", dag.stdout) and re.search(r"2\. etl\s+<- ingest", dag.stdout)
 
 
-def _stage_notebook(path: Path, body: str) -> None:
+def scratch_pipeline(tmp_path: Path, stages: dict[str, tuple[str, list[str], float]]) -> Path:
+    """A pipeline.yaml of throwaway notebooks: stage -> (code, upstream, timeout_minutes)."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    parameters = new_code_cell('run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"')
-    parameters.metadata["tags"] = ["parameters"]
-    notebook = new_notebook(cells=[new_markdown_cell(f"# {path.stem}"), parameters, new_code_cell(body)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, path)
+    lines = ["stages:"]
+    for name, (body, upstream, timeout) in stages.items():
+        parameters = new_code_cell('run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"')
+        parameters.metadata["tags"] = ["parameters"]
+        notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), parameters, new_code_cell(body)])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, tmp_path / f"{name}.ipynb")
+        lines.append(
+            f"  {name}: {{notebook: {tmp_path / (name + '.ipynb')}, upstream: {json.dumps(upstream)}, sections: [], "
+            f"timeout_minutes: {timeout}, retries: 0}}"
+        )
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("\n".join(lines) + "\n")
+    return pipeline
+
+
+def run_scratch(tmp_path: Path, pipeline: Path, run_id: str, root: Path, env: dict[str, str]):  # noqa: ANN201
+    outputs = tmp_path / "out"
+    result = run_cli(
+        ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", run_id,
+         "--logical-date", LOGICAL_DATE], env, root,
+    )
+    manifest = json.loads((outputs / "runs" / run_id / "manifest.json").read_text())
+    return result, outputs, manifest
 
 
 def test_a_failing_stage_fails_the_run_and_skips_downstream(tmp_path: Path, root: Path,
                                                             clean_env: dict[str, str]) -> None:
-    _stage_notebook(tmp_path / "boom.ipynb", 'raise ValueError("planted failure for the test")')
-    _stage_notebook(tmp_path / "after.ipynb", "print('never runs')")
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(
-        "stages:\n"
-        f"  boom: {{notebook: {tmp_path / 'boom.ipynb'}, upstream: [], sections: [], timeout_minutes: 2, retries: 0}}\n"
-        f"  after: {{notebook: {tmp_path / 'after.ipynb'}, upstream: [boom], sections: [], timeout_minutes: 2,"
-        " retries: 0}\n"
-    )
-    outputs = tmp_path / "out"
-    result = run_cli(
-        ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", "bad", "--logical-date", LOGICAL_DATE],
-        clean_env, root,
-    )
+    pipeline = scratch_pipeline(tmp_path, {
+        "boom": ('raise ValueError("planted failure for the test")', [], 2),
+        "after": ("print('never runs')", ["boom"], 2),
+    })
+    result, outputs, manifest = run_scratch(tmp_path, pipeline, "bad", root, clean_env)
     assert result.returncode == 1
     kept = outputs / "runs" / "bad" / "notebooks" / "boom.ipynb"
     assert str(kept) in result.stdout
     assert "ValueError: planted failure for the test" in result.stdout
     assert "An Exception was encountered" in kept.read_text()  # papermill's error banner
-    manifest = json.loads((outputs / "runs" / "bad" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert manifest["stages"]["boom"]["status"] == "failed"
     assert manifest["stages"]["after"]["status"] == "skipped"
@@ -219,23 +229,11 @@ def test_a_failing_stage_fails_the_run_and_skips_downstream(tmp_path: Path, root
 
 def test_a_stage_over_its_time_limit_is_killed(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     pid_file = tmp_path / "kernel.pid"
-    _stage_notebook(
-        tmp_path / "slow.ipynb",
-        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)",
-    )
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(
-        f"stages:\n  slow: {{notebook: {tmp_path / 'slow.ipynb'}, upstream: [], sections: [], "
-        "timeout_minutes: 0.1, retries: 0}\n"
-    )
-    outputs = tmp_path / "out"
-    result = run_cli(
-        ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", "slow", "--logical-date", LOGICAL_DATE],
-        clean_env, root,
-    )
+    body = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"
+    pipeline = scratch_pipeline(tmp_path, {"slow": (body, [], 0.1)})
+    result, _, manifest = run_scratch(tmp_path, pipeline, "slow", root, clean_env)
     assert result.returncode == 1
     assert "timed out after 6 s" in result.stdout
-    manifest = json.loads((outputs / "runs" / "slow" / "manifest.json").read_text())
     assert manifest["stages"]["slow"]["status"] == "failed"
     assert manifest["stages"]["slow"]["duration_s"] < 60
     kernel_pid = int(pid_file.read_text())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from bentley.warehouse import Warehouse, resolve_url
 
@@ -37,7 +38,7 @@ def test_a_failing_load_rolls_back_the_whole_table(warehouse: Warehouse) -> None
     warehouse.upsert("prices", prices(10.0))
     bad = prices(12.0, days=6)
     bad.loc[5, "ticker"] = None  # NOT NULL key violation on the last row
-    with pytest.raises(Exception):
+    with pytest.raises(sa.exc.IntegrityError):
         warehouse.upsert("prices", bad)
     stored = warehouse.read("prices")
     assert len(stored) == 3 and stored["close"].tolist() == [10.0] * 3

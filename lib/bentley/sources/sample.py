@@ -630,20 +630,25 @@ def _next_session(day: dt.date, calendar: str) -> dt.date | None:
     return None
 
 
-class SampleNewsSource(Source):
+class _SampleCompanion(Source):
+    """News and portfolio sources that follow the sample market of the same seed and epoch."""
+
+    name = "sample"
+    synthetic = True
+
+    def __init__(self, seed: int, epoch: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
+        self.seed, self.epoch, self.calendar = seed, epoch, calendar
+        self._market = SampleMarketSource(seed, 0, epoch, DEFAULT_BENCHMARK, calendar)
+
+
+class SampleNewsSource(_SampleCompanion):
     """Headlines whose tone weakly anticipates the ticker's next-session return (corr ~0.15).
 
     Prices come from a `SampleMarketSource` with the same seed and epoch, so news and prices
     of one configuration agree.
     """
 
-    name = "sample"
     datasets = ("news",)
-    synthetic = True
-
-    def __init__(self, seed: int, epoch: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
-        self.seed, self.epoch, self.calendar = seed, epoch, calendar
-        self._market = SampleMarketSource(seed, 0, epoch, DEFAULT_BENCHMARK, calendar)
 
     def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
         self._check_dataset(dataset)
@@ -900,16 +905,10 @@ def _months(start: dt.date, end: dt.date) -> Iterable[tuple[int, int]]:
         yield index // 12, index % 12 + 1
 
 
-class SamplePortfolioSource(Source):
+class SamplePortfolioSource(_SampleCompanion):
     """A household's bank and card ledger and its brokerage holdings, deterministic in the seed."""
 
-    name = "sample"
     datasets = ("transactions", "holdings")
-    synthetic = True
-
-    def __init__(self, seed: int, epoch: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
-        self.seed, self.epoch, self.calendar = seed, epoch, calendar
-        self._market = SampleMarketSource(seed, 0, epoch, DEFAULT_BENCHMARK, calendar)
 
     def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
         self._check_dataset(dataset)
