@@ -123,16 +123,75 @@ class Universe(Section):
         return value.strip().upper()
 
 
-class SampleSource(Section):
-    kind: Literal["sample"]
+class Http(Section):
+    """How network sources behave: retries on transient failures only, and a rate limit."""
+
+    timeout_s: PositiveFloat
+    max_attempts: PositiveInt
+    backoff_base_s: Annotated[float, Field(ge=0)]
+    backoff_max_s: Annotated[float, Field(ge=0)]
+    requests_per_second: PositiveFloat
+
+
+class MarketSourceSettings(Section):
+    """`sample` (embedded), `csv` (a folder of TICKER.csv/.parquet or one long file), `yahoo`."""
+
+    kind: Literal["sample", "csv", "yahoo"]
+    path: str | None  # csv: the folder or file, relative to sources.data_dir
+    full_refresh: bool  # ignore the sync cursors and refetch the whole history window
+    overlap_sessions: Annotated[int, Field(ge=0)]  # refetch this many sessions before each cursor
+    max_failed_share: Annotated[float, Field(ge=0, le=1)]  # tickers that may fail before the stage fails
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> MarketSourceSettings:
+        if self.kind == "csv" and not self.path:
+            raise ValueError("kind csv needs a path (a folder of TICKER.csv files or one long file)")
+        return self
+
+
+class Feed(Section):
+    url: str  # http(s) URL or a file under sources.data_dir; `{ticker}` expands per ticker
+    ticker: str | None  # null: match tickers and company names in each headline
+
+
+class NewsSourceSettings(Section):
+    """`sample`, `rss` (RSS/Atom feeds), `csv` (exported posts in the news schema), `yahoo`."""
+
+    kind: Literal["sample", "rss", "csv", "yahoo"]
+    path: str | None  # csv: the file, relative to sources.data_dir
+    feeds: list[Feed]
+
+    @model_validator(mode="after")
+    def _inputs_for_kind(self) -> NewsSourceSettings:
+        if self.kind == "csv" and not self.path:
+            raise ValueError("kind csv needs a path")
+        if self.kind == "rss" and not self.feeds:
+            raise ValueError("kind rss needs at least one feed")
+        return self
+
+
+class PortfolioSourceSettings(Section):
+    """`sample`, or `files`: bank/broker exports (transactions CSV/OFX/QFX, holdings CSV)."""
+
+    kind: Literal["sample", "files"]
+    transactions: str | None  # a file or folder, relative to sources.data_dir
+    holdings: str | None
+
+    @model_validator(mode="after")
+    def _inputs_for_kind(self) -> PortfolioSourceSettings:
+        if self.kind == "files" and not (self.transactions or self.holdings):
+            raise ValueError("kind files needs a transactions or a holdings path")
+        return self
 
 
 class Sources(Section):
     """Which adapter serves each kind of data; each is chosen independently."""
 
-    market: SampleSource
-    news: SampleSource
-    portfolio: SampleSource
+    data_dir: str  # relative source paths resolve here and may not escape it
+    market: MarketSourceSettings
+    news: NewsSourceSettings
+    portfolio: PortfolioSourceSettings
+    http: Http
 
 
 class History(Section):

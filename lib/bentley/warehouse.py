@@ -97,6 +97,19 @@ features = sa.Table(
     sa.Column("date", sa.Date, primary_key=True),
 )
 
+#: Incremental sync: the last date loaded per (source, dataset, ticker); "*" when a
+#: dataset has no ticker. Written by `etl` after a successful load, read by `ingest`.
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    _key("source", 32),
+    _key("dataset", 32),
+    _key("ticker", 32),
+    sa.Column("cursor_date", sa.Date),
+    sa.Column("rows", sa.Integer),
+    sa.Column("run_id", sa.String(64)),
+)
+
 pipeline_runs = sa.Table(
     "pipeline_runs",
     metadata,

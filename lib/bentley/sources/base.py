@@ -11,8 +11,33 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+
+
+class SourceError(ValueError):
+    """Bad input from a source: the message names the file, field or ticker and the problem."""
+
+
+class TransientSourceError(RuntimeError):
+    """A failure worth retrying later (rate limit, 5xx, timeout, connection reset)."""
+
+
+def resolve_inside(root: Path, relative: str | Path) -> Path:
+    """`root / relative`, refusing anything that resolves outside `root` (`../`, symlinks).
+
+    Absolute paths are taken as given: the user named them explicitly. Relative paths and
+    every path built from data (a ticker becoming a file name) must stay inside the folder.
+    """
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        return candidate
+    base = Path(root).resolve()
+    resolved = (base / candidate).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise SourceError(f"path {str(relative)!r} escapes the data folder {base}")
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,12 @@ class Source(ABC):
     datasets: tuple[str, ...]
     #: True for generated data; reports flag it as sample data.
     synthetic: bool = False
+    #: Filled by `fetch`: ticker (or file) -> why it failed. One failure never fails the
+    #: whole fetch; the stage decides with `sources.market.max_failed_share`.
+    failures: dict[str, str]
+
+    def __init__(self) -> None:
+        self.failures = {}
 
     @abstractmethod
     def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:

@@ -507,6 +507,7 @@ class SampleMarketSource(MarketSource):
     ) -> None:
         if seed < 0 or n_tickers < 0:
             raise ValueError(f"seed and n_tickers must be non-negative, got {seed} and {n_tickers}")
+        super().__init__()
         self.seed, self.n_tickers, self.epoch = seed, n_tickers, epoch
         self.benchmark, self.calendar = benchmark, calendar
 
@@ -637,6 +638,7 @@ class _SampleCompanion(Source):
     synthetic = True
 
     def __init__(self, seed: int, epoch: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
+        super().__init__()
         self.seed, self.epoch, self.calendar = seed, epoch, calendar
         self._market = SampleMarketSource(seed, 0, epoch, DEFAULT_BENCHMARK, calendar)
 
