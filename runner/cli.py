@@ -53,16 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = verbs.add_parser("report", help="print the path of the latest run's index.html")
     report.add_argument("--outputs", type=Path)
+
+    retention = verbs.add_parser("retention", help="delete raw lake partitions, run folders and logs "
+                                 "older than workflow.retention (relative to the logical date)")
+    retention.add_argument("--profile", default="default")
+    retention.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    retention.add_argument("--logical-date", type=_date, help="default: latest closed NYSE session")
+    retention.add_argument("--outputs", type=Path)
+    retention.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, record=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         root = (args.root or project_root()).resolve()
-        handler = {"run": _run, "status": _status, "dag": _dag, "report": _report}[args.verb]
+        handler = {"run": _run, "status": _status, "dag": _dag, "report": _report, "retention": _retention}[args.verb]
         return handler(args, root, console)
     except (ParamsError, DagError) as exc:
         err.print(f"[red]error:[/] {exc}", markup=True)
@@ -135,6 +143,25 @@ def _report(args: argparse.Namespace, root: Path, console: Console) -> int:
         return EXIT_FAILED
     latest = max(manifests, key=lambda m: m.get("started_at") or "")
     console.print(str(outputs / "runs" / latest["run_id"] / "index.html"))
+    return EXIT_OK
+
+
+def _retention(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from bentley import calendar, retention
+
+    config = load_config(args.profile, args.overrides, root)
+    logical_date = args.logical_date or calendar.latest_closed_session(
+        dt.datetime.now(dt.UTC), config.workflow.calendar
+    )
+    outputs = outputs_dir(args.outputs, root)
+    expired = retention.plan(outputs, config.workflow.retention, logical_date)
+    verb = "would delete" if args.dry_run else "deleting"
+    for item in expired:
+        console.print(f"{verb} {item.kind:<9} {item.dated}  (before {item.cutoff})  {item.path}")
+    if not args.dry_run:
+        retention.apply(expired)
+    console.print(f"{len(expired)} path(s) {'expired' if args.dry_run else 'deleted'}; "
+                  f"logical date {logical_date}")
     return EXIT_OK
 
 

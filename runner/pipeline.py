@@ -21,7 +21,7 @@ from rich.console import Console
 
 from bentley import calendar, reporting
 from bentley.config import PARAMS_DIR, PIPELINE_FILE, Config, load_config, load_pipeline
-from bentley.lake import atomic_write_json, read_json
+from bentley.lake import atomic_write_json, atomic_write_text, read_json
 from bentley.stage import read_results
 from bentley.tracking import PipelineTracker, display_uri, tracking_uri
 from bentley.warehouse import Warehouse
@@ -145,6 +145,7 @@ class PipelineRun:
         self.console.print(
             f"[{colour}]{self.manifest['status']}[/] in {self.manifest['duration_s']:.1f} s · report {index}"
         )
+        self._write_log()
         return 1 if failed else 0
 
     def _run_stage(self, stage: Stage, kernel_name: str) -> bool:
@@ -193,6 +194,11 @@ class PipelineRun:
         return False
 
     # ------------------------------------------------------------------ records
+
+    def _write_log(self) -> None:
+        """The terminal lines of this run, kept as `outputs/logs/<run_id>.log` (retention prunes)."""
+        log = self.outputs / "logs" / f"{self.plan.run_id}.log"
+        atomic_write_text(log, self.console.export_text(clear=False))
 
     def _parameters(self, stage: Stage) -> dict[str, Any]:
         """What papermill injects: identity, paths and the stage's params sections (no secrets)."""

@@ -67,3 +67,12 @@ def latest_closed_session(now: dt.datetime, calendar: str = DEFAULT_CALENDAR) ->
     if cal.session_close(session) > pd.Timestamp(now).tz_convert("UTC"):
         session = cal.previous_session(session)
     return session.date()
+
+
+def sessions_before(day: dt.date | str, count: int, calendar: str = DEFAULT_CALENDAR) -> dt.date:
+    """The session `count` sessions before the last session on or before `day`."""
+    cal = _calendar(calendar)
+    session = pd.Timestamp(latest_session_on_or_before(day, calendar))
+    if count <= 0:
+        return session.date()
+    return cal.session_offset(session, -count).date()

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from bentley import calendar, schemas, validation
-from bentley.ingest import DATASET_ROLES
+from bentley import calendar, schemas, sync, validation
 from bentley.lake import Lake
-from bentley.schemas import TableContract
+from bentley.schemas import DATASET_ROLES, TableContract
+from bentley.sync import read_cursors
 from bentley.validation import CheckResult
 
 NUMERIC_PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume", "dividend", "split_ratio"]
@@ -122,4 +122,28 @@ def load(
         rows.append({"table": dataset, "rows_upserted": written, "rows_in_table": warehouse.count(dataset)})
     checks = validation.results_table(results, run_id)
     warehouse.upsert("data_quality", checks)
+    warehouse.upsert("sync_state", advanced_cursors(params, warehouse, cleaned, run_id))
     return EtlResult(checks=checks, loaded=pd.DataFrame(rows))
+
+
+#: Datasets fetched incrementally, and whether their cursor is per ticker.
+INCREMENTAL = {"prices": True, "news": True, "transactions": False}
+
+
+def advanced_cursors(
+    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str  # noqa: ANN001
+) -> pd.DataFrame:
+    """`sync_state` rows after a successful load: cursors only ever move forward."""
+    rows = []
+    for dataset, by_ticker in INCREMENTAL.items():
+        source = getattr(params.sources, DATASET_ROLES[dataset]).kind
+        frame = cleaned[dataset]
+        saved = read_cursors(warehouse, source, dataset)
+        counts = frame["ticker"].value_counts() if by_ticker and len(frame) else pd.Series(dtype="int64")
+        for key, cursor in sync.cursors_from_rows(frame, by_ticker=by_ticker).items():
+            rows.append({
+                "source": source, "dataset": dataset, "ticker": key,
+                "cursor_date": max(cursor, saved.get(key, cursor)),
+                "rows": int(counts.get(key, len(frame))), "run_id": run_id,
+            })
+    return pd.DataFrame(rows, columns=["source", "dataset", "ticker", "cursor_date", "rows", "run_id"])

@@ -1,29 +1,39 @@
 """The `ingest` stage: fetch every configured source and land it in the raw lake.
 
 Raw data is written exactly as the source returned it (never edited afterwards), one
-Parquet file per dataset and run, partitioned by the logical date. An empty response
-is reported and writes nothing, so it can never hide data landed earlier.
+Parquet file per dataset and run, partitioned by the logical date. Data that fails an
+error-severity check is rejected before anything is written, so bad input leaves the lake
+as it was. Fetches are
+incremental (see `sync`). One failing ticker never fails the universe: failures are
+reported by name, and the stage fails only past `sources.market.max_failed_share`. An
+empty response is reported and writes nothing, so it can never hide data landed earlier.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 
+from bentley import etl, sync, validation
 from bentley.lake import Lake
-from bentley.sources import FetchRequest, MarketSource, market_source, news_source, portfolio_source
+from bentley.schemas import DATASET_ROLES, RAW_DATASETS
+from bentley.sources import (
+    FetchRequest,
+    MarketSource,
+    Source,
+    market_source,
+    news_source,
+    portfolio_source,
+)
+from bentley.sources.base import SourceError
 
-#: Which `sources.<role>` serves each dataset.
-DATASET_ROLES: dict[str, str] = {
-    "prices": "market",
-    "news": "news",
-    "transactions": "portfolio",
-    "holdings": "portfolio",
-}
-
+log = logging.getLogger(__name__)
 
 @dataclass
 class IngestResult:
@@ -31,6 +41,7 @@ class IngestResult:
     benchmark: str
     frames: dict[str, pd.DataFrame]
     summary: pd.DataFrame
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["source", "item", "reason"]))
 
 
 def resolve_universe(tickers: list[str] | None, market: MarketSource) -> list[str]:
@@ -38,40 +49,127 @@ def resolve_universe(tickers: list[str] | None, market: MarketSource) -> list[st
     return list(tickers) if tickers is not None else market.available_tickers()
 
 
-def ingest(params: SimpleNamespace, lake: Lake, logical_date: dt.date, run_id: str) -> IngestResult:
+def ingest(
+    params: SimpleNamespace, lake: Lake, warehouse: Any, logical_date: dt.date, run_id: str, root: Path
+) -> IngestResult:
     """Fetch prices (universe + benchmark), news, transactions and holdings; write the lake."""
-    start, end = params.history.window(logical_date)
-    market = market_source(params)
+    window = params.history.window(logical_date)
+    settings = params.sources.market
+    data_dir = root / params.sources.data_dir
+    market = market_source(params, data_dir)
     universe = resolve_universe(params.universe.tickers, market)
     benchmark = params.universe.benchmark
-    with_benchmark = tuple(dict.fromkeys([*universe, benchmark]))
-    sources = {"market": market, "news": news_source(params), "portfolio": portfolio_source(params)}
-    requests = {
-        "prices": FetchRequest(start, end, with_benchmark, as_of=logical_date),
-        "news": FetchRequest(start, end, tuple(universe), as_of=logical_date),
-        "transactions": FetchRequest(start, end, tuple(universe), as_of=logical_date),
-        "holdings": FetchRequest(start, end, tuple(universe), as_of=logical_date),
+    sources: dict[str, Source] = {
+        "market": market,
+        "news": news_source(params, data_dir),
+        "portfolio": portfolio_source(params, data_dir),
     }
+    cursors = {d: sync.read_cursors(warehouse, sources[r].name, d) for d, r in DATASET_ROLES.items()}
+    full = settings.full_refresh
+    overlap = settings.overlap_sessions
+    cal = params.workflow.calendar
+
     frames: dict[str, pd.DataFrame] = {}
+    frames["prices"], starts = _fetch_prices(
+        market, [*universe, benchmark], cursors["prices"], window, overlap, full, cal, logical_date
+    )
+    _enforce_failure_threshold(market, len(set(universe) | {benchmark}), settings.max_failed_share)
+    news_plan = sync.plan_fetch(universe, cursors["news"], window, overlap, full, cal)
+    frames["news"] = _fetch_planned(sources["news"], "news", news_plan, logical_date)
+    txn_plan = sync.plan_fetch([sync.ALL_TICKERS], cursors["transactions"], window, overlap, full, cal)
+    txn_start = txn_plan.starts[sync.ALL_TICKERS]
+    frames["transactions"] = sources["portfolio"].fetch(
+        "transactions", FetchRequest(txn_start, window[1], tuple(universe), as_of=logical_date)
+    )
+    frames["holdings"] = sources["portfolio"].fetch(
+        "holdings", FetchRequest(window[0], window[1], tuple(universe), as_of=logical_date)
+    )
+
+    # Bad data never lands: the load's error checks run before the first lake write.
+    _, results = etl.validate(params, {d: f.assign(_lake_file="(fetched)") for d, f in frames.items()}, logical_date)
+    validation.raise_on_errors("ingest", results)
+
     rows = []
     for dataset, role in DATASET_ROLES.items():
-        source = sources[role]
-        frame = source.fetch(dataset, requests[dataset])
-        frames[dataset] = frame
+        source, frame = sources[role], frames[dataset]
         path = None
         if not frame.empty:
             path = lake.write_raw(frame, source=source.name, dataset=dataset, ingest_date=logical_date, name=run_id)
-        rows.append(_summary_row(dataset, source.name, frame, path))
+        fetched_from = {"prices": min(starts.values(), default=window[0]),
+                        "news": min(news_plan.starts.values(), default=window[0]),
+                        "transactions": txn_start, "holdings": logical_date}[dataset]
+        rows.append(_summary_row(dataset, source.name, frame, path, fetched_from, window[0]))
+    failures = [
+        {"source": f"{role}:{source.name}", "item": item, "reason": reason}
+        for role, source in sources.items()
+        for item, reason in sorted(source.failures.items())
+    ]
     summary = pd.DataFrame(rows).astype({"rows": "int64", "tickers": "Int64"}).set_index("dataset")
-    return IngestResult(universe=universe, benchmark=benchmark, frames=frames, summary=summary)
+    return IngestResult(
+        universe=universe, benchmark=benchmark, frames=frames, summary=summary,
+        failures=pd.DataFrame(failures, columns=["source", "item", "reason"]),
+    )
 
 
-def _summary_row(dataset: str, source: str, frame: pd.DataFrame, path) -> dict:  # noqa: ANN001
+def _fetch_prices(
+    market: MarketSource,
+    tickers: list[str],
+    cursors: dict[str, dt.date],
+    window: tuple[dt.date, dt.date],
+    overlap: int,
+    full_refresh: bool,
+    cal: str,
+    logical_date: dt.date,
+) -> tuple[pd.DataFrame, dict[str, dt.date]]:
+    """Incremental fetch; tickers with a new split or dividend are refetched in full."""
+    tickers = list(dict.fromkeys(tickers))
+    plan = sync.plan_fetch(tickers, cursors, window, overlap, full_refresh, cal)
+    prices = _fetch_planned(market, "prices", plan, logical_date)
+    failures = dict(market.failures)
+    changed = [t for t in sync.new_corporate_actions(prices, cursors) if plan.is_incremental(t, window[0])]
+    starts = dict(plan.starts)
+    if changed:
+        log.info("refetching %s over the whole window: new split or dividend", ", ".join(changed))
+        refetched = market.fetch("prices", FetchRequest(window[0], window[1], tuple(changed), as_of=logical_date))
+        failures.update(market.failures)
+        prices = pd.concat([prices[~prices["ticker"].isin(changed)], refetched], ignore_index=True)
+        starts.update({t: window[0] for t in changed})
+    market.failures = failures
+    return prices, starts
+
+
+def _fetch_planned(source: Source, dataset: str, plan: sync.FetchPlan, logical_date: dt.date) -> pd.DataFrame:
+    frames, failures = [], {}
+    for start, tickers in plan.groups().items():
+        frames.append(source.fetch(dataset, FetchRequest(start, plan.end, tickers, as_of=logical_date)))
+        failures.update(source.failures)
+    source.failures = failures
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=RAW_DATASETS[dataset].column_names)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _enforce_failure_threshold(market: MarketSource, requested: int, max_share: float) -> None:
+    failed = sorted(market.failures)
+    if requested and len(failed) / requested > max_share:
+        details = "; ".join(f"{t}: {market.failures[t]}" for t in failed)
+        raise SourceError(
+            f"{len(failed)} of {requested} tickers failed (more than sources.market.max_failed_share="
+            f"{max_share:.0%}): {details}"
+        )
+
+
+def _summary_row(
+    dataset: str, source: str, frame: pd.DataFrame, path: Path | None, fetched_from: dt.date, window_start: dt.date
+) -> dict:
     date_column = "as_of" if dataset == "holdings" else "date"
     dates = pd.to_datetime(frame[date_column]) if len(frame) else pd.Series(dtype="datetime64[ns]")
     return {
         "dataset": dataset,
         "source": source,
+        "mode": "snapshot" if dataset == "holdings" else ("incremental" if fetched_from > window_start else "full"),
+        "fetched_from": fetched_from,
         "rows": len(frame),
         "tickers": int(frame["ticker"].nunique()) if "ticker" in frame else None,
         "first_date": dates.min().date() if len(dates) else None,

@@ -12,7 +12,9 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,22 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree (retention); a missing path is already gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Partition:
+    source: str
+    dataset: str
+    ingest_date: dt.date
+    path: Path
+
+
 class Lake:
     """Parquet files under `<outputs>/lake`, partitioned by source, dataset and ingest date."""
 
@@ -82,6 +100,17 @@ class Lake:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def raw_partitions(self) -> list[Partition]:
+        """Every `raw/<source>/<dataset>/ingest_date=...` folder in the lake."""
+        found = []
+        for folder in sorted(self.root.glob("raw/*/*/ingest_date=*")):
+            try:
+                day = dt.date.fromisoformat(folder.name.removeprefix("ingest_date="))
+            except ValueError:
+                continue  # not ours: never delete what we cannot date
+            found.append(Partition(folder.parent.parent.name, folder.parent.name, day, folder))
+        return found
 
     def raw_files(self, source: str, dataset: str, ingest_date: dt.date) -> list[Path]:
         """The partition's files in write order (names start with the run id's timestamp)."""

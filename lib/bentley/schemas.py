@@ -79,3 +79,11 @@ HOLDINGS = TableContract(
 RAW_DATASETS: dict[str, TableContract] = {
     c.name: c for c in (PRICES, NEWS, TRANSACTIONS, HOLDINGS)
 }
+
+#: Which `sources.<role>` serves each raw dataset.
+DATASET_ROLES: dict[str, str] = {
+    "prices": "market",
+    "news": "news",
+    "transactions": "portfolio",
+    "holdings": "portfolio",
+}

@@ -31,6 +31,7 @@ class StageContext:
     logical_date: dt.date
     profile: str
     outputs: Path
+    root: Path  # the project folder: source paths in params resolve under it
     params: SimpleNamespace
     interactive: bool
     metrics: dict[str, float] = field(default_factory=dict)
@@ -119,13 +120,14 @@ def open_stage(
         logical_date=logical,
         profile=profile,
         outputs=outputs,
+        root=config.project_root(),
         params=SimpleNamespace(**typed),
         interactive=interactive,
     )
 
 
 def _kinds(sources: Any) -> dict[str, str]:
-    return {name: getattr(sources, name).kind for name in type(sources).model_fields}
+    return {name: getattr(sources, name).kind for name in ("market", "news", "portfolio")}
 
 
 def _describe(sources: Any) -> str:

@@ -1,6 +1,7 @@
 """Data-quality checks with names, severities, counts and example rows.
 
-A check looks at a whole table and returns the rows that fail it. Errors stop the
+A check looks at a whole table and returns the rows that fail it; pandera runs the checks
+lazily (every failing row of every check is collected, not just the first). Errors stop the
 stage before any warehouse write; warnings are reported and the stage goes on. Each
 result becomes one row of `data_quality(run_id, dataset, check_name)` and a line of the
 `etl` report, so "what was wrong with the data" is answered by a table, not a log.
@@ -15,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 
 from bentley.schemas import TableContract
 
@@ -53,33 +55,91 @@ class ValidationFailed(Exception):
 
 @dataclass(frozen=True)
 class Check:
+    """A named rule over a whole table: `failing_rows` marks the rows that break it."""
+
     name: str
     severity: Severity
-    failing_rows: Callable[[pd.DataFrame], pd.Series | np.ndarray]  # boolean mask over the rows
-    detail: str = ""
+    failing_rows: Callable[[pd.DataFrame], pd.Series | np.ndarray]
+    detail: str | Callable[[pd.DataFrame], str] = ""
 
 
 def run_checks(dataset: str, frame: pd.DataFrame, contract: TableContract, checks: Iterable[Check]) -> list[CheckResult]:
-    """The schema check, then (only if the columns are there) every other check."""
-    missing = [c for c in contract.column_names if c not in frame.columns and not _optional(contract, c)]
-    schema = CheckResult(
-        dataset, "required_columns", "error", len(frame), len(missing),
-        detail=f"missing {missing}" if missing else "",
-    )
+    """Validate with pandera: column presence and types first, then every named check.
+
+    pandera does the bookkeeping (lazy validation collects every failing row of every
+    check); this function turns its failure cases into one `CheckResult` per check.
+    """
+    checks = list(checks)
+    presence = _presence_schema(contract)
+    failures = _failure_cases(presence, frame)
+    missing = sorted(failures.loc[failures["check"] == "column_in_dataframe", "failure_case"].astype(str))
+    results = [CheckResult(dataset, "required_columns", "error", len(frame), len(missing),
+                           detail=f"missing {missing}" if missing else "")]
     if missing:
-        return [schema]
-    results = [schema]
+        return results
+    typed = _typed_schema(contract, frame, checks)
+    failures = _failure_cases(typed, frame)
+    bad_columns = sorted(set(failures.loc[failures["check"] == "column_types", "column"].dropna().astype(str)))
+    results.append(CheckResult(dataset, "column_types", "error", len(frame), len(bad_columns),
+                               detail=f"wrong type in {bad_columns}" if bad_columns else ""))
+    if bad_columns:
+        return results
     for check in checks:
-        mask = pd.Series(check.failing_rows(frame), index=frame.index).fillna(False).astype(bool)
-        failed = frame.loc[mask.to_numpy()]
+        rows = failures.loc[failures["check"] == check.name, "index"].dropna().unique()
+        failed = frame.loc[frame.index.isin(rows)]
+        detail = check.detail(failed) if callable(check.detail) else check.detail
         results.append(
-            CheckResult(
-                dataset, check.name, check.severity, len(frame), int(mask.sum()),
-                detail=check.detail if len(failed) else "",
-                examples=_examples(failed),
-            )
+            CheckResult(dataset, check.name, check.severity, len(frame), len(failed),
+                        detail=detail if len(failed) else "", examples=_examples(failed))
         )
     return results
+
+
+def _presence_schema(contract: TableContract) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {c: pa.Column(required=not _optional(contract, c), nullable=True) for c in contract.columns},
+        strict=False,
+    )
+
+
+_TYPE_CHECKS: dict[str, Callable[[pd.Series], bool]] = {
+    "float": pd.api.types.is_numeric_dtype,
+    "int": pd.api.types.is_numeric_dtype,
+    "date": pd.api.types.is_datetime64_any_dtype,
+    "timestamp": pd.api.types.is_datetime64_any_dtype,
+}
+
+
+def _typed_schema(contract: TableContract, frame: pd.DataFrame, checks: list[Check]) -> pa.DataFrameSchema:
+    columns = {
+        name: pa.Column(
+            nullable=True,
+            required=False,
+            checks=[pa.Check(_TYPE_CHECKS[kind], name="column_types")] if kind in _TYPE_CHECKS else [],
+        )
+        for name, kind in contract.columns.items()
+        if name in frame.columns
+    }
+    frame_checks = [pa.Check(_passing(check), name=check.name) for check in checks]
+    return pa.DataFrameSchema(columns, checks=frame_checks, strict=False)
+
+
+def _passing(check: Check) -> Callable[[pd.DataFrame], pd.Series]:
+    """pandera wants True for rows that pass; our checks mark the rows that fail."""
+
+    def passes(frame: pd.DataFrame) -> pd.Series:
+        failing = pd.Series(check.failing_rows(frame), index=frame.index)
+        return ~failing.fillna(False).astype(bool)
+
+    return passes
+
+
+def _failure_cases(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return err.failure_cases
+    return pd.DataFrame(columns=["check", "column", "failure_case", "index"])
 
 
 def raise_on_errors(origin: str, results: Sequence[CheckResult]) -> None:
@@ -150,7 +210,7 @@ def news_checks(universe: Iterable[str]) -> list[Check]:
         Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "news_id"], keep=False)),
         Check("missing_values", "error", lambda f: f[["news_id", "ticker", "date", "headline"]].isna().any(axis=1)),
         Check("ticker_outside_universe", "warning", lambda f: ~f["ticker"].isin(tickers),
-              "headline for a ticker outside the universe"),
+              lambda failed: "headlines for tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"])))),
     ]
 
 
@@ -169,7 +229,7 @@ def holding_checks(universe: Iterable[str]) -> list[Check]:
         Check("missing_values", "error", lambda f: f[["as_of", "account", "ticker", "quantity"]].isna().any(axis=1)),
         Check("negative_quantity", "error", lambda f: f["quantity"] < 0),
         Check("ticker_outside_universe", "warning", lambda f: ~f["ticker"].isin(tickers),
-              "holding of a ticker outside the universe"),
+              lambda failed: "holdings of tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"])))),
     ]
 
 

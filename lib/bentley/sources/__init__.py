@@ -1,46 +1,86 @@
-"""Source adapters, chosen per kind of data by `sources.<market|news|portfolio>.kind`."""
+"""Source adapters, chosen per kind of data by `sources.<market|news|portfolio>.kind`.
+
+Adapters are imported lazily: a run on sample data never imports yfinance or feedparser.
+A source's `name` is its kind, which is also its folder in the lake and its key in
+`sync_state`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
-from bentley.sources.base import FetchRequest, Health, MarketSource, Source
+from bentley.sources.base import (
+    FetchRequest,
+    Health,
+    MarketSource,
+    Source,
+    SourceError,
+    TransientSourceError,
+)
 
-__all__ = ["FetchRequest", "Health", "MarketSource", "Source", "market_source", "news_source", "portfolio_source"]
+__all__ = [
+    "FetchRequest", "Health", "MarketSource", "Source", "SourceError", "TransientSourceError",
+    "market_source", "news_source", "portfolio_source",
+]
 
 
-def market_source(params: SimpleNamespace) -> MarketSource:
-    """The market source for `params.sources.market` (needs sections sources, sample, universe, workflow)."""
-    kind = params.sources.market.kind
-    if kind == "sample":
+def market_source(params: SimpleNamespace, data_dir: Path) -> MarketSource:
+    """The market source (needs params sections sources, sample, universe, workflow)."""
+    settings = params.sources.market
+    if settings.kind == "sample":
         from bentley.sources.sample import SampleMarketSource
 
-        sample = params.sample
         return SampleMarketSource(
-            seed=sample.seed,
-            n_tickers=sample.n_tickers,
-            epoch=sample.epoch,
-            benchmark=params.universe.benchmark,
+            seed=params.sample.seed, n_tickers=params.sample.n_tickers, epoch=params.sample.epoch,
+            benchmark=params.universe.benchmark, calendar=params.workflow.calendar,
+        )
+    if settings.kind == "csv":
+        from bentley.sources.base import resolve_inside
+        from bentley.sources.files import CsvMarketSource
+
+        return CsvMarketSource(
+            resolve_inside(data_dir, settings.path), benchmark=params.universe.benchmark,
             calendar=params.workflow.calendar,
         )
-    raise ValueError(f"sources.market.kind: unknown source kind {kind!r}")
+    from bentley.sources.yahoo import YahooMarketSource
+
+    tickers = None if params.universe.tickers is None else [*params.universe.tickers]
+    return YahooMarketSource(tickers, params.sources.http)
 
 
-def news_source(params: SimpleNamespace) -> Source:
-    kind = params.sources.news.kind
-    if kind == "sample":
+def news_source(params: SimpleNamespace, data_dir: Path) -> Source:
+    settings = params.sources.news
+    if settings.kind == "sample":
         from bentley.sources.sample import SampleNewsSource
 
         return SampleNewsSource(seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar)
-    raise ValueError(f"sources.news.kind: unknown source kind {kind!r}")
+    if settings.kind == "csv":
+        from bentley.sources.base import resolve_inside
+        from bentley.sources.files import CsvNewsSource
+
+        return CsvNewsSource(resolve_inside(data_dir, settings.path))
+    if settings.kind == "rss":
+        from bentley.sources.rss import RssNewsSource
+
+        return RssNewsSource(settings.feeds, data_dir, params.sources.http)
+    from bentley.sources.yahoo import YahooNewsSource
+
+    return YahooNewsSource(params.sources.http)
 
 
-def portfolio_source(params: SimpleNamespace) -> Source:
-    kind = params.sources.portfolio.kind
-    if kind == "sample":
+def portfolio_source(params: SimpleNamespace, data_dir: Path) -> Source:
+    settings = params.sources.portfolio
+    if settings.kind == "sample":
         from bentley.sources.sample import SamplePortfolioSource
 
         return SamplePortfolioSource(
             seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar
         )
-    raise ValueError(f"sources.portfolio.kind: unknown source kind {kind!r}")
+    from bentley.sources.bank import FilePortfolioSource
+    from bentley.sources.base import resolve_inside
+
+    return FilePortfolioSource(
+        transactions=resolve_inside(data_dir, settings.transactions) if settings.transactions else None,
+        holdings=resolve_inside(data_dir, settings.holdings) if settings.holdings else None,
+    )
