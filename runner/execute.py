@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -60,7 +62,10 @@ def execute_stage(
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    kernel = AsyncKernelManager(kernel_name=kernel_name, transport="ipc")
+    # IPC sockets in a private folder: no TCP ports to race for, no plaintext-TCP warning, and
+    # kernels started at the same time never share socket names.
+    socket_dir = Path(tempfile.mkdtemp(prefix="bentley-kernel-"))
+    kernel = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(socket_dir / "k"))
     timed_out = threading.Event()
     watchdog = threading.Timer(stage.timeout_s, _kill_kernel, args=(kernel, timed_out))
     watchdog.daemon = True
@@ -100,6 +105,7 @@ def execute_stage(
     finally:
         watchdog.cancel()
         _shutdown(kernel)
+        shutil.rmtree(socket_dir, ignore_errors=True)
     if timed_out.is_set() and error and not error.startswith("timed out"):
         error = f"timed out after {stage.timeout_s:.0f} s; kernel killed ({error})"
     duration = time.perf_counter() - clock

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.servers"]  # private MariaDB/PostgreSQL servers for the warehouse tests
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

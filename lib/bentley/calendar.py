@@ -76,3 +76,20 @@ def sessions_before(day: dt.date | str, count: int, calendar: str = DEFAULT_CALE
     if count <= 0:
         return session.date()
     return cal.session_offset(session, -count).date()
+
+
+def session_for(published_at_utc: pd.Series, calendar: str = DEFAULT_CALENDAR) -> pd.Series:
+    """The session each headline belongs to: the first session whose close is after it.
+
+    Before the close of a session day (pre-market included) that session; at or after the close
+    (16:00 New York, 13:00 on half days), on a weekend or on a holiday, the next one. Times the
+    calendar does not cover are NaT. Returns tz-naive midnight dates named ``date``.
+    """
+    cal = _calendar(calendar)
+    closes = pd.DatetimeIndex(cal.closes).as_unit("ns")
+    times = pd.DatetimeIndex(pd.to_datetime(published_at_utc, utc=True)).as_unit("ns")
+    position = closes.searchsorted(times, side="right")
+    covered = (position < len(closes)) & (times >= pd.Timestamp(cal.first_session, tz="UTC"))
+    sessions = pd.DatetimeIndex(cal.closes.index).as_unit("ns")
+    dates = sessions.take(position.clip(max=len(sessions) - 1)).where(covered)
+    return pd.Series(dates, index=published_at_utc.index, name="date")

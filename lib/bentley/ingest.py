@@ -87,7 +87,8 @@ def ingest(
 
     # Bad data never lands: the load's error checks run before the first lake write.
     _, results = etl.validate(params, {d: f.assign(_lake_file="(fetched)") for d, f in frames.items()}, logical_date)
-    validation.raise_on_errors("ingest", results)
+    where = f" from {settings.path}" if settings.path else ""
+    validation.raise_on_errors(f"ingest ({settings.kind} data{where})", results)
 
     rows = []
     for dataset, role in DATASET_ROLES.items():

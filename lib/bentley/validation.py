@@ -50,7 +50,9 @@ class ValidationFailed(Exception):
             + (f"; e.g. {json.dumps(r.examples[:2], default=str)}" if r.examples else "")
             for r in self.failures
         ]
-        super().__init__("data validation failed:\n  " + "\n  ".join(lines))
+        more = f" (and {len(lines) - 1} more check(s) failed)" if len(lines) > 1 else ""
+        # The first line is what the runner prints: it names the data, the check and the rows.
+        super().__init__(lines[0] + more + "".join(f"\n  {line}" for line in lines[1:]))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,27 @@
 """The SQL warehouse: the only code that speaks SQL.
 
-SQLAlchemy Core tables keyed on natural keys (ARCHITECTURE §5). Loads are upserts inside
-one transaction per call, using each dialect's native statement (SQLite and PostgreSQL
-`ON CONFLICT DO UPDATE`, MySQL/MariaDB `ON DUPLICATE KEY UPDATE`), so a rerun never
-duplicates rows and a failed load leaves the table as it was. Values are always bound
-parameters.
+SQLAlchemy Core tables keyed on natural keys (ARCHITECTURE §5) are the schema of record
+(`metadata.create_all`). Loads are upserts inside one transaction per call, using each
+dialect's native statement, so a rerun never duplicates rows and a failed load leaves the
+table as it was. Values are always bound parameters (or COPY data), never SQL text.
+
+Loads are bulk loads: a frame is converted column by column with numpy (no per-cell Python
+branching) into DBAPI rows, in chunks, and sent through the driver with a statement built
+once per call, identifiers quoted by the dialect's preparer:
+
+- SQLite: `INSERT ... ON CONFLICT (key) DO UPDATE SET c = excluded.c` with `executemany`.
+  Dates and timestamps are stored as the text SQLAlchemy's SQLite types use
+  ('YYYY-MM-DD', 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC), so typed reads parse them.
+- PostgreSQL: small frames `executemany` (pipelined by psycopg); larger ones a binary
+  `COPY` into a temporary table, then one `INSERT ... SELECT ... ON CONFLICT DO UPDATE`.
+- MySQL/MariaDB: `INSERT ... VALUES (...) ON DUPLICATE KEY UPDATE c = VALUES(c)`, which
+  PyMySQL's `executemany` folds into multi-row statements of at most ~1 MB (below any
+  `max_allowed_packet`).
+
+On SQLite and PostgreSQL the update is skipped for rows whose values are unchanged (MySQL
+does that itself), so rerunning an overlapping load rewrites nothing.
+Within one frame, the last row of a duplicated key wins on every dialect. Timestamps are
+stored in UTC and read back as tz-aware UTC; dates are read back as datetime64.
 
 The URL comes from BENTLEY_WAREHOUSE_URL, else params `warehouse.url`, else SQLite under
 the outputs folder. A password is never a parameter: BENTLEY_WAREHOUSE_PASSWORD supplies it.
@@ -12,23 +29,31 @@ the outputs folder. A password is never a parameter: BENTLEY_WAREHOUSE_PASSWORD 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import math
+import gc
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from bentley.sources.base import Health
 
 URL_ENV = "BENTLEY_WAREHOUSE_URL"
 PASSWORD_ENV = "BENTLEY_WAREHOUSE_PASSWORD"
-_CHUNK_ROWS = 5_000
+_CHUNK_ROWS = 50_000  # rows converted to Python and handed to the driver at a time
+_COPY_MIN_ROWS = 300  # PostgreSQL: below this, pipelined executemany beats COPY + temporary table
+
+#: Full double precision everywhere (a bare Float is single precision on MySQL/MariaDB).
+FLOAT64 = sa.Double()
+#: UTC instants; MySQL/MariaDB DATETIME keeps microseconds only with fsp=6.
+TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 metadata = sa.MetaData()
 
@@ -42,14 +67,14 @@ prices = sa.Table(
     metadata,
     _key("ticker", 32),
     sa.Column("date", sa.Date, primary_key=True),
-    sa.Column("open", sa.Float),
-    sa.Column("high", sa.Float),
-    sa.Column("low", sa.Float),
-    sa.Column("close", sa.Float, comment="as traded"),
-    sa.Column("adj_close", sa.Float, comment="split and dividend adjusted"),
+    sa.Column("open", FLOAT64),
+    sa.Column("high", FLOAT64),
+    sa.Column("low", FLOAT64),
+    sa.Column("close", FLOAT64, comment="as traded"),
+    sa.Column("adj_close", FLOAT64, comment="split and dividend adjusted"),
     sa.Column("volume", sa.BigInteger),
-    sa.Column("dividend", sa.Float),
-    sa.Column("split_ratio", sa.Float),
+    sa.Column("dividend", FLOAT64),
+    sa.Column("split_ratio", FLOAT64),
     sa.Column("source", sa.String(32)),
 )
 
@@ -58,7 +83,7 @@ news = sa.Table(
     metadata,
     _key("news_id"),
     sa.Column("ticker", sa.String(32), index=True),
-    sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Column("published_at", TIMESTAMP),
     sa.Column("date", sa.Date, index=True),
     sa.Column("headline", sa.Text),
     sa.Column("publisher", sa.String(128)),
@@ -72,7 +97,7 @@ transactions = sa.Table(
     _key("txn_id"),
     sa.Column("date", sa.Date, index=True),
     sa.Column("account", sa.String(64)),
-    sa.Column("amount", sa.Float),
+    sa.Column("amount", FLOAT64),
     sa.Column("description", sa.Text),
     sa.Column("category", sa.String(64), nullable=True),
     sa.Column("source", sa.String(32)),
@@ -84,8 +109,8 @@ holdings = sa.Table(
     sa.Column("as_of", sa.Date, primary_key=True),
     _key("account"),
     _key("ticker", 32),
-    sa.Column("quantity", sa.Float),
-    sa.Column("cost_basis", sa.Float),
+    sa.Column("quantity", FLOAT64),
+    sa.Column("cost_basis", FLOAT64),
     sa.Column("source", sa.String(32)),
 )
 
@@ -119,9 +144,9 @@ pipeline_runs = sa.Table(
     sa.Column("status", sa.String(16)),
     sa.Column("params_hash", sa.String(64)),
     sa.Column("git_sha", sa.String(40)),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("ended_at", sa.DateTime(timezone=True)),
-    sa.Column("duration_s", sa.Float),
+    sa.Column("started_at", TIMESTAMP),
+    sa.Column("ended_at", TIMESTAMP),
+    sa.Column("duration_s", FLOAT64),
     sa.Column("mlflow_run_id", sa.String(64)),
 )
 
@@ -132,10 +157,10 @@ stage_runs = sa.Table(
     _key("stage"),
     sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("status", sa.String(16)),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("ended_at", sa.DateTime(timezone=True)),
-    sa.Column("duration_s", sa.Float),
-    sa.Column("cell_time_s", sa.Float),
+    sa.Column("started_at", TIMESTAMP),
+    sa.Column("ended_at", TIMESTAMP),
+    sa.Column("duration_s", FLOAT64),
+    sa.Column("cell_time_s", FLOAT64),
     sa.Column("notebook_path", sa.Text),
     sa.Column("report_path", sa.Text),
     sa.Column("mlflow_run_id", sa.String(64)),
@@ -190,7 +215,11 @@ class Warehouse:
     # ------------------------------------------------------------------ writes
 
     def upsert(self, table: str | sa.Table, frame: pd.DataFrame, *, conn: Connection | None = None) -> int:
-        """Insert or update `frame` on the table's primary key in one transaction."""
+        """Insert or update `frame` on the table's primary key in one transaction.
+
+        NaN/NaT/None become NULL, dates are stored as dates and timestamps as UTC. With
+        `conn`, the rows join that connection's transaction instead. Returns rows written.
+        """
         target = self.table(table) if isinstance(table, str) else table
         missing = [c.name for c in target.primary_key.columns if c.name not in frame.columns]
         if missing:
@@ -202,8 +231,8 @@ class Warehouse:
             return 0
         if conn is None:
             with self.engine.begin() as own:
-                return self._upsert(own, target, frame)
-        return self._upsert(conn, target, frame)
+                return _upsert(own, target, frame)
+        return _upsert(conn, target, frame)
 
     def upsert_extending(self, table: str, frame: pd.DataFrame) -> int:
         """Upsert into a table whose non-key float columns follow the params (features)."""
@@ -212,17 +241,22 @@ class Warehouse:
         return self.upsert(self.reflect(table), frame)
 
     def ensure_float_columns(self, table: str, columns: Sequence[str]) -> None:
+        """Add the missing columns as double precision floats (one ALTER where the dialect allows)."""
         existing = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
-        preparer = self.engine.dialect.identifier_preparer
+        new = [name for name in dict.fromkeys(columns) if name not in existing]
+        if not new:
+            return
+        dialect = self.engine.dialect
+        preparer = dialect.identifier_preparer
+        float_type = FLOAT64.compile(dialect=dialect)
+        if_not_exists = "IF NOT EXISTS " if dialect.name == "postgresql" or getattr(dialect, "is_mariadb", False) else ""
+        clauses = [f"ADD COLUMN {if_not_exists}{preparer.quote(name)} {float_type}" for name in new]
         with self.engine.begin() as conn:
-            for name in columns:
-                if name not in existing:
-                    float_type = sa.Float().compile(dialect=self.engine.dialect)
-                    conn.execute(
-                        sa.text(
-                            f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(name)} {float_type}"
-                        )
-                    )
+            if dialect.name == "sqlite":  # one column per ALTER TABLE
+                for clause in clauses:
+                    conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table)} {clause}")
+            else:
+                conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table)} {', '.join(clauses)}")
 
     def begin(self):  # noqa: ANN201 - a SQLAlchemy transaction context
         """A transaction for several upserts that must land together."""
@@ -250,9 +284,16 @@ class Warehouse:
         where: Mapping[str, Any] | None = None,
         date_column: str = "date",
     ) -> pd.DataFrame:
-        """Rows filtered by ticker list, an inclusive date window and equality filters."""
+        """Rows filtered by ticker list, an inclusive date window and equality filters.
+
+        Ordered by the primary key. Dates come back as datetime64, timestamps as tz-aware
+        UTC datetime64, booleans as bool (object when NULLs are present).
+        """
         target = self.reflect(table)
-        query = sa.select(target)
+        kinds = {c.name: _kind(_schema_type(target, c)) for c in target.columns}
+        # Raw values: the driver's own types are converted column-wise below, not per row.
+        raw = [sa.type_coerce(c, sa.types.NULLTYPE).label(c.name) for c in target.columns]
+        query = sa.select(*raw)
         if tickers is not None:
             query = query.where(target.c.ticker.in_(list(tickers)))
         if start is not None:
@@ -262,13 +303,16 @@ class Warehouse:
         for column, value in (where or {}).items():
             query = query.where(target.c[column] == value)
         order = [c for c in target.primary_key.columns]
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn, _gc_paused():
             result = conn.execute(query.order_by(*order))
-            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-        for column in target.columns:
-            if isinstance(column.type, sa.Date) and column.name in frame:
-                frame[column.name] = pd.to_datetime(frame[column.name])
-        return frame
+            names = list(result.keys())
+            rows = result.fetchall()
+            columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+            del rows
+            return pd.DataFrame(
+                {name: _from_driver(values, kinds[name]) for name, values in zip(names, columns, strict=True)},
+                columns=names,
+            )
 
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
@@ -288,15 +332,6 @@ class Warehouse:
             return Health("warehouse", False, f"{self.display_url}: {type(exc).__name__}")
         return Health("warehouse", True, self.display_url)
 
-    # ------------------------------------------------------------------ internals
-
-    def _upsert(self, conn: Connection, target: sa.Table, frame: pd.DataFrame) -> int:
-        statement = _upsert_statement(conn.dialect.name, target, list(frame.columns))
-        rows = _records(frame, target)
-        for start in range(0, len(rows), _CHUNK_ROWS):
-            conn.execute(statement, rows[start : start + _CHUNK_ROWS])
-        return len(rows)
-
 
 def _create_engine(url: URL) -> Engine:
     if url.drivername.startswith("sqlite"):
@@ -311,57 +346,334 @@ def _create_engine(url: URL) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: big upserts touch many index pages
             cursor.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _upsert_statement(dialect: str, table: sa.Table, columns: list[str]):  # noqa: ANN202
-    key = {c.name for c in table.primary_key.columns}
-    updates = [c for c in columns if c not in key]
-    if dialect in {"sqlite", "postgresql"}:
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+# ---------------------------------------------------------------------- upserts
+
+
+def _upsert(conn: Connection, target: sa.Table, frame: pd.DataFrame) -> int:
+    dialect = conn.dialect
+    names = [str(c) for c in frame.columns]
+    kinds = [_kind(_schema_type(target, target.c[name])) for name in names]
+    keys = [c.name for c in target.primary_key.columns]
+    n = len(frame)
+    with _gc_paused():  # millions of short-lived tuples: cyclic GC passes would only cost time
+        columns = [_Column.from_series(frame[name], kind, dialect.name) for name, kind in zip(names, kinds, strict=True)]
+        if dialect.name == "postgresql" and n >= _COPY_MIN_ROWS:
+            _copy_upsert_postgresql(conn, target, names, kinds, keys, columns, n)
         else:
-            from sqlalchemy.dialects.postgresql import insert
-        statement = insert(table)
-        if not updates:
-            return statement.on_conflict_do_nothing(index_elements=sorted(key))
-        return statement.on_conflict_do_update(
-            index_elements=[c.name for c in table.primary_key.columns],
-            set_={c: statement.excluded[c] for c in updates},
-        )
-    if dialect in {"mysql", "mariadb"}:
-        from sqlalchemy.dialects.mysql import insert
-
-        statement = insert(table)
-        assignments = {c: statement.inserted[c] for c in (updates or sorted(key)[:1])}
-        return statement.on_duplicate_key_update(assignments)
-    raise NotImplementedError(f"no upsert for SQL dialect {dialect!r}")
+            statement = _upsert_statement(dialect, target, names, keys)
+            for rows in _chunks(columns, n):
+                conn.exec_driver_sql(statement, rows)
+    return n
 
 
-def _records(frame: pd.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
-    """Rows as DBAPI-ready dicts: NaN/NaT -> None, numpy scalars -> Python, dates -> date."""
-    columns: dict[str, list[Any]] = {}
-    for name in frame.columns:
-        series = frame[name]
+def _upsert_statement(dialect: sa.engine.Dialect, table: sa.Table, names: list[str], keys: list[str]) -> str:
+    """The dialect's single-row upsert with positional placeholders, for executemany."""
+    q = dialect.identifier_preparer.quote
+    into = f"INSERT INTO {_table_name(dialect, table)}"
+    column_list = ", ".join(q(c) for c in names)
+    if dialect.name == "sqlite":
+        values = f"VALUES ({', '.join(['?'] * len(names))})"
+        return f"{into} ({column_list}) {values} {_on_conflict(dialect, table, names, keys)}"
+    if dialect.name == "postgresql":
+        values = f"VALUES ({', '.join(['%s'] * len(names))})"
+        return f"{into} AS {_ALIAS} ({column_list}) {values} {_on_conflict(dialect, table, names, keys)}"
+    if dialect.name in {"mysql", "mariadb"}:
+        if any("%" in c for c in [table.name, *names]):  # PyMySQL would read it as a placeholder
+            raise ValueError(f"{table.name}: '%' in a table or column name is not supported on MySQL")
+        # Exactly the shape PyMySQL's executemany rewrites into multi-row INSERTs
+        # (`INSERT ... VALUES (%s, ...) ON DUPLICATE ...`); VALUES() works on MariaDB and MySQL.
+        # MySQL itself skips rows whose values do not change.
+        values = f"VALUES ({', '.join(['%s'] * len(names))})"
+        assignments = [c for c in names if c not in keys] or keys[:1]  # key = VALUES(key): keeps the row
+        update = ", ".join(f"{q(c)} = VALUES({q(c)})" for c in assignments)
+        return f"{into} ({column_list}) {values} ON DUPLICATE KEY UPDATE {update}"
+    raise NotImplementedError(f"no upsert for SQL dialect {dialect.name!r}")
+
+
+_ALIAS = "bentley_target"  # PostgreSQL: the upsert target's alias in ON CONFLICT ... WHERE
+
+
+def _on_conflict(dialect: sa.engine.Dialect, table: sa.Table, names: list[str], keys: list[str]) -> str:
+    """`ON CONFLICT (key) DO UPDATE SET c = excluded.c ... WHERE <some c changed>` (SQLite, PostgreSQL).
+
+    The WHERE skips rows whose values are unchanged: a rerun over the same data then
+    writes nothing (no new row versions on PostgreSQL, no page writes on SQLite).
+    """
+    q = dialect.identifier_preparer.quote
+    conflict = f"ON CONFLICT ({', '.join(q(c) for c in keys)})"
+    updates = [c for c in names if c not in keys]
+    if not updates:
+        return f"{conflict} DO NOTHING"
+    assignments = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in updates)
+    if dialect.name == "postgresql":
+        current = ", ".join(f"{_ALIAS}.{q(c)}" for c in updates)
+        incoming = ", ".join(f"excluded.{q(c)}" for c in updates)
+        changed = f"ROW({current}) IS DISTINCT FROM ROW({incoming})"
+    else:
+        name = q(table.name)
+        changed = " OR ".join(f"{name}.{q(c)} IS NOT excluded.{q(c)}" for c in updates)
+    return f"{conflict} DO UPDATE SET {assignments} WHERE {changed}"
+
+
+#: Binary COPY types per value kind (the staging table uses the same types).
+_PG_COPY_TYPES = {
+    "str": "text", "date": "date", "timestamp": "timestamptz", "float": "float8", "int": "int8", "bool": "bool",
+}
+
+
+def _copy_upsert_postgresql(
+    conn: Connection, table: sa.Table, names: list[str], kinds: list[str], keys: list[str],
+    columns: list[_Column], n: int,
+) -> None:
+    """Binary COPY into a temporary table, then one set-based upsert from it."""
+    import psycopg
+
+    dialect = conn.dialect
+    q = dialect.identifier_preparer.quote
+    staging = f"pg_temp.{q(f'_bentley_upsert_{table.name}'[:63])}"
+    types = [_PG_COPY_TYPES[kind] for kind in kinds]
+    # ON CONFLICT DO UPDATE may touch a row once per statement: keep the last of duplicated keys.
+    keep = _last_of_duplicates([columns[names.index(k)] for k in keys], n)
+    definition = ", ".join(f"{q(c)} {t}" for c, t in zip(names, types, strict=True))
+    # Dropped again below; the IF EXISTS covers a failed load on an autocommit connection.
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging}")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staging} ({definition})")
+    copy_sql = f"COPY {staging} ({', '.join(q(c) for c in names)}) FROM STDIN (FORMAT BINARY)"
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with cursor.copy(copy_sql) as copy:
+            copy.set_types(types)
+            for rows in _chunks(columns, n, keep):
+                for row in rows:
+                    copy.write_row(row)
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error, dialect=dialect) from exc
+    finally:
+        cursor.close()
+    # Assignment casts convert text/int8/float8 to the target's own types (with its checks);
+    # text headed for a non-string column is cast explicitly.
+    selected = []
+    for name, kind in zip(names, kinds, strict=True):
         column_type = table.c[name].type
-        if isinstance(column_type, sa.Date) and not isinstance(column_type, sa.DateTime):
-            values = pd.to_datetime(series)
-            columns[name] = [None if pd.isna(v) else v.date() for v in values]
-        elif isinstance(column_type, sa.DateTime):
-            values = pd.to_datetime(series, utc=True)
-            columns[name] = [None if pd.isna(v) else v.to_pydatetime() for v in values]
-        elif isinstance(column_type, (sa.Float, sa.Integer, sa.BigInteger)):
-            array = series.to_numpy(dtype="float64", na_value=np.nan)
-            if isinstance(column_type, sa.Integer):
-                columns[name] = [None if math.isnan(v) else int(v) for v in array]
-            else:
-                columns[name] = [None if math.isnan(v) else float(v) for v in array]
-        elif isinstance(column_type, sa.Boolean):
-            columns[name] = [None if pd.isna(v) else bool(v) for v in series]
+        if kind == "str" and not isinstance(column_type, sa.String):
+            selected.append(f"CAST({q(name)} AS {column_type.compile(dialect=dialect)})")
         else:
-            columns[name] = [None if pd.isna(v) else str(v) for v in series]
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+            selected.append(q(name))
+    conn.exec_driver_sql(
+        f"INSERT INTO {_table_name(dialect, table)} AS {_ALIAS} ({', '.join(q(c) for c in names)}) "
+        f"SELECT {', '.join(selected)} FROM {staging} {_on_conflict(dialect, table, names, keys)}"
+    )
+    conn.exec_driver_sql(f"DROP TABLE {staging}")
+
+
+def _table_name(dialect: sa.engine.Dialect, table: sa.Table) -> str:
+    preparer = dialect.identifier_preparer
+    return preparer.format_table(table)
+
+
+def _chunks(columns: list[_Column], n: int, keep: np.ndarray | None = None) -> Iterator[list[tuple]]:
+    """DBAPI rows, `_CHUNK_ROWS` at a time (bounded memory), optionally only rows in `keep`."""
+    for start in range(0, n, _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, n)
+        select = None if keep is None else keep[start:stop]
+        rows = list(zip(*(c.values_between(start, stop, select) for c in columns), strict=True))
+        if rows:
+            yield rows
+
+
+def _last_of_duplicates(key_columns: list[_Column], n: int) -> np.ndarray | None:
+    """A mask keeping the last row of each key, or None when keys are already unique."""
+    keys = pd.DataFrame({i: c.hashable() for i, c in enumerate(key_columns)})
+    duplicated = keys.duplicated(keep="last").to_numpy()
+    return ~duplicated if duplicated.any() else None
+
+
+# ---------------------------------------------------------------------- conversions
+
+
+def _schema_type(table: sa.Table, column: sa.Column) -> sa.types.TypeEngine:
+    """The type of record (metadata) when the column is ours, else the reflected one."""
+    known = metadata.tables.get(table.name)
+    if known is not None and column.name in known.c:
+        return known.c[column.name].type
+    return column.type
+
+
+def _kind(column_type: sa.types.TypeEngine) -> str:
+    if isinstance(column_type, sa.DateTime):
+        return "timestamp"
+    if isinstance(column_type, sa.Date):
+        return "date"
+    if isinstance(column_type, sa.Boolean):
+        return "bool"
+    if isinstance(column_type, sa.Integer):
+        return "int"
+    if isinstance(column_type, sa.Float):
+        return "float"
+    return "str"
+
+
+class _Column:
+    """One frame column as a numpy array of DBAPI-ready values plus a NULL mask."""
+
+    __slots__ = ("values", "nulls")
+
+    def __init__(self, values: np.ndarray, nulls: np.ndarray | None) -> None:
+        self.values = values
+        self.nulls = nulls if nulls is not None and nulls.any() else None
+
+    def values_between(self, start: int, stop: int, select: np.ndarray | None = None) -> list[Any]:
+        part = self.values[start:stop]
+        nulls = None if self.nulls is None else self.nulls[start:stop]
+        if select is not None:
+            part = part[select]
+            nulls = None if nulls is None else nulls[select]
+        if nulls is not None and nulls.any():
+            part = part.astype(object)
+            part[nulls] = None
+        return part.tolist()
+
+    def hashable(self) -> np.ndarray:
+        if self.nulls is None:
+            return self.values
+        out = self.values.astype(object)
+        out[self.nulls] = None
+        return out
+
+    @classmethod
+    def from_series(cls, series: pd.Series, kind: str, dialect: str) -> _Column:
+        if kind == "float":
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
+            return cls(values, np.isnan(values))
+        if kind == "int":
+            if pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+                nulls = series.isna().to_numpy()
+                return cls(series.to_numpy(dtype="int64", na_value=0), nulls)
+            floats = series.to_numpy(dtype="float64", na_value=np.nan)
+            nulls = np.isnan(floats)
+            return cls(np.where(nulls, 0, floats).astype("int64"), nulls)  # truncates like int()
+        if kind == "bool":
+            nulls = series.isna().to_numpy()
+            if series.dtype == object:
+                flags = np.fromiter((bool(v) for v in series.where(~nulls, False)), dtype=bool, count=len(series))
+            else:
+                flags = series.to_numpy(dtype=bool, na_value=False)
+            return cls(flags, nulls)
+        if kind == "date":
+            stamps = _to_datetime(series)
+            if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+                stamps = stamps.dt.tz_localize(None)  # the local calendar date, like Timestamp.date()
+            days = stamps.to_numpy().astype("datetime64[D]")
+            return cls._mapped(days, _date_objects if dialect == "postgresql" else _iso_dates)
+        if kind == "timestamp":
+            stamps = _to_datetime(series, utc=True).dt.tz_localize(None)  # UTC wall time
+            micros = stamps.to_numpy().astype("datetime64[us]")
+            return cls._mapped(micros, _utc_datetimes if dialect == "postgresql" else _iso_timestamps)
+        # Text: the frame's strings as they are, anything else through str().
+        if isinstance(series.dtype, pd.StringDtype):
+            return cls(series.to_numpy(dtype=object, na_value=None), None)
+        nulls = series.isna().to_numpy()
+        text = series.astype(str).to_numpy(dtype=object)
+        text[nulls] = None
+        return cls(text, None)
+
+    @classmethod
+    def _mapped(cls, stamps: np.ndarray, convert: Callable[[np.ndarray], Any]) -> _Column:
+        """datetime64 -> driver values, converting each distinct value once (prices repeat dates)."""
+        codes, uniques = pd.factorize(stamps)
+        converted = np.empty(len(uniques) + 1, dtype=object)  # the last slot is NaT's code -1
+        if len(uniques):
+            converted[:-1] = convert(np.asarray(uniques, dtype=stamps.dtype))
+        converted[-1] = None
+        return cls(converted[codes], np.isnat(stamps))
+
+
+def _to_datetime(series: pd.Series, utc: bool = False) -> pd.Series:
+    """pd.to_datetime, falling back to per-value parsing for text in mixed formats."""
+    try:
+        return pd.to_datetime(series, utc=utc)
+    except (ValueError, TypeError):
+        return pd.to_datetime(series, utc=utc, format="mixed")
+
+
+# Dates and timestamps as each driver takes them best: SQLite stores SQLAlchemy's own text
+# forms ('YYYY-MM-DD', naive UTC 'YYYY-MM-DD HH:MM:SS.ffffff'); PyMySQL escapes text cheaply
+# and MySQL DATETIME(6) takes the same naive UTC text; psycopg (binary COPY) wants objects.
+
+
+def _iso_dates(days: np.ndarray) -> np.ndarray:
+    return np.datetime_as_string(days, unit="D").astype(object)
+
+
+def _iso_timestamps(micros: np.ndarray) -> np.ndarray:
+    return np.char.replace(np.datetime_as_string(micros, unit="us"), "T", " ").astype(object)
+
+
+def _date_objects(days: np.ndarray) -> np.ndarray:
+    return days.astype(object)
+
+
+def _utc_datetimes(micros: np.ndarray) -> np.ndarray:
+    return pd.DatetimeIndex(micros).tz_localize("UTC").to_pydatetime()
+
+
+def _from_driver(values: Sequence[Any], kind: str) -> pd.Series:
+    """A column of raw driver values -> the frame column `read()` promises."""
+    if kind == "date":
+        return _dates(values)
+    if kind == "timestamp":
+        return _timestamps(values)
+    if kind == "float":
+        return pd.Series(np.array(values, dtype="float64"), copy=False)
+    if kind == "bool":
+        if any(v is None for v in values):
+            return pd.Series([None if v is None else bool(v) for v in values], dtype=object)
+        return pd.Series(np.array(values, dtype=bool), copy=False)
+    if not values:
+        return pd.Series([], dtype=object)
+    return pd.Series(list(values))
+
+
+#: The unit pandas gives dates (datetime64[s] on pandas 3, [ns] on pandas 2).
+_DATE_DTYPE = pd.to_datetime(pd.Series([dt.date(2000, 1, 3)])).dtype
+
+
+def _dates(values: Sequence[Any]) -> pd.Series:
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, str):  # SQLite text 'YYYY-MM-DD': numpy parses ISO dates in C
+        try:
+            return pd.Series(np.array(values, dtype="datetime64[D]")).astype(_DATE_DTYPE)
+        except ValueError:  # text written by something else, e.g. with a time of day
+            parsed = pd.to_datetime(pd.Series(list(values), dtype=object), format="ISO8601")
+            return parsed.dt.normalize().astype(_DATE_DTYPE)
+    if isinstance(first, dt.datetime):
+        values = [None if v is None else v.date() for v in values]
+    return pd.to_datetime(pd.Series(list(values), dtype=object)).astype(_DATE_DTYPE)
+
+
+def _timestamps(values: Sequence[Any]) -> pd.Series:
+    series = pd.Series(list(values), dtype=object)
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, str):
+        return pd.to_datetime(series, utc=True, format="ISO8601")
+    return pd.to_datetime(series, utc=True)  # naive MySQL DATETIMEs are UTC wall times
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause cyclic garbage collection around bulk row building (restored on exit)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+

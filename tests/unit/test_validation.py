@@ -80,7 +80,7 @@ def test_missing_column_stops_before_other_checks() -> None:
 
 def test_errors_raise_with_dataset_check_and_example() -> None:
     results = list(check(good_prices().assign(volume=-1)).values())
-    with pytest.raises(validation.ValidationFailed, match=r"etl: prices\.negative_volume: 12 of 12 rows"):
+    with pytest.raises(validation.ValidationFailed, match=r"^etl: prices\.negative_volume: 12 of 12 rows"):
         validation.raise_on_errors("etl", results)
     table = validation.results_table(results, "run-1")
     assert set(table.columns) >= {"run_id", "dataset", "check_name", "severity", "passed", "n_failed", "examples"}

@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from bentley import warehouse as warehouse_module
 from bentley.warehouse import Warehouse, resolve_url
+from bentley.warehouse import news as news_table
+from bentley.warehouse import prices as prices_table
 
 
 def prices(close: float, days: int = 3) -> pd.DataFrame:
@@ -88,3 +92,121 @@ def test_url_precedence_and_password_from_environment(tmp_path: Path, monkeypatc
 def test_health(warehouse: Warehouse) -> None:
     health = warehouse.health()
     assert health.ok and health.component == "warehouse"
+
+
+# ---------------------------------------------------------------- bulk upserts (SQLite)
+
+
+def test_timestamps_are_stored_in_utc_and_read_back_tz_aware(warehouse: Warehouse) -> None:
+    frame = pd.DataFrame({
+        "news_id": ["a", "b", "c"],
+        "ticker": ["NOVA"] * 3,
+        "published_at": ["2025-06-02T09:30:00.123456-04:00", "2025-06-02 14:00:00", None],  # naive = UTC
+        "date": [dt.date(2025, 6, 2), pd.Timestamp("2025-06-02"), None],
+        "headline": ["up", "down", "flat"],
+    })
+    warehouse.upsert("news", frame)
+    stored = warehouse.read("news")
+    assert str(stored["published_at"].dtype).endswith(", UTC]")
+    assert stored["published_at"].tolist()[:2] == [
+        pd.Timestamp("2025-06-02 13:30:00.123456", tz="UTC"), pd.Timestamp("2025-06-02 14:00:00", tz="UTC"),
+    ]
+    assert pd.isna(stored["published_at"].iloc[2]) and pd.isna(stored["date"].iloc[2])
+    assert stored["date"].dtype.kind == "M"
+    # SQLAlchemy's own SQLite types parse what was stored (the text formats match).
+    with warehouse.engine.connect() as conn:
+        typed = conn.execute(sa.select(news_table.c.published_at, news_table.c.date).order_by(news_table.c.news_id))
+        first = typed.first()
+    assert first == (dt.datetime(2025, 6, 2, 13, 30, 0, 123456), dt.date(2025, 6, 2))
+
+
+def test_all_null_timestamps_and_dates(warehouse: Warehouse) -> None:
+    warehouse.upsert("pipeline_runs", pd.DataFrame([{"run_id": "r1", "status": "running", "started_at": None,
+                                                     "ended_at": None, "logical_date": None}]))
+    stored = warehouse.read("pipeline_runs")
+    assert stored["started_at"].isna().all() and stored["logical_date"].isna().all()
+
+
+def test_the_last_row_of_a_duplicated_key_wins(warehouse: Warehouse) -> None:
+    frame = pd.concat([prices(10.0), prices(12.0)], ignore_index=True)
+    assert warehouse.upsert("prices", frame) == 6
+    stored = warehouse.read("prices")
+    assert len(stored) == 3 and stored["close"].tolist() == [12.0] * 3
+
+
+def test_chunked_loads_round_trip_exactly(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warehouse_module, "_CHUNK_ROWS", 7)
+    frame = pd.concat([prices(10.0 + i / 3, days=10).assign(ticker=f"T{i:02d}") for i in range(5)], ignore_index=True)
+    frame.loc[[3, 17, 44], "adj_close"] = np.nan
+    frame.loc[[5, 30], "volume"] = None  # an int column with gaps (float64 with NaN)
+    warehouse.upsert("prices", frame)
+    stored = warehouse.read("prices")
+    assert len(stored) == 50
+    expected = frame.sort_values(["ticker", "date"]).reset_index(drop=True)
+    pd.testing.assert_series_equal(stored["adj_close"], expected["adj_close"], check_names=False)
+    assert stored["volume"].isna().sum() == 2 and stored["volume"].dropna().eq(1000).all()
+    assert stored["date"].tolist() == expected["date"].tolist()
+
+
+def test_doubles_keep_full_precision(warehouse: Warehouse) -> None:
+    values = [1 / 3, 0.1 + 0.2, 1e-300, 12345.678901234567, -2.5e300]
+    frame = pd.DataFrame({"ticker": "A", "date": pd.bdate_range("2025-01-02", periods=5), "x": values})
+    warehouse.upsert_extending("features", frame)
+    assert warehouse.read("features")["x"].tolist() == values
+
+
+def test_booleans_integers_and_text(warehouse: Warehouse) -> None:
+    frame = pd.DataFrame({
+        "run_id": "r", "dataset": "prices", "check_name": ["a", "b", "c"], "severity": "error",
+        "passed": [True, False, None], "n_failed": [0, 3, None], "n_rows": [10, 10, 10],
+        "examples": [["x", 1], None, "O'Reilly; DROP TABLE prices; --"],
+    })
+    warehouse.upsert("data_quality", frame)
+    stored = warehouse.read("data_quality")
+    assert stored["passed"].tolist() == [True, False, None]
+    assert stored["n_failed"].iloc[:2].tolist() == [0, 3] and pd.isna(stored["n_failed"].iloc[2])
+    assert stored["examples"].iloc[[0, 2]].tolist() == ["['x', 1]", "O'Reilly; DROP TABLE prices; --"]
+    assert pd.isna(stored["examples"].iloc[1])
+    assert warehouse.count("prices") == 0  # values are bound, never SQL
+
+
+def test_several_upserts_share_the_callers_transaction(warehouse: Warehouse) -> None:
+    bad = prices(12.0)
+    bad.loc[2, "date"] = None  # NOT NULL key violation
+    with pytest.raises(sa.exc.IntegrityError), warehouse.begin() as conn:
+        warehouse.upsert("prices", prices(10.0, days=5), conn=conn)
+        warehouse.upsert("news", pd.DataFrame({"news_id": ["n1"], "headline": ["h"]}), conn=conn)
+        warehouse.upsert("prices", bad, conn=conn)
+    assert warehouse.count("prices") == 0 and warehouse.count("news") == 0
+
+
+def test_reading_an_empty_table_gives_its_columns(warehouse: Warehouse) -> None:
+    stored = warehouse.read("sync_state", where={"source": "sample", "dataset": "prices"})
+    assert stored.empty and list(stored.columns) == ["source", "dataset", "ticker", "cursor_date", "rows", "run_id"]
+
+
+def test_a_rerun_of_the_same_rows_leaves_the_table_as_it_was(warehouse: Warehouse) -> None:
+    warehouse.upsert("prices", prices(10.0, days=20))
+    before = warehouse.read("prices")
+    warehouse.upsert("prices", prices(10.0, days=20))
+    pd.testing.assert_frame_equal(warehouse.read("prices"), before)
+
+
+def test_mysql_statement_is_batched_by_pymysql() -> None:
+    from pymysql.cursors import RE_INSERT_VALUES
+    from sqlalchemy.dialects import mysql
+
+    columns = list(prices(1.0).columns)
+    statement = warehouse_module._upsert_statement(mysql.dialect(), prices_table, columns, ["ticker", "date"])
+    assert RE_INSERT_VALUES.match(statement), statement
+    assert "ON DUPLICATE KEY UPDATE open = VALUES(open)" in statement and "%s" in statement
+
+
+def test_schema_uses_doubles_and_microsecond_timestamps_on_mysql() -> None:
+    from sqlalchemy.dialects import mysql, postgresql
+    from sqlalchemy.schema import CreateTable
+
+    ddl = str(CreateTable(prices_table).compile(dialect=mysql.dialect()))
+    assert "DOUBLE" in ddl and "FLOAT" not in ddl
+    assert "DATETIME(6)" in str(CreateTable(news_table).compile(dialect=mysql.dialect()))
+    assert "TIMESTAMP WITH TIME ZONE" in str(CreateTable(news_table).compile(dialect=postgresql.dialect()))

@@ -63,10 +63,10 @@ def news_source(params: SimpleNamespace, data_dir: Path) -> Source:
     if settings.kind == "rss":
         from bentley.sources.rss import RssNewsSource
 
-        return RssNewsSource(settings.feeds, data_dir, params.sources.http)
+        return RssNewsSource(settings.feeds, data_dir, params.sources.http, calendar=params.workflow.calendar)
     from bentley.sources.yahoo import YahooNewsSource
 
-    return YahooNewsSource(params.sources.http)
+    return YahooNewsSource(params.sources.http, calendar=params.workflow.calendar)
 
 
 def portfolio_source(params: SimpleNamespace, data_dir: Path) -> Source:
