@@ -280,3 +280,40 @@ def test_notebook_runs_standalone_with_its_defaults(tmp_path: Path, root: Path, 
     assert len(files) == 1
     prices = pd.read_parquet(files[0])
     assert prices["ticker"].nunique() == load_config().sample.n_tickers + 1
+
+
+def test_the_next_day_fetches_only_the_overlap_and_completes_the_history(
+    first_run, outputs: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    """Runs after the idempotency test on purpose: it moves the cursors forward."""
+    next_day = "2025-06-04"
+    result = run_cli(
+        ["run", "--profile", "ci", "--logical-date", next_day, "--outputs", str(outputs), "--run-id", "ci-next",
+         "--stages", "ingest,etl"], clean_env, root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    landed = pd.read_parquet(outputs / "lake" / "raw" / "sample" / "prices" / f"ingest_date={next_day}" / "ci-next.parquet")
+    tickers = landed["ticker"].nunique()
+    overlap = load_config("ci").sources.market.overlap_sessions
+    assert len(landed) == tickers * (overlap + 3), "5 overlap sessions + 2 June + 3 June + 4 June"
+    cfg = load_config("ci")
+    first_start, _ = cfg.history.window(dt.date.fromisoformat(LOGICAL_DATE))
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    prices = warehouse.read("prices")
+    assert len(prices) == tickers * len(calendar.sessions(first_start, next_day))
+    cursors = warehouse.read("sync_state", where={"dataset": "prices"})
+    assert set(cursors["cursor_date"].dt.strftime("%Y-%m-%d")) == {next_day}
+    warehouse.dispose()
+
+
+def test_retention_dry_run_lists_and_keeps(first_run, outputs: Path, root: Path, clean_env: dict[str, str]) -> None:
+    lake_files = sorted((outputs / "lake").rglob("*.parquet"))
+    result = run_cli(["retention", "--dry-run", "--profile", "ci", "--logical-date", "2030-01-02",
+                      "--outputs", str(outputs)], clean_env, root)
+    assert result.returncode == 0, result.stderr
+    assert "would delete raw" in result.stdout and "ingest_date=2025-06-02" in result.stdout
+    assert sorted((outputs / "lake").rglob("*.parquet")) == lake_files
+    kept = run_cli(["retention", "--profile", "ci", "--logical-date", "2025-06-04", "--outputs", str(outputs)],
+                   clean_env, root)
+    assert kept.returncode == 0 and "0 path(s) deleted" in kept.stdout
+    assert sorted((outputs / "lake").rglob("*.parquet")) == lake_files
