@@ -253,6 +253,68 @@ class Features(Section):
     volume_zscore_window: Annotated[int, Field(ge=2)]
 
 
+class Technical(Section):
+    rsi_overbought: Annotated[float, Field(gt=50, lt=100)]
+    rsi_oversold: Annotated[float, Field(gt=0, lt=50)]
+    lookback_sessions: PositiveInt  # signals this recent are "current"
+    chart_tickers: PositiveInt  # tickers charted in full in the report
+
+
+class Risk(Section):
+    """Risk metrics over [start, end]; null means the loaded history up to the logical date."""
+
+    start: dt.date | None
+    end: dt.date | None
+    risk_free_rate: Annotated[float, Field(ge=-0.05, le=0.5)]  # annual; per period (1+rf)^(1/252)-1
+    rolling_window: Annotated[int, Field(ge=5)]
+    market_shock: Annotated[float, Field(gt=-1, lt=0)]
+    garch: bool
+
+    def window(self, logical_date: dt.date, history: History) -> tuple[dt.date, dt.date]:
+        start, end = history.window(logical_date)
+        chosen_end = self.end or end
+        if chosen_end > logical_date:
+            raise ParamsError(f"risk.end {chosen_end} is after the logical date {logical_date}")
+        return self.start or start, chosen_end
+
+
+class Sentiment(Section):
+    positive_threshold: float
+    negative_threshold: float
+    lexicon: dict[str, float]  # finance terms added to (or overriding) VADER's lexicon
+
+
+class BudgetRule(Section):
+    pattern: str  # case-insensitive regex on the description
+    category: str
+
+
+class EstimatorSpec(Section):
+    """A scikit-learn classifier by dotted path (only `sklearn.` paths load) and its kwargs."""
+
+    estimator: str
+    kwargs: dict[str, Any]
+
+
+class Bill(Section):
+    description: str
+    amount: PositiveFloat | None  # null: the latest ledger charge matching `match`
+    match: str | None
+    day_of_month: Annotated[int, Field(ge=1, le=31)]
+
+
+class Budget(Section):
+    rules: list[BudgetRule]
+    classifier: EstimatorSpec
+    holdout_share: Annotated[float, Field(gt=0, lt=1)]
+    limits: dict[str, PositiveFloat]  # monthly budget per category, USD
+    emergency_fund_months: Annotated[float, Field(ge=0)]
+    bills: list[Bill]
+    horizon_days: PositiveInt
+    transfer_categories: list[str]
+    opening_balances: dict[str, float]  # USD per account before its first ledger row
+
+
 class Warehouse(Section):
     """`url: null` means SQLite under the outputs folder; BENTLEY_WAREHOUSE_URL overrides."""
 
@@ -292,6 +354,10 @@ class Config(Section):
     history: History
     etl: Etl
     features: Features
+    technical: Technical
+    risk: Risk
+    sentiment: Sentiment
+    budget: Budget
     warehouse: Warehouse
     tracking: Tracking
     runner: Runner

@@ -317,7 +317,7 @@ def latest_summary(features: pd.DataFrame, settings: Any) -> pd.DataFrame:
         f"volume_z_{settings.volume_zscore_window}",
     ]
     last = features.sort_values(_KEY).groupby("ticker").tail(1).set_index("ticker")
-    return last[["date", *columns]].round(3)
+    return last[["date", *columns]].round({column: 3 for column in columns})
 
 
 def showcase_ticker(features: pd.DataFrame, benchmark: str) -> str:

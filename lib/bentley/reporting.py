@@ -203,3 +203,9 @@ def show(figure: Any) -> None:
 
     display(figure)
     plt.close(figure)
+
+
+def rounded(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Numeric columns rounded for display; dates and text untouched."""
+    numeric = frame.select_dtypes("number").columns
+    return frame.round({column: digits for column in numeric})

@@ -182,6 +182,98 @@ data_quality = sa.Table(
 )
 
 
+# --------------------------------------------------------------------------- analytics
+
+risk_metrics = sa.Table(
+    "risk_metrics",
+    metadata,
+    _key("run_id"),
+    _key("scope"),  # a ticker or `portfolio:<name>`
+    _key("metric"),
+    sa.Column("value", FLOAT64),
+    sa.Column("window_start", sa.Date),
+    sa.Column("window_end", sa.Date),
+    sa.Column("n_obs", sa.Integer),
+)
+
+technical_signals = sa.Table(
+    "technical_signals",
+    metadata,
+    _key("run_id"),
+    _key("ticker", 32),
+    sa.Column("date", sa.Date, primary_key=True),
+    _key("rule", 32),
+    sa.Column("direction", sa.Integer),  # +1 bullish, -1 bearish
+    sa.Column("strength", FLOAT64),  # 0..1, defined per rule in analytics/technical.py
+    sa.Column("value", FLOAT64),  # the indicator value that fired
+    sa.Column("reference", FLOAT64),  # the level it crossed
+)
+
+news_sentiment = sa.Table(
+    "news_sentiment",
+    metadata,
+    _key("news_id"),
+    sa.Column("ticker", sa.String(32)),
+    sa.Column("date", sa.Date),
+    sa.Column("compound", FLOAT64),
+    sa.Column("pos", FLOAT64),
+    sa.Column("neu", FLOAT64),
+    sa.Column("neg", FLOAT64),
+)
+
+sentiment_daily = sa.Table(
+    "sentiment_daily",
+    metadata,
+    _key("ticker", 32),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("mean_compound", FLOAT64),
+    sa.Column("n_headlines", sa.Integer),
+    sa.Column("positive_share", FLOAT64),
+    sa.Column("negative_share", FLOAT64),
+)
+
+transaction_categories = sa.Table(
+    "transaction_categories",
+    metadata,
+    _key("txn_id"),
+    sa.Column("category", sa.String(64)),
+    sa.Column("method", sa.String(16)),  # given | rule | model
+    sa.Column("model_confidence", FLOAT64),
+)
+
+budget_monthly = sa.Table(
+    "budget_monthly",
+    metadata,
+    _key("month", 7),  # YYYY-MM
+    _key("category"),
+    sa.Column("spent", FLOAT64),
+    sa.Column("budget_limit", FLOAT64),
+    sa.Column("over", FLOAT64),
+    sa.Column("over_budget", sa.Boolean),
+)
+
+net_worth = sa.Table(
+    "net_worth",
+    metadata,
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("cash", FLOAT64),
+    sa.Column("holdings_value", FLOAT64),
+    sa.Column("net_worth", FLOAT64),
+)
+
+investable_cash = sa.Table(
+    "investable_cash",
+    metadata,
+    sa.Column("as_of", sa.Date, primary_key=True),
+    sa.Column("cash", FLOAT64),
+    sa.Column("monthly_expenses", FLOAT64),
+    sa.Column("emergency_fund", FLOAT64),
+    sa.Column("upcoming_bills", FLOAT64),
+    sa.Column("investable_cash", FLOAT64),
+    sa.Column("shortfall", FLOAT64),
+)
+
+
 def resolve_url(params_url: str | None, outputs: Path) -> URL:
     """Environment first, then params, then SQLite in the outputs folder; password from env."""
     raw = os.environ.get(URL_ENV) or params_url or f"sqlite:///{Path(outputs) / 'warehouse.db'}"

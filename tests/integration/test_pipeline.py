@@ -26,13 +26,20 @@ from bentley.warehouse import Warehouse
 pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = "2025-06-02"
-STAGES = ["ingest", "etl", "features"]
+STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical"]
 TITLES = {
     "ingest": "Ingest: sources to the raw data lake",
     "etl": "ETL: validate and load the warehouse",
     "features": "Features: technical indicators and returns",
+    "technical": "Technical analysis: trend, momentum, volatility and volume signals",
+    "risk": "Portfolio risk: returns, volatility, drawdowns, VaR and stress",
+    "sentiment": "News sentiment: headline tone and next-day returns",
+    "budget": "Budget: spending, savings, net worth and investable cash",
 }
-DATA_TABLES = ["prices", "news", "transactions", "holdings", "features"]
+#: Plots each report must carry (embedded PNGs).
+MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2}
+DATA_TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
+               "transaction_categories", "budget_monthly", "net_worth", "investable_cash"]
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -98,8 +105,9 @@ def test_reports_show_title_date_source_and_an_embedded_image(first_run, outputs
         assert title in html
         assert LOGICAL_DATE in html
         assert "SAMPLE DATA" in html
-        assert "data:image/png;base64," in html
+        assert html.count("data:image/png;base64,") >= MIN_IMAGES[stage], stage
         assert "stage.open_stage(" not in html, "code cells are hidden"
+        assert "Warning" not in html, f"{stage}: a warning leaked into the report"
 
 
 def test_prices_has_one_row_per_ticker_and_session(first_run, outputs: Path) -> None:
@@ -122,6 +130,29 @@ def test_prices_has_one_row_per_ticker_and_session(first_run, outputs: Path) -> 
     assert warehouse.read("pipeline_runs", where={"run_id": "ci-first"})["status"].tolist() == ["success"]
     quality = warehouse.read("data_quality", where={"run_id": "ci-first"})
     assert {"prices", "news", "transactions", "holdings"} <= set(quality["dataset"])
+    warehouse.dispose()
+
+
+def test_analytics_tables(first_run, outputs: Path) -> None:
+    from bentley.analytics.risk import METRICS
+
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    risk = warehouse.read("risk_metrics", where={"run_id": "ci-first"})
+    scopes = set(risk["scope"])
+    assert {"portfolio:holdings", "portfolio:equal_weight", "BBIX"} <= scopes
+    assert set(risk["metric"]) == set(METRICS)
+    assert len(risk) == len(scopes) * len(METRICS)
+    held = risk[risk["scope"] == "portfolio:holdings"].set_index("metric")["value"]
+    assert held["var_95_historical"] < 0 and held["cvar_95_historical"] <= held["var_95_historical"]
+    assert held["max_drawdown"] < 0
+    daily = warehouse.read("sentiment_daily")
+    assert len(daily) > 0 and daily["mean_compound"].between(-1, 1).all()
+    assert set(warehouse.read("technical_signals", where={"run_id": "ci-first"})["rule"]) >= {"macd_bullish_cross"}
+    assert warehouse.count("transaction_categories") == warehouse.count("transactions")
+    assert warehouse.count("budget_monthly") > 0 and warehouse.count("net_worth") > 0
+    cash = warehouse.read("investable_cash")
+    assert cash["as_of"].dt.strftime("%Y-%m-%d").tolist() == [LOGICAL_DATE]
+    assert (cash["investable_cash"] >= 0).all()
     warehouse.dispose()
 
 

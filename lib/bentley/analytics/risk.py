@@ -1,0 +1,866 @@
+"""Risk metrics per ticker and per portfolio, from a wide frame of daily simple returns.
+
+Users check our numbers against empyrical and QuantStats, so the conventions are theirs
+(ARCHITECTURE.md §6): daily simple returns, 252 sessions a year, standard deviations with
+ddof=1, Sharpe on returns in excess of a per-period risk-free rate, CAGR for the annual
+return, a negative maximum drawdown measured from a wealth of 1 before the first return, and
+historical VaR as a linearly interpolated percentile (a negative return). Every metric that
+empyrical-reloaded also computes equals its value to ~1e-12 relative; the tests prove it.
+
+The input is wide: index = sessions, one column per *scope* (a ticker, or `portfolio:<name>`
+built with `portfolio_returns`), NaN where a scope has no return. A scope's window runs from
+its first to its last observed return; NaN inside the window is a gap. Gaps are handled the
+way empyrical's nan-aware functions handle them (nanmean, nanstd, NaN as a flat day in the
+wealth curve), which is what applying empyrical to the column cut to its window gives. Two
+places where empyrical itself would give NaN or inf on such data are made explicit:
+
+* `value_at_risk` in empyrical is `np.percentile`, which returns NaN as soon as one value is
+  NaN; ours is the same percentile over the observed returns (empyrical on `s.dropna()`).
+* a zero denominator (constant returns, no losing day, a constant benchmark) gives NaN and a
+  `RiskWarning` naming the scopes, never ±inf.
+
+The computations are numpy reductions over the whole (sessions x scopes) matrix: 500 tickers
+x 10 years take well under a second, against many seconds for a per-ticker empyrical loop
+(see bench/risk.py). Only the GARCH forecast fits one model per series, so it is optional.
+
+Metrics empyrical does not have, and how they are defined here (z = Φ⁻¹(0.05) ≈ −1.645):
+
+* skew / kurtosis: sample skewness G1 and *excess* kurtosis G2, bias corrected
+  (`scipy.stats.skew/kurtosis(bias=False)`); NaN below 3 (skew) or 4 (kurtosis) observations.
+* var_95_parametric: mean + z·std (normal VaR, ddof=1).
+* var_95_cornish_fisher: mean + z_cf·std with
+  z_cf = z + (z²−1)·S/6 + (z³−3z)·K/24 − (2z³−5z)·S²/36, S = skew, K = excess kurtosis
+  (the bias-corrected values above). The expansion is an approximation that stops being
+  monotone for very large |S| or K, so read it next to the historical VaR.
+* var_95_garch: one-day-ahead VaR from a GARCH(1,1) with constant mean and normal errors,
+  fitted with `arch` on 100·r (the scale the optimizer expects): (μ + z·σ_{t+1})/100.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.special import ndtri
+
+from bentley.features import TRADING_DAYS
+
+if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
+    from matplotlib.figure import Figure
+
+#: Metric names, in the order of the wide table's columns and the warehouse rows.
+METRICS: tuple[str, ...] = (
+    "annual_return",
+    "cumulative_return",
+    "annual_volatility",
+    "downside_risk",
+    "max_drawdown",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "calmar_ratio",
+    "omega_ratio",
+    "tail_ratio",
+    "var_95_historical",
+    "cvar_95_historical",
+    "var_99_historical",
+    "cvar_99_historical",
+    "var_95_parametric",
+    "var_95_cornish_fisher",
+    "var_95_garch",
+    "beta",
+    "alpha",
+    "skew",
+    "kurtosis",
+)
+
+#: Columns of the wide table after the metrics: how much data each row rests on.
+WINDOW_COLUMNS: tuple[str, ...] = ("n_obs", "window_start", "window_end")
+
+#: Columns of `long_metrics`, the rows of the warehouse table risk_metrics(run_id, scope, metric).
+LONG_COLUMNS: tuple[str, ...] = ("run_id", "scope", "metric", "value", "window_start", "window_end", "n_obs")
+
+#: GARCH(1,1) has four parameters; fewer sessions than this give estimates that mean nothing.
+GARCH_MIN_OBS = 100
+
+#: Standard normal quantile at 5%: the z of the parametric, Cornish-Fisher and GARCH VaR.
+Z_05: float = float(ndtri(0.05))
+
+#: empyrical's threshold below which a benchmark variance counts as zero (beta undefined).
+_MIN_VARIANCE = 1.0e-30
+
+
+class RiskWarning(UserWarning):
+    """A metric could not be computed for some scopes and is NaN; the message names them."""
+
+
+def per_period_rate(annual_rate: float) -> float:
+    """The daily rate that compounds to `annual_rate` over 252 sessions: (1+rf)^(1/252) − 1.
+
+    Params state the risk-free rate per year; Sharpe and alpha subtract it per period, as
+    empyrical's `risk_free` argument expects.
+    """
+    return float((1.0 + annual_rate) ** (1.0 / TRADING_DAYS) - 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def returns_from_prices(
+    prices: pd.DataFrame, start: Any = None, end: Any = None
+) -> pd.DataFrame:
+    """Wide daily simple returns (index date, one column per ticker) from adjusted closes.
+
+    Prices are cut to [start, end] first, so the first session of the window has no return
+    and is dropped (as `empyrical.simple_returns` does). A missing close is not filled: the
+    returns of that day and the next are NaN (`fill_method=None`), because a forward-filled
+    price would invent a flat day followed by a jump.
+    """
+    missing = {"ticker", "date", "adj_close"} - set(prices.columns)
+    if missing:
+        raise ValueError(f"prices lacks columns {sorted(missing)}")
+    frame = prices[["ticker", "date", "adj_close"]].copy()
+    frame["date"] = pd.to_datetime(frame["date"])
+    if start is not None:
+        frame = frame[frame["date"] >= pd.Timestamp(start)]
+    if end is not None:
+        frame = frame[frame["date"] <= pd.Timestamp(end)]
+    duplicated = frame.duplicated(["ticker", "date"])
+    if duplicated.any():
+        examples = frame.loc[duplicated, ["ticker", "date"]].head(5).to_dict("records")
+        raise ValueError(f"prices has duplicate (ticker, date) rows, e.g. {examples}")
+    closes = frame.pivot(index="date", columns="ticker", values="adj_close").sort_index()
+    closes = closes.astype(np.float64)
+    returns = closes.pct_change(fill_method=None).iloc[1:]
+    returns.columns.name = "ticker"
+    return returns
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """The returns as a float matrix plus, per column, where its window lies."""
+
+    values: np.ndarray  # (sessions, scopes), NaN = no return
+    n_obs: np.ndarray  # observed returns per scope
+    length: np.ndarray  # sessions from first to last observation, gaps included
+    first: np.ndarray  # row of the first observation (-1 when none)
+    last: np.ndarray  # row of the last observation (-1 when none)
+
+
+def _sorted_returns(returns: pd.DataFrame) -> pd.DataFrame:
+    """Returns in date order; duplicated dates are an error (the wealth curve needs an order)."""
+    if returns.index.has_duplicates:
+        raise ValueError("returns has duplicated dates")
+    return returns if returns.index.is_monotonic_increasing else returns.sort_index()
+
+
+def _panel(returns: pd.DataFrame) -> _Panel:
+    """Float64 matrix of the returns, ±inf (a zero price) counted as missing."""
+    values = returns.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    values[~np.isfinite(values)] = np.nan
+    observed = ~np.isnan(values)
+    n_obs = observed.sum(axis=0)
+    has = n_obs > 0
+    if values.shape[0] == 0:  # no sessions: every scope is empty
+        first = last = np.full(values.shape[1], -1)
+    else:
+        first = np.where(has, observed.argmax(axis=0), -1)
+        last = np.where(has, values.shape[0] - 1 - observed[::-1].argmax(axis=0), -1)
+    length = np.where(has, last - first + 1, 0)
+    return _Panel(values=values, n_obs=n_obs, length=length, first=first, last=last)
+
+
+def _benchmark_values(benchmark: pd.Series, index: pd.Index) -> np.ndarray:
+    """The benchmark on the returns' sessions (NaN where it has none).
+
+    Dates the scopes do not have cannot pair with any return, so dropping them changes no
+    beta (empyrical's outer join leaves them unpaired too). No shared date at all is
+    almost always a type mismatch (dates vs timestamps), so it is an error, not NaN betas.
+    """
+    aligned = benchmark.reindex(index)
+    if len(index) and len(benchmark) and aligned.isna().all() and not benchmark.isna().all():
+        raise ValueError("benchmark shares no date with returns (check both indexes are datetimes)")
+    values = aligned.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def _warn(scopes: Iterable[Hashable], what: str) -> None:
+    """One RiskWarning naming every scope concerned (none: no warning)."""
+    names = [str(s) for s in scopes]
+    if names:
+        warnings.warn(f"{what}: {', '.join(names)}", RiskWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorized building blocks (columns = scopes)
+
+
+def _drawdown_matrix(values: np.ndarray) -> np.ndarray:
+    """wealth / running peak − 1 with wealth 1 before the first row; NaN is a flat day.
+
+    The peak starts at 1, not at the first day's wealth, so a loss on the first day is a
+    drawdown (empyrical anchors its curve the same way).
+    """
+    wealth = np.cumprod(1.0 + np.nan_to_num(values, nan=0.0), axis=0)
+    peak = np.maximum(np.maximum.accumulate(wealth, axis=0), 1.0)
+    return wealth / peak - 1.0
+
+
+def _quantile(sorted_values: np.ndarray, n_obs: np.ndarray, p: float) -> np.ndarray:
+    """Linear-interpolation percentile per column of an ascending sort with NaN last.
+
+    Same definition as `np.percentile(x, 100p)` on the observed values (position (n−1)·p),
+    computed for all columns at once.
+    """
+    position = (n_obs - 1) * p
+    lower = np.clip(np.floor(position).astype(np.int64), 0, None)
+    upper = np.minimum(lower + 1, np.maximum(n_obs - 1, 0))
+    a = np.take_along_axis(sorted_values, lower[None, :], axis=0)[0]
+    b = np.take_along_axis(sorted_values, upper[None, :], axis=0)[0]
+    out = a + (b - a) * (position - lower)
+    out[n_obs == 0] = np.nan
+    return out
+
+
+def _tail_mean(cumulative: np.ndarray, n_obs: np.ndarray, cutoff: float) -> np.ndarray:
+    """Mean of the lowest ⌊(n−1)·cutoff⌋+1 returns, from cumulative sums of the ascending sort.
+
+    That count is empyrical's `conditional_value_at_risk`: the returns at or below the
+    historical VaR (the VaR lies between the last of them and the next), so CVaR ≤ VaR.
+    """
+    count = np.floor((n_obs - 1) * cutoff).astype(np.int64) + 1
+    index = np.clip(count - 1, 0, None)
+    out = np.take_along_axis(cumulative, index[None, :], axis=0)[0] / np.maximum(count, 1)
+    out[n_obs == 0] = np.nan
+    return out
+
+
+def _alpha_beta(
+    values: np.ndarray, bench: np.ndarray, rf: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """empyrical's alpha_beta for every column: (annualized alpha, beta, benchmark variance,
+    number of paired sessions).
+
+    Only sessions where both the scope and the benchmark have a return count. Beta is
+    cov/var (population moments on both sides, so the ddof cancels, as in empyrical);
+    alpha = (1 + mean((r − rf) − β(b − rf)))^252 − 1.
+    """
+    pair = ~np.isnan(values) & ~np.isnan(bench)[:, None]
+    x = np.where(pair, bench[:, None], np.nan)
+    y = np.where(pair, values, np.nan)
+    x_res = x - np.nanmean(x, axis=0)
+    covariance = np.nanmean(x_res * y, axis=0)
+    variance = np.nanmean(np.square(x_res), axis=0)
+    defined = variance >= _MIN_VARIANCE  # False for NaN too
+    beta = np.where(defined, covariance / np.where(defined, variance, 1.0), np.nan)
+    daily = np.nanmean((y - rf) - beta * (x - rf), axis=0)
+    alpha = np.power(1.0 + daily, TRADING_DAYS) - 1.0
+    return alpha, beta, variance, pair.sum(axis=0)
+
+
+def _moments(values: np.ndarray, n_obs: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected sample skewness and excess kurtosis (scipy's bias=False formulas)."""
+    centred = np.nan_to_num(values - mean, nan=0.0)  # a gap adds 0 to the sums, as in nanmean
+    square = centred * centred  # products, not **: float powers are several times slower
+    count = np.maximum(n_obs, 1)
+    m2 = square.sum(axis=0) / count
+    m3 = (square * centred).sum(axis=0) / count
+    m4 = (square * square).sum(axis=0) / count
+    n = n_obs.astype(np.float64)
+    skew = np.sqrt((n - 1.0) * n) / (n - 2.0) * m3 / m2**1.5
+    kurt = ((n**2 - 1.0) * m4 / m2**2 - 3.0 * (n - 1.0) ** 2) / ((n - 2.0) * (n - 3.0))
+    skew[n_obs < 3] = np.nan
+    kurt[n_obs < 4] = np.nan
+    return skew, kurt
+
+
+def cornish_fisher_z(z: float, skew: Any, excess_kurtosis: Any) -> Any:
+    """z_cf = z + (z²−1)S/6 + (z³−3z)K/24 − (2z³−5z)S²/36 (Cornish–Fisher, to the S² term)."""
+    s, k = skew, excess_kurtosis
+    return z + (z**2 - 1) * s / 6 + (z**3 - 3 * z) * k / 24 - (2 * z**3 - 5 * z) * s**2 / 36
+
+
+# --------------------------------------------------------------------------------------------
+# GARCH
+
+
+def _garch_fit(values: np.ndarray) -> float:
+    """(μ + z·σ_{t+1})/100 from a GARCH(1,1) on 100·r; raises when the optimizer fails."""
+    from arch import arch_model  # 1+ s to import: only when a forecast is asked for
+
+    model = arch_model(100.0 * values, vol="GARCH", p=1, q=1, mean="Constant", dist="normal")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence is checked below, by the flag
+        result = model.fit(disp="off", show_warning=False)
+    if result.convergence_flag != 0:
+        raise RuntimeError(f"optimizer did not converge (flag {result.convergence_flag})")
+    forecast = result.forecast(horizon=1, reindex=False)
+    mu = float(forecast.mean.to_numpy()[-1, 0])
+    sigma = float(np.sqrt(forecast.variance.to_numpy()[-1, 0]))
+    if not (np.isfinite(mu) and np.isfinite(sigma) and sigma > 0):
+        raise RuntimeError(f"forecast is not usable (mean {mu}, sigma {sigma})")
+    return (mu + Z_05 * sigma) / 100.0
+
+
+def garch_var(returns: pd.Series, scope: Hashable | None = None) -> float:
+    """One-day-ahead 95% VaR of one series from a GARCH(1,1) fit (a negative return).
+
+    NaN gaps are dropped (the model sees the observed returns in order). Fewer than
+    GARCH_MIN_OBS returns, or a fit that fails or does not converge, give NaN and a
+    RiskWarning naming the scope: one bad series must not stop a 500-ticker report.
+    """
+    name = returns.name if scope is None else scope
+    values = returns.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = values[np.isfinite(values)]
+    if values.size < GARCH_MIN_OBS:
+        _warn([name], f"GARCH VaR needs >= {GARCH_MIN_OBS} returns, NaN for scope")
+        return np.nan
+    try:
+        return _garch_fit(values)
+    except Exception as error:  # noqa: BLE001 - any failure of the fit means "no estimate"
+        _warn([name], f"GARCH fit failed ({type(error).__name__}: {error}), NaN for scope")
+        return np.nan
+
+
+# --------------------------------------------------------------------------------------------
+# The metrics table
+
+
+def risk_metrics(
+    returns: pd.DataFrame,
+    benchmark: pd.Series,
+    risk_free_annual: float,
+    garch: bool = True,
+) -> pd.DataFrame:
+    """One row per scope (column of `returns`): METRICS, then n_obs, window_start, window_end.
+
+    Each metric is computed over the scope's own window (first to last observed return),
+    so a ticker listed two years ago is not diluted by eight empty years. Values equal
+    empyrical's on `returns[scope].loc[window_start:window_end]` with risk_free =
+    per_period_rate(risk_free_annual) for Sharpe and alpha; Sortino, downside risk and
+    omega use a required return of 0 (empyrical's defaults). Historical VaR is
+    empyrical's on the observed returns (its np.percentile would be NaN on any gap).
+    annual_return, like empyrical, counts the sessions of the window (gaps included) as
+    elapsed time.
+
+    Awkward data never raises: an all-NaN column, one observation, constant returns or a
+    constant benchmark give NaN metrics (with a RiskWarning naming the scopes) where a
+    formula has no value, never ±inf. Only malformed input does (duplicated dates, a
+    benchmark sharing no date with the returns). garch=False skips the per-series GARCH
+    fits (the column is NaN): they are ~20 ms per series, the rest is vectorized.
+    """
+    returns = _sorted_returns(returns)
+    panel = _panel(returns)
+    values, n_obs, length = panel.values, panel.n_obs, panel.length
+    scopes = list(returns.columns)
+    rf = per_period_rate(risk_free_annual)
+    bench = _benchmark_values(benchmark, returns.index)
+    if values.shape[0] == 0:  # reductions need a row; an all-NaN one changes nothing
+        values, bench = np.full((1, values.shape[1]), np.nan), np.full(1, np.nan)
+    root_year = np.sqrt(TRADING_DAYS)
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty slices: handled by the masks
+        one, two = n_obs >= 1, n_obs >= 2
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0, ddof=1)
+        constant = two & (np.nanmax(values, axis=0) == np.nanmin(values, axis=0))
+        ok_std = two & ~constant
+
+        ending = np.nanprod(1.0 + values, axis=0)
+        cumulative = np.where(one, ending - 1.0, np.nan)
+        annual = np.where(one, ending ** (1.0 / (length / TRADING_DAYS)) - 1.0, np.nan)
+        volatility = np.where(two, std * root_year, np.nan)
+        downside = np.where(
+            one, np.sqrt(np.nanmean(np.square(np.minimum(values, 0.0)), axis=0)) * root_year, np.nan
+        )
+        max_dd = np.where(one, _drawdown_matrix(values).min(axis=0), np.nan)
+
+        excess = values - rf
+        sharpe = np.where(
+            ok_std, np.nanmean(excess, axis=0) / np.nanstd(excess, axis=0, ddof=1) * root_year, np.nan
+        )
+        ok_downside = two & (downside > 0)
+        sortino = np.where(ok_downside, mean * TRADING_DAYS / np.where(ok_downside, downside, 1.0), np.nan)
+        ok_calmar = one & (max_dd < 0)
+        calmar = np.where(ok_calmar, annual / np.abs(np.where(ok_calmar, max_dd, 1.0)), np.nan)
+        gains = np.nansum(np.where(values > 0, values, 0.0), axis=0)
+        losses = -np.nansum(np.where(values < 0, values, 0.0), axis=0)
+        ok_omega = two & (losses > 0)
+        omega = np.where(ok_omega, gains / np.where(ok_omega, losses, 1.0), np.nan)
+
+        ascending = np.sort(values, axis=0)  # NaN sorts last
+        running = np.cumsum(ascending, axis=0)
+        var95, var99 = _quantile(ascending, n_obs, 0.05), _quantile(ascending, n_obs, 0.01)
+        p95 = _quantile(ascending, n_obs, 0.95)
+        ok_tail = np.abs(var95) > 0  # False for NaN too
+        tail = np.where(ok_tail, np.abs(p95) / np.abs(np.where(ok_tail, var95, 1.0)), np.nan)
+        cvar95, cvar99 = _tail_mean(running, n_obs, 0.05), _tail_mean(running, n_obs, 0.01)
+
+        skew, kurt = _moments(values, n_obs, mean)
+        skew[~ok_std], kurt[~ok_std] = np.nan, np.nan
+        parametric = np.where(two, mean + Z_05 * std, np.nan)
+        cornish_fisher = mean + cornish_fisher_z(Z_05, skew, kurt) * std
+
+        alpha, beta, bench_variance, pairs = _alpha_beta(values, bench, rf)
+
+    columns: dict[str, np.ndarray] = {
+        "annual_return": annual,
+        "cumulative_return": cumulative,
+        "annual_volatility": volatility,
+        "downside_risk": downside,
+        "max_drawdown": max_dd,
+        "sharpe_ratio": sharpe,
+        "sortino_ratio": sortino,
+        "calmar_ratio": calmar,
+        "omega_ratio": omega,
+        "tail_ratio": tail,
+        "var_95_historical": var95,
+        "cvar_95_historical": cvar95,
+        "var_99_historical": var99,
+        "cvar_99_historical": cvar99,
+        "var_95_parametric": parametric,
+        "var_95_cornish_fisher": cornish_fisher,
+        "var_95_garch": np.full(len(scopes), np.nan),
+        "beta": beta,
+        "alpha": alpha,
+        "skew": skew,
+        "kurtosis": kurt,
+    }
+    for column in columns.values():
+        column[~np.isfinite(column)] = np.nan  # the contract: NaN, never ±inf
+
+    names = np.array(scopes, dtype=object)
+    _warn(names[n_obs == 0], "no returns, every metric is NaN for scope(s)")
+    _warn(
+        names[constant],
+        "zero variance (constant returns): sharpe_ratio, skew, kurtosis and "
+        "var_95_cornish_fisher are NaN for scope(s)",
+    )
+    _warn(names[two & ~(downside > 0)], "no losing day: sortino_ratio is NaN for scope(s)")
+    _warn(
+        names[(pairs >= 2) & ~(bench_variance >= _MIN_VARIANCE)],
+        "benchmark has zero variance over the scope's sessions: beta and alpha are NaN for scope(s)",
+    )
+
+    if garch:
+        garch_column = columns["var_95_garch"]
+        short = (n_obs > 0) & (n_obs < GARCH_MIN_OBS)
+        _warn(names[short], f"GARCH VaR needs >= {GARCH_MIN_OBS} returns, NaN for scope(s)")
+        for j in np.flatnonzero(n_obs >= GARCH_MIN_OBS):
+            column = values[:, j]
+            try:
+                garch_column[j] = _garch_fit(column[~np.isnan(column)])
+            except Exception as error:  # noqa: BLE001 - a failed fit is NaN for that scope only
+                _warn([scopes[j]], f"GARCH fit failed ({type(error).__name__}: {error}), NaN for scope")
+
+    table = pd.DataFrame(columns, index=pd.Index(scopes, name="scope"))
+    table["n_obs"] = n_obs.astype(np.int64)
+    table["window_start"] = _window_dates(returns.index, panel.first, table.index)
+    table["window_end"] = _window_dates(returns.index, panel.last, table.index)
+    return table
+
+
+def _window_dates(dates: pd.Index, rows: np.ndarray, scopes: pd.Index) -> pd.Series:
+    """The date at each scope's row (first or last observation); NaT for scopes without any."""
+    has = rows >= 0
+    if not has.any():
+        return pd.Series(pd.NaT, index=scopes, dtype="datetime64[ns]")
+    picked = pd.Series(dates.take(np.where(has, rows, 0)), index=scopes)
+    return picked.where(has)
+
+
+def long_metrics(table: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """The wide table as warehouse rows: run_id, scope, metric, value, window_start, window_end, n_obs.
+
+    One row per (scope, metric) in METRICS order, the key of risk_metrics(run_id, scope,
+    metric); value is NaN where a metric is undefined (the table keeps the row so a report
+    can say "not computable" rather than silently omitting it).
+    """
+    missing = [c for c in (*METRICS, *WINDOW_COLUMNS) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}; pass the output of risk_metrics")
+    k, m = len(table), len(METRICS)
+    values = table[list(METRICS)].to_numpy(dtype=np.float64, na_value=np.nan)
+    out = pd.DataFrame(
+        {
+            "run_id": np.full(k * m, run_id, dtype=object),
+            "scope": np.repeat(table.index.astype(str).to_numpy(dtype=object), m),
+            "metric": np.tile(np.array(METRICS, dtype=object), k),
+            "value": values.ravel(),
+            "window_start": np.repeat(table["window_start"].to_numpy(), m),
+            "window_end": np.repeat(table["window_end"].to_numpy(), m),
+            "n_obs": np.repeat(table["n_obs"].to_numpy(dtype=np.int64), m),
+        }
+    )
+    out.loc[~np.isfinite(out["value"]), "value"] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Portfolios
+
+
+def _normalized(weights: pd.Series) -> pd.Series:
+    """Weights scaled to sum to 1; a zero or undefined total is an error, not a silent NaN."""
+    weights = weights.astype(np.float64)
+    if weights.isna().any():
+        raise ValueError(f"weights have NaN for {list(weights.index[weights.isna()])}")
+    total = weights.sum()
+    if not np.isfinite(total) or total == 0:
+        raise ValueError(f"weights must have a non-zero finite sum, got {total}")
+    return weights / total
+
+
+def _members(returns: pd.DataFrame, weights: pd.Series) -> pd.DataFrame:
+    """The returns columns of the weighted tickers (missing ones are an error, by name)."""
+    missing = [t for t in weights.index if t not in returns.columns]
+    if missing:
+        raise ValueError(f"no returns for weighted tickers {missing}")
+    return returns[list(weights.index)]
+
+
+def portfolio_returns(returns: pd.DataFrame, weights: pd.Series) -> pd.Series:
+    """Daily returns of a portfolio rebalanced to `weights` every session: Σ wᵢ·rᵢ.
+
+    Weights are normalized to sum 1. A member without a return on a day (not yet listed,
+    a data gap) counts as 0 that day, i.e. its weight sits in cash; a day on which no
+    member has a return is NaN, so the portfolio's window starts when its data does.
+    """
+    w = _normalized(weights)
+    members = _members(returns, w)
+    values = members.to_numpy(dtype=np.float64, na_value=np.nan)
+    observed = ~np.isnan(values)
+    out = np.nan_to_num(values, nan=0.0) @ w.to_numpy()
+    out[~observed.any(axis=1)] = np.nan
+    return pd.Series(out, index=returns.index, name="portfolio")
+
+
+def holdings_weights(holdings: pd.DataFrame, last_prices: pd.Series) -> pd.Series:
+    """Market-value weights per ticker: Σ_accounts quantity × last price, over the total.
+
+    Uses the latest `as_of` in `holdings` (the table keeps a history of snapshots). A held
+    ticker without a price is an error: valuing it at 0 would quietly understate its risk.
+    Positions with zero quantity are dropped.
+    """
+    missing = {"as_of", "ticker", "quantity"} - set(holdings.columns)
+    if missing:
+        raise ValueError(f"holdings lacks columns {sorted(missing)}")
+    if holdings.empty:
+        raise ValueError("holdings is empty")
+    as_of = pd.to_datetime(holdings["as_of"])
+    latest = holdings[as_of == as_of.max()]
+    quantity = latest.groupby("ticker")["quantity"].sum().astype(np.float64)
+    quantity = quantity[quantity != 0]
+    prices = last_prices.reindex(quantity.index).astype(np.float64)
+    unpriced = list(prices.index[prices.isna()])
+    if unpriced:
+        raise ValueError(f"no last price for held tickers {unpriced}")
+    value = quantity * prices
+    total = value.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError(f"holdings have no positive market value (total {total})")
+    weights = (value / total).sort_index()
+    weights.index.name = "ticker"
+    return weights.rename("weight")
+
+
+# --------------------------------------------------------------------------------------------
+# Time series tables for the report
+
+
+def rolling_volatility(
+    returns: pd.DataFrame, window: int = 63, min_periods: int | None = None
+) -> pd.DataFrame:
+    """Annualized rolling volatility per scope (ddof=1, √252).
+
+    By default a window needs all `window` returns (a gap gives NaN until it leaves the
+    window); pass min_periods to accept fewer.
+    """
+    return _sorted_returns(returns).rolling(window, min_periods=min_periods).std() * np.sqrt(TRADING_DAYS)
+
+
+def rolling_beta(
+    returns: pd.DataFrame, benchmark: pd.Series, window: int = 63, min_periods: int | None = None
+) -> pd.DataFrame:
+    """Rolling beta per scope: rolling cov(r, b) / rolling var(b) over sessions where both exist.
+
+    The benchmark is masked to each scope's observed sessions first, so numerator and
+    denominator use the same days (as the full-sample beta does). A window whose benchmark
+    variance is zero gives NaN.
+    """
+    returns = _sorted_returns(returns)
+    bench = _benchmark_values(benchmark, returns.index)
+    values = returns.to_numpy(dtype=np.float64, na_value=np.nan)
+    pair = ~np.isnan(values) & ~np.isnan(bench)[:, None]
+    y = pd.DataFrame(np.where(pair, values, np.nan), index=returns.index, columns=returns.columns)
+    x = pd.DataFrame(np.where(pair, bench[:, None], np.nan), index=returns.index, columns=returns.columns)
+    covariance = y.rolling(window, min_periods=min_periods).cov(x)
+    variance = x.rolling(window, min_periods=min_periods).var()
+    return covariance / variance.where(variance >= _MIN_VARIANCE)
+
+
+def drawdowns(returns: pd.DataFrame) -> pd.DataFrame:
+    """Drawdown per scope and session: wealth / running peak − 1, wealth 1 before day one.
+
+    NaN outside each scope's window (no position yet, or no more data); a gap inside the
+    window is a flat day.
+    """
+    returns = _sorted_returns(returns)
+    panel = _panel(returns)
+    dd = _drawdown_matrix(panel.values)
+    rows = np.arange(len(returns))[:, None]
+    dd[(rows < panel.first[None, :]) | (rows > panel.last[None, :]) | (panel.n_obs[None, :] == 0)] = np.nan
+    return pd.DataFrame(dd, index=returns.index, columns=returns.columns)
+
+
+def worst_days(returns: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The n lowest daily returns of each scope, long: scope, date, return (worst first)."""
+    stacked = returns.rename_axis(index="date", columns="scope").stack().dropna()
+    stacked = stacked[np.isfinite(stacked.astype(np.float64))]
+    if stacked.empty:
+        return pd.DataFrame({"scope": [], "date": pd.to_datetime([]), "return": []})
+    long = stacked.rename("return").reset_index()
+    long = long.sort_values(["scope", "return", "date"], kind="stable")
+    long = long.groupby("scope", sort=False).head(n).reset_index(drop=True)
+    return long[["scope", "date", "return"]]
+
+
+def correlation(returns: pd.DataFrame, min_periods: int = 20) -> pd.DataFrame:
+    """Pearson correlation of daily returns over the sessions each pair shares.
+
+    A pair with fewer than `min_periods` common sessions is NaN: a correlation on a handful
+    of days is noise that a heatmap would show as if it were signal.
+    """
+    return returns.corr(min_periods=min_periods)
+
+
+# --------------------------------------------------------------------------------------------
+# Stress
+
+
+def stress_table(
+    returns: pd.DataFrame,
+    benchmark: pd.Series,
+    weights: pd.Series,
+    shock: float = -0.10,
+    *,
+    portfolio_value: float,
+    window: int = 5,
+) -> pd.DataFrame:
+    """What the current holdings would lose in a market shock, per ticker and in total.
+
+    Rows: the weighted tickers, then "portfolio". Columns:
+    weight, held_value (weight × portfolio_value), beta (full-sample, as in risk_metrics),
+    shock_return = beta × shock and shock_value = shock_return × held_value (the move a
+    benchmark fall of `shock` implies through beta); then the worst `window`-session run of
+    the benchmark in the data (worst_week_start/end, benchmark_worst_week) replayed on the
+    holdings: worst_week_return is each ticker's actual compounded return over those same
+    sessions (a gap counts as flat) and worst_week_value = worst_week_return × held_value.
+
+    The portfolio row adds the currency columns up (buy-and-hold over the window) and
+    divides by portfolio_value for its returns; its beta is Σ wᵢβᵢ. A ticker whose number is
+    missing (no beta, no data in that window) is left out of the sum, with a RiskWarning
+    naming it. `portfolio_value` is keyword-only because it has no sensible default.
+    """
+    returns = _sorted_returns(returns)
+    w = _normalized(weights)
+    members = _members(returns, w)
+    tickers = list(w.index)
+    held = w.to_numpy() * float(portfolio_value)
+    panel = _panel(members)
+    bench_on_returns = _benchmark_values(benchmark, members.index)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _, beta, _, _ = _alpha_beta(panel.values, bench_on_returns, 0.0)
+
+    bench = benchmark.dropna().sort_index().astype(np.float64)
+    start = end = pd.NaT
+    bench_week = np.nan
+    week = np.full(len(tickers), np.nan)
+    if len(bench) >= window:
+        compounded = sliding_window_view(1.0 + bench.to_numpy(), window).prod(axis=1) - 1.0
+        worst = int(np.argmin(compounded))
+        start, end = bench.index[worst], bench.index[worst + window - 1]
+        bench_week = float(compounded[worst])
+        inside = members.loc[start:end].to_numpy(dtype=np.float64, na_value=np.nan)
+        has = (~np.isnan(inside)).any(axis=0)
+        week = np.where(has, np.nanprod(1.0 + inside, axis=0) - 1.0, np.nan)
+    else:
+        _warn(["benchmark"], f"fewer than {window} benchmark returns, no worst-week replay for")
+
+    table = pd.DataFrame(
+        {
+            "weight": w.to_numpy(),
+            "held_value": held,
+            "beta": beta,
+            "shock_return": beta * shock,
+            "shock_value": beta * shock * held,
+            "worst_week_start": start,
+            "worst_week_end": end,
+            "benchmark_worst_week": bench_week,
+            "worst_week_return": week,
+            "worst_week_value": week * held,
+        },
+        index=pd.Index(tickers, name="scope"),
+    )
+    _warn(table.index[table["beta"].isna()], "no beta, left out of the portfolio's shock_value")
+    if not np.isnan(bench_week):
+        _warn(table.index[table["worst_week_return"].isna()], "no returns in the worst week, left out of the replay")
+    shock_total = table["shock_value"].sum(min_count=1)
+    week_total = table["worst_week_value"].sum(min_count=1)
+    total = pd.DataFrame(
+        {
+            "weight": 1.0,
+            "held_value": float(portfolio_value),
+            "beta": (table["weight"] * table["beta"]).sum(min_count=1),
+            "shock_return": shock_total / portfolio_value,
+            "shock_value": shock_total,
+            "worst_week_start": start,
+            "worst_week_end": end,
+            "benchmark_worst_week": bench_week,
+            "worst_week_return": week_total / portfolio_value,
+            "worst_week_value": week_total,
+        },
+        index=pd.Index(["portfolio"], name="scope"),
+    )
+    return pd.concat([table, total])
+
+
+# --------------------------------------------------------------------------------------------
+# Charts (tables in, Figure out; the notebook shows them)
+
+
+def correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of daily returns") -> Figure:
+    """Correlation matrix as a diverging heatmap fixed to [−1, 1], values written when small."""
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, min(12.0, 0.45 * len(corr) + 2.0))
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(corr.to_numpy(dtype=np.float64), cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    labels = [str(c) for c in corr.columns]
+    if len(labels) <= 40:
+        ax.set_xticks(range(len(labels)), labels, rotation=90)
+        ax.set_yticks(range(len(corr.index)), [str(i) for i in corr.index])
+    if len(labels) <= 15:
+        for i in range(corr.shape[0]):
+            for j in range(corr.shape[1]):
+                value = corr.iat[i, j]
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(value) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="Correlation")
+    ax.set_title(title)
+    ax.set_xlabel("Ticker")
+    ax.set_ylabel("Ticker")
+    fig.tight_layout()
+    return fig
+
+
+def rolling_chart(frame: pd.DataFrame, title: str, ylabel: str) -> Figure:
+    """One line per column over sessions (rolling volatility, rolling beta...)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for column in frame.columns:
+        ax.plot(frame.index, frame[column], label=str(column), linewidth=1.0)
+    ax.set_title(title)
+    ax.set_xlabel("Session")
+    ax.set_ylabel(ylabel)
+    if 0 < frame.shape[1] <= 12:
+        ax.legend(ncol=min(frame.shape[1], 4), loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def drawdown_chart(dd: pd.DataFrame, title: str = "Drawdown from the running peak") -> Figure:
+    """Drawdowns (output of `drawdowns`) as percentages below the peak, one line per scope."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for column in dd.columns:
+        ax.plot(dd.index, dd[column], label=str(column), linewidth=1.0)
+    if dd.shape[1] == 1:
+        column = dd.columns[0]
+        ax.fill_between(dd.index, dd[column].to_numpy(dtype=np.float64), 0.0, alpha=0.3)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title(title)
+    ax.set_xlabel("Session")
+    ax.set_ylabel("Drawdown (below peak)")
+    if 0 < dd.shape[1] <= 12:
+        ax.legend(ncol=min(dd.shape[1], 4), loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- stage helpers
+
+HOLDINGS_SCOPE = "portfolio:holdings"
+EQUAL_SCOPE = "portfolio:equal_weight"
+HEADLINE_METRICS = (
+    "annual_return", "annual_volatility", "sharpe_ratio", "sortino_ratio", "max_drawdown",
+    "var_95_historical", "cvar_95_historical", "var_95_garch", "beta",
+)
+
+
+def last_prices(prices: pd.DataFrame) -> pd.Series:
+    """The last as-traded close per ticker: what current share counts are worth today."""
+    return prices.sort_values("date").groupby("ticker")["close"].last()
+
+
+def with_portfolios(
+    returns: pd.DataFrame, holdings: pd.DataFrame, prices: pd.DataFrame, benchmark: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Add the holdings-weighted and the equal-weighted portfolio as scopes; return the weights."""
+    stocks = [c for c in returns.columns if c != benchmark]
+    out = returns.copy()
+    weights = pd.Series(dtype="float64")
+    if not holdings.empty:
+        weights = holdings_weights(holdings, last_prices(prices))
+        held = [t for t in weights.index if t in out.columns]
+        out[HOLDINGS_SCOPE] = portfolio_returns(out[held], weights[held])
+    out[EQUAL_SCOPE] = portfolio_returns(out[stocks], pd.Series(1.0, index=stocks))
+    return out, weights
+
+
+def headline_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The metrics a reader looks at first, portfolios on top."""
+    order = sorted(table.index, key=lambda scope: (not str(scope).startswith("portfolio:"), str(scope)))
+    return table.loc[order, [m for m in HEADLINE_METRICS if m in table.columns]].round(4)
+
+
+def risk_sentence(table: pd.DataFrame, benchmark: str) -> str:
+    """The holdings portfolio against the benchmark in one sentence."""
+    scope = HOLDINGS_SCOPE if HOLDINGS_SCOPE in table.index else EQUAL_SCOPE
+    row = table.loc[scope]
+    bench = table.loc[benchmark] if benchmark in table.index else None
+    versus = (
+        f" (benchmark {benchmark}: Sharpe {bench['sharpe_ratio']:.2f}, max drawdown {bench['max_drawdown']:.1%})"
+        if bench is not None else ""
+    )
+    return (
+        f"The {scope.split(':')[1].replace('_', '-')} portfolio returned {row['annual_return']:.1%} a year at "
+        f"{row['annual_volatility']:.1%} volatility: Sharpe {row['sharpe_ratio']:.2f}, beta {row['beta']:.2f}, "
+        f"max drawdown {row['max_drawdown']:.1%}, and on 1 day in 20 it loses more than "
+        f"{-row['var_95_historical']:.2%}{versus}."
+    )
+
+
+def holdings_value(holdings: pd.DataFrame, prices: pd.DataFrame) -> float:
+    """Market value of the latest holdings snapshot at the last close (0 with no holdings)."""
+    if holdings.empty:
+        return 0.0
+    latest = holdings[holdings["as_of"] == holdings["as_of"].max()]
+    quantity = latest.groupby("ticker")["quantity"].sum()
+    return float((quantity * last_prices(prices).reindex(quantity.index)).sum())
+
+
+def without_portfolios(returns: pd.DataFrame) -> pd.DataFrame:
+    return returns.drop(columns=[c for c in returns.columns if str(c).startswith("portfolio:")])
