@@ -841,3 +841,27 @@ def savings_sentence(savings: pd.DataFrame, months: int = 12) -> str:
         f"Over the last {len(recent)} months the household earned {recent['income'].sum():,.0f} USD, spent "
         f"{recent['spending'].sum():,.0f} USD and saved {rate:.1%} of its income."
     )
+
+
+def spending_sentence(monthly: pd.DataFrame, months: int = 12) -> str:
+    """Overruns over the recent months, by category."""
+    overruns = recent_overruns(monthly, months)
+    if overruns.empty:
+        return f"No category went over its limit in the last {months} months."
+    by_category = overruns.groupby("category")["over"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+    top = by_category.index[0]
+    return (
+        f"In the last {months} months, {len(overruns)} category-months went over budget, "
+        f"{overruns['over'].sum():,.0f} USD in all; {top} is the most frequent offender "
+        f"({int(by_category.loc[top, 'count'])} months, {by_category.loc[top, 'sum']:,.0f} USD over)."
+    )
+
+
+def net_worth_sentence(nw: pd.DataFrame) -> str:
+    first, last = nw.iloc[0], nw.iloc[-1]
+    change = last["net_worth"] - first["net_worth"]
+    return (
+        f"Net worth went from {first['net_worth']:,.0f} to {last['net_worth']:,.0f} USD ({change:+,.0f}); "
+        f"{last['holdings_value'] / last['net_worth']:.0%} of it is invested in the brokerage holdings."
+        if last["net_worth"] else "Net worth is zero."
+    )

@@ -864,3 +864,39 @@ def holdings_value(holdings: pd.DataFrame, prices: pd.DataFrame) -> float:
 
 def without_portfolios(returns: pd.DataFrame) -> pd.DataFrame:
     return returns.drop(columns=[c for c in returns.columns if str(c).startswith("portfolio:")])
+
+
+def correlation_sentence(corr: pd.DataFrame) -> str:
+    """The most and least correlated pair of distinct scopes."""
+    pairs = corr.where(~np.eye(len(corr), dtype=bool)).stack()
+    pairs = pairs[[a < b for a, b in pairs.index]]
+    if pairs.empty:
+        return "Too little overlap to measure correlations."
+    high, low = pairs.idxmax(), pairs.idxmin()
+    return (
+        f"The most correlated pair is {high[0]} and {high[1]} ({pairs[high]:.2f}); the least is {low[0]} and "
+        f"{low[1]} ({pairs[low]:.2f}). Low correlations are what diversification is made of."
+    )
+
+
+def rolling_sentence(volatility: pd.DataFrame, beta: pd.DataFrame) -> str:
+    """Where volatility and beta stand now against their averages over the window."""
+    last_vol, mean_vol = volatility.ffill().iloc[-1], volatility.mean()
+    rising = sorted(last_vol[last_vol > 1.2 * mean_vol].index.astype(str))
+    last_beta = beta.ffill().iloc[-1].dropna()
+    highest = last_beta.idxmax() if len(last_beta) else None
+    parts = [f"Volatility is more than 20% above its window average for {', '.join(rising) or 'no scope'}."]
+    if highest is not None:
+        parts.append(f"The highest current beta is {highest} ({last_beta[highest]:.2f}).")
+    return " ".join(parts)
+
+
+def drawdown_sentence(dd: pd.DataFrame) -> str:
+    """The deepest drawdown and who is still far from their peak."""
+    deepest = dd.min()
+    worst = deepest.idxmin()
+    current = dd.ffill().iloc[-1]
+    return (
+        f"The deepest fall from a peak was {deepest[worst]:.1%} for {worst} (on {dd[worst].idxmin():%Y-%m-%d}); "
+        f"at the end of the window the holdings are {current.get(HOLDINGS_SCOPE, float('nan')):.1%} below their peak."
+    )

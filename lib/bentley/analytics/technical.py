@@ -460,3 +460,31 @@ def current_sentence(current: pd.DataFrame, lookback_sessions: int) -> str:
         f"{len(bearish)} bearish. The strongest is {strongest['rule'].replace('_', ' ')} on {strongest['ticker']} "
         f"({strongest['date']:%Y-%m-%d}, strength {strongest['strength']:.2f})."
     )
+
+
+def latest_readings(features: pd.DataFrame, prices: pd.DataFrame, settings: Any) -> pd.DataFrame:
+    """The last session's reading per ticker across the four families of indicators.
+
+    Trend: close against the 50/200-day averages and ADX (above 25 reads as a trending
+    market); momentum: RSI, MACD histogram, stochastic %K/%D; volatility: ATR as a share of
+    the price and Bollinger %B (0 at the lower band, 1 at the upper); volume: the change of
+    OBV over 21 sessions (split-adjusted shares; positive means volume on up days dominated).
+    """
+    frame = _aligned(features, prices).sort_values(["ticker", "date"])
+    frame["obv_change"] = frame.groupby("ticker")["obv"].diff(21)
+    last = frame.groupby("ticker").tail(1).set_index("ticker")
+    windows = cross_windows(settings) or (min(settings.sma_windows), max(settings.sma_windows))
+    band = (last["bb_upper"] - last["bb_lower"]).where(lambda width: width > 0)
+    return pd.DataFrame({
+        "date": last["date"],
+        f"above_sma_{windows[0]}": last["adj_close"] > last[f"sma_{windows[0]}"],
+        f"above_sma_{windows[1]}": last["adj_close"] > last[f"sma_{windows[1]}"],
+        f"adx_{settings.adx_period}": last[f"adx_{settings.adx_period}"].round(1),
+        f"rsi_{settings.rsi_period}": last[f"rsi_{settings.rsi_period}"].round(1),
+        "macd_hist": last["macd_hist"].round(3),
+        "stoch_k": last["stoch_k"].round(1),
+        "stoch_d": last["stoch_d"].round(1),
+        "atr_pct": (last[f"atr_{settings.atr_period}"] / last["adj_close"]).round(4),
+        "bollinger_pct_b": ((last["adj_close"] - last["bb_lower"]) / band).round(2),
+        "obv_change_21d": last["obv_change"].round(0),
+    })
