@@ -601,10 +601,13 @@ def _latest_charge(categorized: pd.DataFrame | None, pattern: str, as_of: dt.dat
         & (dates <= pd.Timestamp(as_of)).to_numpy()
     )
     if not hit.any():
-        raise ValueError(
-            f"bill matching {pattern!r} has no amount and no such charge in the ledger "
-            f"up to {as_of}"
+        # Another household's ledger need not have this payee: the bill is unknown, not an error.
+        warnings.warn(
+            f"bill matching {pattern!r} has no amount and no such charge in the ledger up to {as_of}; "
+            "counted as 0 (set its amount in budget.bills)",
+            stacklevel=2,
         )
+        return 0.0
     rows = categorized[hit].assign(_date=dates[hit]).sort_values("_date", kind="stable")
     return float(-rows["amount"].iloc[-1])
 

@@ -38,6 +38,7 @@ Metrics empyrical does not have, and how they are defined here (z = Φ⁻¹(0.05
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -308,6 +309,35 @@ def _garch_fit(values: np.ndarray) -> float:
     return (mu + Z_05 * sigma) / 100.0
 
 
+#: Below this many series, forking workers costs more than it saves.
+_PARALLEL_GARCH_MIN = 64
+
+
+def _garch_or_error(values: np.ndarray) -> tuple[float, str | None]:
+    try:
+        return _garch_fit(values), None
+    except Exception as error:  # noqa: BLE001 - a failed fit is NaN for that scope only
+        return np.nan, f"{type(error).__name__}: {error}"
+
+
+def _garch_fits(series: list[np.ndarray]) -> list[tuple[float, str | None]]:
+    """One GARCH fit per series; the fits are independent, so many go to one worker per core.
+
+    Workers are forked after arch is imported, so they start warm (arch takes ~1 s to import).
+    """
+    workers = min(os.cpu_count() or 1, len(series) // (_PARALLEL_GARCH_MIN // 2) or 1)
+    if len(series) < _PARALLEL_GARCH_MIN or workers < 2:
+        return [_garch_or_error(values) for values in series]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import arch  # noqa: F401 - imported before the fork so workers inherit it
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_garch_or_error, series, chunksize=max(len(series) // (4 * workers), 1)))
+
+
 def garch_var(returns: pd.Series, scope: Hashable | None = None) -> float:
     """One-day-ahead 95% VaR of one series from a GARCH(1,1) fit (a negative return).
 
@@ -453,12 +483,12 @@ def risk_metrics(
         garch_column = columns["var_95_garch"]
         short = (n_obs > 0) & (n_obs < GARCH_MIN_OBS)
         _warn(names[short], f"GARCH VaR needs >= {GARCH_MIN_OBS} returns, NaN for scope(s)")
-        for j in np.flatnonzero(n_obs >= GARCH_MIN_OBS):
-            column = values[:, j]
-            try:
-                garch_column[j] = _garch_fit(column[~np.isnan(column)])
-            except Exception as error:  # noqa: BLE001 - a failed fit is NaN for that scope only
-                _warn([scopes[j]], f"GARCH fit failed ({type(error).__name__}: {error}), NaN for scope")
+        fit_columns = np.flatnonzero(n_obs >= GARCH_MIN_OBS)
+        series = [values[:, j][~np.isnan(values[:, j])] for j in fit_columns]
+        for j, (estimate, error) in zip(fit_columns, _garch_fits(series), strict=True):
+            garch_column[j] = estimate
+            if error:
+                _warn([scopes[j]], f"GARCH fit failed ({error}), NaN for scope")
 
     table = pd.DataFrame(columns, index=pd.Index(scopes, name="scope"))
     table["n_obs"] = n_obs.astype(np.int64)
@@ -822,6 +852,11 @@ def with_portfolios(
     stocks = [c for c in returns.columns if c != benchmark]
     out = returns.copy()
     weights = pd.Series(dtype="float64")
+    priced = holdings[holdings["ticker"].isin(out.columns)]
+    unpriced = sorted(set(holdings["ticker"]) - set(priced["ticker"]))
+    if unpriced:
+        _warn(unpriced, "holding has no prices in the universe; left out of portfolio:holdings for scope(s)")
+    holdings = priced
     if not holdings.empty:
         weights = holdings_weights(holdings, last_prices(prices))
         held = [t for t in weights.index if t in out.columns]
@@ -898,5 +933,5 @@ def drawdown_sentence(dd: pd.DataFrame) -> str:
     current = dd.ffill().iloc[-1]
     return (
         f"The deepest fall from a peak was {deepest[worst]:.1%} for {worst} (on {dd[worst].idxmin():%Y-%m-%d}); "
-        f"at the end of the window the holdings are {current.get(HOLDINGS_SCOPE, float('nan')):.1%} below their peak."
+        f"at the end of the window the holdings are {-current.get(HOLDINGS_SCOPE, float('nan')):.1%} below their peak."
     )

@@ -369,8 +369,9 @@ def test_bill_amounts_can_come_from_the_ledger(categorized) -> None:
     bills = budget.upcoming_bills([rent], dt.date(2024, 3, 31), 30, categorized[0])
     assert bills["amount"].tolist() == [1500.00]
     missing = {"description": "Boat", "amount": None, "day_of_month": 5}
-    with pytest.raises(ValueError, match="Boat"):
-        budget.upcoming_bills([missing], dt.date(2024, 3, 31), 30, categorized[0])
+    with pytest.warns(UserWarning, match="Boat.*counted as 0"):
+        unknown = budget.upcoming_bills([missing], dt.date(2024, 3, 31), 30, categorized[0])
+    assert unknown["amount"].tolist() == [0.0], "an unknown bill must not stop the stage"
     with pytest.raises(ValueError, match="positive"):
         budget.upcoming_bills([{**RENT, "amount": -5}], dt.date(2024, 3, 31), 30)
 

@@ -486,3 +486,16 @@ def test_charts_have_titles_and_labels(table: pd.DataFrame, market: tuple[pd.Dat
     finally:
         for fig in figures:
             plt.close(fig)
+
+
+def test_parallel_garch_fits_equal_one_by_one_fits() -> None:
+    """Enough series to fork workers: each estimate equals its own single fit."""
+    rng = np.random.default_rng(11)
+    returns = pd.DataFrame(
+        rng.standard_t(5, size=(300, 70)) * 0.01,
+        index=pd.bdate_range("2024-01-02", periods=300),
+        columns=[f"T{i:02d}" for i in range(70)],
+    )
+    table = risk.risk_metrics(returns, returns.mean(axis=1), 0.0, garch=True)
+    for scope in ("T00", "T35", "T69"):
+        assert table.loc[scope, "var_95_garch"] == pytest.approx(risk.garch_var(returns[scope]), rel=1e-12)
