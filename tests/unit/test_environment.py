@@ -29,3 +29,13 @@ def test_every_pyproject_dependency_is_in_environment_yml_with_the_same_range(ro
     differing = {r.name: (str(r.specifier), listed[_normalized(r.name)]) for r in wanted
                  if str(r.specifier) != listed[_normalized(r.name)]}
     assert not differing, f"version ranges differ (pyproject, environment.yml): {differing}"
+
+
+def test_every_library_package_is_packaged(root: Path) -> None:
+    """A regular (non-editable) install ships only the packages pyproject lists."""
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root / "lib").parts)
+        for init in (root / "lib" / "bentley").rglob("__init__.py")
+    } | {"runner"}
+    assert found <= listed, f"pyproject.toml does not list {sorted(found - listed)}"

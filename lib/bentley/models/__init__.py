@@ -1,0 +1,1 @@
+"""Statistical and machine-learning models fitted on the feature tables."""

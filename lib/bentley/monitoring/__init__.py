@@ -1,0 +1,1 @@
+"""Model monitoring: feature drift between the training window and recent sessions."""
