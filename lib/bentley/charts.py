@@ -86,36 +86,6 @@ def rows_chart(loaded: pd.DataFrame) -> Figure:
     return fig
 
 
-def indicator_chart(features: pd.DataFrame, prices: pd.DataFrame, ticker: str, settings) -> Figure:  # noqa: ANN001
-    """Price with moving averages and Bollinger bands, with RSI and MACD panels below."""
-    f = features[features["ticker"] == ticker].set_index("date").sort_index()
-    p = prices[prices["ticker"] == ticker].set_index("date").sort_index()
-    fig, (ax_price, ax_rsi, ax_macd) = plt.subplots(
-        3, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1]}
-    )
-    ax_price.plot(p.index, p["adj_close"], color="black", linewidth=1.2, label="adj_close")
-    for window in settings.sma_windows[-2:]:
-        ax_price.plot(f.index, f[f"sma_{window}"], linewidth=1, label=f"SMA {window}")
-    ax_price.fill_between(f.index, f["bb_lower"], f["bb_upper"], alpha=0.15, label="Bollinger band")
-    ax_price.set_title(f"{ticker}: adjusted close, moving averages and Bollinger bands")
-    ax_price.set_ylabel("Price (USD, adjusted)")
-    ax_price.legend(ncol=4, loc="upper left")
-    rsi = f"rsi_{settings.rsi_period}"
-    ax_rsi.plot(f.index, f[rsi], color="purple", linewidth=1)
-    ax_rsi.axhline(70, color="red", linewidth=0.8, linestyle="--")
-    ax_rsi.axhline(30, color="green", linewidth=0.8, linestyle="--")
-    ax_rsi.set_ylabel(f"RSI {settings.rsi_period}")
-    ax_rsi.set_ylim(0, 100)
-    ax_macd.plot(f.index, f["macd"], linewidth=1, label="MACD")
-    ax_macd.plot(f.index, f["macd_signal"], linewidth=1, label="signal")
-    ax_macd.bar(f.index, f["macd_hist"], color="grey", alpha=0.5, label="histogram")
-    ax_macd.set_ylabel("MACD")
-    ax_macd.set_xlabel("Session")
-    ax_macd.legend(ncol=3, loc="upper left")
-    fig.tight_layout()
-    return fig
-
-
 def latest_sentence(features: pd.DataFrame, prices: pd.DataFrame, settings) -> str:  # noqa: ANN001
     """Which tickers look overbought or oversold, and how many trade above their long average."""
     last_date = features["date"].max()

@@ -295,19 +295,6 @@ def compute_features(prices: pd.DataFrame, settings: Any) -> pd.DataFrame:
     return out
 
 
-def load_prices(warehouse: Any, params: Any, logical_date: Any) -> pd.DataFrame:
-    """Prices for the feature window: `universe.tickers` plus the benchmark, or every ticker
-    in the warehouse when the universe is null (the market source's whole list)."""
-    start, end = params.history.window(logical_date)
-    tickers = None
-    if params.universe.tickers is not None:
-        tickers = [*params.universe.tickers, params.universe.benchmark]
-    prices = warehouse.read("prices", tickers=tickers, start=start, end=end)
-    if prices.empty:
-        raise ValueError(f"no prices in the warehouse between {start} and {end}; run the etl stage first")
-    return prices
-
-
 def latest_summary(features: pd.DataFrame, settings: Any) -> pd.DataFrame:
     """The last session's headline features per ticker, rounded for a report table."""
     columns = [

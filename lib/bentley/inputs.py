@@ -1,4 +1,4 @@
-"""What the analytics stages read: warehouse tables cut to the universe and the window."""
+"""What stages read from the warehouse: tables cut to the universe and the history window."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def load_window(warehouse: Any, params: Any, logical_date: dt.date, table: str) 
     """Rows of `table` for the universe within the history window ending at the logical date."""
     start, end = params.history.window(logical_date)
     return warehouse.read(table, tickers=universe_tickers(params), start=start, end=end)
+
+
+def load_prices(warehouse: Any, params: Any, logical_date: dt.date) -> pd.DataFrame:
+    """Prices of the window; an empty result means ETL has not run, which is an error."""
+    prices = load_window(warehouse, params, logical_date, "prices")
+    if prices.empty:
+        start, end = params.history.window(logical_date)
+        raise ValueError(f"no prices in the warehouse between {start} and {end}; run the etl stage first")
+    return prices
 
 
 def with_run_id(frame: pd.DataFrame, run_id: str, columns: list[str]) -> pd.DataFrame:
