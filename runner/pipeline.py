@@ -180,7 +180,7 @@ class PipelineRun:
             metrics={**results.get("metrics", {}), "duration_s": attempt.duration_s,
                      "overhead_s": attempt.overhead_s, "attempts": attempt_no},
             tags={"run_id": plan.run_id, "status": attempt.status},
-            artifacts=[notebook_out, report],
+            artifacts=[notebook_out, report, *map(Path, results.get("artifacts", []))],
         )
         self._record_attempt(stage, attempt_no, attempt, notebook_out, report, mlflow_run)
         if attempt.status == "success":

@@ -315,6 +315,89 @@ class Budget(Section):
     opening_balances: dict[str, float]  # USD per account before its first ledger row
 
 
+
+class Anomaly(Section):
+    """Anomaly detection on returns, volume and intraday range (bentley.models.anomaly)."""
+
+    z_threshold: PositiveFloat  # |robust z| at or above this flags a day ("4" reads as 4 sigma)
+    window: Annotated[int, Field(ge=20)] | None  # trailing sessions for median/MAD; null: whole sample
+    contamination: Annotated[float, Field(gt=0, le=0.5)]  # IsolationForest's expected outlier share
+    seed: int
+    top_n: PositiveInt  # rows in the report's top-anomalies table
+    chart_tickers: PositiveInt  # tickers charted with their flagged days
+
+
+class ModelSpec(Section):
+    """A scikit-learn classifier by dotted path and its kwargs: `{class: ..., kwargs: {...}}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    class_path: str = Field(alias="class")
+    kwargs: dict[str, Any]
+
+
+class Promotion(Section):
+    """When a challenger replaces the champion (an A/B comparison on the same holdout)."""
+
+    metric: str  # a holdout metric where higher is better, e.g. roc_auc
+    margin: Annotated[float, Field(ge=0)]  # the challenger must beat the champion by this much
+    gates: dict[str, float]  # minimum holdout value per metric, for any model to become champion
+
+
+class Importance(Section):
+    n_repeats: PositiveInt  # permutation importance repeats
+    max_rows: PositiveInt  # holdout rows sampled for permutation importance
+
+
+class ModelMonitoring(Section):
+    recent_sessions: PositiveInt  # the latest labelled sessions the champion is checked on
+    max_degradation: Annotated[float, Field(gt=0, lt=1)]  # accuracy drop vs holdout that requires retraining
+    psi_bins: Annotated[int, Field(ge=2)]
+
+
+class Ml(Section):
+    """Return-direction prediction: dataset, purged walk-forward CV, models, registry, monitoring."""
+
+    registered_model: str  # the registry name every trained model becomes a version of
+    horizon: PositiveInt  # label: sign of the forward return over this many sessions
+    embargo: Annotated[int, Field(ge=0)]  # sessions dropped after the purge gap (which is `horizon`)
+    n_folds: Annotated[int, Field(ge=2)]
+    min_train_sessions: PositiveInt  # the first fold trains on at least this many sessions
+    holdout_sessions: PositiveInt  # the most recent labelled sessions: the final, untouched test
+    seed: int
+    retrain: bool  # false: train only when there is no champion yet; true: train a challenger
+    models: dict[str, ModelSpec]  # candidates; the best mean CV `promotion.metric` is the challenger
+    promotion: Promotion
+    importance: Importance
+    monitoring: ModelMonitoring
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, value: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        if not value:
+            raise ValueError("declare at least one model")
+        return value
+
+
+class Optimize(Section):
+    """Target weights (bentley.models.optimize): methods tried in order, constraints, cash."""
+
+    methods: list[Literal["max_sharpe", "min_volatility", "hrp"]]  # the first that solves is used
+    long_only: bool
+    max_weight: Annotated[float, Field(gt=0, le=1)]
+    min_names: PositiveInt  # the cap becomes min(max_weight, 1/min_names), so this many names hold weight
+    risk_free_rate: Annotated[float, Field(ge=-0.05, le=0.5)]  # annual, as in risk
+    lookback_sessions: Annotated[int, Field(ge=20)]  # returns used for the covariance and move sizes
+    min_history_sessions: Annotated[int, Field(ge=2)]  # fewer returns than this leaves a ticker out
+    frontier_points: Annotated[int, Field(ge=5)]
+
+    @field_validator("methods")
+    @classmethod
+    def _some_methods(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one method")
+        return value
+
 class Warehouse(Section):
     """`url: null` means SQLite under the outputs folder; BENTLEY_WAREHOUSE_URL overrides."""
 
@@ -358,16 +441,19 @@ class Config(Section):
     risk: Risk
     sentiment: Sentiment
     budget: Budget
+    anomaly: Anomaly
+    ml: Ml
+    optimize: Optimize
     warehouse: Warehouse
     tracking: Tracking
     runner: Runner
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-able data: what the runner injects into a notebook."""
-        return getattr(self, name).model_dump(mode="json")
+        return getattr(self, name).model_dump(mode="json", by_alias=True)
 
     def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
     def params_hash(self) -> str:
         """SHA-256 of the canonical JSON of the resolved params."""

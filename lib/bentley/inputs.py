@@ -35,3 +35,24 @@ def with_run_id(frame: pd.DataFrame, run_id: str, columns: list[str]) -> pd.Data
     out = frame[columns].copy()
     out.insert(0, "run_id", run_id)
     return out
+
+
+def latest_predictions(warehouse: Any, logical_date: dt.date, lookback_days: int = 14) -> pd.DataFrame:
+    """The newest train run's predictions for the latest session on or before the logical date.
+
+    Empty when no champion has predicted in the last `lookback_days` (a stale forecast is no
+    forecast): callers treat every ticker as a coin flip then.
+    """
+    rows = warehouse.read("predictions", start=logical_date - dt.timedelta(days=lookback_days), end=logical_date)
+    if rows.empty:
+        return rows
+    rows = rows[rows["date"] == rows["date"].max()]
+    return rows[rows["predicted_at"] == rows["predicted_at"].max()].reset_index(drop=True)
+
+
+def investable_cash(warehouse: Any, logical_date: dt.date) -> float:
+    """The budget stage's investable cash as of the logical date (or the latest before it)."""
+    rows = warehouse.read("investable_cash", end=logical_date, date_column="as_of")
+    if rows.empty:
+        raise ValueError(f"no investable_cash on or before {logical_date}; run the budget stage first")
+    return float(rows.sort_values("as_of")["investable_cash"].iloc[-1])

@@ -33,10 +33,11 @@ _PLOT_STYLE = {
 
 
 def use_report_style() -> None:
-    """One plot style for every stage report."""
+    """One plot style for every stage report; table cells show whole sentences (reasons, errors)."""
     import matplotlib as mpl
 
     mpl.rcParams.update(_PLOT_STYLE)
+    pd.set_option("display.max_colwidth", 240)
 
 
 def stage_header(ctx: Any) -> Any:

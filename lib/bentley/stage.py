@@ -4,13 +4,14 @@ The runner injects `run_id`, `logical_date`, `outputs_dir`, `profile` and the pa
 sections the stage declares in `params/pipeline.yaml`. In JupyterLab the same notebook
 runs on its own: every section left as `None` is read from `params/` for `profile`, the
 logical date defaults to the latest NYSE session, and the run id marks the run as
-interactive. Stages hand their metrics back to the runner through a small JSON file in
-the run folder, so kernels never import MLflow just to log a number.
+interactive. Stages hand their metrics and artifact files back to the runner through a
+small JSON file in the run folder, so kernels never import MLflow just to log a number.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bentley import calendar, config
-from bentley.lake import Lake, atomic_write_json, read_json
+from bentley.lake import Lake, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 RESULTS_DIR = "stage_results"
 
@@ -35,6 +36,7 @@ class StageContext:
     params: SimpleNamespace
     interactive: bool
     metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -54,13 +56,47 @@ class StageContext:
 
         return Warehouse.from_settings(self.params.warehouse.url, self.outputs)
 
+    def resolved_params(self) -> dict[str, Any]:
+        """The stage's params sections as plain data: what a model run logs as its config."""
+        return {name: section.model_dump(mode="json", by_alias=True) for name, section in vars(self.params).items()}
+
+    @property
+    def mlflow_parent_run_id(self) -> str | None:
+        """The pipeline run's MLflow run, so runs a stage logs itself nest under it (None in JupyterLab)."""
+        manifest = self.run_dir / "manifest.json"
+        if self.interactive or not manifest.is_file():
+            return None
+        return read_json(manifest).get("mlflow", {}).get("parent_run_id")
+
     def record_metrics(self, **values: float) -> None:
         """Keep numbers for the runner to log to MLflow; written atomically on every call."""
         for name, value in values.items():
             number = float(value)
             if math.isfinite(number):
                 self.metrics[name] = number
-        atomic_write_json(self.results_file, {"stage": self.stage, "metrics": self.metrics})
+        self._write_results()
+
+    def save_artifact(self, name: str, content: Any) -> Path:
+        """A table (CSV) or figure (PNG) for the runner to attach to this stage's MLflow run.
+
+        Files go to `runs/<run_id>/artifacts/<stage>/`, so the run folder keeps them too.
+        """
+        path = self.run_dir / "artifacts" / self.stage / name
+        if hasattr(content, "savefig"):
+            buffer = io.BytesIO()
+            content.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+            atomic_write_bytes(path, buffer.getvalue())
+        elif hasattr(content, "to_csv"):
+            atomic_write_text(path, content.to_csv(index=False))
+        else:
+            raise TypeError(f"artifact {name!r}: save a DataFrame or a matplotlib figure, not {type(content).__name__}")
+        if str(path) not in self.artifacts:
+            self.artifacts.append(str(path))
+        self._write_results()
+        return path
+
+    def _write_results(self) -> None:
+        atomic_write_json(self.results_file, {"stage": self.stage, "metrics": self.metrics, "artifacts": self.artifacts})
 
     def describe_sources(self) -> str:
         """`market: sample · news: sample · ...` for report headers."""
@@ -137,4 +173,4 @@ def _describe(sources: Any) -> str:
 def read_results(run_dir: Path, stage: str) -> dict[str, Any]:
     """What a finished stage handed back (empty when it recorded nothing)."""
     path = run_dir / RESULTS_DIR / f"{stage}.json"
-    return read_json(path) if path.is_file() else {"stage": stage, "metrics": {}}
+    return read_json(path) if path.is_file() else {"stage": stage, "metrics": {}, "artifacts": []}

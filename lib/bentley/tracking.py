@@ -2,19 +2,30 @@
 
 One parent run per pipeline run and one nested run per stage, written by the runner
 (whose process is already warm) through `MlflowClient`, so no global "active run" state
-leaks between stages. The default store is SQLite under `<outputs>/mlflow/` with artifacts
+leaks between stages. The train stage adds one nested run per candidate model and
+registers each model as a version (`ModelStore`). The default store is SQLite under `<outputs>/mlflow/` with artifacts
 beside it; MLFLOW_TRACKING_URI points everything at a shared server instead.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
+import math
 import os
+import tempfile
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bentley.config import flatten
+from bentley.models import registry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
@@ -43,24 +54,8 @@ class PipelineTracker:
     """Creates the parent and nested MLflow runs of one pipeline run."""
 
     def __init__(self, uri: str, experiment: str, outputs: Path) -> None:
-        from mlflow import MlflowClient
-
-        # MLflow configures its loggers on import; its store-migration chatter is not for users.
-        for name in ("mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            artifact_location = None
-            if uri.startswith("sqlite:///") and uri == tracking_uri(None, outputs):
-                artifact_location = (Path(outputs) / "mlflow" / "artifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        self.client, self.experiment_id = _connect(uri, experiment, outputs)
         self.parent_run_id: str | None = None
 
     def start_pipeline(self, run_id: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
@@ -115,12 +110,232 @@ class PipelineTracker:
         self.client.set_terminated(self.parent_run_id, status=_mlflow_status(status))
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+        _log_params(self.client, run_id, params)
 
-        flat = flatten(params)
-        items = [Param(k, _param_text(v)) for k, v in sorted(flat.items())]
-        for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + _PARAMS_PER_BATCH])
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One version of a registered model, as the train and optimize stages see it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class ModelStore:
+    """The registry side of MLflow: candidate runs with their models, versions, aliases, loads.
+
+    A version is registered from a folder saved here and hashed before upload (the digest is
+    the version's `sha256` tag); a load downloads the folder, checks the digest, and only then
+    deserializes. Models are saved with MLflow's skops format; the non-default types a model
+    needs (e.g. HistGradientBoosting's tree predictors) are trusted because this process just
+    built that model, and the digest check stops anyone swapping the file afterwards.
+    """
+
+    def __init__(self, uri: str, experiment: str, outputs: Path) -> None:
+        self.uri = uri
+        self.client, self.experiment_id = _connect(uri, experiment, outputs)
+
+    @classmethod
+    def for_stage(cls, ctx: Any) -> ModelStore:
+        """The store of a stage context whose params include the `tracking` section."""
+        uri = tracking_uri(ctx.params.tracking.uri, ctx.outputs)
+        return cls(uri, ctx.params.tracking.experiment, ctx.outputs)
+
+    def log_candidate(
+        self,
+        *,
+        model_name: str,
+        candidate: str,
+        model: Any,
+        example: pd.DataFrame,
+        params: Mapping[str, Any],
+        fold_metrics: pd.DataFrame,
+        holdout_metrics: Mapping[str, float],
+        importances: pd.DataFrame,
+        config: Mapping[str, Any],
+        run_tags: Mapping[str, str],
+        version_tags: Mapping[str, str],
+        parent_run_id: str | None,
+    ) -> RegisteredVersion:
+        """One MLflow run per trained candidate, its model registered as a new version."""
+        from mlflow.entities import Metric
+
+        tags = {"stage": "train", "candidate": candidate, **run_tags}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=f"train:{candidate}", tags=tags)
+        run_id = run.info.run_id
+        try:
+            _log_params(self.client, run_id, params)
+            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            metrics = [
+                Metric(key=f"cv_{name}", value=float(value), timestamp=now, step=step)
+                for step, row in enumerate(fold_metrics.to_dict("records"), start=1)
+                for name, value in row.items()
+                if _is_number(value)
+            ]
+            metrics += [Metric(key=f"holdout_{k}", value=float(v), timestamp=now, step=0)
+                        for k, v in holdout_metrics.items() if _is_number(v)]
+            metrics += [Metric(key=f"importance/{f}", value=float(v), timestamp=now, step=0)
+                        for f, v in zip(importances["feature"], importances["importance"], strict=True)
+                        if _is_number(v)]
+            for start in range(0, len(metrics), 500):
+                self.client.log_batch(run_id, metrics=metrics[start : start + 500])
+            with tempfile.TemporaryDirectory(prefix="bentley-model-") as tmp:
+                folder = Path(tmp)
+                fold_metrics.to_csv(folder / "fold_metrics.csv", index=False)
+                importances.to_csv(folder / "feature_importances.csv", index=False)
+                (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+                for name in ("fold_metrics.csv", "feature_importances.csv", "config.json"):
+                    self.client.log_artifact(run_id, str(folder / name))
+                model_dir = folder / "model"
+                _save_sklearn_model(model, model_dir, example)
+                digest = registry.directory_digest(model_dir)
+                self.client.log_artifacts(run_id, str(model_dir), "model")
+            self._ensure_registered(model_name)
+            version = self.client.create_model_version(
+                model_name, source=f"runs:/{run_id}/model", run_id=run_id,
+                tags={registry.SHA256_TAG: digest, "candidate": candidate, **version_tags},
+            )
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+        return self._version(version)
+
+    def alias_version(self, model_name: str, alias: str) -> RegisteredVersion | None:
+        """The version an alias points at, or None (no such model or alias yet)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
+            return None
+        return self._version(found)
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, alias, version)
+
+    def tag_version(self, target: RegisteredVersion, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(target.name, target.version, key, str(value))
+
+    def load(self, target: RegisteredVersion) -> Any:
+        """Download, verify the SHA-256 recorded at registration, then deserialize."""
+        import mlflow.artifacts
+        import mlflow.sklearn
+
+        with tempfile.TemporaryDirectory(prefix="bentley-load-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=target.source, dst_path=tmp, tracking_uri=self.uri,
+            ))
+            registry.verify_digest(local, target.tags.get(registry.SHA256_TAG), target.label)
+            return mlflow.sklearn.load_model(str(local))
+
+    def _ensure_registered(self, model_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(model_name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(
+                    model_name, description="Direction of the forward return (bentley train stage)"
+                )
+            except MlflowException:
+                self.client.get_registered_model(model_name)  # created concurrently: fine if it exists now
+
+    def _version(self, found: Any) -> RegisteredVersion:
+        """A fresh read of a version (tags included), whatever object MLflow returned."""
+        full = self.client.get_model_version(found.name, found.version)
+        return RegisteredVersion(
+            name=full.name, version=str(full.version), run_id=full.run_id, source=full.source, tags=dict(full.tags),
+        )
+
+
+def _save_sklearn_model(model: Any, folder: Path, example: pd.DataFrame) -> None:
+    """MLflow's sklearn flavour in skops format, with a signature and an input example."""
+    import mlflow.sklearn
+    import sklearn
+    import skops
+    import skops.io
+    from mlflow.models import infer_signature
+
+    example = example.head(5)
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    with warnings.catch_warnings():
+        # MLflow's input-example serializer trips pandas deprecations that are MLflow's to fix.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mlflow.sklearn.save_model(
+            model, str(folder),
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+            skops_trusted_types=trusted,
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    flat = flatten(params)
+    items = [Param(k, _param_text(v)) for k, v in sorted(flat.items())]
+    for start in range(0, len(items), _PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start : start + _PARAMS_PER_BATCH])
+
+
+def _quiet_mlflow() -> None:
+    """MLflow configures its loggers on import; its store-migration chatter is not for users.
+
+    Call before importing mlflow: its artifact module imports tqdm.auto, which warns in a
+    kernel without ipywidgets, and a progress bar per download has no place in a report.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
+    import mlflow  # noqa: F401 - imported here so the logger levels below outlast its own setup
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _connect(uri: str, experiment: str, outputs: Path) -> tuple[Any, str]:
+    """A quiet MlflowClient for `uri` and the experiment's id (a SQLite store's folder is created)."""
+    _quiet_mlflow()
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    return client, _experiment_id(client, uri, experiment, outputs)
+
+
+def _experiment_id(client: Any, uri: str, experiment: str, outputs: Path) -> str:
+    """The experiment's id, created on first use; the local store keeps artifacts under outputs."""
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///") and uri == tracking_uri(None, outputs):
+        artifact_location = (Path(outputs) / "mlflow" / "artifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(experiment, artifact_location=artifact_location)
+    except Exception:  # noqa: BLE001 - another process created it between the lookup and here
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _param_text(value: Any) -> str:

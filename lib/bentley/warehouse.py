@@ -274,6 +274,88 @@ investable_cash = sa.Table(
 )
 
 
+
+# --------------------------------------------------------------------------- models
+
+anomalies = sa.Table(
+    "anomalies",
+    metadata,
+    _key("ticker", 32),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("ret_1d", FLOAT64),
+    sa.Column("volume_z", FLOAT64),
+    sa.Column("range_pct", FLOAT64),
+    sa.Column("z_ret", FLOAT64),
+    sa.Column("z_volume", FLOAT64),
+    sa.Column("z_range", FLOAT64),
+    sa.Column("max_abs_z", FLOAT64),
+    sa.Column("z_flag", sa.Boolean),
+    sa.Column("if_score", FLOAT64),
+    sa.Column("if_flag", sa.Boolean),
+    sa.Column("flag", sa.Boolean),
+    sa.Column("method", sa.String(16)),  # both | robust_z | isolation_forest | none
+)
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    _key("run_id"),
+    _key("ticker", 32),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("proba_up", FLOAT64),  # P(forward return over ml.horizon sessions > 0)
+    sa.Column("predicted_up", sa.Boolean),
+    sa.Column("horizon", sa.Integer),
+    sa.Column("model_name", sa.String(128)),
+    sa.Column("model_version", sa.String(16)),  # the registry version that produced the row
+    sa.Column("predicted_at", TIMESTAMP),  # optimize reads the newest predictions for its date
+)
+
+model_decisions = sa.Table(
+    "model_decisions",
+    metadata,
+    _key("run_id"),
+    _key("model_name", 128),
+    sa.Column("challenger_version", sa.String(16)),
+    sa.Column("champion_version", sa.String(16)),  # before the decision; null on the first run
+    sa.Column("metric", sa.String(32)),
+    sa.Column("challenger_value", FLOAT64),
+    sa.Column("champion_value", FLOAT64),
+    sa.Column("margin", FLOAT64),
+    sa.Column("promoted", sa.Boolean),
+    sa.Column("reason", sa.Text),
+    sa.Column("decided_at", TIMESTAMP),
+)
+
+model_monitoring = sa.Table(
+    "model_monitoring",
+    metadata,
+    _key("run_id"),
+    _key("model_name", 128),
+    sa.Column("model_version", sa.String(16)),
+    sa.Column("as_of", sa.Date),
+    sa.Column("holdout_accuracy", FLOAT64),
+    sa.Column("recent_accuracy", FLOAT64),
+    sa.Column("degradation", FLOAT64),  # 1 - recent / holdout accuracy
+    sa.Column("n_recent", sa.Integer),
+    sa.Column("max_psi", FLOAT64),
+    sa.Column("drifted_features", sa.Integer),  # PSI above the significant threshold
+    sa.Column("retraining_required", sa.Boolean),
+    sa.Column("reason", sa.Text),
+)
+
+target_weights = sa.Table(
+    "target_weights",
+    metadata,
+    _key("run_id"),
+    _key("ticker", 32),
+    sa.Column("weight", FLOAT64),
+    sa.Column("method", sa.String(32)),  # max_sharpe | min_volatility | hrp | equal_weight
+    sa.Column("expected_return", FLOAT64),  # annual
+    sa.Column("shares", sa.Integer),
+    sa.Column("price", FLOAT64),
+    sa.Column("value", FLOAT64),
+)
+
 def resolve_url(params_url: str | None, outputs: Path) -> URL:
     """Environment first, then params, then SQLite in the outputs folder; password from env."""
     raw = os.environ.get(URL_ENV) or params_url or f"sqlite:///{Path(outputs) / 'warehouse.db'}"

@@ -26,7 +26,7 @@ from bentley.warehouse import Warehouse
 pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = "2025-06-02"
-STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical"]
+STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies", "train", "optimize"]
 TITLES = {
     "ingest": "Ingest: sources to the raw data lake",
     "etl": "ETL: validate and load the warehouse",
@@ -35,11 +35,16 @@ TITLES = {
     "risk": "Portfolio risk: returns, volatility, drawdowns, VaR and stress",
     "sentiment": "News sentiment: headline tone and next-day returns",
     "budget": "Budget: spending, savings, net worth and investable cash",
+    "anomalies": "Anomalies: unusual days in returns, volume and range",
+    "train": "Train: return-direction models, champion and challenger",
+    "optimize": "Optimize: target portfolio weights",
 }
 #: Plots each report must carry (embedded PNGs).
-MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2}
+MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2,
+              "anomalies": 1, "train": 3, "optimize": 1}
 DATA_TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
-               "transaction_categories", "budget_monthly", "net_worth", "investable_cash"]
+               "transaction_categories", "budget_monthly", "net_worth", "investable_cash", "anomalies"]
+MODEL = "bentley-return-direction"
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -166,8 +171,11 @@ def test_mlflow_has_a_parent_and_one_nested_run_per_stage(first_run, outputs: Pa
     children = client.search_runs(
         [manifest["mlflow"]["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
     )
-    assert sorted(run.info.run_name for run in children) == sorted(STAGES)
-    for child in children:
+    stage_runs = [run for run in children if run.info.run_name in STAGES]
+    assert sorted(run.info.run_name for run in stage_runs) == sorted(STAGES)
+    candidates = sorted(run.info.run_name for run in children if run.info.run_name not in STAGES)
+    assert candidates == ["train:boosted", "train:logistic"], "one nested run per trained candidate"
+    for child in stage_runs:
         assert child.data.params["logical_date"] == LOGICAL_DATE
         assert "duration_s" in child.data.metrics
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -175,6 +183,37 @@ def test_mlflow_has_a_parent_and_one_nested_run_per_stage(first_run, outputs: Pa
     ingest = next(c for c in children if c.info.run_name == "ingest")
     assert ingest.data.metrics["rows_prices"] > 0
     assert ingest.data.params["history.years"] == "1"
+    optimize = next(c for c in children if c.info.run_name == "optimize")
+    assert {"efficient_frontier.png", "target_weights.csv"} <= {a.path for a in client.list_artifacts(optimize.info.run_id)}
+    boosted = next(c for c in children if c.info.run_name == "train:boosted")
+    assert boosted.data.params["ml.horizon"] == "5" and "holdout_roc_auc" in boosted.data.metrics
+    assert any(key.startswith("importance/") for key in boosted.data.metrics)
+    assert {"model", "fold_metrics.csv", "feature_importances.csv", "config.json"} <= {
+        a.path for a in client.list_artifacts(boosted.info.run_id)}
+
+
+def test_first_run_registers_both_candidates_and_crowns_a_champion(first_run, outputs: Path) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{MODEL}'")}
+    assert {"1", "2"} <= set(versions)
+    for version in versions.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", version.tags["sha256"])
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) in {"1", "2"}
+    assert champion.tags["promotion_decision"] == "promoted"
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    decision = warehouse.read("model_decisions", where={"run_id": "ci-first"})
+    assert decision["promoted"].tolist() == [True] and decision["champion_version"].isna().all()
+    assert decision["reason"].iloc[0].startswith("first champion")
+    predictions = warehouse.read("predictions", where={"run_id": "ci-first"})
+    assert set(predictions["model_version"]) == {str(champion.version)}
+    assert predictions["date"].max() == pd.Timestamp(LOGICAL_DATE)
+    assert predictions["proba_up"].between(0, 1).all() and predictions["ticker"].nunique() == 3
+    assert len(warehouse.read("anomalies")) > 0
+    weights = warehouse.read("target_weights", where={"run_id": "ci-first"})
+    assert weights["weight"].sum() == pytest.approx(1.0) and (weights["weight"] >= 0).all()
+    assert weights["weight"].max() <= 0.5 + 1e-9, "min(max_weight 0.6, 1/min_names 2)"
+    warehouse.dispose()
 
 
 def test_same_logical_date_twice_gives_identical_tables(first_run, outputs: Path, root: Path,
@@ -348,3 +387,52 @@ def test_retention_dry_run_lists_and_keeps(first_run, outputs: Path, root: Path,
                    clean_env, root)
     assert kept.returncode == 0 and "0 path(s) deleted" in kept.stdout
     assert sorted((outputs / "lake").rglob("*.parquet")) == lake_files
+
+
+def test_retraining_evaluates_a_challenger_against_the_champion(first_run, outputs: Path, root: Path,
+                                                                 clean_env: dict[str, str]) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
+    champion_before = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    result = run_cli(
+        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id",
+         "ci-retrain", "--stages", "train", "--set", "ml.retrain=true"], clean_env, root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert challenger.tags["pipeline_run_id"] == "ci-retrain", "the challenger is a version trained by this run"
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    decision = warehouse.read("model_decisions", where={"run_id": "ci-retrain"}).iloc[0]
+    assert decision["champion_version"] == champion_before
+    assert decision["challenger_version"] == str(challenger.version)
+    # Same data, same seed: the challenger ties the champion, and a tie is below the margin.
+    assert decision["challenger_value"] == pytest.approx(decision["champion_value"])
+    assert not decision["promoted"] and "below the margin" in decision["reason"]
+    assert challenger.tags["promotion_decision"] == "rejected"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion_before
+    monitoring = warehouse.read("model_monitoring", where={"run_id": "ci-retrain"}).iloc[0]
+    assert monitoring["model_version"] == champion_before and 0 <= monitoring["recent_accuracy"] <= 1
+    assert "retraining_required" in monitoring and monitoring["max_psi"] >= 0
+    warehouse.dispose()
+    report = (outputs / "runs" / "ci-retrain" / "reports" / "train.html").read_text()
+    assert "Not promoted" in report and f"{MODEL} v{champion_before}" in report
+
+
+def test_a_tampered_champion_artifact_stops_the_train_stage(first_run, outputs: Path, root: Path,
+                                                            clean_env: dict[str, str]) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    stored = next((outputs / "mlflow" / "artifacts").glob(f"**/{champion.run_id}/artifacts/model/model.skops"))
+    original = stored.read_bytes()
+    stored.write_bytes(original + b"tampered")
+    try:
+        result = run_cli(
+            ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id",
+             "ci-tampered", "--stages", "train"], clean_env, root,
+        )
+    finally:
+        stored.write_bytes(original)
+    assert result.returncode == 1
+    assert "ModelIntegrityError" in result.stdout and "does not match" in result.stdout
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    assert warehouse.read("predictions", where={"run_id": "ci-tampered"}).empty
+    warehouse.dispose()

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import importlib
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -61,12 +60,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+
+from bentley.models.estimators import estimator_class
 
 if TYPE_CHECKING:  # jinja2, which Styler needs, is only imported when a table is styled
     from pandas.io.formats.style import Styler
@@ -81,7 +82,6 @@ TRANSFER_CATEGORIES: tuple[str, ...] = ("transfer", "savings")
 EXPENSE_MONTHS = 3
 
 _USD = FuncFormatter(lambda value, _: f"{value:,.0f}")
-_DOTTED = re.compile(r"sklearn(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _MISSING = object()
 
 
@@ -121,37 +121,6 @@ def classifier_parts(spec: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(path, str):
         raise ValueError(f"classifier spec {spec!r} names no estimator (a dotted sklearn path)")
     return path, dict(kwargs or {})
-
-
-def estimator_class(path: str) -> type[BaseEstimator]:
-    """The scikit-learn classifier class at a dotted path such as ``sklearn.svm.SVC``.
-
-    Only ``sklearn.`` paths are accepted, and the object found must be a scikit-learn
-    classifier class. Params files are data: a dotted-path loader that imported anything
-    would let a YAML edit (or a ``--set`` override) run arbitrary code such as ``os.system``.
-    Restricting to scikit-learn estimators keeps params a configuration channel, not a
-    code-execution channel.
-    """
-    if not isinstance(path, str) or not _DOTTED.fullmatch(path):
-        raise ValueError(
-            f"classifier {path!r} is not allowed: only scikit-learn classes "
-            "(a dotted path starting with 'sklearn.') can be named in params"
-        )
-    module_name, _, name = path.rpartition(".")
-    if any(part.startswith("_") for part in path.split(".")):
-        raise ValueError(f"classifier {path!r} is not allowed: private sklearn names are refused")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"classifier {path!r}: no module {module_name!r}") from exc
-    cls = getattr(module, name, None)
-    if not (
-        isinstance(cls, type)
-        and issubclass(cls, BaseEstimator)
-        and issubclass(cls, ClassifierMixin)
-    ):
-        raise ValueError(f"classifier {path!r} is not a scikit-learn classifier class")
-    return cls
 
 
 def build_estimator(spec: Any, seed: int = 0) -> BaseEstimator:

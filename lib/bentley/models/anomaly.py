@@ -326,3 +326,51 @@ def anomaly_chart(prices: pd.DataFrame, table: pd.DataFrame, ticker: Any) -> Fig
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Report helpers
+
+
+def anomaly_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per ticker: days scored, days flagged (by which detector) and the latest flagged day."""
+    flagged = table[table["flag"].to_numpy(dtype=bool)]
+    counts = pd.crosstab(flagged["ticker"], flagged["method"]) if not flagged.empty else pd.DataFrame()
+    out = pd.DataFrame({"days": table.groupby("ticker").size()})
+    out["flagged"] = flagged.groupby("ticker").size().reindex(out.index, fill_value=0)
+    for method in ("both", "robust_z", "isolation_forest"):
+        column = counts[method] if method in counts else pd.Series(dtype="int64")
+        out[method] = column.reindex(out.index, fill_value=0).astype("int64")
+    out["flagged_share"] = out["flagged"] / out["days"]
+    out["latest_flag"] = flagged.groupby("ticker")["date"].max().reindex(out.index)
+    return out.sort_values(["flagged", "days"], ascending=False, kind="stable")
+
+
+def chart_tickers(table: pd.DataFrame, n: int, exclude: Sequence[str] = ()) -> list[Any]:
+    """The `n` tickers with the most flagged days (ties: alphabetical), skipping `exclude`."""
+    summary = anomaly_summary(table)
+    summary = summary[~summary.index.isin(list(exclude))]
+    ranked = summary.reset_index().sort_values(["flagged", "ticker"], ascending=[False, True], kind="stable")
+    return list(ranked["ticker"].head(n))
+
+
+def anomaly_sentence(table: pd.DataFrame, z_threshold: float) -> str:
+    """One sentence: how many days each detector flagged, and the most extreme one."""
+    if table.empty:
+        return "No complete (ticker, date) rows to score yet: features need their warm-up sessions first."
+    flagged = table[table["flag"].to_numpy(dtype=bool)]
+    both = int((table["method"] == "both").sum())
+    text = (
+        f"{len(flagged):,} of {len(table):,} ticker-days ({len(flagged) / len(table):.1%}) are flagged: "
+        f"{int(table['z_flag'].sum()):,} by the robust z-score (|z| ≥ {z_threshold:g}), "
+        f"{int(table['if_flag'].sum()):,} by the IsolationForest, {both:,} by both."
+    )
+    top = top_anomalies(table, 1)
+    if not top.empty and np.isfinite(top.loc[0, "max_abs_z"]):
+        row = top.iloc[0]
+        text += (
+            f" The most extreme is {row['ticker']} on {pd.Timestamp(row['date']):%Y-%m-%d}: return "
+            f"{row['ret_1d']:+.1%}, volume z {row['volume_z']:+.1f}, range {row['range_pct']:.1%} "
+            f"(largest |z| {row['max_abs_z']:.1f})."
+        )
+    return text

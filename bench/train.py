@@ -1,0 +1,118 @@
+"""`python -m bench.train`: the train stage's work on 500 tickers x 10 years, timed and sized.
+
+Each repetition runs in a fresh process (so peak RSS is that run's own) and does what the
+train notebook does after loading its tables, with the default params:
+
+1. `lifecycle.training_data`: model frame (stationary inputs, labels) and purged splits;
+2. `lifecycle.train_candidates`: every candidate in `ml.models` through the walk-forward
+   folds and the holdout;
+3. `lifecycle.importances` per candidate (permutation importance for the boosted model);
+4. the shuffled-label control with the first candidate;
+5. `lifecycle.register_candidates` into a throwaway local MLflow store (skops save, SHA-256,
+   a model version per candidate).
+
+Inputs: sample prices through `compute_features`, and a sparse synthetic `sentiment_daily`
+(a third of ticker-days with headlines), so the frame has the stage's exact columns.
+Target: at most 120 s on 2 cores (the timed part is steps 1-5; building the inputs is not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+
+TARGET_SECONDS = 120.0
+LOGICAL_DATE = "2026-11-27"
+
+CHILD = """
+import datetime as dt, json, resource, sys, time
+import numpy as np, pandas as pd
+from bentley.config import load_config
+from bentley.features import compute_features
+from bentley.models import lifecycle, prediction
+from bentley.sources import FetchRequest
+from bentley.sources.sample import SampleMarketSource
+from bentley.tracking import ModelStore, tracking_uri
+
+tickers, years, outputs = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+config = load_config()
+end = dt.date.fromisoformat(sys.argv[4])
+source = SampleMarketSource(seed=42, n_tickers=tickers, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
+request = FetchRequest(end.replace(year=end.year - years), end, tuple(source.available_tickers()))
+prices = source.fetch("prices", request)
+features = compute_features(prices, config.features)
+rng = np.random.default_rng(7)
+news = features[["ticker", "date"]].sample(frac=1 / 3, random_state=7).reset_index(drop=True)
+news["mean_compound"] = rng.uniform(-1, 1, len(news))
+news["n_headlines"] = rng.integers(1, 3, len(news))
+news["positive_share"] = (news["mean_compound"] > 0.05).astype(float)
+news["negative_share"] = (news["mean_compound"] < -0.05).astype(float)
+ml = config.ml
+timings = {}
+start = time.perf_counter()
+data = lifecycle.training_data(features, prices, news, ml, "BBIX")
+timings["dataset"] = time.perf_counter() - start
+mark = time.perf_counter()
+results = lifecycle.train_candidates(data, ml)
+timings["cross_validation_and_holdout"] = time.perf_counter() - mark
+mark = time.perf_counter()
+importance = {name: lifecycle.importances(result, data, ml) for name, result in results.items()}
+timings["importances"] = time.perf_counter() - mark
+mark = time.perf_counter()
+first = next(iter(lifecycle.model_specs(ml).values()))
+control = prediction.shuffled_label_auc(data.frame, data.feature_cols, first, data.walk_forward, seed=ml.seed)
+timings["shuffled_label_control"] = time.perf_counter() - mark
+mark = time.perf_counter()
+store = ModelStore(tracking_uri(None, outputs), "bench", outputs)
+lifecycle.register_candidates(store, results, importance, data, ml, run_id="bench",
+                              config={"ml": config.section("ml")}, parent_run_id=None)
+timings["register"] = time.perf_counter() - mark
+total = time.perf_counter() - start
+print(json.dumps({
+    "seconds": total, "timings": timings, "rows": len(data.frame), "inputs": len(data.feature_cols),
+    "folds": len(data.walk_forward.folds), "candidates": list(results),
+    "holdout_roc_auc": {n: r.holdout_metrics["roc_auc"] for n, r in results.items()},
+    "shuffled_label_auc": control,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))
+"""
+
+
+def bench_train(tickers: int, years: int, repeats: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as outputs:
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD, str(tickers), str(years), outputs, LOGICAL_DATE],
+                check=True, capture_output=True, text=True,
+            )
+        runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    seconds = statistics.median(r["seconds"] for r in runs)
+    return {
+        "tickers": tickers, "years": years, "repeats": repeats, "rows": runs[0]["rows"],
+        "inputs": runs[0]["inputs"], "folds": runs[0]["folds"], "candidates": runs[0]["candidates"],
+        "seconds_median": seconds, "seconds_all": [r["seconds"] for r in runs],
+        "step_seconds_median": {step: statistics.median(r["timings"][step] for r in runs) for step in runs[0]["timings"]},
+        "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in runs),
+        "holdout_roc_auc": runs[0]["holdout_roc_auc"], "shuffled_label_auc": runs[0]["shuffled_label_auc"],
+        "target_seconds": TARGET_SECONDS, "meets_target": seconds <= TARGET_SECONDS,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tickers", type=int, default=500)
+    parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    result = bench_train(args.tickers, args.years, args.repeats)
+    print(json.dumps(result, indent=2))
+    return 0 if result["meets_target"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,532 @@
+"""Return-direction models: the dataset, swappable classifiers, honest metrics, importances.
+
+The label is whether a ticker's adjusted close is higher `horizon` rows (sessions) later.
+One model is fitted on all tickers, so its inputs must mean the same thing for a 20 USD and
+a 300 USD stock and for 2015 and 2025: price-level indicators (moving averages, Bollinger
+bands, MACD, ATR) are divided by the day's adjusted close, which also makes them immune to
+the back-adjustment of `adj_close` (a later dividend or split multiplies every earlier price
+of the ticker by one factor, which cancels in the ratio). OBV is dropped: it is a running
+sum of signed volume since the first row loaded, so its level depends on where the history
+starts and on the share count, not on anything comparable across tickers or time.
+
+Every model input at date t uses data at or before t only; `fwd_return` and `label` are the
+only columns that look ahead, and `bentley.models.splits` keeps those look-ahead windows out
+of the training sets. Headline sentiment joins by (ticker, date); a day without headlines
+is a neutral day (zeros, `has_news` 0), not a missing one.
+
+Models are named in params by dotted class path, so a candidate can be swapped without code
+changes; each is wrapped in a pipeline (median imputation of the warm-up NaN, then
+standardisation) so every classifier sees the same inputs and a linear model's coefficients
+are comparable. Metrics cover classification quality (accuracy, AUC, log loss) and what a
+trader cares about: whether the ranking by predicted probability separates winners from
+losers (long-short hit rate, information coefficients). The shuffled-label control refits
+with labels permuted: its AUC must sit at 0.5, or the pipeline leaks.
+
+Work is done on one float64 matrix per call and boolean row masks; no per-row Python.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import is_classifier
+from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bentley.models.estimators import estimator_class
+from bentley.models.splits import Split, WalkForward, rows_in
+
+#: The look-ahead columns of `model_frame`: never model inputs.
+LABEL_COLUMNS: tuple[str, ...] = ("fwd_return", "label")
+
+#: Sentiment columns taken as they are (a day without headlines is 0).
+SENTIMENT_COLUMNS: tuple[str, ...] = ("mean_compound", "positive_share", "negative_share")
+
+#: Keys of `classification_metrics`, in order.
+METRIC_NAMES: tuple[str, ...] = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "roc_auc",
+    "log_loss",
+    "hit_rate",
+    "ic",
+    "rank_ic",
+    "n",
+)
+
+#: Columns of `CandidateResult.holdout_predictions`.
+PREDICTION_COLUMNS: tuple[str, ...] = ("ticker", "date", "label", "proba", "fwd_return")
+
+_KEY = ["ticker", "date"]
+# Price levels turned into distance from the price (level / adj_close - 1) ...
+_RELATIVE_LEVEL = re.compile(r"(sma|ema)_\d+|bb_(upper|middle|lower)")
+# ... and price differences turned into a share of the price (value / adj_close).
+_PRICE_SCALED = re.compile(r"macd|macd_signal|macd_hist|atr_\d+")
+_DROPPED = frozenset({"obv"})
+_PROBA_EPS = 1e-15  # log loss clips probabilities to [eps, 1 - eps]
+
+
+def _floats(series: pd.Series) -> np.ndarray:
+    """A column as a float64 array; nullable NA becomes NaN."""
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+
+
+def _lookup(rows: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`columns` of `table` for each (ticker, date) of `rows`, row-aligned (NaN if absent).
+
+    The table's dates are cast to the rows' date type first: SQL reads may return
+    datetime64[ns] or date objects where the features hold datetime64[s].
+    """
+    right = table[[*_KEY, *columns]].assign(
+        date=pd.to_datetime(table["date"]).astype(rows["date"].dtype)
+    )
+    merged = rows[_KEY].merge(right, on=_KEY, how="left", validate="one_to_one")
+    return merged[columns]
+
+
+def _forward_return(adj_close: np.ndarray, codes: np.ndarray, horizon: int) -> np.ndarray:
+    """adj_close `horizon` rows later / adj_close − 1 within each ticker (rows sorted by it)."""
+    future = np.full(adj_close.size, np.nan)
+    same = codes[horizon:] == codes[: codes.size - horizon]
+    future[: codes.size - horizon][same] = adj_close[horizon:][same]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = future / adj_close - 1.0
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def model_frame(
+    features: pd.DataFrame,
+    prices: pd.DataFrame,
+    sentiment: pd.DataFrame,
+    *,
+    horizon: int,
+    exclude: Sequence[str] = (),
+) -> pd.DataFrame:
+    """One row per (ticker, date) of `features` (tickers in `exclude` left out), sorted.
+
+    Columns: ticker, date, the model inputs (`feature_names`), fwd_return, label.
+
+    * sma_*/ema_*/bb_* become `<name>_rel` = level / adj_close − 1; macd, macd_signal,
+      macd_hist and atr_* become `<name>_rel` = value / adj_close; obv is dropped (see the
+      module docstring); every other feature column is kept as it is.
+    * Sentiment: mean_compound, positive_share, negative_share (0 on days without a row),
+      n_headlines as log1p(count) (0 without a row) and has_news (1.0 when a row exists).
+    * fwd_return = adj_close `horizon` rows later / adj_close − 1 within the ticker (NaN for
+      its last `horizon` rows); label = 1.0 when fwd_return > 0, else 0.0, NaN with it.
+
+    Rows are a ticker's rows of `features`, so "`horizon` rows later" is `horizon` sessions
+    later when the feature table has no gaps. Inputs are float64, inf replaced by NaN.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    rows = features.loc[~features["ticker"].isin(list(exclude))]
+    rows = rows.sort_values(_KEY, kind="stable").reset_index(drop=True)
+    adj_close = _floats(_lookup(rows, prices, ["adj_close"])["adj_close"])
+
+    inputs: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name in rows.columns.drop(_KEY):
+            if name in _DROPPED:
+                continue
+            values = _floats(rows[name])
+            if _RELATIVE_LEVEL.fullmatch(name):
+                inputs[f"{name}_rel"] = values / adj_close - 1.0
+            elif _PRICE_SCALED.fullmatch(name):
+                inputs[f"{name}_rel"] = values / adj_close
+            else:
+                inputs[name] = values
+
+    news = sentiment[[*_KEY, *SENTIMENT_COLUMNS, "n_headlines"]].assign(has_news=1.0)
+    news = _lookup(rows, news, [*SENTIMENT_COLUMNS, "n_headlines", "has_news"])
+    for name in SENTIMENT_COLUMNS:
+        inputs[name] = np.nan_to_num(_floats(pd.to_numeric(news[name], errors="coerce")))
+    count = np.nan_to_num(_floats(pd.to_numeric(news["n_headlines"], errors="coerce")))
+    inputs["n_headlines"] = np.log1p(count)
+    inputs["has_news"] = np.nan_to_num(_floats(news["has_news"]))
+
+    matrix = np.column_stack(list(inputs.values()))
+    matrix[~np.isfinite(matrix)] = np.nan
+    out = pd.DataFrame(matrix, columns=list(inputs), copy=False)
+    out.insert(0, "ticker", rows["ticker"])
+    out.insert(1, "date", rows["date"])
+    codes, _ = pd.factorize(rows["ticker"])
+    fwd_return = _forward_return(adj_close, codes, horizon)
+    out["fwd_return"] = fwd_return
+    out["label"] = np.where(np.isnan(fwd_return), np.nan, (fwd_return > 0.0).astype(np.float64))
+    return out
+
+
+def feature_names(frame: pd.DataFrame) -> list[str]:
+    """The model input columns of a `model_frame`, in order (everything but keys and labels)."""
+    return [c for c in frame.columns if c not in (*_KEY, *LABEL_COLUMNS)]
+
+
+def unlabelled_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each ticker's rows after its last labelled row: the latest rows, still to be predicted.
+
+    These are the last `horizon` rows of each ticker in a `model_frame` (whose rows are
+    sorted by ticker and date); a ticker's latest date is always among them. A ticker with
+    no labelled row at all contributes every row.
+    """
+    labelled = np.isfinite(_floats(frame["label"]))[::-1]
+    codes, _ = pd.factorize(frame["ticker"])
+    later = pd.Series(labelled.astype(np.int64)).groupby(codes[::-1]).cumsum().to_numpy()[::-1]
+    return frame[later == 0].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimators
+
+
+def build_estimator(name: str, spec: Mapping[str, Any], *, seed: int | None = None) -> Pipeline:
+    """Median imputer → standard scaler → the classifier `spec` names, unfitted.
+
+    `spec` is `{"class": "dotted.path.ClassName", "kwargs": {...}}`, as in `ml.models.<name>`.
+    The class must be a scikit-learn(-compatible) classifier with `predict_proba` (an SVC
+    needs `probability: true`); anything else is a ValueError naming the parameter. With a
+    `seed`, `random_state` is set on estimators that take one, unless the kwargs give it.
+    """
+    where = f"ml.models.{name}.class"
+    path = spec.get("class")
+    if not isinstance(path, str):
+        raise ValueError(f"{where}: expected a dotted class path, got {path!r}")
+    try:
+        target = estimator_class(path)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    kwargs = dict(spec.get("kwargs") or {})
+    try:
+        estimator = target(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"ml.models.{name}.kwargs: {path} rejects {kwargs} ({exc})") from None
+    if not (is_classifier(estimator) and hasattr(estimator, "predict_proba")):
+        raise ValueError(f"{where}: {path!r} is not a scikit-learn classifier with predict_proba")
+    if (
+        seed is not None
+        and "random_state" not in kwargs
+        and "random_state" in estimator.get_params(deep=False)
+    ):
+        estimator.set_params(random_state=seed)
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("model", estimator),
+        ]
+    )
+
+
+def _design(x: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+    """A matrix as a frame with the feature names, so the fitted model records them."""
+    return pd.DataFrame(x, columns=list(columns), copy=False)
+
+
+def _fit(
+    name: str,
+    spec: Mapping[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    columns: Sequence[str],
+    seed: int,
+    split: str,
+) -> Pipeline:
+    """A fresh pipeline fitted on (x, y), step by step; a single-class training set is an error.
+
+    The steps end up exactly as `Pipeline.fit` leaves them, faster: SimpleImputer's median
+    goes through numpy masked arrays (about 6 s on a million rows of 35 columns, as long as
+    the classifier's fit), while np.nanmedian takes under a second. Fitting the imputer on
+    the single row of those medians gives it the same statistics_ and feature names (and 0
+    for a column without values, from keep_empty_features); scaler and classifier are then
+    fitted on the imputed rows as the pipeline would.
+    """
+    if np.unique(y).size < 2:
+        raise ValueError(
+            f"{split} of model {name!r}: {y.size} training rows hold fewer than two classes"
+        )
+    model = build_estimator(name, spec, seed=seed)
+    impute, scale, estimator = (step for _, step in model.steps)
+    with warnings.catch_warnings():  # an all-NaN column has no median: the imputer gives it 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians = np.nanmedian(x, axis=0)
+    impute.fit(_design(medians[np.newaxis, :], columns))
+    estimator.fit(scale.fit_transform(impute.transform(_design(x, columns))), y)
+    return model
+
+
+def _proba_up(model: Pipeline, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    """P(label = 1) for each row of x (empty for no rows)."""
+    if x.shape[0] == 0:
+        return np.empty(0)
+    column = list(model.classes_).index(1.0)
+    return model.predict_proba(_design(x, columns))[:, column]
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _long_short_hit_rate(dates: np.ndarray, proba: np.ndarray, fwd_return: np.ndarray) -> float:
+    """Share of dates with >= 2 rows whose top half by proba out-returned the bottom half.
+
+    Each date's rows are ranked by proba (ties by row order); with m rows, the top and
+    bottom m // 2 are compared (the middle row of an odd m sits out). Both halves hold the
+    same number of rows, so comparing sums compares means.
+    """
+    day, _ = pd.factorize(dates)
+    order = np.lexsort((proba, day))
+    day, fwd_return = day[order], fwd_return[order]
+    size = np.bincount(day)
+    first = np.concatenate(([0], np.cumsum(size)[:-1]))
+    rank = np.arange(day.size) - first[day]
+    half = (size // 2)[day]
+    bottom, top = rank < half, rank >= size[day] - half
+    top_sum = np.bincount(day[top], fwd_return[top], minlength=size.size)
+    bottom_sum = np.bincount(day[bottom], fwd_return[bottom], minlength=size.size)
+    qualifies = size >= 2
+    if not qualifies.any():
+        return float("nan")
+    return float(np.mean(top_sum[qualifies] > bottom_sum[qualifies]))
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, method: Any) -> float:
+    """scipy's correlation statistic, NaN when it is undefined (fewer than 2 rows, a constant)."""
+    if x.size < 2 or np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
+        return float("nan")
+    return float(method(x, y).statistic)
+
+
+def classification_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    """Quality of predicted probabilities `proba` against `label` and `fwd_return`, by `date`.
+
+    Keys are `METRIC_NAMES`. The predicted class is proba >= 0.5. hit_rate is the long-short
+    hit rate (see `_long_short_hit_rate`); ic and rank_ic are the pooled Pearson and
+    Spearman correlations of proba with fwd_return. Rows missing label, proba or
+    fwd_return are left out; `n` counts the rest. A metric the data cannot define (AUC or
+    balanced accuracy with one class, precision without a positive prediction, anything on
+    no rows) is NaN.
+    """
+    label, proba = _floats(frame["label"]), _floats(frame["proba"])
+    fwd_return = _floats(frame["fwd_return"])
+    keep = np.isfinite(label) & np.isfinite(proba) & np.isfinite(fwd_return)
+    y, p, fwd_return = label[keep].astype(np.int64), proba[keep], fwd_return[keep]
+    predicted = (p >= 0.5).astype(np.int64)
+    nan = float("nan")
+    some, both = y.size > 0, np.unique(y).size == 2
+    return {
+        "accuracy": float(accuracy_score(y, predicted)) if some else nan,
+        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)) if both else nan,
+        "precision": float(precision_score(y, predicted, zero_division=np.nan)) if some else nan,
+        "recall": float(recall_score(y, predicted, zero_division=np.nan)) if some else nan,
+        "roc_auc": float(roc_auc_score(y, p)) if both else nan,
+        "log_loss": (
+            float(log_loss(y, np.clip(p, _PROBA_EPS, 1.0 - _PROBA_EPS), labels=[0, 1]))
+            if some
+            else nan
+        ),
+        "hit_rate": _long_short_hit_rate(frame["date"].to_numpy()[keep], p, fwd_return),
+        "ic": _correlation(p, fwd_return, stats.pearsonr),
+        "rank_ic": _correlation(p, fwd_return, stats.spearmanr),
+        "n": float(y.size),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Walk-forward evaluation
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's CV metrics per fold, its final model and its holdout test."""
+
+    name: str
+    spec: Mapping[str, Any]
+    model: Pipeline  # fitted on the holdout's training dates
+    fold_metrics: pd.DataFrame  # one row per fold: split, then METRIC_NAMES
+    holdout_metrics: dict[str, float]
+    holdout_predictions: pd.DataFrame  # PREDICTION_COLUMNS
+    train_start: pd.Timestamp  # first and last date of the final model's training rows
+    train_end: pd.Timestamp
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """The labelled rows of a model frame, and their inputs as one float64 matrix."""
+
+    rows: pd.DataFrame
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _labelled(frame: pd.DataFrame, feature_cols: Sequence[str]) -> _Labelled:
+    rows = frame[np.isfinite(_floats(frame["label"]))].reset_index(drop=True)
+    x = rows[list(feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
+    return _Labelled(rows=rows, x=x, y=_floats(rows["label"]))
+
+
+def _fit_and_score(
+    data: _Labelled,
+    feature_cols: Sequence[str],
+    name: str,
+    spec: Mapping[str, Any],
+    split: Split,
+    seed: int,
+) -> tuple[Pipeline, pd.DataFrame, np.ndarray]:
+    """Fit on the split's training dates; predictions on its test dates; the training mask."""
+    dates = data.rows["date"]
+    train, test = rows_in(dates, split.train), rows_in(dates, split.test)
+    model = _fit(name, spec, data.x[train], data.y[train], feature_cols, seed, split.name)
+    predictions = data.rows.loc[test, ["ticker", "date", "label", "fwd_return"]]
+    predictions.insert(3, "proba", _proba_up(model, data.x[test], feature_cols))
+    return model, predictions.reset_index(drop=True), train
+
+
+def evaluate_candidate(
+    frame: pd.DataFrame,
+    feature_cols: Sequence[str],
+    name: str,
+    spec: Mapping[str, Any],
+    walk_forward: WalkForward,
+    *,
+    seed: int,
+) -> CandidateResult:
+    """Purged walk-forward CV of one candidate, then its final fit and holdout test.
+
+    Each fold fits a fresh pipeline on the labelled rows of its training dates and scores
+    its test dates; the final model is fitted on the holdout's training dates (the whole CV
+    region) and scored once on the holdout. Rows without a label are never used.
+    """
+    data = _labelled(frame, feature_cols)
+    fold_rows = []
+    for split in walk_forward.folds:
+        _, predictions, _ = _fit_and_score(data, feature_cols, name, spec, split, seed)
+        fold_rows.append({"split": split.name, **classification_metrics(predictions)})
+    model, holdout, train = _fit_and_score(
+        data, feature_cols, name, spec, walk_forward.holdout, seed
+    )
+    train_dates = data.rows.loc[train, "date"]
+    return CandidateResult(
+        name=name,
+        spec=spec,
+        model=model,
+        fold_metrics=pd.DataFrame(fold_rows, columns=["split", *METRIC_NAMES]),
+        holdout_metrics=classification_metrics(holdout),
+        holdout_predictions=holdout,
+        train_start=pd.Timestamp(train_dates.min()),
+        train_end=pd.Timestamp(train_dates.max()),
+    )
+
+
+def shuffled_label_auc(
+    frame: pd.DataFrame,
+    feature_cols: Sequence[str],
+    spec: Mapping[str, Any],
+    walk_forward: WalkForward,
+    *,
+    seed: int,
+) -> float:
+    """Holdout AUC of the model refitted on permuted training labels: the leakage control.
+
+    The labels of the holdout's training rows are shuffled (seeded), the features kept, so
+    any real link between inputs and labels is destroyed. Scored against the true holdout
+    labels the AUC must be about 0.5; clearly above means information reaches the model by
+    another way than the labels (a leaking feature, overlapping train/test windows).
+    """
+    data = _labelled(frame, feature_cols)
+    dates = data.rows["date"]
+    train = rows_in(dates, walk_forward.holdout.train)
+    test = rows_in(dates, walk_forward.holdout.test)
+    shuffled = np.random.default_rng(seed).permutation(data.y[train])
+    model = _fit(
+        "shuffled_label_control",
+        spec,
+        data.x[train],
+        shuffled,
+        feature_cols,
+        seed,
+        "holdout (shuffled labels)",
+    )
+    y = data.y[test]
+    if np.unique(y).size < 2:
+        return float("nan")
+    return float(roc_auc_score(y, _proba_up(model, data.x[test], feature_cols)))
+
+
+# --------------------------------------------------------------------------------------------
+# Importances and predictions
+
+
+def feature_importances(
+    model: Pipeline,
+    X: pd.DataFrame,
+    y: np.ndarray | pd.Series,
+    *,
+    seed: int,
+    n_repeats: int,
+    max_rows: int,
+) -> pd.DataFrame:
+    """How much each input matters to a fitted pipeline: feature, importance, std, method.
+
+    A linear model (its estimator has `coef_`) reports |coefficient|: the inputs are
+    standardised by the pipeline, so a coefficient is the log-odds change per standard
+    deviation (method "abs_coefficient", std NaN). Other models get permutation importance:
+    the drop in ROC AUC when one column is shuffled, `n_repeats` times, on at most
+    `max_rows` rows sampled with `seed` (method "permutation_auc"; NaN when y holds one
+    class). Pass out-of-sample rows (the holdout), with X's columns as the model was fitted.
+    Sorted by importance, largest first.
+    """
+    estimator = model[-1]
+    if hasattr(estimator, "coef_"):
+        importance = np.abs(np.ravel(estimator.coef_))
+        std, method = np.full(importance.size, np.nan), "abs_coefficient"
+    else:
+        y = np.asarray(y, dtype=np.float64)
+        if len(X) > max_rows:
+            sample = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
+            X, y = X.iloc[sample], y[sample]
+        method = "permutation_auc"
+        if np.unique(y).size < 2:
+            importance = std = np.full(X.shape[1], np.nan)
+        else:
+            result = permutation_importance(
+                model, X, y, scoring="roc_auc", n_repeats=n_repeats, random_state=seed
+            )
+            importance, std = result.importances_mean, result.importances_std
+    table = pd.DataFrame(
+        {"feature": list(X.columns), "importance": importance, "std": std, "method": method}
+    )
+    return table.sort_values(
+        "importance", ascending=False, kind="stable", na_position="last"
+    ).reset_index(drop=True)
+
+
+def predict(model: Pipeline, frame: pd.DataFrame, feature_cols: Sequence[str]) -> pd.DataFrame:
+    """ticker, date, proba_up (P(forward return > 0)) and predicted_up (proba_up >= 0.5)."""
+    x = frame[list(feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
+    out = frame[_KEY].reset_index(drop=True)
+    out["proba_up"] = _proba_up(model, x, feature_cols)
+    out["predicted_up"] = out["proba_up"].to_numpy() >= 0.5
+    return out
