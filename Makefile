@@ -27,6 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]' || echo "vectorbt did not install: the backtest bench skips its ratio"
 	$(PY) -m bench.run $(ARGS)
 
 lab: $(STAMP)

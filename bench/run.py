@@ -6,14 +6,16 @@
     repetition in a fresh process so peak RSS is that computation's own.
 (c) Warehouse: upsert the same 1.26 M price rows into SQLite, MariaDB and PostgreSQL (private
     servers), then a second, fully overlapping load (see bench/upsert.py).
-
+(d) Risk: every risk metric for 500 tickers x 10 years (see bench/risk.py).
 (e) Train: the train stage's work (dataset, CV of every candidate, importances, control,
     registration) on 500 tickers x 10 years of features (see bench/train.py).
+(f) Backtest: 500 tickers x 10 years through run_backtest, a 100-configuration sweep, and the
+    same strategy in vectorbt where it is installed (see bench/backtest.py).
 
 Targets (2-core machine): (a) <= 60 s per pipeline; (b) <= 20 s and <= 2 GB peak RSS;
 (c) >= 200k rows/s into SQLite; (d) every risk metric for 500 tickers x 10 years in <= 5 s,
 vectorized (bench/risk.py; GARCH fits and the empyrical-loop ratio reported beside it);
-(e) <= 120 s, peak memory reported.
+(e) <= 120 s, peak memory reported; (f) <= 5 s per backtest, <= 60 s per 100-configuration sweep.
 Figures are medians over --repeats runs.
 """
 
@@ -31,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.backtest import bench_backtest
 from bench.risk import bench_risk
 from bench.train import bench_train
 from bench.upsert import bench_upserts
@@ -126,6 +129,7 @@ def main() -> int:
         "upsert": bench_upserts(args.tickers, args.years, args.repeats),
         "risk": bench_risk(args.tickers, args.years, args.repeats),
         "train": bench_train(args.tickers, args.years, args.repeats),
+        "backtest": bench_backtest(args.tickers, args.years, args.repeats),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["measured_at"].replace(":", "").replace("-", "")
@@ -134,7 +138,8 @@ def main() -> int:
     print(json.dumps(results, indent=2))
     met = (results["pipeline"]["meets_target"], results["features"]["meets_target"],
            results["upsert"]["sqlite_meets_target"], results["risk"]["vectorized_meets_target"],
-           results["train"]["meets_target"])
+           results["train"]["meets_target"], results["backtest"]["backtest_meets_target"],
+           results["backtest"]["sweep_meets_target"])
     return 0 if all(met) else 1
 
 

@@ -30,6 +30,7 @@ LOGICAL_DATE = "2026-11-27"
 
 CHILD = """
 import datetime as dt, json, resource, sys, time
+from pathlib import Path
 import numpy as np, pandas as pd
 from bentley.config import load_config
 from bentley.features import compute_features

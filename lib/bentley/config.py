@@ -398,6 +398,57 @@ class Optimize(Section):
             raise ValueError("list at least one method")
         return value
 
+
+class SignalWeights(Section):
+    """How much each component moves the score (score = Σ weight × component, components in [-1, 1])."""
+
+    model: Annotated[float, Field(ge=0)]
+    technical: Annotated[float, Field(ge=0)]
+    sentiment: Annotated[float, Field(ge=0)]
+
+
+class Costs(Section):
+    commission_bps: Annotated[float, Field(ge=0)]  # per unit of traded value
+    slippage_bps: Annotated[float, Field(ge=0)]
+    impact_coefficient: Annotated[float, Field(ge=0)] | None  # cost share per unit of volume share; null: off
+
+
+class TradeLimits(Section):
+    max_position_weight: Annotated[float, Field(gt=0, le=1)]
+    max_gross_exposure: Annotated[float, Field(gt=0, le=3)]
+    max_daily_turnover: Annotated[float, Field(gt=0)]  # Σ|Δw| per session
+    daily_loss_limit: Annotated[float, Field(gt=0, lt=1)]  # a session loss this large stops new risk that day
+
+
+class Sweep(Section):
+    """The backtest grid: every combination is one configuration."""
+
+    entry_threshold: list[float]
+    model_weight: list[Annotated[float, Field(ge=0)]]  # technical and sentiment share the rest in their ratio
+
+
+class Paper(Section):
+    portfolio: str  # the name in portfolio_values and risk_metrics scope portfolio:<name>
+    initial_cash: PositiveFloat | None  # null: the investable cash on the first paper day
+
+
+class Trade(Section):
+    """Signals, risk limits, backtest and paper trading (the trade stage)."""
+
+    signal_weights: SignalWeights
+    technical_decay_sessions: PositiveInt  # a technical event fades linearly over this many sessions
+    sentiment_halflife_sessions: PositiveFloat  # daily tone is smoothed with this half-life
+    entry_threshold: Annotated[float, Field(ge=0, lt=1)]  # |score| needed to hold a name
+    long_only: bool
+    vol_target: PositiveFloat | None  # annual portfolio volatility target; null: off
+    vol_window: Annotated[int, Field(ge=5)]
+    execution: Literal["next_open", "next_close"]  # a signal from session t trades at t+1, never on t
+    capital: PositiveFloat  # backtest starting equity, USD (sizes the volume-share impact)
+    costs: Costs
+    limits: TradeLimits
+    sweep: Sweep
+    paper: Paper
+
 class Warehouse(Section):
     """`url: null` means SQLite under the outputs folder; BENTLEY_WAREHOUSE_URL overrides."""
 
@@ -444,6 +495,7 @@ class Config(Section):
     anomaly: Anomaly
     ml: Ml
     optimize: Optimize
+    trade: Trade
     warehouse: Warehouse
     tracking: Tracking
     runner: Runner

@@ -43,7 +43,8 @@ def latest_predictions(warehouse: Any, logical_date: dt.date, lookback_days: int
     Empty when no champion has predicted in the last `lookback_days` (a stale forecast is no
     forecast): callers treat every ticker as a coin flip then.
     """
-    rows = warehouse.read("predictions", start=logical_date - dt.timedelta(days=lookback_days), end=logical_date)
+    rows = warehouse.read("predictions", start=logical_date - dt.timedelta(days=lookback_days), end=logical_date,
+                          where={"kind": "live"})
     if rows.empty:
         return rows
     rows = rows[rows["date"] == rows["date"].max()]
@@ -56,3 +57,24 @@ def investable_cash(warehouse: Any, logical_date: dt.date) -> float:
     if rows.empty:
         raise ValueError(f"no investable_cash on or before {logical_date}; run the budget stage first")
     return float(rows.sort_values("as_of")["investable_cash"].iloc[-1])
+
+
+def model_history(warehouse: Any, model_name: str, version: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """One model version's point-in-time probabilities: its out-of-sample CV rows, then live rows.
+
+    For a session predicted more than once (live rows of several runs), the newest wins.
+    """
+    rows = warehouse.read("predictions", start=start, end=end,
+                          where={"model_name": model_name, "model_version": version})
+    if rows.empty:
+        return rows
+    rows = rows.sort_values("predicted_at", kind="stable")
+    return rows.drop_duplicates(["ticker", "date"], keep="last").sort_values(["ticker", "date"]).reset_index(drop=True)
+
+
+def target_weights(warehouse: Any, run_id: str) -> pd.Series:
+    """The optimize stage's weights of this run, ticker -> weight."""
+    rows = warehouse.read("target_weights", where={"run_id": run_id})
+    if rows.empty:
+        raise ValueError(f"no target_weights for run {run_id!r}; run the optimize stage first")
+    return rows.set_index("ticker")["weight"].astype(float)

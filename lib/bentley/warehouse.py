@@ -308,6 +308,9 @@ predictions = sa.Table(
     sa.Column("model_name", sa.String(128)),
     sa.Column("model_version", sa.String(16)),  # the registry version that produced the row
     sa.Column("predicted_at", TIMESTAMP),  # optimize reads the newest predictions for its date
+    # live: the champion on sessions whose label is unknown; walk_forward: out-of-sample rows of
+    # the CV folds and holdout (each from a model trained on earlier, purged sessions), for backtests
+    sa.Column("kind", sa.String(16)),
 )
 
 model_decisions = sa.Table(
@@ -354,6 +357,117 @@ target_weights = sa.Table(
     sa.Column("shares", sa.Integer),
     sa.Column("price", FLOAT64),
     sa.Column("value", FLOAT64),
+)
+
+
+# --------------------------------------------------------------------------- trading
+
+signals = sa.Table(
+    "signals",
+    metadata,
+    _key("run_id"),
+    _key("ticker", 32),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("score", FLOAT64),  # Σ contributions, in [-1, 1]
+    sa.Column("model", FLOAT64),  # contribution = weight x component (2p - 1)
+    sa.Column("technical", FLOAT64),
+    sa.Column("sentiment", FLOAT64),
+    sa.Column("target_weight", FLOAT64),  # before the risk limits
+    sa.Column("weight", FLOAT64),  # after the risk limits (paper orders aim here)
+)
+
+risk_limit_events = sa.Table(
+    "risk_limit_events",
+    metadata,
+    _key("run_id"),
+    sa.Column("date", sa.Date, primary_key=True),
+    _key("ticker", 32),
+    _key("rule", 32),  # max_position_weight | max_gross_exposure | daily_loss_limit | max_daily_turnover
+    sa.Column("requested", FLOAT64),  # the weight asked for before this rule
+    sa.Column("allowed", FLOAT64),  # the weight the rule let through
+)
+
+backtest_metrics = sa.Table(
+    "backtest_metrics",
+    metadata,
+    _key("run_id"),
+    _key("strategy"),  # signal | benchmark | sweep configurations in backtest_sweep
+    _key("metric"),  # the names and conventions of risk_metrics
+    sa.Column("value", FLOAT64),
+    sa.Column("window_start", sa.Date),
+    sa.Column("window_end", sa.Date),
+    sa.Column("n_obs", sa.Integer),
+)
+
+backtest_sweep = sa.Table(
+    "backtest_sweep",
+    metadata,
+    _key("run_id"),
+    _key("config", 128),  # e.g. entry_threshold=0.05,model_weight=0.4
+    sa.Column("entry_threshold", FLOAT64),
+    sa.Column("model_weight", FLOAT64),
+    sa.Column("annual_return", FLOAT64),
+    sa.Column("annual_volatility", FLOAT64),
+    sa.Column("sharpe_ratio", FLOAT64),
+    sa.Column("max_drawdown", FLOAT64),
+    sa.Column("turnover", FLOAT64),  # mean Σ|Δw| per session
+    sa.Column("cost_drag", FLOAT64),  # annual return lost to costs
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    _key("order_id"),  # deterministic: portfolio, decision date and ticker, so a rerun creates no new order
+    sa.Column("portfolio", sa.String(64)),
+    sa.Column("decided_on", sa.Date),  # the logical date whose signals produced it
+    sa.Column("ticker", sa.String(32)),
+    sa.Column("quantity", FLOAT64),  # signed shares: + buy, - sell
+    sa.Column("target_weight", FLOAT64),
+    sa.Column("reference_price", FLOAT64),  # the decision day's close
+    sa.Column("status", sa.String(16)),  # pending | filled
+    sa.Column("run_id", sa.String(64)),
+)
+
+fills = sa.Table(
+    "fills",
+    metadata,
+    _key("fill_id"),
+    sa.Column("order_id", sa.String(64)),
+    sa.Column("portfolio", sa.String(64)),
+    sa.Column("date", sa.Date),
+    sa.Column("ticker", sa.String(32)),
+    sa.Column("quantity", FLOAT64),
+    sa.Column("price", FLOAT64),  # the execution price (next session's open or close), before costs
+    sa.Column("commission", FLOAT64),
+    sa.Column("slippage", FLOAT64),
+    sa.Column("impact", FLOAT64),
+    sa.Column("cash_change", FLOAT64),  # -(quantity x price) - costs
+    sa.Column("run_id", sa.String(64)),
+)
+
+positions = sa.Table(
+    "positions",
+    metadata,
+    sa.Column("as_of", sa.Date, primary_key=True),
+    _key("portfolio"),  # in the key beside ARCHITECTURE's (as_of, ticker): two portfolios may hold one ticker
+    _key("ticker", 32),
+    sa.Column("quantity", FLOAT64),
+    sa.Column("price", FLOAT64),  # the as_of close
+    sa.Column("market_value", FLOAT64),
+    sa.Column("weight", FLOAT64),
+)
+
+portfolio_values = sa.Table(
+    "portfolio_values",
+    metadata,
+    _key("portfolio"),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("cash", FLOAT64),
+    sa.Column("positions_value", FLOAT64),
+    sa.Column("equity", FLOAT64),
+    sa.Column("daily_return", FLOAT64),
+    sa.Column("costs", FLOAT64),
+    sa.Column("run_id", sa.String(64)),
 )
 
 def resolve_url(params_url: str | None, outputs: Path) -> URL:

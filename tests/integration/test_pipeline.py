@@ -26,7 +26,8 @@ from bentley.warehouse import Warehouse
 pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = "2025-06-02"
-STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies", "train", "optimize"]
+STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies", "train", "optimize",
+          "trade"]
 TITLES = {
     "ingest": "Ingest: sources to the raw data lake",
     "etl": "ETL: validate and load the warehouse",
@@ -38,12 +39,14 @@ TITLES = {
     "anomalies": "Anomalies: unusual days in returns, volume and range",
     "train": "Train: return-direction models, champion and challenger",
     "optimize": "Optimize: target portfolio weights",
+    "trade": "Trade: signals, risk limits, backtest and paper portfolio",
 }
 #: Plots each report must carry (embedded PNGs).
 MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2,
-              "anomalies": 1, "train": 3, "optimize": 1}
+              "anomalies": 1, "train": 3, "optimize": 1, "trade": 7}
 DATA_TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
-               "transaction_categories", "budget_monthly", "net_worth", "investable_cash", "anomalies"]
+               "transaction_categories", "budget_monthly", "net_worth", "investable_cash", "anomalies",
+               "orders", "fills", "positions", "portfolio_values"]
 MODEL = "bentley-return-direction"
 
 
@@ -76,7 +79,7 @@ def table_fingerprints(outputs: Path) -> dict[str, tuple[int, str]]:
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     prints = {}
     for table in DATA_TABLES:
-        frame = warehouse.read(table)
+        frame = warehouse.read(table).drop(columns=["run_id"], errors="ignore")  # which run wrote it may change
         text = frame.to_csv(index=False, float_format="%.12g")
         prints[table] = (len(frame), hashlib.sha256(text.encode()).hexdigest())
     warehouse.dispose()
@@ -435,4 +438,47 @@ def test_a_tampered_champion_artifact_stops_the_train_stage(first_run, outputs: 
     assert "ModelIntegrityError" in result.stdout and "does not match" in result.stdout
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     assert warehouse.read("predictions", where={"run_id": "ci-tampered"}).empty
+    warehouse.dispose()
+
+
+def test_trade_writes_signals_backtest_and_a_reconciled_paper_book(first_run, outputs: Path) -> None:
+    from bentley.analytics.risk import METRICS
+
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    signals = warehouse.read("signals", where={"run_id": "ci-first"})
+    assert len(signals) == 3 and set(signals["date"]) == {pd.Timestamp(LOGICAL_DATE)}
+    parts = signals["model"] + signals["technical"] + signals["sentiment"]
+    assert (parts - signals["score"]).abs().max() < 1e-12
+    assert (signals["weight"] <= 0.25 + 1e-12).all(), "trade.limits.max_position_weight"
+    metrics = warehouse.read("backtest_metrics", where={"run_id": "ci-first"})
+    assert set(metrics["strategy"]) == {"signal", "benchmark"} and set(metrics["metric"]) == set(METRICS)
+    assert len(warehouse.read("backtest_sweep", where={"run_id": "ci-first"})) == 16
+    orders = warehouse.read("orders")
+    held = signals.loc[signals["weight"] > 0, "ticker"]
+    assert set(orders["ticker"]) == set(held) and (orders["status"] == "pending").all()
+    value = warehouse.read("portfolio_values").iloc[0]
+    assert value["equity"] == pytest.approx(100000) and value["cash"] == pytest.approx(100000)
+    warehouse.dispose()
+
+
+def test_the_paper_book_fills_yesterdays_orders_the_next_session(first_run, outputs: Path, root: Path,
+                                                                 clean_env: dict[str, str]) -> None:
+    next_day = "2025-06-03"
+    result = run_cli(["run", "--profile", "ci", "--logical-date", next_day, "--outputs", str(outputs),
+                      "--run-id", "ci-paper-2"], clean_env, root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    first_orders = warehouse.read("orders", start=dt.date(2025, 6, 2), end=dt.date(2025, 6, 2), date_column="decided_on")
+    fills = warehouse.read("fills").set_index("order_id")
+    assert len(first_orders) > 0 and set(first_orders["order_id"]) <= set(fills.index)
+    assert (first_orders["status"] == "filled").all()
+    prices = warehouse.read("prices", start=dt.date(2025, 6, 3), end=dt.date(2025, 6, 3)).set_index("ticker")
+    for order in first_orders.itertuples():
+        fill = fills.loc[order.order_id]
+        assert fill["date"] == pd.Timestamp(next_day), "a signal from day t executes on t+1, never on t"
+        assert fill["price"] == pytest.approx(prices.loc[order.ticker, "open"]), "trade.execution: next_open"
+        assert fill["quantity"] == order.quantity
+    positions = warehouse.read("positions", start=dt.date(2025, 6, 3), end=dt.date(2025, 6, 3), date_column="as_of")
+    value = warehouse.read("portfolio_values", start=dt.date(2025, 6, 3), end=dt.date(2025, 6, 3)).iloc[0]
+    assert value["cash"] + (positions["quantity"] * positions["price"]).sum() == pytest.approx(value["equity"])
     warehouse.dispose()

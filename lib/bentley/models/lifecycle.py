@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
     from bentley.tracking import ModelStore, RegisteredVersion
 
+#: `predictions.kind`: the champion on unlabelled sessions, or out-of-sample CV rows.
+LIVE, WALK_FORWARD = "live", "walk_forward"
+
 #: Model-version tags written at registration (besides sha256 and candidate).
 FEATURES_TAG = "features"
 TRAIN_END_TAG = "train_end"
@@ -256,6 +259,7 @@ class Outcome:
     """The A/B decision of one training run, in the shapes the report and warehouse need."""
 
     decision: registry.Decision
+    candidate: str  # the challenger's name in ml.models
     challenger: RegisteredVersion
     champion: RegisteredVersion | None  # before the decision
     table: pd.DataFrame  # both models' holdout metrics and the gates
@@ -281,7 +285,7 @@ def promote(
         "decided_at": dt.datetime.now(dt.UTC),
     }])
     table = decision_table(challenger, champion, challenger_metrics, champion_metrics, ml.promotion.gates)
-    return Outcome(decision=decision, challenger=challenger, champion=champion, table=table, row=row)
+    return Outcome(decision=decision, candidate=name, challenger=challenger, champion=champion, table=table, row=row)
 
 
 def apply_decision(store: ModelStore, decision: registry.Decision, model_name: str,
@@ -324,7 +328,25 @@ def latest_predictions(model: Any, champion: RegisteredVersion, data: TrainingDa
     out["model_name"] = champion.name
     out["model_version"] = champion.version
     out["predicted_at"] = dt.datetime.now(dt.UTC)
+    out["kind"] = LIVE
     return out
+
+
+def walk_forward_predictions(
+    result: prediction.CandidateResult, version: RegisteredVersion, ml: Any, run_id: str
+) -> pd.DataFrame:
+    """A candidate's out-of-sample probabilities (CV folds and holdout) under its registered version.
+
+    The trade stage backtests the champion's signal on these: each row comes from a model
+    that never saw that session, so the backtest does not grade the model on its homework.
+    """
+    rows = result.out_of_sample
+    return pd.DataFrame({
+        "run_id": run_id, "ticker": rows["ticker"].to_numpy(), "date": rows["date"].to_numpy(),
+        "proba_up": rows["proba"].to_numpy(), "predicted_up": rows["proba"].to_numpy() >= 0.5,
+        "horizon": ml.horizon, "model_name": version.name, "model_version": version.version,
+        "predicted_at": dt.datetime.now(dt.UTC), "kind": WALK_FORWARD,
+    })
 
 
 def latest_view(predicted: pd.DataFrame) -> pd.DataFrame:

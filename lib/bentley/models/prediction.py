@@ -368,6 +368,9 @@ class CandidateResult:
     fold_metrics: pd.DataFrame  # one row per fold: split, then METRIC_NAMES
     holdout_metrics: dict[str, float]
     holdout_predictions: pd.DataFrame  # PREDICTION_COLUMNS
+    # Every fold's test rows and the holdout, each predicted by a model trained only on
+    # earlier, purged sessions: the point-in-time record a backtest of the model can use.
+    out_of_sample: pd.DataFrame  # PREDICTION_COLUMNS
     train_start: pd.Timestamp  # first and last date of the final model's training rows
     train_end: pd.Timestamp
 
@@ -420,10 +423,11 @@ def evaluate_candidate(
     region) and scored once on the holdout. Rows without a label are never used.
     """
     data = _labelled(frame, feature_cols)
-    fold_rows = []
+    fold_rows, fold_predictions = [], []
     for split in walk_forward.folds:
         _, predictions, _ = _fit_and_score(data, feature_cols, name, spec, split, seed)
         fold_rows.append({"split": split.name, **classification_metrics(predictions)})
+        fold_predictions.append(predictions)
     model, holdout, train = _fit_and_score(
         data, feature_cols, name, spec, walk_forward.holdout, seed
     )
@@ -435,6 +439,7 @@ def evaluate_candidate(
         fold_metrics=pd.DataFrame(fold_rows, columns=["split", *METRIC_NAMES]),
         holdout_metrics=classification_metrics(holdout),
         holdout_predictions=holdout,
+        out_of_sample=pd.concat([*fold_predictions, holdout], ignore_index=True),
         train_start=pd.Timestamp(train_dates.min()),
         train_end=pd.Timestamp(train_dates.max()),
     )

@@ -1,0 +1,1 @@
+"""Signals, risk limits, backtests and the paper broker (the trade stage)."""

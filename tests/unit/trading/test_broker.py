@@ -1,0 +1,288 @@
+"""The paper broker: orders from target weights, next-session fills with hand-computed costs,
+splits and dividends, one transaction per day, idempotent reruns and a reconciliation that
+catches a tampered ledger."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from bentley.calendar import sessions
+from bentley.config import Costs
+from bentley.trading import broker
+from bentley.trading.broker import (
+    ReconciliationError,
+    order_id,
+    paper_returns,
+    reconcile,
+    run_paper_day,
+)
+from bentley.warehouse import Warehouse
+from bentley.warehouse import fills as fills_table
+from bentley.warehouse import orders as orders_table
+from bentley.warehouse import portfolio_values as values_table
+
+DAYS = sessions("2025-01-06", "2025-01-14")  # 6, 7, 8, 10, 13, 14 January (9th: market closed)
+D1, D2, D3, D4 = DAYS[:4]
+VOLUME = 1_000_000
+COSTS = Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1)
+CASH = 10_000.0
+WEIGHTS = pd.Series({"AAA": 0.456, "BBB": 0.3})
+TABLES = ("orders", "fills", "positions", "portfolio_values")
+
+
+def _bars(ticker: str, opens: list[float], closes: list[float], days: pd.DatetimeIndex = DAYS) -> pd.DataFrame:
+    opens, closes = np.asarray(opens, dtype=np.float64), np.asarray(closes, dtype=np.float64)
+    return pd.DataFrame({
+        "ticker": ticker, "date": days, "open": opens, "high": np.maximum(opens, closes) + 1,
+        "low": np.minimum(opens, closes) - 1, "close": closes, "adj_close": closes, "volume": VOLUME,
+        "dividend": 0.0, "split_ratio": 1.0, "source": "test",
+    })
+
+
+def _prices() -> pd.DataFrame:
+    return pd.concat([
+        _bars("AAA", [99, 101, 103, 105, 107, 109], [100, 102, 104, 106, 108, 110]),
+        _bars("BBB", [51, 49, 47, 45, 43, 41], [50, 48, 46, 44, 42, 40]),
+        _bars("CCC", [20, 21, 22, 23, 24], [20, 21, 22, 23, 24], days=DAYS[1:]),  # no bar on D1
+    ], ignore_index=True)
+
+
+@pytest.fixture()
+def warehouse(tmp_path: Path) -> Warehouse:
+    store = Warehouse(f"sqlite:///{tmp_path / 'w.db'}")
+    store.upsert("prices", _prices())
+    return store
+
+
+def _run(warehouse: Warehouse, day: pd.Timestamp, weights: pd.Series = WEIGHTS, execution: str = "next_open",
+         run_id: str = "r1", costs: Costs = COSTS) -> broker.PaperDay:
+    return run_paper_day(warehouse, weights, portfolio="paper", as_of=day, initial_cash=CASH, costs=costs,
+                         execution=execution, run_id=run_id)  # type: ignore[arg-type]
+
+
+def _snapshot(warehouse: Warehouse) -> dict[str, pd.DataFrame]:
+    return {table: warehouse.read(table) for table in TABLES}
+
+
+def _costs(quantity: float, price: float, close: float) -> float:
+    value = abs(quantity * price)
+    return value * 1e-4 + value * 5e-4 + 0.1 * value / (close * VOLUME) * value
+
+
+def test_the_first_day_orders_whole_shares_and_fills_nothing(warehouse: Warehouse) -> None:
+    day = _run(warehouse, D1)
+
+    assert day.n_fills == 0 and warehouse.count("fills") == 0
+    assert day.cash == CASH and day.equity == CASH and warehouse.count("positions") == 0
+    orders = warehouse.read("orders").set_index("ticker")
+    assert orders["quantity"].to_dict() == {"AAA": 45.0, "BBB": 60.0}  # trunc(0.456e4 / 100), 0.3e4 / 50
+    assert set(orders["status"]) == {"pending"} and orders["reference_price"].to_dict() == {"AAA": 100.0, "BBB": 50.0}
+    assert orders.loc["AAA", "order_id"] == order_id("paper", D1, "AAA")
+    value = warehouse.read("portfolio_values").iloc[0]
+    assert value["cash"] == CASH and math.isnan(value["daily_return"]) and value["costs"] == 0.0
+
+
+def test_short_targets_truncate_toward_zero(warehouse: Warehouse) -> None:
+    day = _run(warehouse, D1, weights=pd.Series({"AAA": -0.456, "BBB": 0.0}))
+    assert day.orders_new.set_index("ticker")["quantity"].to_dict() == {"AAA": -45.0}
+
+
+def test_the_next_day_fills_at_its_open_with_hand_computed_costs(warehouse: Warehouse) -> None:
+    _run(warehouse, D1)
+    day = _run(warehouse, D2)
+
+    fills = warehouse.read("fills").set_index("ticker")
+    assert fills["price"].to_dict() == {"AAA": 101.0, "BBB": 49.0}
+    assert fills["quantity"].to_dict() == {"AAA": 45.0, "BBB": 60.0}
+    assert (fills["date"] == D2).all()
+    assert fills.loc["AAA", "commission"] == pytest.approx(4545 * 1e-4, rel=1e-12)
+    assert fills.loc["AAA", "slippage"] == pytest.approx(4545 * 5e-4, rel=1e-12)
+    assert fills.loc["AAA", "impact"] == pytest.approx(0.1 * 4545 / (102 * VOLUME) * 4545, rel=1e-12)
+    assert fills.loc["BBB", "impact"] == pytest.approx(0.1 * 2940 / (48 * VOLUME) * 2940, rel=1e-12)
+    costs = _costs(45, 101, 102) + _costs(60, 49, 48)
+    cash = CASH - 45 * 101 - 60 * 49 - costs
+    equity = cash + 45 * 102 + 60 * 48
+    assert day.cash == pytest.approx(cash, rel=1e-12)
+    assert day.equity == pytest.approx(equity, rel=1e-12)
+    value = warehouse.read("portfolio_values").iloc[-1]
+    assert value["costs"] == pytest.approx(costs, rel=1e-12)
+    assert value["daily_return"] == pytest.approx(equity / CASH - 1, rel=1e-12)
+    positions = warehouse.read("positions", where={"portfolio": "paper"}).query("as_of == @D2").set_index("ticker")
+    assert positions["quantity"].to_dict() == {"AAA": 45.0, "BBB": 60.0}
+    assert positions.loc["BBB", "market_value"] == 60 * 48
+    assert positions.loc["AAA", "weight"] == pytest.approx(45 * 102 / equity, rel=1e-12)
+    assert set(warehouse.read("orders").query("decided_on == @D1")["status"]) == {"filled"}
+    new = day.orders_new.set_index("ticker")["quantity"]
+    assert new.to_dict() == {"AAA": math.trunc(0.456 * equity / 102) - 45, "BBB": math.trunc(0.3 * equity / 48) - 60}
+    reconcile(warehouse, "paper", D2)
+
+
+def test_next_close_fills_at_the_next_close(warehouse: Warehouse) -> None:
+    _run(warehouse, D1, execution="next_close")
+    day = _run(warehouse, D2, execution="next_close")
+    assert day.fills.set_index("ticker")["price"].to_dict() == {"AAA": 102.0, "BBB": 48.0}
+    cash = CASH - 45 * 102 - 60 * 48 - _costs(45, 102, 102) - _costs(60, 48, 48)
+    assert day.cash == pytest.approx(cash, rel=1e-12)
+    assert day.equity == pytest.approx(cash + 45 * 102 + 60 * 48, rel=1e-12)
+
+
+def test_no_impact_when_the_coefficient_is_null(warehouse: Warehouse) -> None:
+    costs = Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=None)
+    _run(warehouse, D1, costs=costs)
+    day = _run(warehouse, D2, costs=costs)
+    assert (day.fills["impact"] == 0).all()
+    assert day.cash == pytest.approx(CASH - (4545 + 2940) * (1 + 6e-4), rel=1e-12)
+
+
+def test_reruns_change_nothing(warehouse: Warehouse) -> None:
+    _run(warehouse, D1)
+    first = _snapshot(warehouse)
+    _run(warehouse, D1)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(warehouse.read(table), first[table])
+
+    _run(warehouse, D2)
+    second = _snapshot(warehouse)
+    assert _run(warehouse, D2).written
+    past = _run(warehouse, D1, run_id="r2")  # a day later days built on: recomputed, compared, not written
+    assert not past.written and set(past.orders_new["status"]) == {"filled"}
+    for table in TABLES:
+        pd.testing.assert_frame_equal(warehouse.read(table), second[table])
+    assert warehouse.count("orders") == len(set(second["orders"]["order_id"])) == 4
+    assert warehouse.count("fills") == len(set(second["fills"]["fill_id"])) == 2
+
+    _run(warehouse, D2, run_id="r3")  # a new pipeline run: same ids, only run_id moves
+    for table in TABLES:
+        assert warehouse.count(table) == len(second[table])
+
+
+def test_a_rerun_that_would_leave_stale_rows_or_rewrite_history_is_refused(warehouse: Warehouse) -> None:
+    _run(warehouse, D1)
+    with pytest.raises(ValueError, match=r"portfolio 'paper' on 2025-01-06: a rerun would leave rows .*orders"):
+        _run(warehouse, D1, weights=pd.Series({"AAA": 0.456}))
+    _run(warehouse, D2)
+    with pytest.raises(ValueError, match=r"recomputing this day changes orders .* later days up to 2025-01-07"):
+        _run(warehouse, D1, weights=pd.Series({"AAA": 0.4, "BBB": 0.3}))
+
+
+def test_the_next_day_fills_the_previous_days_orders(warehouse: Warehouse) -> None:
+    _run(warehouse, D1)
+    day2 = _run(warehouse, D2)
+    day3 = _run(warehouse, D3)
+    assert set(day3.fills["order_id"]) == set(day2.orders_new["order_id"])
+    assert (day3.fills["price"].to_numpy() == [103.0, 47.0]).all()
+    returns = paper_returns(warehouse, "paper")
+    assert returns.name == "portfolio:paper" and list(returns.index) == [D2, D3]
+    assert returns.iloc[-1] == pytest.approx(day3.equity / day2.equity - 1, rel=1e-12)
+
+
+def test_a_target_of_zero_closes_the_position(warehouse: Warehouse) -> None:
+    _run(warehouse, D1)
+    _run(warehouse, D2)
+    day3 = _run(warehouse, D3, weights=pd.Series({"AAA": 0.456}))  # BBB dropped: sell all
+    held = day3.positions.set_index("ticker").loc["BBB", "quantity"]
+    assert held > 60  # D2's order topped it up on D3
+    assert day3.orders_new.set_index("ticker").loc["BBB", ["quantity", "target_weight"]].tolist() == [-held, 0.0]
+    day4 = _run(warehouse, D4, weights=pd.Series({"AAA": 0.456}))
+    assert "BBB" not in set(day4.positions["ticker"])
+    sold = day4.fills.set_index("ticker").loc["BBB"]
+    assert sold["quantity"] == -held
+    assert sold["cash_change"] == pytest.approx(held * 45 - _costs(held, 45, 44), rel=1e-12)
+    assert "BBB" not in set(warehouse.read("positions").query("as_of == @D4")["ticker"])
+
+
+def test_a_ticker_without_a_close_on_the_day_is_named(warehouse: Warehouse) -> None:
+    with pytest.raises(ValueError, match=r"no close on 2025-01-06 for held or targeted tickers \['CCC'\]"):
+        _run(warehouse, D1, weights=pd.Series({"AAA": 0.4, "CCC": 0.2}))
+    assert all(warehouse.count(table) == 0 for table in TABLES)
+
+
+def test_splits_scale_holdings_and_orders_and_dividends_reach_cash(warehouse: Warehouse) -> None:
+    bars = _prices()
+    on_d3 = bars["date"] == D3
+    later = bars["date"] >= D3
+    bbb = bars["ticker"] == "BBB"
+    bars.loc[bbb & later, ["open", "close", "high", "low", "adj_close"]] /= 2  # 2-for-1 on D3
+    bars.loc[bbb & on_d3, "split_ratio"] = 2.0
+    bars.loc[(bars["ticker"] == "AAA") & on_d3, "dividend"] = 0.5
+    warehouse.upsert("prices", bars)
+
+    _run(warehouse, D1)
+    day2 = _run(warehouse, D2)
+    ordered = day2.orders_new.set_index("ticker")["quantity"]
+    day3 = _run(warehouse, D3)
+
+    fills = day3.fills.set_index("ticker")
+    assert fills.loc["BBB", "quantity"] == 2 * ordered["BBB"] and fills.loc["BBB", "price"] == 23.5
+    assert fills.loc["AAA", "quantity"] == ordered["AAA"]
+    held = day3.positions.set_index("ticker")["quantity"].to_dict()
+    assert held == {"AAA": 45 + ordered["AAA"], "BBB": 2 * 60 + 2 * ordered["BBB"]}
+    assert day3.dividends == 45 * 0.5  # shares held into the ex-date, not the ones bought on it
+    assert day3.cash == pytest.approx(day2.cash + fills["cash_change"].sum() + 22.5, rel=1e-12)
+    reconcile(warehouse, "paper", D3)
+
+
+def _tamper(warehouse: Warehouse, statement: sa.Executable) -> None:
+    with warehouse.engine.begin() as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture()
+def ledger(warehouse: Warehouse) -> Warehouse:
+    _run(warehouse, D1)
+    _run(warehouse, D2)
+    return warehouse
+
+
+def test_reconciliation_catches_a_tampered_fill_quantity(ledger: Warehouse) -> None:
+    aaa = fills_table.c.ticker == "AAA"
+    _tamper(ledger, sa.update(fills_table).where(aaa).values(quantity=46.0))
+    with pytest.raises(ReconciliationError, match=r"portfolio 'paper' on 2025-01-07: .*fill quantities differ"
+                                                  r".*AAA 46 vs 45.*AAA holds 45, fills give 46"):
+        reconcile(ledger, "paper", D2)
+
+
+def test_reconciliation_catches_a_deleted_order(ledger: Warehouse) -> None:
+    _tamper(ledger, sa.delete(orders_table).where(orders_table.c.order_id == order_id("paper", D1, "BBB")))
+    with pytest.raises(ReconciliationError, match=f"fills without an order: .*order {order_id('paper', D1, 'BBB')}"):
+        reconcile(ledger, "paper", D2)
+
+
+def test_reconciliation_catches_an_order_left_pending(ledger: Warehouse) -> None:
+    _tamper(ledger, sa.update(orders_table).where(orders_table.c.ticker == "AAA").values(status="pending"))
+    with pytest.raises(ReconciliationError, match="fills whose order is not marked filled"):
+        reconcile(ledger, "paper", D2)
+
+
+def test_reconciliation_catches_changed_cash(ledger: Warehouse) -> None:
+    row = (values_table.c.portfolio == "paper") & (values_table.c.date == D2.date())
+    _tamper(ledger, sa.update(values_table).where(row).values(cash=values_table.c.cash + 1.0))
+    with pytest.raises(ReconciliationError, match=r"but equity is .*cash moved .* but fills and dividends explain"):
+        reconcile(ledger, "paper", D2)
+    with pytest.raises(ReconciliationError, match="cash moved"):
+        _run(ledger, D3)  # the stage fails: the next day starts from the tampered cash
+
+
+def test_a_failure_mid_write_leaves_nothing_half_written(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(warehouse, D1)
+    before = _snapshot(warehouse)
+    upsert = warehouse.upsert
+
+    def failing(table: str, frame: pd.DataFrame, **kwargs: object) -> int:
+        if table == "positions":
+            raise RuntimeError("disk full")
+        return upsert(table, frame, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(warehouse, "upsert", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _run(warehouse, D2)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(warehouse.read(table), before[table])
+    monkeypatch.undo()
+    assert _run(warehouse, D2).n_fills == 2
