@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from bentley.analytics import technical as technical_lib
 from bentley.analytics.risk import returns_from_prices
 from bentley.trading import signals
 from bentley.trading.limits import Decision, Limits, apply_limits
+
+if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is called
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -191,3 +194,18 @@ def paper_sentence(returns: pd.Series, performance: pd.DataFrame, portfolio: str
         f"{values['cumulative_return']:+.2%} (Sharpe {values['sharpe_ratio']:.2f}, max drawdown "
         f"{values['max_drawdown']:.2%})."
     )
+
+
+def paper_chart(returns: pd.Series, benchmark: pd.Series, portfolio: str) -> Figure:
+    """Growth of 1 in the paper book against the benchmark over the booked sessions."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.plot((1 + returns.fillna(0)).cumprod(), label=f"paper portfolio '{portfolio}'", linewidth=1.4)
+    ax.plot((1 + benchmark.reindex(returns.index).fillna(0)).cumprod(), label=str(benchmark.name), color="black",
+            linewidth=1.0)
+    ax.set_title("Paper portfolio: growth of 1 since its first booked session")
+    ax.set_ylabel("Growth of 1")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
