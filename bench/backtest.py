@@ -19,9 +19,7 @@ Peak RSS is the process's (sample data included). JSON goes to stdout.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import resource
 import statistics
 import time
@@ -31,15 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.sample import machine, sample_prices
 from bentley.config import Costs, load_config
-from bentley.sources import FetchRequest
-from bentley.sources.sample import SampleMarketSource
 from bentley.trading.backtest import Market, run_backtest, sweep
 from bentley.trading.limits import Limits
 
 TARGET_BACKTEST_S = 5.0
 TARGET_SWEEP_S = 60.0
-LOGICAL_DATE = dt.date(2026, 11, 27)
 FAST, SLOW = 20, 100
 GRID: dict[str, list[float]] = {
     "fast": [5, 10, 15, 20, 25, 30, 35, 40, 45, 50],
@@ -48,10 +44,7 @@ GRID: dict[str, list[float]] = {
 
 
 def sample_market(tickers: int, years: int) -> Market:
-    source = SampleMarketSource(seed=42, n_tickers=tickers, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
-    start = LOGICAL_DATE.replace(year=LOGICAL_DATE.year - years)
-    prices = source.fetch("prices", FetchRequest(start, LOGICAL_DATE, tuple(source.available_tickers())))
-    return Market.from_prices(prices)
+    return Market.from_prices(sample_prices(tickers, years))
 
 
 def crossover_builder(market: Market) -> Callable[[Mapping[str, float]], pd.DataFrame]:
@@ -183,8 +176,7 @@ def bench_backtest(tickers: int = 500, years: int = 10, repeats: int = 3) -> dic
         "peak_rss_mb_after_data": round(rss_data, 1),
         "peak_rss_mb": round(rss_backtests, 1),
         "vectorbt": bench_vectorbt(market, targets, settings, repeats),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "pandas": pd.__version__, "numpy": np.__version__, "timing": "median of repeats"},
+        "machine": machine(),
     }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.sample import machine
 from bentley.analytics import risk
 
 TARGET_VECTORIZED_S = 5.0
@@ -158,8 +158,7 @@ def bench_risk(tickers: int = 500, years: int = 10, repeats: int = 3, loop_ticke
         },
         "speedup_vs_empyrical_loop": round(scaled_loop / vectorized, 1),
         "max_relative_difference_vs_empyrical": max_rel,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "pandas": pd.__version__, "numpy": np.__version__, "timing": "median of repeats"},
+        "machine": machine(),
     }
 
 

@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,13 @@ from pathlib import Path
 
 from bench.backtest import bench_backtest
 from bench.risk import bench_risk
+from bench.sample import END, machine, sample_prices
 from bench.train import bench_train
 from bench.upsert import bench_upserts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-LOGICAL_DATE = "2026-11-27"
+LOGICAL_DATE = END.isoformat()
 
 FEATURES_CHILD = """
 import json, resource, sys, time
@@ -84,13 +84,7 @@ def bench_pipeline(repeats: int) -> dict:
 
 
 def bench_features(repeats: int, tickers: int, years: int) -> dict:
-    from bentley.sources import FetchRequest
-    from bentley.sources.sample import SampleMarketSource
-
-    end = dt.date.fromisoformat(LOGICAL_DATE)
-    source = SampleMarketSource(seed=42, n_tickers=tickers, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
-    request = FetchRequest(end.replace(year=end.year - years), end, tuple(source.available_tickers()))
-    prices = source.fetch("prices", request)
+    prices = sample_prices(tickers, years)
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "prices.parquet"
@@ -122,7 +116,7 @@ def main() -> int:
     parser.add_argument("--years", type=int, default=10)
     args = parser.parse_args()
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "pipeline": bench_pipeline(args.repeats),
         "features": bench_features(args.repeats, args.tickers, args.years),

@@ -26,25 +26,20 @@ import sys
 import tempfile
 
 TARGET_SECONDS = 120.0
-LOGICAL_DATE = "2026-11-27"
 
 CHILD = """
-import datetime as dt, json, resource, sys, time
+import json, resource, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from bentley.config import load_config
 from bentley.features import compute_features
 from bentley.models import lifecycle, prediction
-from bentley.sources import FetchRequest
-from bentley.sources.sample import SampleMarketSource
+from bench.sample import sample_prices
 from bentley.tracking import ModelStore, tracking_uri
 
 tickers, years, outputs = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
 config = load_config()
-end = dt.date.fromisoformat(sys.argv[4])
-source = SampleMarketSource(seed=42, n_tickers=tickers, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
-request = FetchRequest(end.replace(year=end.year - years), end, tuple(source.available_tickers()))
-prices = source.fetch("prices", request)
+prices = sample_prices(tickers, years)
 features = compute_features(prices, config.features)
 rng = np.random.default_rng(7)
 news = features[["ticker", "date"]].sample(frac=1 / 3, random_state=7).reset_index(drop=True)
@@ -88,7 +83,7 @@ def bench_train(tickers: int, years: int, repeats: int) -> dict:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as outputs:
             child = subprocess.run(
-                [sys.executable, "-c", CHILD, str(tickers), str(years), outputs, LOGICAL_DATE],
+                [sys.executable, "-c", CHILD, str(tickers), str(years), outputs],
                 check=True, capture_output=True, text=True,
             )
         runs.append(json.loads(child.stdout.strip().splitlines()[-1]))

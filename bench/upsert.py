@@ -12,9 +12,7 @@ Target: >= 200k rows/s into SQLite for the first load.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,22 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `tests.servers` when run as a script
     sys.path.insert(0, str(ROOT))
 
-from bentley.sources.base import FetchRequest  # noqa: E402
-from bentley.sources.sample import SampleMarketSource  # noqa: E402
+from bench.sample import machine, sample_prices  # noqa: E402
 from bentley.warehouse import Warehouse  # noqa: E402
 from tests import servers  # noqa: E402
 
-END = dt.date(2026, 11, 27)
 DIALECTS = ("sqlite", "mariadb", "postgresql")
-
-
-def sample_prices(tickers: int = 500, years: int = 10, end: dt.date = END) -> pd.DataFrame:
-    """`tickers` sample names over the `years` ending `end`, plus the `source` column."""
-    source = SampleMarketSource(seed=42, n_tickers=tickers, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
-    start = end.replace(year=end.year - years) + dt.timedelta(days=1)
-    frame = source.fetch("prices", FetchRequest(start, end, tuple(source.available_tickers())))
-    frame["source"] = source.name
-    return frame
 
 
 def _time(fn) -> float:  # noqa: ANN001
@@ -119,8 +106,7 @@ def bench_upserts(tickers: int = 500, years: int = 10, repeats: int = 1,
         "target_sqlite_rows_per_s": 200_000,
         "sqlite_meets_target": results.get("sqlite", {}).get("first_rows_per_s", 0) >= 200_000,
         "dialects": results,
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "pandas": pd.__version__, "timing": "median of repeats"},
+        "machine": machine(),
     }
 
 

@@ -318,6 +318,18 @@ def decision_table(challenger: RegisteredVersion, champion: RegisteredVersion | 
 # --------------------------------------------------------------------------- predictions
 
 
+def champion_after(
+    store: ModelStore, ml: Any, before: RegisteredVersion | None, model_before: Any
+) -> tuple[RegisteredVersion | None, Any]:
+    """The champion after the decision and its model: the one loaded (and verified) before it, unless replaced."""
+    now = store.alias_version(ml.registered_model, registry.CHAMPION)
+    if now is None:
+        return None, None
+    if before is not None and now.version == before.version:
+        return now, model_before
+    return now, store.load(now)
+
+
 def latest_predictions(model: Any, champion: RegisteredVersion, data: TrainingData, ml: Any, run_id: str) -> pd.DataFrame:
     """The champion's P(up) for every row whose label is not known yet (the latest sessions)."""
     features = champion.tags[FEATURES_TAG].split(",")

@@ -132,3 +132,19 @@ def test_a_tampered_artifact_is_refused_before_loading(store, tmp_path):
     stored.write_bytes(stored.read_bytes() + b"\0")
     with pytest.raises(registry.ModelIntegrityError, match=r"direction v1: artifact SHA-256 .* does not match"):
         store.load(version)
+
+
+def test_champion_after_reuses_the_verified_model_unless_the_champion_changed(store):
+    from types import SimpleNamespace
+
+    from bentley.models import lifecycle
+
+    ml = SimpleNamespace(registered_model="direction")
+    model, x = _fitted(LogisticRegression(), 4)
+    first = _register(store, model, x, "logistic")
+    store.set_alias("direction", registry.CHAMPION, first.version)
+    kept_model = object()
+    champion, loaded = lifecycle.champion_after(store, ml, first, kept_model)
+    assert champion.version == first.version and loaded is kept_model
+    champion, loaded = lifecycle.champion_after(store, ml, None, None)  # promoted this run: load and verify
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
