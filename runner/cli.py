@@ -1,13 +1,17 @@
 """`python -m runner` / `bentley`: run the stage DAG and look at its runs.
 
-Exit codes: 0 success, 1 a stage failed, 2 a params, DAG or usage problem (nothing ran).
+Exit codes: 0 success, 1 a stage failed (or the run was stopped), 2 a params, DAG or usage
+problem (nothing ran), 3 another run holds the warehouse lease, 4 the lease was lost mid-run.
+`runner health` exits 0 healthy, 1 degraded, 2 down.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,8 +27,7 @@ from bentley.config import (
     project_root,
 )
 from runner.dag import DagError, build_dag
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from runner.outcomes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--logical-date", type=_date, help="as-of date YYYY-MM-DD (default: latest NYSE session)")
     run.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
     run.add_argument("--pipeline", type=Path, help="an alternative pipeline.yaml")
+    run.add_argument("--force", action="store_true", help="run every selected stage, even when up to date")
+
+    resume = verbs.add_parser("resume", help="rerun a run's failed, skipped and unfinished stages "
+                              "with the run's own params and logical date")
+    resume.add_argument("run_id")
+    resume.add_argument("--outputs", type=Path)
 
     status = verbs.add_parser("status", help="show a run's stages (default: the latest run)")
     status.add_argument("run_id", nargs="?")
@@ -53,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = verbs.add_parser("report", help="print the path of the latest run's index.html")
     report.add_argument("--outputs", type=Path)
+
+    from runner import health, schedule
+
+    schedule.add_arguments(verbs.add_parser(
+        "schedule", help="run the pipeline on its trigger (hourly in market hours by default), "
+        "with a health endpoint"))
+    health.add_arguments(verbs.add_parser(
+        "health", help="check warehouse, MLflow, lake, sources, disk, last run, freshness and scheduler"))
 
     retention = verbs.add_parser("retention", help="delete raw lake partitions, run folders and logs "
                                  "older than workflow.retention (relative to the logical date)")
@@ -70,11 +87,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         root = (args.root or project_root()).resolve()
-        handler = {"run": _run, "status": _status, "dag": _dag, "report": _report, "retention": _retention}[args.verb]
+        handler = {"run": _run, "resume": _resume, "status": _status, "dag": _dag, "report": _report,
+                   "retention": _retention, "schedule": _schedule, "health": _health}[args.verb]
         return handler(args, root, console)
     except (ParamsError, DagError) as exc:
         err.print(f"[red]error:[/] {exc}", markup=True)
         return EXIT_USAGE
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM or Ctrl-C: running stages finish, nothing new starts (a second Ctrl-C aborts)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"{signal.Signals(signum).name}: finishing the running stage(s), then stopping", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def _schedule(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner import schedule
+
+    return schedule.command(args, root, console)
+
+
+def _health(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner import health
+
+    return health.command(args, root, console)
+
+
+def _resume(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner.pipeline import PipelineRun, plan_resume
+
+    plan = plan_resume(root, outputs_dir(args.outputs, root), args.run_id)
+    return PipelineRun(plan, console, _stop_on_signals()).execute()
 
 
 def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
@@ -91,9 +143,10 @@ def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
         run_id=args.run_id,
         logical_date=args.logical_date,
         pipeline_file=args.pipeline.resolve() if args.pipeline else None,
+        force=args.force,
     )
     plan = plan_run(request)
-    return PipelineRun(plan, console).execute()
+    return PipelineRun(plan, console, _stop_on_signals()).execute()
 
 
 def _status(args: argparse.Namespace, root: Path, console: Console) -> int:
@@ -117,8 +170,8 @@ def _status(args: argparse.Namespace, root: Path, console: Console) -> int:
     for name, stage in manifest["stages"].items():
         duration = stage.get("duration_s")
         shown = f"{duration:6.1f} s" if isinstance(duration, (int, float)) else "        "
-        error = f"  {stage['error']}" if stage.get("error") else ""
-        console.print(f"  {name:<12} {stage['status']:<8} {shown}{error}")
+        note = stage.get("error") or stage.get("reason") or ""
+        console.print(f"  {name:<12} {stage['status']:<8} {shown}  {note}".rstrip())
     return EXIT_OK
 
 

@@ -7,7 +7,8 @@ clear line (exit 2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ class Stage:
     sections: tuple[str, ...]
     timeout_s: float
     retries: int
+    trigger: str = "all_success"  # all_done: runs even when an upstream failed (monitor)
+    cache: bool = True
+    cache_max_age_s: float | None = None
 
     @property
     def injected_parameters(self) -> tuple[str, ...]:
@@ -45,6 +49,9 @@ def build_dag(spec: PipelineSpec, root: Path, default_timeout_minutes: int, sour
             sections=tuple(s.sections),
             timeout_s=60.0 * (s.timeout_minutes or default_timeout_minutes),
             retries=s.retries,
+            trigger=s.trigger,
+            cache=s.cache,
+            cache_max_age_s=None if s.cache_max_age_minutes is None else 60.0 * s.cache_max_age_minutes,
         )
         for name, s in spec.stages.items()
     }
@@ -123,18 +130,19 @@ def _descendants(stages: Sequence[Stage], name: str) -> set[str]:
     return found
 
 
-def check_notebooks(stages: Sequence[Stage], root: Path) -> None:
-    """Every notebook exists, has a `parameters` cell, and declares what we inject."""
-    from papermill.inspection import inspect_notebook
+def check_notebooks(
+    stages: Sequence[Stage], root: Path, known: MutableMapping[str, list[str]] | None = None
+) -> None:
+    """Every notebook exists, has a `parameters` cell, and declares what we inject.
 
+    `known` maps a notebook file's SHA-256 to the parameters papermill found in it before,
+    so an unchanged notebook is not inspected again (importing papermill alone takes ~1 s).
+    """
     for stage in stages:
         shown = _relative(stage.notebook, root)
         if not stage.notebook.is_file():
             raise DagError(f"stage {stage.name!r}: notebook {shown} does not exist")
-        try:
-            declared = inspect_notebook(str(stage.notebook))
-        except (ValueError, OSError) as exc:
-            raise DagError(f"stage {stage.name!r}: cannot inspect {shown}: {exc}") from None
+        declared = _declared_parameters(stage, shown, known)
         if not declared:
             raise DagError(f"stage {stage.name!r}: {shown} has no cell tagged 'parameters'")
         undeclared = [p for p in stage.injected_parameters if p not in declared]
@@ -143,6 +151,21 @@ def check_notebooks(stages: Sequence[Stage], root: Path) -> None:
                 f"stage {stage.name!r}: {shown} does not declare injected parameter(s) "
                 f"{', '.join(undeclared)} in its parameters cell"
             )
+
+
+def _declared_parameters(stage: Stage, shown: str, known: MutableMapping[str, list[str]] | None) -> list[str]:
+    content = hashlib.sha256(stage.notebook.read_bytes()).hexdigest()
+    if known is not None and content in known:
+        return known[content]
+    from papermill.inspection import inspect_notebook
+
+    try:
+        declared = list(inspect_notebook(str(stage.notebook)))
+    except (ValueError, OSError) as exc:
+        raise DagError(f"stage {stage.name!r}: cannot inspect {shown}: {exc}") from None
+    if known is not None:
+        known[content] = declared
+    return declared
 
 
 def _relative(path: Path, root: Path) -> str:

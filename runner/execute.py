@@ -47,27 +47,84 @@ def resolve_kernel(preferred: str) -> str:
     return preferred if preferred in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+@dataclass(eq=False)  # identity semantics: the runner keeps live kernels in a set
+class Kernel:
+    """A started kernel: its manager, private socket folder and how long the start took."""
+
+    manager: Any
+    socket_dir: Path
+    start_s: float
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(getattr(self.manager, "provisioner", None), "process", None)
+        return getattr(process, "pid", None)
+
+    def kill(self) -> None:
+        """Kill the kernel's process group: the kernel and anything it started."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def shutdown(self) -> None:
+        """Stop the kernel and remove its sockets (papermill leaves a kernel it was handed running)."""
+        from jupyter_core.utils import run_sync
+
+        try:
+            if self.manager.has_kernel:
+                run_sync(self.manager.shutdown_kernel)(now=True)
+        finally:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def start_kernel(kernel_name: str, cwd: Path) -> Kernel:
+    """Start a kernel for a stage; the runner may do this before the stage's upstreams finish.
+
+    IPC sockets in a private folder: no TCP ports to race for, and kernels started at the
+    same time never share socket names.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    socket_dir = Path(tempfile.mkdtemp(prefix="bentley-kernel-"))
+    manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(socket_dir / "k"))
+    clock = time.perf_counter()
+    try:
+        # The kernel gets the report environment, and its process group is known from the first second.
+        run_sync(manager.start_kernel)(cwd=str(cwd), env=kernel_environment())
+    except BaseException:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
+    return Kernel(manager, socket_dir, time.perf_counter() - clock)
+
+
 def execute_stage(
     stage: Stage,
     output: Path,
     parameters: dict[str, Any],
     *,
+    kernel: Kernel,
     kernel_name: str,
     cwd: Path,
+    transient_errors: frozenset[str] = frozenset(),
 ) -> Attempt:
+    """Run the stage notebook in `kernel` (always shut down afterwards).
+
+    Transient failures, worth a retry: the kernel died, the stage timed out, or a cell
+    raised an exception whose class name is in `transient_errors` (a source's
+    TransientSourceError). Anything else is a code or data error and fails at once.
+    """
     import papermill
-    from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.utils import run_sync
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    # IPC sockets in a private folder: no TCP ports to race for, no plaintext-TCP warning, and
-    # kernels started at the same time never share socket names.
-    socket_dir = Path(tempfile.mkdtemp(prefix="bentley-kernel-"))
-    kernel = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(socket_dir / "k"))
     timed_out = threading.Event()
-    watchdog = threading.Timer(stage.timeout_s, _kill_kernel, args=(kernel, timed_out))
+    watchdog = threading.Timer(stage.timeout_s, _on_timeout, args=(kernel, timed_out))
     watchdog.daemon = True
     started = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
@@ -75,9 +132,6 @@ def execute_stage(
     transient = False
     watchdog.start()
     try:
-        # Started here rather than by papermill so the kernel gets the report environment and
-        # the watchdog knows its process group from the first second.
-        run_sync(kernel.start_kernel)(cwd=str(cwd), env=kernel_environment())
         papermill.execute_notebook(
             str(stage.notebook),
             str(output),
@@ -87,11 +141,11 @@ def execute_stage(
             log_output=False,
             cwd=str(cwd),
             execution_timeout=int(stage.timeout_s),
-            km=kernel,
+            km=kernel.manager,
         )
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {_first_line(exc.evalue)} (cell In [{exc.exec_count}])"
-        transient = timed_out.is_set()
+        transient = timed_out.is_set() or exc.ename in transient_errors
     except DeadKernelError as exc:
         transient = True
         error = (
@@ -104,8 +158,7 @@ def execute_stage(
         error = f"{type(exc).__name__}: {_first_line(str(exc))}"
     finally:
         watchdog.cancel()
-        _shutdown(kernel)
-        shutil.rmtree(socket_dir, ignore_errors=True)
+        kernel.shutdown()
     if timed_out.is_set() and error and not error.startswith("timed out"):
         error = f"timed out after {stage.timeout_s:.0f} s; kernel killed ({error})"
     duration = time.perf_counter() - clock
@@ -118,6 +171,18 @@ def execute_stage(
         error=error,
         transient=transient,
     )
+
+
+def transient_error_names() -> frozenset[str]:
+    """Class names of the exceptions sources declare transient (TransientSourceError and subclasses)."""
+    from bentley.sources.base import TransientSourceError
+
+    names, pending = set(), [TransientSourceError]
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return frozenset(names)
 
 
 def kernel_environment() -> dict[str, str]:
@@ -144,25 +209,9 @@ def cell_seconds(notebook: Path) -> float:
     return total
 
 
-def _shutdown(kernel: Any) -> None:
-    """Stop the kernel we started: papermill leaves a kernel it was handed running."""
-    from jupyter_core.utils import run_sync
-
-    if kernel.has_kernel:
-        run_sync(kernel.shutdown_kernel)(now=True)
-
-
-def _kill_kernel(kernel: Any, timed_out: threading.Event) -> None:
-    """Kill the kernel's process group: the kernel and anything it started."""
+def _on_timeout(kernel: Kernel, timed_out: threading.Event) -> None:
     timed_out.set()
-    process = getattr(getattr(kernel, "provisioner", None), "process", None)
-    pid = getattr(process, "pid", None)
-    if pid is None:
-        return
-    try:
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    kernel.kill()
 
 
 def _first_line(text: str) -> str:

@@ -1,34 +1,60 @@
-"""One pipeline run: plan, execute stages in order, record everything, render the index.
+"""One pipeline run: plan, execute the DAG, record everything, render the index.
 
 The order of side effects is deliberate: all checks (params, DAG, notebook parameters,
 data window) happen before the run folder exists, so a bad invocation leaves nothing
-behind. After each stage the manifest, the warehouse ledger, MLflow and the index pages
-are brought up to date, so a crash mid-run still leaves a readable record.
+behind. Then the run takes the warehouse lease (one active run at a time) and executes:
+
+- independent stages run at the same time, up to `runner.max_workers`, and the kernels of
+  stages about to become ready are started while their upstreams still compute;
+- a stage whose cache key and products are unchanged is skipped as up to date (runner.cache),
+  and the manifest says why every stage ran or was skipped;
+- transient failures are retried with capped exponential backoff and jitter;
+- SIGTERM (the `stop` event) lets running stages finish and starts nothing new.
+
+Only the main thread writes records (manifest, ledger, MLflow, index pages); worker threads
+execute notebooks and render their reports. After each stage the records are brought up to
+date, so a crash mid-run still leaves a readable record, and `runner resume` can finish it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import random
 import re
 import secrets
 import subprocess
+import threading
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from bentley import calendar, reporting
-from bentley.config import PARAMS_DIR, PIPELINE_FILE, Config, load_config, load_pipeline
-from bentley.lake import atomic_write_json, atomic_write_text, read_json
-from bentley.stage import read_results
-from bentley.tracking import PipelineTracker, display_uri, tracking_uri
+from bentley.config import (
+    PARAMS_DIR,
+    PIPELINE_FILE,
+    Config,
+    RetryPolicy,
+    load_config,
+    load_pipeline,
+)
+from bentley.lake import atomic_write_json, atomic_write_text, orphaned_temp_files, read_json
+from bentley.tracking import display_uri, tracking_uri
 from bentley.warehouse import Warehouse
+from runner import cache
 from runner.dag import DagError, Stage, build_dag, check_notebooks, select
-from runner.execute import Attempt, execute_stage, resolve_kernel
+from runner.lease import PIPELINE_LEASE, LeaseKeeper, holder_alive, new_holder
+from runner.outcomes import EXIT_BUSY, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, RUN_FINISHED
+from runner.outcomes import STAGE_DONE as DONE
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_NOTEBOOK_PARAMETERS = "cache/notebook_parameters.json"
 
 
 @dataclass
@@ -43,6 +69,8 @@ class RunRequest:
     run_id: str | None = None
     logical_date: dt.date | None = None
     pipeline_file: Path | None = None
+    force: bool = False  # run every selected stage, whatever the cache says
+    skip_if_done: bool = False  # the scheduler: a run id that already finished is not run again
 
 
 @dataclass
@@ -54,6 +82,8 @@ class Plan:
     stages: list[Stage]
     run_id: str
     logical_date: dt.date
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    resumed: bool = False
     run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,18 +93,73 @@ class Plan:
 def plan_run(request: RunRequest) -> Plan:
     """Validate params, DAG, notebooks and window; raise ParamsError/DagError on any problem."""
     config = load_config(request.profile, request.overrides, request.root)
-    pipeline_file = request.pipeline_file or request.root / PARAMS_DIR / PIPELINE_FILE
-    dag = build_dag(
-        load_pipeline(pipeline_file), request.root, config.workflow.max_execution_time_minutes, str(pipeline_file)
-    )
-    stages = select(dag, request.stages, request.start, request.stop)
-    check_notebooks(stages, request.root)
+    stages, retry, inspected = _stages(request, config)
     logical_date = request.logical_date or _default_logical_date(config)
     config.history.window(logical_date)  # a window that reads the future fails here
     run_id = request.run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
         raise DagError(f"run id {run_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    return Plan(request=request, config=config, stages=stages, run_id=run_id, logical_date=logical_date)
+    _remember_parameters(request, inspected)
+    return Plan(request=request, config=config, stages=stages, run_id=run_id, logical_date=logical_date, retry=retry)
+
+
+def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
+    """The stages of `run_id` that did not finish, with the run's own params and logical date.
+
+    The params are the resolved ones the run saved (`params.json`), so editing params/ after
+    a failure does not change what the resumed stages see.
+    """
+    run_dir = outputs / "runs" / run_id
+    try:
+        manifest = read_json(run_dir / "manifest.json")
+        saved = read_json(run_dir / "params.json")
+    except (OSError, ValueError):
+        raise DagError(f"no run {run_id!r} to resume under {outputs / 'runs'}") from None
+    unfinished = [name for name, stage in manifest["stages"].items() if stage["status"] not in DONE]
+    if not unfinished:
+        raise DagError(f"run {run_id} has nothing to resume: every stage finished")
+    request = RunRequest(
+        root=root, outputs=outputs, profile=manifest["profile"], overrides=tuple(manifest.get("overrides", ())),
+        stages=unfinished, run_id=run_id, logical_date=dt.date.fromisoformat(manifest["logical_date"]),
+        pipeline_file=Path(manifest["pipeline_file"]) if manifest.get("pipeline_file") else None,
+    )
+    config = Config.model_validate(saved)
+    stages, retry, inspected = _stages(request, config)
+    _remember_parameters(request, inspected)
+    return Plan(request=request, config=config, stages=stages, run_id=run_id,
+                logical_date=request.logical_date, retry=retry, resumed=True)  # type: ignore[arg-type]
+
+
+def _stages(
+    request: RunRequest, config: Config
+) -> tuple[list[Stage], RetryPolicy, dict[str, list[str]] | None]:
+    pipeline_file = request.pipeline_file or request.root / PARAMS_DIR / PIPELINE_FILE
+    spec = load_pipeline(pipeline_file)
+    dag = build_dag(spec, request.root, config.workflow.max_execution_time_minutes, str(pipeline_file))
+    stages = select(dag, request.stages, request.start, request.stop)
+    memo_file = request.outputs / _NOTEBOOK_PARAMETERS
+    known: dict[str, list[str]] = _read_memo(memo_file)
+    before = dict(known)
+    check_notebooks(stages, request.root, known)
+    return stages, spec.retry, (known if known != before else None)
+
+
+def _remember_parameters(request: RunRequest, known: dict[str, list[str]] | None) -> None:
+    """Keep what papermill found in each notebook, once every check passed (nothing is written before)."""
+    if known is not None:
+        atomic_write_json(request.outputs / _NOTEBOOK_PARAMETERS, known)
+
+
+def _read_memo(path: Path) -> dict[str, list[str]]:
+    try:
+        return dict(read_json(path)) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_pipeline(request: RunRequest, console: Console, stop: threading.Event | None = None) -> int:
+    """Plan and execute: the scheduler's entry point (ParamsError/DagError propagate)."""
+    return PipelineRun(plan_run(request), console, stop).execute()
 
 
 def new_run_id() -> str:
@@ -87,90 +172,362 @@ def _default_logical_date(config: Config) -> dt.date:
     return calendar.latest_closed_session(dt.datetime.now(dt.UTC), config.workflow.calendar)
 
 
+@dataclass
+class _Attempted:
+    """What a worker thread hands back: the attempt and where its files are."""
+
+    attempt: Any  # runner.execute.Attempt
+    notebook: Path
+    report: Path | None
+    report_error: str | None
+
+
 class PipelineRun:
     """Executes a plan and keeps manifest, ledger, MLflow and index pages in step."""
 
-    def __init__(self, plan: Plan, console: Console) -> None:
+    def __init__(self, plan: Plan, console: Console, stop: threading.Event | None = None) -> None:
         self.plan = plan
         self.console = console
         self.config = plan.config
         self.outputs = plan.request.outputs
+        self.stop = stop or threading.Event()
+        self.lost = threading.Event()
         self.warehouse = Warehouse.from_settings(self.config.warehouse.url, self.outputs)
-        uri = tracking_uri(self.config.tracking.uri, self.outputs)
-        self.tracker = PipelineTracker(uri, self.config.tracking.experiment, self.outputs)
-        self.manifest = self._initial_manifest(display_uri(uri))
+        self.holder = new_holder()
+        self.max_workers = self.config.runner.max_workers or os.cpu_count() or 1
+        self._tracker: Any = None
+        self._kernels: set[Any] = set()
+        self._kernels_lock = threading.Lock()
+        self._dirty = False
+        self.manifest: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     def execute(self) -> int:
         plan = self.plan
-        started = _now()
-        self.manifest.update(status="running", started_at=self.manifest.get("started_at") or started.isoformat())
-        parent = self.tracker.start_pipeline(
-            plan.run_id,
-            tags={"run_id": plan.run_id, "profile": plan.request.profile, "logical_date": str(plan.logical_date)},
-            params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
+        grant = self.warehouse.acquire_lease(
+            PIPELINE_LEASE, self.holder, plan.run_id, self.config.runner.lease_ttl_s, holder_alive=holder_alive
         )
-        self.manifest["mlflow"]["parent_run_id"] = parent
+        if not grant.acquired:
+            since = f" (heartbeat {grant.heartbeat_at:%H:%M:%S} UTC)" if grant.heartbeat_at else ""
+            who = f"run {grant.run_id} by {grant.holder}{since}" if grant.holder else "another runner"
+            self.console.print(f"[yellow]busy:[/] {who} holds the warehouse lease; run {plan.run_id} not started")
+            self.warehouse.dispose()
+            return EXIT_BUSY
+        keeper = LeaseKeeper(self.warehouse, self.holder, self.config.runner.lease_ttl_s,
+                             self.config.runner.heartbeat_s, self._on_lease_lost)
+        keeper.start()
+        try:
+            if plan.request.skip_if_done and self._already_finished():
+                self.console.print(f"run {plan.run_id} already finished; nothing to do")
+                return EXIT_OK
+            if grant.taken_over and grant.run_id:
+                self._mark_crashed(grant.run_id)
+            for orphan in orphaned_temp_files(self.outputs):
+                orphan.unlink(missing_ok=True)
+                self.console.print(f"removed {orphan}: a write interrupted by a crash")
+            return self._execute()
+        finally:
+            keeper.stop()
+            if not self.lost.is_set():
+                self.warehouse.release_lease(PIPELINE_LEASE, self.holder)
+            self.warehouse.dispose()
+
+    def _execute(self) -> int:
+        plan = self.plan
+        self.manifest = self._initial_manifest()
+        if not (plan.run_dir / "params.json").is_file():
+            atomic_write_json(plan.run_dir / "params.json", self.config.as_dict())
+        self.manifest.update(status="running", started_at=self.manifest.get("started_at") or _now().isoformat(),
+                             ended_at=None)
         self._save()
+        verb = "resuming" if plan.resumed else "run"
         self.console.print(
-            f"run [bold]{plan.run_id}[/] · logical date {plan.logical_date} · profile {plan.request.profile} "
-            f"· {len(plan.stages)} stage(s) · warehouse {self.warehouse.display_url}"
+            f"{verb} [bold]{plan.run_id}[/] · logical date {plan.logical_date} · profile {plan.request.profile} "
+            f"· {len(plan.stages)} stage(s) · {self.max_workers} worker(s) · warehouse {self.warehouse.display_url}"
         )
-        kernel_name = resolve_kernel(self.config.runner.kernel)
-        blocked: set[str] = set()
-        for stage in plan.stages:
-            if blocked & set(stage.upstream):
-                blocked.add(stage.name)
-                self._mark_skipped(stage)
-                continue
-            if not self._run_stage(stage, kernel_name):
-                blocked.add(stage.name)
+        self._run_dag()
+        if self.lost.is_set():
+            self.console.print(f"[red]lease lost:[/] {self.manifest.get('lease_lost')}; stopped without writing")
+            self._write_log()
+            return EXIT_LEASE_LOST
+        statuses = [s["status"] for s in self.manifest["stages"].values()]
         ended = _now()
-        failed = any(s["status"] == "failed" for s in self.manifest["stages"].values())
+        if "failed" in statuses:
+            status = "failed"
+        elif all(s in DONE for s in statuses):
+            status = "success"
+        else:
+            status = "interrupted"  # stopped (SIGTERM) before every stage ran: `runner resume` finishes it
         self.manifest.update(
-            status="failed" if failed else "success",
+            status=status,
             ended_at=ended.isoformat(),
             duration_s=(ended - dt.datetime.fromisoformat(self.manifest["started_at"])).total_seconds(),
+            alerts=self._active_alerts(),
         )
+        for alert in self.manifest["alerts"]:
+            colour = "red" if alert["severity"] == "critical" else "yellow"
+            text = escape(f"[{alert['severity']}] {alert['rule']} {alert['scope']}: {alert['message']}")
+            self.console.print(f"[{colour}]ALERT[/] {text}")
         self._save()
-        self.tracker.finish_pipeline(
-            self.manifest["status"],
-            metrics={"duration_s": self.manifest["duration_s"]},
-            artifacts=[plan.run_dir / "manifest.json", plan.run_dir / "index.html"],
-        )
-        self.warehouse.dispose()
-        index = plan.run_dir / "index.html"
-        colour = "red" if failed else "green"
+        if self._tracker is not None:
+            self._tracker.finish_pipeline(
+                status,
+                metrics={"duration_s": self.manifest["duration_s"]},
+                artifacts=[plan.run_dir / "manifest.json", plan.run_dir / "index.html"],
+            )
+        executed = sum(1 for s in statuses if s not in ("cached", "skipped"))
+        cached = statuses.count("cached")
+        colour = {"success": "green", "failed": "red"}.get(status, "yellow")
         self.console.print(
-            f"[{colour}]{self.manifest['status']}[/] in {self.manifest['duration_s']:.1f} s · report {index}"
+            f"[{colour}]{status}[/] in {self.manifest['duration_s']:.1f} s · {executed} ran, {cached} up to date "
+            f"· report {plan.run_dir / 'index.html'}"
         )
         self._write_log()
-        return 1 if failed else 0
+        return EXIT_OK if status == "success" else EXIT_FAILED
 
-    def _run_stage(self, stage: Stage, kernel_name: str) -> bool:
+    # ------------------------------------------------------------------ the DAG
+
+    def _run_dag(self) -> None:
         plan = self.plan
-        notebook_out = plan.run_dir / "notebooks" / f"{stage.name}.ipynb"
-        report = plan.run_dir / "reports" / f"{stage.name}.html"
-        parameters = self._parameters(stage)
-        attempt_no = 0
-        self.manifest["stages"][stage.name] = {"status": "running", "notebook": None, "report": None}
-        self._save()
-        while True:
-            attempt_no += 1
-            self.console.print(f"[blue]▶[/] {stage.name} started" + (f" (attempt {attempt_no})" if attempt_no > 1 else ""))
-            attempt = execute_stage(stage, notebook_out, parameters, kernel_name=kernel_name, cwd=stage.notebook.parent)
-            if attempt.status == "success" or not attempt.transient or attempt_no > stage.retries:
-                break
-            self._record_attempt(stage, attempt_no, attempt, notebook_out, None, None)
-            self.console.print(f"[yellow]↻[/] {stage.name} {attempt.error}; retrying")
-        if notebook_out.is_file():
+        from runner.execute import resolve_kernel, transient_error_names
+
+        selected = {s.name for s in plan.stages}
+        status = {s.name: "pending" for s in plan.stages}
+        entries = self._cache_entries()
+        fingerprints: dict[str, str | None] = {name: e.fingerprint for name, e in entries.items()}
+        keys = cache.KeyBuilder(plan.request.root, self.config)
+        kernel_name: str | None = None
+        transient: frozenset[str] = frozenset()
+        attempts: dict[str, int] = {}
+        running: dict[Future[_Attempted], Stage] = {}
+        prestarted: dict[str, Future[Any]] = {}
+        workers = ThreadPoolExecutor(self.max_workers, thread_name_prefix="stage")
+        starter = ThreadPoolExecutor(1, thread_name_prefix="kernel-start")
+
+        def upstream_state(stage: Stage) -> list[str]:
+            return [status[u] for u in stage.upstream if u in selected]
+
+        try:
+            while True:
+                for stage in plan.stages:
+                    if status[stage.name] != "pending":
+                        continue
+                    states = upstream_state(stage)
+                    if any(s in ("pending", "running") for s in states):
+                        continue
+                    if self.stop.is_set():
+                        status[stage.name] = "skipped"
+                        self._mark_skipped(stage, "not started: the run was stopped")
+                        self._discard_kernel(prestarted.pop(stage.name, None))
+                        continue
+                    blocked = [u for u in stage.upstream if u in selected and status[u] not in DONE]
+                    if blocked and stage.trigger == "all_success":
+                        status[stage.name] = "skipped"
+                        self._mark_skipped(stage, f"upstream {', '.join(blocked)} did not succeed")
+                        self._discard_kernel(prestarted.pop(stage.name, None))
+                        continue
+                    key = keys.key(stage, self._parameters(stage), {u: fingerprints.get(u) for u in stage.upstream})
+                    entry = entries.get(stage.name)
+                    decision = cache.decide(
+                        stage, key, entry, force=plan.request.force, now=_now(),
+                        missing_product=self._missing_product(entry) if entry and entry.key == key.key else None,
+                    )
+                    if not decision.run:
+                        status[stage.name] = "cached"
+                        self._mark_cached(stage, decision.reason, entry)  # type: ignore[arg-type]
+                        self._discard_kernel(prestarted.pop(stage.name, None))
+                        continue
+                    if len(running) >= self.max_workers:
+                        continue
+                    if kernel_name is None:
+                        kernel_name = resolve_kernel(self.config.runner.kernel)
+                        transient = transient_error_names()
+                    self._invalidate(stage.name)
+                    entries.pop(stage.name, None)
+                    fingerprints[stage.name] = None
+                    status[stage.name] = "running"
+                    attempts[stage.name] = 1
+                    self._mark_running(stage, decision.reason, key)
+                    self.console.print(f"[blue]▶[/] {stage.name} started: {decision.reason}")
+                    future = workers.submit(self._attempt, stage, kernel_name, transient, 0.0,
+                                            prestarted.pop(stage.name, None))
+                    running[future] = stage
+                self._flush()
+                if not running:
+                    break
+                if self.config.runner.prestart_kernels and kernel_name is not None and not self.stop.is_set():
+                    self._prestart(plan.stages, status, selected, prestarted, starter, kernel_name)
+                done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    stage = running.pop(future)
+                    result = future.result()
+                    attempt = result.attempt
+                    retry = (attempt.status != "success" and attempt.transient and not self.stop.is_set()
+                             and not self.lost.is_set() and attempts[stage.name] <= stage.retries)
+                    if retry:
+                        delay = backoff_delay(plan.retry, attempts[stage.name])
+                        self._record_attempt(stage, attempts[stage.name], result, None, retrying=True)
+                        self.console.print(f"[yellow]↻[/] {stage.name} {attempt.error}; retry in {delay:.1f} s")
+                        attempts[stage.name] += 1
+                        running[workers.submit(self._attempt, stage, kernel_name, transient, delay, None)] = stage
+                        continue
+                    if self.lost.is_set():
+                        status[stage.name] = "failed"
+                        continue
+                    status[stage.name] = attempt.status
+                    fingerprints[stage.name] = self._finish_stage(stage, attempts[stage.name], result)
+        finally:
+            for pending in prestarted.values():
+                self._discard_kernel(pending)
+            workers.shutdown(wait=True)
+            starter.shutdown(wait=True)
+
+    def _attempt(self, stage: Stage, kernel_name: str, transient: frozenset[str], delay: float,
+                 prestarted: Future[Any] | None) -> _Attempted:
+        """Worker thread: (wait out a backoff,) get a kernel, execute, render the report."""
+        from runner.execute import Attempt, execute_stage, start_kernel
+
+        notebook = self.plan.run_dir / "notebooks" / f"{stage.name}.ipynb"
+        if delay and self.stop.wait(delay):
+            now = _now()
+            return _Attempted(Attempt("failed", now, now, 0.0, 0.0, "not retried: the run was stopped"),
+                              notebook, None, None)
+        clock = _now()
+        try:
+            kernel = prestarted.result() if prestarted is not None else start_kernel(kernel_name, stage.notebook.parent)
+        except Exception as exc:  # noqa: BLE001 - a kernel that cannot start is a transient failure
+            now = _now()
+            failed = Attempt("failed", clock, now, (now - clock).total_seconds(), 0.0,
+                             f"kernel did not start: {type(exc).__name__}: {exc}", transient=True)
+            return _Attempted(failed, notebook, None, None)
+        waited = (_now() - clock).total_seconds()
+        with self._kernels_lock:
+            self._kernels.add(kernel)
+        try:
+            if self.lost.is_set():
+                kernel.shutdown()
+                now = _now()
+                return _Attempted(Attempt("failed", now, now, 0.0, 0.0, "lease lost"), notebook, None, None)
+            attempt = execute_stage(stage, notebook, self._parameters(stage), kernel=kernel,
+                                    kernel_name=kernel_name, cwd=stage.notebook.parent, transient_errors=transient)
+        finally:
+            with self._kernels_lock:
+                self._kernels.discard(kernel)
+        # The stage's wall time as the run sees it: kernel start (0 when it was started ahead) plus execution.
+        attempt.duration_s += waited
+        attempt.started_at = clock
+        report, report_error = None, None
+        if notebook.is_file() and not self.lost.is_set():
+            report = self.plan.run_dir / "reports" / f"{stage.name}.html"
             try:
-                reporting.export_html(notebook_out, report)
+                reporting.export_html(notebook, report)
             except Exception as exc:  # noqa: BLE001 - a broken report must not hide the stage outcome
-                self.console.print(f"[yellow]![/] {stage.name}: HTML report failed: {exc}")
+                report, report_error = None, str(exc)
+        return _Attempted(attempt, notebook, report, report_error)
+
+    def _prestart(self, stages: list[Stage], status: dict[str, str], selected: set[str],
+                  prestarted: dict[str, Future[Any]], starter: ThreadPoolExecutor, kernel_name: str) -> None:
+        """Start kernels for stages whose upstreams are all running or done (at least one running)."""
+        from runner.execute import start_kernel
+
+        idle = sum(1 for name in prestarted if status[name] == "pending")
+        for stage in stages:
+            if idle >= self.max_workers:
+                return
+            if status[stage.name] != "pending" or stage.name in prestarted:
+                continue
+            states = [status[u] for u in stage.upstream if u in selected]
+            if "running" in states and all(s in ("running", *DONE) for s in states):
+                prestarted[stage.name] = starter.submit(start_kernel, kernel_name, stage.notebook.parent)
+                idle += 1
+
+    @staticmethod
+    def _discard_kernel(pending: Future[Any] | None) -> None:
+        """Shut down a kernel started ahead for a stage that will not execute after all."""
+        if pending is not None:
+            pending.add_done_callback(lambda f: f.exception() is None and f.result().shutdown())
+
+    def _on_lease_lost(self, reason: str) -> None:
+        """The heartbeat thread: someone else owns the run now. Stop writing, kill our kernels."""
+        self.manifest["lease_lost"] = reason
+        self.lost.set()
+        self.stop.set()
+        with self._kernels_lock:
+            for kernel in list(self._kernels):
+                kernel.kill()
+
+    # ------------------------------------------------------------------ cache
+
+    def _cache_entries(self) -> dict[str, cache.CacheEntry]:
+        frame = self.warehouse.read("stage_cache")
+        entries = {}
+        for row in frame.to_dict("records"):
+            entries[row["stage"]] = cache.CacheEntry(
+                stage=row["stage"], key=row["cache_key"], fingerprint=row["fingerprint"],
+                components=json.loads(row["components"]), products=json.loads(row["products"]),
+                run_id=row["run_id"], updated_at=row["updated_at"].to_pydatetime(),
+            )
+        return entries
+
+    def _missing_product(self, entry: cache.CacheEntry) -> str | None:
+        """The first product of the entry that is gone (a dropped table, an emptied partition)."""
+        for product, written in entry.products.items():
+            kind, _, name = product.partition(":")
+            if kind == "table" and written.get("rows") and not self.warehouse.has_rows(name):
+                return f"table {name} is empty or missing"
+            if kind == "lake" and not any((self.outputs / "lake" / name).glob("*.parquet")):
+                return f"lake partition {name} has no files"
+        return None
+
+    def _invalidate(self, stage: str) -> None:
+        """A stage about to run changes its products: its old entry no longer describes them."""
+        self.warehouse.delete_where("stage_cache", stage=stage)
+
+    def _store_entry(self, stage: Stage, results: dict[str, Any]) -> str:
+        products = results.get("products", {})
+        fingerprint = cache.products_fingerprint(products)
+        key = self.manifest["stages"][stage.name].pop("_key")
+        self.warehouse.upsert("stage_cache", _frame([{
+            "stage": stage.name, "cache_key": key.key, "fingerprint": fingerprint,
+            "components": json.dumps(key.components, sort_keys=True), "products": json.dumps(products, sort_keys=True),
+            "run_id": self.plan.run_id, "updated_at": _now(),
+        }]))
+        return fingerprint
+
+    # ------------------------------------------------------------------ records
+
+    def _tracker_started(self) -> Any:
+        """MLflow's parent run, created when the first stage executes (a run of cached stages logs nothing)."""
+        if self._tracker is None:
+            from bentley.tracking import PipelineTracker
+
+            plan = self.plan
+            uri = tracking_uri(self.config.tracking.uri, self.outputs)
+            self._tracker = PipelineTracker(uri, self.config.tracking.experiment, self.outputs)
+            self.manifest["mlflow"]["experiment_id"] = self._tracker.experiment_id
+            parent = self.manifest["mlflow"].get("parent_run_id")
+            if parent and plan.resumed:
+                self._tracker.parent_run_id = parent
+            else:
+                self.manifest["mlflow"]["parent_run_id"] = self._tracker.start_pipeline(
+                    plan.run_id,
+                    tags={"run_id": plan.run_id, "profile": plan.request.profile,
+                          "logical_date": str(plan.logical_date)},
+                    params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
+                )
+        return self._tracker
+
+    def _finish_stage(self, stage: Stage, attempt_no: int, result: _Attempted) -> str | None:
+        """Log the final attempt to MLflow and the ledger; store the cache entry on success."""
+        from bentley.stage import read_results
+
+        plan = self.plan
+        attempt = result.attempt
+        if result.report_error:
+            self.console.print(f"[yellow]![/] {stage.name}: HTML report failed: {result.report_error}")
         results = read_results(plan.run_dir, stage.name)
-        mlflow_run = self.tracker.log_stage(
+        mlflow_run = self._tracker_started().log_stage(
             stage.name,
             status=attempt.status,
             start_ms=int(attempt.started_at.timestamp() * 1000),
@@ -180,20 +537,20 @@ class PipelineRun:
             metrics={**results.get("metrics", {}), "duration_s": attempt.duration_s,
                      "overhead_s": attempt.overhead_s, "attempts": attempt_no},
             tags={"run_id": plan.run_id, "status": attempt.status},
-            artifacts=[notebook_out, report, *map(Path, results.get("artifacts", []))],
+            artifacts=[p for p in (result.notebook, result.report) if p] + list(map(Path, results.get("artifacts", []))),
         )
-        self._record_attempt(stage, attempt_no, attempt, notebook_out, report, mlflow_run)
+        self._record_attempt(stage, attempt_no, result, mlflow_run)
         if attempt.status == "success":
+            fingerprint = self._store_entry(stage, results)
             self.console.print(
                 f"[green]✔[/] {stage.name} {attempt.duration_s:.1f} s "
                 f"(cells {attempt.cell_time_s:.1f} s, overhead {attempt.overhead_s:.1f} s)"
             )
-            return True
+            return fingerprint
+        self.manifest["stages"][stage.name].pop("_key", None)
         self.console.print(f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {attempt.error}")
-        self.console.print(f"  notebook: {notebook_out}")
-        return False
-
-    # ------------------------------------------------------------------ records
+        self.console.print(f"  notebook: {result.notebook}")
+        return None
 
     def _write_log(self) -> None:
         """The terminal lines of this run, kept as `outputs/logs/<run_id>.log` (retention prunes)."""
@@ -212,13 +569,20 @@ class PipelineRun:
         values.update({name: self.config.section(name) for name in stage.sections})
         return values
 
-    def _record_attempt(
-        self, stage: Stage, attempt_no: int, attempt: Attempt, notebook: Path, report: Path | None,
-        mlflow_run: str | None,
-    ) -> None:
+    def _mark_running(self, stage: Stage, reason: str, key: cache.StageKey) -> None:
+        self.manifest["stages"][stage.name] = {"status": "running", "reason": reason, "notebook": None,
+                                               "report": None, "_key": key}
+        self._dirty = True
+
+    def _record_attempt(self, stage: Stage, attempt_no: int, result: _Attempted, mlflow_run: str | None,
+                        *, retrying: bool = False) -> None:
+        if self.lost.is_set():
+            return
         run_dir = self.plan.run_dir
-        entry = {
-            "status": attempt.status,
+        attempt, notebook, report = result.attempt, result.notebook, result.report
+        entry = self.manifest["stages"][stage.name]
+        entry.update({
+            "status": "retrying" if retrying else attempt.status,
             "attempts": attempt_no,
             "started_at": attempt.started_at.isoformat(),
             "ended_at": attempt.ended_at.isoformat(),
@@ -229,8 +593,7 @@ class PipelineRun:
             "report": str(report.relative_to(run_dir)) if report and report.is_file() else None,
             "mlflow_run_id": mlflow_run,
             "error": attempt.error,
-        }
-        self.manifest["stages"][stage.name] = entry
+        })
         self.warehouse.upsert(
             "stage_runs",
             _frame([{
@@ -244,47 +607,81 @@ class PipelineRun:
         )
         self._save()
 
-    def _mark_skipped(self, stage: Stage) -> None:
-        self.manifest["stages"][stage.name] = {
-            "status": "skipped", "error": "an upstream stage failed", "notebook": None, "report": None,
-        }
+    def _mark_skipped(self, stage: Stage, reason: str) -> None:
+        self._mark_not_run(stage, "skipped", reason, None)
+        self.console.print(f"[yellow]↷[/] {stage.name} skipped: {reason}")
+
+    def _mark_cached(self, stage: Stage, reason: str, entry: cache.CacheEntry) -> None:
+        self._mark_not_run(stage, "cached", reason, entry.run_id)
+        self.console.print(f"[dim]=[/] {stage.name} {reason}")
+
+    def _mark_not_run(self, stage: Stage, status: str, reason: str, from_run: str | None) -> None:
+        if self.lost.is_set():
+            return
+        entry: dict[str, Any] = {"status": status, "reason": reason, "notebook": None, "report": None}
+        if from_run:
+            # The report that produced the reused results, relative to this run's folder.
+            previous = self.outputs / "runs" / from_run / "reports" / f"{stage.name}.html"
+            entry.update(from_run=from_run,
+                         report=f"../{from_run}/reports/{stage.name}.html" if previous.is_file() else None)
+        self.manifest["stages"][stage.name] = entry
         now = _now()
         self.warehouse.upsert(
             "stage_runs",
-            _frame([{"run_id": self.plan.run_id, "stage": stage.name, "attempt": 1, "status": "skipped",
+            _frame([{"run_id": self.plan.run_id, "stage": stage.name, "attempt": 1, "status": status,
                      "started_at": now, "ended_at": now, "duration_s": 0.0, "cell_time_s": 0.0,
-                     "error": "an upstream stage failed"}]),
+                     "error": None if status == "cached" else reason}]),
         )
-        self.console.print(f"[yellow]↷[/] {stage.name} skipped: an upstream stage failed")
-        self._save()
+        self._dirty = True
 
-    def _initial_manifest(self, tracking: str) -> dict[str, Any]:
-        """A new manifest, or the existing one when a run id is reused (stage by stage runs)."""
+    def _flush(self) -> None:
+        if self._dirty:
+            self._save()
+
+    def _initial_manifest(self) -> dict[str, Any]:
+        """A new manifest, or the existing one when a run id is reused or resumed."""
         plan = self.plan
         path = plan.run_dir / "manifest.json"
         manifest: dict[str, Any] = read_json(path) if path.is_file() else {"stages": {}}
         sha, dirty = _git_state(plan.request.root)
+        uri = tracking_uri(self.config.tracking.uri, self.outputs)
+        request = plan.request
         manifest.update(
             run_id=plan.run_id,
-            profile=plan.request.profile,
+            profile=request.profile,
+            overrides=list(request.overrides),
+            pipeline_file=str(request.pipeline_file) if request.pipeline_file else None,
             logical_date=plan.logical_date.isoformat(),
             params_hash=self.config.params_hash(),
             git_sha=sha,
             git_dirty=dirty,
             outputs=str(self.outputs),
-            mlflow={"tracking_uri": tracking, "experiment_id": self.tracker.experiment_id,
-                    "experiment": self.config.tracking.experiment},
+            force=request.force,
+            max_workers=self.max_workers,
         )
+        mlflow = manifest.setdefault("mlflow", {})
+        mlflow.update(tracking_uri=display_uri(uri), experiment=self.config.tracking.experiment)
+        mlflow.setdefault("experiment_id", None)
+        mlflow.setdefault("parent_run_id", None)
+        if plan.resumed:
+            manifest.setdefault("resumes", []).append(_now().isoformat())
         manifest.setdefault("started_at", None)
+        manifest.pop("lease_lost", None)
         for stage in plan.stages:
             manifest["stages"][stage.name] = {"status": "pending", "notebook": None, "report": None}
         return manifest
 
     def _save(self) -> None:
         """Manifest, ledger row and index pages, all brought up to date together."""
+        if self.lost.is_set():
+            return
         plan = self.plan
-        atomic_write_json(plan.run_dir / "manifest.json", self.manifest)
-        m = self.manifest
+        stored = {**self.manifest, "stages": {
+            name: {k: v for k, v in stage.items() if not k.startswith("_")}
+            for name, stage in self.manifest["stages"].items()
+        }}
+        atomic_write_json(plan.run_dir / "manifest.json", stored)
+        m = stored
         self.warehouse.upsert(
             "pipeline_runs",
             _frame([{
@@ -295,6 +692,41 @@ class PipelineRun:
             }]),
         )
         reporting.write_index_pages(self.outputs, m, all_manifests(self.outputs))
+        self._dirty = False
+
+    def _already_finished(self) -> bool:
+        done = self.warehouse.read("pipeline_runs", where={"run_id": self.plan.run_id})
+        return not done.empty and done["status"].iloc[0] in RUN_FINISHED
+
+    def _mark_crashed(self, run_id: str) -> None:
+        """The run whose lapsed lease we took: it died mid-way. Say so in its ledger and manifest."""
+        path = self.outputs / "runs" / run_id / "manifest.json"
+        if path.is_file():
+            manifest = read_json(path)
+            if manifest.get("status") == "running":
+                manifest["status"] = "crashed"
+                for stage in manifest["stages"].values():
+                    if stage["status"] in ("running", "retrying"):
+                        stage.update(status="crashed", error="the runner stopped without finishing this stage")
+                atomic_write_json(path, manifest)
+        self.warehouse.update_where("pipeline_runs", {"run_id": run_id, "status": "running"}, status="crashed")
+        self.console.print(f"[yellow]![/] run {run_id} held a lapsed lease: marked crashed "
+                           f"(`runner resume {run_id}` finishes it)")
+
+    def _active_alerts(self) -> list[dict[str, Any]]:
+        """Alerts the monitor stage left active, for the index banner and the log."""
+        frame = self.warehouse.read("alerts", where={"status": "active"})
+        if frame.empty:
+            return []
+        frame = frame.sort_values(["severity", "first_seen_at"])
+        return [{"rule": r.rule, "severity": r.severity, "scope": r.scope, "message": r.message,
+                 "since": str(r.first_seen_at)[:19]} for r in frame.itertuples()]
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
+    """Capped exponential backoff with equal jitter: half fixed, half random."""
+    capped = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
+    return capped / 2 + (rng or random).uniform(0, capped / 2)
 
 
 def all_manifests(outputs: Path) -> list[dict[str, Any]]:

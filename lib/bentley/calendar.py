@@ -57,6 +57,21 @@ def is_session(day: dt.date | str, calendar: str = DEFAULT_CALENDAR) -> bool:
     return bool(_calendar(calendar).is_session(pd.Timestamp(day)))
 
 
+def session_hours(day: dt.date | str, calendar_name: str = DEFAULT_CALENDAR) -> tuple[dt.datetime, dt.datetime] | None:
+    """(open, close) of the session on `day` as tz-aware UTC datetimes; None when `day` is no session.
+
+    The exchange's own hours for that date, so early closes (13:00 New York on half days) and
+    any DST change are already in them. The scheduler intersects these with
+    `workflow.market_hours` to get the window its ticks may fire in.
+    """
+    cal = _calendar(calendar_name)
+    session = pd.Timestamp(day)
+    if not cal.is_session(session):
+        return None
+    opens, closes = cal.session_open(session), cal.session_close(session)
+    return opens.tz_convert("UTC").to_pydatetime(), closes.tz_convert("UTC").to_pydatetime()
+
+
 def latest_closed_session(now: dt.datetime, calendar: str = DEFAULT_CALENDAR) -> dt.date:
     """The last session whose close has passed at `now` (timezone-aware): a run's default
     as-of date, so a run started mid-session never treats today's partial bar as final."""

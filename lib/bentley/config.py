@@ -35,6 +35,8 @@ from pydantic import (
 
 PARAMS_DIR = "params"
 PIPELINE_FILE = "pipeline.yaml"
+#: PyYAML's safe loader, in C when libyaml is available (reading params is on every run's path).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ParamsError(Exception):
@@ -476,8 +478,93 @@ class Tracking(Section):
 
 
 class Runner(Section):
+    """How `runner run` executes the DAG; retries and per-stage limits live in pipeline.yaml."""
+
     kernel: str
     progress: bool
+    max_workers: PositiveInt | None  # stages at once; null: the machine's core count
+    prestart_kernels: bool  # start a stage's kernel while its upstreams still compute
+    lease_ttl_s: PositiveFloat  # a run's warehouse lease lapses this long after its last heartbeat
+    heartbeat_s: PositiveFloat  # how often the lease is renewed
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_ttl(self) -> Runner:
+        if self.heartbeat_s * 2 > self.lease_ttl_s:
+            raise ValueError(
+                f"heartbeat_s {self.heartbeat_s} must be at most half of lease_ttl_s {self.lease_ttl_s}, "
+                "or one late heartbeat loses the lease"
+            )
+        return self
+
+
+class Schedule(Section):
+    """`runner schedule`: fire times on the exchange calendar, in workflow.timezone.
+
+    Ticks fall on midnight + offset_minutes + k * every_minutes, local time, and only inside
+    each session's trading hours (the intersection of workflow.market_hours with the calendar's
+    open and close, so early closes are honoured).
+    """
+
+    every_minutes: Annotated[int, Field(ge=1, le=1440)]
+    offset_minutes: Annotated[int, Field(ge=0, lt=1440)]
+    sessions_only: bool  # false: every day, around the clock
+    catch_up: Literal["none", "latest", "all"]  # ticks missed while the scheduler was down
+    max_catch_up: PositiveInt  # `all` runs at most this many missed ticks, the latest ones
+    heartbeat_s: PositiveFloat  # the scheduler's own heartbeat row, read by `runner health`
+    health_port: Annotated[int, Field(ge=0, le=65535)]  # 127.0.0.1:<port>/health; 0: any free port
+
+
+AlertRuleName = Literal[
+    "pipeline_failures",
+    "model_degradation",
+    "trading_loss",
+    "resource_use",
+    "data_delay",
+    "stage_slow",
+    "retraining_required",
+    "disk_use",
+]
+#: Rules whose threshold is a setting that already exists elsewhere: one default, one place.
+LINKED_THRESHOLDS: dict[str, str] = {
+    "pipeline_failures": "workflow.alert_after_failures",
+    "model_degradation": "ml.monitoring.max_degradation",
+    "trading_loss": "trade.limits.daily_loss_limit",
+    "data_delay": "workflow.data_freshness_minutes",
+}
+
+
+class AlertRule(Section):
+    severity: Literal["critical", "warning"]
+    enabled: bool
+    threshold: float | None = None  # null for linked rules and for retraining_required
+
+
+class Webhook(Section):
+    """Alerts are POSTed as JSON to the URL in environment variable `url_env` (URLs carry tokens)."""
+
+    url_env: str
+    timeout_s: PositiveFloat
+    max_attempts: PositiveInt
+    backoff_s: Annotated[float, Field(ge=0)]
+
+
+class Monitor(Section):
+    """The monitor stage: KPIs, alert rules and where alerts go."""
+
+    baseline_runs: Annotated[int, Field(ge=2)]  # stage durations are compared with this many runs' median
+    renotify_minutes: PositiveInt  # an alert still active is sent again after this long
+    rules: dict[AlertRuleName, AlertRule]
+    webhook: Webhook
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> Monitor:
+        for name, rule in self.rules.items():
+            linked = LINKED_THRESHOLDS.get(name)
+            if linked and rule.threshold is not None:
+                raise ValueError(f"rules.{name}.threshold: this rule uses {linked}; set it there")
+            if not linked and name != "retraining_required" and rule.threshold is None:
+                raise ValueError(f"rules.{name}.threshold is required")
+        return self
 
 
 class Config(Section):
@@ -499,6 +586,8 @@ class Config(Section):
     warehouse: Warehouse
     tracking: Tracking
     runner: Runner
+    schedule: Schedule
+    monitor: Monitor
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-able data: what the runner injects into a notebook."""
@@ -532,7 +621,11 @@ class StageSpec(Section):
     upstream: list[str]
     sections: list[str]  # params sections injected as notebook parameters of the same name
     timeout_minutes: PositiveFloat | None  # null: workflow.max_execution_time_minutes
-    retries: Annotated[int, Field(ge=0)]  # extra attempts after the kernel dies
+    retries: Annotated[int, Field(ge=0)]  # extra attempts after a transient failure
+    # all_success: skipped when an upstream failed; all_done: runs once upstreams finished either way
+    trigger: Literal["all_success", "all_done"] = "all_success"
+    cache: bool = True  # false: always runs (never skipped as up to date)
+    cache_max_age_minutes: PositiveFloat | None = None  # results that go stale with time (monitor)
 
     @field_validator("sections")
     @classmethod
@@ -543,7 +636,15 @@ class StageSpec(Section):
         return value
 
 
+class RetryPolicy(Section):
+    """Delay before retry n: min(backoff_max_s, backoff_base_s * 2**(n-1)), half of it random."""
+
+    backoff_base_s: Annotated[float, Field(ge=0)] = 2.0
+    backoff_max_s: Annotated[float, Field(ge=0)] = 60.0
+
+
 class PipelineSpec(Section):
+    retry: RetryPolicy = RetryPolicy()
     stages: dict[str, StageSpec]
 
 
@@ -627,8 +728,8 @@ def read_layer(path: Path) -> Layer:
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        values = yaml.safe_load(text)
-        node = yaml.compose(text)
+        values = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader (libyaml's when built)
+        node = yaml.compose(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def orphaned_temp_files(folder: Path) -> Iterator[Path]:
+    """Temp files our atomic writes leave only when the writer was killed mid-write.
+
+    Only meaningful while holding the run lease: then no other writer can own one.
+    """
+    if folder.is_dir():
+        yield from (p for p in folder.rglob(".*.tmp") if p.is_file())
+
+
 def remove_path(path: Path) -> None:
     """Delete a file or a folder tree (retention); a missing path is already gone."""
     if path.is_dir() and not path.is_symlink():
@@ -75,6 +85,8 @@ class Lake:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        #: Called with (partition folder, frame) after each raw write: stages fingerprint what they wrote.
+        self.on_write: Callable[[Path, pd.DataFrame], None] | None = None
 
     def partition(self, source: str, dataset: str, ingest_date: dt.date) -> Path:
         for label, value in (("source", source), ("dataset", dataset)):
@@ -99,6 +111,8 @@ class Lake:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if self.on_write is not None:
+            self.on_write(path.parent, frame)
         return path
 
     def raw_partitions(self) -> list[Partition]:

@@ -106,7 +106,10 @@ _PAGE = """<!doctype html>
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse} th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}
 .success{color:#1a7f37} .failed{color:#cf222e;font-weight:bold} .skipped{color:#8a6d00}
-.running{color:#0969da} .banner{background:#ffebe9;border:1px solid #cf222e;padding:8px 12px;border-radius:4px}
+.running{color:#0969da} .cached{color:#57606a} .interrupted,.crashed{color:#8a6d00;font-weight:bold}
+.banner{background:#ffebe9;border:1px solid #cf222e;padding:8px 12px;border-radius:4px}
+.alerts{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:4px}
+.alerts .critical{color:#cf222e;font-weight:bold}
 </style></head><body>
 __BODY__
 </body></html>
@@ -130,6 +133,17 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
     if manifest["status"] == "failed":
         failed = [name for name, s in manifest["stages"].items() if s["status"] == "failed"]
         parts.append(f"<p class='banner'>This run failed in stage {esc(', '.join(failed))}.</p>")
+    elif manifest["status"] in ("interrupted", "crashed"):
+        parts.append(f"<p class='banner'>This run was {esc(manifest['status'])} before every stage finished; "
+                     f"<code>runner resume {esc(run_id)}</code> finishes it.</p>")
+    alerts = manifest.get("alerts") or []
+    if alerts:
+        items = "".join(
+            f"<li><span class='{esc(a['severity'])}'>{esc(a['severity'])}</span> {esc(a['rule'])} "
+            f"({esc(a['scope'])}): {esc(a['message'])} <small>since {esc(a['since'])} UTC</small></li>"
+            for a in alerts
+        )
+        parts.append(f"<div class='alerts'><b>{len(alerts)} active alert(s)</b><ul>{items}</ul></div>")
     facts = {
         "Status": manifest["status"],
         "Logical date": manifest["logical_date"],
@@ -142,7 +156,8 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
     }
     parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts.items()) + "</table>")
     parts.append("<h2>Stages</h2><table><tr><th>Stage</th><th>Status</th><th>Duration</th>"
-                 "<th>Overhead</th><th>Report</th><th>Notebook</th><th>MLflow</th><th>Error</th></tr>")
+                 "<th>Overhead</th><th>Report</th><th>Notebook</th><th>MLflow</th><th>Why it ran or not</th>"
+                 "<th>Error</th></tr>")
     for name, stage in manifest["stages"].items():
         status = stage["status"]
         report = stage.get("report")
@@ -159,7 +174,7 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
             f"<tr><td>{esc(name)}</td><td class='{esc(status)}'>{esc(status)}</td>"
             f"<td>{_fmt_seconds(stage.get('duration_s'))}</td><td>{_fmt_seconds(stage.get('overhead_s'))}</td>"
             f"<td>{report_link}</td><td>{notebook_link}</td><td>{mlflow_link}</td>"
-            f"<td>{esc(stage.get('error') or '')}</td></tr>"
+            f"<td>{esc(stage.get('reason') or '')}</td><td>{esc(stage.get('error') or '')}</td></tr>"
         )
     parts.append("</table><p><a href='../../index.html'>All runs</a></p>")
     return _page(f"Bentley run {run_id}", "\n".join(parts))

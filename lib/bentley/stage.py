@@ -11,6 +11,7 @@ small JSON file in the run folder, so kernels never import MLflow just to log a 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class StageContext:
     interactive: bool
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    #: What this stage wrote: `table:<name>` or `lake:<path>` -> rows and an order-free content
+    #: digest. The runner fingerprints the stage's products with it (content-hash caching).
+    products: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -48,13 +52,17 @@ class StageContext:
 
     @cached_property
     def lake(self) -> Lake:
-        return Lake(self.outputs / "lake")
+        lake = Lake(self.outputs / "lake")
+        lake.on_write = lambda path, frame: self._record_product(f"lake:{path.relative_to(lake.root)}", frame)
+        return lake
 
     @cached_property
     def warehouse(self):  # noqa: ANN201 - imported lazily: SQLAlchemy only where a stage needs it
         from bentley.warehouse import Warehouse
 
-        return Warehouse.from_settings(self.params.warehouse.url, self.outputs)
+        warehouse = Warehouse.from_settings(self.params.warehouse.url, self.outputs)
+        warehouse.on_write = lambda table, frame: self._record_product(f"table:{table}", frame)
+        return warehouse
 
     def resolved_params(self) -> dict[str, Any]:
         """The stage's params sections as plain data: what a model run logs as its config."""
@@ -95,8 +103,18 @@ class StageContext:
         self._write_results()
         return path
 
+    def _record_product(self, product: str, frame: Any) -> None:
+        """Fold one written frame into the product's digest (a sum of row hashes: order-free)."""
+        written = self.products.setdefault(product, {"rows": 0, "digest": 0})
+        written["rows"] += len(frame)
+        written["digest"] = (written["digest"] + frame_digest(frame)) % 2**64
+        self._write_results()
+
     def _write_results(self) -> None:
-        atomic_write_json(self.results_file, {"stage": self.stage, "metrics": self.metrics, "artifacts": self.artifacts})
+        atomic_write_json(
+            self.results_file,
+            {"stage": self.stage, "metrics": self.metrics, "artifacts": self.artifacts, "products": self.products},
+        )
 
     def describe_sources(self) -> str:
         """`market: sample · news: sample · ...` for report headers."""
@@ -170,7 +188,19 @@ def _describe(sources: Any) -> str:
     return " · ".join(f"{name}: {kind}" for name, kind in _kinds(sources).items())
 
 
+def frame_digest(frame: Any) -> int:
+    """Content digest of a table, independent of row and column order (64 bits)."""
+    import pandas as pd
+
+    ordered = frame[sorted(map(str, frame.columns))] if len(frame.columns) else frame
+    rows = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype="uint64")
+    header = int.from_bytes(hashlib.sha256("\x1f".join(ordered.columns).encode()).digest()[:8], "big")
+    return (int(rows.sum(dtype="uint64")) + header) % 2**64
+
+
 def read_results(run_dir: Path, stage: str) -> dict[str, Any]:
     """What a finished stage handed back (empty when it recorded nothing)."""
     path = run_dir / RESULTS_DIR / f"{stage}.json"
-    return read_json(path) if path.is_file() else {"stage": stage, "metrics": {}, "artifacts": []}
+    if path.is_file():
+        return read_json(path)
+    return {"stage": stage, "metrics": {}, "artifacts": [], "products": {}}

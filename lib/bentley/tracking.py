@@ -4,7 +4,8 @@ One parent run per pipeline run and one nested run per stage, written by the run
 (whose process is already warm) through `MlflowClient`, so no global "active run" state
 leaks between stages. The train stage adds one nested run per candidate model and
 registers each model as a version (`ModelStore`). The default store is SQLite under `<outputs>/mlflow/` with artifacts
-beside it; MLFLOW_TRACKING_URI points everything at a shared server instead.
+beside it; MLFLOW_TRACKING_URI points everything at a shared server instead. `health` is the
+read-only check `runner health` uses.
 """
 
 from __future__ import annotations
@@ -48,6 +49,103 @@ def display_uri(uri: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class TrackingHealth:
+    """What `health` found, shaped like `bentley.sources.base.Health` plus what a report shows.
+
+    `ok`: the store answers. `store_exists` is False for a local store the first run has not
+    created yet (not an error, but nothing to track into either). `uri` is display-safe.
+    """
+
+    component: str
+    ok: bool
+    detail: str
+    uri: str
+    store_exists: bool = True
+    experiment_id: str | None = None
+
+
+def health(uri: str, experiment: str, outputs: Path) -> TrackingHealth:
+    """Does the tracking store at `uri` answer? Read-only: the check creates and migrates nothing.
+
+    A local store (the default SQLite file under `<outputs>/mlflow/`, another SQLite file, or a
+    file-store folder) that does not exist yet is reported as not created instead of being
+    opened, because opening it through MLflow would create it. A tracking server is asked its
+    own `/health` (no credentials sent, 5 s timeout); any other store answers an experiment
+    lookup. Details never carry a password (`display_uri`).
+    """
+    shown = display_uri(uri)
+    local = _local_store(uri)
+    if local is not None:
+        if not local.exists():
+            where = "" if uri == tracking_uri(None, outputs) else "tracking.uri or MLFLOW_TRACKING_URI; "
+            return TrackingHealth("tracking", False, f"no tracking store yet at {shown} ({where}the first run "
+                                  "creates it)", shown, store_exists=False)
+        if not os.access(local, os.R_OK):
+            return TrackingHealth("tracking", False, f"{shown} is not readable", shown)
+    if uri.startswith(("http://", "https://")):
+        return _server_health(uri, shown)
+    try:
+        _quiet_mlflow()
+        from mlflow import MlflowClient
+
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception as exc:  # noqa: BLE001 - any store error means the store does not answer
+        return TrackingHealth("tracking", False, f"{shown}: {_error_text(exc, uri)}", shown)
+    if found is None:
+        return TrackingHealth("tracking", True, f"{shown} answers; experiment {experiment!r} not created yet",
+                              shown)
+    return TrackingHealth("tracking", True, f"{shown} answers; experiment {experiment!r}", shown,
+                          experiment_id=str(found.experiment_id))
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file or folder behind a local store URI; None for a server or a database server."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    scheme = urlsplit(uri).scheme
+    if scheme == "file":
+        return Path(url2pathname(urlsplit(uri).path))
+    if scheme == "" or len(scheme) == 1:  # a bare path (a single letter: a Windows drive)
+        return Path(uri)
+    return None
+
+
+def _server_health(uri: str, shown: str) -> TrackingHealth:
+    """A tracking server's own /health endpoint, asked without the URI's credentials."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    url = urlunsplit(parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query="", fragment=""))
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status = response.status
+    except (urllib.error.URLError, OSError) as exc:
+        return TrackingHealth("tracking", False, f"{shown}: {_error_text(exc, uri)}", shown)
+    if status != 200:
+        return TrackingHealth("tracking", False, f"{shown}/health answered {status}", shown)
+    return TrackingHealth("tracking", True, f"{shown} answers", shown)
+
+
+def _error_text(exc: BaseException, uri: str) -> str:
+    """`Type: first line`, with the URI's password masked should the message repeat it."""
+    from urllib.parse import urlsplit
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    password = urlsplit(uri).password
+    if password:
+        text = text.replace(password, "***")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class PipelineTracker:

@@ -34,6 +34,7 @@ import datetime as dt
 import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -470,6 +471,96 @@ portfolio_values = sa.Table(
     sa.Column("run_id", sa.String(64)),
 )
 
+# --------------------------------------------------------------------------- operations
+
+#: What the runner knows about each stage's last execution, so an unchanged stage can be
+#: skipped: the cache key's parts (JSON, to say which one changed) and the products'
+#: fingerprint that downstream keys include.
+stage_cache = sa.Table(
+    "stage_cache",
+    metadata,
+    _key("stage"),
+    sa.Column("cache_key", sa.String(64)),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("components", sa.Text),
+    sa.Column("products", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("updated_at", TIMESTAMP),
+)
+
+#: At most one active run: a lease with a heartbeat. `version` makes every change a
+#: compare-and-swap, so two runners racing for a lapsed lease cannot both win.
+leases = sa.Table(
+    "leases",
+    metadata,
+    _key("name"),
+    sa.Column("holder", sa.String(128)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("acquired_at", TIMESTAMP),
+    sa.Column("heartbeat_at", TIMESTAMP),
+    sa.Column("expires_at", TIMESTAMP),
+    sa.Column("version", sa.Integer),
+)
+
+#: One row per `runner schedule` process: health reads its heartbeat and next fire time.
+scheduler_heartbeats = sa.Table(
+    "scheduler_heartbeats",
+    metadata,
+    _key("scheduler_id", 128),
+    sa.Column("host", sa.String(128)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("started_at", TIMESTAMP),
+    sa.Column("heartbeat_at", TIMESTAMP),
+    sa.Column("next_fire_at", TIMESTAMP),
+    sa.Column("last_run_id", sa.String(64)),
+    sa.Column("status", sa.String(16)),  # running | stopped
+)
+
+monitor_kpis = sa.Table(
+    "monitor_kpis",
+    metadata,
+    _key("run_id"),
+    _key("kpi"),
+    _key("scope"),  # `pipeline`, a stage, a ticker, a dataset, `paper`, `host`
+    sa.Column("value", FLOAT64),
+    sa.Column("unit", sa.String(16)),
+    sa.Column("detail", sa.Text),
+    sa.Column("measured_at", TIMESTAMP),
+)
+
+#: One row per alert episode: opened when a rule starts firing for a scope, kept active
+#: (and re-sent only after monitor.renotify_minutes) while it keeps firing, then resolved.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    _key("alert_id"),
+    sa.Column("rule", sa.String(32), index=True),
+    sa.Column("severity", sa.String(16)),
+    sa.Column("scope", sa.String(64)),
+    sa.Column("status", sa.String(16), index=True),  # active | resolved
+    sa.Column("message", sa.Text),
+    sa.Column("value", FLOAT64),
+    sa.Column("threshold", FLOAT64),
+    sa.Column("first_seen_at", TIMESTAMP),
+    sa.Column("last_seen_at", TIMESTAMP),
+    sa.Column("last_sent_at", TIMESTAMP),
+    sa.Column("resolved_at", TIMESTAMP),
+    sa.Column("notifications", sa.Integer),
+    sa.Column("run_id", sa.String(64)),  # the latest run that saw it firing
+)
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """The outcome of `acquire_lease`: won or not, and whose lease it was."""
+
+    acquired: bool
+    holder: str | None = None  # busy: the current holder
+    run_id: str | None = None  # busy: the holder's run; acquired: the run whose lapsed lease was taken over
+    heartbeat_at: dt.datetime | None = None
+    taken_over: bool = False
+
+
 def resolve_url(params_url: str | None, outputs: Path) -> URL:
     """Environment first, then params, then SQLite in the outputs folder; password from env."""
     raw = os.environ.get(URL_ENV) or params_url or f"sqlite:///{Path(outputs) / 'warehouse.db'}"
@@ -486,7 +577,9 @@ class Warehouse:
     def __init__(self, url: URL | str) -> None:
         self.url = make_url(url)
         self.engine: Engine = _create_engine(self.url)
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
+        #: Called with (table, frame) after each upsert: stages fingerprint what they wrote.
+        self.on_write: Callable[[str, pd.DataFrame], None] | None = None
 
     @classmethod
     def from_settings(cls, params_url: str | None, outputs: Path) -> Warehouse:
@@ -519,8 +612,12 @@ class Warehouse:
             return 0
         if conn is None:
             with self.engine.begin() as own:
-                return _upsert(own, target, frame)
-        return _upsert(conn, target, frame)
+                written = _upsert(own, target, frame)
+        else:
+            written = _upsert(conn, target, frame)
+        if self.on_write is not None:
+            self.on_write(target.name, frame)
+        return written
 
     def upsert_extending(self, table: str, frame: pd.DataFrame) -> int:
         """Upsert into a table whose non-key float columns follow the params (features)."""
@@ -606,11 +703,93 @@ class Warehouse:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.reflect(table))).scalar_one())
 
+    def has_rows(self, table: str) -> bool:
+        """True when `table` exists and holds at least one row (a cheap product check)."""
+        query = sa.select(sa.literal(1)).select_from(sa.table(table)).limit(1)
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(query).first() is not None
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            return False  # no such table
+
+    def delete_where(self, table: str, **equals: Any) -> int:
+        """Delete the rows matching every `column=value`; returns rows deleted."""
+        target = self.table(table)
+        with self.engine.begin() as conn:
+            return conn.execute(target.delete().where(*(target.c[k] == v for k, v in equals.items()))).rowcount
+
+    def update_where(self, table: str, where: Mapping[str, Any], **values: Any) -> int:
+        """Set `values` on the rows matching every `where` column; returns rows updated."""
+        target = self.table(table)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                target.update().where(*(target.c[k] == v for k, v in where.items())).values(**values)
+            ).rowcount
+
     def distinct(self, table: str, column: str) -> list[Any]:
         target = self.reflect(table)
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(target.c[column]).distinct().order_by(target.c[column]))
             return [row[0] for row in rows]
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire_lease(
+        self,
+        name: str,
+        holder: str,
+        run_id: str,
+        ttl_s: float,
+        *,
+        now: dt.datetime | None = None,
+        holder_alive: Callable[[str], bool] | None = None,
+    ) -> LeaseGrant:
+        """Take lease `name` if it is free, ours, lapsed, or held by a process known to be dead.
+
+        `holder_alive(holder)` answers for holders on this machine (a pid check), so a runner
+        killed with -9 does not block the next one for a whole TTL.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        values = {"holder": holder, "run_id": run_id, "acquired_at": now, "heartbeat_at": now,
+                  "expires_at": now + dt.timedelta(seconds=ttl_s)}
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(leases).where(leases.c.name == name)).mappings().first()
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(leases.insert().values(name=name, version=1, **values))
+                except sa.exc.IntegrityError:
+                    return LeaseGrant(False, holder=None)  # another runner inserted it first
+                return LeaseGrant(True)
+            expires = _as_utc(row["expires_at"])
+            lapsed = expires is None or expires <= now
+            dead = row["holder"] != holder and holder_alive is not None and not holder_alive(row["holder"])
+            if row["holder"] != holder and not lapsed and not dead:
+                return LeaseGrant(False, holder=row["holder"], run_id=row["run_id"],
+                                  heartbeat_at=_as_utc(row["heartbeat_at"]))
+            swapped = conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.version == row["version"])
+                .values(version=row["version"] + 1, **values)
+            ).rowcount
+            if swapped != 1:
+                return LeaseGrant(False, holder=None)
+            taken = row["holder"] != holder
+            return LeaseGrant(True, run_id=row["run_id"] if taken else None, taken_over=taken)
+
+    def renew_lease(self, name: str, holder: str, ttl_s: float, *, now: dt.datetime | None = None) -> bool:
+        """Extend our lease; False when it is no longer ours (taken over after we went quiet)."""
+        now = now or dt.datetime.now(dt.UTC)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.holder == holder)
+                .values(heartbeat_at=now, expires_at=now + dt.timedelta(seconds=ttl_s), version=leases.c.version + 1)
+            ).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))
 
     def health(self) -> Health:
         try:
@@ -639,6 +818,22 @@ def _create_engine(url: URL) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """`create_all`, safe when two processes open a new warehouse at the same moment.
+
+    Both see a table missing and both create it; the loser gets "already exists" (PostgreSQL:
+    a unique violation in its catalog) and simply checks again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+            text = str(exc).lower()
+            if attempt == attempts or not ("already exists" in text or "duplicate" in text):
+                raise
 
 
 # ---------------------------------------------------------------------- upserts
@@ -965,3 +1160,11 @@ def _gc_paused() -> Iterator[None]:
         if enabled:
             gc.enable()
 
+
+def _as_utc(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A timestamp read through a raw select: SQLite hands back naive UTC or text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

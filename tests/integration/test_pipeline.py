@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = "2025-06-02"
 STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies", "train", "optimize",
-          "trade"]
+          "trade", "monitor"]
 TITLES = {
     "ingest": "Ingest: sources to the raw data lake",
     "etl": "ETL: validate and load the warehouse",
@@ -40,10 +41,11 @@ TITLES = {
     "train": "Train: return-direction models, champion and challenger",
     "optimize": "Optimize: target portfolio weights",
     "trade": "Trade: signals, risk limits, backtest and paper portfolio",
+    "monitor": "Monitor: KPIs, alerts and health",
 }
 #: Plots each report must carry (embedded PNGs).
 MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2,
-              "anomalies": 1, "train": 3, "optimize": 1, "trade": 7}
+              "anomalies": 1, "train": 3, "optimize": 1, "trade": 7, "monitor": 1}
 DATA_TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
                "transaction_categories", "budget_monthly", "net_worth", "investable_cash", "anomalies",
                "orders", "fills", "positions", "portfolio_values"]
@@ -219,12 +221,64 @@ def test_first_run_registers_both_candidates_and_crowns_a_champion(first_run, ou
     warehouse.dispose()
 
 
+def test_kill_9_mid_stage_then_resume_equals_a_clean_run(first_run, outputs: Path, tmp_path: Path, root: Path,
+                                                        clean_env: dict[str, str]) -> None:
+    import psutil
+
+    clean = table_fingerprints(outputs)
+    crashed = tmp_path / "crashed"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", "--profile", "ci", "--logical-date", LOGICAL_DATE,
+         "--outputs", str(crashed), "--run-id", "ci-killed"],
+        cwd=root, env=clean_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    manifest_file = crashed / "runs" / "ci-killed" / "manifest.json"
+    deadline = time.monotonic() + 300
+    while _stage_status(manifest_file, "features") != "running":
+        assert time.monotonic() < deadline and runner.poll() is None, "features never started"
+        time.sleep(0.05)
+    kernels = psutil.Process(runner.pid).children(recursive=True)
+    runner.kill()  # SIGKILL: no cleanup of any kind
+    runner.wait()
+    gone, alive = psutil.wait_procs(kernels, timeout=15)
+    assert not alive, "orphaned kernels exit on their own once the runner is gone"
+
+    resumed = run_cli(["resume", "ci-killed", "--outputs", str(crashed)], clean_env, root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["status"] == "success" and "resumes" in manifest
+    assert {s["status"] for s in manifest["stages"].values()} == {"success"}
+    assert table_fingerprints(crashed) == clean
+    assert not [p for p in crashed.rglob("*") if p.name.endswith(".tmp")], "no temp files left behind"
+
+
+def _stage_status(manifest_file: Path, stage: str) -> str | None:
+    try:
+        return json.loads(manifest_file.read_text())["stages"][stage]["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_rerun_with_nothing_changed_skips_every_stage(first_run, outputs: Path, root: Path,
+                                                        clean_env: dict[str, str]) -> None:
+    again = run_cli(["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs),
+                     "--run-id", "ci-unchanged"], clean_env, root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    manifest = json.loads((outputs / "runs" / "ci-unchanged" / "manifest.json").read_text())
+    assert {name: s["status"] for name, s in manifest["stages"].items()} == dict.fromkeys(STAGES, "cached")
+    assert all(s["reason"] == "up to date: unchanged since run ci-first" for s in manifest["stages"].values())
+    assert manifest["mlflow"]["parent_run_id"] is None, "nothing executed, nothing to track"
+    assert "0 ran, 12 up to date" in again.stdout
+    index = (outputs / "runs" / "ci-unchanged" / "index.html").read_text()
+    assert "../ci-first/reports/train.html" in index, "a skipped stage links the report that made its results"
+
+
 def test_same_logical_date_twice_gives_identical_tables(first_run, outputs: Path, root: Path,
                                                         clean_env: dict[str, str]) -> None:
     before = table_fingerprints(outputs)
     again = run_cli(
-        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-second"],
-        clean_env, root,
+        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-second",
+         "--force"], clean_env, root,
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert table_fingerprints(outputs) == before
@@ -430,7 +484,7 @@ def test_a_tampered_champion_artifact_stops_the_train_stage(first_run, outputs: 
     try:
         result = run_cli(
             ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id",
-             "ci-tampered", "--stages", "train"], clean_env, root,
+             "ci-tampered", "--stages", "train", "--force"], clean_env, root,  # forced: the model must be loaded
         )
     finally:
         stored.write_bytes(original)

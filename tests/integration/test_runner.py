@@ -1,0 +1,264 @@
+"""Execution semantics through the CLI on throwaway notebooks: caching, retries, parallel
+stages, trigger rules, stopping, leases and resume.
+
+Each test writes its own tiny pipeline, so what it checks is the runner, not the stages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bentley.warehouse import Warehouse
+
+pytestmark = pytest.mark.integration
+
+LOGICAL_DATE = "2025-06-02"
+BASE_PARAMETERS = 'run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"'
+
+
+def write_pipeline(folder: Path, stages: dict[str, dict], retry: str = "{backoff_base_s: 0.2, backoff_max_s: 0.4}"
+                   ) -> Path:
+    """stage -> {code, upstream, sections, retries, timeout, trigger, cache}: notebooks and pipeline.yaml."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    lines = [f"retry: {retry}", "stages:"]
+    for name, spec in stages.items():
+        sections = spec.get("sections", [])
+        parameters = new_code_cell(BASE_PARAMETERS + "".join(f"\n{s} = None" for s in sections))
+        parameters.metadata["tags"] = ["parameters"]
+        notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), parameters,
+                                       new_code_cell(textwrap.dedent(spec["code"]))])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+        extra = "".join(f", {key}: {json.dumps(spec[key])}" for key in ("trigger", "cache") if key in spec)
+        lines.append(
+            f"  {name}: {{notebook: {folder / (name + '.ipynb')}, upstream: {json.dumps(spec.get('upstream', []))}, "
+            f"sections: {json.dumps(sections)}, timeout_minutes: {spec.get('timeout', 2)}, "
+            f"retries: {spec.get('retries', 0)}{extra}}}"
+        )
+    pipeline = folder / "pipeline.yaml"
+    pipeline.write_text("\n".join(lines) + "\n")
+    return pipeline
+
+
+def runner_args(pipeline: Path, outputs: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "runner", "run", "--pipeline", str(pipeline), "--outputs", str(outputs),
+            "--logical-date", LOGICAL_DATE, *extra]
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def manifest(outputs: Path, run_id: str) -> dict:
+    return json.loads((outputs / "runs" / run_id / "manifest.json").read_text())
+
+
+def statuses(outputs: Path, run_id: str) -> dict[str, str]:
+    return {name: s["status"] for name, s in manifest(outputs, run_id)["stages"].items()}
+
+
+def reasons(outputs: Path, run_id: str) -> dict[str, str]:
+    return {name: s.get("reason", "") for name, s in manifest(outputs, run_id)["stages"].items()}
+
+
+#: Stage `a` writes the number in value.txt to sync_state; `b` (downstream) writes holdings.
+WRITER = """
+    from pathlib import Path
+    import pandas as pd
+    from bentley.stage import open_stage
+    ctx = open_stage("{name}", run_id=run_id, logical_date=logical_date, outputs_dir=outputs_dir, profile=profile,
+                     warehouse=warehouse)
+    {body}
+"""
+A_BODY = ('value = int(Path({value!r}).read_text())\n    ctx.warehouse.upsert("sync_state", pd.DataFrame(['
+          '{{"source": "test", "dataset": "a", "ticker": "*", "rows": value}}]))')
+B_BODY = ('ctx.warehouse.upsert("holdings", pd.DataFrame([{"as_of": pd.Timestamp("2025-06-02"), "account": "x", '
+          '"ticker": "AAA", "quantity": 1.0}]))')
+
+
+def test_content_hash_cache_hits_and_misses(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
+    value = tmp_path / "value.txt"
+    value.write_text("1")
+    stages = {
+        "a": {"code": WRITER.format(name="a", body=A_BODY.format(value=str(value))), "sections": ["warehouse"],
+              "cache": False},
+        "b": {"code": WRITER.format(name="b", body=B_BODY), "upstream": ["a"], "sections": ["warehouse"]},
+        "c": {"code": "print('reads nothing')", "upstream": ["b"], "sections": ["sample"]},
+    }
+    pipeline = write_pipeline(tmp_path, stages)
+    outputs = tmp_path / "out"
+
+    def go(run_id: str, *extra: str) -> dict[str, str]:
+        result = run(runner_args(pipeline, outputs, "--run-id", run_id, *extra), clean_env, root)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return statuses(outputs, run_id)
+
+    assert go("first") == {"a": "success", "b": "success", "c": "success"}
+    # a always runs (cache: false) and writes the same row: b and c stay up to date (early cutoff).
+    assert go("same") == {"a": "success", "b": "cached", "c": "cached"}
+    assert reasons(outputs, "same")["a"] == "always runs (cache: false)"
+    assert reasons(outputs, "same")["b"] == "up to date: unchanged since run first"
+    value.write_text("2")
+    assert go("upstream") == {"a": "success", "b": "success", "c": "cached"}
+    assert reasons(outputs, "upstream")["b"] == "upstream products changed: a"
+    assert go("params", "--set", "sample.seed=43") == {"a": "success", "b": "cached", "c": "success"}
+    assert reasons(outputs, "params")["c"] == "params changed: sample.seed"
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    warehouse.delete_where("holdings", account="x")
+    warehouse.dispose()
+    assert go("missing", "--set", "sample.seed=43") == {"a": "success", "b": "success", "c": "cached"}
+    assert reasons(outputs, "missing")["b"] == "product missing: table holdings is empty or missing"
+    notebook = tmp_path / "c.ipynb"
+    notebook.write_text(notebook.read_text().replace("reads nothing", "reads nothing at all"))
+    assert go("notebook", "--set", "sample.seed=43")["c"] == "success"
+    assert reasons(outputs, "notebook")["c"] == "notebook source changed"
+    assert go("forced", "--set", "sample.seed=43", "--force") == {"a": "success", "b": "success", "c": "success"}
+    index = (outputs / "runs" / "forced" / "index.html").read_text()
+    assert "forced (--force)" in index
+    assert "up to date: unchanged since run" in (outputs / "runs" / "same" / "index.html").read_text()
+
+
+def test_a_transient_failure_is_retried_and_a_validation_error_is_not(tmp_path: Path, root: Path,
+                                                                      clean_env: dict[str, str]) -> None:
+    counter = tmp_path / "attempts.txt"
+    flaky = f"""
+        from pathlib import Path
+        from bentley.sources.base import TransientSourceError
+        counter = Path({str(counter)!r})
+        n = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(n))
+        if n == 1:
+            raise TransientSourceError("HTTP 503 from the quote server")
+    """
+    invalid = """
+        from bentley.sources.base import SourceError
+        raise SourceError("prices.csv: column 'close' is missing")
+    """
+    pipeline = write_pipeline(tmp_path, {
+        "flaky": {"code": flaky, "retries": 2},
+        "invalid": {"code": invalid, "retries": 2},
+    })
+    outputs = tmp_path / "out"
+    result = run(runner_args(pipeline, outputs, "--run-id", "r"), clean_env, root)
+    assert result.returncode == 1
+    stages = manifest(outputs, "r")["stages"]
+    assert stages["flaky"]["status"] == "success" and stages["flaky"]["attempts"] == 2
+    assert "TransientSourceError: HTTP 503" in result.stdout and "retry in" in result.stdout
+    assert stages["invalid"]["status"] == "failed" and stages["invalid"]["attempts"] == 1
+    assert "SourceError: prices.csv: column 'close' is missing" in stages["invalid"]["error"]
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    rows = warehouse.read("stage_runs").sort_values(["stage", "attempt"])
+    warehouse.dispose()
+    assert list(zip(rows["stage"], rows["attempt"], rows["status"], strict=True)) == [
+        ("flaky", 1, "failed"), ("flaky", 2, "success"), ("invalid", 1, "failed")]
+
+
+def test_a_timeout_kills_the_kernel_and_its_children(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
+    pids = tmp_path / "pids.txt"
+    slow = f"""
+        import os, subprocess, time
+        child = subprocess.Popen(["sleep", "300"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        time.sleep(300)
+    """
+    pipeline = write_pipeline(tmp_path, {"slow": {"code": slow, "timeout": 0.05, "retries": 0}})
+    outputs = tmp_path / "out"
+    result = run(runner_args(pipeline, outputs, "--run-id", "t"), clean_env, root)
+    assert result.returncode == 1
+    assert "timed out after 3 s; kernel killed" in result.stdout
+    for pid in map(int, pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_independent_stages_run_at_the_same_time_and_all_done_runs_after_a_failure(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    pipeline = write_pipeline(tmp_path, {
+        "left": {"code": "import time; time.sleep(3)"},
+        "right": {"code": "import time; time.sleep(3); raise RuntimeError('right broke')"},
+        "after": {"code": "print('needs both')", "upstream": ["left", "right"]},
+        "report": {"code": "print('always reports')", "upstream": ["after"], "trigger": "all_done"},
+    })
+    outputs = tmp_path / "out"
+    result = run(runner_args(pipeline, outputs, "--run-id", "p", "--set", "runner.max_workers=2"), clean_env, root)
+    assert result.returncode == 1
+    stages = manifest(outputs, "p")["stages"]
+    assert {n: s["status"] for n, s in stages.items()} == {
+        "left": "success", "right": "failed", "after": "skipped", "report": "success"}
+    assert stages["after"]["reason"] == "upstream right did not succeed"
+    left = [dt.datetime.fromisoformat(stages["left"][k]) for k in ("started_at", "ended_at")]
+    right = [dt.datetime.fromisoformat(stages["right"][k]) for k in ("started_at", "ended_at")]
+    assert left[0] < right[1] and right[0] < left[1], "the two independent stages overlapped"
+
+
+def test_sigterm_finishes_the_running_stage_then_resume_runs_the_rest(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    started = tmp_path / "started"
+    pipeline = write_pipeline(tmp_path, {
+        "first": {"code": f"import time; open({str(started)!r}, 'w').write('x'); time.sleep(4)"},
+        "second": {"code": "print('second')", "upstream": ["first"]},
+    })
+    outputs = tmp_path / "out"
+    process = subprocess.Popen(runner_args(pipeline, outputs, "--run-id", "s"), cwd=root, env=clean_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(started.exists, 60)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, out + err
+    assert "SIGTERM: finishing the running stage(s)" in err
+    assert statuses(outputs, "s") == {"first": "success", "second": "skipped"}
+    assert manifest(outputs, "s")["status"] == "interrupted"
+    resumed = run([sys.executable, "-m", "runner", "resume", "s", "--outputs", str(outputs)], clean_env, root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert statuses(outputs, "s") == {"first": "success", "second": "success"}
+    assert manifest(outputs, "s")["status"] == "success"
+
+
+def test_one_active_run_a_busy_lease_and_a_lost_lease(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
+    started = tmp_path / "started"
+    pipeline = write_pipeline(tmp_path, {
+        "long": {"code": f"import time; open({str(started)!r}, 'w').write('x'); time.sleep(60)"},
+        "next": {"code": "print('never')", "upstream": ["long"]},
+    })
+    outputs = tmp_path / "out"
+    lease = ["--set", "runner.heartbeat_s=0.5", "--set", "runner.lease_ttl_s=2"]
+    process = subprocess.Popen(runner_args(pipeline, outputs, "--run-id", "holder", *lease), cwd=root,
+                               env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(started.exists, 60)
+    busy = run(runner_args(pipeline, outputs, "--run-id", "second"), clean_env, root)
+    assert busy.returncode == 3, busy.stdout + busy.stderr
+    assert "run holder" in busy.stdout and "holds the warehouse lease" in busy.stdout
+    assert not (outputs / "runs" / "second").exists()
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    warehouse.update_where("leases", {"name": "pipeline"}, holder="another-host:1:abcdef")
+    clock = time.monotonic()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 4, out + err
+    assert time.monotonic() - clock < 20, "the runner noticed at its next heartbeat, not after the stage"
+    assert "lease lost" in out
+    assert manifest(outputs, "holder")["status"] == "running", "nothing written after the lease was lost"
+    assert statuses(outputs, "holder") == {"long": "running", "next": "pending"}
+    assert warehouse.read("stage_runs").empty
+    warehouse.dispose()
+
+
+def _wait_for(condition, timeout: float) -> None:  # noqa: ANN001 - a zero-argument callable
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
