@@ -560,8 +560,8 @@ def run_history_chart(outcomes: pd.DataFrame, last_n: int, timezone: str = "UTC"
     from matplotlib.patches import Patch
 
     shown = outcomes.tail(last_n).reset_index(drop=True)
-    if shown.empty:
-        return None
+    if shown.empty or shown["duration_s"].isna().all():
+        return None  # only this run, still going: nothing to compare yet
     status = [("failed" if o == "failed" and s not in FAILED_STATUSES else s) or "running"
               for s, o in zip(shown["status"], shown["outcome"], strict=True)]
     heights = shown["duration_s"].fillna(0.0).to_numpy(dtype=np.float64)
