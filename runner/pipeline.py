@@ -428,7 +428,10 @@ class PipelineRun:
 
     def _prestart(self, stages: list[Stage], status: dict[str, str], selected: set[str],
                   prestarted: dict[str, Future[Any]], starter: ThreadPoolExecutor, kernel_name: str) -> None:
-        """Start kernels for stages whose upstreams are all running or done (at least one running)."""
+        """Start kernels for stages about to run: upstreams all running or done, none failed.
+
+        That covers stages waiting for a worker slot as well as those waiting for an upstream.
+        """
         from runner.execute import start_kernel
 
         idle = sum(1 for name in prestarted if status[name] == "pending")
@@ -438,7 +441,7 @@ class PipelineRun:
             if status[stage.name] != "pending" or stage.name in prestarted:
                 continue
             states = [status[u] for u in stage.upstream if u in selected]
-            if "running" in states and all(s in ("running", *DONE) for s in states):
+            if all(s in ("running", *DONE) for s in states):
                 prestarted[stage.name] = starter.submit(start_kernel, kernel_name, stage.notebook.parent)
                 idle += 1
 
