@@ -300,6 +300,7 @@ class PipelineRun:
         kernel_name: str | None = None
         transient: frozenset[str] = frozenset()
         attempts: dict[str, int] = {}
+        decided: dict[str, tuple[cache.StageKey, cache.CacheEntry | None, cache.Decision]] = {}
         running: dict[Future[_Attempted], Stage] = {}
         prestarted: dict[str, Future[Any]] = {}
         workers = ThreadPoolExecutor(self.max_workers, thread_name_prefix="stage")
@@ -327,12 +328,14 @@ class PipelineRun:
                         self._mark_skipped(stage, f"upstream {', '.join(blocked)} did not succeed")
                         self._discard_kernel(prestarted.pop(stage.name, None))
                         continue
-                    key = keys.key(stage, self._parameters(stage), {u: fingerprints.get(u) for u in stage.upstream})
-                    entry = entries.get(stage.name)
-                    decision = cache.decide(
-                        stage, key, entry, force=plan.request.force, now=_now(),
-                        missing_product=self._missing_product(entry) if entry and entry.key == key.key else None,
-                    )
+                    if stage.name not in decided:  # upstreams are final here: decide once, not per wait
+                        key = keys.key(stage, self._parameters(stage), {u: fingerprints.get(u) for u in stage.upstream})
+                        entry = entries.get(stage.name)
+                        decided[stage.name] = key, entry, cache.decide(
+                            stage, key, entry, force=plan.request.force, now=_now(),
+                            missing_product=self._missing_product(entry) if entry and entry.key == key.key else None,
+                        )
+                    key, entry, decision = decided[stage.name]
                     if not decision.run:
                         status[stage.name] = "cached"
                         self._mark_cached(stage, decision.reason, entry)  # type: ignore[arg-type]
