@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
     run.add_argument("--pipeline", type=Path, help="an alternative pipeline.yaml")
     run.add_argument("--force", action="store_true", help="run every selected stage, even when up to date")
+    run.add_argument("--orchestrated", action="store_true",
+                     help="one task of a run an orchestrator (Airflow) drives: join the run's shared lease and "
+                          "record, leave retries to the orchestrator, keep the run open for `runner finish`")
 
     resume = verbs.add_parser("resume", help="rerun a run's failed, skipped and unfinished stages "
                               "with the run's own params and logical date")
@@ -63,7 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     report = verbs.add_parser("report", help="print the path of the latest run's index.html")
     report.add_argument("--outputs", type=Path)
 
-    from runner import health, schedule
+    finish = verbs.add_parser("finish", help="conclude an --orchestrated run: record the stages it never "
+                              "started, set its status, end its MLflow run, release its lease")
+    finish.add_argument("run_id")
+    finish.add_argument("--outputs", type=Path)
+
+    export = verbs.add_parser("export", help="write the stage DAG for an orchestrator (Airflow)")
+    export.add_argument("target", choices=["airflow"])
+    export.add_argument("--out", type=Path, required=True, help="folder for the DAG file and its README")
+    export.add_argument("--profile", default="default", help="the profile every task runs with")
+    export.add_argument("--dag-id", default="bentley_pipeline")
+    export.add_argument("--python", help="the project's Python on the workers (default: this interpreter)")
+    export.add_argument("--project", type=Path, help="the project checkout on the workers (default: --root)")
+    export.add_argument("--outputs", type=Path,
+                        help="bake an outputs folder into the tasks (default: $BENTLEY_OUTPUTS on the worker)")
+
+    from runner import gate, health, schedule
+
+    gate.add_arguments(verbs.add_parser(
+        "gate", help="is an orchestrator's run one of our ticks? print its run id and logical date (exit "
+        f"{gate.SKIP_EXIT}: skip it)"))
 
     schedule.add_arguments(verbs.add_parser(
         "schedule", help="run the pipeline on its trigger (hourly in market hours by default), "
@@ -88,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         root = (args.root or project_root()).resolve()
         handler = {"run": _run, "resume": _resume, "status": _status, "dag": _dag, "report": _report,
-                   "retention": _retention, "schedule": _schedule, "health": _health}[args.verb]
+                   "retention": _retention, "schedule": _schedule, "health": _health, "finish": _finish,
+                   "export": _export, "gate": _gate}[args.verb]
         return handler(args, root, console)
     except (ParamsError, DagError) as exc:
         err.print(f"[red]error:[/] {exc}", markup=True)
@@ -122,6 +145,34 @@ def _health(args: argparse.Namespace, root: Path, console: Console) -> int:
     return health.command(args, root, console)
 
 
+def _gate(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner import gate
+
+    return gate.command(args, root, console)
+
+
+def _finish(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner.pipeline import PipelineRun, plan_finish
+
+    return PipelineRun(plan_finish(root, outputs_dir(args.outputs, root), args.run_id), console).finish()
+
+
+def _export(args: argparse.Namespace, root: Path, console: Console) -> int:
+    from runner import airflow
+
+    config = load_config(args.profile, root=root)
+    pipeline_file = root / PARAMS_DIR / PIPELINE_FILE
+    spec = load_pipeline(pipeline_file)
+    stages = build_dag(spec, root, config.workflow.max_execution_time_minutes, str(pipeline_file))
+    options = airflow.ExportOptions(
+        dag_id=args.dag_id, profile=args.profile, python=args.python or airflow.default_python(),
+        project=(args.project or root).resolve(), outputs=args.outputs.resolve() if args.outputs else None,
+    )
+    for path in airflow.export(stages, spec.retry, config, options, args.out.resolve()):
+        console.print(str(path))
+    return EXIT_OK
+
+
 def _resume(args: argparse.Namespace, root: Path, console: Console) -> int:
     from runner.pipeline import PipelineRun, plan_resume
 
@@ -144,6 +195,7 @@ def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
         logical_date=args.logical_date,
         pipeline_file=args.pipeline.resolve() if args.pipeline else None,
         force=args.force,
+        orchestrated=args.orchestrated,
     )
     plan = plan_run(request)
     return PipelineRun(plan, console, _stop_on_signals()).execute()

@@ -1,6 +1,7 @@
 """At most one active run: a lease in the warehouse, renewed by a heartbeat thread.
 
-The holder is `host:pid:token`. A lease whose heartbeat lapsed is taken over by the next
+The holder is `host:pid:token`, or `run:<run_id>` for the tasks of an orchestrated run, which
+share it. A lease whose heartbeat lapsed is taken over by the next
 runner (and the run that held it is marked crashed); on the same host a holder whose
 process is gone is taken over at once, so `kill -9` does not block the next run for a TTL.
 A runner that cannot renew its lease calls `on_lost`: it must stop writing and exit.
@@ -8,6 +9,7 @@ A runner that cannot renew its lease calls `on_lost`: it must stop writing and e
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
@@ -22,6 +24,11 @@ PIPELINE_LEASE = "pipeline"
 
 def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def run_holder(run_id: str) -> str:
+    """The holder every task of an orchestrated run uses: the run, not the process, owns the lease."""
+    return f"run:{run_id}"
 
 
 def holder_alive(holder: str) -> bool:
@@ -74,3 +81,56 @@ class LeaseKeeper(threading.Thread):
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+class RunRecordLock:
+    """A short mutex around the read-merge-write of one run's records (manifest, ledger, index).
+
+    It is a lease row of its own in the warehouse, the one service every worker of an
+    orchestrated run shares (a file lock would not hold across machines). Re-entrant within
+    the process. A holder that died is taken over at once on its own machine and after
+    `ttl_s` elsewhere.
+    """
+
+    def __init__(self, warehouse: Warehouse, run_id: str, *, ttl_s: float = 60.0, timeout_s: float = 180.0) -> None:
+        self.warehouse = warehouse
+        self.run_id = run_id
+        self.name = "record:" + hashlib.sha256(run_id.encode()).hexdigest()[:24]
+        self.holder = new_holder()
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._local = threading.RLock()
+        self._depth = 0
+
+    def __enter__(self) -> RunRecordLock:
+        self._local.acquire()
+        if self._depth == 0:
+            try:
+                self._take()
+            except BaseException:
+                self._local.release()
+                raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                self.warehouse.release_lease(self.name, self.holder)
+        finally:
+            self._local.release()
+
+    def _take(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.02
+        while True:
+            grant = self.warehouse.acquire_lease(self.name, self.holder, self.run_id, self.ttl_s,
+                                                 holder_alive=holder_alive)
+            if grant.acquired:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.run_id}: its record stayed locked by {grant.holder or 'another task'} "
+                                   f"for {self.timeout_s:.0f} s")
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)

@@ -14,6 +14,18 @@ behind. Then the run takes the warehouse lease (one active run at a time) and ex
 Only the main thread writes records (manifest, ledger, MLflow, index pages); worker threads
 execute notebooks and render their reports. After each stage the records are brought up to
 date, so a crash mid-run still leaves a readable record, and `runner resume` can finish it.
+
+**Orchestrated runs** (`runner run --orchestrated`, what an exported Airflow DAG calls): an
+external orchestrator runs each stage as its own task, possibly on other machines, and owns
+ordering, retries and timeouts. Every task process contributes its stages to one run record:
+- the run lease is shared: its holder is the run (`run:<run_id>`), not the process, so the
+  tasks of one run run side by side while any other run stays excluded; `runner finish`
+  releases it (or it lapses after `runner.lease_ttl_s` when the orchestrator died);
+- manifest, ledger and index are read, merged and written under a short per-run mutex in the
+  warehouse (the one service every worker shares), so concurrent tasks never lose an update;
+- the MLflow parent run is created once, by the first task that executes a stage;
+- the run stays `running` until `runner finish RUN_ID` records the stages the orchestrator
+  never started, sets the final status, ends the MLflow parent run and releases the lease.
 """
 
 from __future__ import annotations
@@ -26,8 +38,10 @@ import re
 import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +63,14 @@ from bentley.tracking import display_uri, tracking_uri
 from bentley.warehouse import Warehouse
 from runner import cache
 from runner.dag import DagError, Stage, build_dag, check_notebooks, select
-from runner.lease import PIPELINE_LEASE, LeaseKeeper, holder_alive, new_holder
+from runner.lease import (
+    PIPELINE_LEASE,
+    LeaseKeeper,
+    RunRecordLock,
+    holder_alive,
+    new_holder,
+    run_holder,
+)
 from runner.outcomes import EXIT_BUSY, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, RUN_FINISHED
 from runner.outcomes import STAGE_DONE as DONE
 
@@ -71,6 +92,7 @@ class RunRequest:
     pipeline_file: Path | None = None
     force: bool = False  # run every selected stage, whatever the cache says
     skip_if_done: bool = False  # the scheduler: a run id that already finished is not run again
+    orchestrated: bool = False  # one task of a run an external orchestrator drives (module docstring)
 
 
 @dataclass
@@ -80,6 +102,7 @@ class Plan:
     request: RunRequest
     config: Config
     stages: list[Stage]
+    dag: list[Stage]  # the whole pipeline, selected or not
     run_id: str
     logical_date: dt.date
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -93,14 +116,15 @@ class Plan:
 def plan_run(request: RunRequest) -> Plan:
     """Validate params, DAG, notebooks and window; raise ParamsError/DagError on any problem."""
     config = load_config(request.profile, request.overrides, request.root)
-    stages, retry, inspected = _stages(request, config)
+    stages, dag, retry, inspected = _stages(request, config)
     logical_date = request.logical_date or _default_logical_date(config)
     config.history.window(logical_date)  # a window that reads the future fails here
     run_id = request.run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
         raise DagError(f"run id {run_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
     _remember_parameters(request, inspected)
-    return Plan(request=request, config=config, stages=stages, run_id=run_id, logical_date=logical_date, retry=retry)
+    return Plan(request=request, config=config, stages=stages, dag=dag, run_id=run_id, logical_date=logical_date,
+                retry=retry)
 
 
 def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
@@ -109,30 +133,47 @@ def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
     The params are the resolved ones the run saved (`params.json`), so editing params/ after
     a failure does not change what the resumed stages see.
     """
-    run_dir = outputs / "runs" / run_id
-    try:
-        manifest = read_json(run_dir / "manifest.json")
-        saved = read_json(run_dir / "params.json")
-    except (OSError, ValueError):
-        raise DagError(f"no run {run_id!r} to resume under {outputs / 'runs'}") from None
+    manifest, saved = _saved_run(outputs, run_id, "resume")
     unfinished = [name for name, stage in manifest["stages"].items() if stage["status"] not in DONE]
     if not unfinished:
         raise DagError(f"run {run_id} has nothing to resume: every stage finished")
+    return _saved_plan(root, outputs, manifest, saved, unfinished, resumed=True, orchestrated=False)
+
+
+def plan_finish(root: Path, outputs: Path, run_id: str) -> Plan:
+    """An orchestrated run as its tasks left it, to be concluded by `PipelineRun.finish`."""
+    manifest, saved = _saved_run(outputs, run_id, "finish")
+    if not manifest.get("orchestrated"):
+        raise DagError(f"run {run_id} was not started with --orchestrated: it finished on its own")
+    return _saved_plan(root, outputs, manifest, saved, [], resumed=False, orchestrated=True)
+
+
+def _saved_run(outputs: Path, run_id: str, verb: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    run_dir = outputs / "runs" / run_id
+    try:
+        return read_json(run_dir / "manifest.json"), read_json(run_dir / "params.json")
+    except (OSError, ValueError):
+        raise DagError(f"no run {run_id!r} to {verb} under {outputs / 'runs'}") from None
+
+
+def _saved_plan(root: Path, outputs: Path, manifest: dict[str, Any], saved: dict[str, Any], stages: list[str],
+                *, resumed: bool, orchestrated: bool) -> Plan:
     request = RunRequest(
         root=root, outputs=outputs, profile=manifest["profile"], overrides=tuple(manifest.get("overrides", ())),
-        stages=unfinished, run_id=run_id, logical_date=dt.date.fromisoformat(manifest["logical_date"]),
+        stages=stages, run_id=manifest["run_id"], logical_date=dt.date.fromisoformat(manifest["logical_date"]),
         pipeline_file=Path(manifest["pipeline_file"]) if manifest.get("pipeline_file") else None,
+        orchestrated=orchestrated,
     )
     config = Config.model_validate(saved)
-    stages, retry, inspected = _stages(request, config)
+    selected, dag, retry, inspected = _stages(request, config)
     _remember_parameters(request, inspected)
-    return Plan(request=request, config=config, stages=stages, run_id=run_id,
-                logical_date=request.logical_date, retry=retry, resumed=True)  # type: ignore[arg-type]
+    return Plan(request=request, config=config, stages=selected if stages else [], dag=dag, run_id=request.run_id,
+                logical_date=request.logical_date, retry=retry, resumed=resumed)  # type: ignore[arg-type]
 
 
 def _stages(
     request: RunRequest, config: Config
-) -> tuple[list[Stage], RetryPolicy, dict[str, list[str]] | None]:
+) -> tuple[list[Stage], list[Stage], RetryPolicy, dict[str, list[str]] | None]:
     pipeline_file = request.pipeline_file or request.root / PARAMS_DIR / PIPELINE_FILE
     spec = load_pipeline(pipeline_file)
     dag = build_dag(spec, request.root, config.workflow.max_execution_time_minutes, str(pipeline_file))
@@ -141,7 +182,7 @@ def _stages(
     known: dict[str, list[str]] = _read_memo(memo_file)
     before = dict(known)
     check_notebooks(stages, request.root, known)
-    return stages, spec.retry, (known if known != before else None)
+    return stages, dag, spec.retry, (known if known != before else None)
 
 
 def _remember_parameters(request: RunRequest, known: dict[str, list[str]] | None) -> None:
@@ -193,7 +234,10 @@ class PipelineRun:
         self.stop = stop or threading.Event()
         self.lost = threading.Event()
         self.warehouse = Warehouse.from_settings(self.config.warehouse.url, self.outputs)
-        self.holder = new_holder()
+        self.orchestrated = plan.request.orchestrated
+        self.holder = run_holder(plan.run_id) if self.orchestrated else new_holder()
+        # Tasks of one orchestrated run write the same record: serialise their read-merge-writes.
+        self._record: Any = RunRecordLock(self.warehouse, plan.run_id) if self.orchestrated else nullcontext()
         self.max_workers = self.config.runner.max_workers or os.cpu_count() or 1
         self._tracker: Any = None
         self._kernels: set[Any] = set()
@@ -205,9 +249,7 @@ class PipelineRun:
 
     def execute(self) -> int:
         plan = self.plan
-        grant = self.warehouse.acquire_lease(
-            PIPELINE_LEASE, self.holder, plan.run_id, self.config.runner.lease_ttl_s, holder_alive=holder_alive
-        )
+        grant = self._acquire_lease()
         if not grant.acquired:
             since = f" (heartbeat {grant.heartbeat_at:%H:%M:%S} UTC)" if grant.heartbeat_at else ""
             who = f"run {grant.run_id} by {grant.holder}{since}" if grant.holder else "another runner"
@@ -223,15 +265,55 @@ class PipelineRun:
                 return EXIT_OK
             if grant.taken_over and grant.run_id:
                 self._mark_crashed(grant.run_id)
-            for orphan in orphaned_temp_files(self.outputs):
-                orphan.unlink(missing_ok=True)
-                self.console.print(f"removed {orphan}: a write interrupted by a crash")
+            if not self.orchestrated:  # a sibling task may be writing its temp files right now
+                self._remove_orphaned_temp_files()
             return self._execute()
         finally:
             keeper.stop()
-            if not self.lost.is_set():
+            if not self.lost.is_set() and not self.orchestrated:  # `runner finish` releases a shared lease
                 self.warehouse.release_lease(PIPELINE_LEASE, self.holder)
             self.warehouse.dispose()
+
+    def finish(self) -> int:
+        """Conclude an orchestrated run once its orchestrator is done with it (`runner finish`).
+
+        Stages the orchestrator never started (an upstream failed) are recorded as skipped, a
+        stage whose task died without a word as failed; then the run gets its final status,
+        the MLflow parent run ends, and the shared lease is released. Exit 0 only on success,
+        so the orchestrator's view of the run matches ours.
+        """
+        plan = self.plan
+        grant = self._acquire_lease()
+        try:
+            if grant.acquired:  # no other run is active: leftovers of killed writers can go
+                self._remove_orphaned_temp_files()
+            with self._record:
+                self.manifest = read_json(plan.run_dir / "manifest.json")
+                self._record_unstarted()
+                if self.manifest["mlflow"].get("parent_run_id"):
+                    self._tracker_started()  # attaches to the parent run the tasks created
+                return self._conclude()
+        finally:
+            if grant.acquired:
+                self.warehouse.release_lease(PIPELINE_LEASE, self.holder)
+            self.warehouse.dispose()
+
+    def _acquire_lease(self) -> Any:
+        """Take (or, orchestrated, join) the run lease; tasks of one run joining at once may race."""
+        for _ in range(20 if self.orchestrated else 1):
+            grant = self.warehouse.acquire_lease(
+                PIPELINE_LEASE, self.holder, self.plan.run_id, self.config.runner.lease_ttl_s,
+                holder_alive=holder_alive,
+            )
+            if grant.acquired or grant.holder is not None:
+                return grant
+            time.sleep(0.1)  # lost a compare-and-swap, most likely to a sibling task: look again
+        return grant
+
+    def _remove_orphaned_temp_files(self) -> None:
+        for orphan in orphaned_temp_files(self.outputs):
+            orphan.unlink(missing_ok=True)
+            self.console.print(f"removed {orphan}: a write interrupted by a crash")
 
     def _execute(self) -> int:
         plan = self.plan
@@ -251,6 +333,26 @@ class PipelineRun:
             self.console.print(f"[red]lease lost:[/] {self.manifest.get('lease_lost')}; stopped without writing")
             self._write_log()
             return EXIT_LEASE_LOST
+        if self.orchestrated:
+            return self._task_done()
+        return self._conclude()
+
+    def _task_done(self) -> int:
+        """An orchestrated task's end: its stages are recorded; the run stays open for its siblings."""
+        self._save()
+        failed = [s.name for s in self.plan.stages if self.manifest["stages"][s.name]["status"] not in DONE]
+        if failed:
+            self.console.print(f"[red]{', '.join(failed)} did not succeed[/] · run {self.plan.run_id} stays open "
+                               f"until `runner finish {self.plan.run_id}`")
+        else:
+            self.console.print(f"[green]done[/] · {', '.join(s.name for s in self.plan.stages)} · "
+                               f"run {self.plan.run_id} · report {self.plan.run_dir / 'index.html'}")
+        self._write_log()
+        return EXIT_FAILED if failed else EXIT_OK
+
+    def _conclude(self) -> int:
+        """The run's final status, alerts, MLflow parent and log; the exit code."""
+        plan = self.plan
         statuses = [s["status"] for s in self.manifest["stages"].values()]
         ended = _now()
         if "failed" in statuses:
@@ -361,13 +463,15 @@ class PipelineRun:
                     break
                 if self.config.runner.prestart_kernels and kernel_name is not None and not self.stop.is_set():
                     self._prestart(plan.stages, status, selected, prestarted, starter, kernel_name)
+                if self.orchestrated and self.stop.is_set():
+                    self._kill_kernels()  # the orchestrator stops this task (timeout, kill): stop now
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     stage = running.pop(future)
                     result = future.result()
                     attempt = result.attempt
                     retry = (attempt.status != "success" and attempt.transient and not self.stop.is_set()
-                             and not self.lost.is_set() and attempts[stage.name] <= stage.retries)
+                             and not self.lost.is_set() and attempts[stage.name] <= self._retries(stage))
                     if retry:
                         delay = backoff_delay(plan.retry, attempts[stage.name])
                         self._record_attempt(stage, attempts[stage.name], result, None, retrying=True)
@@ -454,11 +558,18 @@ class PipelineRun:
         if pending is not None:
             pending.add_done_callback(lambda f: f.exception() is None and f.result().shutdown())
 
+    def _retries(self, stage: Stage) -> int:
+        """Attempts after the first; an orchestrator retries its tasks itself (the exported DAG does)."""
+        return 0 if self.orchestrated else stage.retries
+
     def _on_lease_lost(self, reason: str) -> None:
         """The heartbeat thread: someone else owns the run now. Stop writing, kill our kernels."""
         self.manifest["lease_lost"] = reason
         self.lost.set()
         self.stop.set()
+        self._kill_kernels()
+
+    def _kill_kernels(self) -> None:
         with self._kernels_lock:
             for kernel in list(self._kernels):
                 kernel.kill()
@@ -504,25 +615,39 @@ class PipelineRun:
     # ------------------------------------------------------------------ records
 
     def _tracker_started(self) -> Any:
-        """MLflow's parent run, created when the first stage executes (a run of cached stages logs nothing)."""
+        """MLflow's parent run, created when the first stage executes (a run of cached stages logs nothing).
+
+        It exists before that stage's kernel starts, so a stage that logs its own runs (train)
+        can nest them under it. A resumed run, or a task of an orchestrated run whose sibling
+        got there first, reuses the parent run its manifest names.
+        """
         if self._tracker is None:
             from bentley.tracking import PipelineTracker
 
             plan = self.plan
             uri = tracking_uri(self.config.tracking.uri, self.outputs)
-            self._tracker = PipelineTracker(uri, self.config.tracking.experiment, self.outputs)
-            self.manifest["mlflow"]["experiment_id"] = self._tracker.experiment_id
-            parent = self.manifest["mlflow"].get("parent_run_id")
-            if parent and plan.resumed:
-                self._tracker.parent_run_id = parent
-            else:
+            with self._record:
+                self._tracker = PipelineTracker(uri, self.config.tracking.experiment, self.outputs)
+                self.manifest["mlflow"]["experiment_id"] = self._tracker.experiment_id
+                parent = self._existing_parent_run()
+                if parent:
+                    self._tracker.parent_run_id = parent
+                    self.manifest["mlflow"]["parent_run_id"] = parent
+                    return self._tracker
                 self.manifest["mlflow"]["parent_run_id"] = self._tracker.start_pipeline(
                     plan.run_id,
                     tags={"run_id": plan.run_id, "profile": plan.request.profile,
                           "logical_date": str(plan.logical_date)},
                     params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
                 )
+                self._save()  # siblings (and this stage's own kernel) find the parent in the manifest
         return self._tracker
+
+    def _existing_parent_run(self) -> str | None:
+        if self.orchestrated:
+            path = self.plan.run_dir / "manifest.json"
+            return (read_json(path) if path.is_file() else {}).get("mlflow", {}).get("parent_run_id")
+        return self.manifest["mlflow"].get("parent_run_id") if self.plan.resumed else None
 
     def _finish_stage(self, stage: Stage, attempt_no: int, result: _Attempted) -> str | None:
         """Log the final attempt to MLflow and the ledger; store the cache entry on success."""
@@ -559,9 +684,16 @@ class PipelineRun:
         return None
 
     def _write_log(self) -> None:
-        """The terminal lines of this run, kept as `outputs/logs/<run_id>.log` (retention prunes)."""
+        """The terminal lines of this run, kept as `outputs/logs/<run_id>.log` (retention prunes).
+
+        Each task of an orchestrated run appends its own lines.
+        """
         log = self.outputs / "logs" / f"{self.plan.run_id}.log"
-        atomic_write_text(log, self.console.export_text(clear=False))
+        text = self.console.export_text(clear=False)
+        with self._record:
+            if self.orchestrated and log.is_file():
+                text = log.read_text(encoding="utf-8") + text
+            atomic_write_text(log, text)
 
     def _parameters(self, stage: Stage) -> dict[str, Any]:
         """What papermill injects: identity, paths and the stage's params sections (no secrets)."""
@@ -576,6 +708,7 @@ class PipelineRun:
         return values
 
     def _mark_running(self, stage: Stage, reason: str, key: cache.StageKey) -> None:
+        self._tracker_started()
         self.manifest["stages"][stage.name] = {"status": "running", "reason": reason, "notebook": None,
                                                "report": None, "_key": key}
         self._dirty = True
@@ -645,10 +778,18 @@ class PipelineRun:
             self._save()
 
     def _initial_manifest(self) -> dict[str, Any]:
-        """A new manifest, or the existing one when a run id is reused or resumed."""
+        """A new manifest, or the existing one when a run id is reused or resumed.
+
+        An orchestrated run lists every stage of the pipeline from its first task on, so the
+        run reads as `running` with its pending stages until `runner finish` concludes it.
+        """
         plan = self.plan
         path = plan.run_dir / "manifest.json"
-        manifest: dict[str, Any] = read_json(path) if path.is_file() else {"stages": {}}
+        with self._record:
+            manifest: dict[str, Any] = read_json(path) if path.is_file() else {"stages": {}}
+        if self.orchestrated:
+            for stage in plan.dag:
+                manifest["stages"].setdefault(stage.name, {"status": "pending", "notebook": None, "report": None})
         sha, dirty = _git_state(plan.request.root)
         uri = tracking_uri(self.config.tracking.uri, self.outputs)
         request = plan.request
@@ -664,6 +805,7 @@ class PipelineRun:
             outputs=str(self.outputs),
             force=request.force,
             max_workers=self.max_workers,
+            orchestrated=self.orchestrated,
         )
         mlflow = manifest.setdefault("mlflow", {})
         mlflow.update(tracking_uri=display_uri(uri), experiment=self.config.tracking.experiment)
@@ -686,19 +828,54 @@ class PipelineRun:
             name: {k: v for k, v in stage.items() if not k.startswith("_")}
             for name, stage in self.manifest["stages"].items()
         }}
-        atomic_write_json(plan.run_dir / "manifest.json", stored)
-        m = stored
-        self.warehouse.upsert(
-            "pipeline_runs",
-            _frame([{
-                "run_id": plan.run_id, "profile": m["profile"], "logical_date": plan.logical_date,
-                "status": m.get("status"), "params_hash": m["params_hash"], "git_sha": m["git_sha"],
-                "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
-                "duration_s": m.get("duration_s"), "mlflow_run_id": m["mlflow"].get("parent_run_id"),
-            }]),
-        )
-        reporting.write_index_pages(self.outputs, m, all_manifests(self.outputs))
+        with self._record:
+            m = self._merged(stored) if self.orchestrated else stored
+            atomic_write_json(plan.run_dir / "manifest.json", m)
+            self.warehouse.upsert(
+                "pipeline_runs",
+                _frame([{
+                    "run_id": plan.run_id, "profile": m["profile"], "logical_date": plan.logical_date,
+                    "status": m.get("status"), "params_hash": m["params_hash"], "git_sha": m["git_sha"],
+                    "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
+                    "duration_s": m.get("duration_s"), "mlflow_run_id": m["mlflow"].get("parent_run_id"),
+                }]),
+            )
+            reporting.write_index_pages(self.outputs, m, all_manifests(self.outputs))
         self._dirty = False
+
+    def _merged(self, ours: dict[str, Any]) -> dict[str, Any]:
+        """The manifest on disk with this task's stages and run fields laid over it (the record lock is held)."""
+        path = self.plan.run_dir / "manifest.json"
+        disk: dict[str, Any] = read_json(path) if path.is_file() else {"stages": {}, "mlflow": {}}
+        merged = {**disk, **{k: v for k, v in ours.items() if k not in ("stages", "mlflow", "started_at")}}
+        merged["started_at"] = disk.get("started_at") or ours.get("started_at")
+        merged["mlflow"] = {**disk.get("mlflow", {}), **{k: v for k, v in ours["mlflow"].items() if v is not None}}
+        stages = {**ours["stages"], **disk.get("stages", {})}  # the disk wins for others' stages...
+        stages.update({name: ours["stages"][name] for name in self._owned if name in ours["stages"]})  # ...not ours
+        ordered = {s.name: stages.pop(s.name) for s in self.plan.dag if s.name in stages}  # in DAG order
+        merged["stages"] = {**ordered, **stages}
+        return merged
+
+    @property
+    def _owned(self) -> list[str]:
+        """The stages whose entries this process writes: its own, or all of them when concluding."""
+        return [s.name for s in (self.plan.stages or self.plan.dag)]
+
+    def _record_unstarted(self) -> None:
+        """`finish`: say what became of the stages no task of the run recorded."""
+        stages = self.manifest["stages"]
+        for stage in self.plan.dag:
+            status = stages.get(stage.name, {}).get("status", "pending")
+            if status == "pending":
+                blocked = [u for u in stage.upstream if stages.get(u, {}).get("status") not in DONE]
+                reason = (f"upstream {', '.join(blocked)} did not succeed" if blocked
+                          else "not started: the orchestrator did not run this stage")
+                self._mark_skipped(stage, reason)
+            elif status in ("running", "retrying"):
+                reason = "its task ended without recording a result (killed by the orchestrator?)"
+                self._mark_not_run(stage, "failed", reason, None)
+                self.manifest["stages"][stage.name]["error"] = reason
+                self.console.print(f"[red]✘ {stage.name} failed[/]: {reason}")
 
     def _already_finished(self) -> bool:
         done = self.warehouse.read("pipeline_runs", where={"run_id": self.plan.run_id})

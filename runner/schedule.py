@@ -143,6 +143,20 @@ def pipeline_tick_runner(
     return run
 
 
+def retraining_required(warehouse: Warehouse) -> dict[str, Any] | None:
+    """The latest `model_monitoring` row when it asks for retraining, else None."""
+    import pandas as pd
+
+    frame = warehouse.read("model_monitoring")
+    if frame.empty:
+        return None
+    runs = warehouse.read("pipeline_runs")[["run_id", "started_at"]]
+    frame = frame.merge(runs, on="run_id", how="left")
+    latest = frame.sort_values(["as_of", "started_at", "run_id"], na_position="first").iloc[-1]
+    flag = latest["retraining_required"]
+    return latest.to_dict() if pd.notna(flag) and bool(flag) else None
+
+
 class Scheduler:
     """Fires ticks through `run_tick`, keeps a heartbeat row, and stops cleanly on `stop`."""
 
@@ -200,17 +214,7 @@ class Scheduler:
         return max(known, default=None)
 
     def retraining_required(self) -> dict[str, Any] | None:
-        """The latest `model_monitoring` row when it asks for retraining, else None."""
-        import pandas as pd
-
-        frame = self.warehouse.read("model_monitoring")
-        if frame.empty:
-            return None
-        runs = self.warehouse.read("pipeline_runs")[["run_id", "started_at"]]
-        frame = frame.merge(runs, on="run_id", how="left")
-        latest = frame.sort_values(["as_of", "started_at", "run_id"], na_position="first").iloc[-1]
-        flag = latest["retraining_required"]
-        return latest.to_dict() if pd.notna(flag) and bool(flag) else None
+        return retraining_required(self.warehouse)
 
     def lease_holder(self) -> str:
         from runner.lease import PIPELINE_LEASE

@@ -7,7 +7,6 @@ folder, the reports, the warehouse rows, the MLflow runs, and that a rerun chang
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -23,12 +22,11 @@ from mlflow import MlflowClient
 from bentley import calendar
 from bentley.config import load_config
 from bentley.warehouse import Warehouse
+from tests.pipeline_facts import STAGES, table_fingerprints
 
 pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = "2025-06-02"
-STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies", "train", "optimize",
-          "trade", "monitor"]
 TITLES = {
     "ingest": "Ingest: sources to the raw data lake",
     "etl": "ETL: validate and load the warehouse",
@@ -46,9 +44,6 @@ TITLES = {
 #: Plots each report must carry (embedded PNGs).
 MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2,
               "anomalies": 1, "train": 3, "optimize": 1, "trade": 7, "monitor": 1}
-DATA_TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
-               "transaction_categories", "budget_monthly", "net_worth", "investable_cash", "anomalies",
-               "orders", "fills", "positions", "portfolio_values"]
 MODEL = "bentley-return-direction"
 
 
@@ -75,17 +70,6 @@ def first_run(outputs: Path, root: Path, clean_env: dict[str, str]) -> subproces
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def table_fingerprints(outputs: Path) -> dict[str, tuple[int, str]]:
-    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
-    prints = {}
-    for table in DATA_TABLES:
-        frame = warehouse.read(table).drop(columns=["run_id"], errors="ignore")  # which run wrote it may change
-        text = frame.to_csv(index=False, float_format="%.12g")
-        prints[table] = (len(frame), hashlib.sha256(text.encode()).hexdigest())
-    warehouse.dispose()
-    return prints
 
 
 def test_run_folder_holds_manifest_notebooks_reports_and_index(first_run, outputs: Path) -> None:

@@ -1,5 +1,5 @@
 """Execution semantics through the CLI on throwaway notebooks: caching, retries, parallel
-stages, trigger rules, stopping, leases and resume.
+stages, trigger rules, stopping, leases, resume, and orchestrated runs (one process per stage).
 
 Each test writes its own tiny pipeline, so what it checks is the runner, not the stages.
 """
@@ -254,6 +254,76 @@ def test_one_active_run_a_busy_lease_and_a_lost_lease(tmp_path: Path, root: Path
     assert statuses(outputs, "holder") == {"long": "running", "next": "pending"}
     assert warehouse.read("stage_runs").empty
     warehouse.dispose()
+
+
+def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    """What an Airflow DAG does, without Airflow: one process per stage, three of them at once."""
+    from mlflow.tracking import MlflowClient
+
+    pipeline = write_pipeline(tmp_path, {
+        "a": {"code": "print('a')"},
+        "b": {"code": "import time; time.sleep(2)", "upstream": ["a"]},
+        "c": {"code": "import time; time.sleep(2)", "upstream": ["a"]},
+        "d": {"code": "import time; time.sleep(2)\nraise ValueError('bad rows in d')", "upstream": ["a"],
+              "retries": 2},
+        "e": {"code": "print('e')", "upstream": ["b", "d"]},
+    })
+    outputs = tmp_path / "out"
+
+    def task(stage: str) -> list[str]:
+        return runner_args(pipeline, outputs, "--orchestrated", "--run-id", "af", "--stages", stage)
+
+    first = run(task("a"), clean_env, root)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert manifest(outputs, "af")["status"] == "running"
+    assert statuses(outputs, "af") == {"a": "success", "b": "pending", "c": "pending", "d": "pending",
+                                       "e": "pending"}
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    assert warehouse.read("leases", where={"name": "pipeline"})["holder"].tolist() == ["run:af"]
+    busy = run(runner_args(pipeline, outputs, "--run-id", "local"), clean_env, root)
+    assert busy.returncode == 3, "a local run waits for the orchestrated run"
+
+    processes = {stage: subprocess.Popen(task(stage), cwd=root, env=clean_env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True) for stage in ("b", "c", "d")}
+    codes = {stage: process.wait(timeout=300) for stage, process in processes.items()}
+    assert codes == {"b": 0, "c": 0, "d": 1}
+    recorded = manifest(outputs, "af")
+    assert statuses(outputs, "af") == {"a": "success", "b": "success", "c": "success", "d": "failed",
+                                       "e": "pending"}, "no task's update was lost"
+    assert recorded["stages"]["d"]["attempts"] == 1, "the orchestrator retries, not the runner"
+    assert "bad rows in d" in recorded["stages"]["d"]["error"]
+    spans = [(dt.datetime.fromisoformat(recorded["stages"][s]["started_at"]),
+              dt.datetime.fromisoformat(recorded["stages"][s]["ended_at"])) for s in ("b", "c", "d")]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), "the three tasks overlapped"
+
+    finish = run([sys.executable, "-m", "runner", "finish", "af", "--outputs", str(outputs)], clean_env, root)
+    assert finish.returncode == 1, "a run with a failed stage fails its orchestrator's run too"
+    concluded = manifest(outputs, "af")
+    assert concluded["status"] == "failed" and concluded["ended_at"]
+    assert concluded["stages"]["e"] == {"status": "skipped", "reason": "upstream d did not succeed",
+                                        "notebook": None, "report": None}
+    assert warehouse.read("leases").empty, "finish released the shared lease"
+    assert warehouse.read("pipeline_runs", where={"run_id": "af"})["status"].tolist() == ["failed"]
+    assert sorted(warehouse.read("stage_runs", where={"run_id": "af"})["stage"]) == ["a", "b", "c", "d", "e"]
+    warehouse.dispose()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([recorded["mlflow"]["experiment_id"]])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.run_id for p in parents] == [concluded["mlflow"]["parent_run_id"]], "one parent run"
+    assert parents[0].info.status == "FAILED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(r.data.tags["stage"] for r in children) == ["a", "b", "c", "d"]
+
+    log = (outputs / "logs" / "af.log").read_text()
+    assert all(f"{stage} started" in log for stage in "abcd") and "failed in" in log, "every task appended"
+    index = (outputs / "runs" / "af" / "index.html").read_text()
+    assert all(f"reports/{stage}.html" in index for stage in "abc")
+
+    after = run(runner_args(pipeline, outputs, "--run-id", "local", "--stages", "a"), clean_env, root)
+    assert after.returncode == 0, "the lease is free again"
 
 
 def _wait_for(condition, timeout: float) -> None:  # noqa: ANN001 - a zero-argument callable
