@@ -8,10 +8,12 @@ papermill's error banner when a cell failed, and only then is the failure report
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -61,7 +63,8 @@ class Kernel:
         return getattr(process, "pid", None)
 
     def kill(self) -> None:
-        """Kill the kernel's process group: the kernel and anything it started."""
+        """Kill the kernel's process group (the kernel and anything it started) and reap the kernel,
+        so no zombie of it outlives the runner."""
         pid = self.pid
         if pid is None:
             return
@@ -69,6 +72,9 @@ class Kernel:
             os.killpg(os.getpgid(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
+        process = self.manager.provisioner.process
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
 
     def shutdown(self) -> None:
         """Stop the kernel and remove its sockets (papermill leaves a kernel it was handed running)."""

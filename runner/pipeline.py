@@ -240,6 +240,8 @@ class PipelineRun:
         self._record: Any = RunRecordLock(self.warehouse, plan.run_id) if self.orchestrated else nullcontext()
         self.max_workers = self.config.runner.max_workers or os.cpu_count() or 1
         self._tracker: Any = None
+        self._tracking = threading.Event()  # set once MLflow's parent run exists (or could not be created)
+        self._tracking_failed = False
         self._kernels: set[Any] = set()
         self._kernels_lock = threading.Lock()
         self._dirty = False
@@ -270,8 +272,8 @@ class PipelineRun:
             return self._execute()
         finally:
             keeper.stop()
-            if not self.lost.is_set() and not self.orchestrated:  # `runner finish` releases a shared lease
-                self.warehouse.release_lease(PIPELINE_LEASE, self.holder)
+            if not self.lost.is_set():
+                self._leave_lease()
             self.warehouse.dispose()
 
     def finish(self) -> int:
@@ -309,6 +311,20 @@ class PipelineRun:
                 return grant
             time.sleep(0.1)  # lost a compare-and-swap, most likely to a sibling task: look again
         return grant
+
+    def _leave_lease(self) -> None:
+        """Release the lease; an orchestrated task keeps it for its siblings instead.
+
+        The orchestrator may queue the next task for a while, so the shared lease is extended by
+        `runner.orchestrated_lease_s`; `runner finish` releases it, and if the orchestrator never
+        gets there the lease lapses then.
+        """
+        runner = self.config.runner
+        if self.orchestrated:
+            bridge_s = max(runner.lease_ttl_s, runner.orchestrated_lease_s)
+            self.warehouse.renew_lease(PIPELINE_LEASE, self.holder, bridge_s)
+        else:
+            self.warehouse.release_lease(PIPELINE_LEASE, self.holder)
 
     def _remove_orphaned_temp_files(self) -> None:
         for orphan in orphaned_temp_files(self.outputs):
@@ -458,6 +474,7 @@ class PipelineRun:
                     future = workers.submit(self._attempt, stage, kernel_name, transient, 0.0,
                                             prestarted.pop(stage.name, None))
                     running[future] = stage
+                    self._start_tracking()
                 self._flush()
                 if not running:
                     break
@@ -508,14 +525,16 @@ class PipelineRun:
             failed = Attempt("failed", clock, now, (now - clock).total_seconds(), 0.0,
                              f"kernel did not start: {type(exc).__name__}: {exc}", transient=True)
             return _Attempted(failed, notebook, None, None)
+        self._tracking.wait()  # a stage may nest MLflow runs under the parent (train)
         waited = (_now() - clock).total_seconds()
         with self._kernels_lock:
             self._kernels.add(kernel)
         try:
-            if self.lost.is_set():
+            if self.lost.is_set() or self._tracking_failed:
                 kernel.shutdown()
                 now = _now()
-                return _Attempted(Attempt("failed", now, now, 0.0, 0.0, "lease lost"), notebook, None, None)
+                why = "lease lost" if self.lost.is_set() else "not started: MLflow tracking failed"
+                return _Attempted(Attempt("failed", now, now, 0.0, 0.0, why), notebook, None, None)
             attempt = execute_stage(stage, notebook, self._parameters(stage), kernel=kernel,
                                     kernel_name=kernel_name, cwd=stage.notebook.parent, transient_errors=transient)
         finally:
@@ -617,9 +636,8 @@ class PipelineRun:
     def _tracker_started(self) -> Any:
         """MLflow's parent run, created when the first stage executes (a run of cached stages logs nothing).
 
-        It exists before that stage's kernel starts, so a stage that logs its own runs (train)
-        can nest them under it. A resumed run, or a task of an orchestrated run whose sibling
-        got there first, reuses the parent run its manifest names.
+        A resumed run, or a task of an orchestrated run whose sibling got there first, reuses
+        the parent run its manifest names.
         """
         if self._tracker is None:
             from bentley.tracking import PipelineTracker
@@ -642,6 +660,23 @@ class PipelineRun:
                 )
                 self._save()  # siblings (and this stage's own kernel) find the parent in the manifest
         return self._tracker
+
+    def _start_tracking(self) -> None:
+        """Create (or find) MLflow's parent run while the first stage's kernel starts.
+
+        Stages wait for it before executing, so nothing nests under a parent that does not
+        exist yet; if it cannot be created, the run stops and the waiting stages fail.
+        """
+        if self._tracking.is_set():
+            return
+        try:
+            self._tracker_started()
+        except BaseException:
+            self._tracking_failed = True
+            self.stop.set()
+            raise
+        finally:
+            self._tracking.set()
 
     def _existing_parent_run(self) -> str | None:
         if self.orchestrated:
@@ -708,7 +743,6 @@ class PipelineRun:
         return values
 
     def _mark_running(self, stage: Stage, reason: str, key: cache.StageKey) -> None:
-        self._tracker_started()
         self.manifest["stages"][stage.name] = {"status": "running", "reason": reason, "notebook": None,
                                                "report": None, "_key": key}
         self._dirty = True

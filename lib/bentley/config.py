@@ -486,6 +486,9 @@ class Runner(Section):
     prestart_kernels: bool  # start a stage's kernel while its upstreams still compute
     lease_ttl_s: PositiveFloat  # a run's warehouse lease lapses this long after its last heartbeat
     heartbeat_s: PositiveFloat  # how often the lease is renewed
+    # An orchestrated run's lease outlives each of its tasks by this long, bridging the
+    # orchestrator's queueing between tasks; `runner finish` releases it at the end.
+    orchestrated_lease_s: PositiveFloat
 
     @model_validator(mode="after")
     def _heartbeat_inside_ttl(self) -> Runner:

@@ -399,8 +399,11 @@ def _quiet_mlflow() -> None:
 
     Call before importing mlflow: its artifact module imports tqdm.auto, which warns in a
     kernel without ipywidgets, and a progress bar per download has no place in a report.
+    MLflow's usage telemetry is off unless the user turns it on: a research pipeline does not
+    report home, and offline its one-second request and exit wait slow every process.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
     import mlflow  # noqa: F401 - imported here so the logger levels below outlast its own setup
 

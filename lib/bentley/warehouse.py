@@ -33,6 +33,8 @@ import contextlib
 import datetime as dt
 import gc
 import os
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -820,11 +822,13 @@ def _create_engine(url: URL) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _create_tables(engine: Engine, attempts: int = 3) -> None:
-    """`create_all`, safe when two processes open a new warehouse at the same moment.
+def _create_tables(engine: Engine, attempts: int = 20) -> None:
+    """`create_all`, safe when several processes open a new warehouse at the same moment.
 
-    Both see a table missing and both create it; the loser gets "already exists" (PostgreSQL:
-    a unique violation in its catalog) and simply checks again.
+    They all see tables missing and create them; a loser gets "already exists" (PostgreSQL: a
+    unique violation in its catalog) and checks again. Processes that start together create
+    tables in the same order, so each could lose once per table: a short random pause
+    before the next look breaks the lockstep.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -834,6 +838,7 @@ def _create_tables(engine: Engine, attempts: int = 3) -> None:
             text = str(exc).lower()
             if attempt == attempts or not ("already exists" in text or "duplicate" in text):
                 raise
+            time.sleep(random.uniform(0.05, 0.3))
 
 
 # ---------------------------------------------------------------------- upserts
