@@ -40,9 +40,11 @@ GATE_TASK = "session_gate"
 FINISH_TASK = "finish"
 #: The DAG's start_date unless catch-up is `all` (`_start_date`).
 EARLIEST_LOGICAL_DATE = dt.date(2000, 1, 1)
-#: `runner gate` and `runner finish` only read and write records: a short limit and two retries.
+#: `runner gate` and `runner finish` only read and write records: a short limit. The gate
+#: retries a failed try (a warehouse hiccup); `finish` does not, because it fails on purpose
+#: when the pipeline failed, and a retry would only conclude the run again.
 FINISH_TIMEOUT_MINUTES = 10
-FINISH_RETRIES = 2
+GATE_RETRIES = 2
 #: Variables a deployment sets on every Airflow worker (none has a default in the DAG file
 #: except where noted); the README next to the DAG explains each.
 DEPLOYMENT_ENVIRONMENT = (
@@ -136,7 +138,7 @@ def render_dag(stages: list[Stage], retry: RetryPolicy, config: Config, options:
         gate_name=GATE_TASK,
         finish_task=repr(FINISH_TASK),
         finish_timeout=FINISH_TIMEOUT_MINUTES,
-        finish_retries=FINISH_RETRIES,
+        gate_retries=GATE_RETRIES,
         schedule_text=_schedule_text(config),
         requirement=AIRFLOW_REQUIREMENT,
     )
@@ -267,8 +269,11 @@ def session_gate(**context):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# What the gate decided, as Jinja rendered into each task's command line.
-RUN_ARGS = "{{ ti.xcom_pull(task_ids='$gate_name')['args'] }}"
+# What the gate decided, as Jinja rendered into each task's command line. Without a decision
+# (the gate failed) the all_done tasks say so instead of running anything.
+DECIDED = "{% if ti.xcom_pull(task_ids='$gate_name') %}"
+UNDECIDED = "{% else %}echo 'session_gate failed: this run has no run id, nothing to do' >&2; exit 1{% endif %}"
+RUN_ARGS = "{{ ti.xcom_pull(task_ids='$gate_name')['args'] }} --attempt {{ ti.try_number }}"
 RUN_ID = "{{ ti.xcom_pull(task_ids='$gate_name')['run_id'] }}"
 
 with DAG(
@@ -283,16 +288,16 @@ with DAG(
     tags=["bentley"],
     default_args={"owner": "bentley", "depends_on_past": False},
 ) as dag:
-    gate = ShortCircuitOperator(task_id=$gate_task, python_callable=session_gate, retries=$finish_retries,
+    gate = ShortCircuitOperator(task_id=$gate_task, python_callable=session_gate, retries=$gate_retries,
                                 retry_delay=dt.timedelta(seconds=BACKOFF_BASE_S),
                                 execution_timeout=dt.timedelta(minutes=$finish_timeout))
     tasks = {}
     for name, stage in STAGES.items():
         tasks[name] = BashOperator(
             task_id=name,
-            bash_command=shlex.join([*RUNNER, "run", "--orchestrated", "--profile", PROFILE, *OUTPUTS_ARGS,
-                                     "--stages", name])
-            + " " + RUN_ARGS + "{{ ' --force' if params.force else '' }}",
+            bash_command=DECIDED + shlex.join([*RUNNER, "run", "--orchestrated", "--profile", PROFILE,
+                                               *OUTPUTS_ARGS, "--stages", name])
+            + " " + RUN_ARGS + "{{ ' --force' if params.force else '' }}" + UNDECIDED,
             cwd=PROJECT_DIR,
             do_xcom_push=False,
             retries=stage["retries"],
@@ -309,11 +314,10 @@ with DAG(
             gate >> tasks[name]
     finish = BashOperator(
         task_id=$finish_task,
-        bash_command=shlex.join([*RUNNER, "finish", *OUTPUTS_ARGS]) + " " + RUN_ID,
+        bash_command=DECIDED + shlex.join([*RUNNER, "finish", *OUTPUTS_ARGS]) + " " + RUN_ID + UNDECIDED,
         cwd=PROJECT_DIR,
         do_xcom_push=False,
-        retries=$finish_retries,
-        retry_delay=dt.timedelta(seconds=BACKOFF_BASE_S),
+        retries=0,
         execution_timeout=dt.timedelta(minutes=$finish_timeout),
         trigger_rule="all_done",
     )

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--orchestrated", action="store_true",
                      help="one task of a run an orchestrator (Airflow) drives: join the run's shared lease and "
                           "record, leave retries to the orchestrator, keep the run open for `runner finish`")
+    run.add_argument("--attempt", type=int, default=1, metavar="N",
+                     help="with --orchestrated: the orchestrator's try number, recorded as the stage's attempt")
 
     resume = verbs.add_parser("resume", help="rerun a run's failed, skipped and unfinished stages "
                               "with the run's own params and logical date")
@@ -214,6 +216,7 @@ def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
         pipeline_file=args.pipeline.resolve() if args.pipeline else None,
         force=args.force,
         orchestrated=args.orchestrated,
+        attempt=max(args.attempt, 1),
     )
     plan = plan_run(request)
     return PipelineRun(plan, console, _stop_on_signals()).execute()

@@ -65,16 +65,15 @@ class Kernel:
     def kill(self) -> None:
         """Kill the kernel's process group (the kernel and anything it started) and reap the kernel,
         so no zombie of it outlives the runner."""
-        pid = self.pid
-        if pid is None:
-            return
+        process = getattr(getattr(self.manager, "provisioner", None), "process", None)
+        if process is None or process.poll() is not None:
+            return  # gone and reaped: its pid may belong to another process by now
         try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            os.killpg(os.getpgid(process.pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
-        process = self.manager.provisioner.process
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
+            process.wait(timeout=5)
 
     def shutdown(self) -> None:
         """Stop the kernel and remove its sockets (papermill leaves a kernel it was handed running)."""

@@ -80,7 +80,10 @@ class LeaseKeeper(threading.Thread):
             return
 
     def stop(self) -> None:
+        """Stop renewing, and wait for a renewal in flight: it must not land after a final one."""
         self._stopped.set()
+        if self.is_alive():
+            self.join(timeout=60)
 
 
 class RunRecordLock:
@@ -89,10 +92,11 @@ class RunRecordLock:
     It is a lease row of its own in the warehouse, the one service every worker of an
     orchestrated run shares (a file lock would not hold across machines). Re-entrant within
     the process. A holder that died is taken over at once on its own machine and after
-    `ttl_s` elsewhere.
+    `ttl_s` elsewhere. Nothing renews it, so `ttl_s` must outlast the longest hold: creating
+    the MLflow parent run, or `runner finish` uploading its artifacts to a tracking server.
     """
 
-    def __init__(self, warehouse: Warehouse, run_id: str, *, ttl_s: float = 60.0, timeout_s: float = 180.0) -> None:
+    def __init__(self, warehouse: Warehouse, run_id: str, *, ttl_s: float = 600.0, timeout_s: float = 900.0) -> None:
         self.warehouse = warehouse
         self.run_id = run_id
         self.name = "record:" + hashlib.sha256(run_id.encode()).hexdigest()[:24]

@@ -93,6 +93,7 @@ class RunRequest:
     force: bool = False  # run every selected stage, whatever the cache says
     skip_if_done: bool = False  # the scheduler: a run id that already finished is not run again
     orchestrated: bool = False  # one task of a run an external orchestrator drives (module docstring)
+    attempt: int = 1  # the orchestrator's try number of this task, recorded as the stage's attempt
 
 
 @dataclass
@@ -287,8 +288,6 @@ class PipelineRun:
         plan = self.plan
         grant = self._acquire_lease()
         try:
-            if grant.acquired:  # no other run is active: leftovers of killed writers can go
-                self._remove_orphaned_temp_files()
             with self._record:
                 self.manifest = read_json(plan.run_dir / "manifest.json")
                 self._record_unstarted()
@@ -468,7 +467,7 @@ class PipelineRun:
                     entries.pop(stage.name, None)
                     fingerprints[stage.name] = None
                     status[stage.name] = "running"
-                    attempts[stage.name] = 1
+                    attempts[stage.name] = plan.request.attempt
                     self._mark_running(stage, decision.reason, key)
                     self.console.print(f"[blue]▶[/] {stage.name} started: {decision.reason}")
                     future = workers.submit(self._attempt, stage, kernel_name, transient, 0.0,
@@ -502,6 +501,9 @@ class PipelineRun:
                     status[stage.name] = attempt.status
                     fingerprints[stage.name] = self._finish_stage(stage, attempts[stage.name], result)
         finally:
+            self._tracking.set()  # nothing executes without a parent run, and nothing waits for one forever
+            if self._tracker is None:
+                self._tracking_failed = True
             for pending in prestarted.values():
                 self._discard_kernel(pending)
             workers.shutdown(wait=True)

@@ -271,8 +271,8 @@ def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
     })
     outputs = tmp_path / "out"
 
-    def task(stage: str) -> list[str]:
-        return runner_args(pipeline, outputs, "--orchestrated", "--run-id", "af", "--stages", stage)
+    def task(stage: str, *extra: str) -> list[str]:
+        return runner_args(pipeline, outputs, "--orchestrated", "--run-id", "af", "--stages", stage, *extra)
 
     first = run(task("a"), clean_env, root)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -287,14 +287,15 @@ def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
     busy = run(runner_args(pipeline, outputs, "--run-id", "local"), clean_env, root)
     assert busy.returncode == 3, "a local run waits for the orchestrated run"
 
-    processes = {stage: subprocess.Popen(task(stage), cwd=root, env=clean_env, stdout=subprocess.PIPE,
+    tries = {"b": (), "c": (), "d": ("--attempt", "2")}  # d is the orchestrator's second try
+    processes = {stage: subprocess.Popen(task(stage, *tries[stage]), cwd=root, env=clean_env, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True) for stage in ("b", "c", "d")}
     codes = {stage: process.wait(timeout=300) for stage, process in processes.items()}
     assert codes == {"b": 0, "c": 0, "d": 1}
     recorded = manifest(outputs, "af")
     assert statuses(outputs, "af") == {"a": "success", "b": "success", "c": "success", "d": "failed",
                                        "e": "pending"}, "no task's update was lost"
-    assert recorded["stages"]["d"]["attempts"] == 1, "the orchestrator retries, not the runner"
+    assert recorded["stages"]["d"]["attempts"] == 2, "one execution, the orchestrator's try 2: no retry inside"
     assert "bad rows in d" in recorded["stages"]["d"]["error"]
     spans = [(dt.datetime.fromisoformat(recorded["stages"][s]["started_at"]),
               dt.datetime.fromisoformat(recorded["stages"][s]["ended_at"])) for s in ("b", "c", "d")]
@@ -308,7 +309,8 @@ def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
                                         "notebook": None, "report": None}
     assert warehouse.read("leases").empty, "finish released the shared lease"
     assert warehouse.read("pipeline_runs", where={"run_id": "af"})["status"].tolist() == ["failed"]
-    assert sorted(warehouse.read("stage_runs", where={"run_id": "af"})["stage"]) == ["a", "b", "c", "d", "e"]
+    ledger = warehouse.read("stage_runs", where={"run_id": "af"})
+    assert sorted(zip(ledger["stage"], ledger["attempt"], strict=True)) == [("a", 1), ("b", 1), ("c", 1), ("d", 2), ("e", 1)]
     warehouse.dispose()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
