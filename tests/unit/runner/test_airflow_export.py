@@ -17,6 +17,7 @@ from bentley.schedule_times import fire_times
 from runner import cli
 from runner.airflow import DEPLOYMENT_ENVIRONMENT, ExportOptions, cron_for, render_dag
 from runner.dag import build_dag
+from tests.schedules import with_schedule
 
 SECRETS = {
     "BENTLEY_WAREHOUSE_PASSWORD": "wh-pass-4d1f9c",
@@ -25,15 +26,6 @@ SECRETS = {
     "NEWS_API_KEY": "news-key-9a0b11",
     "BENTLEY_ALERT_WEBHOOK_URL": "https://hooks.example/T000/secret-hook-5c3e",
 }
-
-
-@pytest.fixture(scope="module")
-def config(root: Path) -> Config:
-    return load_config(root=root)
-
-
-def with_schedule(config: Config, **changes: object) -> Config:
-    return config.model_copy(update={"schedule": config.schedule.model_copy(update=changes)})
 
 
 def cron_matches(cron: str, moment: dt.datetime) -> bool:

@@ -10,22 +10,14 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
-from bentley.config import Config, load_config
+from bentley.config import Config
 from bentley.warehouse import Warehouse
 from runner import cli
 from runner.gate import SKIP_EXIT, decide
+from tests.schedules import with_schedule
 
 NY = ZoneInfo("America/New_York")
 UTC = dt.UTC
-
-
-@pytest.fixture(scope="module")
-def config(root: Path) -> Config:
-    return load_config(root=root)
-
-
-def with_schedule(config: Config, **changes: object) -> Config:
-    return config.model_copy(update={"schedule": config.schedule.model_copy(update=changes)})
 
 
 def ny(day: str, hhmm: str) -> dt.datetime:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from bentley.config import Config, load_config
+from bentley.config import Config
 from bentley.warehouse import Warehouse
 from runner import schedule as sched
 from runner.schedule import (
@@ -25,18 +25,10 @@ from runner.schedule import (
     next_tick,
     previous_ticks,
 )
+from tests.schedules import with_schedule
 
 NY = ZoneInfo("America/New_York")
 UTC = dt.UTC
-
-
-@pytest.fixture(scope="module")
-def config(root: Path) -> Config:
-    return load_config(root=root)
-
-
-def with_schedule(config: Config, **changes: object) -> Config:
-    return config.model_copy(update={"schedule": config.schedule.model_copy(update=changes)})
 
 
 def ny(day: str, hhmm: str) -> dt.datetime:
