@@ -64,7 +64,9 @@ control = prediction.shuffled_label_auc(data.frame, data.feature_cols, first, da
 timings["shuffled_label_control"] = time.perf_counter() - mark
 mark = time.perf_counter()
 store = ModelStore(tracking_uri(None, outputs), "bench", outputs)
-lifecycle.register_candidates(store, results, importance, data, ml, run_id="bench",
+as_of = pd.Timestamp(prices["date"].max()).date()
+no_champion = lifecycle.ChampionChoice(version=None, as_of=as_of, backdated=False, reason="bench")
+lifecycle.register_candidates(store, results, importance, data, ml, no_champion, run_id="bench",
                               config={"ml": config.section("ml")}, parent_run_id=None)
 timings["register"] = time.perf_counter() - mark
 total = time.perf_counter() - start

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from bentley.config import (
     PARAMS_DIR,
@@ -27,6 +28,7 @@ from bentley.config import (
     load_config,
     load_pipeline,
     outputs_dir,
+    profile_stores,
     project_root,
 )
 from runner.dag import DagError, build_dag
@@ -47,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--to", dest="stop", metavar="STAGE", help="this stage and everything upstream")
     run.add_argument("--run-id", help="name the run (reuse one to add stages to it)")
     run.add_argument("--logical-date", type=_date, help="as-of date YYYY-MM-DD (default: latest NYSE session)")
-    run.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
+    run.add_argument("--outputs", type=Path,
+                     help="this run's store, exactly (default: $BENTLEY_OUTPUTS or ./outputs for the default "
+                          "profile, <that>/profiles/<name> for any other)")
     run.add_argument("--pipeline", type=Path, help="an alternative pipeline.yaml")
     run.add_argument("--force", action="store_true", help="run every selected stage, even when up to date")
     run.add_argument("--orchestrated", action="store_true",
@@ -85,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--project", type=Path, help="the project checkout on the workers (default: --root)")
     export.add_argument("--outputs", type=Path,
                         help="bake an outputs folder into the tasks (default: $BENTLEY_OUTPUTS on the worker)")
+
+    paper = verbs.add_parser("paper", help="the paper book: replay it from a date")
+    paper_verbs = paper.add_subparsers(dest="paper_verb", required=True)
+    rebook = paper_verbs.add_parser("rebook", help="delete a paper book's sessions from a date on, so that runs "
+                                    "for that date and later replay it")
+    rebook.add_argument("--from", dest="from_date", type=_date, required=True, metavar="YYYY-MM-DD")
+    rebook.add_argument("--portfolio", help="the book (default: trade.paper.portfolio)")
+    rebook.add_argument("--profile", default="default")
+    rebook.add_argument("--outputs", type=Path)
 
     from runner import gate, health, schedule
 
@@ -131,10 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = (args.root or project_root()).resolve()
         handler = {"run": _run, "resume": _resume, "status": _status, "dag": _dag, "report": _report,
                    "retention": _retention, "schedule": _schedule, "health": _health, "finish": _finish,
-                   "export": _export, "gate": _gate}[args.verb]
+                   "export": _export, "gate": _gate, "paper": _paper}[args.verb]
         return handler(args, root, console)
     except (ParamsError, DagError) as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", markup=True)
         return EXIT_USAGE
 
 
@@ -174,7 +187,7 @@ def _gate(args: argparse.Namespace, root: Path, console: Console) -> int:
 def _finish(args: argparse.Namespace, root: Path, console: Console) -> int:
     from runner.pipeline import PipelineRun, plan_finish
 
-    return PipelineRun(plan_finish(root, outputs_dir(args.outputs, root), args.run_id), console).finish()
+    return PipelineRun(plan_finish(root, _store_of(args.outputs, root, args.run_id), args.run_id), console).finish()
 
 
 def _export(args: argparse.Namespace, root: Path, console: Console) -> int:
@@ -193,10 +206,39 @@ def _export(args: argparse.Namespace, root: Path, console: Console) -> int:
     return EXIT_OK
 
 
+def _paper(args: argparse.Namespace, root: Path, console: Console) -> int:
+    """`paper rebook`: under the pipeline lease, so no run books the same portfolio meanwhile."""
+    from bentley.trading.broker import rebook
+    from bentley.warehouse import Warehouse
+    from runner.lease import PIPELINE_LEASE, holder_alive, new_holder
+    from runner.outcomes import EXIT_BUSY
+
+    config = load_config(args.profile, root=root)
+    portfolio = args.portfolio or config.trade.paper.portfolio
+    warehouse = Warehouse.from_settings(config.warehouse.url, outputs_dir(args.outputs, root, args.profile))
+    holder = new_holder()
+    try:
+        grant = warehouse.acquire_lease(PIPELINE_LEASE, holder, f"rebook-{portfolio}", config.runner.lease_ttl_s,
+                                        holder_alive=holder_alive)
+        if not grant.acquired:
+            console.print(f"busy: run {grant.run_id} holds the warehouse lease; nothing was deleted")
+            return EXIT_BUSY
+        try:
+            summary = rebook(warehouse, portfolio, args.from_date)
+        except ValueError as exc:
+            raise DagError(str(exc)) from None
+        finally:
+            warehouse.release_lease(PIPELINE_LEASE, holder)
+        console.print(escape(summary.sentence()))
+        return EXIT_OK
+    finally:
+        warehouse.dispose()
+
+
 def _resume(args: argparse.Namespace, root: Path, console: Console) -> int:
     from runner.pipeline import PipelineRun, plan_resume
 
-    plan = plan_resume(root, outputs_dir(args.outputs, root), args.run_id)
+    plan = plan_resume(root, _store_of(args.outputs, root, args.run_id), args.run_id)
     return PipelineRun(plan, console, _stop_on_signals()).execute()
 
 
@@ -205,7 +247,7 @@ def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
 
     request = RunRequest(
         root=root,
-        outputs=outputs_dir(args.outputs, root),
+        outputs=outputs_dir(args.outputs, root, args.profile),
         profile=args.profile,
         overrides=args.overrides,
         stages=args.stages,
@@ -225,11 +267,11 @@ def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
 def _status(args: argparse.Namespace, root: Path, console: Console) -> int:
     from runner.pipeline import all_manifests
 
-    manifests = all_manifests(outputs_dir(args.outputs, root))
+    manifests = [m for store in profile_stores(args.outputs, root) for m in all_manifests(store)]
     if args.run_id:
         chosen = [m for m in manifests if m["run_id"] == args.run_id]
         if not chosen:
-            raise DagError(f"no run {args.run_id!r} under {outputs_dir(args.outputs, root) / 'runs'}")
+            raise DagError(f"no run {args.run_id!r} under {_store_of(args.outputs, root, args.run_id) / 'runs'}")
         manifest = chosen[0]
     elif manifests:
         manifest = max(manifests, key=lambda m: m.get("started_at") or "")
@@ -262,13 +304,12 @@ def _dag(args: argparse.Namespace, root: Path, console: Console) -> int:
 def _report(args: argparse.Namespace, root: Path, console: Console) -> int:
     from runner.pipeline import all_manifests
 
-    outputs = outputs_dir(args.outputs, root)
-    manifests = all_manifests(outputs)
-    if not manifests:
+    runs = [(store, m) for store in profile_stores(args.outputs, root) for m in all_manifests(store)]
+    if not runs:
         console.print("no runs yet: try `make pipeline`")
         return EXIT_FAILED
-    latest = max(manifests, key=lambda m: m.get("started_at") or "")
-    console.print(str(outputs / "runs" / latest["run_id"] / "index.html"))
+    store, latest = max(runs, key=lambda run: run[1].get("started_at") or "")
+    console.print(str(store / "runs" / latest["run_id"] / "index.html"))
     return EXIT_OK
 
 
@@ -279,7 +320,7 @@ def _retention(args: argparse.Namespace, root: Path, console: Console) -> int:
     logical_date = args.logical_date or calendar.latest_closed_session(
         dt.datetime.now(dt.UTC), config.workflow.calendar
     )
-    outputs = outputs_dir(args.outputs, root)
+    outputs = outputs_dir(args.outputs, root, args.profile)
     expired = retention.plan(outputs, config.workflow.retention, logical_date)
     verb = "would delete" if args.dry_run else "deleting"
     for item in expired:
@@ -291,7 +332,15 @@ def _retention(args: argparse.Namespace, root: Path, console: Console) -> int:
     return EXIT_OK
 
 
+def _store_of(explicit: Path | None, root: Path, run_id: str) -> Path:
+    """The store holding `run_id`: `--outputs`, else whichever profile's store has the run."""
+    stores = profile_stores(explicit, root)
+    return next((store for store in stores if (store / "runs" / run_id).is_dir()), stores[0])
+
+
 def _csv(text: str) -> list[str]:
+    """`a, b` -> ["a", "b"]; `--stages ""` gives [], not None, so the preflight refuses it instead
+    of running every stage (None means the flag was left out)."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
 

@@ -134,7 +134,7 @@ def command(args: argparse.Namespace, root: Path, console: Console) -> int:
     if not decision.go:
         err.print(f"skip: {decision.reason}", markup=False)
         return SKIP_EXIT
-    decision = _with_retraining(decision, config, outputs_dir(args.outputs, root), err)
+    decision = _with_retraining(decision, config, outputs_dir(args.outputs, root, args.profile), err)
     err.print(f"go: {decision.reason}", markup=False)
     console.print(decision.as_json(), markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK

@@ -48,7 +48,7 @@ def command(args: argparse.Namespace, root: Path, console: Console) -> int:
     from bentley.monitoring.health import exit_code, run_checks
 
     config = load_config(args.profile, args.overrides, root)
-    checks = run_checks(config, outputs_dir(args.outputs, root), root)
+    checks = run_checks(config, outputs_dir(args.outputs, root, args.profile), root)
     if args.json:
         console.print_json(json.dumps([c.as_dict() for c in checks]))
     else:

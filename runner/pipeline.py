@@ -36,6 +36,7 @@ import os
 import random
 import re
 import secrets
+import shlex
 import subprocess
 import threading
 import time
@@ -57,7 +58,9 @@ from bentley.config import (
     RetryPolicy,
     load_config,
     load_pipeline,
+    profile_stores,
 )
+from bentley.ingest import with_resolved_universe
 from bentley.lake import atomic_write_json, atomic_write_text, orphaned_temp_files, read_json
 from bentley.tracking import display_uri, tracking_uri
 from bentley.warehouse import Warehouse
@@ -73,6 +76,7 @@ from runner.lease import (
 )
 from runner.outcomes import EXIT_BUSY, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, RUN_FINISHED
 from runner.outcomes import STAGE_DONE as DONE
+from runner.preflight import check_run
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _NOTEBOOK_PARAMETERS = "cache/notebook_parameters.json"
@@ -108,6 +112,7 @@ class Plan:
     logical_date: dt.date
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     resumed: bool = False
+    later_runs: list[str] = field(default_factory=list)  # runs that used the store after a resumed run
     run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +124,11 @@ def plan_run(request: RunRequest) -> Plan:
     config = load_config(request.profile, request.overrides, request.root)
     stages, dag, retry, inspected = _stages(request, config)
     logical_date = request.logical_date or _default_logical_date(config)
+    # Dates and params that cannot work: one line, exit 2, before anything is written.
+    check_run(config, logical_date, logical_date_given=request.logical_date is not None, stages_arg=request.stages,
+              selected=stages, run_id=request.run_id, root=request.root, now=dt.datetime.now(dt.UTC))
     config.history.window(logical_date)  # a window that reads the future fails here
+    config = with_resolved_universe(config, request.root)
     run_id = request.run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
         raise DagError(f"run id {run_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
@@ -138,7 +147,16 @@ def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
     unfinished = [name for name, stage in manifest["stages"].items() if stage["status"] not in DONE]
     if not unfinished:
         raise DagError(f"run {run_id} has nothing to resume: every stage finished")
-    return _saved_plan(root, outputs, manifest, saved, unfinished, resumed=True, orchestrated=False)
+    later = sorted(m["run_id"] for m in all_manifests(outputs)
+                   if m["run_id"] != run_id and (m.get("started_at") or "") > (manifest.get("started_at") or ""))
+    if later:
+        # A later run rewrote the date-keyed tables (features, anomalies, budget) over its own
+        # window: every stage of this run is looked at again, and the cache reruns those whose
+        # inputs that run changed, so the resumed stages never read another date's results.
+        unfinished = list(manifest["stages"])
+    plan = _saved_plan(root, outputs, manifest, saved, unfinished, resumed=True, orchestrated=False)
+    plan.later_runs = later
+    return plan
 
 
 def plan_finish(root: Path, outputs: Path, run_id: str) -> Plan:
@@ -343,6 +361,8 @@ class PipelineRun:
             f"{verb} [bold]{plan.run_id}[/] · logical date {plan.logical_date} · profile {plan.request.profile} "
             f"· {len(plan.stages)} stage(s) · {self.max_workers} worker(s) · warehouse {self.warehouse.display_url}"
         )
+        if plan.resumed:
+            self.console.print(escape(self._reused_text()))
         self._run_dag()
         if self.lost.is_set():
             self.console.print(f"[red]lease lost:[/] {self.manifest.get('lease_lost')}; stopped without writing")
@@ -400,8 +420,29 @@ class PipelineRun:
             f"[{colour}]{status}[/] in {self.manifest['duration_s']:.1f} s · {executed} ran, {cached} up to date "
             f"· report {plan.run_dir / 'index.html'}"
         )
+        if status != "success":
+            self.console.print(f"to finish it: {escape(self.resume_command(plan.run_id))}")
         self._write_log()
         return EXIT_OK if status == "success" else EXIT_FAILED
+
+    def resume_command(self, run_id: str) -> str:
+        """The exact command that finishes `run_id` (with `--outputs` when its store is not a profile's)."""
+        command = f"python -m runner resume {run_id}"
+        if self.outputs not in profile_stores(None, self.plan.request.root):
+            command += f" --outputs {shlex.quote(str(self.outputs))}"
+        return command
+
+    def _reused_text(self) -> str:
+        """What a resumed run keeps: the stages that finished, its saved params and logical date."""
+        selected = {stage.name for stage in self.plan.stages}
+        kept = [name for name, stage in self.manifest["stages"].items()
+                if name not in selected and stage["status"] in DONE]
+        kept_text = ", ".join(kept) if kept else "no finished stage"
+        checked = (f"rechecking every stage, since {', '.join(self.plan.later_runs[:3])} used the store after "
+                   "this run started; " if self.plan.later_runs else "")
+        return (f"{checked}reusing {kept_text} (their products stay as written); rerunning what is not up to date "
+                f"of {', '.join(sorted(selected))} with the run's saved params (runs/{self.plan.run_id}/params.json) "
+                f"and logical date {self.plan.logical_date}")
 
     # ------------------------------------------------------------------ the DAG
 
@@ -918,10 +959,16 @@ class PipelineRun:
         return not done.empty and done["status"].iloc[0] in RUN_FINISHED
 
     def _mark_crashed(self, run_id: str) -> None:
-        """The run whose lapsed lease we took: it died mid-way. Say so in its ledger and manifest."""
+        """The run whose lapsed lease we took: it died mid-way. Say so in its ledger and manifest.
+
+        Model versions it registered while `train` was still running are tagged crashed, so
+        they never predict or become champion; a resume that trains the same model reuses them.
+        """
         path = self.outputs / "runs" / run_id / "manifest.json"
         if path.is_file():
             manifest = read_json(path)
+            if manifest.get("stages", {}).get("train", {}).get("status") in ("running", "retrying"):
+                self._mark_crashed_versions(run_id)
             if manifest.get("status") == "running":
                 manifest["status"] = "crashed"
                 for stage in manifest["stages"].values():
@@ -930,7 +977,18 @@ class PipelineRun:
                 atomic_write_json(path, manifest)
         self.warehouse.update_where("pipeline_runs", {"run_id": run_id, "status": "running"}, status="crashed")
         self.console.print(f"[yellow]![/] run {run_id} held a lapsed lease: marked crashed "
-                           f"(`runner resume {run_id}` finishes it)")
+                           f"(`{escape(self.resume_command(run_id))}` finishes it)")
+
+    def _mark_crashed_versions(self, run_id: str) -> None:
+        from bentley.models.registry import mark_crashed_versions
+        from bentley.tracking import ModelStore
+
+        store = ModelStore(tracking_uri(self.config.tracking.uri, self.outputs), self.config.tracking.experiment,
+                           self.outputs)
+        marked = mark_crashed_versions(store, self.config.ml.registered_model, run_id)
+        if marked:
+            self.console.print(f"[yellow]![/] model version(s) {', '.join(marked)} of the crashed run {run_id} "
+                               "tagged crashed: never used for predictions")
 
     def _active_alerts(self) -> list[dict[str, Any]]:
         """Alerts the monitor stage left active, for the index banner and the log."""

@@ -409,7 +409,7 @@ def command(args: argparse.Namespace, root: Path, console: Console) -> int:
     if args.dry_run is not None:
         print_fire_times(clock.now(), args.dry_run, config.schedule, config.workflow, console)
         return EXIT_OK
-    outputs = outputs_dir(args.outputs, root)
+    outputs = outputs_dir(args.outputs, root, args.profile)
     pipeline_file = args.pipeline.resolve() if args.pipeline else None
     run_tick = pipeline_tick_runner(root, outputs, args.profile, pipeline_file, console)
     scheduler = Scheduler(config, outputs, run_tick, console, overrides=args.overrides, clock=clock)

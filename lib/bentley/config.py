@@ -796,12 +796,35 @@ def canonical_json(values: Any) -> str:
     return json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def outputs_dir(explicit: str | os.PathLike[str] | None = None, root: Path | None = None) -> Path:
-    """`--outputs` wins, then BENTLEY_OUTPUTS, then `<project root>/outputs`."""
-    chosen = explicit or os.environ.get("BENTLEY_OUTPUTS")
-    if chosen:
-        return Path(chosen).expanduser().resolve()
-    return (root or project_root()) / "outputs"
+#: Where a profile other than `default` keeps its store, under the outputs base folder.
+PROFILE_STORES = "profiles"
+
+
+def outputs_dir(
+    explicit: str | os.PathLike[str] | None = None, root: Path | None = None, profile: str = "default"
+) -> Path:
+    """The store (lake, warehouse, MLflow, run folders) a profile's runs read and write.
+
+    `--outputs` is taken exactly, whatever the profile: pointing two profiles at one folder
+    shares their store on purpose. Otherwise the base is BENTLEY_OUTPUTS or
+    `<project root>/outputs`; the default profile's store is the base itself and every other
+    profile has its own under `<base>/profiles/<name>/`, so a `ci` run with relaxed promotion
+    gates can never register the default profile's champion or widen its universe.
+    """
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    from_env = os.environ.get("BENTLEY_OUTPUTS")
+    base = Path(from_env).expanduser().resolve() if from_env else (root or project_root()) / "outputs"
+    return base if profile == "default" else base / PROFILE_STORES / profile
+
+
+def profile_stores(explicit: str | os.PathLike[str] | None = None, root: Path | None = None) -> list[Path]:
+    """Every store under the outputs base (the default profile's first), or just `--outputs`."""
+    default = outputs_dir(explicit, root)
+    if explicit:
+        return [default]
+    nested = sorted(p for p in (default / PROFILE_STORES).glob("*") if p.is_dir())
+    return [default, *nested]
 
 
 # --------------------------------------------------------------------------- helpers

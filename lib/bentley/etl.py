@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from bentley import calendar, schemas, sync, validation
+from bentley import adjustment, calendar, schemas, sync, validation
 from bentley.lake import Lake
 from bentley.schemas import DATASET_ROLES, TableContract
 from bentley.sync import read_cursors
@@ -118,6 +118,8 @@ def load(
     for dataset, role in DATASET_ROLES.items():
         contract = schemas.RAW_DATASETS[dataset]
         table = latest_rows(cleaned[dataset], contract, getattr(params.sources, role).kind)
+        if dataset == "prices":
+            table = adjustment.rows_to_store(table)  # as traded: adjusted when read, as of the reader's date
         written = warehouse.upsert(dataset, table)
         rows.append({"table": dataset, "rows_upserted": written, "rows_in_table": warehouse.count(dataset)})
     checks = validation.results_table(results, run_id)

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bentley import etl, sync, validation
+from bentley.config import ParamsError
 from bentley.lake import Lake
 from bentley.schemas import DATASET_ROLES, RAW_DATASETS
 from bentley.sources import (
@@ -49,6 +50,24 @@ def resolve_universe(tickers: list[str] | None, market: MarketSource) -> list[st
     return list(tickers) if tickers is not None else market.available_tickers()
 
 
+def with_resolved_universe(config: Any, root: Path) -> Any:
+    """The params with `universe.tickers: null` replaced by the market source's tickers.
+
+    The runner resolves the universe once, before any stage runs, so every stage reads the
+    same explicit list: a profile's stages never pick up tickers another profile (or an
+    older universe) left in a shared warehouse, and a changed file folder changes the
+    params, hence the cache keys.
+    """
+    if config.universe.tickers is not None:
+        return config
+    try:
+        tickers = market_source(config, root / config.sources.data_dir).available_tickers()
+    except (SourceError, OSError, ValueError) as exc:
+        raise ParamsError(f"universe.tickers: null, and the market source cannot list its tickers: {exc}") from None
+    universe = config.universe.model_copy(update={"tickers": tickers})
+    return config.model_copy(update={"universe": universe})
+
+
 def ingest(
     params: SimpleNamespace, lake: Lake, warehouse: Any, logical_date: dt.date, run_id: str, root: Path
 ) -> IngestResult:
@@ -70,8 +89,11 @@ def ingest(
     cal = params.workflow.calendar
 
     frames: dict[str, pd.DataFrame] = {}
+    tickers = [*universe, benchmark]
+    held = warehouse.read("prices", tickers=tickers, start=window[0], end=window[1], columns=["ticker", "date"])
+    gaps = sync.first_missing_sessions(held, tickers, window, cal)
     frames["prices"], starts = _fetch_prices(
-        market, [*universe, benchmark], cursors["prices"], window, overlap, full, cal, logical_date
+        market, tickers, cursors["prices"], window, overlap, full, cal, logical_date, gaps
     )
     _enforce_failure_threshold(market, len(set(universe) | {benchmark}), settings.max_failed_share)
     news_plan = sync.plan_fetch(universe, cursors["news"], window, overlap, full, cal)
@@ -121,10 +143,15 @@ def _fetch_prices(
     full_refresh: bool,
     cal: str,
     logical_date: dt.date,
+    gaps: dict[str, dt.date],
 ) -> tuple[pd.DataFrame, dict[str, dt.date]]:
-    """Incremental fetch; tickers with a new split or dividend are refetched in full."""
+    """Incremental fetch; tickers with a new split or dividend are refetched in full.
+
+    Prices stored as traded do not need it (they are adjusted when read), but a source that
+    delivers only adjusted prices has just changed that ticker's whole history.
+    """
     tickers = list(dict.fromkeys(tickers))
-    plan = sync.plan_fetch(tickers, cursors, window, overlap, full_refresh, cal)
+    plan = sync.plan_fetch(tickers, cursors, window, overlap, full_refresh, cal, first_missing=gaps)
     prices = _fetch_planned(market, "prices", plan, logical_date)
     failures = dict(market.failures)
     changed = [t for t in sync.new_corporate_actions(prices, cursors) if plan.is_incremental(t, window[0])]

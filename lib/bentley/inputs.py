@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from bentley import adjustment
+
 
 def universe_tickers(params: Any) -> list[str] | None:
     """`universe.tickers` plus the benchmark, or None for every ticker in the table."""
@@ -22,12 +24,17 @@ def load_window(warehouse: Any, params: Any, logical_date: dt.date, table: str) 
 
 
 def load_prices(warehouse: Any, params: Any, logical_date: dt.date) -> pd.DataFrame:
-    """Prices of the window; an empty result means ETL has not run, which is an error."""
+    """Prices of the window with `adj_close` adjusted as of the logical date.
+
+    The warehouse keeps prices as traded (bentley.adjustment); only the splits and
+    dividends dated on or before the logical date adjust them, so a run for an earlier date
+    never sees an action announced after it. An empty result means ETL has not run.
+    """
     prices = load_window(warehouse, params, logical_date, "prices")
     if prices.empty:
         start, end = params.history.window(logical_date)
         raise ValueError(f"no prices in the warehouse between {start} and {end}; run the etl stage first")
-    return prices
+    return adjustment.adjusted_as_of(prices)
 
 
 def with_run_id(frame: pd.DataFrame, run_id: str, columns: list[str]) -> pd.DataFrame:

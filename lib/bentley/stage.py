@@ -167,7 +167,7 @@ def open_stage(
         logical = dt.date.fromisoformat(str(logical_date))
     if run_id is None:
         run_id = "interactive-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    outputs = config.outputs_dir(outputs_dir)
+    outputs = config.outputs_dir(outputs_dir, profile=profile)
     return StageContext(
         stage=stage,
         run_id=run_id,

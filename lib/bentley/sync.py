@@ -46,18 +46,44 @@ def plan_fetch(
     overlap_sessions: int,
     full_refresh: bool,
     market_calendar: str = calendar.DEFAULT_CALENDAR,
+    first_missing: Mapping[str, dt.date] | None = None,
 ) -> FetchPlan:
-    """Start each ticker at its cursor minus the overlap, never before the window start."""
+    """Start each ticker at its cursor minus the overlap, never before the window start.
+
+    A cursor only says where the last load ended, not that everything before it is held. A
+    backdated window (ending before the cursor) is therefore fetched whole, and a ticker
+    whose held rows miss a session of the window (`first_missing`, see `first_missing_sessions`)
+    starts at that session at the latest.
+    """
     start, end = window
     starts: dict[str, dt.date] = {}
     for ticker in tickers:
         cursor = cursors.get(ticker)
-        if full_refresh or cursor is None or cursor < start:
+        if full_refresh or cursor is None or cursor < start or cursor > end:
             starts[ticker] = start
         else:
-            resume = calendar.sessions_before(min(cursor, end), overlap_sessions, market_calendar)
-            starts[ticker] = max(start, resume)
+            resume = max(start, calendar.sessions_before(cursor, overlap_sessions, market_calendar))
+            gap = (first_missing or {}).get(ticker)
+            starts[ticker] = min(resume, gap) if gap is not None else resume
     return FetchPlan(starts=starts, end=end)
+
+
+def first_missing_sessions(
+    held: pd.DataFrame, tickers: Iterable[str], window: tuple[dt.date, dt.date], market_calendar: str
+) -> dict[str, dt.date]:
+    """Per ticker, the first session of the window without a held row (tickers holding all are left out).
+
+    `held` has the warehouse's `ticker` and `date` of the window. A longer history window, or a
+    load that skipped ahead, leaves sessions no cursor accounts for.
+    """
+    sessions = calendar.sessions(window[0], window[1], market_calendar)
+    by_ticker = {t: pd.DatetimeIndex(d) for t, d in pd.to_datetime(held["date"]).groupby(held["ticker"])}
+    out = {}
+    for ticker in tickers:
+        missing = sessions.difference(by_ticker.get(ticker, pd.DatetimeIndex([])))
+        if len(missing):
+            out[ticker] = missing[0].date()
+    return out
 
 
 def new_corporate_actions(prices: pd.DataFrame, cursors: Mapping[str, dt.date]) -> list[str]:

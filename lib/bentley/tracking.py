@@ -220,6 +220,7 @@ class RegisteredVersion:
     run_id: str | None
     source: str
     tags: dict[str, str]
+    created: dt.datetime | None = None  # registration time (UTC)
 
     @property
     def label(self) -> str:
@@ -234,6 +235,10 @@ class ModelStore:
     deserializes. Models are saved with MLflow's skops format; the non-default types a model
     needs (e.g. HistGradientBoosting's tree predictors) are trusted because this process just
     built that model, and the digest check stops anyone swapping the file afterwards.
+
+    The saved folder is a function of the fitted model alone (`_save_sklearn_model`), so a
+    run that refits the same model on the same data gets the same digest: that is how a resumed
+    run recognises, and reuses, a version its crashed attempt registered.
     """
 
     def __init__(self, uri: str, experiment: str, outputs: Path) -> None:
@@ -258,55 +263,84 @@ class ModelStore:
         holdout_metrics: Mapping[str, float],
         importances: pd.DataFrame,
         config: Mapping[str, Any],
-        run_tags: Mapping[str, str],
+        pipeline_run_id: str,
         version_tags: Mapping[str, str],
         parent_run_id: str | None,
     ) -> RegisteredVersion:
-        """One MLflow run per trained candidate, its model registered as a new version."""
+        """One MLflow run per trained candidate, its model registered as a new version.
+
+        Idempotent per (pipeline run, candidate, artifact digest): when this pipeline run
+        already registered this candidate's identical model (an attempt that crashed or failed
+        after registering), that version is returned with its tags reset to these, instead of
+        taking a new version number (MLflow never reuses one, even after a delete).
+        """
         from mlflow.entities import Metric
 
-        tags = {"stage": "train", "candidate": candidate, **run_tags}
-        if parent_run_id:
-            tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"train:{candidate}", tags=tags)
-        run_id = run.info.run_id
-        try:
-            _log_params(self.client, run_id, params)
-            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-            metrics = [
-                Metric(key=f"cv_{name}", value=float(value), timestamp=now, step=step)
-                for step, row in enumerate(fold_metrics.to_dict("records"), start=1)
-                for name, value in row.items()
-                if _is_number(value)
-            ]
-            metrics += [Metric(key=f"holdout_{k}", value=float(v), timestamp=now, step=0)
-                        for k, v in holdout_metrics.items() if _is_number(v)]
-            metrics += [Metric(key=f"importance/{f}", value=float(v), timestamp=now, step=0)
-                        for f, v in zip(importances["feature"], importances["importance"], strict=True)
-                        if _is_number(v)]
-            for start in range(0, len(metrics), 500):
-                self.client.log_batch(run_id, metrics=metrics[start : start + 500])
-            with tempfile.TemporaryDirectory(prefix="bentley-model-") as tmp:
-                folder = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="bentley-model-") as tmp:
+            folder = Path(tmp)
+            model_dir = folder / "model"
+            _save_sklearn_model(model, model_dir, example)
+            digest = registry.directory_digest(model_dir)
+            tags = {registry.SHA256_TAG: digest, registry.CANDIDATE_TAG: candidate,
+                    registry.RUN_ID_TAG: pipeline_run_id, **version_tags}
+            done = self._registered(model_name, tags)
+            if done is not None:
+                return self._reset(done, tags)
+            run_tags = {"stage": "train", "candidate": candidate, "run_id": pipeline_run_id}
+            if parent_run_id:
+                run_tags["mlflow.parentRunId"] = parent_run_id
+            run = self.client.create_run(self.experiment_id, run_name=f"train:{candidate}", tags=run_tags)
+            run_id = run.info.run_id
+            try:
+                _log_params(self.client, run_id, params)
+                now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+                metrics = [
+                    Metric(key=f"cv_{name}", value=float(value), timestamp=now, step=step)
+                    for step, row in enumerate(fold_metrics.to_dict("records"), start=1)
+                    for name, value in row.items()
+                    if _is_number(value)
+                ]
+                metrics += [Metric(key=f"holdout_{k}", value=float(v), timestamp=now, step=0)
+                            for k, v in holdout_metrics.items() if _is_number(v)]
+                metrics += [Metric(key=f"importance/{f}", value=float(v), timestamp=now, step=0)
+                            for f, v in zip(importances["feature"], importances["importance"], strict=True)
+                            if _is_number(v)]
+                for start in range(0, len(metrics), 500):
+                    self.client.log_batch(run_id, metrics=metrics[start : start + 500])
                 fold_metrics.to_csv(folder / "fold_metrics.csv", index=False)
                 importances.to_csv(folder / "feature_importances.csv", index=False)
                 (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
                 for name in ("fold_metrics.csv", "feature_importances.csv", "config.json"):
                     self.client.log_artifact(run_id, str(folder / name))
-                model_dir = folder / "model"
-                _save_sklearn_model(model, model_dir, example)
-                digest = registry.directory_digest(model_dir)
                 self.client.log_artifacts(run_id, str(model_dir), "model")
-            self._ensure_registered(model_name)
-            version = self.client.create_model_version(
-                model_name, source=f"runs:/{run_id}/model", run_id=run_id,
-                tags={registry.SHA256_TAG: digest, "candidate": candidate, **version_tags},
-            )
-        except BaseException:
-            self.client.set_terminated(run_id, status="FAILED")
-            raise
+                self._ensure_registered(model_name)
+                version = self.client.create_model_version(
+                    model_name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags,
+                )
+            except BaseException:
+                self.client.set_terminated(run_id, status="FAILED")
+                raise
         self.client.set_terminated(run_id, status="FINISHED")
         return self._version(version)
+
+    def versions(self, model_name: str) -> list[RegisteredVersion]:
+        """Every (undeleted) version of a registered model, oldest first; [] if it does not exist."""
+        found, token = [], None
+        while True:
+            page = self.client.search_model_versions(f"name = '{model_name}'", page_token=token)
+            found += [self._entity(v) for v in page]
+            token = page.token
+            if not token:
+                return sorted(found, key=lambda v: int(v.version))
+
+    def aliases(self, model_name: str) -> dict[str, str]:
+        """Alias -> version number of a registered model ({} if it does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return {alias: str(number) for alias, number in self.client.get_registered_model(model_name).aliases.items()}
+        except MlflowException:
+            return {}
 
     def alias_version(self, model_name: str, alias: str) -> RegisteredVersion | None:
         """The version an alias points at, or None (no such model or alias yet)."""
@@ -320,6 +354,9 @@ class ModelStore:
 
     def set_alias(self, model_name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, alias, version)
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(model_name, alias)
 
     def tag_version(self, target: RegisteredVersion, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
@@ -350,12 +387,34 @@ class ModelStore:
             except MlflowException:
                 self.client.get_registered_model(model_name)  # created concurrently: fine if it exists now
 
+    def _registered(self, model_name: str, tags: Mapping[str, str]) -> RegisteredVersion | None:
+        """This pipeline run's complete version of this candidate with this digest, if any."""
+        keys = (registry.RUN_ID_TAG, registry.CANDIDATE_TAG, registry.SHA256_TAG)
+        same = [v for v in self.versions(model_name) if all(v.tags.get(k) == tags[k] for k in keys)]
+        return same[0] if same else None
+
+    def _reset(self, target: RegisteredVersion, tags: Mapping[str, str]) -> RegisteredVersion:
+        """A reused version with exactly a fresh registration's tags (no `crashed`, no old decision).
+
+        Its candidate run, left running if the attempt was killed, is closed as finished.
+        """
+        for key in set(target.tags) - set(tags):
+            self.client.delete_model_version_tag(target.name, target.version, key)
+        self.tag_version(target, {k: v for k, v in tags.items() if target.tags.get(k) != v})
+        if target.run_id and self.client.get_run(target.run_id).info.status == "RUNNING":
+            self.client.set_terminated(target.run_id, status="FINISHED")
+        return self._version(target)
+
     def _version(self, found: Any) -> RegisteredVersion:
         """A fresh read of a version (tags included), whatever object MLflow returned."""
-        full = self.client.get_model_version(found.name, found.version)
-        return RegisteredVersion(
-            name=full.name, version=str(full.version), run_id=full.run_id, source=full.source, tags=dict(full.tags),
-        )
+        return self._entity(self.client.get_model_version(found.name, found.version))
+
+    @staticmethod
+    def _entity(found: Any) -> RegisteredVersion:
+        created = (None if found.creation_timestamp is None
+                   else dt.datetime.fromtimestamp(found.creation_timestamp / 1000, dt.UTC))
+        return RegisteredVersion(name=found.name, version=str(found.version), run_id=found.run_id,
+                                 source=found.source, tags=dict(found.tags), created=created)
 
 
 def _save_sklearn_model(model: Any, folder: Path, example: pd.DataFrame) -> None:
@@ -379,6 +438,84 @@ def _save_sklearn_model(model: Any, folder: Path, example: pd.DataFrame) -> None
             pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
             skops_trusted_types=trusted,
         )
+    _make_reproducible(folder, model, example, trusted)
+
+
+def _make_reproducible(folder: Path, model: Any, example: pd.DataFrame, trusted: list[str]) -> None:
+    """Rewrite the saved folder so the same fitted model always gives the same bytes.
+
+    Three things differ between two saves of one model: skops names every node and array file
+    by `id(obj)`, a memory address; its zip entries carry the write time; and `MLmodel` holds
+    a random `model_uuid` and the save time. The ids are renumbered in order of first
+    appearance in the schema (which nodes share an id is kept: that is all skops reads them
+    for), entries get the zip epoch (1980-01-01, the reproducible-builds convention), the
+    uuid is derived from the archive's digest and the time is the Unix epoch (the version's
+    registration time is in the registry). The rewritten archive is loaded and must predict
+    exactly as the model does, or the save fails.
+    """
+    import hashlib
+    import io
+    import uuid
+    import zipfile
+
+    import numpy as np
+    import skops.io
+    from mlflow.models import Model
+
+    archive_path = folder / "model.skops"
+    with zipfile.ZipFile(archive_path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+        files = {info.filename: (archive.read(info), info.compress_type) for info in archive.infolist()}
+    ids: dict[int, int] = {}
+    renamed: dict[str, str] = {}
+
+    def renumber(node: Any) -> Any:
+        if isinstance(node, list):
+            return [renumber(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = ids.setdefault(value, len(ids))
+            elif key == "file" and isinstance(value, str) and value in files:
+                stem, dot, suffix = value.partition(".")
+                renamed[value] = f"{ids.setdefault(int(stem), len(ids))}{dot}{suffix}" if stem.isdigit() else value
+                out[key] = renamed[value]
+            else:
+                out[key] = renumber(value)
+        return out
+
+    canonical_schema = json.dumps(renumber(schema), indent=2).encode()
+    if set(files) - {"schema.json"} != set(renamed):
+        raise RuntimeError(f"{archive_path.name}: the skops schema does not reference every stored array")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for old, new in sorted(renamed.items(), key=lambda item: item[1]):
+            archive.writestr(_zip_entry(new, files[old][1]), files[old][0])
+        archive.writestr(_zip_entry("schema.json", files["schema.json"][1]), canonical_schema)
+    canonical = buffer.getvalue()
+    reloaded = skops.io.loads(canonical, trusted=trusted)
+    if not np.array_equal(reloaded.predict_proba(example), model.predict_proba(example)):
+        raise RuntimeError(f"{archive_path.name}: the renumbered archive does not predict like the model")
+    size_change = len(canonical) - archive_path.stat().st_size
+    archive_path.write_bytes(canonical)
+
+    mlmodel = Model.load(str(folder / "MLmodel"))
+    mlmodel.model_uuid = uuid.UUID(bytes=hashlib.sha256(canonical).digest()[:16]).hex
+    mlmodel.utc_time_created = "1970-01-01 00:00:00.000000"
+    if mlmodel.model_size_bytes is not None:
+        mlmodel.model_size_bytes += size_change
+    mlmodel.save(str(folder / "MLmodel"))
+
+
+def _zip_entry(name: str, compress_type: int) -> Any:
+    import zipfile
+
+    entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    entry.compress_type = compress_type
+    entry.external_attr = 0o644 << 16
+    return entry
 
 
 def _is_number(value: Any) -> bool:

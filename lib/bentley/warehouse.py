@@ -74,7 +74,9 @@ prices = sa.Table(
     sa.Column("high", FLOAT64),
     sa.Column("low", FLOAT64),
     sa.Column("close", FLOAT64, comment="as traded"),
-    sa.Column("adj_close", FLOAT64, comment="split and dividend adjusted"),
+    # NULL: derived when read, as of the reader's logical date (bentley.adjustment); a value
+    # is what a source that only delivers adjusted prices gave.
+    sa.Column("adj_close", FLOAT64, nullable=True, comment="NULL: adjusted as of the reader's date"),
     sa.Column("volume", sa.BigInteger),
     sa.Column("dividend", FLOAT64),
     sa.Column("split_ratio", FLOAT64),
@@ -621,6 +623,23 @@ class Warehouse:
             self.on_write(target.name, frame)
         return written
 
+    def replace_window(
+        self, table: str, frame: pd.DataFrame, *, start: dt.date, end: dt.date, tickers: Iterable[str] | None,
+        date_column: str = "date",
+    ) -> int:
+        """Make `frame` the table's rows for the tickers within [start, end], in one transaction.
+
+        For derived tables a run owns over its history window: rows an earlier run wrote there
+        (for another logical date) and this one does not produce must not stay beside it.
+        """
+        target = self.table(table)
+        condition = [target.c[date_column] >= start, target.c[date_column] <= end]
+        if tickers is not None:
+            condition.append(target.c.ticker.in_(list(tickers)))
+        with self.engine.begin() as conn:
+            conn.execute(target.delete().where(*condition))
+            return self.upsert(target, frame, conn=conn)
+
     def upsert_extending(self, table: str, frame: pd.DataFrame) -> int:
         """Upsert into a table whose non-key float columns follow the params (features)."""
         key = [c.name for c in self.table(table).primary_key.columns]
@@ -670,16 +689,19 @@ class Warehouse:
         end: dt.date | None = None,
         where: Mapping[str, Any] | None = None,
         date_column: str = "date",
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Rows filtered by ticker list, an inclusive date window and equality filters.
 
         Ordered by the primary key. Dates come back as datetime64, timestamps as tz-aware
-        UTC datetime64, booleans as bool (object when NULLs are present).
+        UTC datetime64, booleans as bool (object when NULLs are present). `columns` reads
+        only those (default: all).
         """
         target = self.reflect(table)
         kinds = {c.name: _kind(_schema_type(target, c)) for c in target.columns}
+        chosen = [target.c[name] for name in columns] if columns is not None else list(target.columns)
         # Raw values: the driver's own types are converted column-wise below, not per row.
-        raw = [sa.type_coerce(c, sa.types.NULLTYPE).label(c.name) for c in target.columns]
+        raw = [sa.type_coerce(c, sa.types.NULLTYPE).label(c.name) for c in chosen]
         query = sa.select(*raw)
         if tickers is not None:
             query = query.where(target.c.ticker.in_(list(tickers)))
@@ -727,6 +749,34 @@ class Warehouse:
             return conn.execute(
                 target.update().where(*(target.c[k] == v for k, v in where.items())).values(**values)
             ).rowcount
+
+    def delete_book_from(
+        self, portfolio: str, start: dt.date, book_tables: Mapping[str, str]
+    ) -> tuple[int, dict[str, int]]:
+        """Remove a paper book's rows dated on or after `start`, in one transaction (`runner paper rebook`).
+
+        `book_tables` maps each book table to the column that dates its rows. Orders decided
+        before `start` whose fills go become pending again, as they were before those days
+        were booked. `risk_limit_events` has no portfolio column: a run's events belong to
+        the book by the run id and date of the book's `portfolio_values` row. The update and
+        that delete read rows the later deletes remove, so they run first. Returns the
+        orders reopened and the rows deleted per table; a failure deletes nothing.
+        """
+        orders, fills, values, events = (self.table(name) for name in
+                                         ("orders", "fills", "portfolio_values", "risk_limit_events"))
+        refilled = sa.select(fills.c.order_id).where(fills.c.portfolio == portfolio, fills.c.date >= start)
+        reopen = (sa.update(orders).where(orders.c.order_id.in_(refilled), orders.c.decided_on < start)
+                  .values(status="pending"))
+        booked_by_run = sa.exists().where(values.c.portfolio == portfolio, values.c.date >= start,
+                                          values.c.run_id == events.c.run_id, values.c.date == events.c.date)
+        deletes = {"risk_limit_events": sa.delete(events).where(events.c.date >= start, booked_by_run)}
+        for name, column in book_tables.items():
+            table = self.table(name)
+            deletes[name] = sa.delete(table).where(table.c.portfolio == portfolio, table.c[column] >= start)
+        with self.engine.begin() as conn:
+            reopened = conn.execute(reopen).rowcount
+            deleted = {name: conn.execute(statement).rowcount for name, statement in deletes.items()}
+        return reopened, deleted
 
     def distinct(self, table: str, column: str) -> list[Any]:
         target = self.reflect(table)

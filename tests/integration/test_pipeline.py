@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from bentley import calendar
+from bentley import calendar, inputs
 from bentley.config import load_config
 from bentley.warehouse import Warehouse
 from tests.pipeline_facts import STAGES, table_fingerprints
@@ -113,7 +113,9 @@ def test_prices_has_one_row_per_ticker_and_session(first_run, outputs: Path) -> 
     tickers = sorted(prices["ticker"].unique())
     assert len(tickers) == cfg.sample.n_tickers + 1 and cfg.universe.benchmark in tickers
     assert len(prices) == len(tickers) * len(sessions)
-    assert (prices["adj_close"] > 0).all() and {"close", "adj_close"} <= set(prices.columns)
+    assert prices["adj_close"].isna().all(), "sample prices are stored as traded (point in time)"
+    as_of = inputs.load_prices(warehouse, cfg, dt.date.fromisoformat(LOGICAL_DATE))
+    assert (as_of["adj_close"] > 0).all() and len(as_of) == len(prices)
     features = warehouse.read("features")
     assert len(features) == len(prices)
     assert {"sma_200", "rsi_14", "macd", "bb_upper", "atr_14", "obv", "adx_14", "stoch_k", "ret_21d",

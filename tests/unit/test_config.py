@@ -109,3 +109,19 @@ def test_flatten_for_mlflow() -> None:
 def test_set_needs_key_and_value() -> None:
     with pytest.raises(ParamsError, match="expected key.path=value"):
         load_config(overrides=["history.years"])
+
+
+def test_each_profile_has_its_own_store_unless_outputs_names_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BENTLEY_OUTPUTS", raising=False)
+    assert config.outputs_dir(root=tmp_path) == tmp_path / "outputs"
+    assert config.outputs_dir(root=tmp_path, profile="ci") == tmp_path / "outputs" / "profiles" / "ci"
+    monkeypatch.setenv("BENTLEY_OUTPUTS", str(tmp_path / "base"))
+    assert config.outputs_dir(root=tmp_path) == tmp_path / "base"
+    assert config.outputs_dir(root=tmp_path, profile="large") == tmp_path / "base" / "profiles" / "large"
+    shared = tmp_path / "shared"
+    assert config.outputs_dir(shared, tmp_path, "ci") == config.outputs_dir(shared, tmp_path) == shared
+    (tmp_path / "base" / "profiles" / "ci").mkdir(parents=True)
+    assert config.profile_stores(None, tmp_path) == [tmp_path / "base", tmp_path / "base" / "profiles" / "ci"]
+    assert config.profile_stores(shared, tmp_path) == [shared]

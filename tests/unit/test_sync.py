@@ -29,9 +29,21 @@ def test_full_refresh_ignores_cursors() -> None:
     assert plan.starts == {"NOVA": WINDOW[0]}
 
 
-def test_a_cursor_after_the_window_end_still_refetches_the_overlap() -> None:
+def test_a_backdated_window_is_fetched_whole() -> None:
+    """The cursor is after the window: nothing says the window's earlier sessions were ever loaded."""
     plan = sync.plan_fetch(["NOVA"], {"NOVA": dt.date(2025, 6, 10)}, WINDOW, 2, full_refresh=False)
-    assert plan.starts == {"NOVA": dt.date(2025, 5, 29)}
+    assert plan.starts == {"NOVA": WINDOW[0]}
+
+
+def test_a_ticker_missing_a_session_of_the_window_starts_there() -> None:
+    held = pd.DataFrame({"ticker": ["NOVA"] * 3 + ["QBIT"] * 2,
+                         "date": pd.to_datetime(["2025-05-28", "2025-05-29", "2025-05-30", "2025-05-29", "2025-05-30"])})
+    window = (dt.date(2025, 5, 28), dt.date(2025, 6, 2))
+    gaps = sync.first_missing_sessions(held, ["NOVA", "QBIT", "MEDX"], window, "XNYS")
+    assert gaps == {"NOVA": dt.date(2025, 6, 2), "QBIT": dt.date(2025, 5, 28), "MEDX": dt.date(2025, 5, 28)}
+    cursors = dict.fromkeys(["NOVA", "QBIT"], dt.date(2025, 5, 30))
+    plan = sync.plan_fetch(["NOVA", "QBIT"], cursors, window, 1, full_refresh=False, first_missing=gaps)
+    assert plan.starts == {"NOVA": dt.date(2025, 5, 29), "QBIT": dt.date(2025, 5, 28)}
 
 
 def test_new_corporate_actions_after_the_cursor() -> None:
@@ -63,3 +75,15 @@ def test_a_few_failing_tickers_are_tolerated_and_too_many_fail_by_name() -> None
         _enforce_failure_threshold(
             FailingSource({"ZZZZ": "no rows returned", "AAA": "timeout", "BBB": "404"}), requested=10, max_share=0.2
         )
+
+
+def test_a_null_universe_is_resolved_to_the_sources_tickers_before_any_stage(root) -> None:  # noqa: ANN001
+    from bentley.config import load_config
+    from bentley.ingest import with_resolved_universe
+
+    config = load_config("ci", root=root)
+    assert config.universe.tickers is None
+    resolved = with_resolved_universe(config, root)
+    assert resolved.universe.tickers == ["NOVA", "QBIT", "MEDX"]  # sample.n_tickers: 3
+    listed = load_config("ci", ["universe.tickers=[QBIT, BANQ]"], root=root)
+    assert with_resolved_universe(listed, root) is listed

@@ -210,3 +210,21 @@ def test_schema_uses_doubles_and_microsecond_timestamps_on_mysql() -> None:
     assert "DOUBLE" in ddl and "FLOAT" not in ddl
     assert "DATETIME(6)" in str(CreateTable(news_table).compile(dialect=mysql.dialect()))
     assert "TIMESTAMP WITH TIME ZONE" in str(CreateTable(news_table).compile(dialect=postgresql.dialect()))
+
+
+def test_replace_window_leaves_no_row_of_an_earlier_run_inside_the_window(warehouse: Warehouse) -> None:
+    warehouse.upsert("prices", prices(10.0, days=5))
+    warehouse.upsert("prices", prices(10.0).assign(ticker="QBIT"))
+    fewer = prices(12.0, days=5).iloc[3:]  # this run produces only the last two days
+    written = warehouse.replace_window("prices", fewer, start=dt.date(2025, 1, 3), end=dt.date(2025, 1, 8),
+                                       tickers=["NOVA"])
+    nova = warehouse.read("prices", tickers=["NOVA"])
+    assert written == 2
+    assert nova["date"].dt.date.tolist() == [dt.date(2025, 1, 2), dt.date(2025, 1, 7), dt.date(2025, 1, 8)]
+    assert nova["close"].tolist() == [10.0, 12.0, 12.0]
+    assert len(warehouse.read("prices", tickers=["QBIT"])) == 3, "other tickers are not touched"
+
+
+def test_read_selected_columns(warehouse: Warehouse) -> None:
+    warehouse.upsert("prices", prices(10.0))
+    assert list(warehouse.read("prices", columns=["ticker", "date"]).columns) == ["ticker", "date"]

@@ -11,6 +11,13 @@ candidate becomes the challenger and meets the champion on the same holdout rows
 (`bentley.models.registry.decide`). Predictions always come from the champion after the
 decision, so the optimize and trade stages read one model's view per run.
 
+Models are point in time. Every version records `data_as_of`, the logical date of the run
+that trained it (the last date whose data it could see), and a run for date D only ever
+loads versions with `data_as_of <= D` (`usable_champion`). For the latest date that is the
+registry's `champion` alias and everything above applies. A backdated run (D before the
+champion's date) uses the newest version that was promoted for a date up to D, or trains
+its own on data as of D; either way it never moves an alias, which belong to the latest date.
+
 MLflow is reached only through the `ModelStore` passed in (bentley.tracking).
 """
 
@@ -36,10 +43,16 @@ if TYPE_CHECKING:
 #: `predictions.kind`: the champion on unlabelled sessions, or out-of-sample CV rows.
 LIVE, WALK_FORWARD = "live", "walk_forward"
 
-#: Model-version tags written at registration (besides sha256 and candidate).
+#: Model-version tags written at registration (besides sha256, candidate and run_id).
 FEATURES_TAG = "features"
 TRAIN_END_TAG = "train_end"
 TRAIN_START_TAG = "train_start"
+#: The registering run's logical date: the last date whose data the model could see.
+DATA_AS_OF_TAG = "data_as_of"
+#: "true" on versions registered by a backdated run (which moves no alias).
+BACKDATED_TAG = "backdated"
+#: Written when a version becomes the champion for a logical date, backdated or not.
+PROMOTED_FOR_TAG = "promoted_for"
 
 
 @dataclass
@@ -96,6 +109,88 @@ def split_table(data: TrainingData) -> pd.DataFrame:
     for column in ("train_from", "train_to", "test_from", "test_to"):
         frame[column] = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%d")
     return frame
+
+
+# --------------------------------------------------------------------------- point in time
+
+
+@dataclass(frozen=True)
+class ChampionChoice:
+    """The champion a run for `as_of` may use, whether its decision may move aliases, and why."""
+
+    version: RegisteredVersion | None
+    as_of: dt.date
+    backdated: bool  # a champion exists for a later date: aliases stay, new versions are tagged backdated
+    reason: str  # one sentence for the report
+
+
+def data_as_of(version: RegisteredVersion) -> dt.date:
+    """The last date whose data `version` could see.
+
+    A version registered before the tag existed counts as trained on data up to the day it
+    was registered: never usable for an earlier date, since nothing says what it saw.
+    """
+    tagged = version.tags.get(DATA_AS_OF_TAG)
+    if tagged:
+        return dt.date.fromisoformat(tagged)
+    return version.created.date() if version.created is not None else dt.date.max
+
+
+def window_text(version: RegisteredVersion) -> str:
+    """`v3 (data as of 2026-12-02, fitted on 2021-01-04 to 2026-08-20)`, for sentences."""
+    return (f"{version.label} (data as of {data_as_of(version):%Y-%m-%d}, fitted on "
+            f"{version.tags.get(TRAIN_START_TAG, '?')} to {version.tags.get(TRAIN_END_TAG, '?')})")
+
+
+def usable_champion(store: ModelStore, ml: Any, logical_date: dt.date, run_id: str) -> ChampionChoice:
+    """The champion a run for `logical_date` may load: never one that saw later data.
+
+    * The `champion` alias, when its `data_as_of` is not after the date: the run for the
+      latest date, with the usual rules (monitoring, retraining, promotion moving aliases).
+    * Else, when a champion exists for a later date (a backdated run): the newest version by
+      (`data_as_of`, number) up to the date that was promoted for its own date, used read-only;
+      or None, and the run trains its own. Nothing it does moves an alias.
+    * No champion at all: None, the first-champion rules.
+
+    Crashed versions, and versions registered by this same pipeline run (an earlier attempt
+    that died or failed after registering), are never the champion: the champion such a
+    version replaced is met instead, as a clean run would have met it.
+    """
+    versions = {v.version: v for v in store.versions(ml.registered_model)}
+    own = {n for n, v in versions.items() if registry.registered_by(v) == run_id}
+    alias = store.aliases(ml.registered_model).get(registry.CHAMPION)
+    current = registry.champion_before(versions[alias], versions, own) if alias in versions else None
+    when = f"{logical_date:%Y-%m-%d}"
+    if current is not None and data_as_of(current) <= logical_date:
+        return ChampionChoice(current, logical_date, False,
+                              f"The registry's champion {window_text(current)} saw no data after this run's "
+                              f"logical date {when}: it is this run's champion.")
+    promoted = [v for n, v in versions.items() if n not in own and not registry.is_crashed(v) and _promoted(v)]
+    later = [v for v in [current, *promoted] if v is not None and data_as_of(v) > logical_date]
+    if not later:
+        return ChampionChoice(None, logical_date, False,
+                              "No champion is registered yet, so there is nothing to monitor.")
+    newest = current or max(later, key=_recency)
+    ahead = (f"The registry's champion {newest.label} was trained on data to {data_as_of(newest):%Y-%m-%d}, "
+             f"after this run's logical date {when}")
+    earlier = [v for v in promoted if data_as_of(v) <= logical_date]
+    if not earlier:
+        return ChampionChoice(None, logical_date, True,
+                              f"{ahead}, and no version was promoted for a date up to {when}: this run trains on "
+                              "its own data and registers backdated versions, moving no alias.")
+    chosen = max(earlier, key=_recency)
+    return ChampionChoice(chosen, logical_date, True,
+                          f"{ahead}; using {window_text(chosen)}, the newest version promoted for a date up to "
+                          f"{when}, read-only: no alias moves in this run.")
+
+
+def _promoted(version: RegisteredVersion) -> bool:
+    """Promoted for its date: `promoted_for`, or the decision tag of versions older than it."""
+    return bool(version.tags.get(PROMOTED_FOR_TAG)) or version.tags.get("promotion_decision") == "promoted"
+
+
+def _recency(version: RegisteredVersion) -> tuple[dt.date, int]:
+    return data_as_of(version), int(version.version)
 
 
 # --------------------------------------------------------------------------- monitoring
@@ -156,8 +251,12 @@ def monitor_champion(
     return Monitoring(row=row, drift=psi)
 
 
-def training_reason(champion: RegisteredVersion | None, retrain: bool, monitoring: Monitoring | None) -> tuple[bool, str]:
+def training_reason(choice: ChampionChoice, retrain: bool, monitoring: Monitoring | None) -> tuple[bool, str]:
     """Whether this run trains, and why, in one sentence for the report."""
+    champion = choice.version
+    if champion is None and choice.backdated:
+        return True, (f"No model may be used for {choice.as_of:%Y-%m-%d} yet: this run trains one on data as of "
+                      "that date, registered as a backdated version that no alias points at.")
     if champion is None:
         return True, "No champion is registered yet: this run trains the first one."
     if retrain:
@@ -207,26 +306,33 @@ def cv_summary(results: Mapping[str, prediction.CandidateResult]) -> pd.DataFram
     return table.pivot(index="metric", columns="candidate", values=["cv_mean", "cv_std", "holdout"])
 
 
-def version_tags(result: prediction.CandidateResult, data: TrainingData, ml: Any, run_id: str) -> dict[str, str]:
-    """What a later run needs to score, monitor and compare this version without guessing."""
+def version_tags(
+    result: prediction.CandidateResult, data: TrainingData, ml: Any, run_id: str, choice: ChampionChoice
+) -> dict[str, str]:
+    """What a later run needs to score, monitor, compare and date this version without guessing."""
     tags = {
         FEATURES_TAG: ",".join(data.feature_cols),
         "horizon": str(ml.horizon),
+        DATA_AS_OF_TAG: f"{choice.as_of:%Y-%m-%d}",
         TRAIN_START_TAG: f"{result.train_start:%Y-%m-%d}",
         TRAIN_END_TAG: f"{result.train_end:%Y-%m-%d}",
         "holdout_start": f"{data.holdout_start:%Y-%m-%d}",
         "holdout_end": f"{data.holdout_end:%Y-%m-%d}",
         "pipeline_run_id": run_id,
     }
+    if choice.backdated:
+        tags[BACKDATED_TAG] = "true"
     tags.update({f"holdout_{k}": f"{v:.6g}" for k, v in result.holdout_metrics.items() if _finite(v)})
     return tags
 
 
 def register_candidates(
     store: ModelStore, results: Mapping[str, prediction.CandidateResult], importance: Mapping[str, pd.DataFrame],
-    data: TrainingData, ml: Any, *, run_id: str, config: Mapping[str, Any], parent_run_id: str | None,
+    data: TrainingData, ml: Any, choice: ChampionChoice, *, run_id: str, config: Mapping[str, Any],
+    parent_run_id: str | None,
 ) -> dict[str, RegisteredVersion]:
-    """Every trained candidate becomes a new version of `ml.registered_model`."""
+    """Every trained candidate becomes a version of `ml.registered_model` (the same one again
+    when this pipeline run already registered that identical model: see `ModelStore.log_candidate`)."""
     example = data.rows(data.walk_forward.holdout.test)[data.feature_cols]
     versions = {}
     for name, result in results.items():
@@ -235,8 +341,8 @@ def register_candidates(
             params={"candidate": name, "model": result.spec, "ml": config["ml"], "features": data.feature_cols,
                     "train_start": f"{result.train_start:%Y-%m-%d}", "train_end": f"{result.train_end:%Y-%m-%d}"},
             fold_metrics=result.fold_metrics, holdout_metrics=result.holdout_metrics,
-            importances=importance[name], config=config, run_tags={"run_id": run_id},
-            version_tags=version_tags(result, data, ml, run_id), parent_run_id=parent_run_id,
+            importances=importance[name], config=config, pipeline_run_id=run_id,
+            version_tags=version_tags(result, data, ml, run_id, choice), parent_run_id=parent_run_id,
         )
     return versions
 
@@ -261,16 +367,18 @@ class Outcome:
     decision: registry.Decision
     candidate: str  # the challenger's name in ml.models
     challenger: RegisteredVersion
-    champion: RegisteredVersion | None  # before the decision
+    champion: RegisteredVersion | None  # this run's champion, before the decision
     table: pd.DataFrame  # both models' holdout metrics and the gates
     row: pd.DataFrame  # one row of model_decisions
 
 
 def promote(
     store: ModelStore, results: Mapping[str, prediction.CandidateResult], versions: Mapping[str, RegisteredVersion],
-    champion: RegisteredVersion | None, champion_model: Any, data: TrainingData, ml: Any, run_id: str,
+    choice: ChampionChoice, champion_model: Any, data: TrainingData, ml: Any, run_id: str,
 ) -> Outcome:
-    """Best CV candidate vs the champion on the same holdout; aliases and tags follow the decision."""
+    """Best CV candidate vs this run's champion on the same holdout; tags (and aliases, for the
+    latest date) follow the decision."""
+    champion = choice.version
     name = registry.pick_challenger({n: r.fold_metrics for n, r in results.items()}, ml.promotion.metric)
     challenger, challenger_metrics = versions[name], results[name].holdout_metrics
     champion_metrics, unfit = (None, None) if champion is None else score_on_holdout(champion_model, champion, data)
@@ -278,7 +386,7 @@ def promote(
         challenger_metrics, champion_metrics, metric=ml.promotion.metric, margin=ml.promotion.margin,
         gates=ml.promotion.gates, champion_unfit=unfit,
     )
-    apply_decision(store, decision, ml.registered_model, challenger)
+    apply_decision(store, decision, ml.registered_model, challenger, choice)
     row = pd.DataFrame([{
         "run_id": run_id, "model_name": ml.registered_model, "challenger_version": challenger.version,
         "champion_version": None if champion is None else champion.version, **decision.as_row(),
@@ -289,15 +397,27 @@ def promote(
 
 
 def apply_decision(store: ModelStore, decision: registry.Decision, model_name: str,
-                   challenger: RegisteredVersion) -> None:
-    """Aliases and the decision tags on the challenger's version."""
-    store.set_alias(model_name, registry.CHALLENGER, challenger.version)
-    store.tag_version(challenger, {
+                   challenger: RegisteredVersion, choice: ChampionChoice) -> None:
+    """The decision tags on the challenger's version, then its aliases unless the run is backdated.
+
+    A promoted version gets `promoted_for` (the run's logical date), which is what a backdated
+    run later looks for. Tags go first and name the champion being replaced, so
+    `registry.mark_crashed_versions` can put it back if the run dies before its outputs exist.
+    """
+    tags = {
         "promotion_decision": "promoted" if decision.promoted else "rejected",
         "promotion_reason": decision.reason,
         "promotion_metric": decision.metric,
         "promotion_champion_value": "" if decision.champion_value is None else f"{decision.champion_value:.6g}",
-    })
+    }
+    if decision.promoted:
+        tags[PROMOTED_FOR_TAG] = f"{choice.as_of:%Y-%m-%d}"
+        if choice.version is not None and not choice.backdated:
+            tags[registry.REPLACED_CHAMPION_TAG] = choice.version.version
+    store.tag_version(challenger, tags)
+    if choice.backdated:
+        return
+    store.set_alias(model_name, registry.CHALLENGER, challenger.version)
     if decision.promoted:
         store.set_alias(model_name, registry.CHAMPION, challenger.version)
 
@@ -319,15 +439,17 @@ def decision_table(challenger: RegisteredVersion, champion: RegisteredVersion | 
 
 
 def champion_after(
-    store: ModelStore, ml: Any, before: RegisteredVersion | None, model_before: Any
+    store: ModelStore, outcome: Outcome | None, choice: ChampionChoice, model_before: Any
 ) -> tuple[RegisteredVersion | None, Any]:
-    """The champion after the decision and its model: the one loaded (and verified) before it, unless replaced."""
-    now = store.alias_version(ml.registered_model, registry.CHAMPION)
-    if now is None:
-        return None, None
-    if before is not None and now.version == before.version:
-        return now, model_before
-    return now, store.load(now)
+    """The model this run predicts with and the version: the challenger if promoted (loaded through
+    the checksum check), else this run's champion (already loaded).
+
+    Taken from the decision, not re-read from the alias, so a backdated run (which moves no
+    alias) predicts with its own point-in-time model and never with a later one.
+    """
+    if outcome is not None and outcome.decision.promoted:
+        return outcome.challenger, store.load(outcome.challenger)
+    return choice.version, model_before
 
 
 def latest_predictions(model: Any, champion: RegisteredVersion, data: TrainingData, ml: Any, run_id: str) -> pd.DataFrame:
@@ -368,15 +490,27 @@ def latest_view(predicted: pd.DataFrame) -> pd.DataFrame:
     return latest.sort_values("proba_up", ascending=False, kind="stable")[columns].reset_index(drop=True)
 
 
-def predictions_sentence(predicted: pd.DataFrame | None, champion: RegisteredVersion | None, ml: Any) -> str:
-    if predicted is None or champion is None:
-        return (f"No model has passed the gates {dict(ml.promotion.gates)} yet, so there are no predictions. "
-                "The optimize stage then treats every ticker as a coin flip (expected return 0) and falls back "
-                "to portfolios that need no forecast.")
+def predictions_sentence(predicted: pd.DataFrame | None, version: RegisteredVersion | None, choice: ChampionChoice,
+                         outcome: Outcome | None, ml: Any) -> str:
+    """Which version predicts for this run's date, its training window and why, then what it expects."""
+    when = f"{choice.as_of:%Y-%m-%d}"
+    if predicted is None or version is None:
+        unusable = "no version promoted for a date up to it exists and " if choice.backdated else ""
+        return (f"No model predicts for {when}: {unusable}none trained in this run passed the gates "
+                f"{dict(ml.promotion.gates)}, so there are no predictions. The optimize stage then treats every "
+                "ticker as a coin flip (expected return 0) and falls back to portfolios that need no forecast.")
+    if outcome is not None and outcome.decision.promoted:
+        why = ("it was promoted in this run for this date only (backdated: no alias moved)" if choice.backdated
+               else "it was promoted in this run and is now the registry's champion")
+    elif choice.backdated:
+        why = (f"the registry's champion saw data after {when}; this is the newest version promoted for a date "
+               "up to it")
+    else:
+        why = "it is the registry's champion and saw no data after this date"
     latest = latest_view(predicted)
-    return (f"Champion {champion.label} expects {int(latest['predicted_up'].sum())} of {len(latest)} tickers to be "
-            f"higher in {ml.horizon} sessions; probabilities range from {latest['proba_up'].min():.2f} to "
-            f"{latest['proba_up'].max():.2f}.")
+    return (f"{window_text(version)} predicts for {when}: {why}. It expects {int(latest['predicted_up'].sum())} of "
+            f"{len(latest)} tickers to be higher in {ml.horizon} sessions; probabilities range from "
+            f"{latest['proba_up'].min():.2f} to {latest['proba_up'].max():.2f}.")
 
 
 def _scored(model: Any, rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:

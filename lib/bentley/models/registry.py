@@ -14,6 +14,11 @@ them without a server:
   is registered and checked before every load. A mismatch raises `ModelIntegrityError`
   before a single byte is deserialized, because a tampered model file is code execution
   (pickle) or out-of-bounds reads (skops-trusted tree predictors).
+* **Crashed runs**: a run killed inside `train` can leave versions behind, some maybe already
+  aliased by a decision whose report and warehouse rows were never written.
+  `mark_crashed_versions` tags them `crashed` and puts the champion back; the resumed run
+  (same run id) re-registers and `ModelStore.log_candidate` reuses a version whose artifact
+  digest matches, so a resumed run names the versions a clean run would have named.
 """
 
 from __future__ import annotations
@@ -23,13 +28,25 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from bentley.tracking import ModelStore, RegisteredVersion
 
 #: Model-version tag holding the artifact digest written at registration.
 SHA256_TAG = "sha256"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Model-version tags naming who registered a version: the pipeline run and the candidate.
+RUN_ID_TAG = "run_id"
+CANDIDATE_TAG = "candidate"
+_LEGACY_RUN_ID_TAG = "pipeline_run_id"  # the only run tag of versions registered before `run_id`
+#: "true" on every version of a pipeline run that died mid-way; such a version is never used.
+CRASHED_TAG = "crashed"
+#: On a version promoted by a run for the latest date: the champion it replaced (absent: none).
+REPLACED_CHAMPION_TAG = "replaced_champion"
 _TOLERANCE = 1e-12
 
 
@@ -140,6 +157,58 @@ def pick_challenger(fold_metrics: Mapping[str, pd.DataFrame], metric: str) -> st
     means = {name: float(pd.to_numeric(frame[metric], errors="coerce").mean()) for name, frame in fold_metrics.items()}
     ranked = sorted(means, key=lambda name: -means[name] if math.isfinite(means[name]) else math.inf)
     return ranked[0]
+
+
+def registered_by(version: RegisteredVersion) -> str | None:
+    """The pipeline run that registered `version` (older versions carry only `pipeline_run_id`)."""
+    return version.tags.get(RUN_ID_TAG) or version.tags.get(_LEGACY_RUN_ID_TAG)
+
+
+def is_crashed(version: RegisteredVersion) -> bool:
+    return version.tags.get(CRASHED_TAG) == "true"
+
+
+def champion_before(version: RegisteredVersion, versions: Mapping[str, RegisteredVersion],
+                    excluded: set[str]) -> RegisteredVersion | None:
+    """The newest champion along `replaced_champion` links that is not crashed or in `excluded`.
+
+    Starts at `version` itself; `versions` maps version numbers to versions. None when the
+    chain ends (the first champion replaced nothing) or loops.
+    """
+    seen: set[str] = set()
+    current: RegisteredVersion | None = version
+    while current is not None and current.version not in seen:
+        if current.version not in excluded and not is_crashed(current):
+            return current
+        seen.add(current.version)
+        current = versions.get(current.tags.get(REPLACED_CHAMPION_TAG, ""))
+    return None
+
+
+def mark_crashed_versions(store: ModelStore, model_name: str, run_id: str) -> list[str]:
+    """Tag every version pipeline run `run_id` registered `crashed=true`; no alias stays on one.
+
+    For the runner, when it takes over the lease of a run that died inside `train`: that run's
+    versions may be half-registered, or promoted by a decision whose report and warehouse rows
+    were never written, so none of them may be champion, challenger or predict. The champion
+    alias goes back to the champion the crashed version replaced (`replaced_champion`), so the
+    resumed run meets the opponent a clean run met; with none, and for the challenger alias,
+    the alias is removed (the resumed run sets it again). Returns the tagged version numbers.
+    """
+    versions = {v.version: v for v in store.versions(model_name)}
+    crashed = [v for v in versions.values() if registered_by(v) == run_id]
+    for version in crashed:
+        store.tag_version(version, {CRASHED_TAG: "true"})
+    numbers = {v.version for v in crashed}
+    for alias, number in store.aliases(model_name).items():
+        if number not in numbers:
+            continue
+        before = champion_before(versions[number], versions, numbers) if alias == CHAMPION else None
+        if before is None:
+            store.delete_alias(model_name, alias)
+        else:
+            store.set_alias(model_name, alias, before.version)
+    return sorted(numbers, key=int)
 
 
 def _gates_text(metrics: Mapping[str, float], gates: Mapping[str, float]) -> str:

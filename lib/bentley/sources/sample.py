@@ -53,6 +53,7 @@ Household
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 import itertools
 import re
@@ -486,11 +487,42 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()
 
 
+def _prices(seed: int, epoch: dt.date, calendar: str, benchmark: str, request: FetchRequest) -> pd.DataFrame:
+    """Bars of whatever names `request` lists (traits by hash for names without a company).
+
+    No check on the names: the news and portfolio companions follow a universe that may come
+    from another market source (a csv folder, Yahoo), so they need a series for any name.
+    """
+    days, first = _window(epoch, request, calendar)
+    tickers = _tickers(request)
+    bars = _simulate(seed, len(days), tickers, benchmark)
+    adj_close = _adjusted_close(bars.close, bars.dividend, bars.split_ratio)
+
+    def long(matrix: np.ndarray) -> np.ndarray:
+        return matrix[:, first:].ravel()  # ticker-major: sorted by ticker, then date
+
+    columns = {f: long(getattr(bars, f)) for f in _BAR_FIELDS}
+    return _frame(
+        schemas.PRICES,
+        {
+            "ticker": np.repeat(np.array(tickers, dtype=object), len(days) - first),
+            "date": np.tile(days[first:].to_numpy(), len(tickers)),
+            "adj_close": long(adj_close),
+            **columns,
+        },
+    )
+
+
+#: Unknown names quoted in one refusal; the rest are counted, so the message stays one line.
+_UNKNOWN_SHOWN = 5
+
+
 class SampleMarketSource(MarketSource):
     """Daily bars of fictional stocks and a benchmark index, deterministic in (seed, epoch).
 
     `fetch("prices", ...)` returns the requested tickers; the benchmark only when it is one of
-    them. Any ticker name works: names outside `available_tickers()` get traits by hash.
+    them. Only `known_tickers()` are served: any other name would get a plausible series made
+    up from its hash, so a typo (APPL) would run through every stage unnoticed.
     """
 
     name = "sample"
@@ -517,26 +549,51 @@ class SampleMarketSource(MarketSource):
         names = (t for t in itertools.chain(_DEFAULT_COMPANIES, generated) if t != self.benchmark)
         return list(itertools.islice(names, self.n_tickers))
 
+    def known_tickers(self) -> list[str]:
+        """Every name `fetch` serves: the built-in companies (whatever `n_tickers` is, so a small
+        universe can still pick any of them), the generated names of `available_tickers()` and
+        the benchmark (the index goes by whatever name `universe.benchmark` gives it)."""
+        return list(dict.fromkeys([*_DEFAULT_COMPANIES, *self.available_tickers(), self.benchmark]))
+
+    def unknown_tickers_message(self, tickers: Iterable[str]) -> str | None:
+        """One line naming the `tickers` this source does not have, with the closest known names
+        and the known ones in short; None when every name is known.
+
+        The runner's preflight puts it behind the params key, `fetch` raises it, so a notebook
+        run outside the runner cannot invent a series either.
+        """
+        known = self.known_tickers()
+        unknown = sorted(set(tickers) - set(known))
+        if not unknown:
+            return None
+        listing = f"sample tickers: {self._known_in_short()}"
+        if len(unknown) == 1:
+            return f"{unknown[0]} is not a sample ticker{_did_you_mean(unknown[0], known)}; {listing}"
+        named = ", ".join(f"{t}{_did_you_mean(t, known)}" for t in unknown[:_UNKNOWN_SHOWN])
+        if len(unknown) > _UNKNOWN_SHOWN:
+            named += f" ({len(unknown)} in all)"
+        return f"{named} are not sample tickers; {listing}"
+
+    def _known_in_short(self) -> str:
+        """`NOVA, ..., LEDG, X0009..X0500 and the benchmark BBIX`: generated names as a range."""
+        generated = [t for t in self.available_tickers() if t not in _DEFAULT_COMPANIES]
+        parts = [t for t in _DEFAULT_COMPANIES if t != self.benchmark]
+        if generated:
+            parts.append(generated[0] if len(generated) == 1 else f"{generated[0]}..{generated[-1]}")
+        return f"{', '.join(parts)} and the benchmark {self.benchmark}"
+
     def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
         self._check_dataset(dataset)
-        days, first = _window(self.epoch, request, self.calendar)
-        tickers = _tickers(request)
-        bars = _simulate(self.seed, len(days), tickers, self.benchmark)
-        adj_close = _adjusted_close(bars.close, bars.dividend, bars.split_ratio)
+        problem = self.unknown_tickers_message(request.tickers)
+        if problem:
+            raise ValueError(problem)
+        return _prices(self.seed, self.epoch, self.calendar, self.benchmark, request)
 
-        def long(matrix: np.ndarray) -> np.ndarray:
-            return matrix[:, first:].ravel()  # ticker-major: sorted by ticker, then date
 
-        columns = {f: long(getattr(bars, f)) for f in _BAR_FIELDS}
-        return _frame(
-            schemas.PRICES,
-            {
-                "ticker": np.repeat(np.array(tickers, dtype=object), len(days) - first),
-                "date": np.tile(days[first:].to_numpy(), len(tickers)),
-                "adj_close": long(adj_close),
-                **columns,
-            },
-        )
+def _did_you_mean(ticker: str, known: Sequence[str]) -> str:
+    """` (did you mean NOVA?)` for the closest known names, or "" when none is close."""
+    close = difflib.get_close_matches(ticker, known, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 # --------------------------------------------------------------------------- news
@@ -632,7 +689,11 @@ def _next_session(day: dt.date, calendar: str) -> dt.date | None:
 
 
 class _SampleCompanion(Source):
-    """News and portfolio sources that follow the sample market of the same seed and epoch."""
+    """News and portfolio sources that follow the sample market of the same seed and epoch.
+
+    They serve any ticker name, unlike `SampleMarketSource`: their universe may come from
+    another market source (sample headlines and holdings for a csv folder's tickers).
+    """
 
     name = "sample"
     synthetic = True
@@ -640,7 +701,10 @@ class _SampleCompanion(Source):
     def __init__(self, seed: int, epoch: dt.date, calendar: str = DEFAULT_CALENDAR) -> None:
         super().__init__()
         self.seed, self.epoch, self.calendar = seed, epoch, calendar
-        self._market = SampleMarketSource(seed, 0, epoch, DEFAULT_BENCHMARK, calendar)
+
+    def _prices(self, request: FetchRequest) -> pd.DataFrame:
+        """The sample market's bars for any name: the universe may come from another market source."""
+        return _prices(self.seed, self.epoch, self.calendar, DEFAULT_BENCHMARK, request)
 
 
 class SampleNewsSource(_SampleCompanion):
@@ -676,9 +740,7 @@ class SampleNewsSource(_SampleCompanion):
         if not tickers or window.empty:
             return np.zeros((len(window), len(tickers)))
         following = _next_session(request.end, self.calendar) or request.end
-        prices = self._market.fetch(
-            "prices", FetchRequest(request.start, following, tuple(tickers))
-        )
+        prices = self._prices(FetchRequest(request.start, following, tuple(tickers)))
         later = prices.groupby("ticker")[["close", "dividend", "split_ratio"]].shift(-1)
         prices["move"] = np.log(
             (later["close"] + later["dividend"]) * later["split_ratio"] / prices["close"]
@@ -938,7 +1000,7 @@ class SamplePortfolioSource(_SampleCompanion):
             raise ValueError("holdings are a snapshot: the request needs as_of")
         _require_epoch(self.epoch, as_of, "as_of")
         tickers = _tickers(request)
-        prices = self._market.fetch("prices", FetchRequest(self.epoch, as_of, tuple(tickers)))
+        prices = self._prices(FetchRequest(self.epoch, as_of, tuple(tickers)))
         if tickers and prices.empty:
             raise ValueError(f"no sample session between the epoch {self.epoch} and as_of {as_of}")
         bought = prices.groupby("ticker").agg(

@@ -34,14 +34,22 @@ Everything of T is written in one transaction, then `reconcile` checks the ledge
 them over themselves; a rerun that would leave rows of T the new computation does not produce
 (changed weights or prices) is refused, since an upsert cannot delete them. A day before the
 latest booked one is recomputed and compared, never rewritten: later days were built on it.
-`positions` is keyed on (as_of, ticker) without the portfolio, so a second portfolio holding
-the same ticker on the same day is refused rather than silently overwritten.
+
+A book is therefore a timeline, and two functions let research move along it:
+
+* `choose_book` picks the book a trade run writes. A run for a session before the portfolio's
+  last booked one books into its own book `<portfolio>@<session>`: a fresh book starting on
+  that session with the same initial cash rule (so it holds what a fresh store would book for
+  that date), found again by every rerun of the date. The main book is left untouched.
+* `rebook` deletes a book's rows from a date on, in one transaction, so running the pipeline
+  for that date and the following sessions replays the book.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -286,6 +294,98 @@ def ledger_sentence(day: PaperDay) -> str:
     )
 
 
+# ------------------------------------------------------------------------------- books
+
+#: The tables of a book, with the column that dates their rows; `rebook` deletes from each.
+BOOK_TABLES: dict[str, str] = {"orders": "decided_on", "fills": "date", "positions": "as_of",
+                               "portfolio_values": "date"}
+
+
+@dataclass(frozen=True)
+class BookChoice:
+    """The book a trade run writes, and the report's sentence saying why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RebookSummary:
+    """What `rebook` removed, per table, and the earlier orders it made pending again."""
+
+    portfolio: str
+    from_date: pd.Timestamp
+    deleted: dict[str, int]  # table -> rows deleted
+    reopened: int  # orders decided before from_date whose fills (on or after it) were deleted
+
+    def sentence(self) -> str:
+        """One line for the CLI: what went, and what to run next."""
+        counts = ", ".join(f"{n} {table}" for table, n in self.deleted.items())
+        return (
+            f"Deleted the rows of portfolio {self.portfolio!r} dated on or after {self.from_date:%Y-%m-%d}: "
+            f"{counts}; {self.reopened} earlier order(s) are pending again. Run the pipeline for "
+            f"{self.from_date:%Y-%m-%d} and each later session to replay the book."
+        )
+
+
+def choose_book(warehouse: Warehouse, portfolio: str, logical_date: dt.date | str | pd.Timestamp) -> BookChoice:
+    """The portfolio's own book, or `<portfolio>@<date>` when its booked sessions run past `logical_date`.
+
+    A day that later sessions were built on cannot be rewritten, yet backdating is a normal
+    research action and must not fail after minutes of work. A backdated run therefore books
+    into a fresh book of its own that starts on that session; every rerun of the date finds
+    the same book again, so reruns stay idempotent, and the main book is never touched.
+    `logical_date` is the session the run books.
+    """
+    day = _day(logical_date)
+    booked = _read(warehouse, "portfolio_values", where={"portfolio": portfolio})["date"]
+    return _book_choice(portfolio, day, None if booked.empty else pd.Timestamp(booked.max()))
+
+
+def _book_choice(portfolio: str, day: pd.Timestamp, last_booked: pd.Timestamp | None) -> BookChoice:
+    """`choose_book` given the book's last booked session (None: nothing booked yet)."""
+    on = f"{day:%Y-%m-%d}"
+    if last_booked is None:
+        return BookChoice(portfolio, f"The paper book {portfolio!r} has no session booked yet: this run starts it on {on}.")
+    up_to = f"{last_booked:%Y-%m-%d}"
+    if last_booked < day:
+        return BookChoice(portfolio, f"This run books {on} into the paper book {portfolio!r}, booked up to {up_to}.")
+    if last_booked == day:
+        return BookChoice(portfolio, f"This run books {on} again into the paper book {portfolio!r}, whose latest "
+                                     "session it is: the same inputs rewrite the same rows.")
+    name = f"{portfolio}@{on}"
+    return BookChoice(name, (
+        f"The paper book {portfolio!r} has sessions booked up to {up_to}, after this run's session {on}: this run "
+        f"books into {name!r}, which starts on {on}. To replay {portfolio!r} itself from this date, delete its "
+        f"sessions from then on with `{rebook_command(portfolio, day)}` and run the pipeline for each session "
+        "from there."
+    ))
+
+
+def rebook_command(portfolio: str, from_date: dt.date | str | pd.Timestamp) -> str:
+    """The CLI command that calls `rebook` (what error messages and the report tell the user to run)."""
+    return f"runner paper rebook --portfolio {shlex.quote(portfolio)} --from {_day(from_date):%Y-%m-%d}"
+
+
+def rebook(warehouse: Warehouse, portfolio: str, from_date: dt.date | str | pd.Timestamp) -> RebookSummary:
+    """Delete `portfolio`'s book from `from_date` on, in one transaction, so those dates can be replayed.
+
+    Every row of the book dated on or after `from_date` goes (`BOOK_TABLES`), with the
+    `risk_limit_events` of the runs whose booked days go (that table has no portfolio column:
+    a run's events are tied to its book by the run id and date of the book's
+    `portfolio_values` row). Orders decided before `from_date` whose fills are deleted become
+    pending again, as they were before those days were booked, so booking `from_date` again
+    fills them again. Everything happens in one transaction: a failure deletes nothing.
+    Raises ValueError for a portfolio without booked rows.
+    """
+    day = _day(from_date)
+    if _read(warehouse, "portfolio_values", where={"portfolio": portfolio}).empty:
+        books = ", ".join(repr(name) for name in warehouse.distinct("portfolio_values", "portfolio")) or "none"
+        raise ValueError(f"portfolio {portfolio!r} has no booked rows, nothing to rebook (booked portfolios: {books})")
+    reopened, deleted = warehouse.delete_book_from(portfolio, day.date(), BOOK_TABLES)
+    return RebookSummary(portfolio=portfolio, from_date=day, deleted=deleted, reopened=reopened)
+
+
 # ------------------------------------------------------------------------------- the day
 
 
@@ -480,12 +580,13 @@ def _check_overwrite(
     if stale:
         raise ValueError(
             f"{where}: a rerun would leave rows it no longer produces ({'; '.join(stale)}); the inputs changed "
-            "since the day was booked: delete that day's ledger rows first"
+            f"since the day was booked: delete that day's ledger rows first with `{rebook_command(portfolio, day)}`"
         )
     if changed and not later_days.empty:
         raise ValueError(
             f"{where}: recomputing this day changes {'; '.join(changed)}, but later days up to "
-            f"{later_days.max():%Y-%m-%d} were booked on it: rebook from here after deleting them"
+            f"{later_days.max():%Y-%m-%d} were booked on it: delete them and replay from here with "
+            f"`{rebook_command(portfolio, day)}`"
         )
 
 

@@ -96,6 +96,13 @@ def test_a_champion_needing_inputs_the_run_lacks_is_not_scored():
 )
 def test_training_reason(champion, retrain, flagged, trains, phrase):
     version = _champion("2024-06-28") if champion else None
+    choice = lifecycle.ChampionChoice(version, dt.date(2025, 1, 2), backdated=False, reason="")
     monitoring = lifecycle.Monitoring(row={"retraining_required": flagged}, drift=pd.DataFrame()) if champion else None
-    train_now, why = lifecycle.training_reason(version, retrain, monitoring)
+    train_now, why = lifecycle.training_reason(choice, retrain, monitoring)
     assert train_now is trains and phrase in why
+
+
+def test_a_backdated_run_without_a_usable_model_trains_its_own():
+    choice = lifecycle.ChampionChoice(None, dt.date(2025, 6, 2), backdated=True, reason="")
+    train_now, why = lifecycle.training_reason(choice, False, None)
+    assert train_now and "2025-06-02" in why and "backdated" in why

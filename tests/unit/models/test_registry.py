@@ -92,7 +92,7 @@ def _register(store: ModelStore, model, example, candidate: str):
         params={"ml": {"horizon": 5}}, fold_metrics=pd.DataFrame({"split": ["fold 1"], "roc_auc": [0.6]}),
         holdout_metrics={"roc_auc": 0.6, "accuracy": 0.55},
         importances=pd.DataFrame({"feature": ["f1"], "importance": [0.1]}),
-        config={"ml": {"horizon": 5}}, run_tags={"run_id": "r1"}, version_tags={"horizon": "5"},
+        config={"ml": {"horizon": 5}}, pipeline_run_id="r1", version_tags={"horizon": "5"},
         parent_run_id=None,
     )
 
@@ -134,17 +134,20 @@ def test_a_tampered_artifact_is_refused_before_loading(store, tmp_path):
         store.load(version)
 
 
-def test_champion_after_reuses_the_verified_model_unless_the_champion_changed(store):
+def test_champion_after_reuses_the_verified_model_unless_the_challenger_was_promoted(store):
+    import datetime as dt
     from types import SimpleNamespace
 
     from bentley.models import lifecycle
 
-    ml = SimpleNamespace(registered_model="direction")
     model, x = _fitted(LogisticRegression(), 4)
     first = _register(store, model, x, "logistic")
-    store.set_alias("direction", registry.CHAMPION, first.version)
+    choice = lifecycle.ChampionChoice(first, dt.date(2025, 1, 2), backdated=False, reason="")
     kept_model = object()
-    champion, loaded = lifecycle.champion_after(store, ml, first, kept_model)
-    assert champion.version == first.version and loaded is kept_model
-    champion, loaded = lifecycle.champion_after(store, ml, None, None)  # promoted this run: load and verify
+    rejected = SimpleNamespace(decision=SimpleNamespace(promoted=False), challenger=None)
+    assert lifecycle.champion_after(store, rejected, choice, kept_model) == (first, kept_model)
+    assert lifecycle.champion_after(store, None, choice, kept_model) == (first, kept_model)
+    promoted = SimpleNamespace(decision=SimpleNamespace(promoted=True), challenger=first)
+    champion, loaded = lifecycle.champion_after(store, promoted, choice, None)  # promoted this run: load and verify
+    assert champion == first
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))

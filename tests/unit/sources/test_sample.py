@@ -30,7 +30,8 @@ DEFAULT = tuple(COMPANY_NAMES)  # the eight built-in tickers
 PRICE_FIELDS = ["open", "high", "low", "close", "volume", "dividend", "split_ratio"]
 
 
-def market(seed: int = SEED, n_tickers: int = 8) -> SampleMarketSource:
+def market(seed: int = SEED, n_tickers: int = 50) -> SampleMarketSource:
+    """50 names: X0009..X0050 are known too, the names whose traits come from their hash."""
     return SampleMarketSource(seed=seed, n_tickers=n_tickers, epoch=EPOCH, benchmark=BENCHMARK)
 
 
@@ -159,6 +160,28 @@ def test_available_tickers() -> None:
     assert "X0009" not in clash and len(clash) == 10
 
 
+def test_known_tickers_cover_every_builtin_name_and_the_benchmark() -> None:
+    small = SampleMarketSource(SEED, 3, EPOCH, benchmark="SPY")
+    assert small.known_tickers() == [*DEFAULT, "SPY"]
+    frame = small.fetch("prices", FetchRequest(EPOCH, dt.date(2010, 3, 31), ("CURA", "SPY")))
+    assert set(frame["ticker"]) == {"CURA", "SPY"}
+    assert one(frame, "SPY")["close"].iloc[0] == 1000.0  # the benchmark is the index, whatever its name
+    assert market(n_tickers=12).known_tickers() == [*DEFAULT, "X0009", "X0010", "X0011", "X0012", BENCHMARK]
+
+
+def test_fetch_refuses_unknown_tickers_with_the_closest_names() -> None:
+    request = FetchRequest(dt.date(2021, 1, 4), dt.date(2021, 1, 29), ("NOVA", "NOVAA"))
+    with pytest.raises(ValueError) as refused:
+        market(n_tickers=12).fetch("prices", request)
+    assert str(refused.value) == (
+        "NOVAA is not a sample ticker (did you mean NOVA?); sample tickers: NOVA, QBIT, MEDX, CURA, "
+        "PTRL, SOLR, BANQ, LEDG, X0009..X0012 and the benchmark BBIX"
+    )
+    several = FetchRequest(dt.date(2021, 1, 4), dt.date(2021, 1, 29), ("APPL", "X0051", "NOVA"))
+    with pytest.raises(ValueError, match=r"^APPL, X0051 \(did you mean X0050 or .*\) are not sample tickers; "):
+        market().fetch("prices", several)
+
+
 def test_names_and_sectors() -> None:
     assert sample.company_name("NOVA") == "Nova Systems"
     assert [sample.sector_of(t) for t in DEFAULT] == [
@@ -184,7 +207,7 @@ def test_fetches_are_deterministic() -> None:
     request = FetchRequest(
         dt.date(2021, 1, 1),
         dt.date(2021, 6, 30),
-        (*DEFAULT, "ZZZ", BENCHMARK),
+        (*DEFAULT, "X0042", BENCHMARK),
         as_of=dt.date(2021, 6, 30),
     )
     pd.testing.assert_frame_equal(
@@ -209,10 +232,10 @@ def test_seed_changes_the_data() -> None:
 
 def test_a_tickers_series_ignores_the_other_tickers() -> None:
     alone = one(prices("2018-01-01", "2019-12-31", ("MEDX",)), "MEDX")
-    crowd = prices("2018-01-01", "2019-12-31", (*DEFAULT, "AAA", "ZZZZ", "X0042", BENCHMARK))
+    crowd = prices("2018-01-01", "2019-12-31", (*DEFAULT, "X0042", "X0043", "X0049", BENCHMARK))
     pd.testing.assert_frame_equal(alone, one(crowd, "MEDX"))
-    unknown_alone = one(prices("2018-01-01", "2019-12-31", ("ZZZZ",)), "ZZZZ")
-    pd.testing.assert_frame_equal(unknown_alone, one(crowd, "ZZZZ"))
+    generated_alone = one(prices("2018-01-01", "2019-12-31", ("X0049",)), "X0049")
+    pd.testing.assert_frame_equal(generated_alone, one(crowd, "X0049"))
 
 
 def test_prices_do_not_depend_on_the_window() -> None:
@@ -231,13 +254,13 @@ def test_prices_do_not_depend_on_the_window() -> None:
 
 
 def test_sessions_match_the_calendar() -> None:
-    frame = prices("2019-12-20", "2021-01-10", (*DEFAULT, "ZZZ", BENCHMARK))
+    frame = prices("2019-12-20", "2021-01-10", (*DEFAULT, "X0042", BENCHMARK))
     expected = sessions("2019-12-20", "2021-01-10")
     assert len(frame) == 10 * len(expected)
     assert not frame.duplicated(["ticker", "date"]).any()
     for _, group in frame.groupby("ticker"):
         assert pd.DatetimeIndex(group["date"]).equals(pd.DatetimeIndex(expected, name="date"))
-    assert list(frame["ticker"].unique()) == sorted((*DEFAULT, "ZZZ", BENCHMARK))
+    assert list(frame["ticker"].unique()) == sorted((*DEFAULT, "X0042", BENCHMARK))
 
 
 def test_benchmark_only_when_requested() -> None:
@@ -254,7 +277,7 @@ def test_benchmark_only_when_requested() -> None:
 
 
 def test_ohlc_is_consistent() -> None:
-    frame = prices("2010-01-04", "2019-12-31", (*DEFAULT, "ZZZ", "X0042", "X0043", BENCHMARK))
+    frame = prices("2010-01-04", "2019-12-31", (*DEFAULT, "X0042", "X0043", "X0049", BENCHMARK))
     assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
     assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
     assert (frame[["open", "high", "low", "close", "adj_close"]] > 0).all().all()
@@ -335,7 +358,7 @@ def test_adj_close_follows_the_yahoo_convention() -> None:
 
 
 def test_adj_close_equals_close_on_the_last_date() -> None:
-    frame = prices("2010-01-04", "2024-06-28", (*DEFAULT, "ZZZ", BENCHMARK))
+    frame = prices("2010-01-04", "2024-06-28", (*DEFAULT, "X0042", BENCHMARK))
     last = frame.groupby("ticker").tail(1)
     assert (last["adj_close"] == last["close"]).all()
 
@@ -461,7 +484,7 @@ def holdings(tickers: tuple[str, ...], as_of: dt.date) -> pd.DataFrame:
 
 
 def test_holdings_follow_the_requested_tickers() -> None:
-    tickers = ("NOVA", "BANQ", "ZZZ", BENCHMARK)
+    tickers = ("NOVA", "BANQ", "ZZZ", BENCHMARK)  # any name: the universe may come from a csv folder
     snapshot = holdings(tickers, dt.date(2022, 6, 30))
     assert set(snapshot["ticker"]) == set(tickers)
     assert set(snapshot["account"]) <= {"brokerage", "ira"}

@@ -16,9 +16,11 @@ from bentley.calendar import sessions
 from bentley.config import Costs
 from bentley.trading import broker
 from bentley.trading.broker import (
+    BookChoice,
     ReconciliationError,
     order_id,
     paper_returns,
+    rebook,
     reconcile,
     run_paper_day,
 )
@@ -61,8 +63,8 @@ def warehouse(tmp_path: Path) -> Warehouse:
 
 
 def _run(warehouse: Warehouse, day: pd.Timestamp, weights: pd.Series = WEIGHTS, execution: str = "next_open",
-         run_id: str = "r1", costs: Costs = COSTS) -> broker.PaperDay:
-    return run_paper_day(warehouse, weights, portfolio="paper", as_of=day, initial_cash=CASH, costs=costs,
+         run_id: str = "r1", costs: Costs = COSTS, portfolio: str = "paper") -> broker.PaperDay:
+    return run_paper_day(warehouse, weights, portfolio=portfolio, as_of=day, initial_cash=CASH, costs=costs,
                          execution=execution, run_id=run_id)  # type: ignore[arg-type]
 
 
@@ -164,10 +166,13 @@ def test_reruns_change_nothing(warehouse: Warehouse) -> None:
 
 def test_a_rerun_that_would_leave_stale_rows_or_rewrite_history_is_refused(warehouse: Warehouse) -> None:
     _run(warehouse, D1)
-    with pytest.raises(ValueError, match=r"portfolio 'paper' on 2025-01-06: a rerun would leave rows .*orders"):
+    with pytest.raises(ValueError, match=r"portfolio 'paper' on 2025-01-06: a rerun would leave rows .*orders.*"
+                                         r"`runner paper rebook --portfolio paper --from 2025-01-06`"):
         _run(warehouse, D1, weights=pd.Series({"AAA": 0.456}))
     _run(warehouse, D2)
-    with pytest.raises(ValueError, match=r"recomputing this day changes orders .* later days up to 2025-01-07"):
+    with pytest.raises(ValueError, match=r"recomputing this day changes orders .* later days up to 2025-01-07 were booked on it: "
+                                         r"delete them and replay from here with "
+                                         r"`runner paper rebook --portfolio paper --from 2025-01-06`"):
         _run(warehouse, D1, weights=pd.Series({"AAA": 0.4, "BBB": 0.3}))
 
 
@@ -286,3 +291,123 @@ def test_a_failure_mid_write_leaves_nothing_half_written(warehouse: Warehouse, m
         pd.testing.assert_frame_equal(warehouse.read(table), before[table])
     monkeypatch.undo()
     assert _run(warehouse, D2).n_fills == 2
+
+
+# ------------------------------------------------------------------------------- books
+
+
+def _raw(warehouse: Warehouse, portfolio: str) -> dict[str, list[tuple]]:
+    """A book's rows in every ledger table exactly as stored (SQLite text dates, doubles)."""
+    with warehouse.engine.connect() as conn:
+        return {table: conn.exec_driver_sql(f"SELECT * FROM {table} WHERE portfolio = ? ORDER BY 1, 2, 3",
+                                            (portfolio,)).fetchall() for table in TABLES}
+
+
+def _content(warehouse: Warehouse, portfolio: str) -> dict[str, pd.DataFrame]:
+    """A book's rows without its name and the ids derived from it: what two books can share."""
+    return {table: warehouse.read(table, where={"portfolio": portfolio})
+            .drop(columns=["portfolio", "order_id", "fill_id"], errors="ignore") for table in TABLES}
+
+
+def test_the_main_book_is_chosen_unless_it_has_later_sessions(warehouse: Warehouse) -> None:
+    assert broker.choose_book(warehouse, "paper", D2) == BookChoice(
+        "paper", "The paper book 'paper' has no session booked yet: this run starts it on 2025-01-07.")
+    _run(warehouse, D1)
+    _run(warehouse, D2)
+    assert broker.choose_book(warehouse, "paper", D3) == BookChoice(
+        "paper", "This run books 2025-01-08 into the paper book 'paper', booked up to 2025-01-07.")
+    assert broker.choose_book(warehouse, "paper", D2).name == "paper"  # its latest day: rebooked in place
+    assert broker.choose_book(warehouse, "paper", "2025-01-06") == BookChoice(
+        "paper@2025-01-06",
+        "The paper book 'paper' has sessions booked up to 2025-01-07, after this run's session 2025-01-06: this "
+        "run books into 'paper@2025-01-06', which starts on 2025-01-06. To replay 'paper' itself from this date, "
+        "delete its sessions from then on with `runner paper rebook --portfolio paper --from 2025-01-06` and run "
+        "the pipeline for each session from there.",
+    )
+
+
+def test_a_backdated_day_books_its_own_book_as_a_fresh_store_would(warehouse: Warehouse, tmp_path: Path) -> None:
+    for n, day in enumerate([D1, D2, D3]):
+        _run(warehouse, day, run_id=f"r{n}")
+    main = _raw(warehouse, "paper")
+
+    book = broker.choose_book(warehouse, "paper", D2)
+    assert book.name == "paper@2025-01-07"
+    assert _run(warehouse, D2, run_id="back", portfolio=book.name).written
+    assert _raw(warehouse, "paper") == main  # byte for byte
+
+    fresh = Warehouse(f"sqlite:///{tmp_path / 'fresh.db'}")
+    fresh.upsert("prices", _prices())
+    _run(fresh, D2, run_id="back")
+    backdated, expected = _content(warehouse, book.name), _content(fresh, "paper")
+    assert len(backdated["orders"]) == 2 and len(backdated["portfolio_values"]) == 1
+    for table in TABLES:
+        pd.testing.assert_frame_equal(backdated[table], expected[table], check_exact=True)
+    orders = warehouse.read("orders", where={"portfolio": book.name})
+    assert list(orders["order_id"]) == sorted(order_id(book.name, D2, t) for t in ("AAA", "BBB"))
+
+    stored = _raw(warehouse, book.name)
+    assert broker.choose_book(warehouse, "paper", D2) == book  # a rerun finds the same book ...
+    assert _run(warehouse, D2, run_id="back", portfolio=book.name).written
+    assert _raw(warehouse, book.name) == stored  # ... and rewrites the same rows
+    _run(warehouse, D2, run_id="back-2", portfolio=book.name)  # another run: only run_id moves
+    assert {t: len(rows) for t, rows in _raw(warehouse, book.name).items()} == {t: len(r) for t, r in stored.items()}
+    assert _raw(warehouse, "paper") == main
+
+
+def _events(*pairs: tuple[str, pd.Timestamp]) -> pd.DataFrame:
+    return pd.DataFrame({"run_id": [r for r, _ in pairs], "date": [d for _, d in pairs], "ticker": "AAA",
+                         "rule": "max_position_weight", "requested": 0.5, "allowed": 0.4})
+
+
+def test_rebook_deletes_exactly_the_rows_from_the_date_on_and_a_replay_reproduces_them(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    for n, day in enumerate(DAYS[:4]):
+        _run(warehouse, day, run_id=f"r{n}")
+        _run(warehouse, day, run_id=f"o{n}", portfolio="other")
+    # The events of the runs that booked D3 and D4 go; other runs' events stay.
+    warehouse.upsert("risk_limit_events", _events(("r1", D2), ("r2", D3), ("r3", D4), ("o2", D3), ("elsewhere", D3)))
+    booked, other = _raw(warehouse, "paper"), _raw(warehouse, "other")
+    filled_on_d3 = warehouse.read("orders", where={"portfolio": "paper"}, start=D2.date(), end=D2.date(),
+                                  date_column="decided_on")
+
+    summary = rebook(warehouse, "paper", D3)
+
+    assert summary.deleted == {"risk_limit_events": 2, "orders": 4, "fills": 4, "positions": 4, "portfolio_values": 2}
+    assert summary.reopened == len(filled_on_d3) == 2
+    assert summary.sentence().startswith("Deleted the rows of portfolio 'paper' dated on or after 2025-01-08: ")
+    two_days = Warehouse(f"sqlite:///{tmp_path / 'two.db'}")  # what booking D1 and D2 alone leaves
+    two_days.upsert("prices", _prices())
+    _run(two_days, D1, run_id="r0")
+    _run(two_days, D2, run_id="r1")
+    assert _raw(warehouse, "paper") == _raw(two_days, "paper")
+    assert _raw(warehouse, "other") == other
+    kept = warehouse.read("risk_limit_events")
+    assert sorted(zip(kept["run_id"], kept["date"], strict=True)) == [("elsewhere", D3), ("o2", D3), ("r1", D2)]
+
+    _run(warehouse, D3, run_id="r2")
+    _run(warehouse, D4, run_id="r3")
+    assert _raw(warehouse, "paper") == booked
+
+
+def test_a_failing_rebook_deletes_nothing(ledger: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last delete fails (its table is gone for a moment): every earlier delete is rolled back."""
+    before = _raw(ledger, "paper")
+    last_positions = {name: column for name, column in broker.BOOK_TABLES.items() if name != "positions"}
+    monkeypatch.setattr(broker, "BOOK_TABLES", {**last_positions, "positions": broker.BOOK_TABLES["positions"]})
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE positions RENAME TO positions_away")
+    with pytest.raises(sa.exc.OperationalError, match="positions"):
+        rebook(ledger, "paper", D2)
+    with ledger.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE positions_away RENAME TO positions")
+    assert _raw(ledger, "paper") == before
+
+
+def test_rebook_refuses_a_portfolio_without_rows_in_one_line(ledger: Warehouse) -> None:
+    before = _raw(ledger, "paper")
+    with pytest.raises(ValueError) as error:
+        rebook(ledger, "papr", D1)
+    assert str(error.value) == "portfolio 'papr' has no booked rows, nothing to rebook (booked portfolios: 'paper')"
+    assert _raw(ledger, "paper") == before
