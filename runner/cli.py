@@ -1,7 +1,9 @@
 """`python -m runner` / `bentley`: run the stage DAG and look at its runs.
 
-Exit codes: 0 success, 1 a stage failed (or the run was stopped), 2 a params, DAG or usage
-problem (nothing ran), 3 another run holds the warehouse lease, 4 the lease was lost mid-run.
+Exit codes: 0 success, 1 a stage failed (or the run was stopped, or its storage or a service
+failed mid-run), 2 a params, DAG or usage problem, or an outputs folder, warehouse or MLflow
+store that cannot be reached or written (nothing ran), 3 another run holds the warehouse lease,
+4 the lease was lost mid-run. Infrastructure failures are one line, not a traceback.
 `runner health` exits 0 healthy, 1 degraded, 2 down.
 """
 
@@ -32,6 +34,7 @@ from bentley.config import (
     project_root,
 )
 from runner.dag import DagError, build_dag
+from runner.infra import InfraError, Interrupted, abandon_wait, failure_line
 from runner.outcomes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -146,13 +149,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "retention": _retention, "schedule": _schedule, "health": _health, "finish": _finish,
                    "export": _export, "gate": _gate, "paper": _paper}[args.verb]
         return handler(args, root, console)
-    except (ParamsError, DagError) as exc:
+    except (ParamsError, DagError, InfraError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", markup=True)
         return EXIT_USAGE
+    except (Exception, Interrupted) as exc:
+        line = failure_line(exc)  # a full disk, a warehouse gone, MLflow down; None: a bug, keep its traceback
+        if line is None:
+            raise
+        err.print(f"[red]error:[/] {escape(line)}", markup=True)
+        return EXIT_FAILED
 
 
 def _stop_on_signals() -> threading.Event:
-    """SIGTERM or Ctrl-C: running stages finish, nothing new starts (a second Ctrl-C aborts)."""
+    """SIGTERM or Ctrl-C: running stages finish, nothing new starts (a second Ctrl-C aborts).
+
+    A wait on MLflow in progress is given up at once (`runner.infra.abandon_wait`): the stop
+    never waits for a service that does not answer.
+    """
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -160,6 +173,7 @@ def _stop_on_signals() -> threading.Event:
             raise KeyboardInterrupt
         stop.set()
         print(f"{signal.Signals(signum).name}: finishing the running stage(s), then stopping", file=sys.stderr)
+        abandon_wait()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -202,7 +216,7 @@ def _export(args: argparse.Namespace, root: Path, console: Console) -> int:
         project=(args.project or root).resolve(), outputs=args.outputs.resolve() if args.outputs else None,
     )
     for path in airflow.export(stages, spec.retry, config, options, args.out.resolve()):
-        console.print(str(path))
+        console.print(escape(str(path)))
     return EXIT_OK
 
 
@@ -286,7 +300,7 @@ def _status(args: argparse.Namespace, root: Path, console: Console) -> int:
         duration = stage.get("duration_s")
         shown = f"{duration:6.1f} s" if isinstance(duration, (int, float)) else "        "
         note = stage.get("error") or stage.get("reason") or ""
-        console.print(f"  {name:<12} {stage['status']:<8} {shown}  {note}".rstrip())
+        console.print(escape(f"  {name:<12} {stage['status']:<8} {shown}  {note}".rstrip()))
     return EXIT_OK
 
 
@@ -309,7 +323,7 @@ def _report(args: argparse.Namespace, root: Path, console: Console) -> int:
         console.print("no runs yet: try `make pipeline`")
         return EXIT_FAILED
     store, latest = max(runs, key=lambda run: run[1].get("started_at") or "")
-    console.print(str(store / "runs" / latest["run_id"] / "index.html"))
+    console.print(escape(str(store / "runs" / latest["run_id"] / "index.html")))
     return EXIT_OK
 
 
@@ -324,7 +338,7 @@ def _retention(args: argparse.Namespace, root: Path, console: Console) -> int:
     expired = retention.plan(outputs, config.workflow.retention, logical_date)
     verb = "would delete" if args.dry_run else "deleting"
     for item in expired:
-        console.print(f"{verb} {item.kind:<9} {item.dated}  (before {item.cutoff})  {item.path}")
+        console.print(escape(f"{verb} {item.kind:<9} {item.dated}  (before {item.cutoff})  {item.path}"))
     if not args.dry_run:
         retention.apply(expired)
     console.print(f"{len(expired)} path(s) {'expired' if args.dry_run else 'deleted'}; "

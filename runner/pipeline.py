@@ -9,7 +9,9 @@ behind. Then the run takes the warehouse lease (one active run at a time) and ex
 - a stage whose cache key and products are unchanged is skipped as up to date (runner.cache),
   and the manifest says why every stage ran or was skipped;
 - transient failures are retried with capped exponential backoff and jitter;
-- SIGTERM (the `stop` event) lets running stages finish and starts nothing new.
+- SIGTERM (the `stop` event) lets running stages finish and starts nothing new; a wait on
+  MLflow in progress is abandoned at once (`runner.infra.wait_for`), and MLflow failing
+  mid-run stops the run with one line instead of a traceback (`runner resume` finishes it).
 
 Only the main thread writes records (manifest, ledger, MLflow, index pages); worker threads
 execute notebooks and render their reports. After each stage the records are brought up to
@@ -40,12 +42,12 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -54,6 +56,7 @@ from bentley import calendar, reporting
 from bentley.config import (
     PARAMS_DIR,
     PIPELINE_FILE,
+    PROFILE_STORES,
     Config,
     RetryPolicy,
     load_config,
@@ -66,6 +69,14 @@ from bentley.tracking import display_uri, tracking_uri
 from bentley.warehouse import Warehouse
 from runner import cache
 from runner.dag import DagError, Stage, build_dag, check_notebooks, select
+from runner.infra import (
+    Interrupted,
+    ServiceFailed,
+    check_infrastructure,
+    configured_timeout,
+    describe,
+    wait_for,
+)
 from runner.lease import (
     PIPELINE_LEASE,
     LeaseKeeper,
@@ -78,6 +89,7 @@ from runner.outcomes import EXIT_BUSY, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, RU
 from runner.outcomes import STAGE_DONE as DONE
 from runner.preflight import check_run
 
+T = TypeVar("T")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _NOTEBOOK_PARAMETERS = "cache/notebook_parameters.json"
 
@@ -132,6 +144,8 @@ def plan_run(request: RunRequest) -> Plan:
     run_id = request.run_id or new_run_id()
     if not RUN_ID_PATTERN.match(run_id):
         raise DagError(f"run id {run_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    # Outputs, warehouse and MLflow answer: one line, exit 2, before anything is written.
+    check_infrastructure(config, request.outputs, timeout_s=configured_timeout(config))
     _remember_parameters(request, inspected)
     return Plan(request=request, config=config, stages=stages, dag=dag, run_id=run_id, logical_date=logical_date,
                 retry=retry)
@@ -146,7 +160,10 @@ def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
     manifest, saved = _saved_run(outputs, run_id, "resume")
     unfinished = [name for name, stage in manifest["stages"].items() if stage["status"] not in DONE]
     if not unfinished:
-        raise DagError(f"run {run_id} has nothing to resume: every stage finished")
+        if manifest.get("status") == "success":
+            raise DagError(f"run {run_id} has nothing to resume: it succeeded")
+        # Every stage finished, but the runner died writing the run's own record: conclude it.
+        return _saved_plan(root, outputs, manifest, saved, [], resumed=True, orchestrated=False)
     later = sorted(m["run_id"] for m in all_manifests(outputs)
                    if m["run_id"] != run_id and (m.get("started_at") or "") > (manifest.get("started_at") or ""))
     if later:
@@ -185,6 +202,7 @@ def _saved_plan(root: Path, outputs: Path, manifest: dict[str, Any], saved: dict
     )
     config = Config.model_validate(saved)
     selected, dag, retry, inspected = _stages(request, config)
+    check_infrastructure(config, outputs, timeout_s=configured_timeout(config))
     _remember_parameters(request, inspected)
     return Plan(request=request, config=config, stages=selected if stages else [], dag=dag, run_id=request.run_id,
                 logical_date=request.logical_date, retry=retry, resumed=resumed)  # type: ignore[arg-type]
@@ -261,6 +279,7 @@ class PipelineRun:
         self._tracker: Any = None
         self._tracking = threading.Event()  # set once MLflow's parent run exists (or could not be created)
         self._tracking_failed = False
+        self._mlflow_error: str | None = None  # MLflow failed mid-run (or SIGTERM gave up on it): no more calls
         self._kernels: set[Any] = set()
         self._kernels_lock = threading.Lock()
         self._dirty = False
@@ -274,7 +293,7 @@ class PipelineRun:
         if not grant.acquired:
             since = f" (heartbeat {grant.heartbeat_at:%H:%M:%S} UTC)" if grant.heartbeat_at else ""
             who = f"run {grant.run_id} by {grant.holder}{since}" if grant.holder else "another runner"
-            self.console.print(f"[yellow]busy:[/] {who} holds the warehouse lease; run {plan.run_id} not started")
+            self.console.print(f"[yellow]busy:[/] {escape(who)} holds the warehouse lease; run {plan.run_id} not started")
             self.warehouse.dispose()
             return EXIT_BUSY
         keeper = LeaseKeeper(self.warehouse, self.holder, self.config.runner.lease_ttl_s,
@@ -292,7 +311,11 @@ class PipelineRun:
         finally:
             keeper.stop()
             if not self.lost.is_set():
-                self._leave_lease()
+                try:
+                    self._leave_lease()
+                except Exception as exc:  # noqa: BLE001 - the warehouse failed too (a full disk): say so, once
+                    self.console.print(f"[yellow]![/] the warehouse lease was not released ({escape(describe(exc))}); "
+                                       f"it lapses {self.config.runner.lease_ttl_s:.0f} s after the last heartbeat")
             self.warehouse.dispose()
 
     def finish(self) -> int:
@@ -344,9 +367,14 @@ class PipelineRun:
             self.warehouse.release_lease(PIPELINE_LEASE, self.holder)
 
     def _remove_orphaned_temp_files(self) -> None:
+        """Temp files a killed writer left in this store; other profiles' stores nested in it have
+        their own lease and may be writing right now."""
+        nested = self.outputs / PROFILE_STORES
         for orphan in orphaned_temp_files(self.outputs):
+            if orphan.is_relative_to(nested):
+                continue
             orphan.unlink(missing_ok=True)
-            self.console.print(f"removed {orphan}: a write interrupted by a crash")
+            self.console.print(f"removed {escape(str(orphan))}: a write interrupted by a crash")
 
     def _execute(self) -> int:
         plan = self.plan
@@ -359,13 +387,13 @@ class PipelineRun:
         verb = "resuming" if plan.resumed else "run"
         self.console.print(
             f"{verb} [bold]{plan.run_id}[/] · logical date {plan.logical_date} · profile {plan.request.profile} "
-            f"· {len(plan.stages)} stage(s) · {self.max_workers} worker(s) · warehouse {self.warehouse.display_url}"
+            f"· {len(plan.stages)} stage(s) · {self.max_workers} worker(s) · warehouse {escape(self.warehouse.display_url)}"
         )
         if plan.resumed:
             self.console.print(escape(self._reused_text()))
         self._run_dag()
         if self.lost.is_set():
-            self.console.print(f"[red]lease lost:[/] {self.manifest.get('lease_lost')}; stopped without writing")
+            self.console.print(f"[red]lease lost:[/] {escape(str(self.manifest.get('lease_lost')))}; stopped without writing")
             self._write_log()
             return EXIT_LEASE_LOST
         if self.orchestrated:
@@ -381,7 +409,7 @@ class PipelineRun:
                                f"until `runner finish {self.plan.run_id}`")
         else:
             self.console.print(f"[green]done[/] · {', '.join(s.name for s in self.plan.stages)} · "
-                               f"run {self.plan.run_id} · report {self.plan.run_dir / 'index.html'}")
+                               f"run {self.plan.run_id} · report {escape(str(self.plan.run_dir / 'index.html'))}")
         self._write_log()
         return EXIT_FAILED if failed else EXIT_OK
 
@@ -407,18 +435,24 @@ class PipelineRun:
             text = escape(f"[{alert['severity']}] {alert['rule']} {alert['scope']}: {alert['message']}")
             self.console.print(f"[{colour}]ALERT[/] {text}")
         self._save()
-        if self._tracker is not None:
-            self._tracker.finish_pipeline(
-                status,
-                metrics={"duration_s": self.manifest["duration_s"]},
-                artifacts=[plan.run_dir / "manifest.json", plan.run_dir / "index.html"],
-            )
+        try:
+            if self._tracker is None and plan.resumed and self.manifest["mlflow"].get("parent_run_id"):
+                self._tracker_started()  # a resume that only concludes the record still ends the parent run
+            if self._tracker is not None and self._mlflow_error is None:
+                tracker = self._tracker
+                self._mlflow(lambda: tracker.finish_pipeline(
+                    status,
+                    metrics={"duration_s": self.manifest["duration_s"]},
+                    artifacts=[plan.run_dir / "manifest.json", plan.run_dir / "index.html"],
+                ))
+        except (ServiceFailed, Interrupted) as exc:
+            self.console.print(f"[yellow]![/] MLflow's parent run was not ended: {escape(str(exc))}")
         executed = sum(1 for s in statuses if s not in ("cached", "skipped"))
         cached = statuses.count("cached")
         colour = {"success": "green", "failed": "red"}.get(status, "yellow")
         self.console.print(
             f"[{colour}]{status}[/] in {self.manifest['duration_s']:.1f} s · {executed} ran, {cached} up to date "
-            f"· report {plan.run_dir / 'index.html'}"
+            f"· report {escape(str(plan.run_dir / 'index.html'))}"
         )
         if status != "success":
             self.console.print(f"to finish it: {escape(self.resume_command(plan.run_id))}")
@@ -510,7 +544,7 @@ class PipelineRun:
                     status[stage.name] = "running"
                     attempts[stage.name] = plan.request.attempt
                     self._mark_running(stage, decision.reason, key)
-                    self.console.print(f"[blue]▶[/] {stage.name} started: {decision.reason}")
+                    self.console.print(f"[blue]▶[/] {stage.name} started: {escape(decision.reason)}")
                     future = workers.submit(self._attempt, stage, kernel_name, transient, 0.0,
                                             prestarted.pop(stage.name, None))
                     running[future] = stage
@@ -532,7 +566,7 @@ class PipelineRun:
                     if retry:
                         delay = backoff_delay(plan.retry, attempts[stage.name])
                         self._record_attempt(stage, attempts[stage.name], result, None, retrying=True)
-                        self.console.print(f"[yellow]↻[/] {stage.name} {attempt.error}; retry in {delay:.1f} s")
+                        self.console.print(f"[yellow]↻[/] {stage.name} {escape(str(attempt.error))}; retry in {delay:.1f} s")
                         attempts[stage.name] += 1
                         running[workers.submit(self._attempt, stage, kernel_name, transient, delay, None)] = stage
                         continue
@@ -541,6 +575,10 @@ class PipelineRun:
                         continue
                     status[stage.name] = attempt.status
                     fingerprints[stage.name] = self._finish_stage(stage, attempts[stage.name], result)
+        except BaseException:
+            self.stop.set()
+            self._kill_kernels()  # nobody would record what the running stages do: do not wait for them
+            raise
         finally:
             self._tracking.set()  # nothing executes without a parent run, and nothing waits for one forever
             if self._tracker is None:
@@ -576,7 +614,8 @@ class PipelineRun:
             if self.lost.is_set() or self._tracking_failed:
                 kernel.shutdown()
                 now = _now()
-                why = "lease lost" if self.lost.is_set() else "not started: MLflow tracking failed"
+                why = ("lease lost" if self.lost.is_set()
+                       else f"not started: {self._mlflow_error or 'MLflow tracking failed'}")
                 return _Attempted(Attempt("failed", now, now, 0.0, 0.0, why), notebook, None, None)
             attempt = execute_stage(stage, notebook, self._parameters(stage), kernel=kernel,
                                     kernel_name=kernel_name, cwd=stage.notebook.parent, transient_errors=transient)
@@ -688,19 +727,20 @@ class PipelineRun:
             plan = self.plan
             uri = tracking_uri(self.config.tracking.uri, self.outputs)
             with self._record:
-                self._tracker = PipelineTracker(uri, self.config.tracking.experiment, self.outputs)
-                self.manifest["mlflow"]["experiment_id"] = self._tracker.experiment_id
+                tracker = self._mlflow(lambda: PipelineTracker(uri, self.config.tracking.experiment, self.outputs))
+                self._tracker = tracker
+                self.manifest["mlflow"]["experiment_id"] = tracker.experiment_id
                 parent = self._existing_parent_run()
                 if parent:
-                    self._tracker.parent_run_id = parent
+                    tracker.parent_run_id = parent
                     self.manifest["mlflow"]["parent_run_id"] = parent
-                    return self._tracker
-                self.manifest["mlflow"]["parent_run_id"] = self._tracker.start_pipeline(
+                    return tracker
+                self.manifest["mlflow"]["parent_run_id"] = self._mlflow(lambda: tracker.start_pipeline(
                     plan.run_id,
                     tags={"run_id": plan.run_id, "profile": plan.request.profile,
                           "logical_date": str(plan.logical_date)},
                     params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
-                )
+                ))
                 self._save()  # siblings (and this stage's own kernel) find the parent in the manifest
         return self._tracker
 
@@ -708,18 +748,35 @@ class PipelineRun:
         """Create (or find) MLflow's parent run while the first stage's kernel starts.
 
         Stages wait for it before executing, so nothing nests under a parent that does not
-        exist yet; if it cannot be created, the run stops and the waiting stages fail.
+        exist yet; if it cannot be created (or SIGTERM gives up waiting for MLflow), the run
+        stops with one line and the waiting stages fail.
         """
         if self._tracking.is_set():
             return
         try:
             self._tracker_started()
+        except (ServiceFailed, Interrupted) as exc:
+            self._stop_tracking(exc)
         except BaseException:
             self._tracking_failed = True
             self.stop.set()
             raise
         finally:
             self._tracking.set()
+
+    def _stop_tracking(self, exc: ServiceFailed | Interrupted) -> None:
+        """MLflow failed, or a stop request gave up waiting for it: nothing executes or is logged to it from now on."""
+        self._tracking_failed = True
+        self._mlflow_error = str(exc)
+        self.stop.set()
+        self.console.print(f"[red]✘[/] {escape(self._mlflow_error)} (MLFLOW_TRACKING_URI or tracking.uri); "
+                           "the run stops")
+
+    def _mlflow(self, call: Callable[[], T]) -> T:
+        """An MLflow call from the main thread: bounded by the client's timeouts, a failure is one line
+        (`ServiceFailed`), and SIGTERM abandons a wait on a tracking server (`runner.infra.wait_for`)."""
+        uri = tracking_uri(self.config.tracking.uri, self.outputs)
+        return wait_for(f"MLflow at {display_uri(uri)}", call, remote=uri.startswith(("http://", "https://")))
 
     def _existing_parent_run(self) -> str | None:
         if self.orchestrated:
@@ -734,20 +791,28 @@ class PipelineRun:
         plan = self.plan
         attempt = result.attempt
         if result.report_error:
-            self.console.print(f"[yellow]![/] {stage.name}: HTML report failed: {result.report_error}")
+            self.console.print(f"[yellow]![/] {stage.name}: HTML report failed: {escape(str(result.report_error))}")
         results = read_results(plan.run_dir, stage.name)
-        mlflow_run = self._tracker_started().log_stage(
-            stage.name,
-            status=attempt.status,
-            start_ms=int(attempt.started_at.timestamp() * 1000),
-            end_ms=int(attempt.ended_at.timestamp() * 1000),
-            params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), "profile": plan.request.profile,
-                    **{name: self.config.section(name) for name in stage.sections}},
-            metrics={**results.get("metrics", {}), "duration_s": attempt.duration_s,
-                     "overhead_s": attempt.overhead_s, "attempts": attempt_no},
-            tags={"run_id": plan.run_id, "status": attempt.status},
-            artifacts=[p for p in (result.notebook, result.report) if p] + list(map(Path, results.get("artifacts", []))),
-        )
+        mlflow_run = None
+        if self._mlflow_error is None:  # after MLflow failed, stages are recorded without it
+            try:
+                tracker = self._tracker_started()
+                mlflow_run = self._mlflow(lambda: tracker.log_stage(
+                    stage.name,
+                    status=attempt.status,
+                    start_ms=int(attempt.started_at.timestamp() * 1000),
+                    end_ms=int(attempt.ended_at.timestamp() * 1000),
+                    params={"run_id": plan.run_id, "logical_date": str(plan.logical_date),
+                            "profile": plan.request.profile,
+                            **{name: self.config.section(name) for name in stage.sections}},
+                    metrics={**results.get("metrics", {}), "duration_s": attempt.duration_s,
+                             "overhead_s": attempt.overhead_s, "attempts": attempt_no},
+                    tags={"run_id": plan.run_id, "status": attempt.status},
+                    artifacts=[p for p in (result.notebook, result.report) if p]
+                    + list(map(Path, results.get("artifacts", []))),
+                ))
+            except (ServiceFailed, Interrupted) as exc:
+                self._stop_tracking(exc)
         self._record_attempt(stage, attempt_no, result, mlflow_run)
         if attempt.status == "success":
             fingerprint = self._store_entry(stage, results)
@@ -757,8 +822,8 @@ class PipelineRun:
             )
             return fingerprint
         self.manifest["stages"][stage.name].pop("_key", None)
-        self.console.print(f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {attempt.error}")
-        self.console.print(f"  notebook: {result.notebook}")
+        self.console.print(f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {escape(str(attempt.error))}")
+        self.console.print(f"  notebook: {escape(str(result.notebook))}")
         return None
 
     def _write_log(self) -> None:
@@ -825,11 +890,11 @@ class PipelineRun:
 
     def _mark_skipped(self, stage: Stage, reason: str) -> None:
         self._mark_not_run(stage, "skipped", reason, None)
-        self.console.print(f"[yellow]↷[/] {stage.name} skipped: {reason}")
+        self.console.print(f"[yellow]↷[/] {stage.name} skipped: {escape(reason)}")
 
     def _mark_cached(self, stage: Stage, reason: str, entry: cache.CacheEntry) -> None:
         self._mark_not_run(stage, "cached", reason, entry.run_id)
-        self.console.print(f"[dim]=[/] {stage.name} {reason}")
+        self.console.print(f"[dim]=[/] {stage.name} {escape(reason)}")
 
     def _mark_not_run(self, stage: Stage, status: str, reason: str, from_run: str | None) -> None:
         if self.lost.is_set():
@@ -952,7 +1017,7 @@ class PipelineRun:
                 reason = "its task ended without recording a result (killed by the orchestrator?)"
                 self._mark_not_run(stage, "failed", reason, None)
                 self.manifest["stages"][stage.name]["error"] = reason
-                self.console.print(f"[red]✘ {stage.name} failed[/]: {reason}")
+                self.console.print(f"[red]✘ {stage.name} failed[/]: {escape(reason)}")
 
     def _already_finished(self) -> bool:
         done = self.warehouse.read("pipeline_runs", where={"run_id": self.plan.run_id})
@@ -983,9 +1048,9 @@ class PipelineRun:
         from bentley.models.registry import mark_crashed_versions
         from bentley.tracking import ModelStore
 
-        store = ModelStore(tracking_uri(self.config.tracking.uri, self.outputs), self.config.tracking.experiment,
-                           self.outputs)
-        marked = mark_crashed_versions(store, self.config.ml.registered_model, run_id)
+        uri = tracking_uri(self.config.tracking.uri, self.outputs)
+        marked = self._mlflow(lambda: mark_crashed_versions(
+            ModelStore(uri, self.config.tracking.experiment, self.outputs), self.config.ml.registered_model, run_id))
         if marked:
             self.console.print(f"[yellow]![/] model version(s) {', '.join(marked)} of the crashed run {run_id} "
                                "tagged crashed: never used for predictions")

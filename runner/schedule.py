@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from rich.markup import escape
+
 # The fire-time math lives in the library (the health checks need it too); re-exported
 # (`__all__`) because the CLI and tests use these names from runner.schedule.
 from bentley.schedule_times import (
@@ -367,7 +369,7 @@ class Scheduler:
 
     def say(self, text: str) -> None:
         stamp = _local(self.clock.now(), self.workflow.timezone, seconds=True)
-        self.console.print(f"[dim]{stamp}[/] schedule · {text}", markup=True, highlight=False)
+        self.console.print(f"[dim]{stamp}[/] schedule · {escape(text)}", markup=True, highlight=False)
 
 
 def _local(moment: dt.datetime, timezone: str, *, seconds: bool = False) -> str:

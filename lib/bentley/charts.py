@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bentley.reporting import md_escape
+
 
 def _wide(prices: pd.DataFrame, column: str) -> pd.DataFrame:
     return prices.pivot(index="date", columns="ticker", values=column).sort_index()
@@ -42,9 +44,9 @@ def performance_sentence(prices: pd.DataFrame, benchmark: str) -> str:
     if stocks.empty:
         return "No stock prices arrived."
     best, worst = stocks.idxmax(), stocks.idxmin()
-    bench = f" against {last[benchmark]:+.1f}% for the benchmark {benchmark}" if benchmark in last else ""
+    bench = f" against {last[benchmark]:+.1f}% for the benchmark {md_escape(benchmark)}" if benchmark in last else ""
     return (
-        f"Over the window, **{best}** gained the most ({stocks[best]:+.1f}%) and **{worst}** the least "
+        f"Over the window, **{md_escape(best)}** gained the most ({stocks[best]:+.1f}%) and **{md_escape(worst)}** the least "
         f"({stocks[worst]:+.1f}%){bench}."
     )
 
@@ -96,7 +98,7 @@ def latest_sentence(features: pd.DataFrame, prices: pd.DataFrame, settings) -> s
     long_sma = f"sma_{max(settings.sma_windows)}"
     above = (close.reindex(last.index) > last[long_sma]).sum()
     return (
-        f"On {last_date:%Y-%m-%d}, RSI is above 70 (overbought) for {', '.join(hot) or 'no ticker'} and "
-        f"below 30 (oversold) for {', '.join(cold) or 'no ticker'}; {above} of {len(last)} tickers close "
+        f"On {last_date:%Y-%m-%d}, RSI is above 70 (overbought) for {', '.join(map(md_escape, hot)) or 'no ticker'} and "
+        f"below 30 (oversold) for {', '.join(map(md_escape, cold)) or 'no ticker'}; {above} of {len(last)} tickers close "
         f"above their {max(settings.sma_windows)}-day average."
     )

@@ -37,10 +37,37 @@ PARAMS_DIR = "params"
 PIPELINE_FILE = "pipeline.yaml"
 #: PyYAML's safe loader, in C when libyaml is available (reading params is on every run's path).
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: Bounds on one params layer (a file, or every `--set` value of one command together). Real
+#: params are far inside them (default.yaml: 13 KB, about 650 nodes, 5 levels), while they
+#: keep a broken or hostile layer to a few MB of memory and about a second of parsing at most.
+MAX_LAYER_BYTES = 1 << 20
+MAX_LAYER_NODES = 100_000
+MAX_DEPTH = 50
+#: A ParamsError quotes keys and values from params; past this length it is cut.
+MAX_MESSAGE_CHARS = 1000
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR_TAG, _MAP_TAG, _SEQ_TAG, _MERGE_TAG = (f"{_YAML_TAG}{name}" for name in ("str", "map", "seq", "merge"))
+#: What a plain params scalar may resolve to. Explicit tags other than `!!str` are refused:
+#: they build what is not plain data (`!!set`, `!!binary`) or skip the resolver's format checks.
+_SCALAR_TAGS = frozenset(f"{_YAML_TAG}{name}" for name in ("null", "bool", "int", "float", "str", "timestamp"))
+_NO_ALIASES = "YAML anchors, aliases and merge keys are not allowed in params"
+#: The origin of the `--set` layer in messages; its values have no line worth naming.
+OVERRIDES = "--set"
 
 
 class ParamsError(Exception):
-    """A parameter problem, reported as one line naming the file, key and line."""
+    """A parameter problem, reported as one line naming the file, key and line.
+
+    Messages quote keys and values from params, so the one line is enforced here, for every
+    raiser: non-printable characters (a newline inside a quoted key) are escaped and an
+    overlong message is cut, so a bad value can neither break the line nor flood a log.
+    """
+
+    def __init__(self, message: str) -> None:
+        line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+        if len(line) > MAX_MESSAGE_CHARS:
+            line = f"{line[: MAX_MESSAGE_CHARS - 1]}…"
+        super().__init__(line)
 
 
 # --------------------------------------------------------------------------- models
@@ -89,7 +116,7 @@ class Workflow(Section):
     def _known_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a path
             raise ValueError(f"unknown timezone {value!r}") from exc
         return value
 
@@ -111,7 +138,9 @@ class Universe(Section):
     def _clean_tickers(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        cleaned = [t.strip().upper() for t in value]
+        from bentley.sources.base import validate_ticker  # the one ticker pattern, also at the sources
+
+        cleaned = [validate_ticker(t.strip(), f"universe.tickers[{i}]") for i, t in enumerate(value)]
         if not cleaned:
             raise ValueError("an empty ticker list; use null for every ticker the source has")
         duplicates = sorted({t for t in cleaned if cleaned.count(t) > 1})
@@ -122,7 +151,9 @@ class Universe(Section):
     @field_validator("benchmark")
     @classmethod
     def _upper(cls, value: str) -> str:
-        return value.strip().upper()
+        from bentley.sources.base import validate_ticker
+
+        return validate_ticker(value.strip(), "universe.benchmark")
 
 
 class Http(Section):
@@ -186,6 +217,13 @@ class PortfolioSourceSettings(Section):
         return self
 
 
+class FileLimits(Section):
+    """Bounds on one source file a user may point at by mistake (checked before reading it)."""
+
+    max_mb: PositiveFloat
+    max_rows: PositiveInt
+
+
 class Sources(Section):
     """Which adapter serves each kind of data; each is chosen independently."""
 
@@ -194,6 +232,7 @@ class Sources(Section):
     news: NewsSourceSettings
     portfolio: PortfolioSourceSettings
     http: Http
+    file_limits: FileLimits
 
 
 class History(Section):
@@ -208,6 +247,8 @@ class History(Section):
             raise ParamsError(
                 f"history.end {end} is after the logical date {logical_date}: that would read the future"
             )
+        if not self.start and self.years >= end.year:
+            raise ParamsError(f"history.years {self.years} reaches back past year 1 from {end}")
         start = self.start or _years_before(end, self.years)
         if start >= end:
             raise ParamsError(f"history.start {start} is not before history.end {end}")
@@ -430,7 +471,9 @@ class Sweep(Section):
 
 
 class Paper(Section):
-    portfolio: str  # the name in portfolio_values and risk_metrics scope portfolio:<name>
+    # The name in portfolio_values and risk_metrics scope portfolio:<name>; a backdated run books
+    # `<name>@YYYY-MM-DD`, which must still fit the 64-character key.
+    portfolio: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
     initial_cash: PositiveFloat | None  # null: the investable cash on the first paper day
 
 
@@ -462,8 +505,13 @@ class Warehouse(Section):
         if value is None:
             return None
         from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
-        if make_url(value).password is not None:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:  # pydantic only turns ValueError into a validation error
+            raise ValueError(f"not a database URL ({exc})") from None
+        if url.password is not None:
             raise ValueError(
                 "the URL contains a password; set BENTLEY_WAREHOUSE_PASSWORD in the environment instead"
             )
@@ -489,6 +537,8 @@ class Runner(Section):
     # An orchestrated run's lease outlives each of its tasks by this long, bridging the
     # orchestrator's queueing between tasks; `runner finish` releases it at the end.
     orchestrated_lease_s: PositiveFloat
+    # Each pre-run infrastructure check (outputs folder, warehouse, MLflow) gives up after this.
+    preflight_timeout_s: PositiveFloat
 
     @model_validator(mode="after")
     def _heartbeat_inside_ttl(self) -> Runner:
@@ -725,38 +775,51 @@ def validate_layers(layers: list[Layer]) -> Config:
 
 
 def read_layer(path: Path) -> Layer:
-    """Read one YAML file with `yaml.safe_load`, keeping each key's line for errors."""
+    """Read one params YAML file as plain data, keeping each key's line for errors.
+
+    At most MAX_LAYER_BYTES + 1 bytes are read, so even a huge file costs no more than that.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_LAYER_BYTES + 1)
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_LAYER_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_LAYER_BYTES} bytes (1 MiB), the limit for one params layer")
     try:
-        values = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader (libyaml's when built)
-        node = yaml.compose(text, Loader=_SAFE_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ParamsError(f"{where}: invalid YAML ({problem})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ParamsError(f"{path}:{line}: not UTF-8 text (byte {exc.start + 1})") from None
+    reader = _PlainYaml(str(path))
+    values = reader.build(text)
     if values is None:
         values = {}
     if not isinstance(values, dict):
         raise ParamsError(f"{path}:1: expected a mapping of sections, got {type(values).__name__}")
-    return Layer(origin=str(path), values=values, lines=_key_lines(node))
+    return Layer(origin=str(path), values=values, lines=reader.lines)
 
 
 def override_layer(assignments: Iterable[str]) -> Layer:
-    """`--set a.b.c=value` pairs; values are YAML scalars/lists (`true`, `3`, `[A, B]`, `null`)."""
+    """`--set a.b.c=value` pairs; values are YAML scalars/lists (`true`, `3`, `[A, B]`, `null`).
+
+    The values together are one layer, so together they get one layer's size and node limits.
+    """
+    assignments = list(assignments)
+    size = sum(len(assignment.encode("utf-8", "surrogatepass")) for assignment in assignments)
+    if size > MAX_LAYER_BYTES:
+        raise ParamsError(f"{OVERRIDES}: the values total {size} bytes, more than the limit for one params "
+                          f"layer ({MAX_LAYER_BYTES} bytes, 1 MiB)")
     values: dict[str, Any] = {}
+    nodes_left = MAX_LAYER_NODES
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         path = tuple(part.strip() for part in key.split("."))
         if not sep or not all(path):
             raise ParamsError(f"--set {assignment!r}: expected key.path=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+        reader = _PlainYaml(OVERRIDES, path, nodes_left)
+        value = reader.build(raw)
+        nodes_left = reader.nodes_left
         target = values
         for part in path[:-1]:
             existing = target.setdefault(part, {})
@@ -764,7 +827,7 @@ def override_layer(assignments: Iterable[str]) -> Layer:
                 raise ParamsError(f"--set {assignment!r}: {part} was already set to a value")
             target = existing
         target[path[-1]] = value
-    return Layer(origin="--set", values=values, lines={})
+    return Layer(origin=OVERRIDES, values=values, lines={})
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -837,14 +900,163 @@ def _years_before(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year - years, day=28)
 
 
-def _key_lines(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    lines: dict[tuple[str, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key_path = (*path, str(key_node.value))
-            lines[key_path] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key_path))
-    return lines
+@dataclass
+class _Open:
+    """A mapping or sequence being filled while its YAML events arrive."""
+
+    path: tuple[str, ...]
+    value: dict[str, Any] | list[Any]
+    key: str | None = None  # in a mapping, the key whose value comes next; None: a key comes next
+
+
+class _PlainYaml:
+    """Build plain params data from the YAML parser's events, refusing what cannot be bounded.
+
+    Building from events, not with `yaml.load`, is what makes the limits hold: an anchor or
+    alias is refused at its first event, so an alias bomb is never expanded (PyYAML would share
+    its nodes, and deep_merge, pydantic and json would then walk every one of its 10^9 paths);
+    depth and node count are checked as events arrive, before anything recursive sees the
+    data; and each problem is reported with the key path and line it is about.
+    """
+
+    def __init__(self, origin: str, prefix: tuple[str, ...] = (), max_nodes: int = MAX_LAYER_NODES) -> None:
+        self.origin = origin
+        self.prefix = prefix  # a `--set` value sits under its key path, which counts towards the depth
+        self.nodes_left = max_nodes
+        self.lines: dict[tuple[str, ...], int] = {}  # key path -> 1-based line number
+        self._open: list[_Open] = []
+        self._root: Any = None
+
+    def build(self, text: str) -> Any:
+        """The document's data: None when empty, else a mapping, list or scalar of plain values."""
+        try:
+            loader = _SAFE_LOADER(text)
+            try:
+                self._read(loader)
+            finally:
+                loader.dispose()
+        except UnicodeEncodeError as exc:  # libyaml reads UTF-8; a lone surrogate (from argv) is not
+            raise self._error(None, self.prefix, f"not UTF-8 text (character {exc.start + 1})") from None
+        except yaml.YAMLError as exc:
+            line, problem = _parser_problem(exc, text)
+            raise self._error(line, self.prefix, f"invalid YAML ({problem})") from None
+        return self._root
+
+    def _read(self, loader: Any) -> None:
+        documents = 0
+        while not loader.check_event(yaml.StreamEndEvent):
+            event = loader.get_event()
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise self._error(_line(event), self.prefix, "a second YAML document ('---'); "
+                                      "a params layer is one mapping")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                self._open.pop()
+            elif isinstance(event, yaml.NodeEvent):
+                self._node(loader, event)
+
+    def _node(self, loader: Any, event: yaml.NodeEvent) -> None:
+        parent = self._open[-1] if self._open else None
+        if parent is None:
+            path = self.prefix
+        elif isinstance(parent.value, list):
+            path = (*parent.path, str(len(parent.value)))
+        elif parent.key is None:  # this node is a key of the mapping
+            path = (*parent.path, event.value) if isinstance(event, yaml.ScalarEvent) else parent.path
+            self._check(event, path)
+            parent.key = self._key(loader, event, parent.value, path)
+            self.lines[path] = _line(event)
+            return
+        else:
+            path = (*parent.path, parent.key)
+        self._check(event, path)
+        value: Any
+        if isinstance(event, yaml.ScalarEvent):
+            value = self._scalar(loader, event, path)
+        else:
+            value = {} if isinstance(event, yaml.MappingStartEvent) else []
+            self._open.append(_Open(path, value))
+        if parent is None:
+            self._root = value
+        elif isinstance(parent.value, list):
+            parent.value.append(value)
+        else:
+            parent.value[path[-1]] = value
+            parent.key = None
+
+    def _check(self, event: yaml.NodeEvent, path: tuple[str, ...]) -> None:
+        """Refuse, at its first event, whatever could make a layer unbounded or not plain data."""
+        line = _line(event)
+        if isinstance(event, yaml.AliasEvent):
+            raise self._error(line, path, f"{_NO_ALIASES} (found '*{event.anchor}')")
+        if event.anchor is not None:
+            raise self._error(line, path, f"{_NO_ALIASES} (found '&{event.anchor}')")
+        self.nodes_left -= 1
+        if self.nodes_left < 0:
+            raise self._error(line, path, f"more than {MAX_LAYER_NODES} YAML nodes, the limit for one params layer")
+        if len(path) > MAX_DEPTH:
+            raise self._error(line, path, f"nested more than {MAX_DEPTH} levels deep, the limit for params")
+        expected = {yaml.MappingStartEvent: _MAP_TAG, yaml.SequenceStartEvent: _SEQ_TAG}.get(type(event), _STR_TAG)
+        if event.tag not in (None, "!", expected):
+            raise self._error(line, path, f"YAML tag {_short(event.tag)} is not allowed in params "
+                              "(write plain values; only !!str, to force text, is accepted)")
+
+    def _key(self, loader: Any, event: yaml.NodeEvent, mapping: dict[str, Any], path: tuple[str, ...]) -> str:
+        """A mapping key: a string, once per mapping (PyYAML would silently keep the last)."""
+        line = _line(event)
+        if not isinstance(event, yaml.ScalarEvent):
+            raise self._error(line, path, "a mapping key must be a string, not a list or mapping")
+        tag = _STR_TAG if event.tag == _STR_TAG else loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _MERGE_TAG:
+            raise self._error(line, path, f"{_NO_ALIASES} (found '<<')")
+        if tag != _STR_TAG:
+            raise self._error(line, path, f"YAML reads this key as {_short(tag)}; quote it to use it as a name")
+        if event.value in mapping:
+            raise self._error(line, path, "duplicate key")
+        return str(event.value)
+
+    def _scalar(self, loader: Any, event: yaml.ScalarEvent, path: tuple[str, ...]) -> Any:
+        """A plain value, built by PyYAML's safe constructor for the tag its resolver gives."""
+        line = _line(event)
+        tag = _STR_TAG if event.tag == _STR_TAG else loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        quoted = _clip(event.value)
+        if tag not in _SCALAR_TAGS:  # `=` (!!value) or `<<` (!!merge) as a value
+            raise self._error(line, path, f"YAML reads {quoted!r} as {_short(tag)}; quote it")
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            return loader.yaml_constructors[tag](loader, node)
+        except ValueError as exc:  # an impossible date (2025-13-45), an int past Python's 4300 digits
+            raise self._error(line, path, f"cannot read {quoted!r} as {_short(tag)} ({exc})") from None
+
+    def _error(self, line: int | None, path: tuple[str, ...], problem: str) -> ParamsError:
+        """`file:line: key: problem`; a `--set` value's lines are not worth naming."""
+        where = f"{self.origin}:{line}" if line and self.origin != OVERRIDES else self.origin
+        return ParamsError(f"{where}: {'.'.join(path)}: {problem}" if path else f"{where}: {problem}")
+
+
+def _line(event: yaml.Event) -> int:
+    return int(event.start_mark.line) + 1
+
+
+def _parser_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """The line and the one-line problem of a parser error (libyaml's reader errors carry no mark)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        return (mark.line + 1 if mark else None), exc.problem or exc.context or "unreadable"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return text.count("\n", 0, exc.position) + 1, exc.reason
+    return None, str(exc)
+
+
+def _short(tag: str) -> str:
+    """`tag:yaml.org,2002:int` -> `!!int`, as the tag is written in YAML."""
+    return tag.replace(_YAML_TAG, "!!", 1)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """A value quoted in a message: enough to recognise it, never the whole of a huge one."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def _describe(exc: ValidationError, layers: list[Layer]) -> str:

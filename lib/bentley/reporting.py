@@ -2,12 +2,14 @@
 
 People read the HTML, not the code: reports hide code cells, embed images, and open with
 the stage title, the logical date and the data source (flagged when it is sample data).
-Everything shown is escaped: data such as headlines is text, never markup.
+Everything shown is escaped: data such as headlines is text, never markup. Tables are
+escaped by pandas; a data value put into a sentence for `say` goes through `md_escape`.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,19 @@ _PLOT_STYLE = {
 
 
 def use_report_style() -> None:
-    """One plot style for every stage report; table cells show whole sentences (reasons, errors)."""
+    """One plot style for every stage report; table cells show whole sentences (reasons, errors).
+
+    Tables keep data literal: frames are HTML-escaped by pandas already, Styler tables are
+    escaped here too (pandas leaves their cells raw by default), and both are marked for
+    MathJax to skip, so two dollar amounts in a cell are not typeset as math between them.
+    """
     import matplotlib as mpl
 
     mpl.rcParams.update(_PLOT_STYLE)
     pd.set_option("display.max_colwidth", 240)
+    pd.set_option("display.html.use_mathjax", False)
+    pd.set_option("styler.html.mathjax", False)
+    pd.set_option("styler.format.escape", "html")
 
 
 def stage_header(ctx: Any) -> Any:
@@ -205,8 +215,42 @@ def write_index_pages(outputs: Path, manifest: Mapping[str, Any], manifests: Seq
     return run_index
 
 
+#: Markdown's punctuation as nbconvert (mistune) and JupyterLab (marked) read it, and the
+#: backslashes right before a dollar sign (see `md_escape`).
+_MARKDOWN_SPECIAL = re.compile(r"(\\+)(?=\$)|[\\`*_{}\[\]<>()#+\-.:!|~&$]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    if match[1]:  # doubled in the page: MathJax reads two backslashes as one, then \$ as $
+        return match[1] * 4
+    return r"\\\$" if match[0] == "$" else "\\" + match[0]
+
+
+def md_escape(value: object) -> str:
+    r"""`value` as literal text inside Markdown a report renders: never markup, a link or math.
+
+    For every data value (ticker, headline, publisher, description, category, account, file
+    name, a source's error text) put into a sentence for `say`: a file named
+    ``<img src=x onerror=...>.csv`` must show as that text, not run as a script, and
+    ``$5 and $6`` must not turn into math. Whitespace runs, line breaks included, become one
+    space: a line break in data would start a heading, a list or a table. Not for code
+    spans, where backslashes are shown as written; a data value is never put in one.
+
+    Markdown punctuation gets a backslash, which both renderers show as the character itself;
+    ``:`` and ``.`` too, so that a URL or an e-mail address in data is not made a link.
+    Math is typeset later, by MathJax over the rendered page (processEscapes on in nbconvert's
+    and JupyterLab's configuration), so a dollar sign must reach the page as ``\$``: it is
+    written ``\\\$``, and a backslash just before one reaches the page doubled, which MathJax
+    reads back as one backslash. A report opened without MathJax (offline) therefore shows a
+    dollar sign as ``\$``. TeX's own delimiters in data (``\(``, ``\[``, ``\begin{...}``) can
+    still be typeset by MathJax 2 in nbconvert's HTML: no Markdown text prevents that, and
+    MathJax's Safe mode, which nbconvert loads, keeps it to typesetting.
+    """
+    return _MARKDOWN_SPECIAL.sub(_escaped, " ".join(str(value).split()))
+
+
 def say(markdown: str) -> Any:
-    """A sentence of interpretation under a table or plot."""
+    """A sentence of interpretation under a table or plot; data in it goes through `md_escape`."""
     from IPython.display import Markdown
 
     return Markdown(markdown)

@@ -32,6 +32,13 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
 _PARAMS_PER_BATCH = 100
 
+# MLflow's HTTP client waits 120 s per request and retries 7 times: a refused server took
+# 254 s to fail and a silent one about 20 minutes per call. Bounded here (a silent server
+# fails a call in about 35 s) unless the user set them. MLflow reads both at every request,
+# and kernels the runner starts inherit them.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+
 
 def tracking_uri(params_uri: str | None, outputs: Path) -> str:
     """Environment first, then params, then the local SQLite store."""

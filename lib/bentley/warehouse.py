@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import math
 import os
 import random
 import time
@@ -852,12 +853,42 @@ class Warehouse:
         return Health("warehouse", True, self.display_url)
 
 
+#: How long the run's engine waits for a server to accept a connection, and (MySQL/MariaDB) for
+#: the server's answer to one read or write on an open connection. Unbounded, a warehouse host
+#: that went silent held the runner past SIGTERM; the second bound is far above any statement
+#: the pipeline sends.
+CONNECT_TIMEOUT_S = 10.0
+SOCKET_TIMEOUT_S = 600.0
+_SQLITE_BUSY_S = 30.0
+
+
+def driver_timeouts(url: URL, connect_s: float, wait_s: float) -> dict[str, Any]:
+    """`connect_args` that bound the driver's waits: `connect_s` to connect, `wait_s` for a lock
+    (SQLite) or for one socket read or write (MySQL/MariaDB).
+
+    Drivers differ in names and units: libpq (psycopg, psycopg2) takes whole seconds, at least
+    2. A value the URL's query sets itself is left to the URL. PostgreSQL reads are not bounded
+    here: libpq has no read timeout (`runner.infra` probes the server before a run).
+    """
+    driver = url.get_driver_name()
+    if url.get_backend_name() == "sqlite":
+        wanted: dict[str, Any] = {"timeout": wait_s}
+    elif driver in ("psycopg", "psycopg2"):
+        wanted = {"connect_timeout": max(2, math.ceil(connect_s))}
+    elif driver in ("pymysql", "mysqldb"):
+        wanted = {"connect_timeout": math.ceil(connect_s), "read_timeout": math.ceil(wait_s),
+                  "write_timeout": math.ceil(wait_s)}
+    else:
+        wanted = {}
+    return {key: value for key, value in wanted.items() if key not in url.query}
+
+
 def _create_engine(url: URL) -> Engine:
     if url.drivername.startswith("sqlite"):
         database = url.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args=driver_timeouts(url, CONNECT_TIMEOUT_S, _SQLITE_BUSY_S))
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
@@ -869,7 +900,8 @@ def _create_engine(url: URL) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True,
+                            connect_args=driver_timeouts(url, CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S))
 
 
 def _create_tables(engine: Engine, attempts: int = 20) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,20 @@ def export_prices(folder: Path, tickers: tuple[str, ...], start: dt.date, end: d
         )
 
 
+#: Text a careless or hostile export may carry: HTML that runs a script, console markup,
+#: Markdown math, code and format braces. It must reach every report as literal text.
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\"> [bold]Nova[/] $x$ `tick` {0}"
+
+
+def plant_hostile_text(data: Path) -> None:
+    """A headline, a publisher and a bank description carrying `HOSTILE`."""
+    quoted = HOSTILE.replace('"', '""')
+    with (data / "news.csv").open("a") as news:
+        news.write(f'NOVA,2024-01-10T15:00:00Z,"Nova Systems soars {quoted}","<b>{quoted}</b>",https://news.example/x\n')
+    with (data / "ledger" / "transactions.csv").open("a") as ledger:
+        ledger.write(f'01/10/2024,"SHOP {quoted}",-12.00,checking,\n')
+
+
 @pytest.fixture(scope="module")
 def file_run(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: dict[str, str]):
     base = tmp_path_factory.mktemp("files")
@@ -40,6 +55,7 @@ def file_run(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: di
     shutil.copytree(FIXTURES / "ledger", data / "ledger")
     shutil.copy(FIXTURES / "news.csv", data / "news.csv")
     shutil.copy(FIXTURES / "holdings.csv", data / "holdings.csv")
+    plant_hostile_text(data)
     outputs = base / "out"
     settings = [
         f"sources.data_dir={data}", "sources.market.kind=csv", "sources.market.path=prices",
@@ -53,8 +69,38 @@ def file_run(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: di
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    assert warehouse.read("news")["headline"].str.contains(HOSTILE, regex=False).any()
+    warehouse.outputs = outputs  # type: ignore[attr-defined] - where the reports are, for the browser test
     yield warehouse
     warehouse.dispose()
+
+
+def test_hostile_text_is_shown_as_text_in_every_report(file_run: Warehouse, tmp_path: Path) -> None:
+    """Every report and index page in headless Chromium: no script runs, the text is literal."""
+    outputs: Path = file_run.outputs  # type: ignore[attr-defined]
+    pages = [outputs / "index.html", *outputs.glob("runs/*/index.html"), *outputs.glob("runs/*/reports/*.html")]
+    assert len(pages) >= 14
+    shown = 0
+    for page in pages:
+        dom = _rendered_dom(page, tmp_path)
+        title = re.search(r"<title>(.*?)</title>", dom, flags=re.S)
+        assert title is None or "pwned" not in title.group(1), f"a script ran in {page}"
+        assert "<img src=\"x\" onerror" not in dom and "<b>&lt;img" not in dom, page
+        shown += "onerror=\"document.title='pwned'\"&gt; [bold]Nova[/] $x$ `tick` {0}" in dom
+    assert shown >= 2, "the headline and the description are shown, literally, in the sentiment and budget reports"
+
+
+def _rendered_dom(page: Path, tmp_path: Path) -> str:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is installed by .ci/run"
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
+         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 def test_csv_prices_define_the_universe(file_run: Warehouse) -> None:

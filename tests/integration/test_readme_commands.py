@@ -76,6 +76,7 @@ def test_every_readme_command_runs(tmp_path: Path, root: Path, clean_env: dict[s
                     pytest.fail(f"{command!r} exited {code}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
             results.append((command, code))
     assert len(results) >= 21, results
+    print("\n".join(f"exit {code}  {command}" for command, code in results))  # shown with -s
     assert (tmp_path / "sandbox" / "warehouse.db").is_file()
     assert (tmp_path / "dags" / "bentley_pipeline.py").is_file()
 
@@ -117,11 +118,11 @@ def _stopped_run(store: Path, env: dict[str, str], root: Path) -> str:
 def _run_until_serving(argv: list[str], env: dict[str, str], root: Path) -> int:
     process = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
-    first = process.stdout.readline()  # "scheduler <id> · every 60 min ..." once it is up
+    first = process.stdout.readline()  # "<time> schedule · scheduler <id> · every 60 min ..." once it is up
     time.sleep(2)
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=600)
     out = first + out
-    assert first.startswith("scheduler "), out
+    assert "schedule · scheduler " in first, out
     assert process.returncode == 0, out
     return process.returncode

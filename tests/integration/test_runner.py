@@ -227,6 +227,27 @@ def test_sigterm_finishes_the_running_stage_then_resume_runs_the_rest(
     assert manifest(outputs, "s")["status"] == "success"
 
 
+def test_a_run_killed_while_writing_its_record_is_concluded_by_resume(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    """Every stage finished, the runner died writing the record: `resume` concludes it."""
+    pipeline = write_pipeline(tmp_path, {"only": {"code": "print('only')"}})
+    outputs = tmp_path / "out"
+    assert run(runner_args(pipeline, outputs, "--run-id", "k"), clean_env, root).returncode == 0
+    run_dir = outputs / "runs" / "k"
+    record = manifest(outputs, "k")
+    record.update(status="crashed", ended_at=None)  # what the next run's lease takeover leaves
+    (run_dir / "manifest.json").write_text(json.dumps(record))
+    (run_dir / "index.html").unlink()
+    (run_dir / ".index.html.x1.tmp").write_text("half an index")
+    resumed = run([sys.executable, "-m", "runner", "resume", "k", "--outputs", str(outputs)], clean_env, root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert manifest(outputs, "k")["status"] == "success" and manifest(outputs, "k")["ended_at"]
+    assert (run_dir / "index.html").is_file() and not list(run_dir.glob(".*.tmp"))
+    again = run([sys.executable, "-m", "runner", "resume", "k", "--outputs", str(outputs)], clean_env, root)
+    assert again.returncode == 2 and "it succeeded" in again.stderr
+
+
 def test_one_active_run_a_busy_lease_and_a_lost_lease(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     started = tmp_path / "started"
     pipeline = write_pipeline(tmp_path, {

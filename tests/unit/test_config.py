@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+import resource
 import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bentley import config
-from bentley.config import ParamsError, load_config
+from bentley.config import MAX_LAYER_BYTES, MAX_LAYER_NODES, ParamsError, load_config
 
 
 @pytest.fixture()
@@ -125,3 +133,177 @@ def test_each_profile_has_its_own_store_unless_outputs_names_one(
     (tmp_path / "base" / "profiles" / "ci").mkdir(parents=True)
     assert config.profile_stores(None, tmp_path) == [tmp_path / "base", tmp_path / "base" / "profiles" / "ci"]
     assert config.profile_stores(shared, tmp_path) == [shared]
+
+
+# --------------------------------------------------------------------------- hostile and malformed params
+
+NO_ALIASES = "YAML anchors, aliases and merge keys are not allowed in params"
+
+
+def billion_laughs(indent: str, as_mapping: bool) -> str:
+    """Nine levels of nine aliases: 9**9 (387 million) "lol"s once expanded, under 1 KB as text."""
+    lines = []
+    for level, name in enumerate("abcdefghi"):
+        items = ["lol" if level == 0 else f"*{'abcdefghi'[level - 1]}"] * 9
+        body = ", ".join(f"k{n}: {item}" for n, item in enumerate(items)) if as_mapping else ", ".join(items)
+        lines.append(f"{indent}{name}: &{name} {{{body}}}" if as_mapping else f"{indent}{name}: &{name} [{body}]")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one `python -m runner` child did, measured on that child alone."""
+
+    code: int
+    stderr: list[str]
+    peak_mb: float
+    seconds: float
+
+
+def run_cli(project: Path, env: dict[str, str], *args: str) -> CliResult:
+    """Run the real CLI on a copied project; `os.wait4` gives this child's own peak RSS.
+
+    The child gets 2 GiB of address space and 60 s, so a regression fails the test instead of
+    growing for minutes as the original alias bomb did (7.3 GB, 11 minutes, exit 137).
+    """
+    stderr_file = project / "cli.stderr"
+    with stderr_file.open("w") as stderr:
+        start = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "runner", "--root", str(project), *args], cwd=project,
+                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        resource.prlimit(child.pid, resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        watchdog = threading.Timer(60, child.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            watchdog.cancel()
+        seconds = time.monotonic() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return CliResult(child.returncode, stderr_file.read_text().splitlines(), usage.ru_maxrss / 1024, seconds)
+
+
+def test_an_alias_bomb_is_refused_at_its_first_anchor_in_bounded_time_and_memory(
+    project: Path, clean_env: dict[str, str]
+) -> None:
+    """The bomb that grew a runner to 7.3 GB: now one line and exit 2 before anything runs."""
+    local = project / "params" / "local.yaml"
+    local.write_text("ml:\n  models:\n    big:\n      class: sklearn.linear_model.LogisticRegression\n"
+                     "      kwargs:\n" + billion_laughs("        ", as_mapping=False))
+    outputs = project / "outputs"
+    result = run_cli(project, clean_env, "run", "--profile", "ci", "--outputs", str(outputs))
+    print(f"alias bomb refused in {result.seconds:.2f} s, child peak RSS {result.peak_mb:.0f} MB")
+    assert result.stderr == [f"error: {local}:6: ml.models.big.kwargs.a: {NO_ALIASES} (found '&a')"]
+    assert result.code == 2
+    assert result.seconds < 10, f"{result.seconds:.1f} s"
+    assert result.peak_mb < 300, f"{result.peak_mb:.0f} MB"
+    assert not outputs.exists()  # the run never started
+
+
+DEEP = "[" * 60 + "]" * 60
+
+
+@pytest.mark.parametrize(
+    ("local_yaml", "overrides", "expected"),
+    [
+        pytest.param("sample:\n  lol:\n" + billion_laughs("    ", as_mapping=True), [],
+                     f"{{local}}:3: sample.lol.a: {NO_ALIASES} (found '&a')", id="bomb-under-an-unknown-key"),
+        pytest.param(None, ["ml.models.big.kwargs={a: &x [1, 2], b: *x}"],
+                     f"--set: ml.models.big.kwargs.a: {NO_ALIASES} (found '&x')", id="anchor-in-set"),
+        pytest.param(None, ["sample.seed=*x"], f"--set: sample.seed: {NO_ALIASES} (found '*x')", id="alias-in-set"),
+        pytest.param("sample:\n  <<: {seed: 7}\n", [], f"{{local}}:2: sample.<<: {NO_ALIASES} (found '<<')",
+                     id="merge-key"),
+        pytest.param(f"sample:\n  bogus: {DEEP}\n", [],
+                     "{local}:2: sample.bogus." + ".".join(["0"] * 49) + ": nested more than 50 levels deep, "
+                     "the limit for params", id="too-deep"),
+        pytest.param("# " + "x" * MAX_LAYER_BYTES + "\n", [],
+                     "{local}: larger than 1048576 bytes (1 MiB), the limit for one params layer", id="oversize"),
+    ],
+)
+def test_hostile_params_stop_the_cli_with_one_line_and_exit_2(
+    project: Path, clean_env: dict[str, str], local_yaml: str | None, overrides: list[str], expected: str
+) -> None:
+    local = project / "params" / "local.yaml"
+    if local_yaml is not None:
+        local.write_text(local_yaml)
+    outputs = project / "outputs"
+    sets = [arg for value in overrides for arg in ("--set", value)]
+    result = run_cli(project, clean_env, "run", "--profile", "ci", "--outputs", str(outputs), *sets)
+    assert result.stderr == [f"error: {expected.format(local=local)}"]
+    assert result.code == 2
+    assert not outputs.exists()
+
+
+@pytest.mark.parametrize(
+    ("local_yaml", "expected"),
+    [
+        ("- 1\n- 2\n", "{local}:1: expected a mapping of sections, got list"),
+        ("sample:\n  bogus:\n    deep: {a: [1, {b: 2}]}\n", "{local}:2: sample.bogus: unknown key"),
+        ("sample:\n  seed: {a: 1}\n", "{local}:2: sample.seed: Input should be a valid integer"),
+        ("sentiment:\n  lexicon:\n    yes: 1.5\n",
+         "{local}:3: sentiment.lexicon.yes: YAML reads this key as !!bool; quote it to use it as a name"),
+        ("ml:\n  models:\n    x:\n      kwargs: {a: {1: 2}}\n",
+         "{local}:4: ml.models.x.kwargs.a.1: YAML reads this key as !!int; quote it to use it as a name"),
+        ("sample:\n  ? [a, b]\n  : 1\n", "{local}:2: sample: a mapping key must be a string, not a list or mapping"),
+        ("sample:\n  seed: 1\n  seed: 2\n", "{local}:3: sample.seed: duplicate key"),
+        ("sample:\n  seed: !!set {a, b}\n", "{local}:2: sample.seed: YAML tag !!set is not allowed in params "
+         "(write plain values; only !!str, to force text, is accepted)"),
+        ("history:\n  start: 2025-13-45\n",
+         "{local}:2: history.start: cannot read '2025-13-45' as !!timestamp (month must be in 1..12)"),
+        ("sample:\n  seed: 1\n---\nsample:\n  seed: 2\n",
+         "{local}:3: a second YAML document ('---'); a params layer is one mapping"),
+        ('sample:\n  "a\\nb": 1\n', "{local}:2: sample.a\\nb: unknown key"),
+        ('warehouse:\n  url: "::"\n',
+         "{local}:2: warehouse.url: not a database URL (Could not parse SQLAlchemy URL from given URL string)"),
+        ("sample:\n  bogus: [" + "1, " * MAX_LAYER_NODES + "]\n",
+         f"{{local}}:2: sample.bogus.{MAX_LAYER_NODES - 5}: more than {MAX_LAYER_NODES} YAML nodes, "
+         "the limit for one params layer"),
+    ],
+    ids=["list", "unknown-key-holding-a-mapping", "mapping-for-a-scalar", "bool-key", "int-key", "complex-key",
+         "duplicate-key", "explicit-tag", "impossible-date", "two-documents", "newline-in-a-key", "bad-database-url",
+         "too-many-nodes"],
+)
+def test_malformed_params_end_as_one_line_naming_file_and_key(
+    project: Path, local_yaml: str, expected: str
+) -> None:
+    local = project / "params" / "local.yaml"
+    local.write_text(local_yaml)
+    with pytest.raises(ParamsError) as err:
+        load_config(root=project)
+    assert str(err.value) == expected.format(local=local)
+
+
+def test_bytes_that_are_not_utf8_name_their_line(project: Path) -> None:
+    local = project / "params" / "local.yaml"
+    local.write_bytes(b"sample:\n  seed: \xff\n")
+    with pytest.raises(ParamsError) as err:
+        load_config(root=project)
+    assert str(err.value) == f"{local}:2: not UTF-8 text (byte 17)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["sample.seed=[1"], r"--set: sample\.seed: invalid YAML \(.+\)$"),
+        (["sample.seed=\udcff"], r"--set: sample\.seed: not UTF-8 text \(character 1\)$"),
+        (["sample.seed=" + "9" * MAX_LAYER_BYTES],
+         r"--set: the values total \d+ bytes, more than the limit for one params layer \(1048576 bytes, 1 MiB\)$"),
+        ([f"sample.a=[{'1, ' * 60_000}]", f"sample.b=[{'1, ' * 60_000}]"],
+         rf"--set: sample\.b\.\d+: more than {MAX_LAYER_NODES} YAML nodes, the limit for one params layer$"),
+        (["a." * 50 + "b=1"], r"--set: (a\.){50}b: nested more than 50 levels deep, the limit for params$"),
+        (["workflow.timezone=" + "x" * 5000], r"--set: workflow\.timezone: unknown timezone 'x+\u2026$"),
+    ],
+    ids=["invalid-yaml", "lone-surrogate", "oversize", "node-budget-is-shared", "too-deep", "overlong-message"],
+)
+def test_malformed_set_values_end_as_one_line(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        load_config(overrides=overrides)
+    message = str(err.value)
+    assert "\n" not in message and len(message) <= config.MAX_MESSAGE_CHARS
+    assert re.match(expected, message), message
+
+
+def test_history_years_past_year_one_is_a_params_error() -> None:
+    cfg = load_config(overrides=["history.years=3000"])
+    with pytest.raises(ParamsError, match=r"^history\.years 3000 reaches back past year 1 from 2025-06-02$"):
+        cfg.history.window(dt.date(2025, 6, 2))

@@ -68,6 +68,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from bentley.models.estimators import estimator_class
+from bentley.reporting import md_escape
 
 if TYPE_CHECKING:  # jinja2, which Styler needs, is only imported when a table is styled
     from pandas.io.formats.style import Styler
@@ -450,7 +451,7 @@ def highlight_overruns(frame: pd.DataFrame) -> Styler:
         return [style] * len(row)
 
     money = [c for c in ("spent", "budget_limit", "over") if c in frame.columns]
-    return frame.style.apply(row_style, axis=1).format("{:,.2f}", subset=money, na_rep="")
+    return frame.style.apply(row_style, axis=1).format("{:,.2f}", subset=money, na_rep="", escape="html")
 
 
 # --------------------------------------------------------------------------- net worth
@@ -816,7 +817,7 @@ def savings_sentence(savings: pd.DataFrame, months: int = 12) -> str:
 
 
 def spending_sentence(monthly: pd.DataFrame, months: int = 12) -> str:
-    """Overruns over the recent months, by category."""
+    """Overruns over the recent months, by category (Markdown; the category is escaped data)."""
     overruns = recent_overruns(monthly, months)
     if overruns.empty:
         return f"No category went over its limit in the last {months} months."
@@ -824,7 +825,7 @@ def spending_sentence(monthly: pd.DataFrame, months: int = 12) -> str:
     top = by_category.index[0]
     return (
         f"In the last {months} months, {len(overruns)} category-months went over budget, "
-        f"{overruns['over'].sum():,.0f} USD in all; {top} is the most frequent offender "
+        f"{overruns['over'].sum():,.0f} USD in all; {md_escape(top)} is the most frequent offender "
         f"({int(by_category.loc[top, 'count'])} months, {by_category.loc[top, 'sum']:,.0f} USD over)."
     )
 

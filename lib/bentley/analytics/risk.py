@@ -50,6 +50,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import ndtri
 
 from bentley.features import TRADING_DAYS
+from bentley.reporting import md_escape
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
     from matplotlib.figure import Figure
@@ -872,12 +873,13 @@ def headline_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def risk_sentence(table: pd.DataFrame, benchmark: str) -> str:
-    """The holdings portfolio against the benchmark in one sentence."""
+    """The holdings portfolio against the benchmark in one sentence (Markdown; names escaped)."""
     scope = HOLDINGS_SCOPE if HOLDINGS_SCOPE in table.index else EQUAL_SCOPE
     row = table.loc[scope]
     bench = table.loc[benchmark] if benchmark in table.index else None
     versus = (
-        f" (benchmark {benchmark}: Sharpe {bench['sharpe_ratio']:.2f}, max drawdown {bench['max_drawdown']:.1%})"
+        f" (benchmark {md_escape(benchmark)}: Sharpe {bench['sharpe_ratio']:.2f}, "
+        f"max drawdown {bench['max_drawdown']:.1%})"
         if bench is not None else ""
     )
     return (
@@ -902,36 +904,40 @@ def without_portfolios(returns: pd.DataFrame) -> pd.DataFrame:
 
 
 def correlation_sentence(corr: pd.DataFrame) -> str:
-    """The most and least correlated pair of distinct scopes."""
+    """The most and least correlated pair of distinct scopes (Markdown; names escaped)."""
     pairs = corr.where(~np.eye(len(corr), dtype=bool)).stack()
     pairs = pairs[[a < b for a, b in pairs.index]]
     if pairs.empty:
         return "Too little overlap to measure correlations."
     high, low = pairs.idxmax(), pairs.idxmin()
     return (
-        f"The most correlated pair is {high[0]} and {high[1]} ({pairs[high]:.2f}); the least is {low[0]} and "
-        f"{low[1]} ({pairs[low]:.2f}). Low correlations are what diversification is made of."
+        f"The most correlated pair is {md_escape(high[0])} and {md_escape(high[1])} ({pairs[high]:.2f}); "
+        f"the least is {md_escape(low[0])} and {md_escape(low[1])} ({pairs[low]:.2f}). "
+        "Low correlations are what diversification is made of."
     )
 
 
 def rolling_sentence(volatility: pd.DataFrame, beta: pd.DataFrame) -> str:
-    """Where volatility and beta stand now against their averages over the window."""
+    """Where volatility and beta stand now against their averages over the window (Markdown;
+    names escaped)."""
     last_vol, mean_vol = volatility.ffill().iloc[-1], volatility.mean()
     rising = sorted(last_vol[last_vol > 1.2 * mean_vol].index.astype(str))
     last_beta = beta.ffill().iloc[-1].dropna()
     highest = last_beta.idxmax() if len(last_beta) else None
-    parts = [f"Volatility is more than 20% above its window average for {', '.join(rising) or 'no scope'}."]
+    named = ", ".join(map(md_escape, rising)) or "no scope"
+    parts = [f"Volatility is more than 20% above its window average for {named}."]
     if highest is not None:
-        parts.append(f"The highest current beta is {highest} ({last_beta[highest]:.2f}).")
+        parts.append(f"The highest current beta is {md_escape(highest)} ({last_beta[highest]:.2f}).")
     return " ".join(parts)
 
 
 def drawdown_sentence(dd: pd.DataFrame) -> str:
-    """The deepest drawdown and who is still far from their peak."""
+    """The deepest drawdown and who is still far from their peak (Markdown; names escaped)."""
     deepest = dd.min()
     worst = deepest.idxmin()
     current = dd.ffill().iloc[-1]
     return (
-        f"The deepest fall from a peak was {deepest[worst]:.1%} for {worst} (on {dd[worst].idxmin():%Y-%m-%d}); "
+        f"The deepest fall from a peak was {deepest[worst]:.1%} for {md_escape(worst)} "
+        f"(on {dd[worst].idxmin():%Y-%m-%d}); "
         f"at the end of the window the holdings are {-current.get(HOLDINGS_SCOPE, float('nan')):.1%} below their peak."
     )

@@ -247,7 +247,7 @@ def headlines_html(frame: pd.DataFrame) -> str:
         for row in frame.itertuples(index=False, name=None)
     )
     return (
-        '<table class="headlines">'
+        '<table class="headlines tex2jax_ignore mathjax_ignore">'
         f"<thead><tr>{head}</tr></thead>"
         f"<tbody>{body}</tbody>"
         "</table>"

@@ -32,6 +32,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bentley.calendar import DEFAULT_CALENDAR, latest_session_on_or_before, sessions_before
+from bentley.reporting import md_escape
 
 #: RSI thresholds used when neither the arguments nor `settings` give them.
 RSI_OVERBOUGHT = 70.0
@@ -449,7 +450,7 @@ def chart_tickers(current: pd.DataFrame, signals: pd.DataFrame, n: int, benchmar
 
 
 def current_sentence(current: pd.DataFrame, lookback_sessions: int) -> str:
-    """One sentence on what fired in the last sessions."""
+    """One sentence on what fired in the last sessions (Markdown; the ticker is escaped data)."""
     if current.empty:
         return f"No rule fired in the last {lookback_sessions} sessions."
     bullish = current[current["direction"] > 0]
@@ -457,7 +458,8 @@ def current_sentence(current: pd.DataFrame, lookback_sessions: int) -> str:
     strongest = current.sort_values("strength", ascending=False).iloc[0]
     return (
         f"In the last {lookback_sessions} sessions {len(current)} signal(s) fired: {len(bullish)} bullish and "
-        f"{len(bearish)} bearish. The strongest is {strongest['rule'].replace('_', ' ')} on {strongest['ticker']} "
+        f"{len(bearish)} bearish. The strongest is {strongest['rule'].replace('_', ' ')} "
+        f"on {md_escape(strongest['ticker'])} "
         f"({strongest['date']:%Y-%m-%d}, strength {strongest['strength']:.2f})."
     )
 

@@ -33,6 +33,8 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.ensemble import IsolationForest
 
+from bentley.reporting import md_escape
+
 if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is called
     from matplotlib.figure import Figure
 
@@ -355,7 +357,8 @@ def chart_tickers(table: pd.DataFrame, n: int, exclude: Sequence[str] = ()) -> l
 
 
 def anomaly_sentence(table: pd.DataFrame, z_threshold: float) -> str:
-    """One sentence: how many days each detector flagged, and the most extreme one."""
+    """One sentence: how many days each detector flagged, and the most extreme one (Markdown;
+    the ticker is escaped data)."""
     if table.empty:
         return "No complete (ticker, date) rows to score yet: features need their warm-up sessions first."
     flagged = table[table["flag"].to_numpy(dtype=bool)]
@@ -369,7 +372,7 @@ def anomaly_sentence(table: pd.DataFrame, z_threshold: float) -> str:
     if not top.empty and np.isfinite(top.loc[0, "max_abs_z"]):
         row = top.iloc[0]
         text += (
-            f" The most extreme is {row['ticker']} on {pd.Timestamp(row['date']):%Y-%m-%d}: return "
+            f" The most extreme is {md_escape(row['ticker'])} on {pd.Timestamp(row['date']):%Y-%m-%d}: return "
             f"{row['ret_1d']:+.1%}, volume z {row['volume_z']:+.1f}, range {row['range_pct']:.1%} "
             f"(largest |z| {row['max_abs_z']:.1f})."
         )

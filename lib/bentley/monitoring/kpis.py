@@ -50,6 +50,7 @@ import pandas as pd
 from bentley import calendar
 from bentley.analytics import risk
 from bentley.monitoring import drift
+from bentley.reporting import md_escape
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
     from matplotlib.figure import Figure
@@ -518,7 +519,7 @@ def durations_sentence(durations: pd.DataFrame, slow_ratio: float | None) -> str
     worst = measured.loc[measured["ratio"].idxmax()]
     limit = f" (the stage_slow rule fires above {slow_ratio:g}x)" if slow_ratio else ""
     return (f"Against their baselines, {len(measured)} stage(s) ran at a median of {measured['ratio'].median():.2f}x "
-            f"their usual time; the slowest relative to its history is **{worst['stage']}** at "
+            f"their usual time; the slowest relative to its history is **{md_escape(worst['stage'])}** at "
             f"{worst['ratio']:.2f}x{limit}.")
 
 
@@ -603,7 +604,7 @@ def model_sentence(trend: pd.DataFrame, max_degradation: float) -> str:
     drift_text = "" if not math.isfinite(psi) else (
         f" Its largest input drift is a PSI of {psi:.2f}, with {int(drifted) if math.isfinite(drifted) else 0} "
         f"feature(s) above {drift.SIGNIFICANT:g} (a significant shift).")
-    return (f"The latest check ({last['as_of']:%Y-%m-%d}) puts **{last['model_name']}** at "
+    return (f"The latest check ({last['as_of']:%Y-%m-%d}) puts **{md_escape(last['model_name'])}** at "
             f"{_pct(_float(last['recent_accuracy']))} recent accuracy against {_pct(_float(last['holdout_accuracy']))} "
             f"on its holdout, a degradation of {_pct(_float(last['degradation']))} (limit {max_degradation:.0%}); "
             f"the model {flag}.{drift_text}")
@@ -635,15 +636,18 @@ def model_trend_chart(trend: pd.DataFrame) -> Figure | None:
 
 
 def paper_sentence(kpis: pd.DataFrame, portfolio: str) -> str:
+    """The paper book's performance so far (Markdown; the portfolio name is escaped, not code:
+    a code span shows backslashes as written, and math is parsed before code spans)."""
     n = kpis[(kpis["kpi"] == "cumulative_return") & (kpis["scope"] == portfolio)]
+    name = md_escape(repr(portfolio))
     if n.empty:
-        return f"The paper portfolio `{portfolio}` has no booked session yet."
+        return f"The paper portfolio {name} has no booked session yet."
     cum, sharpe = kpi_value(kpis, "cumulative_return", portfolio), kpi_value(kpis, "sharpe_ratio", portfolio)
     dd, last = kpi_value(kpis, "max_drawdown", portfolio), kpi_value(kpis, "latest_daily_return", portfolio)
     if not math.isfinite(cum):
-        return f"The paper portfolio `{portfolio}` has no daily return yet (its first session only sets the base)."
+        return f"The paper portfolio {name} has no daily return yet (its first session only sets the base)."
     sharpe_text = f"Sharpe {sharpe:.2f}" if math.isfinite(sharpe) else "Sharpe needs two returns"
-    return (f"The paper portfolio `{portfolio}` returned {cum:+.2%} so far ({sharpe_text}, max drawdown {dd:.2%}); "
+    return (f"The paper portfolio {name} returned {cum:+.2%} so far ({sharpe_text}, max drawdown {dd:.2%}); "
             f"its latest session returned {_pct(last) if math.isfinite(last) else 'n/a'}.")
 
 

@@ -11,22 +11,25 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bentley.sources.base import (
+    TICKER_PATTERN,
     FetchRequest,
     Health,
     MarketSource,
     Source,
     SourceError,
     TransientSourceError,
+    validate_ticker,
 )
 
 __all__ = [
-    "FetchRequest", "Health", "MarketSource", "Source", "SourceError", "TransientSourceError",
-    "market_source", "news_source", "portfolio_source",
+    "TICKER_PATTERN", "FetchRequest", "Health", "MarketSource", "Source", "SourceError",
+    "TransientSourceError", "market_source", "news_source", "portfolio_source", "validate_ticker",
 ]
 
 
 def market_source(params: SimpleNamespace, data_dir: Path) -> MarketSource:
     """The market source (needs params sections sources, sample, universe, workflow)."""
+    _apply_file_limits(params)
     settings = params.sources.market
     if settings.kind == "sample":
         from bentley.sources.sample import SampleMarketSource
@@ -50,6 +53,7 @@ def market_source(params: SimpleNamespace, data_dir: Path) -> MarketSource:
 
 
 def news_source(params: SimpleNamespace, data_dir: Path) -> Source:
+    _apply_file_limits(params)
     settings = params.sources.news
     if settings.kind == "sample":
         from bentley.sources.sample import SampleNewsSource
@@ -70,6 +74,7 @@ def news_source(params: SimpleNamespace, data_dir: Path) -> Source:
 
 
 def portfolio_source(params: SimpleNamespace, data_dir: Path) -> Source:
+    _apply_file_limits(params)
     settings = params.sources.portfolio
     if settings.kind == "sample":
         from bentley.sources.sample import SamplePortfolioSource
@@ -84,3 +89,10 @@ def portfolio_source(params: SimpleNamespace, data_dir: Path) -> Source:
         transactions=resolve_inside(data_dir, settings.transactions) if settings.transactions else None,
         holdings=resolve_inside(data_dir, settings.holdings) if settings.holdings else None,
     )
+
+
+def _apply_file_limits(params: SimpleNamespace) -> None:
+    """Every file a source reads is bounded by `sources.file_limits` (bentley.sources.files)."""
+    from bentley.sources.files import apply_limits
+
+    apply_limits(params.sources.file_limits)

@@ -26,7 +26,14 @@ from ofxtools.Types import OFXTypeWarning, String
 
 from bentley import schemas
 from bentley.sources.base import FetchRequest, Source, SourceError, resolve_inside
-from bentley.sources.files import Table, contract_frame, digest, read_bytes, read_table
+from bentley.sources.files import (
+    Table,
+    contract_frame,
+    digest,
+    folder_files,
+    read_bytes,
+    read_table,
+)
 
 __all__ = ["FilePortfolioSource", "parse_amount"]
 
@@ -79,7 +86,8 @@ def parse_amount(text: str) -> float:
 class FilePortfolioSource(Source):
     """Transactions (CSV, OFX, QFX; a file or a folder) and a holdings CSV.
 
-    A dataset whose path is not configured is empty. After a fetch, `outside_universe` counts
+    A dataset whose path is not configured is empty. Holdings tickers must be ticker symbols
+    (`TICKER_PATTERN`), checked row by row. After a fetch, `outside_universe` counts
     holdings of tickers outside the request (ticker -> rows; they are kept, the ETL warns by
     name) and `notes` says, per file, what was skipped on purpose (investment trades).
     """
@@ -125,14 +133,12 @@ class FilePortfolioSource(Source):
 
     @staticmethod
     def _ledger_files(path: Path) -> list[Path]:
-        """The file itself, or the folder's .csv/.ofx/.qfx files sorted by name."""
+        """The file itself, or the folder's .csv/.ofx/.qfx files sorted by name (`folder_files`:
+        hidden entries ignored, a subfolder or an unreadable entry refused)."""
         if path.is_dir():
             return [
                 resolve_inside(path, entry.name)  # a symlink must not lead outside
-                for entry in sorted(path.iterdir())
-                if entry.suffix.lower() in _LEDGER_SUFFIXES
-                and not entry.name.startswith(".")
-                and entry.is_file()
+                for entry in folder_files(path, _LEDGER_SUFFIXES)
             ]
         if not path.exists():
             raise SourceError(f"{path}: no such file or folder")
@@ -166,7 +172,7 @@ class FilePortfolioSource(Source):
             {
                 "as_of": pd.Timestamp(request.as_of),
                 "account": columns["account"].require().text,
-                "ticker": columns["ticker"].require().text.str.upper(),
+                "ticker": columns["ticker"].tickers(),
                 "quantity": columns["quantity"].numbers(parse_amount),
                 "cost_basis": columns["cost_basis"].numbers(parse_amount),
             }

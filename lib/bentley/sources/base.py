@@ -9,6 +9,7 @@ universe as an argument: sources stay independent of each other.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,47 @@ class SourceError(ValueError):
 
 class TransientSourceError(RuntimeError):
     """A failure worth retrying later (rate limit, 5xx, timeout, connection reset)."""
+
+
+#: Longest ticker symbol accepted. Yahoo's longest real symbols (``005930.KS``,
+#: ``EURUSD=X``, ``BTC-USD``) are far shorter; a longer name is a file that is not an export.
+MAX_TICKER_LENGTH = 20
+
+TICKER_PATTERN = re.compile(
+    rf"(?=.{{1,{MAX_TICKER_LENGTH}}}\Z)\^?[A-Za-z0-9]+(?:[.=-][A-Za-z0-9]+)*"
+)
+"""What a ticker symbol may look like, wherever it enters from outside.
+
+An optional leading ``^`` (indices: ``^GSPC``), then ASCII letters and digits in groups joined
+by one ``.``, ``-`` or ``=`` (``BRK-B``, ``BRK.B``, ``7203.T``, ``BTC-USD``, ``EURUSD=X``,
+``ES=F``), at most `MAX_TICKER_LENGTH` characters. Use it with `fullmatch`.
+
+A ticker becomes a file name, an SQL value, an MLflow tag and text in every report, so
+only what real symbols need is admitted: no spaces, quotes, ``<>``, ``;``, ``/``, ``&`` or
+non-ASCII letters. Case is not part of the pattern; symbols are upper-cased once accepted.
+"""
+
+#: `TICKER_PATTERN` in words, for error messages.
+TICKER_RULE = (
+    "a ticker is ASCII letters and digits joined by single '.', '-' or '=', "
+    f"optionally after '^', at most {MAX_TICKER_LENGTH} characters"
+)
+
+
+def validate_ticker(symbol: str, where: str) -> str:
+    """`symbol` upper-cased if it matches `TICKER_PATTERN`, else a one-line `SourceError`.
+
+    `where` names the origin for the message: a file path, ``"<file>: line 4"`` or a params
+    key such as ``"universe.tickers"``. The symbol is checked as given, before upper-casing,
+    so that a non-ASCII letter cannot turn into ASCII (``"ß".upper()`` is ``"SS"``). A too
+    long symbol is shortened in the message so a hostile file name cannot flood it.
+    `SourceError` is a `ValueError`, so a pydantic field validator can call this as it is.
+    """
+    if TICKER_PATTERN.fullmatch(symbol) is None:
+        limit = 2 * MAX_TICKER_LENGTH
+        shown = symbol if len(symbol) <= limit else symbol[:limit] + "..."
+        raise SourceError(f"{where}: {shown!r} is not a ticker symbol ({TICKER_RULE})")
+    return symbol.upper()
 
 
 def resolve_inside(root: Path, relative: str | Path) -> Path:

@@ -15,6 +15,12 @@ is the validation stage's question; it reports those as data quality with counts
 
 Headers match whatever their case, spaces and underscores: ``Adj Close``, ``adj_close`` and
 ``ADJ_CLOSE`` are one column.
+
+Everything read here may be hostile or simply the wrong file: a ticker, from a file name or a
+cell, must match `TICKER_PATTERN` (it becomes a file name, an SQL value and report text), and
+a file larger than `MAX_FILE_BYTES` or longer than `MAX_FILE_ROWS` is refused before it is
+read whole, so pointing a source at a disk image or a database dump fails in a second
+instead of exhausting memory.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import hashlib
 import io
 import os
 import re
+import stat
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,24 +44,51 @@ import pyarrow.parquet as pq
 from bentley import schemas
 from bentley.calendar import DEFAULT_CALENDAR, session_for
 from bentley.sources.base import (
+    TICKER_PATTERN,
+    TICKER_RULE,
     FetchRequest,
     Health,
     MarketSource,
     Source,
     SourceError,
     resolve_inside,
+    validate_ticker,
 )
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_FILE_ROWS",
+    "apply_limits",
     "Column",
     "CsvMarketSource",
     "CsvNewsSource",
     "Table",
+    "check_size",
     "contract_frame",
     "digest",
+    "folder_files",
     "read_bytes",
     "read_table",
 ]
+
+#: Largest source file read, in bytes (512 MiB). Ten years of daily bars for one ticker are
+#: about 200 KB and a decade of bank exports a few MB; a file this large is the wrong file.
+#: `apply_limits` sets it from `sources.file_limits.max_mb`.
+MAX_FILE_BYTES = 512 * 2**20
+#: Most data rows read from one CSV or Parquet source file: 5,000,000 rows are 20 years of
+#: daily bars for about 1,000 tickers in one long file (`sources.file_limits.max_rows`).
+MAX_FILE_ROWS = 5_000_000
+
+
+def apply_limits(limits: Any) -> None:
+    """Use `sources.file_limits` for this process's reads (each stage runs in its own kernel).
+
+    The source factories call it before building a source, so every reader, however deep,
+    checks the same limits without passing them through each call.
+    """
+    global MAX_FILE_BYTES, MAX_FILE_ROWS
+    MAX_FILE_BYTES = int(limits.max_mb * 2**20)
+    MAX_FILE_ROWS = int(limits.max_rows)
 
 #: Longest cell value quoted in an error message: enough to recognise it, never a file dump.
 _QUOTE_LIMIT = 40
@@ -164,11 +199,15 @@ class Column:
     name: str  # as written in the file's header
     text: pd.Series  # stripped cells, "" when empty
 
-    def _error(self, problem: str, mask: pd.Series, show_value: bool = True) -> SourceError:
+    def _error(
+        self, problem: str, mask: pd.Series, show_value: bool = True, hint: str = ""
+    ) -> SourceError:
         first = int(np.flatnonzero(mask.to_numpy())[0])
         where = self.table.located([first])
         shown = f": {_quote(self.text.iat[first])}" if show_value else ""
-        return self.table.error(f"column {self.name!r} {problem} ({where}{shown})")
+        return self.table.error(
+            f"column {self.name!r} {problem} ({where}{shown}){'; ' + hint if hint else ''}"
+        )
 
     def require(self) -> Column:
         """This column, checked to have no empty cell: keys and dates cannot be missing."""
@@ -176,6 +215,20 @@ class Column:
         if empty.any():
             raise self._error("is empty", empty, show_value=False)
         return self
+
+    def tickers(self) -> pd.Series:
+        """Ticker symbols, upper-cased; the first cell that is not one (`TICKER_PATTERN`) fails.
+
+        Checked per distinct value, so a long file of millions of rows costs one match per ticker.
+        """
+        text = self.require().text
+        distinct = text.unique()
+        bad = [value for value in distinct if TICKER_PATTERN.fullmatch(value) is None]
+        if bad:
+            raise self._error(
+                "has a value that is not a ticker symbol", text.isin(bad), hint=TICKER_RULE
+            )
+        return text.str.upper()
 
     def strings(self) -> pd.Series:
         """The text with empty cells as missing values (None), for optional text fields."""
@@ -263,15 +316,89 @@ class Column:
         return parsed.astype("datetime64[ns, UTC]")
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; a file with nothing but whitespace is refused as empty."""
+def check_size(path: Path) -> None:
+    """Refuse anything but a regular file of at most `MAX_FILE_BYTES`, before reading it.
+
+    A folder, a device or a named pipe given where a file belongs would fail obscurely or
+    block forever when read; a huge file would be read whole into memory first.
+    """
     try:
-        data = path.read_bytes()
+        info = path.stat()
     except OSError as error:
         raise SourceError(f"{path}: cannot read ({error.strerror or error})") from error
+    if stat.S_ISDIR(info.st_mode):
+        raise SourceError(f"{path}: a folder where a file is expected")
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(f"{path}: not a regular file (a device, socket or named pipe)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise _too_large(path, info.st_size)
+
+
+def _too_large(path: Path, size: int) -> SourceError:
+    return SourceError(
+        f"{path}: {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} bytes for one source file "
+        "(sources.file_limits.max_mb)"
+    )
+
+
+def _too_long(path: Path | str) -> SourceError:
+    return SourceError(
+        f"{path}: more than {MAX_FILE_ROWS:,} data rows, the limit for one source file "
+        "(sources.file_limits.max_rows)"
+    )
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes (see `check_size`); a file with nothing but whitespace is refused as empty.
+
+    At most one byte over the limit is read, so a file that grows after `check_size` cannot
+    slip past it.
+    """
+    check_size(path)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read ({error.strerror or error})") from error
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large(path, len(data))
     if not data.strip():
         raise SourceError(f"{path}: empty file")
     return data
+
+
+def folder_files(folder: Path, suffixes: Collection[str]) -> list[Path]:
+    """The folder's files with one of `suffixes` (lower case, with the dot), sorted by name.
+
+    Hidden entries (``.DS_Store``, ``.gitkeep``, editor swap files) and files of other types
+    (``README.txt``) are ignored. Any other entry that is not a readable regular file is an
+    error, never a skip: a subfolder's files would silently not be read, and a broken link
+    or an unreadable export would silently shrink the data.
+    """
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        reason = error.strerror or error
+        raise SourceError(f"{folder}: cannot list the folder ({reason})") from error
+    files: list[Path] = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            raise SourceError(
+                f"{folder}: {entry.name!r} is a folder; files in subfolders are not read, "
+                "so move them up or point the setting at the subfolder"
+            )
+        if not entry.is_file():
+            raise SourceError(
+                f"{folder}: {entry.name!r} is not a regular file (a broken link, socket or pipe)"
+            )
+        if entry.suffix.lower() not in suffixes:
+            continue
+        if not os.access(entry, os.R_OK):
+            raise SourceError(f"{folder}: {entry.name!r} is not readable (permission denied)")
+        files.append(entry)
+    return files
 
 
 def read_table(path: Path) -> Table:
@@ -301,6 +428,8 @@ def _read_csv(path: Path) -> Table:
     try:
         for record in reader:
             if any(field.strip() for field in record):
+                if len(records) > MAX_FILE_ROWS:  # the header and MAX_FILE_ROWS rows are in
+                    raise _too_long(path)
                 records.append([field.strip() for field in record])
                 lines.append(reader.line_num)
     except csv.Error as error:
@@ -329,7 +458,12 @@ def _read_parquet(path: Path) -> Table:
     """
     data = read_bytes(path)
     try:
-        frame = pq.read_table(pa.BufferReader(data)).to_pandas(ignore_metadata=True)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        if parquet.metadata.num_rows > MAX_FILE_ROWS:  # known from the footer, before decoding
+            raise _too_long(path)
+        frame = parquet.read().to_pandas(ignore_metadata=True)
+    except SourceError:  # the row limit, itself a ValueError: not a parse failure
+        raise
     except (OSError, ValueError, pa.ArrowException) as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise SourceError(f"{path}: not a readable Parquet file ({reason})") from error
@@ -383,7 +517,8 @@ def _fold_yfinance_header(table: Table) -> tuple[Table, str | None]:
     """yfinance's `download(...).to_csv()` header (rows Price, Ticker, Date) as one header row.
 
     Returns the table with a plain header and the ticker the Ticker row names, or the table
-    unchanged and None for any other layout. Several tickers in one file are refused.
+    unchanged and None for any other layout. Several tickers in one file are refused, and so
+    is a Ticker row value that is not a ticker symbol.
     """
     cells = table.cells
     if not (
@@ -394,7 +529,8 @@ def _fold_yfinance_header(table: Table) -> tuple[Table, str | None]:
         and (cells.iloc[1, 1:] == "").all()
     ):
         return table, None
-    named = sorted(set(cells.iloc[0, 1:]) - {""})
+    where = f"{table.file}: {table.unit} {table.rows[0]}"
+    named = sorted({validate_ticker(value, where) for value in cells.iloc[0, 1:] if value})
     if len(named) != 1:
         raise table.error(
             f"yfinance layout with {len(named)} tickers ({', '.join(named)}); "
@@ -404,7 +540,7 @@ def _fold_yfinance_header(table: Table) -> tuple[Table, str | None]:
         raise table.error("no data rows (only a header)")
     body = cells.iloc[2:].reset_index(drop=True)
     header = ["Date", *table.header[1:]]
-    return Table(table.file, header, body, table.rows[2:], table.unit), named[0].upper()
+    return Table(table.file, header, body, table.rows[2:], table.unit), named[0]
 
 
 def _parse_prices(table: Table, ticker: str | None) -> pd.DataFrame:
@@ -430,9 +566,7 @@ def _parse_prices(table: Table, ticker: str | None) -> pd.DataFrame:
     )
     frame = pd.DataFrame(
         {
-            "ticker": ticker
-            if ticker is not None
-            else columns["ticker"].require().text.str.upper(),
+            "ticker": ticker if ticker is not None else columns["ticker"].tickers(),
             "date": columns["date"].require().dates(),
             "open": columns["open"].numbers(),
             "high": columns["high"].numbers(),
@@ -466,6 +600,9 @@ class CsvMarketSource(MarketSource):
     date, ticker, open, high, low, close, adj_close, volume, optionally dividend and
     split_ratio. Dates are session dates as written; the calendar is kept for
     the stages (validation checks dates against it), not used to reject rows here.
+
+    A folder lists as `folder_files` does (hidden entries ignored, a subfolder or an unreadable
+    entry refused), and every price file's name must be a ticker symbol (`TICKER_PATTERN`).
     """
 
     name = "csv"
@@ -519,25 +656,25 @@ class CsvMarketSource(MarketSource):
         if self.path.is_dir():
             if not os.access(self.path, os.R_OK | os.X_OK):
                 return Health(component, ok=False, detail=f"folder {self.path} is not readable")
-            return Health(
-                component,
-                ok=True,
-                detail=f"{len(self._ticker_files())} ticker files in {self.path}",
-            )
+            try:
+                files = self._ticker_files()
+            except SourceError as error:
+                return Health(component, ok=False, detail=str(error))
+            return Health(component, ok=True, detail=f"{len(files)} ticker files in {self.path}")
         if not os.access(self.path, os.R_OK):
             return Health(component, ok=False, detail=f"{self.path} is not readable")
         return Health(component, ok=True, detail=f"one long file {self.path}")
 
     def _ticker_files(self) -> dict[str, list[Path]]:
-        """TICKER -> its files in the folder (more than one is a clash, refused on fetch)."""
+        """TICKER -> its files in the folder (more than one is a clash, refused on fetch).
+
+        A file name that is not a ticker symbol is refused here, for every file and not only
+        the requested ones: the folder is the input, and `universe.tickers: null` lists it all.
+        """
         found: dict[str, list[Path]] = {}
-        for entry in sorted(self.path.iterdir()):
-            if (
-                entry.suffix.lower() in _PRICE_SUFFIXES
-                and not entry.name.startswith(".")
-                and entry.is_file()
-            ):
-                found.setdefault(entry.stem.upper(), []).append(entry)
+        for entry in folder_files(self.path, _PRICE_SUFFIXES):
+            ticker = validate_ticker(entry.stem, f"{self.path}: file {entry.name!r}")
+            found.setdefault(ticker, []).append(entry)
         return found
 
     def _ticker_prices(self, ticker: str, files: Mapping[str, list[Path]]) -> pd.DataFrame:
@@ -617,7 +754,7 @@ class CsvNewsSource(Source):
     def _parse(self) -> pd.DataFrame:
         table = read_table(self.path)
         columns = table.columns(NEWS_COLUMNS, _REQUIRED_NEWS_COLUMNS)
-        ticker = columns["ticker"].require().text.str.upper()
+        ticker = columns["ticker"].tickers()
         published = columns["published_at"].timestamps()
         headline = columns["headline"].text
         session = session_for(published)

@@ -44,7 +44,9 @@ from bentley.sources.base import (
     SourceError,
     TransientSourceError,
     resolve_inside,
+    validate_ticker,
 )
+from bentley.sources.files import check_size
 from bentley.sources.http import ThrottledCaller, fetch_url
 
 if TYPE_CHECKING:
@@ -107,6 +109,15 @@ def plain_text(value: str, content_type: str = "text/plain") -> str:
 
 def _is_remote(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def _read_local(path: Path) -> bytes:
+    """A feed file's bytes. A missing or unreadable file raises OSError, a failure of this feed
+    like an unreachable URL; a file over `MAX_FILE_BYTES` is a configuration mistake and raises
+    `SourceError` before it is read (`check_size`)."""
+    if path.is_file():
+        check_size(path)
+    return path.read_bytes()
 
 
 def _text_construct(container: Mapping[str, Any], key: str) -> str:
@@ -215,14 +226,20 @@ class RssNewsSource(Source):
 
     @staticmethod
     def _locations(feed: Feed, tickers: list[str]) -> list[tuple[str, str | None]]:
-        """(url or path, the ticker its items belong to, or None to match each title)."""
+        """(url or path, the ticker its items belong to, or None to match each title).
+
+        A feed's own `ticker` must be a ticker symbol (`TICKER_PATTERN`): it is stored with
+        every item of the feed.
+        """
         if TICKER_PLACEHOLDER in feed.url:
             remote = _is_remote(feed.url)
             return [
                 (feed.url.replace(TICKER_PLACEHOLDER, quote(t, safe="") if remote else t), t)
                 for t in tickers
             ]
-        return [(feed.url, feed.ticker.strip().upper() if feed.ticker else None)]
+        if not feed.ticker:
+            return [(feed.url, None)]
+        return [(feed.url, validate_ticker(feed.ticker.strip(), f"feed {feed.url!r}: ticker"))]
 
     def _read(
         self, location: str, owners: list[str] | None, named: Callable[[str], list[str]]
@@ -232,7 +249,7 @@ class RssNewsSource(Source):
             None if _is_remote(location) else resolve_inside(self.data_dir, location)
         )  # escapes raise
         try:
-            content = self._download(location) if path is None else path.read_bytes()
+            content = self._download(location) if path is None else _read_local(path)
         except (TransientSourceError, requests.RequestException, OSError) as exc:
             self.failures[location] = f"cannot read the feed: {exc}"
             return []

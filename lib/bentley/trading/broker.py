@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from bentley.config import Costs
+from bentley.reporting import md_escape
 from bentley.warehouse import Warehouse
 
 Execution = Literal["next_open", "next_close"]
@@ -282,13 +283,14 @@ def orders_summary(day: PaperDay) -> pd.DataFrame:
 
 
 def ledger_sentence(day: PaperDay) -> str:
-    """One sentence for the report: fills, costs, dividends, new orders, cash and equity."""
+    """One sentence for the report: fills, costs, dividends, new orders, cash and equity (Markdown;
+    the portfolio name is escaped)."""
     daily = day.value["daily_return"].iloc[0]
     change = "its first day" if pd.isna(daily) else f"{daily:+.2%} on the day"
     costs = float(day.value["costs"].iloc[0])
     verified = "" if day.written else " (a past day: recomputed and verified, not rewritten)"
     return (
-        f"Paper portfolio {day.portfolio!r} on {day.as_of:%Y-%m-%d}: {day.n_fills} fills "
+        f"Paper portfolio {md_escape(repr(day.portfolio))} on {day.as_of:%Y-%m-%d}: {day.n_fills} fills "
         f"(costs {costs:,.2f}), dividends {day.dividends:,.2f}, {day.n_orders} new orders for the next session; "
         f"cash {day.cash:,.2f}, equity {day.equity:,.2f} ({change}){verified}."
     )

@@ -27,6 +27,7 @@ import pandas as pd
 from bentley.analytics import risk
 from bentley.analytics import technical as technical_lib
 from bentley.analytics.risk import returns_from_prices
+from bentley.reporting import md_escape
 from bentley.trading import signals
 from bentley.trading.limits import Decision, Limits, apply_limits
 
@@ -171,6 +172,7 @@ def paper_metrics(returns: pd.Series, benchmark: pd.Series, risk_free_rate: floa
 
 
 def signals_sentence(today: pd.DataFrame, entry_threshold: float, model_history: pd.DataFrame) -> str:
+    """Today's book and its top score (Markdown; the ticker is escaped data)."""
     held = today[today["weight"] != 0]
     leader = today.sort_values("score", ascending=False).iloc[0]
     drivers = {name: float(leader[name]) for name in signals.COMPONENTS}
@@ -179,15 +181,19 @@ def signals_sentence(today: pd.DataFrame, entry_threshold: float, model_history:
         " No champion has predicted yet, so the model component is 0 for every ticker.")
     return (
         f"{len(held)} of {len(today)} tickers clear the entry threshold {entry_threshold:g} and are held, "
-        f"{held['weight'].sum():.0%} of equity in total. The top score is {leader['ticker']} at {leader['score']:+.3f}, "
+        f"{held['weight'].sum():.0%} of equity in total. "
+        f"The top score is {md_escape(leader['ticker'])} at {leader['score']:+.3f}, "
         f"driven mostly by its {main} component ({drivers[main]:+.3f}).{model_note}"
     )
 
 
 def paper_sentence(returns: pd.Series, performance: pd.DataFrame, portfolio: str) -> str:
+    """The paper book's performance so far (Markdown; the scope is escaped text, not code: a code
+    span shows backslashes as written, and math is parsed before code spans)."""
     if performance.empty:
         return (f"The paper portfolio has {returns.dropna().size} daily return(s) so far; its Sharpe ratio and "
-                f"drawdown appear in `risk_metrics` (scope `portfolio:{portfolio}`) once it has two.")
+                f"drawdown appear in `risk_metrics` (scope {md_escape(f'portfolio:{portfolio}')}) "
+                "once it has two.")
     values = performance.set_index("metric")["value"]
     return (
         f"Over {int(performance['n_obs'].iloc[0])} booked sessions the paper portfolio returned "

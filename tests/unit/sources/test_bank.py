@@ -249,6 +249,17 @@ def test_folder_reads_every_export() -> None:
     assert frame["txn_id"].str.startswith("ofx:000123456789:").sum() == 3
 
 
+def test_a_folder_inside_the_ledger_folder_is_an_error(tmp_path: Path) -> None:
+    """Its statements would silently not be read; hidden entries stay ignored."""
+    shutil.copy(CHECKING, tmp_path / "checking.ofx")
+    (tmp_path / ".gitkeep").touch()
+    assert len(transactions(tmp_path)) == 3
+    (tmp_path / "2023").mkdir()
+    assert f"{tmp_path}: '2023' is a folder; files in subfolders are not read" in source_error(
+        transactions, tmp_path
+    )
+
+
 def test_overlapping_statements_are_merged(tmp_path: Path) -> None:
     shutil.copy(CHECKING, tmp_path / "2024-01a.ofx")
     shutil.copy(CHECKING, tmp_path / "2024-01b.OFX")
@@ -350,6 +361,11 @@ def test_holdings_accept_cost_basis_spellings(tmp_path: Path) -> None:
             "column 'quantity' has text where a number belongs (line 2: 'three')",
         ),
         ("account,ticker,quantity,cost basis\nira,,3,300\n", "column 'ticker' is empty (line 2)"),
+        (
+            "account,ticker,quantity,cost basis\nira,NOVA,3,300\nira,<img src=x>,1,1\n",
+            "column 'ticker' has a value that is not a ticker symbol (line 3: '<img src=x>'); "
+            "a ticker is ASCII letters",
+        ),
     ],
 )
 def test_malformed_holdings(tmp_path: Path, content: str, problem: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 import shutil
 from contextlib import AbstractContextManager
@@ -21,7 +22,8 @@ import pytest
 
 from bentley import schemas
 from bentley.calendar import session_for
-from bentley.sources.base import FetchRequest, SourceError
+from bentley.sources import files
+from bentley.sources.base import FetchRequest, SourceError, validate_ticker
 from bentley.sources.files import CsvMarketSource, CsvNewsSource
 
 FIXTURES = Path(__file__).parent / "file_fixtures"
@@ -559,3 +561,167 @@ def test_session_for() -> None:
     assert session_for(stamps).tolist() == list(expected)
     naive = pd.Series(pd.to_datetime(["2024-01-12 21:01"]))  # taken as UTC
     assert session_for(naive).tolist() == [pd.Timestamp("2024-01-16")]
+
+
+# --------------------------------------------------------------------------- hostile input
+
+REAL_SYMBOLS = ("BRK-B", "BRK.B", "^GSPC", "EURUSD=X", "7203.T", "BTC-USD", "ES=F", "005930.KS")
+NOT_SYMBOLS = (
+    "A B",
+    "'; DROP TABLE prices;--",
+    "<IMG SRC=X ONERROR=&#97;&#108;&#101;&#114;&#116;(1)>",
+    '"NOVA"',
+    "NOVA;",
+    "caf\u00e9",
+    "\u00df",  # "SS" once upper-cased: refused before
+    "A" * 21,
+    "BRK--B",
+    "-NOVA",
+    "NOVA.",
+    "^",
+)
+
+
+@pytest.mark.parametrize("symbol", REAL_SYMBOLS)
+def test_real_symbols_are_tickers(tmp_path: Path, symbol: str) -> None:
+    assert validate_ticker(symbol.lower(), "here") == symbol
+    write(tmp_path, f"{symbol.lower()}.csv", yahoo(*GOOD_ROWS))
+    source = CsvMarketSource(tmp_path, BENCHMARK)
+    assert source.available_tickers() == [symbol]
+    assert set(source.fetch("prices", request(tickers=(symbol,)))["ticker"]) == {symbol}
+
+
+@pytest.mark.parametrize("symbol", [*NOT_SYMBOLS, "", "A/B", "NOVA\n", "A" * 5000])
+def test_validate_ticker_refuses_with_one_line(symbol: str) -> None:
+    shown = symbol if len(symbol) <= 40 else symbol[:40] + "..."
+    with raises(f"universe.tickers: {shown!r} is not a ticker symbol (a ticker is ASCII") as error:
+        validate_ticker(symbol, "universe.tickers")
+    assert "\n" not in str(error.value) and len(str(error.value)) < 250
+
+
+@pytest.mark.parametrize("symbol", NOT_SYMBOLS)
+def test_a_file_name_that_is_not_a_ticker_is_refused(tmp_path: Path, symbol: str) -> None:
+    """Every file of the folder is checked, requested or not: the folder is the input."""
+    write(tmp_path, "NOVA.csv", yahoo(*GOOD_ROWS))
+    write(tmp_path, f"{symbol}.csv", yahoo(*GOOD_ROWS))
+    source = CsvMarketSource(tmp_path, BENCHMARK)
+    shown = symbol if len(symbol) <= 40 else symbol[:40] + "..."  # a long name is shortened
+    expected = f"{tmp_path}: file {symbol + '.csv'!r}: {shown!r} is not a ticker symbol"
+    for call in (
+        source.available_tickers,
+        lambda: source.fetch("prices", request(tickers=("NOVA",))),
+    ):
+        with raises(expected) as error:
+            call()
+        assert "\n" not in str(error.value)
+    health = source.health()
+    assert not health.ok and expected in health.detail
+
+
+@pytest.mark.parametrize("symbol", ["A B", "A/B", "<b>", "caf\u00e9"])
+def test_a_long_file_cell_that_is_not_a_ticker_names_the_line(tmp_path: Path, symbol: str) -> None:
+    header = "date,ticker,open,high,low,close,volume"
+    rows = f"2024-01-02,NOVA,1,1,1,1,1\n2024-01-02,{symbol},1,1,1,1,1\n"
+    path = write(tmp_path, "long.csv", f"{header}\n{rows}")
+    with raises(
+        f"{path}: column 'ticker' has a value that is not a ticker symbol (line 3: {symbol!r}); "
+        "a ticker is ASCII letters"
+    ):
+        CsvMarketSource(path, BENCHMARK).available_tickers()
+    frame = pd.read_csv(path, dtype=str)
+    frame.to_parquet(tmp_path / "long.parquet")
+    with raises(f"column 'ticker' has a value that is not a ticker symbol (row 2: {symbol!r})"):
+        CsvMarketSource(tmp_path / "long.parquet", BENCHMARK).available_tickers()
+
+
+def test_a_yfinance_ticker_row_must_hold_a_ticker(tmp_path: Path) -> None:
+    rows = ("2024-01-02,10.5,11,9,10,1000",)
+    with raises(f"{tmp_path / 'NOVA.csv'}: line 2: '<b>' is not a ticker symbol"):
+        fetch_nova(tmp_path, yahoo(*rows, header=YFINANCE_HEADER.format("<b>")))
+
+
+def test_a_news_ticker_must_be_a_ticker(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "posts.csv",
+        "ticker,published_at,headline\nNOVA,2024-01-02T10:00:00Z,Hi\n$x$,2024-01-02T11:00:00Z,Ho\n",
+    )
+    with raises(f"{path}: column 'ticker' has a value that is not a ticker symbol (line 3: '$x$')"):
+        news(path=path)
+
+
+def test_a_folder_inside_the_price_folder_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "NOVA.csv", yahoo(*GOOD_ROWS))
+    (tmp_path / "QBIT.csv").mkdir()
+    source = CsvMarketSource(tmp_path, BENCHMARK)
+    with raises(f"{tmp_path}: 'QBIT.csv' is a folder; files in subfolders are not read"):
+        source.fetch("prices", request(tickers=("NOVA",)))
+    (tmp_path / "QBIT.csv").rmdir()
+    (tmp_path / "archive").mkdir()
+    with raises(f"{tmp_path}: 'archive' is a folder"):
+        source.available_tickers()
+    assert not source.health().ok
+
+
+def test_hidden_entries_are_ignored_and_a_broken_link_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "NOVA.csv", yahoo(*GOOD_ROWS))
+    write(tmp_path, ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    write(tmp_path, ".gitkeep", "")
+    write(tmp_path, ".git/HEAD", "ref: refs/heads/main\n")
+    write(tmp_path, ".~lock.QBIT.csv#", "")
+    source = CsvMarketSource(tmp_path, BENCHMARK)
+    assert source.available_tickers() == ["NOVA"]
+    (tmp_path / "QBIT.csv").symlink_to(tmp_path / "gone.csv")
+    with raises(f"{tmp_path}: 'QBIT.csv' is not a regular file (a broken link, socket or pipe)"):
+        source.available_tickers()
+
+
+def test_a_pipe_or_a_folder_where_a_file_belongs_is_refused(tmp_path: Path) -> None:
+    """Refused from its metadata: reading a named pipe would block forever."""
+    pipe = tmp_path / "long.csv"
+    os.mkfifo(pipe)
+    with raises(f"{pipe}: not a regular file (a device, socket or named pipe)"):
+        CsvMarketSource(pipe, BENCHMARK).available_tickers()
+    folder = tmp_path / "posts.csv"
+    folder.mkdir()
+    with raises(f"{folder}: a folder where a file is expected"):
+        news(path=folder)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = yahoo(*GOOD_ROWS)
+    size = len(content.encode())
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", size)
+    assert len(fetch_nova(tmp_path, content)) == 2  # exactly at the limit
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", size - 1)
+    message = (
+        f"{tmp_path / 'NOVA.csv'}: {size:,} bytes, over the limit of {size - 1:,} bytes for one "
+        "source file (sources.file_limits.max_mb)"
+    )
+    with raises(message):
+        fetch_nova(tmp_path, content)
+    monkeypatch.setattr(Path, "open", lambda *args, **kwargs: pytest.fail("the file was opened"))
+    with raises(message):
+        CsvMarketSource(tmp_path, BENCHMARK).fetch("prices", request(tickers=("NOVA",)))
+
+
+def test_a_file_over_the_row_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "MAX_FILE_ROWS", 2)
+    assert len(fetch_nova(tmp_path, yahoo(*GOOD_ROWS))) == 2  # exactly at the limit
+    three = yahoo(*GOOD_ROWS, "2024-01-04,10,11,9,10.5,10.5,1000")
+    with raises(
+        f"{tmp_path / 'NOVA.csv'}: more than 2 data rows, the limit for one source file "
+        "(sources.file_limits.max_rows)"
+    ):
+        fetch_nova(tmp_path, three)
+    path = tmp_path / "long.parquet"
+    shutil.copy(LONG_PARQUET, path)
+    with raises(f"{path}: more than 2 data rows"):
+        CsvMarketSource(path, BENCHMARK).available_tickers()
+    news_path = write(tmp_path, "posts.csv", NEWS.read_text())
+    with raises(f"{news_path}: more than 2 data rows"):
+        news(path=news_path)

@@ -16,6 +16,7 @@ import requests
 
 from bentley import schemas
 from bentley.config import Feed, Http
+from bentley.sources import files
 from bentley.sources.base import FetchRequest, SourceError
 from bentley.sources.rss import RssNewsSource, plain_text, session_for
 
@@ -152,6 +153,23 @@ def test_feed_with_a_ticker_owns_all_its_dated_items(data_dir: Path) -> None:
     news = fetch(src)
     assert set(news["ticker"]) == {"MEDX"} and len(news) == 4
     assert src.unmatched == 0 and src.skipped == 1
+
+
+def test_a_feed_ticker_must_be_a_ticker(data_dir: Path) -> None:
+    src = source([Feed(url="feeds/feed_rss.xml", ticker="MED X")], data_dir)
+    with pytest.raises(
+        SourceError, match=r"^feed 'feeds/feed_rss.xml': ticker: 'MED X' is not a ticker symbol"
+    ):
+        fetch(src)
+
+
+def test_an_oversized_feed_file_is_a_configuration_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a failure of one feed: the settings point at the wrong file."""
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 100)
+    with pytest.raises(SourceError, match=r"bytes, over the limit of 100 bytes for one source file"):
+        fetch(source([Feed(url="feeds/feed_rss.xml", ticker=None)], data_dir))
 
 
 def test_only_requested_tickers_and_window(data_dir: Path) -> None:
