@@ -7,7 +7,7 @@ train notebook does after loading its tables, with the default params:
 2. `lifecycle.train_candidates`: every candidate in `ml.models` through the walk-forward
    folds and the holdout;
 3. `lifecycle.importances` per candidate (permutation importance for the boosted model);
-4. the shuffled-label control with the first candidate;
+4. the promotion evidence of the winning candidate (its class refitted on shuffled labels, bootstrap);
 5. `lifecycle.register_candidates` into a throwaway local MLflow store (skops save, SHA-256,
    a model version per candidate).
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from bentley.config import load_config
 from bentley.features import compute_features
-from bentley.models import lifecycle, prediction
+from bentley.models import lifecycle, prediction, registry
 from bench.sample import sample_prices
 from bentley.tracking import ModelStore, tracking_uri
 
@@ -59,8 +59,11 @@ mark = time.perf_counter()
 importance = {name: lifecycle.importances(result, data, ml) for name, result in results.items()}
 timings["importances"] = time.perf_counter() - mark
 mark = time.perf_counter()
-first = next(iter(lifecycle.model_specs(ml).values()))
-control = prediction.shuffled_label_auc(data.frame, data.feature_cols, first, data.walk_forward, seed=ml.seed)
+winner = registry.pick_challenger({n: r.fold_metrics for n, r in results.items()}, ml.promotion.metric)
+won = results[winner]
+template = prediction.build_estimator(winner, won.spec, seed=ml.seed)
+evidence = lifecycle.holdout_evidence(template, data.feature_cols, won.holdout_predictions, data, ml)
+control = float(evidence.null.mean())
 timings["shuffled_label_control"] = time.perf_counter() - mark
 mark = time.perf_counter()
 store = ModelStore(tracking_uri(None, outputs), "bench", outputs)

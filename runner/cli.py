@@ -257,6 +257,9 @@ def _resume(args: argparse.Namespace, root: Path, console: Console) -> int:
 
 
 def _run(args: argparse.Namespace, root: Path, console: Console) -> int:
+    # Params first, before pandas, SQLAlchemy and MLflow are imported: a bad params file (an
+    # alias bomb, a typo) is refused in a small, fast process.
+    load_config(args.profile, args.overrides, root)
     from runner.pipeline import PipelineRun, RunRequest, plan_run
 
     request = RunRequest(

@@ -257,6 +257,8 @@ class History(Section):
 
 class Etl(Section):
     max_abs_return_without_split: PositiveFloat
+    max_range_atr: PositiveFloat  # true range over this many ATR(14) of the preceding sessions warns
+    max_stale_sessions: PositiveInt  # more sessions in a row repeating the previous bar warns
 
 
 class Macd(Section):
@@ -303,6 +305,16 @@ class Technical(Section):
     chart_tickers: PositiveInt  # tickers charted in full in the report
 
 
+class MinObservations(Section):
+    """Daily returns a figure needs before it is published (risk_metrics, backtest_metrics, reports,
+    KPIs); below, its value is NULL with a note saying so (`bentley.analytics.risk.published`)."""
+
+    annualized: PositiveInt  # annual return, volatility, downside risk, Sharpe, Sortino, Calmar, alpha, cost drag
+    var: PositiveInt  # VaR and CVaR (historical, parametric, Cornish-Fisher, GARCH) and the tail ratio
+    estimate: PositiveInt  # beta, omega, skewness, kurtosis, PSR and DSR
+    drawdown: PositiveInt  # maximum drawdown
+
+
 class Risk(Section):
     """Risk metrics over [start, end]; null means the loaded history up to the logical date."""
 
@@ -312,6 +324,8 @@ class Risk(Section):
     rolling_window: Annotated[int, Field(ge=5)]
     market_shock: Annotated[float, Field(gt=-1, lt=0)]
     garch: bool
+    min_observations: MinObservations
+    dsr_confidence: Annotated[float, Field(gt=0.5, lt=1)]  # a selected backtest is "more than luck" from this DSR
 
     def window(self, logical_date: dt.date, history: History) -> tuple[dt.date, dt.date]:
         start, end = history.window(logical_date)
@@ -363,8 +377,9 @@ class Anomaly(Section):
     """Anomaly detection on returns, volume and intraday range (bentley.models.anomaly)."""
 
     z_threshold: PositiveFloat  # |robust z| at or above this flags a day ("4" reads as 4 sigma)
-    window: Annotated[int, Field(ge=20)] | None  # trailing sessions for median/MAD; null: whole sample
+    window: Annotated[int, Field(ge=20)] | None  # trailing sessions for median/MAD and each forest's fit; null: all
     contamination: Annotated[float, Field(gt=0, le=0.5)]  # IsolationForest's expected outlier share
+    refit_sessions: PositiveInt  # a new IsolationForest every this many sessions, fitted on the window before
     seed: int
     top_n: PositiveInt  # rows in the report's top-anomalies table
     chart_tickers: PositiveInt  # tickers charted with their flagged days
@@ -380,11 +395,20 @@ class ModelSpec(Section):
 
 
 class Promotion(Section):
-    """When a challenger replaces the champion (an A/B comparison on the same holdout)."""
+    """When a challenger replaces the champion (an A/B comparison on the same holdout), and
+    the evidence any model, the first champion included, must show that it is not noise."""
 
-    metric: str  # a holdout metric where higher is better, e.g. roc_auc
+    # a holdout metric where higher is better and no skill has a known value
+    metric: Literal["roc_auc", "balanced_accuracy", "accuracy", "hit_rate", "ic", "rank_ic"]
     margin: Annotated[float, Field(ge=0)]  # the challenger must beat the champion by this much
     gates: dict[str, float]  # minimum holdout value per metric, for any model to become champion
+    permutations: PositiveInt  # shuffled-label refits of the model's class behind its p-value
+    bootstrap: Annotated[int, Field(ge=2)]  # resamples behind the metric's confidence interval
+    confidence: Annotated[float, Field(gt=0, lt=1)]  # level of that interval
+    min_holdout_rows: PositiveInt  # fewer scored holdout rows cannot tell skill from luck
+    max_p_value: Annotated[float, Field(gt=0, le=1)]  # 1: the p-value is recorded, not required
+    ci_lower_above_no_skill: bool  # the interval's lower end must clear the no-skill value
+    beat_majority: bool  # holdout accuracy must exceed always predicting the common label
 
 
 class Importance(Section):
@@ -404,8 +428,9 @@ class Ml(Section):
     registered_model: str  # the registry name every trained model becomes a version of
     horizon: PositiveInt  # label: sign of the forward return over this many sessions
     embargo: Annotated[int, Field(ge=0)]  # sessions dropped after the purge gap (which is `horizon`)
-    n_folds: Annotated[int, Field(ge=2)]
-    min_train_sessions: PositiveInt  # the first fold trains on at least this many sessions
+    refit_every_months: PositiveInt  # walk-forward refits on the first session of every n-th month
+    min_folds: Annotated[int, Field(ge=2)]  # fewer CV folds before the holdout is an error
+    min_train_sessions: PositiveInt  # the first refit trains on at least this many sessions
     holdout_sessions: PositiveInt  # the most recent labelled sessions: the final, untouched test
     seed: int
     retrain: bool  # false: train only when there is no champion yet; true: train a challenger

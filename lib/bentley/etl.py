@@ -88,7 +88,10 @@ def validate(
     expected_last = pd.Timestamp(calendar.latest_session_on_or_before(logical_date, cal))
     results = validation.run_checks(
         "prices", cleaned["prices"], schemas.PRICES,
-        validation.price_checks(sessions, params.etl.max_abs_return_without_split, expected_last),
+        validation.price_checks(
+            sessions, params.etl.max_abs_return_without_split, expected_last,
+            max_range_atr=params.etl.max_range_atr, max_stale_sessions=params.etl.max_stale_sessions,
+        ),
     )
     universe = sorted(set(cleaned["prices"]["ticker"]))
     for dataset, contract, checks in (

@@ -176,10 +176,28 @@ def results_table(results: Sequence[CheckResult], run_id: str) -> pd.DataFrame:
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
 
 
+#: Sessions of true range averaged into the ATR a day's range is measured against (Wilder's 14).
+ATR_SESSIONS = 14
+#: Fewest preceding sessions an ATR is taken from. Checks see only the rows of one load, and an
+#: incremental load re-reads `sources.market.overlap_sessions` (5) sessions before its new ones,
+#: so with 5 its first new session still has a baseline; a full 14 would skip every daily load.
+ATR_MIN_SESSIONS = 5
+
+
 def price_checks(
-    sessions: pd.DatetimeIndex, max_abs_return_without_split: float, expected_last_session: pd.Timestamp
+    sessions: pd.DatetimeIndex,
+    max_abs_return_without_split: float,
+    expected_last_session: pd.Timestamp,
+    *,
+    max_range_atr: float,
+    max_stale_sessions: int,
 ) -> list[Check]:
-    """Checks for daily OHLCV against the exchange calendar."""
+    """Checks for daily OHLCV against the exchange calendar.
+
+    Checks that compare a row with its ticker's earlier rows (jumps, ATR, repeated bars) see
+    only the rows of this load: a daily load holds the overlap sessions plus the new ones, so a
+    problem reaching further back than that is left to the anomalies stage.
+    """
     numeric = [*PRICE_COLUMNS, "volume"]
     return [
         Check("not_numeric", "error", lambda f: f[numeric].isna().any(axis=1) & f["_raw_not_null"],
@@ -196,6 +214,15 @@ def price_checks(
               | (f[["open", "close"]].min(axis=1) < f["low"] * (1 - 1e-9)),
               "open or close outside [low, high]"),
         Check("negative_volume", "error", lambda f: f["volume"] < 0),
+        Check("zero_volume", "error", lambda f: (f["volume"] == 0) & _traded_bar(f),
+              "no shares traded, yet the prices moved and the ticker reports volume on other sessions"),
+        Check("no_volume", "warning", lambda f: (f["volume"] == 0) & ~_traded_bar(f),
+              "volume 0 on a flat bar (a halted session) or for a ticker that reports no volume (an index)"),
+        Check("range_beyond_atr", "warning", lambda f: _range_beyond_atr(f, max_range_atr),
+              f"true range (high-low, or the gap from the previous close) over {max_range_atr:g} x ATR"
+              f"({ATR_SESSIONS}) of the preceding sessions"),
+        Check("repeated_bars", "warning", lambda f: _repeated_bars(f, max_stale_sessions),
+              f"open, high, low and close unchanged for more than {max_stale_sessions} sessions in a row"),
         Check("not_a_session", "warning", lambda f: ~f["date"].isin(sessions), "date is not an exchange session"),
         Check("jump_without_split", "warning", lambda f: _unexplained_jumps(f, max_abs_return_without_split),
               f"adjusted move over {max_abs_return_without_split:.0%} with no split recorded"),
@@ -269,6 +296,70 @@ def _rows_before_gaps(frame: pd.DataFrame, sessions: pd.DatetimeIndex) -> pd.Ser
     tickers = frame.loc[ordered.index, "ticker"]
     gap = ordered.groupby(tickers, sort=False).diff(-1).abs()
     return ((gap > 1) & (ordered >= 0)).reindex(frame.index)
+
+
+def _traded_bar(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose bar says trading happened: the prices moved (high > low) and the ticker reports
+    volume on some row of the load. Zero volume on such a row contradicts its own prices.
+
+    Not traded: a flat bar (a halt: open = high = low = close, often at the previous close) and
+    a ticker with no volume on any row, which is how vendors deliver many indices (the yahoo
+    source turns a missing volume into 0). Those may legitimately have volume 0.
+    """
+    reports_volume = frame.groupby("ticker")["volume"].transform("max") > 0
+    return (frame["high"] > frame["low"]) & reports_volume
+
+
+def _previous_close(ordered: pd.DataFrame) -> pd.Series:
+    """The ticker's previous close on this row's basis: less this row's dividend, over its split.
+
+    On an ex-date or split date the open is expected near this, not near the raw previous close,
+    so a corporate action is not mistaken for a gap.
+    """
+    previous = ordered.groupby("ticker", sort=False)["close"].shift()
+    return (previous - ordered["dividend"].fillna(0.0)) / ordered["split_ratio"].fillna(1.0)
+
+
+def _range_beyond_atr(frame: pd.DataFrame, max_range_atr: float) -> pd.Series:
+    """A true range over `max_range_atr` times the mean true range of the ticker's preceding
+    `ATR_SESSIONS` rows (at least `ATR_MIN_SESSIONS`).
+
+    The true range (max(high, previous close) - min(low, previous close)) covers both a wide
+    day and an open gap, since open and close lie within [low, high] (checked above). It is
+    taken as a share of the previous close (of the close on a ticker's first row), so ranges
+    before and after a split compare. The day itself is not in its own baseline: a bad print
+    cannot raise the bar it is measured against.
+    """
+    ordered = _ordered(frame)
+    previous = _previous_close(ordered).to_numpy(dtype=float)
+    high, low = ordered["high"].to_numpy(dtype=float), ordered["low"].to_numpy(dtype=float)
+    base = np.where(np.isnan(previous), ordered["close"].to_numpy(dtype=float), previous)
+    with np.errstate(divide="ignore", invalid="ignore"):  # non-positive prices are errors of their own
+        true_range = pd.Series((np.fmax(high, previous) - np.fmin(low, previous)) / base, index=ordered.index)
+    tickers = ordered["ticker"].to_numpy()
+    preceding = true_range.groupby(tickers, sort=False).shift()
+    atr = (
+        preceding.groupby(tickers, sort=False)
+        .rolling(ATR_SESSIONS, min_periods=ATR_MIN_SESSIONS)
+        .mean()
+        .droplevel(0)
+    )
+    return (true_range > max_range_atr * atr).reindex(frame.index)
+
+
+def _repeated_bars(frame: pd.DataFrame, max_stale_sessions: int) -> pd.Series:
+    """Rows repeating the previous row's open, high, low and close, in a run of more than
+    `max_stale_sessions` such rows: a feed that stopped updating and copies its last bar.
+
+    The first row of the run is the real observation and is not flagged. A ticker's first row
+    compares with nothing, so a run never spans two tickers.
+    """
+    ordered = _ordered(frame)
+    bars = ordered[["open", "high", "low", "close"]]
+    repeats = (bars == bars.groupby(ordered["ticker"], sort=False).shift()).all(axis=1)
+    run = (~repeats).cumsum()
+    run_length = repeats.groupby(run).transform("sum")
+    return (repeats & (run_length > max_stale_sessions)).reindex(frame.index)
 
 
 def _stale_tickers(frame: pd.DataFrame, expected_last_session: pd.Timestamp) -> pd.Series:

@@ -196,10 +196,11 @@ risk_metrics = sa.Table(
     _key("run_id"),
     _key("scope"),  # a ticker or `portfolio:<name>`
     _key("metric"),
-    sa.Column("value", FLOAT64),
+    sa.Column("value", FLOAT64),  # NULL: undefined, or too few observations to publish (see note)
     sa.Column("window_start", sa.Date),
     sa.Column("window_end", sa.Date),
     sa.Column("n_obs", sa.Integer),
+    sa.Column("note", sa.Text),  # why value is NULL, or what it rests on
 )
 
 technical_signals = sa.Table(
@@ -333,6 +334,17 @@ model_decisions = sa.Table(
     sa.Column("promoted", sa.Boolean),
     sa.Column("reason", sa.Text),
     sa.Column("decided_at", TIMESTAMP),
+    # The challenger's evidence on the holdout (bentley.models.registry.Evidence), and the verdict in words
+    sa.Column("verdict", sa.Text),
+    sa.Column("holdout_rows", sa.Integer),
+    sa.Column("p_value", FLOAT64),  # share of its class refitted on shuffled labels reaching its metric (+1)
+    sa.Column("ci_lower", FLOAT64),  # block-bootstrap percentile interval of the metric
+    sa.Column("ci_upper", FLOAT64),
+    sa.Column("accuracy", FLOAT64),
+    sa.Column("majority_rate", FLOAT64),  # accuracy of always predicting the holdout's common label
+    sa.Column("champion_p_value", FLOAT64),  # the champion's, on the same rows; null when not compared
+    sa.Column("champion_ci_lower", FLOAT64),
+    sa.Column("champion_ci_upper", FLOAT64),
 )
 
 model_monitoring = sa.Table(
@@ -397,12 +409,13 @@ backtest_metrics = sa.Table(
     "backtest_metrics",
     metadata,
     _key("run_id"),
-    _key("strategy"),  # signal | benchmark | sweep configurations in backtest_sweep
-    _key("metric"),  # the names and conventions of risk_metrics
-    sa.Column("value", FLOAT64),
+    _key("strategy"),  # signal | benchmark | sweep:best (the sweep's best configuration, named in note)
+    _key("metric"),  # the names and conventions of risk_metrics, plus psr, dsr and trials
+    sa.Column("value", FLOAT64),  # NULL: undefined, or too few observations to publish (see note)
     sa.Column("window_start", sa.Date),
     sa.Column("window_end", sa.Date),
     sa.Column("n_obs", sa.Integer),
+    sa.Column("note", sa.Text),  # why value is NULL, or what it rests on
 )
 
 backtest_sweep = sa.Table(
@@ -915,12 +928,36 @@ def _create_tables(engine: Engine, attempts: int = 20) -> None:
     for attempt in range(1, attempts + 1):
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
             text = str(exc).lower()
             if attempt == attempts or not ("already exists" in text or "duplicate" in text):
                 raise
             time.sleep(random.uniform(0.05, 0.3))
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive migration: a column a newer release declares is added to an older warehouse.
+
+    Tables only ever gain nullable columns (a note, a statistic), so a store written by an
+    earlier version keeps working; rows it already holds read NULL there. Columns a run adds
+    itself (features) are left alone: only declared columns are compared.
+    """
+    inspector = sa.inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    dialect = engine.dialect
+    quote = dialect.identifier_preparer.quote
+    for table in metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}")
 
 
 # ---------------------------------------------------------------------- upserts

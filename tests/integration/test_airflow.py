@@ -119,7 +119,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: 
         "BENTLEY_WAREHOUSE_PASSWORD": SECRET,  # a secret in the workers' environment must not leak anywhere
         "NEWS_API_KEY": SECRET,
     }
-    return Deployment(venv, dags, env, base / "airflow-outputs", local_outputs)
+    # BENTLEY_OUTPUTS is the outputs base: the ci profile's store is profiles/ci inside it.
+    return Deployment(venv, dags, env, base / "airflow-outputs" / "profiles" / "ci", local_outputs)
 
 
 def airflow(deployment: Deployment, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -133,6 +133,23 @@ def mixed_offsets(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def extra_entry(name: str, folder_entry: bool = False) -> Callable[[Path], Path]:
+    """A copy of the good folder with one more entry: a file copied from NOVA.csv, or a folder."""
+
+    def build(base: Path) -> Path:
+        folder = yahoo_export(base / "data" / f"case-{abs(hash(name))}")
+        if folder_entry:
+            (folder / name).mkdir()
+        else:
+            (folder / name).write_bytes((folder / "NOVA.csv").read_bytes())
+        return folder
+
+    return build
+
+
+#: A file name that was stored XSS: it became a ticker and ran its script in the ingest report.
+XSS_NAME = "<img src=x onerror=document.title=1>.csv"
+
 CASES = {
     "missing column": (edit_csv("NOVA", drop_close), [], ["NOVA.csv", "close"]),
     "text in a numeric column": (edit_csv("NOVA", text_in_close), [], ["NOVA.csv", "n/a"]),
@@ -143,6 +160,11 @@ CASES = {
     "header-only file": (edit_csv("NOVA", lambda text: _lines(text)[0] + "\n"), [], ["NOVA.csv", "no data rows"]),
     "mixed timezone offsets": (edit_csv("QBIT", mixed_offsets), [], ["QBIT.csv", "timezone"]),
     "unknown ticker": (edit_csv("NOVA", lambda text: text), ["universe.tickers=[NOVA, QBIT, ZZZZ]"], ["ZZZZ"]),
+    "a file name with a space": (extra_entry("A B.csv"), ["universe.tickers=null"], ["A B.csv", "not a ticker"]),
+    "a file name with HTML": (extra_entry(XSS_NAME), ["universe.tickers=null"], ["<img src=x", "not a ticker"]),
+    "a file name that is SQL": (extra_entry("'; DROP TABLE prices;--.csv"), ["universe.tickers=null"],
+                                ["DROP TABLE", "not a ticker"]),
+    "a folder among the files": (extra_entry("MEDX.csv", folder_entry=True), [], ["MEDX.csv", "folder"]),
 }
 
 
@@ -153,8 +175,10 @@ def test_malformed_prices_fail_cleanly(case: str, baseline, root: Path, clean_en
     folder = build(base)
     result = run(outputs, root, clean_env, "sources.market.kind=csv", f"sources.market.path={folder}", *extra)
     assert result.returncode != 0
+    said = result.stdout + result.stderr  # before a stage (exit 2, stderr) or from the ingest stage (stdout)
     for fragment in expected:
-        assert fragment in result.stdout, f"{case}: {fragment!r} not in\n{result.stdout}"
+        assert fragment in said, f"{case}: {fragment!r} not in\n{said}"
+    assert "Traceback" not in result.stderr, result.stderr
     assert snapshot(outputs) == before, f"{case}: the lake or warehouse changed"
 
 
@@ -166,7 +190,7 @@ def test_broken_ofx_fails_cleanly(baseline, root: Path, clean_env: dict[str, str
     result = run(outputs, root, clean_env, "sources.market.kind=csv", f"sources.market.path={base / 'data' / 'good'}",
                  "sources.portfolio.kind=files", f"sources.portfolio.transactions={broken}")
     assert result.returncode != 0
-    assert "broken.ofx" in result.stdout
+    assert "broken.ofx" in result.stdout + result.stderr
     assert snapshot(outputs) == before
 
 
@@ -175,7 +199,7 @@ def test_a_path_escaping_the_data_folder_is_refused(baseline, root: Path, clean_
     result = run(outputs, root, clean_env, f"sources.data_dir={base / 'data' / 'good'}",
                  "sources.market.kind=csv", "sources.market.path=../../..")
     assert result.returncode != 0
-    assert "escapes the data folder" in result.stdout
+    assert "escapes the data folder" in result.stdout + result.stderr
     assert snapshot(outputs) == before
 
 
@@ -185,3 +209,20 @@ def test_sample_news_and_holdings_follow_the_csv_universe(baseline) -> None:
     assert set(warehouse.read("news")["ticker"]) <= set(TICKERS)
     assert set(warehouse.read("holdings")["ticker"]) == set(TICKERS)
     warehouse.dispose()
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MLFLOW_TRACKING_URI", "http://127.0.0.1:1"),
+    ("BENTLEY_WAREHOUSE_URL", "postgresql+psycopg://bot@127.0.0.1:1/bentley"),
+])
+def test_an_unreachable_service_is_one_line_before_anything_runs(variable: str, value: str, baseline, root: Path,
+                                                                 clean_env: dict[str, str]) -> None:
+    base, outputs, before = baseline
+    files = {p: p.read_bytes() for p in outputs.rglob("*") if p.is_file()}
+    result = run(outputs, root, {**clean_env, variable: value}, "sources.market.kind=csv",
+                 f"sources.market.path={base / 'data' / 'good'}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and variable in result.stderr, result.stderr
+    assert "nothing was written" in result.stderr
+    assert {p: p.read_bytes() for p in outputs.rglob("*") if p.is_file()} == files
+    assert snapshot(outputs) == before

@@ -491,7 +491,10 @@ def test_trade_writes_signals_backtest_and_a_reconciled_paper_book(first_run, ou
     assert (parts - signals["score"]).abs().max() < 1e-12
     assert (signals["weight"] <= 0.25 + 1e-12).all(), "trade.limits.max_position_weight"
     metrics = warehouse.read("backtest_metrics", where={"run_id": "ci-first"})
-    assert set(metrics["strategy"]) == {"signal", "benchmark"} and set(metrics["metric"]) == set(METRICS)
+    assert set(metrics["strategy"]) == {"signal", "benchmark", "sweep:best"}
+    assert set(metrics["metric"]) == {*METRICS, "psr", "dsr", "trials"}
+    selection = metrics[metrics["strategy"] == "signal"].set_index("metric")["value"]
+    assert 0 <= selection["psr"] <= 1 and 0 <= selection["dsr"] <= 1 and selection["trials"] == 16
     assert len(warehouse.read("backtest_sweep", where={"run_id": "ci-first"})) == 16
     orders = warehouse.read("orders")
     held = signals.loc[signals["weight"] > 0, "ticker"]

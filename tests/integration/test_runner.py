@@ -248,6 +248,64 @@ def test_a_run_killed_while_writing_its_record_is_concluded_by_resume(
     assert again.returncode == 2 and "it succeeded" in again.stderr
 
 
+class _SilentMlflow:
+    """An MLflow server that answers its health check and then never answers again."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.release = threading.Event()
+        release = self.release
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.startswith("/health"):
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(b"OK")
+                else:
+                    release.wait(120)
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+def test_sigterm_while_mlflow_does_not_answer_ends_the_run_at_once(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    pipeline = write_pipeline(tmp_path, {"only": {"code": "print('only')"}})
+    outputs = tmp_path / "out"
+    silent = _SilentMlflow()
+    try:
+        process = subprocess.Popen(runner_args(pipeline, outputs, "--run-id", "m"), cwd=root,
+                                   env={**clean_env, "MLFLOW_TRACKING_URI": silent.url},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for((outputs / "runs" / "m" / "manifest.json").is_file, 60)  # past the preflight, waiting on MLflow
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        out, err = process.communicate(timeout=60)
+        elapsed = time.monotonic() - stopped
+    finally:
+        silent.close()
+    assert elapsed < 10, f"SIGTERM took {elapsed:.1f} s"
+    assert process.returncode == 1, out + err
+    assert "stopped while waiting for MLflow" in out and "Traceback" not in out + err, out + err
+    assert manifest(outputs, "m")["status"] != "running"
+
+
 def test_one_active_run_a_busy_lease_and_a_lost_lease(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     started = tmp_path / "started"
     pipeline = write_pipeline(tmp_path, {

@@ -228,3 +228,18 @@ def test_replace_window_leaves_no_row_of_an_earlier_run_inside_the_window(wareho
 def test_read_selected_columns(warehouse: Warehouse) -> None:
     warehouse.upsert("prices", prices(10.0))
     assert list(warehouse.read("prices", columns=["ticker", "date"]).columns) == ["ticker", "date"]
+
+
+def test_an_older_warehouse_gains_the_columns_a_newer_release_declares(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # `prices` as an earlier release created it: no `source` column yet
+        conn.exec_driver_sql("CREATE TABLE prices (ticker VARCHAR(32) NOT NULL, date DATE NOT NULL, "
+                             "close FLOAT, PRIMARY KEY (ticker, date))")
+        conn.exec_driver_sql("INSERT INTO prices (ticker, date, close) VALUES ('NOVA', '2025-01-02', 10.0)")
+    engine.dispose()
+    warehouse = Warehouse(url)
+    warehouse.upsert("prices", prices(11.0, days=2))
+    stored = warehouse.read("prices")
+    assert stored["close"].tolist() == [11.0, 11.0] and stored["source"].tolist() == ["sample", "sample"]
+    warehouse.dispose()

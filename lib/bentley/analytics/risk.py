@@ -34,17 +34,35 @@ Metrics empyrical does not have, and how they are defined here (z = Φ⁻¹(0.05
   monotone for very large |S| or K, so read it next to the historical VaR.
 * var_95_garch: one-day-ahead VaR from a GARCH(1,1) with constant mean and normal errors,
   fitted with `arch` on 100·r (the scale the optimizer expects): (μ + z·σ_{t+1})/100.
+
+Computing a figure is not publishing it. A Sharpe ratio annualized from four daily returns is
+a number (it can read 14), but it says nothing about the strategy, so every figure that is
+written (`risk_metrics`, `backtest_metrics`, KPIs) or shown (sentences, tables) goes through
+`published`: below the minimum number of daily returns for its kind (params
+`risk.min_observations`) the value is NULL and a note says why, e.g. "4 daily returns: too
+few for a Sharpe ratio; 63 needed"; reports print "n/a (that note)".
+
+Selection bias gets its own figures (Bailey & López de Prado):
+
+* PSR, the probabilistic Sharpe ratio (2012): the probability that the true Sharpe ratio
+  exceeds a benchmark SR*, Φ((SR − SR*)·√(n−1) / √(1 − γ3·SR + (γ4−1)/4·SR²)), with SR the
+  per-period (not annualized) Sharpe of the excess returns, γ3 the skewness and γ4 the
+  (Pearson, normal = 3) kurtosis of the returns, both bias-corrected as above.
+* DSR, the deflated Sharpe ratio (2014): the PSR against the Sharpe ratio the best of N
+  skill-free trials would show, SR* = √V·((1−γ)Φ⁻¹(1−1/N) + γΦ⁻¹(1−1/(N·e))), with V the
+  variance of the N trials' per-period Sharpe ratios and γ the Euler–Mascheroni constant.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import ndtri
@@ -54,6 +72,8 @@ from bentley.reporting import md_escape
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
     from matplotlib.figure import Figure
+
+    from bentley.config import MinObservations
 
 #: Metric names, in the order of the wide table's columns and the warehouse rows.
 METRICS: tuple[str, ...] = (
@@ -84,7 +104,38 @@ METRICS: tuple[str, ...] = (
 WINDOW_COLUMNS: tuple[str, ...] = ("n_obs", "window_start", "window_end")
 
 #: Columns of `long_metrics`, the rows of the warehouse table risk_metrics(run_id, scope, metric).
-LONG_COLUMNS: tuple[str, ...] = ("run_id", "scope", "metric", "value", "window_start", "window_end", "n_obs")
+LONG_COLUMNS: tuple[str, ...] = (
+    "run_id", "scope", "metric", "value", "window_start", "window_end", "n_obs", "note",
+)
+
+#: Figures that need a minimum of daily returns to mean anything: metric -> (the kind in
+#: `risk.min_observations`, how a note names the figure). Figures not listed (cumulative return,
+#: a number of trials) are counts or realized outcomes, true at any length.
+PUBLISHED: dict[str, tuple[str, str]] = {
+    "annual_return": ("annualized", "an annual return"),
+    "annual_volatility": ("annualized", "an annual volatility"),
+    "downside_risk": ("annualized", "an annual downside risk"),
+    "sharpe_ratio": ("annualized", "a Sharpe ratio"),
+    "sortino_ratio": ("annualized", "a Sortino ratio"),
+    "calmar_ratio": ("annualized", "a Calmar ratio"),
+    "alpha": ("annualized", "an annual alpha"),
+    "cost_drag": ("annualized", "an annual cost drag"),
+    "max_drawdown": ("drawdown", "a maximum drawdown"),
+    "tail_ratio": ("var", "a tail ratio"),
+    "var_95_historical": ("var", "a 95% VaR"),
+    "cvar_95_historical": ("var", "a 95% CVaR"),
+    "var_99_historical": ("var", "a 99% VaR"),
+    "cvar_99_historical": ("var", "a 99% CVaR"),
+    "var_95_parametric": ("var", "a parametric VaR"),
+    "var_95_cornish_fisher": ("var", "a Cornish-Fisher VaR"),
+    "var_95_garch": ("var", "a GARCH VaR"),
+    "beta": ("estimate", "a beta"),
+    "omega_ratio": ("estimate", "an omega ratio"),
+    "skew": ("estimate", "a skewness"),
+    "kurtosis": ("estimate", "a kurtosis"),
+    "psr": ("estimate", "a probabilistic Sharpe ratio"),
+    "dsr": ("estimate", "a deflated Sharpe ratio"),
+}
 
 #: GARCH(1,1) has four parameters; fewer sessions than this give estimates that mean nothing.
 GARCH_MIN_OBS = 100
@@ -507,31 +558,170 @@ def _window_dates(dates: pd.Index, rows: np.ndarray, scopes: pd.Index) -> pd.Ser
     return picked.where(has)
 
 
-def long_metrics(table: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    """The wide table as warehouse rows: run_id, scope, metric, value, window_start, window_end, n_obs.
+def long_metrics(table: pd.DataFrame, run_id: str, minimums: MinObservations) -> pd.DataFrame:
+    """The wide table as warehouse rows (LONG_COLUMNS), each value as `published` lets it out.
 
     One row per (scope, metric) in METRICS order, the key of risk_metrics(run_id, scope,
-    metric); value is NaN where a metric is undefined (the table keeps the row so a report
-    can say "not computable" rather than silently omitting it).
+    metric). value is NaN where a metric is undefined or rests on fewer daily returns than
+    `minimums` asks for its kind; the row stays (with the reason in `note` for the latter) so
+    a report can say why there is no number rather than silently omitting it.
     """
     missing = [c for c in (*METRICS, *WINDOW_COLUMNS) if c not in table.columns]
     if missing:
         raise ValueError(f"table lacks columns {missing}; pass the output of risk_metrics")
     k, m = len(table), len(METRICS)
-    values = table[list(METRICS)].to_numpy(dtype=np.float64, na_value=np.nan)
-    out = pd.DataFrame(
+    values = table[list(METRICS)].to_numpy(dtype=np.float64, na_value=np.nan).ravel()
+    n_obs = np.repeat(table["n_obs"].to_numpy(dtype=np.int64), m)
+    metrics = np.tile(np.array(METRICS, dtype=object), k)
+    shown = [published(v, int(n), metric, minimums) for v, n, metric in zip(values, n_obs, metrics, strict=True)]
+    return pd.DataFrame(
         {
             "run_id": np.full(k * m, run_id, dtype=object),
             "scope": np.repeat(table.index.astype(str).to_numpy(dtype=object), m),
-            "metric": np.tile(np.array(METRICS, dtype=object), k),
-            "value": values.ravel(),
+            "metric": metrics,
+            "value": np.array([np.nan if v is None else v for v, _ in shown], dtype=np.float64),
             "window_start": np.repeat(table["window_start"].to_numpy(), m),
             "window_end": np.repeat(table["window_end"].to_numpy(), m),
-            "n_obs": np.repeat(table["n_obs"].to_numpy(dtype=np.int64), m),
+            "n_obs": n_obs,
+            "note": np.array([note for _, note in shown], dtype=object),
         }
     )
-    out.loc[~np.isfinite(out["value"]), "value"] = np.nan
-    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing: a figure only where it means something
+
+
+def published(
+    value: float | None, n_obs: int, metric: str, minimums: MinObservations
+) -> tuple[float | None, str | None]:
+    """(value, None) when `metric` may be published on `n_obs` daily returns, else (None, the reason).
+
+    The one place that decides, so the warehouse, the sentences, the tables and the KPIs
+    agree: a metric in PUBLISHED needs `minimums.<its kind>` daily returns; others always
+    pass. A NaN or infinite value is (None, None): undefined, which is not a length problem.
+    """
+    number = None if value is None or not np.isfinite(value) else float(value)
+    rule = PUBLISHED.get(metric)
+    if rule is None:
+        return number, None
+    kind, label = rule
+    needed = int(getattr(minimums, kind))
+    if n_obs >= needed:
+        return number, None
+    returns = "daily return" if n_obs == 1 else "daily returns"
+    return None, f"{n_obs} {returns}: too few for {label}; {needed} needed"
+
+
+def text(value: float | None, note: str | None, spec: str) -> str:
+    """How a published figure reads in a sentence: the number, "n/a (the note)", or "n/a"."""
+    if value is not None and np.isfinite(value):
+        return format(value, spec)
+    return f"n/a ({note})" if note else "n/a"
+
+
+def published_table(rows: pd.DataFrame, index: str, metrics: Sequence[str], digits: int = 4) -> pd.DataFrame:
+    """Warehouse rows (`long_metrics`, `backtest_metrics`) as an `index` x metric table for a report.
+
+    Values are rounded; a NULL value shows as "n/a" (its row's note says why), so a reader
+    never mistakes a missing figure for a blank cell or a zero.
+    """
+    chosen = rows[rows["metric"].isin(metrics)]
+    shown = chosen["value"].round(digits).astype(object).where(chosen["value"].notna(), "n/a")
+    table = chosen.assign(shown=shown).pivot(index=index, columns="metric", values="shown")
+    table.columns.name = None
+    return table.reindex(columns=[m for m in metrics if m in table.columns])
+
+
+def row_text(rows: pd.DataFrame, metric: str, spec: str) -> str:
+    """`text` of one metric among one scope's warehouse rows (n/a when the row is missing)."""
+    match = rows[rows["metric"] == metric]
+    if match.empty:
+        return "n/a"
+    value, note = match["value"].iloc[0], match["note"].iloc[0]
+    return text(None if pd.isna(value) else float(value), note if isinstance(note, str) else None, spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Probabilistic and deflated Sharpe ratios (Bailey & López de Prado 2012, 2014)
+
+
+def sharpe_statistics(returns: pd.DataFrame, risk_free_annual: float) -> pd.DataFrame:
+    """What a PSR needs, per column: n_obs, sharpe (per period, excess of the per-period
+    risk-free rate, ddof=1), skew (G1) and kurtosis (Pearson: G2 + 3), bias-corrected.
+
+    The moments are the risk table's (`skew`, `kurtosis` + 3), from scipy.stats; NaN below 3
+    (skew) or 4 (kurtosis) returns, and for constant returns (no Sharpe ratio either).
+    """
+    from scipy import stats  # ~1 s to import: only when a PSR is asked for
+
+    rf = per_period_rate(risk_free_annual)
+    rows = []
+    for scope in returns.columns:
+        values = returns[scope].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values[np.isfinite(values)]
+        n = values.size
+        std = values.std(ddof=1) if n >= 2 else 0.0
+        varies = std > 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # tiny samples: masked just below
+            skew = float(stats.skew(values, bias=False)) if varies and n >= 3 else np.nan
+            kurt = float(stats.kurtosis(values, fisher=False, bias=False)) if varies and n >= 4 else np.nan
+        sharpe = float((values.mean() - rf) / std) if varies else np.nan
+        rows.append({"n_obs": n, "sharpe": sharpe, "skew": skew, "kurtosis": kurt})
+    return pd.DataFrame(rows, index=returns.columns, columns=["n_obs", "sharpe", "skew", "kurtosis"])
+
+
+def probabilistic_sharpe_ratio(
+    sharpe: npt.ArrayLike, n_obs: npt.ArrayLike, skew: npt.ArrayLike, kurtosis: npt.ArrayLike,
+    benchmark: npt.ArrayLike = 0.0,
+) -> float | np.ndarray:
+    """PSR = Φ((SR − SR*)·√(n−1) / √(1 − γ3·SR + (γ4−1)/4·SR²)), elementwise.
+
+    SR and SR* per period, γ4 the Pearson kurtosis (normal: 3). The Sharpe ratio of a short or
+    fat-tailed sample has a wide sampling distribution; the PSR says how likely the true one
+    is above SR* given that width. NaN when n < 2 or the variance term is not positive (an
+    extreme skew the asymptotic formula cannot handle).
+    """
+    from scipy import stats  # ~1 s to import: only when a PSR is asked for
+
+    sr, n = np.asarray(sharpe, dtype=np.float64), np.asarray(n_obs, dtype=np.float64)
+    g3, g4 = np.asarray(skew, dtype=np.float64), np.asarray(kurtosis, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = 1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr**2
+        z = (sr - np.asarray(benchmark, dtype=np.float64)) * np.sqrt(n - 1.0) / np.sqrt(variance)
+    out = np.where((n >= 2) & (variance > 0), stats.norm.cdf(z), np.nan)
+    return out[()] if out.ndim == 0 else out
+
+
+def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
+    """SR* of the DSR: the per-period Sharpe ratio the best of `n_trials` skill-free trials shows,
+    √V·((1−γ)Φ⁻¹(1−1/N) + γΦ⁻¹(1−1/(N·e))), V the variance of the trials' Sharpe ratios.
+
+    One trial is no selection: 0 (the DSR is then the PSR against 0).
+    """
+    from scipy import stats  # ~1 s to import: only when a DSR is asked for
+
+    if n_trials < 1:
+        raise ValueError(f"need at least one trial, got {n_trials}")
+    if n_trials == 1:
+        return 0.0
+    gamma = np.euler_gamma
+    z = (1.0 - gamma) * stats.norm.ppf(1.0 - 1.0 / n_trials) + gamma * stats.norm.ppf(1.0 - 1.0 / (n_trials * np.e))
+    return float(np.sqrt(sharpe_variance) * z)
+
+
+def deflated_sharpe_ratio(
+    sharpe: npt.ArrayLike, n_obs: npt.ArrayLike, skew: npt.ArrayLike, kurtosis: npt.ArrayLike,
+    n_trials: int, sharpe_variance: float,
+) -> float | np.ndarray:
+    """DSR: the PSR against `expected_max_sharpe(n_trials, sharpe_variance)`, elementwise.
+
+    The best of many backtests looks good by construction; the DSR is the probability that
+    its true Sharpe ratio beats what the luckiest of as many skill-free trials would show.
+    """
+    benchmark = expected_max_sharpe(n_trials, sharpe_variance)
+    return probabilistic_sharpe_ratio(sharpe, n_obs, skew, kurtosis, benchmark)
 
 
 # --------------------------------------------------------------------------------------------
@@ -866,27 +1056,31 @@ def with_portfolios(
     return out, weights
 
 
-def headline_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The metrics a reader looks at first, portfolios on top."""
+def headline_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The published metrics (`long_metrics` rows) a reader looks at first, portfolios on top."""
+    table = published_table(rows, "scope", HEADLINE_METRICS)
     order = sorted(table.index, key=lambda scope: (not str(scope).startswith("portfolio:"), str(scope)))
-    return table.loc[order, [m for m in HEADLINE_METRICS if m in table.columns]].round(4)
+    return table.loc[order]
 
 
-def risk_sentence(table: pd.DataFrame, benchmark: str) -> str:
-    """The holdings portfolio against the benchmark in one sentence (Markdown; names escaped)."""
-    scope = HOLDINGS_SCOPE if HOLDINGS_SCOPE in table.index else EQUAL_SCOPE
-    row = table.loc[scope]
-    bench = table.loc[benchmark] if benchmark in table.index else None
-    versus = (
-        f" (benchmark {md_escape(benchmark)}: Sharpe {bench['sharpe_ratio']:.2f}, "
-        f"max drawdown {bench['max_drawdown']:.1%})"
-        if bench is not None else ""
-    )
+def risk_sentence(rows: pd.DataFrame, benchmark: str) -> str:
+    """The holdings portfolio against the benchmark in one sentence, from the published rows
+    (`long_metrics`): a figure too short to publish reads "n/a (why)". Markdown; names escaped."""
+    scopes = set(rows["scope"])
+    scope = HOLDINGS_SCOPE if HOLDINGS_SCOPE in scopes else EQUAL_SCOPE
+    mine = rows[rows["scope"] == scope]
+    loss = mine.assign(value=-mine["value"])  # VaR is a negative return; the sentence says "loses more than"
+    versus = ""
+    if benchmark in scopes:
+        bench = rows[rows["scope"] == benchmark]
+        versus = (f" (benchmark {md_escape(benchmark)}: Sharpe {row_text(bench, 'sharpe_ratio', '.2f')}, "
+                  f"max drawdown {row_text(bench, 'max_drawdown', '.1%')})")
     return (
-        f"The {scope.split(':')[1].replace('_', '-')} portfolio returned {row['annual_return']:.1%} a year at "
-        f"{row['annual_volatility']:.1%} volatility: Sharpe {row['sharpe_ratio']:.2f}, beta {row['beta']:.2f}, "
-        f"max drawdown {row['max_drawdown']:.1%}, and on 1 day in 20 it loses more than "
-        f"{-row['var_95_historical']:.2%}{versus}."
+        f"The {scope.split(':')[1].replace('_', '-')} portfolio returned {row_text(mine, 'annual_return', '.1%')} "
+        f"a year at {row_text(mine, 'annual_volatility', '.1%')} volatility: Sharpe "
+        f"{row_text(mine, 'sharpe_ratio', '.2f')}, beta {row_text(mine, 'beta', '.2f')}, max drawdown "
+        f"{row_text(mine, 'max_drawdown', '.1%')}, and on 1 day in 20 it loses more than "
+        f"{row_text(loss, 'var_95_historical', '.2%')}{versus}."
     )
 
 

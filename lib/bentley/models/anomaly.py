@@ -14,8 +14,11 @@ Two detectors look at the same three inputs, and a day is flagged when either fi
   input is scaled per ticker with RobustScaler's definition (median, interquartile range) so a
   volatile stock's ordinary days do not crowd out a quiet stock's shocks; then one forest is
   fitted on all tickers' scaled rows, so "unusual" means the same thing across the universe.
-  The scaling and the forest use the whole sample: the forest is an in-sample research
-  diagnostic, not a point-in-time signal (the windowed z-score is the point-in-time one).
+  It is point in time too: every `refit_sessions` sessions a new forest (and scaling) is
+  fitted on the trailing `window` sessions before that refit date and scores the sessions up
+  to the next refit, so a score never changes when later prices do. A forest fitted on the
+  whole sample lets later prices decide how unusual an earlier day looks, and every new day
+  would rewrite past flags.
 
 Inputs come from the feature table (`ret_1d`, the `volume_z_*` column) and prices
 (`range_pct` = (adjusted high − adjusted low) / adjusted close, the adjustment being
@@ -194,19 +197,32 @@ def robust_zscores(
 # IsolationForest
 
 
-def _robust_scale_per_ticker(inputs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """(x − median) / IQR per ticker: sklearn's RobustScaler, fitted on each ticker's rows.
+#: Refit blocks are counted in weekdays from this Monday, so the refit dates stay put whatever
+#: the data's first date is: a history window that moves forward a day does not move them.
+REFIT_EPOCH = np.datetime64("2000-01-03", "D")
+
+#: Most training rows a forest is fitted on, drawn (seeded) from its window. Each tree samples
+#: only 256 rows, and 10,000 rows leave 100 in a 1% tail to set the contamination threshold;
+#: scoring all of a large universe's window (126,000 rows) for that threshold at every refit
+#: would cost more than scoring every day once.
+MAX_FIT_ROWS = 10_000
+
+
+def _ticker_scale(codes: np.ndarray, values: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per ticker code: median and interquartile range of each column, RobustScaler's definition.
 
     Written with groupby instead of one RobustScaler per ticker so it stays vectorized; an
-    IQR of 0 scales by 1, as RobustScaler does, so constant inputs become 0, not NaN.
+    IQR of 0 scales by 1, as RobustScaler does, so a constant input becomes 0, not NaN.
     """
-    data = inputs[columns].astype(np.float64)
-    groups = inputs["ticker"].to_numpy()
-    grouped = data.groupby(groups)
-    median = grouped.transform("median")
-    iqr = (grouped.quantile(0.75) - grouped.quantile(0.25)).reindex(groups)
-    iqr = iqr.mask(iqr == 0.0, 1.0).to_numpy()
-    return (data - median) / iqr
+    grouped = pd.DataFrame(values).groupby(codes)
+    iqr = grouped.quantile(0.75) - grouped.quantile(0.25)
+    return grouped.median(), iqr.mask(iqr == 0.0, 1.0)
+
+
+def _scaled(codes: np.ndarray, values: np.ndarray, scale: tuple[pd.DataFrame, pd.DataFrame]) -> np.ndarray:
+    """(x − median) / IQR with each row's ticker statistics; NaN for a ticker the scale lacks."""
+    median, iqr = scale
+    return (values - median.reindex(codes).to_numpy()) / iqr.reindex(codes).to_numpy()
 
 
 def isolation_forest_scores(
@@ -214,35 +230,69 @@ def isolation_forest_scores(
     columns: Sequence[str],
     contamination: float,
     seed: int,
-    n_estimators: int = 200,
+    *,
+    window: int | None,
+    refit_sessions: int,
+    n_estimators: int = 100,
 ) -> pd.DataFrame:
-    """`if_score` (higher = more anomalous) and `if_flag` per row, aligned to the inputs' index.
+    """`if_score` (higher = more anomalous) and `if_flag` per row, point in time.
 
-    The columns are robust-scaled per ticker (see the module docstring), then one
-    IsolationForest with `random_state=seed` is fitted on all complete rows. if_score is the
-    negated `score_samples` (the forest's own score is lower for anomalies); if_flag is
-    `predict == -1`, i.e. the top `contamination` share of the fitted rows. Rows with a
-    missing input get NaN and False; with fewer than two complete rows nothing is fitted.
+    The sessions (the inputs' distinct dates) are cut into blocks of `refit_sessions`
+    weekdays counted from `REFIT_EPOCH`. Each block gets its own forest, fitted on the complete
+    rows of the `window` sessions before the block's first session (every earlier session when
+    `window` is None): the per-ticker scaling (see the module docstring) comes from those rows,
+    then one IsolationForest with `random_state=seed` on all tickers' scaled rows (at most
+    `MAX_FIT_ROWS`, drawn with `seed`). The block's rows are scored with it: if_score is the
+    negated `score_samples`, if_flag is the forest's `predict == -1` (a score beyond the
+    `contamination` share of its training rows). A score on day t therefore uses nothing after
+    t, and appending or changing later rows leaves it bit-identical.
+
+    100 trees (scikit-learn's and the original paper's default; path lengths settle well
+    before) because there is one forest per block: building a tree costs about 2 ms of Python
+    whatever the data size, which would dominate a small universe's run at 200.
+
+    Unscored (NaN, False): rows with a missing input, rows of a block with fewer than `window`
+    sessions of history before it (the warm-up) or fewer than two training rows, and rows of a
+    ticker with no training rows in its block's window (nothing to scale it by).
     """
-    columns = list(columns)
-    out = pd.DataFrame(
-        {"if_score": np.full(len(inputs), np.nan), "if_flag": np.zeros(len(inputs), dtype=bool)},
-        index=inputs.index,
-    )
+    if refit_sessions < 1:
+        raise ValueError(f"refit_sessions must be >= 1, got {refit_sessions}")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    score, flag = np.full(len(inputs), np.nan), np.zeros(len(inputs), dtype=bool)
     if inputs.empty:
-        return out
-    scaled = _robust_scale_per_ticker(inputs, columns).to_numpy(dtype=np.float64)
-    complete = np.isfinite(scaled).all(axis=1)
-    if complete.sum() < 2:
-        return out
-    forest = IsolationForest(
-        n_estimators=n_estimators, contamination=contamination, random_state=seed
-    )
-    x = scaled[complete]
-    forest.fit(x)
-    out.loc[complete, "if_score"] = -forest.score_samples(x)
-    out.loc[complete, "if_flag"] = forest.predict(x) == -1
-    return out
+        return pd.DataFrame({"if_score": score, "if_flag": flag}, index=inputs.index)
+    values = np.column_stack([_floats(inputs[c]) for c in columns])
+    dates = inputs["date"].to_numpy(dtype="datetime64[D]")
+    codes, _ = pd.factorize(inputs["ticker"], sort=True)
+    order = np.lexsort((codes, dates))  # by date, then ticker: a window or a block is one slice
+    complete = np.isfinite(values).all(axis=1)[order]
+    sessions = np.unique(dates)
+    bounds = np.append(np.searchsorted(dates[order], sessions), len(order))  # rows of session i: bounds[i:i+2]
+    blocks = np.busday_count(REFIT_EPOCH, sessions) // refit_sessions
+    firsts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    for first, stop in zip(firsts, np.append(firsts[1:], len(sessions)), strict=True):
+        if first == 0 or (window is not None and first < window):
+            continue  # the warm-up: no full window of history before this block
+        lo, mid, hi = bounds[0 if window is None else first - window], bounds[first], bounds[stop]
+        train = order[lo:mid][complete[lo:mid]]
+        if train.size < 2:
+            continue
+        scale = _ticker_scale(codes[train], values[train])
+        x_train = _scaled(codes[train], values[train], scale)
+        if len(x_train) > MAX_FIT_ROWS:
+            drawn = np.random.default_rng(seed).choice(len(x_train), MAX_FIT_ROWS, replace=False)
+            x_train = x_train[np.sort(drawn)]
+        forest = IsolationForest(n_estimators=n_estimators, contamination=contamination, random_state=seed)
+        forest.fit(x_train)
+        rows = order[mid:hi][complete[mid:hi]]
+        x = _scaled(codes[rows], values[rows], scale)
+        scaled = np.isfinite(x).all(axis=1)  # False for a ticker absent from the training window
+        if scaled.any():
+            raw = forest.score_samples(x[scaled])
+            score[rows[scaled]] = -raw
+            flag[rows[scaled]] = raw - forest.offset_ < 0  # IsolationForest.predict's rule, one scoring pass
+    return pd.DataFrame({"if_score": score, "if_flag": flag}, index=inputs.index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,6 +307,7 @@ def detect_anomalies(
     contamination: float = 0.01,
     seed: int = 0,
     window: int | None = 252,
+    refit_sessions: int = 126,
 ) -> pd.DataFrame:
     """Both detectors on every complete (ticker, date): one row per row of `anomaly_inputs`.
 
@@ -264,7 +315,10 @@ def detect_anomalies(
     (NaN when none has: warm-up rows, MAD 0); z_flag is max_abs_z >= z_threshold; flag is
     z_flag or if_flag and `method` names which fired ("both", "robust_z",
     "isolation_forest", "none"). With the default window, a ticker's first window − 1 rows
-    have no z-score: its z-flags start once a full trailing year is available.
+    have no z-score: its z-flags start once a full trailing year is available; the forest
+    scores from the first refit block with `window` sessions before it (see
+    `isolation_forest_scores`). With a window, every column of a row depends only on data up
+    to its date.
     """
     inputs = anomaly_inputs(features, prices)
     z = robust_zscores(inputs, INPUT_COLUMNS, window=window)
@@ -272,7 +326,9 @@ def detect_anomalies(
     out = pd.concat([inputs, z], axis=1)
     out["max_abs_z"] = z.abs().max(axis=1, skipna=True)
     out["z_flag"] = (out["max_abs_z"] >= z_threshold).to_numpy(dtype=bool)
-    forest = isolation_forest_scores(inputs, INPUT_COLUMNS, contamination, seed)
+    forest = isolation_forest_scores(
+        inputs, INPUT_COLUMNS, contamination, seed, window=window, refit_sessions=refit_sessions
+    )
     out["if_score"] = forest["if_score"]
     out["if_flag"] = forest["if_flag"].to_numpy(dtype=bool)
     out["flag"] = out["z_flag"] | out["if_flag"]

@@ -7,9 +7,12 @@ window and the latest sessions. A drop beyond `ml.monitoring.max_degradation` wr
 `retraining_required` to `model_monitoring`; the scheduler reacts by running `train` with
 `ml.retrain=true`. Training happens when asked (`ml.retrain`) or when there is no champion
 yet. Each candidate is cross-validated, fitted, registered as a version; the best mean CV
-candidate becomes the challenger and meets the champion on the same holdout rows
-(`bentley.models.registry.decide`). Predictions always come from the champion after the
-decision, so the optimize and trade stages read one model's view per run.
+candidate becomes the challenger. Its holdout score is then put to the test (`Evidence`): its
+own class refitted on shuffled training labels `ml.promotion.permutations` times gives the
+p-value and the leakage control, a block bootstrap of the holdout the interval, and the
+holdout's majority-class rate the accuracy floor; the champion is measured the same way on
+the same rows, and `bentley.models.registry.decide` decides. Predictions always come from the
+champion after the decision, so the optimize and trade stages read one model's view per run.
 
 Models are point in time. Every version records `data_as_of`, the logical date of the run
 that trained it (the last date whose data it could see), and a run for date D only ever
@@ -31,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from bentley.models import prediction, registry, splits
 from bentley.monitoring import drift
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from sklearn.pipeline import Pipeline
 
     from bentley.tracking import ModelStore, RegisteredVersion
 
@@ -89,10 +94,21 @@ def training_data(
     frame = prediction.model_frame(features, prices, sentiment, horizon=ml.horizon, exclude=[benchmark])
     labelled = np.sort(frame.loc[frame["label"].notna(), "date"].unique())
     walk_forward = splits.purged_walk_forward(
-        labelled, n_folds=ml.n_folds, horizon=ml.horizon, embargo=ml.embargo,
-        holdout_sessions=ml.holdout_sessions, min_train_sessions=ml.min_train_sessions,
+        labelled, refit_every_months=ml.refit_every_months, min_folds=ml.min_folds, horizon=ml.horizon,
+        embargo=ml.embargo, holdout_sessions=ml.holdout_sessions, min_train_sessions=ml.min_train_sessions,
     )
     return TrainingData(frame=frame, feature_cols=prediction.feature_names(frame), walk_forward=walk_forward)
+
+
+def dataset_sentence(data: TrainingData) -> str:
+    """The dataset in one sentence, ending with the accuracy any model must beat on the holdout."""
+    labels = data.frame["label"]
+    holdout = data.rows(data.walk_forward.holdout.test)["label"]
+    rate, up = prediction.majority_rate(holdout)
+    return (f"{len(data.feature_cols)} inputs, {data.frame['ticker'].nunique()} tickers, {int(labels.notna().sum()):,} "
+            f"labelled rows; the label is up on {labels.mean():.1%} of them. On the {len(holdout):,} holdout rows, "
+            f"always predicting '{'up' if up else 'down'}' is right {rate:.1%} of the time: the accuracy any model "
+            "must beat.")
 
 
 def split_table(data: TrainingData) -> pd.DataFrame:
@@ -347,8 +363,8 @@ def register_candidates(
     return versions
 
 
-def score_on_holdout(model: Any, champion: RegisteredVersion, data: TrainingData) -> tuple[dict[str, float] | None, str | None]:
-    """The champion's metrics on this run's holdout rows, or why it cannot be fairly scored."""
+def score_on_holdout(model: Any, champion: RegisteredVersion, data: TrainingData) -> tuple[pd.DataFrame | None, str | None]:
+    """The champion's predictions on this run's holdout rows, or why it cannot be fairly scored."""
     features = champion.tags[FEATURES_TAG].split(",")
     missing = sorted(set(features) - set(data.frame.columns))
     if missing:
@@ -357,18 +373,46 @@ def score_on_holdout(model: Any, champion: RegisteredVersion, data: TrainingData
     if trained_until >= data.holdout_start:
         return None, (f"champion {champion.label} was trained on data up to {trained_until:%Y-%m-%d}, inside this "
                       f"holdout (from {data.holdout_start:%Y-%m-%d}); a backfill cannot judge it fairly")
-    return prediction.classification_metrics(_scored(model, data.rows(data.walk_forward.holdout.test), features)), None
+    return _scored(model, data.rows(data.walk_forward.holdout.test), features), None
+
+
+def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFrame, data: TrainingData,
+                     ml: Any) -> registry.Evidence:
+    """A model's holdout predictions `scored`, and what it takes to believe them.
+
+    `template` is the model's unfitted pipeline (its class, hyperparameters and seed): it is
+    refitted on this run's holdout training rows with shuffled labels, so the p-value
+    compares the model with no-information models of its own class on the same rows. Only
+    the final training window is refitted, not every fold: that is the window the holdout
+    is scored from, and it keeps the refits affordable.
+    """
+    settings = ml.promotion
+    rate, up = prediction.majority_rate(scored["label"])
+    return registry.Evidence(
+        metric=settings.metric,
+        metrics=prediction.classification_metrics(scored),
+        null=prediction.shuffled_label_scores(
+            data.frame, features, template, data.walk_forward.holdout, settings.metric,
+            permutations=settings.permutations, seed=ml.seed,
+        ),
+        ci=prediction.bootstrap_interval(scored, settings.metric, block_sessions=ml.horizon,
+                                         resamples=settings.bootstrap, confidence=settings.confidence, seed=ml.seed),
+        confidence=settings.confidence,
+        majority_rate=rate,
+        majority_up=up,
+        model_class=type(template[-1]).__name__,
+    )
 
 
 @dataclass
 class Outcome:
     """The A/B decision of one training run, in the shapes the report and warehouse need."""
 
-    decision: registry.Decision
+    decision: registry.Decision  # with both models' evidence
     candidate: str  # the challenger's name in ml.models
     challenger: RegisteredVersion
     champion: RegisteredVersion | None  # this run's champion, before the decision
-    table: pd.DataFrame  # both models' holdout metrics and the gates
+    table: pd.DataFrame  # both models' holdout metrics, evidence and what promotion requires
     row: pd.DataFrame  # one row of model_decisions
 
 
@@ -376,23 +420,27 @@ def promote(
     store: ModelStore, results: Mapping[str, prediction.CandidateResult], versions: Mapping[str, RegisteredVersion],
     choice: ChampionChoice, champion_model: Any, data: TrainingData, ml: Any, run_id: str,
 ) -> Outcome:
-    """Best CV candidate vs this run's champion on the same holdout; tags (and aliases, for the
-    latest date) follow the decision."""
+    """Best CV candidate vs this run's champion on the same holdout, each with its evidence;
+    tags (and aliases, for the latest date) follow the decision."""
     champion = choice.version
     name = registry.pick_challenger({n: r.fold_metrics for n, r in results.items()}, ml.promotion.metric)
-    challenger, challenger_metrics = versions[name], results[name].holdout_metrics
-    champion_metrics, unfit = (None, None) if champion is None else score_on_holdout(champion_model, champion, data)
-    decision = registry.decide(
-        challenger_metrics, champion_metrics, metric=ml.promotion.metric, margin=ml.promotion.margin,
-        gates=ml.promotion.gates, champion_unfit=unfit,
-    )
+    result, challenger = results[name], versions[name]
+    evidence = holdout_evidence(prediction.build_estimator(name, result.spec, seed=ml.seed), data.feature_cols,
+                                result.holdout_predictions, data, ml)
+    champion_evidence, unfit = None, None
+    if champion is not None:
+        scored, unfit = score_on_holdout(champion_model, champion, data)
+        if scored is not None:
+            champion_evidence = holdout_evidence(clone(champion_model), champion.tags[FEATURES_TAG].split(","),
+                                                 scored, data, ml)
+    decision = registry.decide(evidence, champion_evidence, promotion=ml.promotion, champion_unfit=unfit)
     apply_decision(store, decision, ml.registered_model, challenger, choice)
     row = pd.DataFrame([{
         "run_id": run_id, "model_name": ml.registered_model, "challenger_version": challenger.version,
         "champion_version": None if champion is None else champion.version, **decision.as_row(),
         "decided_at": dt.datetime.now(dt.UTC),
     }])
-    table = decision_table(challenger, champion, challenger_metrics, champion_metrics, ml.promotion.gates)
+    table = decision_table(decision, challenger, champion, ml.promotion)
     return Outcome(decision=decision, candidate=name, challenger=challenger, champion=champion, table=table, row=row)
 
 
@@ -403,12 +451,23 @@ def apply_decision(store: ModelStore, decision: registry.Decision, model_name: s
     A promoted version gets `promoted_for` (the run's logical date), which is what a backdated
     run later looks for. Tags go first and name the champion being replaced, so
     `registry.mark_crashed_versions` can put it back if the run dies before its outputs exist.
+    The evidence goes with them: whoever loads the version can see how far its score was
+    from luck.
     """
+    evidence = decision.challenger
     tags = {
         "promotion_decision": "promoted" if decision.promoted else "rejected",
         "promotion_reason": decision.reason,
+        "promotion_verdict": decision.verdict,
         "promotion_metric": decision.metric,
         "promotion_champion_value": "" if decision.champion_value is None else f"{decision.champion_value:.6g}",
+        "promotion_holdout_rows": str(evidence.rows),
+        "promotion_p_value": f"{evidence.p_value:.6g}",
+        "promotion_permutations": str(evidence.null.size),
+        "promotion_ci_lower": f"{evidence.ci[0]:.6g}",
+        "promotion_ci_upper": f"{evidence.ci[1]:.6g}",
+        "promotion_confidence": f"{evidence.confidence:g}",
+        "promotion_majority_rate": f"{evidence.majority_rate:.6g}",
     }
     if decision.promoted:
         tags[PROMOTED_FOR_TAG] = f"{choice.as_of:%Y-%m-%d}"
@@ -422,17 +481,48 @@ def apply_decision(store: ModelStore, decision: registry.Decision, model_name: s
         store.set_alias(model_name, registry.CHAMPION, challenger.version)
 
 
-def decision_table(challenger: RegisteredVersion, champion: RegisteredVersion | None,
-                   challenger_metrics: Mapping[str, float], champion_metrics: Mapping[str, float] | None,
-                   gates: Mapping[str, float]) -> pd.DataFrame:
-    """Side by side on the same holdout: both models' metrics and the gates."""
+#: Rows `decision_table` adds below the metrics: the evidence, named as in `model_decisions`.
+EVIDENCE_ROWS: tuple[str, ...] = ("holdout_rows", "p_value", "ci_lower", "ci_upper", "majority_rate")
+
+
+def decision_table(decision: registry.Decision, challenger: RegisteredVersion, champion: RegisteredVersion | None,
+                   promotion: Any) -> pd.DataFrame:
+    """Side by side on the same holdout: both models' metrics and evidence, and what promotion requires."""
     metrics = [m for m in prediction.METRIC_NAMES if m != "n"]
+
+    def column(evidence: registry.Evidence | None) -> list[float]:
+        if evidence is None:
+            return [math.nan] * (len(metrics) + len(EVIDENCE_ROWS))
+        return [*(evidence.metrics.get(m, math.nan) for m in metrics), float(evidence.rows), evidence.p_value,
+                *evidence.ci, evidence.majority_rate]
+
+    no_skill = decision.challenger.no_skill
+    required = {m: f">= {minimum:g}" for m, minimum in promotion.gates.items()}
+    if promotion.beat_majority:
+        required["accuracy"] = " and ".join(filter(None, [required.get("accuracy"), "> majority_rate"]))
+    required.update({
+        "holdout_rows": f">= {promotion.min_holdout_rows}",
+        "p_value": f"<= {promotion.max_p_value:g}",
+        "ci_lower": f"> {no_skill:.4g}" if promotion.ci_lower_above_no_skill else "",
+    })
     return pd.DataFrame({
-        f"challenger {challenger.label}": [challenger_metrics.get(m, math.nan) for m in metrics],
-        ("champion " + champion.label) if champion is not None else "champion (none)": [
-            (champion_metrics or {}).get(m, math.nan) for m in metrics],
-        "gate (minimum)": [gates.get(m, math.nan) for m in metrics],
-    }, index=pd.Index(metrics, name="metric"))
+        f"challenger {challenger.label}": column(decision.challenger),
+        ("champion " + champion.label) if champion is not None else "champion (none)": column(decision.champion),
+        "required": [required.get(m, "") for m in [*metrics, *EVIDENCE_ROWS]],
+    }, index=pd.Index([*metrics, *EVIDENCE_ROWS], name="metric"))
+
+
+def control_sentence(outcome: Outcome) -> str:
+    """The shuffled-label control of the challenger's own class, for the report."""
+    evidence = outcome.decision.challenger
+    low, high = np.percentile(evidence.null, [5, 95])
+    metric = evidence.metric
+    return (f"{evidence.model_class} (the class of the challenger, `{outcome.candidate}`) refitted "
+            f"{evidence.null.size} times on shuffled training labels: mean holdout {metric} "
+            f"{evidence.null.mean():.3f}, 5–95% of the refits between {low:.3f} and {high:.3f}; no information "
+            f"scores {evidence.no_skill:.3f}. A mean clearly above that means information reaches the model "
+            f"another way than through the labels. The challenger's {evidence.value:.3f} is matched or beaten by "
+            f"{evidence.reached} of them (p = {evidence.p_value:.2g}).")
 
 
 # --------------------------------------------------------------------------- predictions
@@ -469,10 +559,13 @@ def latest_predictions(model: Any, champion: RegisteredVersion, data: TrainingDa
 def walk_forward_predictions(
     result: prediction.CandidateResult, version: RegisteredVersion, ml: Any, run_id: str
 ) -> pd.DataFrame:
-    """A candidate's out-of-sample probabilities (CV folds and holdout) under its registered version.
+    """A candidate's walk-forward probabilities (every calendar refit's block, through the
+    holdout) under its registered version.
 
     The trade stage backtests the champion's signal on these: each row comes from a model
-    that never saw that session, so the backtest does not grade the model on its homework.
+    that never saw that session, so the backtest does not grade the model on its homework,
+    and from a refit on a calendar date, so the row is the same whichever later day the
+    stage runs for.
     """
     rows = result.out_of_sample
     return pd.DataFrame({
@@ -548,6 +641,27 @@ def fold_chart(results: Mapping[str, prediction.CandidateResult], metric: str) -
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--", label="coin flip")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per purged walk-forward fold and on the holdout")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def noise_chart(outcome: Outcome) -> Figure:
+    """The shuffled-label refits' holdout metric as a histogram, with the challenger's (and the
+    champion's) value on it: how far from no-information models each one stands."""
+    import matplotlib.pyplot as plt
+
+    evidence, champion = outcome.decision.challenger, outcome.decision.champion
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(evidence.null, bins=min(30, max(5, evidence.null.size // 4)), color="lightgrey", edgecolor="grey",
+            label=f"{evidence.model_class} on shuffled labels")
+    ax.axvline(evidence.value, color="tab:blue", linewidth=2, label=f"challenger {outcome.challenger.label}")
+    if champion is not None and outcome.champion is not None:
+        ax.axvline(champion.value, color="tab:orange", linewidth=2, linestyle="--",
+                   label=f"champion {outcome.champion.label}")
+    ax.set_xlabel(f"holdout {evidence.metric}")
+    ax.set_ylabel("refits")
+    ax.set_title(f"Holdout {evidence.metric} against models that learned nothing (p = {evidence.p_value:.2g})")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig

@@ -19,8 +19,16 @@ changes; each is wrapped in a pipeline (median imputation of the warm-up NaN, th
 standardisation) so every classifier sees the same inputs and a linear model's coefficients
 are comparable. Metrics cover classification quality (accuracy, AUC, log loss) and what a
 trader cares about: whether the ranking by predicted probability separates winners from
-losers (long-short hit rate, information coefficients). The shuffled-label control refits
-with labels permuted: its AUC must sit at 0.5, or the pipeline leaks.
+losers (long-short hit rate, information coefficients).
+
+Two questions decide whether a holdout score means anything. Could a model that learned
+nothing have scored as well? `shuffled_label_scores` refits the candidate's own class on
+permuted training labels many times and scores each refit on the true holdout labels: the
+distribution a no-information model of that class reaches on those very rows (its centre
+must sit at the no-skill value, or information leaks in another way than the labels).
+How much would the score move on other, similar sessions? `bootstrap_interval` resamples
+the holdout in blocks of sessions. `majority_rate` is the accuracy of always predicting
+the more common label, the accuracy any model must beat.
 
 Work is done on one float64 matrix per call and boolean row masks; no per-row Python.
 """
@@ -29,14 +37,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
@@ -45,7 +53,6 @@ from sklearn.metrics import (
     log_loss,
     precision_score,
     recall_score,
-    roc_auc_score,
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -245,16 +252,10 @@ def _design(x: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(x, columns=list(columns), copy=False)
 
 
-def _fit(
-    name: str,
-    spec: Mapping[str, Any],
-    x: np.ndarray,
-    y: np.ndarray,
-    columns: Sequence[str],
-    seed: int,
-    split: str,
-) -> Pipeline:
-    """A fresh pipeline fitted on (x, y), step by step; a single-class training set is an error.
+def _fit(template: Pipeline, x: np.ndarray, y: np.ndarray, columns: Sequence[str], where: str) -> Pipeline:
+    """A fresh clone of `template` (a `build_estimator` pipeline) fitted on (x, y), step by step.
+
+    A single-class training set is an error naming `where` (the split and the model).
 
     The steps end up exactly as `Pipeline.fit` leaves them, faster: SimpleImputer's median
     goes through numpy masked arrays (about 6 s on a million rows of 35 columns, as long as
@@ -264,17 +265,21 @@ def _fit(
     fitted on the imputed rows as the pipeline would.
     """
     if np.unique(y).size < 2:
-        raise ValueError(
-            f"{split} of model {name!r}: {y.size} training rows hold fewer than two classes"
-        )
-    model = build_estimator(name, spec, seed=seed)
-    impute, scale, estimator = (step for _, step in model.steps)
+        raise ValueError(f"{where}: {y.size} training rows hold fewer than two classes")
+    model = clone(template)
+    estimator = model[-1]
+    estimator.fit(_fit_inputs(model, x, columns), y)
+    return model
+
+
+def _fit_inputs(model: Pipeline, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    """Fit the pipeline's imputer and scaler on x (see `_fit`); x as the classifier sees it."""
+    impute, scale = model[0], model[1]
     with warnings.catch_warnings():  # an all-NaN column has no median: the imputer gives it 0
         warnings.simplefilter("ignore", RuntimeWarning)
         medians = np.nanmedian(x, axis=0)
     impute.fit(_design(medians[np.newaxis, :], columns))
-    estimator.fit(scale.fit_transform(impute.transform(_design(x, columns))), y)
-    return model
+    return scale.fit_transform(impute.transform(_design(x, columns)))
 
 
 def _proba_up(model: Pipeline, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
@@ -319,6 +324,71 @@ def _correlation(x: np.ndarray, y: np.ndarray, method: Any) -> float:
     return float(method(x, y).statistic)
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """The rows a metric can use (label, proba and fwd_return all known), as arrays."""
+
+    y: np.ndarray  # int64 labels
+    proba: np.ndarray
+    fwd_return: np.ndarray
+    dates: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Scored:
+        label, proba = _floats(frame["label"]), _floats(frame["proba"])
+        fwd_return = _floats(frame["fwd_return"])
+        keep = np.isfinite(label) & np.isfinite(proba) & np.isfinite(fwd_return)
+        return cls(label[keep].astype(np.int64), proba[keep], fwd_return[keep], frame["date"].to_numpy()[keep])
+
+    def take(self, index: np.ndarray) -> _Scored:
+        return _Scored(self.y[index], self.proba[index], self.fwd_return[index], self.dates[index])
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return (self.proba >= 0.5).astype(np.int64)
+
+    @property
+    def some(self) -> bool:
+        return self.y.size > 0
+
+    @property
+    def both(self) -> bool:
+        return np.unique(self.y).size == 2
+
+
+_NAN = float("nan")
+
+
+def _roc_auc(scored: _Scored) -> float:
+    """ROC AUC as the Mann-Whitney statistic on ranks: sklearn's `roc_auc_score` value (a tie
+    counts half), without its input checks, which cost milliseconds a call and this runs
+    thousands of times in the permutation and bootstrap loops."""
+    if not scored.both:
+        return _NAN
+    ranks = stats.rankdata(scored.proba)
+    up = scored.y == 1
+    n_up = int(up.sum())
+    n_down = scored.y.size - n_up
+    return float((ranks[up].sum() - n_up * (n_up + 1) / 2) / (n_up * n_down))
+
+
+#: How each of `METRIC_NAMES` is computed; NaN where the rows cannot define it.
+_METRICS: dict[str, Callable[[_Scored], float]] = {
+    "accuracy": lambda s: float(accuracy_score(s.y, s.predicted)) if s.some else _NAN,
+    "balanced_accuracy": lambda s: float(balanced_accuracy_score(s.y, s.predicted)) if s.both else _NAN,
+    "precision": lambda s: float(precision_score(s.y, s.predicted, zero_division=np.nan)) if s.some else _NAN,
+    "recall": lambda s: float(recall_score(s.y, s.predicted, zero_division=np.nan)) if s.some else _NAN,
+    "roc_auc": _roc_auc,
+    "log_loss": lambda s: (
+        float(log_loss(s.y, np.clip(s.proba, _PROBA_EPS, 1.0 - _PROBA_EPS), labels=[0, 1])) if s.some else _NAN
+    ),
+    "hit_rate": lambda s: _long_short_hit_rate(s.dates, s.proba, s.fwd_return),
+    "ic": lambda s: _correlation(s.proba, s.fwd_return, stats.pearsonr),
+    "rank_ic": lambda s: _correlation(s.proba, s.fwd_return, stats.spearmanr),
+    "n": lambda s: float(s.y.size),
+}
+
+
 def classification_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """Quality of predicted probabilities `proba` against `label` and `fwd_return`, by `date`.
 
@@ -329,29 +399,13 @@ def classification_metrics(frame: pd.DataFrame) -> dict[str, float]:
     balanced accuracy with one class, precision without a positive prediction, anything on
     no rows) is NaN.
     """
-    label, proba = _floats(frame["label"]), _floats(frame["proba"])
-    fwd_return = _floats(frame["fwd_return"])
-    keep = np.isfinite(label) & np.isfinite(proba) & np.isfinite(fwd_return)
-    y, p, fwd_return = label[keep].astype(np.int64), proba[keep], fwd_return[keep]
-    predicted = (p >= 0.5).astype(np.int64)
-    nan = float("nan")
-    some, both = y.size > 0, np.unique(y).size == 2
-    return {
-        "accuracy": float(accuracy_score(y, predicted)) if some else nan,
-        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)) if both else nan,
-        "precision": float(precision_score(y, predicted, zero_division=np.nan)) if some else nan,
-        "recall": float(recall_score(y, predicted, zero_division=np.nan)) if some else nan,
-        "roc_auc": float(roc_auc_score(y, p)) if both else nan,
-        "log_loss": (
-            float(log_loss(y, np.clip(p, _PROBA_EPS, 1.0 - _PROBA_EPS), labels=[0, 1]))
-            if some
-            else nan
-        ),
-        "hit_rate": _long_short_hit_rate(frame["date"].to_numpy()[keep], p, fwd_return),
-        "ic": _correlation(p, fwd_return, stats.pearsonr),
-        "rank_ic": _correlation(p, fwd_return, stats.spearmanr),
-        "n": float(y.size),
-    }
+    scored = _Scored.of(frame)
+    return {name: _METRICS[name](scored) for name in METRIC_NAMES}
+
+
+def metric_value(frame: pd.DataFrame, metric: str) -> float:
+    """One of `classification_metrics`, computed alone (the permutation and bootstrap loops)."""
+    return _METRICS[metric](_Scored.of(frame))
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,8 +422,9 @@ class CandidateResult:
     fold_metrics: pd.DataFrame  # one row per fold: split, then METRIC_NAMES
     holdout_metrics: dict[str, float]
     holdout_predictions: pd.DataFrame  # PREDICTION_COLUMNS
-    # Every fold's test rows and the holdout, each predicted by a model trained only on
-    # earlier, purged sessions: the point-in-time record a backtest of the model can use.
+    # Every session from the first calendar refit on (the holdout's included), each predicted
+    # by the refit before it, trained only on earlier, purged sessions: the point-in-time
+    # record a backtest of the model can use, unchanged when later data arrives.
     out_of_sample: pd.DataFrame  # PREDICTION_COLUMNS
     train_start: pd.Timestamp  # first and last date of the final model's training rows
     train_end: pd.Timestamp
@@ -391,17 +446,12 @@ def _labelled(frame: pd.DataFrame, feature_cols: Sequence[str]) -> _Labelled:
 
 
 def _fit_and_score(
-    data: _Labelled,
-    feature_cols: Sequence[str],
-    name: str,
-    spec: Mapping[str, Any],
-    split: Split,
-    seed: int,
+    data: _Labelled, feature_cols: Sequence[str], name: str, template: Pipeline, split: Split
 ) -> tuple[Pipeline, pd.DataFrame, np.ndarray]:
     """Fit on the split's training dates; predictions on its test dates; the training mask."""
     dates = data.rows["date"]
     train, test = rows_in(dates, split.train), rows_in(dates, split.test)
-    model = _fit(name, spec, data.x[train], data.y[train], feature_cols, seed, split.name)
+    model = _fit(template, data.x[train], data.y[train], feature_cols, f"{split.name} of model {name!r}")
     predictions = data.rows.loc[test, ["ticker", "date", "label", "fwd_return"]]
     predictions.insert(3, "proba", _proba_up(model, data.x[test], feature_cols))
     return model, predictions.reset_index(drop=True), train
@@ -416,21 +466,26 @@ def evaluate_candidate(
     *,
     seed: int,
 ) -> CandidateResult:
-    """Purged walk-forward CV of one candidate, then its final fit and holdout test.
+    """Walk-forward predictions and CV metrics of one candidate, then its final fit and holdout test.
 
-    Each fold fits a fresh pipeline on the labelled rows of its training dates and scores
-    its test dates; the final model is fitted on the holdout's training dates (the whole CV
+    Each calendar refit fits a fresh pipeline on the labelled rows of its training dates and
+    predicts its block of sessions; a fold is a refit cut at the end of the CV region (same
+    training dates, so the same model), so its metrics are those predictions on the fold's
+    test dates. The final model is fitted on the holdout's training dates (the whole CV
     region) and scored once on the holdout. Rows without a label are never used.
     """
     data = _labelled(frame, feature_cols)
-    fold_rows, fold_predictions = [], []
-    for split in walk_forward.folds:
-        _, predictions, _ = _fit_and_score(data, feature_cols, name, spec, split, seed)
-        fold_rows.append({"split": split.name, **classification_metrics(predictions)})
-        fold_predictions.append(predictions)
-    model, holdout, train = _fit_and_score(
-        data, feature_cols, name, spec, walk_forward.holdout, seed
+    template = build_estimator(name, spec, seed=seed)
+    out_of_sample = pd.concat(
+        [_fit_and_score(data, feature_cols, name, template, refit)[1] for refit in walk_forward.refits],
+        ignore_index=True,
     )
+    predicted_dates = out_of_sample["date"]
+    fold_rows = [
+        {"split": fold.name, **classification_metrics(out_of_sample[rows_in(predicted_dates, fold.test)])}
+        for fold in walk_forward.folds
+    ]
+    model, holdout, train = _fit_and_score(data, feature_cols, name, template, walk_forward.holdout)
     train_dates = data.rows.loc[train, "date"]
     return CandidateResult(
         name=name,
@@ -439,45 +494,107 @@ def evaluate_candidate(
         fold_metrics=pd.DataFrame(fold_rows, columns=["split", *METRIC_NAMES]),
         holdout_metrics=classification_metrics(holdout),
         holdout_predictions=holdout,
-        out_of_sample=pd.concat([*fold_predictions, holdout], ignore_index=True),
+        out_of_sample=out_of_sample,
         train_start=pd.Timestamp(train_dates.min()),
         train_end=pd.Timestamp(train_dates.max()),
     )
 
 
-def shuffled_label_auc(
+# --------------------------------------------------------------------------------------------
+# How far a holdout score can be trusted
+
+
+def shuffled_label_scores(
     frame: pd.DataFrame,
     feature_cols: Sequence[str],
-    spec: Mapping[str, Any],
-    walk_forward: WalkForward,
+    template: Pipeline,
+    split: Split,
+    metric: str,
     *,
+    permutations: int,
     seed: int,
-) -> float:
-    """Holdout AUC of the model refitted on permuted training labels: the leakage control.
+) -> np.ndarray:
+    """`metric` on the split's test rows of `template` refitted on shuffled training labels.
 
-    The labels of the holdout's training rows are shuffled (seeded), the features kept, so
-    any real link between inputs and labels is destroyed. Scored against the true holdout
-    labels the AUC must be about 0.5; clearly above means information reaches the model by
-    another way than the labels (a leaking feature, overlapping train/test windows).
+    Each of the `permutations` refits (labels permuted with a generator seeded by `seed`,
+    features kept) has every link between inputs and labels destroyed, yet keeps the class,
+    its hyperparameters and seed, the training rows and the true test labels: the scores
+    are what a model of this class that learned nothing reaches on these very rows. Their
+    centre must sit at the no-skill value, or information reaches the model another way
+    than through the labels (a leaking feature, overlapping windows); the share of them at
+    or above a model's own score is its permutation p-value.
+
+    Only the training labels are shuffled: sklearn's `permutation_test_score` shuffles the
+    test labels too, and scipy's `permutation_test` tests the statistic of its own refit
+    on the true labels, while the value under test may come from a model fitted on another
+    window (a champion).
+
+    The imputer and scaler never see a label, so they are fitted once and only the
+    classifier is refitted per permutation: the same models `_fit` would give, at the cost
+    of the classifier alone.
     """
     data = _labelled(frame, feature_cols)
     dates = data.rows["date"]
-    train = rows_in(dates, walk_forward.holdout.train)
-    test = rows_in(dates, walk_forward.holdout.test)
-    shuffled = np.random.default_rng(seed).permutation(data.y[train])
-    model = _fit(
-        "shuffled_label_control",
-        spec,
-        data.x[train],
-        shuffled,
-        feature_cols,
-        seed,
-        "holdout (shuffled labels)",
-    )
-    y = data.y[test]
-    if np.unique(y).size < 2:
-        return float("nan")
-    return float(roc_auc_score(y, _proba_up(model, data.x[test], feature_cols)))
+    train, test = rows_in(dates, split.train), rows_in(dates, split.test)
+    y_train = data.y[train]
+    if np.unique(y_train).size < 2:
+        raise ValueError(f"{split.name} (shuffled labels): {y_train.size} training rows hold fewer than two classes")
+    inputs = clone(template)
+    z_train = _fit_inputs(inputs, data.x[train], feature_cols)
+    z_test = inputs[:-1].transform(_design(data.x[test], feature_cols))
+    rows = data.rows.loc[test, ["date", "label", "fwd_return"]].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    scores = np.empty(permutations)
+    for i in range(permutations):
+        classifier = clone(template[-1]).fit(z_train, rng.permutation(y_train))
+        proba = classifier.predict_proba(z_test)[:, list(classifier.classes_).index(1.0)]
+        scores[i] = metric_value(rows.assign(proba=proba), metric)
+    return scores
+
+
+def bootstrap_interval(
+    frame: pd.DataFrame, metric: str, *, block_sessions: int, resamples: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of `metric` over the scored rows resampled in blocks of sessions.
+
+    Rows are not independent draws: the tickers of one session share the market's move, and
+    a label over `horizon` sessions overlaps its neighbours'. So whole blocks of
+    `block_sessions` consecutive sessions (pass the horizon), all tickers together, are
+    drawn with replacement (scipy.stats.bootstrap over the block numbers). NaN when fewer
+    than two blocks exist, or when a resample cannot define the metric (one class only):
+    then nothing trustworthy can be said.
+    """
+    scored = _Scored.of(frame)
+    sessions, _ = pd.factorize(scored.dates, sort=True)
+    blocks = sessions // block_sessions
+    members = [np.flatnonzero(blocks == b) for b in range(int(blocks.max(initial=-1)) + 1)]
+    if len(members) < 2:
+        return _NAN, _NAN
+
+    def statistic(chosen: np.ndarray) -> float:
+        return _METRICS[metric](scored.take(np.concatenate([members[int(b)] for b in chosen])))
+
+    with warnings.catch_warnings():  # a NaN resample makes the interval NaN, which is the answer
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.arange(len(members)),), statistic, n_resamples=resamples, confidence_level=confidence,
+            method="percentile", vectorized=False, rng=np.random.default_rng(seed),
+        )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def majority_rate(labels: np.ndarray | pd.Series) -> tuple[float, bool]:
+    """The accuracy of always predicting the more common label, and whether that label is up.
+
+    The floor for accuracy: on rows that are up two times in three, a model that says "up"
+    every day is right 67% of the time without knowing anything. NaN for no labels.
+    """
+    y = _floats(pd.Series(labels))
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        return _NAN, True
+    up = float(y.mean())
+    return max(up, 1.0 - up), up >= 0.5
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,11 +5,15 @@ talks to it); this module holds the decisions, which are plain functions so test
 them without a server:
 
 * **Promotion** is an A/B comparison on one holdout: the challenger becomes champion only if
-  it clears every minimum-metric gate *and* beats the champion's value of the promotion
-  metric on the same rows by at least the margin. With no champion yet (the first run), the
-  gates alone decide. A champion that cannot be scored on the holdout (its features no longer
-  exist, or it was trained on holdout dates after a backfill) is not a fair opponent: the
-  decision says so instead of pretending a comparison happened.
+  it clears every minimum-metric gate, shows it is not noise (`Evidence`: enough holdout
+  rows, a permutation p-value against its own class refitted on shuffled labels, a
+  bootstrap interval clear of the no-skill value, accuracy above always predicting the
+  common label) *and* beats the champion's value of the promotion metric on the same rows
+  by at least the margin. With no champion yet (the first run), the gates and the evidence
+  decide: a first champion is not exempt from being told apart from luck. A champion that
+  cannot be scored on the holdout (its features no longer exist, or it was trained on
+  holdout dates after a backfill) is not a fair opponent: the decision says so instead of
+  pretending a comparison happened. Every decision carries a verdict in plain words.
 * **Integrity**: the SHA-256 of the saved model folder is recorded as a tag when the version
   is registered and checked before every load. A mismatch raises `ModelIntegrityError`
   before a single byte is deserialized, because a tampered model file is code execution
@@ -30,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from bentley.config import Promotion
     from bentley.tracking import ModelStore, RegisteredVersion
 
 #: Model-version tag holding the artifact digest written at registration.
@@ -83,16 +89,84 @@ def verify_digest(path: Path, expected: str | None, label: str) -> None:
         )
 
 
+#: A promotion metric's value for a model without skill; accuracy's is the majority-class rate.
+NO_SKILL: dict[str, float] = {"roc_auc": 0.5, "balanced_accuracy": 0.5, "hit_rate": 0.5, "ic": 0.0, "rank_ic": 0.0}
+_WORDS = {"roc_auc": "AUC", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy",
+          "hit_rate": "long-short hit rate", "ic": "information coefficient", "rank_ic": "rank information coefficient"}
+_PERCENT = frozenset({"accuracy", "balanced_accuracy", "precision", "recall", "hit_rate"})
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One model's record on the holdout rows, and how far it can be trusted.
+
+    `null` holds the promotion metric of the model's own class refitted on shuffled training
+    labels (`prediction.shuffled_label_scores`): what skill-less models reach on these rows.
+    """
+
+    metric: str  # the promotion metric
+    metrics: Mapping[str, float]  # classification_metrics of the holdout rows (`n`: rows scored)
+    null: np.ndarray
+    ci: tuple[float, float]  # bootstrap percentile interval of the promotion metric
+    confidence: float  # its level
+    majority_rate: float  # accuracy of always predicting the rows' more common label
+    majority_up: bool  # that label is "up"
+    model_class: str  # the estimator class behind `null`
+
+    @property
+    def value(self) -> float:
+        return float(self.metrics.get(self.metric, math.nan))
+
+    @property
+    def rows(self) -> int:
+        return int(self.metrics.get("n", 0))
+
+    @property
+    def reached(self) -> int:
+        """Shuffled-label refits scoring at least the model's value (a tie counts as reaching it)."""
+        return int(np.sum(self.null >= self.value - _TOLERANCE))
+
+    @property
+    def p_value(self) -> float:
+        """(1 + refits reaching the value) / (1 + refits): the permutation p-value, never 0.
+
+        The +1 counts the model itself among the draws, which keeps the test valid with a
+        finite number of permutations (Phipson & Smyth 2010). NaN for an undefined value.
+        """
+        if not math.isfinite(self.value):
+            return math.nan
+        return (1 + self.reached) / (1 + self.null.size)
+
+    @property
+    def no_skill(self) -> float:
+        """The promotion metric of a model without skill on these rows."""
+        return self.majority_rate if self.metric == "accuracy" else NO_SKILL[self.metric]
+
+
 @dataclass(frozen=True)
 class Decision:
     promoted: bool
-    reason: str
-    metric: str
-    challenger_value: float
-    champion_value: float | None
+    reason: str  # terse, with the numbers: for the registry and the warehouse
+    verdict: str  # the same decision in words for someone who is not a statistician
     margin: float
+    challenger: Evidence
+    champion: Evidence | None  # None: no champion, or one that could not be scored
+
+    @property
+    def metric(self) -> str:
+        return self.challenger.metric
+
+    @property
+    def challenger_value(self) -> float:
+        return self.challenger.value
+
+    @property
+    def champion_value(self) -> float | None:
+        return None if self.champion is None else self.champion.value
 
     def as_row(self) -> dict[str, object]:
+        """The decision's columns of `model_decisions`."""
+        ours, theirs = self.challenger, self.champion
         return {
             "metric": self.metric,
             "challenger_value": self.challenger_value,
@@ -100,56 +174,137 @@ class Decision:
             "margin": self.margin,
             "promoted": self.promoted,
             "reason": self.reason,
+            "verdict": self.verdict,
+            "holdout_rows": ours.rows,
+            "p_value": ours.p_value,
+            "ci_lower": ours.ci[0],
+            "ci_upper": ours.ci[1],
+            "accuracy": float(ours.metrics.get("accuracy", math.nan)),
+            "majority_rate": ours.majority_rate,
+            "champion_p_value": None if theirs is None else theirs.p_value,
+            "champion_ci_lower": None if theirs is None else theirs.ci[0],
+            "champion_ci_upper": None if theirs is None else theirs.ci[1],
         }
 
 
-def failed_gates(metrics: Mapping[str, float], gates: Mapping[str, float]) -> list[str]:
-    """`metric value < minimum` for every gate the metrics miss (a missing or NaN value misses)."""
-    failed = []
+@dataclass(frozen=True)
+class _Check:
+    """One promotion requirement applied to the challenger."""
+
+    passed: bool | None  # None: measured, but not required by the params
+    reason: str  # terse, with the numbers
+    plain: str  # in words; "" when there is nothing to add in a verdict
+
+
+def _gate_checks(metrics: Mapping[str, float], gates: Mapping[str, float]) -> list[_Check]:
+    checks = []
     for name, minimum in gates.items():
         value = metrics.get(name, math.nan)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= minimum):
-            failed.append(f"{name} {_fmt(value)} < {minimum:g}")
-    return failed
+        passed = isinstance(value, int | float) and math.isfinite(value) and value >= minimum
+        plain = "" if passed else f"its {_word(name)} {_plain(name, value)} is below the minimum {_plain(name, minimum)}"
+        checks.append(_Check(passed, f"{name} {_fmt(value)} {'>=' if passed else '<'} {minimum:g}", plain))
+    return checks
+
+
+def _evidence_checks(evidence: Evidence, promotion: Promotion) -> list[_Check]:
+    """Enough rows, a small p-value, an interval clear of no skill, accuracy above the majority."""
+    metric, word, rows = evidence.metric, _word(evidence.metric), evidence.rows
+    checks = [_Check(
+        rows >= promotion.min_holdout_rows,
+        f"{rows} holdout rows {'>=' if rows >= promotion.min_holdout_rows else '<'} {promotion.min_holdout_rows}",
+        "" if rows >= promotion.min_holdout_rows else
+        f"{rows} holdout rows are too few to tell skill from luck (at least {promotion.min_holdout_rows} are required)",
+    )]
+
+    p, refits, most = evidence.p_value, evidence.null.size, promotion.max_p_value
+    if math.isfinite(p):
+        passed, required = p <= most, most < 1  # a maximum of 1 records the p-value without requiring it
+        checks.append(_Check(
+            passed if required else None,
+            f"p-value {p:.2g} {'<=' if passed else '>'} {most:g} ({refits} shuffled-label refits)"
+            f"{'' if required else ' (not required)'}",
+            f"its {word} of {_plain(metric, evidence.value)} on {rows} holdout rows is matched or beaten by "
+            f"{evidence.reached / refits:.0%} of {refits} models of its class trained on shuffled labels "
+            + (f"(p = {p:.2g} {'≤' if passed else '>'} {most:g})" if required else f"(p = {p:.2g}, not required here)"),
+        ))
+    else:
+        checks.append(_Check(False, f"{metric} undefined on the holdout",
+                             f"its {word} cannot be computed on the holdout rows"))
+
+    low, high = evidence.ci
+    clear = math.isfinite(low) and low > evidence.no_skill
+    required = promotion.ci_lower_above_no_skill
+    checks.append(_Check(
+        clear if required else None,
+        f"{evidence.confidence:.0%} CI of {metric} [{_fmt(low)}, {_fmt(high)}] {'above' if clear else 'not above'} "
+        f"no skill {evidence.no_skill:.4g}{'' if required else ' (not required)'}",
+        f"resampling the holdout puts its {word} between {_plain(metric, low)} and {_plain(metric, high)} "
+        f"({evidence.confidence:.0%} of the time), {'above' if clear else 'not clearly above'} "
+        f"{_no_skill_words(evidence)}{'' if required else ' (not required here)'}",
+    ))
+
+    accuracy, majority = float(evidence.metrics.get("accuracy", math.nan)), evidence.majority_rate
+    beats = math.isfinite(accuracy) and accuracy > majority + _TOLERANCE
+    verb = "beats" if beats else ("equals" if abs(accuracy - majority) <= _TOLERANCE else "is below")
+    required = promotion.beat_majority
+    checks.append(_Check(
+        beats if required else None,
+        f"accuracy {_fmt(accuracy)} {'>' if beats else '<='} majority-class rate {_fmt(majority)}"
+        f"{'' if required else ' (not required)'}",
+        f"its accuracy {_plain('accuracy', accuracy)} {verb} always predicting {_direction(evidence)} "
+        f"({_plain('accuracy', majority)}){'' if required else ' (not required here)'}",
+    ))
+    return checks
 
 
 def decide(
-    challenger: Mapping[str, float],
-    champion: Mapping[str, float] | None,
+    challenger: Evidence,
+    champion: Evidence | None,
     *,
-    metric: str,
-    margin: float,
-    gates: Mapping[str, float],
+    promotion: Promotion,
     champion_unfit: str | None = None,
 ) -> Decision:
-    """Whether the challenger replaces the champion, with the numbers and the reason.
+    """Whether the challenger replaces the champion, with the numbers, the reason and a verdict.
 
-    `challenger` and `champion` are holdout metrics on the same rows; `champion` is None on
-    the first run. `champion_unfit` explains why an existing champion could not be scored.
+    `challenger` and `champion` are records on the same holdout rows; `champion` is None on
+    the first run or when it could not be scored (`champion_unfit` then says why). The
+    challenger must clear every gate and every evidence check first, the first champion
+    included: a score that shuffled-label models reach, an interval that reaches the
+    no-skill value, an accuracy no better than always predicting the common label, or too
+    few rows, is noise until shown otherwise. Only then does it meet the champion.
     """
-    value = float(challenger.get(metric, math.nan))
-    champion_value = None if champion is None else float(champion.get(metric, math.nan))
-    failed = failed_gates(challenger, gates)
+    metric, margin = promotion.metric, promotion.margin
+    gates, evidence = _gate_checks(challenger.metrics, promotion.gates), _evidence_checks(challenger, promotion)
+    failed = [check for check in (*gates, *evidence) if check.passed is False]
+    shown = "; ".join(check.plain for check in evidence if check.plain)
+
+    def decision(promoted: bool, reason: str, verdict: str) -> Decision:
+        return Decision(promoted, reason, verdict, margin, challenger, champion)
+
     if failed:
-        return Decision(False, "challenger fails the gates: " + "; ".join(failed), metric, value,
-                        champion_value, margin)
+        return decision(False, "challenger fails the gates: " + "; ".join(c.reason for c in failed),
+                        "Not promoted: " + "; ".join(c.plain for c in failed) + ".")
     if champion_unfit is not None:
-        return Decision(False, f"champion kept: {champion_unfit}", metric, value, champion_value, margin)
+        return decision(False, f"champion kept: {champion_unfit}",
+                        f"Not promoted: it passes every check, but the champion is kept because {champion_unfit}.")
     if champion is None:
-        return Decision(True, f"first champion: passes every gate ({_gates_text(challenger, gates)})",
-                        metric, value, None, margin)
-    if not math.isfinite(value):
-        return Decision(False, f"challenger {metric} is undefined on the holdout", metric, value,
-                        champion_value, margin)
-    if champion_value is None or not math.isfinite(champion_value):
-        return Decision(True, f"champion {metric} is undefined on the holdout; challenger passes the gates",
-                        metric, value, champion_value, margin)
+        return decision(True, "first champion: passes every gate (" + ", ".join(c.reason for c in (*gates, *evidence)) + ")",
+                        f"Promoted as the first champion: {shown}.")
+    value, champion_value = challenger.value, champion.value
+    word = _word(metric)
+    if not math.isfinite(champion_value):
+        return decision(True, f"champion {metric} is undefined on the holdout; challenger passes the gates",
+                        f"Promoted: {shown}; the champion's {word} cannot be computed on these rows.")
     lift = value - champion_value
     if lift >= margin - _TOLERANCE:  # 0.57 - 0.56 is 0.00999... in binary; a tie with the margin passes
-        return Decision(True, f"challenger {metric} {value:.4f} beats champion {champion_value:.4f} "
-                              f"by {lift:+.4f} (margin {margin:g})", metric, value, champion_value, margin)
-    return Decision(False, f"challenger {metric} {value:.4f} vs champion {champion_value:.4f}: "
-                           f"{lift:+.4f} is below the margin {margin:g}", metric, value, champion_value, margin)
+        return decision(True, f"challenger {metric} {value:.4f} beats champion {champion_value:.4f} "
+                              f"by {lift:+.4f} (margin {margin:g})",
+                        f"Promoted: {shown}; it beats the champion's {word} of {_plain(metric, champion_value)} "
+                        f"by {lift:+.3f} (margin {margin:g}).")
+    return decision(False, f"challenger {metric} {value:.4f} vs champion {champion_value:.4f}: "
+                           f"{lift:+.4f} is below the margin {margin:g}",
+                    f"Not promoted: it passes every check, but its {word} of {_plain(metric, value)} does not beat "
+                    f"the champion's {_plain(metric, champion_value)} by the required margin {margin:g}.")
 
 
 def pick_challenger(fold_metrics: Mapping[str, pd.DataFrame], metric: str) -> str:
@@ -211,9 +366,28 @@ def mark_crashed_versions(store: ModelStore, model_name: str, run_id: str) -> li
     return sorted(numbers, key=int)
 
 
-def _gates_text(metrics: Mapping[str, float], gates: Mapping[str, float]) -> str:
-    return ", ".join(f"{name} {_fmt(metrics.get(name, math.nan))} >= {minimum:g}" for name, minimum in gates.items())
-
-
 def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
+
+
+def _word(metric: str) -> str:
+    return _WORDS.get(metric, metric.replace("_", " "))
+
+
+def _plain(metric: str, value: object) -> str:
+    """A value as a person reads it: shares as percentages, the rest with three decimals."""
+    if not (isinstance(value, int | float) and math.isfinite(value)):
+        return "n/a"
+    return f"{value:.1%}" if metric in _PERCENT else f"{value:.3f}"
+
+
+def _direction(evidence: Evidence) -> str:
+    return "'up'" if evidence.majority_up else "'down'"
+
+
+def _no_skill_words(evidence: Evidence) -> str:
+    if evidence.metric == "accuracy":
+        return f"always predicting {_direction(evidence)} ({_plain('accuracy', evidence.majority_rate)})"
+    if evidence.metric in ("ic", "rank_ic"):
+        return "0, no relation at all"
+    return f"the {_plain(evidence.metric, evidence.no_skill)} of a coin flip"

@@ -1,18 +1,28 @@
-"""Purged walk-forward cross-validation over session dates.
+"""Purged walk-forward cross-validation over session dates, refitted on a calendar schedule.
 
 A label at session i is the sign of the return from i to i + horizon, so it is known only
 `horizon` sessions later. Ordinary k-fold would train on the future and score on the past;
 a plain time split still leaks, because the last training labels are computed from prices
-inside the test window. Walk-forward keeps time's arrow (each fold trains on everything
+inside the test window. Walk-forward keeps time's arrow (each refit trains on everything
 before its test block, an expanding window), and the purge removes the training dates whose
 label windows reach into the test block: the last training date is at least
 `horizon + embargo` sessions before the first test date. The extra `embargo` sessions also
 absorb serial correlation in the features (a 21-day return overlaps its neighbours).
 
+Refit dates come from the calendar, not from the data's length: the model is refitted at
+the first session of every `refit_every_months`-th month (months counted from January 1970,
+so 3 means January, April, July and October) and predicts the sessions up to the next
+refit. Cutting the data into blocks counted back from its last date would move every block
+boundary, and so every past out-of-sample prediction, whenever one more day arrives; with
+calendar refits a session's prediction comes from the same training sessions whatever the
+data's end, which is what a backtest of these predictions needs to be reproducible.
+
 The most recent `holdout_sessions` dates are the holdout: never a CV test date and never
 in a fold's training set, behind the same gap, so model selection on the folds does not
-touch the final out-of-sample test. Splits are over dates, not rows: every ticker of a date
-is on the same side, so no cross-sectional information leaks between train and test.
+touch the final out-of-sample test. The holdout moves with the data's end (it is the
+freshest test there is); the refits, and the walk-forward predictions they make, do not.
+Splits are over dates, not rows: every ticker of a date is on the same side, so no
+cross-sectional information leaks between train and test.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class Split:
-    """One train/test pair of sorted session dates; `name` is "fold k" or "holdout"."""
+    """One train/test pair of sorted session dates; `name` is "fold k", "refit <date>" or "holdout"."""
 
     name: str
     train: np.ndarray
@@ -34,34 +44,55 @@ class Split:
 
 @dataclass(frozen=True)
 class WalkForward:
-    """The CV folds (oldest test block first) and the final holdout split."""
+    """The calendar refits, the CV folds cut from them, and the final holdout split.
+
+    `refits` cover every labelled session from the first refit on, the holdout's included:
+    the walk-forward predictions a backtest reads. `folds` are the refits that start before
+    the CV region ends, cut at its end (same training sessions, so the same fitted model):
+    model selection sees nothing within `horizon + embargo` sessions of the holdout.
+    """
 
     folds: list[Split]
     holdout: Split
+    refits: list[Split]
+
+
+def refit_starts(dates: np.ndarray, every_months: int) -> np.ndarray:
+    """Indices into sorted unique `dates` of the first session of each scheduled month.
+
+    A month is scheduled when its number since January 1970 is a multiple of
+    `every_months`; its first session is the first date in it. Only the calendar decides,
+    so the indices of earlier refits never change when later dates are added.
+    """
+    months = np.asarray(dates).astype("datetime64[M]").astype(np.int64)
+    first_of_month = np.diff(months, prepend=months[:1] - 1) != 0
+    return np.flatnonzero(first_of_month & (months % every_months == 0))
 
 
 def purged_walk_forward(
     dates: np.ndarray | pd.Series | pd.Index,
     *,
-    n_folds: int,
+    refit_every_months: int,
+    min_folds: int,
     horizon: int,
     embargo: int,
     holdout_sessions: int,
     min_train_sessions: int,
 ) -> WalkForward:
-    """Expanding-window folds and a holdout over the unique labelled session `dates`.
+    """Calendar refits, the CV folds among them and a holdout, over the unique labelled `dates`.
 
-    With the unique dates sorted and gap = horizon + embargo, a test block starting at
-    session index s trains on the indices 0 .. s − gap − 1. The holdout is the last
-    `holdout_sessions` dates; the CV region is everything before it minus the gap. The
-    first fold trains on exactly `min_train_sessions` dates, so its test block starts at
-    index min_train_sessions + gap; the rest of the CV region is cut into `n_folds`
-    consecutive blocks whose sizes differ by at most one (earlier blocks take the extra
-    dates). Raises ValueError, with the numbers, when there are too few dates for every
-    block to hold at least one date.
+    With the unique dates sorted and gap = horizon + embargo, a refit at session index s
+    trains on the indices 0 .. s − gap − 1 and tests s up to the next refit (the last one to
+    the final date). Refits fall on the first session of scheduled months (`refit_starts`);
+    a refit with fewer than `min_train_sessions` training dates is skipped. The holdout is
+    the last `holdout_sessions` dates and trains on everything up to gap sessions before
+    it; the CV region ends there too, so a fold is a refit starting before that end, with
+    its test block cut at it. Raises ValueError, with the numbers, when fewer than
+    `min_folds` folds fit.
     """
     for label, value, least in (
-        ("n_folds", n_folds, 1),
+        ("refit_every_months", refit_every_months, 1),
+        ("min_folds", min_folds, 1),
         ("holdout_sessions", holdout_sessions, 1),
         ("min_train_sessions", min_train_sessions, 1),
         ("horizon", horizon, 0),
@@ -72,23 +103,28 @@ def purged_walk_forward(
     values = np.unique(np.asarray(dates))
     values = values[~pd.isna(values)]
     gap = horizon + embargo
-    needed = min_train_sessions + gap + n_folds + gap + holdout_sessions
-    if values.size < needed:
-        raise ValueError(
-            f"purged walk-forward needs at least {needed} labelled sessions for {n_folds} folds, "
-            f"horizon {horizon}, embargo {embargo}, holdout {holdout_sessions}, "
-            f"min_train {min_train_sessions}; have {values.size}"
-        )
-
     holdout_start = values.size - holdout_sessions
     cv_end = holdout_start - gap
-    blocks = np.array_split(np.arange(min_train_sessions + gap, cv_end), n_folds)
-    folds = [
-        Split(f"fold {k}", values[: block[0] - gap], values[block])
-        for k, block in enumerate(blocks, start=1)
+    starts = refit_starts(values, refit_every_months)
+    starts = starts[starts - gap >= min_train_sessions]
+    ends = np.append(starts[1:], values.size)[: starts.size]  # each refit predicts up to the next
+    refits = [
+        Split(f"refit {pd.Timestamp(values[start]):%Y-%m-%d}", values[: start - gap], values[start:end])
+        for start, end in zip(starts, ends, strict=True)
     ]
+    folds = [
+        Split(f"fold {k}", values[: start - gap], values[start : min(end, cv_end)])
+        for k, (start, end) in enumerate(((s, e) for s, e in zip(starts, ends, strict=True) if s < cv_end), start=1)
+    ]
+    if len(folds) < min_folds:
+        raise ValueError(
+            f"purged walk-forward needs at least {min_folds} folds before the holdout; {values.size} labelled "
+            f"sessions give {len(folds)} (a refit every {refit_every_months} month(s) with at least "
+            f"{min_train_sessions} training sessions, horizon {horizon}, embargo {embargo}, "
+            f"holdout {holdout_sessions})"
+        )
     holdout = Split("holdout", values[:cv_end], values[holdout_start:])
-    return WalkForward(folds=folds, holdout=holdout)
+    return WalkForward(folds=folds, holdout=holdout, refits=refits)
 
 
 def rows_in(date_column: pd.Series, dates: np.ndarray) -> np.ndarray:

@@ -5,8 +5,11 @@ Three steps, each a plain function:
 1. `evaluate_rules(kpis, params)` -> findings: one row per (rule, scope) firing now, with the
    value, the threshold, the severity and one human sentence. Thresholds of the linked rules
    come from the setting that already exists (`config.LINKED_THRESHOLDS`: one default, one
-   place); disabled rules never fire. Comparisons are strict ("more than"), and a KPI that
-   could not be measured (NaN) never fires.
+   place); disabled rules never fire. Comparisons are strict ("more than"), and a KPI without
+   a value never fires: one that could not be measured, one too short to be published
+   (`bentley.analytics.risk.published`: NaN with the reason as detail), or a NULL read back
+   from the warehouse. An absent number is not evidence of a problem, and alerting on it
+   would page someone about an empty book.
 2. `reconcile(active_alerts, findings, now, renotify_minutes, run_id)` -> (rows to upsert into
    `alerts`, rows to send). The table holds one row per alert *episode*: a rule starting to fire
    for a scope opens a new active row (and sends it); while it keeps firing the row stays active
@@ -93,7 +96,9 @@ def _finding(rule: str, scope: str, severity: str, value: float, threshold: floa
 
 
 def _rows(kpis: pd.DataFrame, kpi: str) -> pd.DataFrame:
-    rows = kpis[(kpis["kpi"] == kpi) & np.isfinite(kpis["value"].astype(np.float64))]
+    """The KPI's rows that have a number: NaN, None and anything not numeric are left out."""
+    values = pd.to_numeric(kpis["value"], errors="coerce").astype(np.float64)
+    rows = kpis.assign(value=values)[(kpis["kpi"] == kpi) & np.isfinite(values)]
     return rows.reset_index(drop=True)
 
 

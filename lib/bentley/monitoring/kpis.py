@@ -28,8 +28,10 @@ Definitions (the alert rules in `bentley.monitoring.alerts` read these rows):
   the retraining flag (1/0). No champion yet: no rows, so no model KPIs.
 * **Paper book** — cumulative return, Sharpe and max drawdown of `portfolio_values.daily_return`,
   computed by `bentley.analytics.risk.risk_metrics` (ARCHITECTURE §6: 252 sessions, ddof=1,
-  drawdown from a wealth of 1 before day one; NaN with too few returns), the latest daily return
-  and the latest equity.
+  drawdown from a wealth of 1 before day one), the latest daily return and the latest equity.
+  Published like every other figure (`risk.published`, params `risk.min_observations`): a
+  Sharpe ratio of a book with a handful of returns is NaN, with the reason as its `detail`,
+  so neither the report nor an alert rule reads it as a number.
 * **Host** — CPU, memory and disk (the outputs folder's filesystem) in use, as shares in 0..1.
 """
 
@@ -54,6 +56,8 @@ from bentley.reporting import md_escape
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
     from matplotlib.figure import Figure
+
+    from bentley.config import MinObservations
 
 #: Columns of `kpi_table`: the rows of the warehouse table monitor_kpis(run_id, kpi, scope).
 KPI_COLUMNS: tuple[str, ...] = ("run_id", "kpi", "scope", "value", "unit", "detail", "measured_at")
@@ -422,17 +426,25 @@ def _float(value: Any) -> float:
     return math.nan if value is None or pd.isna(value) else float(value)
 
 
-def paper_kpis(history: History, portfolio: str, risk_free_annual: float) -> list[dict[str, Any]]:
+def paper_kpis(
+    history: History, portfolio: str, risk_free_annual: float, minimums: MinObservations
+) -> list[dict[str, Any]]:
+    """The paper book's KPIs; a figure `risk.published` holds back is NaN with the reason as detail."""
     if history.portfolio_values.empty:
         return []
     perf = paper_performance(history.portfolio_values, risk_free_annual)
     n = int(perf["n_returns"])
     basis = f"{n} daily return(s), risk-free {risk_free_annual:.2%} a year"
     last = pd.Timestamp(history.portfolio_values["date"].max())
+
+    def published(kpi: str, unit: str) -> dict[str, Any]:
+        value, note = risk.published(perf[kpi], n, kpi, minimums)
+        return _row(kpi, portfolio, math.nan if value is None else value, unit, note or basis)
+
     return [
-        _row("cumulative_return", portfolio, perf["cumulative_return"], "return", basis),
-        _row("sharpe_ratio", portfolio, perf["sharpe_ratio"], "ratio", basis + ("" if n >= 2 else "; needs 2")),
-        _row("max_drawdown", portfolio, perf["max_drawdown"], "return", basis),
+        published("cumulative_return", "return"),
+        published("sharpe_ratio", "ratio"),
+        published("max_drawdown", "return"),
         _row("latest_daily_return", portfolio, perf["latest_daily_return"], "return", f"session {last:%Y-%m-%d}"),
         _row("equity", portfolio, perf["equity"], "usd", f"session {last:%Y-%m-%d}"),
     ]
@@ -459,8 +471,9 @@ def kpi_table(
 ) -> pd.DataFrame:
     """Every KPI as rows of monitor_kpis (KPI_COLUMNS), measured at `now` (UTC).
 
-    `params` carries the `monitor`, `workflow` and `trade` sections (a stage's ctx.params).
-    NaN values are kept: "not measurable yet" is worth a row with its reason in `detail`.
+    `params` carries the `monitor`, `workflow`, `trade` and `risk` sections (a stage's
+    ctx.params). NaN values are kept: "not measurable yet" is worth a row with its reason in
+    `detail`.
     """
     if now.tzinfo is None:
         raise ValueError("`now` must be timezone-aware (UTC)")
@@ -470,7 +483,7 @@ def kpi_table(
         *duration_kpis(durations),
         *freshness_kpis(history, logical_date, now, params.workflow),
         *model_kpis(history),
-        *paper_kpis(history, params.trade.paper.portfolio, risk_free_annual),
+        *paper_kpis(history, params.trade.paper.portfolio, risk_free_annual, params.risk.min_observations),
         *resource_kpis(resources),
     ]
     table = pd.DataFrame(rows, columns=[c for c in KPI_COLUMNS if c not in ("run_id", "measured_at")])
@@ -481,11 +494,21 @@ def kpi_table(
 
 
 def kpi_value(kpis: pd.DataFrame, kpi: str, scope: str | None = None) -> float:
-    """One KPI's value (the first scope when `scope` is None); NaN when absent."""
+    """One KPI's value (the first scope when `scope` is None); NaN when absent or NULL."""
     rows = kpis[kpis["kpi"] == kpi]
     if scope is not None:
         rows = rows[rows["scope"] == scope]
-    return float(rows["value"].iloc[0]) if len(rows) else math.nan
+    return _float(rows["value"].iloc[0]) if len(rows) else math.nan
+
+
+def kpi_text(kpis: pd.DataFrame, kpi: str, scope: str, spec: str) -> str:
+    """One KPI for a sentence: the number, or "n/a (its detail)" when it has none."""
+    value = kpi_value(kpis, kpi, scope)
+    if math.isfinite(value):
+        return format(value, spec)
+    rows = kpis[(kpis["kpi"] == kpi) & (kpis["scope"] == scope)]
+    detail = str(rows["detail"].iloc[0]) if len(rows) and pd.notna(rows["detail"].iloc[0]) else ""
+    return risk.text(None, detail, spec)
 
 
 def kpi_display(kpis: pd.DataFrame) -> pd.DataFrame:
@@ -642,13 +665,13 @@ def paper_sentence(kpis: pd.DataFrame, portfolio: str) -> str:
     name = md_escape(repr(portfolio))
     if n.empty:
         return f"The paper portfolio {name} has no booked session yet."
-    cum, sharpe = kpi_value(kpis, "cumulative_return", portfolio), kpi_value(kpis, "sharpe_ratio", portfolio)
-    dd, last = kpi_value(kpis, "max_drawdown", portfolio), kpi_value(kpis, "latest_daily_return", portfolio)
+    cum, last = kpi_value(kpis, "cumulative_return", portfolio), kpi_value(kpis, "latest_daily_return", portfolio)
     if not math.isfinite(cum):
         return f"The paper portfolio {name} has no daily return yet (its first session only sets the base)."
-    sharpe_text = f"Sharpe {sharpe:.2f}" if math.isfinite(sharpe) else "Sharpe needs two returns"
-    return (f"The paper portfolio {name} returned {cum:+.2%} so far ({sharpe_text}, max drawdown {dd:.2%}); "
-            f"its latest session returned {_pct(last) if math.isfinite(last) else 'n/a'}.")
+    return (f"The paper portfolio {name} returned {cum:+.2%} so far, with a max drawdown of "
+            f"{kpi_text(kpis, 'max_drawdown', portfolio, '.2%')}; its latest session returned "
+            f"{_pct(last) if math.isfinite(last) else 'n/a'}. Its Sharpe ratio is "
+            f"{kpi_text(kpis, 'sharpe_ratio', portfolio, '.2f')}.")
 
 
 def equity_chart(portfolio_values: pd.DataFrame, portfolio: str) -> Figure | None:

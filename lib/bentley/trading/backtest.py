@@ -47,7 +47,16 @@ numpy operations across tickers and no pandas inside; price paths are prepared o
 `Market` and shared by every run of a sweep (bench/backtest.py measures both).
 
 Metrics use the risk stage's functions (`risk.risk_metrics`, `risk.long_metrics`), so names
-and conventions (ARCHITECTURE.md §6) are the same in both reports.
+and conventions (ARCHITECTURE.md §6) are the same in both reports, and so is what gets
+published: a figure resting on fewer daily returns than `risk.min_observations` asks for is
+stored as NULL with a note and reads "n/a (why)" (`risk.published`).
+
+The sweep tries many configurations, and the best of many looks good by construction. Each
+configuration gets its probabilistic Sharpe ratio (PSR: how likely its true Sharpe is above 0)
+and its deflated Sharpe ratio (DSR: how likely it is above what the best of that many
+skill-free configurations would show, given the spread of their Sharpe ratios); the verdict on
+the best configuration follows from its DSR (`overfitting_note`), and `selection_metrics`
+stores PSR, DSR and the number of trials for the signal and for the sweep's best.
 """
 
 from __future__ import annotations
@@ -62,11 +71,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtri
 
 from bentley.analytics import risk
-from bentley.config import Costs
+from bentley.config import Costs, MinObservations
 from bentley.features import TRADING_DAYS
+from bentley.reporting import md_escape
 from bentley.trading.limits import Events, Limits, apply_limits
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
@@ -81,7 +90,13 @@ EVENT_COLUMNS: tuple[str, ...] = ("date", "ticker", "rule", "requested", "allowe
 SWEEP_METRICS: tuple[str, ...] = (
     "annual_return", "annual_volatility", "sharpe_ratio", "max_drawdown", "turnover", "cost_drag",
 )
+#: The sweep table's last columns: the returns each row rests on, and its PSR and DSR.
+SWEEP_EVIDENCE: tuple[str, ...] = ("n_obs", "psr", "dsr")
+#: backtest_metrics rows of `selection_metrics`, for the signal and for SWEEP_BEST.
+SELECTION_METRICS: tuple[str, ...] = ("psr", "dsr", "trials")
 BENCHMARK_STRATEGY = "benchmark"
+#: The strategy name of the sweep's best configuration in backtest_metrics (its note names it).
+SWEEP_BEST = "sweep:best"
 
 #: A weight change smaller than this is float noise from drift arithmetic, not a trade.
 _TRADE_TOLERANCE = 1e-12
@@ -447,14 +462,15 @@ def backtest_metrics(
     run_id: str,
     strategy: str,
     *,
+    minimums: MinObservations,
     garch: bool = True,
 ) -> pd.DataFrame:
     """Warehouse rows for the strategy and the benchmark over the same sessions.
 
-    Columns run_id, strategy, metric, value, window_start, window_end, n_obs: the rows of
-    `risk.long_metrics` with `scope` renamed `strategy`, so every name and convention is the
-    risk stage's (beta and alpha against `benchmark_returns`). The benchmark rows are named
-    "benchmark" and cover the backtest's sessions only.
+    Columns run_id, strategy, metric, value, window_start, window_end, n_obs, note: the rows
+    of `risk.long_metrics` with `scope` renamed `strategy`, so every name, convention and
+    publishing rule is the risk stage's (beta and alpha against `benchmark_returns`). The
+    benchmark rows are named "benchmark" and cover the backtest's sessions only.
     """
     if strategy == BENCHMARK_STRATEGY:
         raise ValueError(f"strategy cannot be named {BENCHMARK_STRATEGY!r}: that name is the benchmark's rows")
@@ -462,7 +478,7 @@ def backtest_metrics(
         {strategy: result.returns, BENCHMARK_STRATEGY: benchmark_returns.reindex(result.returns.index)}
     )
     table = risk.risk_metrics(frame, benchmark_returns, risk_free_rate, garch=garch)
-    return risk.long_metrics(table, run_id).rename(columns={"scope": "strategy"})
+    return risk.long_metrics(table, run_id, minimums).rename(columns={"scope": "strategy"})
 
 
 def cost_drag(result: BacktestResult) -> float:
@@ -472,6 +488,11 @@ def cost_drag(result: BacktestResult) -> float:
     return float(annual["gross"] - annual["net"])
 
 
+def published_cost_drag(result: BacktestResult, minimums: MinObservations) -> tuple[float | None, str | None]:
+    """`cost_drag` as `risk.published` lets it out: an annualized figure like any other."""
+    return risk.published(cost_drag(result), int(result.returns.notna().sum()), "cost_drag", minimums)
+
+
 def trade_list(result: BacktestResult, n: int = 20, *, latest: bool = False) -> pd.DataFrame:
     """The n largest trades by traded value (latest=True: the n most recent, largest first per day)."""
     trades = result.trades
@@ -479,20 +500,44 @@ def trade_list(result: BacktestResult, n: int = 20, *, latest: bool = False) -> 
     return trades.sort_values(order, ascending=False, kind="stable").head(n).reset_index(drop=True)
 
 
-def summary_sentence(result: BacktestResult, benchmark_returns: pd.Series, risk_free_rate: float) -> str:
-    """One sentence of interpretation for the report: return, risk, costs, limits, vs benchmark."""
+def summary_sentence(
+    result: BacktestResult, benchmark_returns: pd.Series, risk_free_rate: float, minimums: MinObservations
+) -> str:
+    """One sentence of interpretation for the report: return, risk, costs, limits, vs benchmark.
+
+    A backtest too short for annualized figures is described by what it did (cumulative
+    return, drawdown) and says why the rest is n/a, instead of extrapolating days to a year.
+    """
     frame = pd.DataFrame(
         {"strategy": result.returns, BENCHMARK_STRATEGY: benchmark_returns.reindex(result.returns.index)}
     )
     table = _metrics_table(frame, risk_free_rate)
-    ours, bench = table.loc["strategy"], table.loc[BENCHMARK_STRATEGY]
-    verdict = "ahead of" if ours["sharpe_ratio"] > bench["sharpe_ratio"] else "behind"
+
+    def figure(scope: str, metric: str) -> tuple[float | None, str | None]:
+        row = table.loc[scope]
+        return risk.published(row[metric], int(row["n_obs"]), metric, minimums)
+
+    ours_sharpe, note = figure("strategy", "sharpe_ratio")
+    drawdown = risk.text(*figure("strategy", "max_drawdown"), ".1%")
+    resized = f"the risk limits resized {len(result.limit_events)} actions"
+    if note:
+        bench_total = table.loc[BENCHMARK_STRATEGY, "cumulative_return"]
+        return (
+            f"After costs the strategy returned {table.loc['strategy', 'cumulative_return']:+.2%} in total "
+            f"(benchmark {bench_total:+.2%}), max drawdown {drawdown}; its Sharpe ratio and the other annualized "
+            f"figures are n/a ({note}), and {resized}."
+        )
+    bench_sharpe, _ = figure(BENCHMARK_STRATEGY, "sharpe_ratio")
+    if ours_sharpe is None or bench_sharpe is None:
+        verdict = "not comparable with the benchmark's Sharpe of"
+    else:
+        verdict = "ahead of the benchmark's Sharpe of" if ours_sharpe > bench_sharpe else "behind the benchmark's Sharpe of"
     return (
-        f"After costs the strategy returned {ours['annual_return']:.1%} a year at {ours['annual_volatility']:.1%} "
-        f"volatility (Sharpe {ours['sharpe_ratio']:.2f}, max drawdown {ours['max_drawdown']:.1%}), {verdict} the "
-        f"benchmark's Sharpe of {bench['sharpe_ratio']:.2f}; trading {result.turnover.mean():.1%} of the book a "
-        f"session cost {cost_drag(result):.2%} a year, and the risk limits resized "
-        f"{len(result.limit_events)} actions."
+        f"After costs the strategy returned {risk.text(*figure('strategy', 'annual_return'), '.1%')} a year at "
+        f"{risk.text(*figure('strategy', 'annual_volatility'), '.1%')} volatility (Sharpe "
+        f"{risk.text(ours_sharpe, note, '.2f')}, max drawdown {drawdown}), {verdict} "
+        f"{risk.text(bench_sharpe, None, '.2f')}; trading {result.turnover.mean():.1%} of the book a session cost "
+        f"{risk.text(*published_cost_drag(result, minimums), '.2%')} a year, and {resized}."
     )
 
 
@@ -571,17 +616,25 @@ def rolling_sharpe(returns: pd.Series, risk_free_rate: float, window: int = 126)
     return (rolling.mean() / rolling.std() * np.sqrt(TRADING_DAYS)).rename("rolling_sharpe")
 
 
-def rolling_sharpe_chart(returns: pd.Series, risk_free_rate: float, window: int = 126) -> Figure:
-    """Rolling annualized Sharpe ratio with the full-period value as a reference line."""
+def rolling_sharpe_chart(
+    returns: pd.Series, risk_free_rate: float, minimums: MinObservations, window: int = 126
+) -> Figure:
+    """Rolling annualized Sharpe ratio with the whole period's as a reference line, drawn only
+    when `risk.published` lets it out (the title says why otherwise)."""
     import matplotlib.pyplot as plt
 
     series = rolling_sharpe(returns, risk_free_rate, window)
-    full = _metrics_table(returns.to_frame("strategy"), risk_free_rate).loc["strategy", "sharpe_ratio"]
+    row = _metrics_table(returns.to_frame("strategy"), risk_free_rate).loc["strategy"]
+    full, note = risk.published(row["sharpe_ratio"], int(row["n_obs"]), "sharpe_ratio", minimums)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot(series.index, series, linewidth=1.0, label=f"{window}-session Sharpe")
-    ax.axhline(full, color="black", linestyle="--", linewidth=0.8, label=f"Whole period {full:.2f}")
+    title = f"Rolling Sharpe ratio ({window} sessions, annualized)"
+    if full is not None:
+        ax.axhline(full, color="black", linestyle="--", linewidth=0.8, label=f"Whole period {full:.2f}")
+    else:
+        title += f"\nwhole period: {risk.text(None, note, '')}"
     ax.axhline(0.0, color="grey", linewidth=0.6)
-    ax.set_title(f"Rolling Sharpe ratio ({window} sessions, annualized)")
+    ax.set_title(title)
     ax.set_xlabel("Session")
     ax.set_ylabel("Sharpe ratio")
     ax.legend(loc="best", fontsize=8)
@@ -612,16 +665,17 @@ def exposure_turnover_chart(result: BacktestResult, window: int = 21) -> Figure:
     return fig
 
 
-def cost_drag_chart(result: BacktestResult) -> Figure:
+def cost_drag_chart(result: BacktestResult, minimums: MinObservations) -> Figure:
     """Equity before and after costs: the gap between the lines is what trading cost."""
     import matplotlib.pyplot as plt
 
+    drag, note = published_cost_drag(result, minimums)
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(result.gross_equity.index, result.gross_equity, label="Before costs", linewidth=1.0)
     ax.plot(result.equity.index, result.equity, label="After costs", linewidth=1.0)
     ax.fill_between(result.equity.index, result.equity.to_numpy(), result.gross_equity.to_numpy(), alpha=0.25,
                     color="tab:red", label="Costs")
-    ax.set_title(f"Cost drag: {cost_drag(result):.2%} a year")
+    ax.set_title(f"Cost drag: {drag:.2%} a year" if drag is not None else f"Cost drag a year: {risk.text(None, note, '')}")
     ax.set_xlabel("Session")
     ax.set_ylabel("Equity (USD)")
     ax.legend(loc="upper left", fontsize=8)
@@ -648,9 +702,14 @@ def sweep(
 
     Rows: config, one column per grid parameter, then SWEEP_METRICS: annual_return,
     annual_volatility, sharpe_ratio, max_drawdown (risk.py conventions, net of costs),
-    turnover (mean Σ|Δw| per session) and cost_drag (CAGR before minus after costs).
-    `backtest_kwargs` go to run_backtest unchanged (execution, costs, limits,
-    risk_free_rate, capital). The market's price paths are prepared once for all runs.
+    turnover (mean Σ|Δw| per session) and cost_drag (CAGR before minus after costs); then
+    SWEEP_EVIDENCE: n_obs (daily returns), psr (against 0) and dsr (against the best of all
+    the configurations by luck, `luck_bar`). `backtest_kwargs` go to run_backtest unchanged
+    (execution, costs, limits, risk_free_rate, capital). The market's price paths are
+    prepared once for all runs.
+
+    The figures are raw, whatever the length of the runs: pass the table through
+    `published_sweep` before storing or showing it.
     """
     names = list(grid)
     for name in names:
@@ -667,14 +726,40 @@ def sweep(
         rows.append({"config": config, **params, "turnover": float(result.turnover.mean())})
     table = pd.DataFrame(rows)
     if table.empty:
-        return pd.DataFrame(columns=["config", *names, *SWEEP_METRICS])
+        return pd.DataFrame(columns=["config", *names, *SWEEP_METRICS, *SWEEP_EVIDENCE])
     rf = backtest_kwargs["risk_free_rate"]
     metrics = _metrics_table(pd.DataFrame(net), rf)
     gross_annual = _metrics_table(pd.DataFrame(gross), rf)["annual_return"]
     for column in ("annual_return", "annual_volatility", "sharpe_ratio", "max_drawdown"):
         table[column] = metrics[column].reindex(table["config"]).to_numpy()
     table["cost_drag"] = gross_annual.reindex(table["config"]).to_numpy() - table["annual_return"].to_numpy()
-    return table[["config", *names, *SWEEP_METRICS]]
+    moments = risk.sharpe_statistics(pd.DataFrame(net), rf).reindex(table["config"])
+    args = [moments[c].to_numpy() for c in ("sharpe", "n_obs", "skew", "kurtosis")]
+    table["n_obs"] = moments["n_obs"].to_numpy(dtype=np.int64)
+    table["psr"] = risk.probabilistic_sharpe_ratio(*args)
+    table["dsr"] = risk.probabilistic_sharpe_ratio(*args, benchmark=luck_bar(table))
+    return table[["config", *names, *SWEEP_METRICS, *SWEEP_EVIDENCE]]
+
+
+def luck_bar(table: pd.DataFrame) -> float:
+    """The per-period Sharpe ratio the best of the sweep's configurations would show with no
+    skill: `risk.expected_max_sharpe` over all of them (a configuration without a Sharpe ratio
+    was still a try), with the variance (ddof=1) of the Sharpe ratios they have. NaN when
+    fewer than two have one and more than one was tried: there is no spread to judge luck by.
+    """
+    per_period = table["sharpe_ratio"].astype(np.float64).dropna() / math.sqrt(TRADING_DAYS)
+    variance = float(per_period.var(ddof=1)) if len(per_period) >= 2 else math.nan
+    return risk.expected_max_sharpe(len(table), variance)
+
+
+def published_sweep(table: pd.DataFrame, minimums: MinObservations) -> pd.DataFrame:
+    """The sweep table with every figure `risk.published` holds back set to NaN (turnover, a
+    plain average of what was traded, always stays): what is stored and shown."""
+    out = table.copy()
+    for column in ("annual_return", "annual_volatility", "sharpe_ratio", "max_drawdown", "cost_drag", "psr", "dsr"):
+        values = [risk.published(v, int(n), column, minimums)[0] for v, n in zip(out[column], out["n_obs"], strict=True)]
+        out[column] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return out
 
 
 def sweep_heatmap(table: pd.DataFrame, x: str, y: str, metric: str = "sharpe_ratio") -> Figure:
@@ -704,36 +789,89 @@ def sweep_heatmap(table: pd.DataFrame, x: str, y: str, metric: str = "sharpe_rat
     return fig
 
 
-def expected_max_sharpe(n_trials: int, n_obs: int) -> float:
-    """Expected best annualized Sharpe of n_trials independent zero-skill strategies.
+def _versus(value: float, bar: float) -> tuple[str, str]:
+    """value and bar with enough decimals (2 or more) that a reader sees which side it is on."""
+    digits = 2
+    while digits < 6 and round(value, digits) == round(bar, digits) and value != bar:
+        digits += 1
+    return f"{value:.{digits}f}", f"{bar:.{digits}f}"
 
-    Bailey & López de Prado (2014): E[max] ≈ σ_SR·((1−γ)Φ⁻¹(1−1/N) + γΦ⁻¹(1−1/(N·e))), with γ
-    the Euler–Mascheroni constant and σ_SR ≈ √(252/n_obs) the standard error of an annualized
-    Sharpe estimated on n_obs daily returns when the true Sharpe is 0. One trial: 0.
+
+def overfitting_note(table: pd.DataFrame, minimums: MinObservations, confidence: float) -> str:
+    """The sweep's verdict on its best configuration (Markdown; the config is escaped).
+
+    The best Sharpe ratio of many tries is biased upwards, so the verdict follows from the
+    best configuration's DSR against `confidence` (params `risk.dsr_confidence`), with the
+    DSR printed: a verdict that changes between two runs shows by how little it did.
+    Pass the raw `sweep` table; figures are published here.
     """
-    if n_trials < 1 or n_obs < 1:
-        raise ValueError(f"need at least one trial and one observation, got {n_trials} and {n_obs}")
-    if n_trials == 1:
-        return 0.0
-    sigma = math.sqrt(TRADING_DAYS / n_obs)
-    z = (1.0 - np.euler_gamma) * ndtri(1.0 - 1.0 / n_trials) + np.euler_gamma * ndtri(1.0 - 1.0 / (n_trials * math.e))
-    return float(sigma * z)
-
-
-def overfitting_note(table: pd.DataFrame, n_obs: int) -> str:
-    """How many configurations were tried, best vs median Sharpe, and the bar luck alone sets."""
     n = len(table)
     sharpe = table["sharpe_ratio"].astype(np.float64)
-    best, median = float(sharpe.max()), float(sharpe.median())
-    bar = expected_max_sharpe(n, n_obs)
-    config = table.loc[sharpe.idxmax(), "config"] if sharpe.notna().any() else "none"
-    verdict = (
-        "beats that bar, so part of its edge is likely more than luck"
-        if best > bar
-        else "does not beat that bar, so its edge is indistinguishable from luck"
-    )
-    return (
-        f"{n} configurations were tried; the best ({config}) has a Sharpe ratio of {best:.2f} against a median "
-        f"of {median:.2f}. The best of {n} strategies with no skill at all would show about {bar:.2f} over "
-        f"{n_obs} sessions (Bailey & López de Prado's expected maximum), and the best configuration {verdict}."
-    )
+    if not sharpe.notna().any():
+        return f"{n} configurations were tried and none has a Sharpe ratio (their returns do not vary): nothing to select."
+    best = table.loc[sharpe.idxmax()]
+    n_obs = int(best["n_obs"])
+    best_sharpe, note = risk.published(best["sharpe_ratio"], n_obs, "sharpe_ratio", minimums)
+    if note:
+        return (f"{n} configurations were tried; their Sharpe ratios are n/a ({note}), so neither a best "
+                "configuration nor whether it beats luck can be told yet.")
+    median, _ = risk.published(float(sharpe.median()), n_obs, "sharpe_ratio", minimums)
+    bar = luck_bar(table) * math.sqrt(TRADING_DAYS)
+    head = (f"{n} configurations were tried; the best ({md_escape(best['config'])}) has a Sharpe ratio of "
+            f"{best_sharpe:.2f} against a median of {risk.text(median, None, '.2f')}")
+    if math.isfinite(bar):
+        head += (f", where the best of {n} configurations with no skill and this spread of results would show "
+                 f"about {bar:.2f}")
+    dsr, dsr_note = risk.published(best["dsr"], n_obs, "dsr", minimums)
+    if dsr_note:
+        verdict = f"DSR n/a ({dsr_note}): whether it is more than luck cannot be told yet."
+    elif dsr is None:
+        verdict = ("DSR n/a: fewer than two configurations have a Sharpe ratio, so there is no spread to judge luck by."
+                   if not math.isfinite(bar) else "DSR n/a: the skewness and kurtosis of its returns leave it undefined.")
+    else:
+        shown, limit = _versus(dsr, confidence)
+        verdict = (f"DSR {shown} ≥ {limit}: the best of {n} configurations is likely more than luck." if dsr >= confidence
+                   else f"DSR {shown} < {limit}: the best of {n} configurations is indistinguishable from luck.")
+    return f"{head}. {verdict}"
+
+
+def selection_metrics(
+    result: BacktestResult,
+    table: pd.DataFrame,
+    risk_free_rate: float,
+    run_id: str,
+    strategy: str,
+    minimums: MinObservations,
+) -> pd.DataFrame:
+    """backtest_metrics rows psr, dsr and trials for `strategy` (the backtest in `result`) and
+    for SWEEP_BEST, the sweep's best Sharpe ratio (named in its rows' note).
+
+    `table` is the raw `sweep` over the backtest's sessions: the trials that set the DSR's
+    bar (`luck_bar`), whether or not the backtest's own configuration is one of them. Values
+    go through `risk.published`, so a short backtest stores NULL and the reason.
+    """
+    returns = result.returns.dropna()
+    n_obs = len(returns)
+    if len(table) and (table["n_obs"] != n_obs).any():
+        raise ValueError(f"the sweep must run on the backtest's {n_obs} sessions with a return")
+    ours = risk.sharpe_statistics(returns.to_frame(strategy), risk_free_rate).iloc[0]
+    args = (ours["sharpe"], n_obs, ours["skew"], ours["kurtosis"])
+    bar = luck_bar(table) if len(table) else math.nan
+    trials = float(len(table))
+    # strategy -> (its psr, dsr, trials in SELECTION_METRICS order, what its rows rest on)
+    figures: dict[str, tuple[tuple[float, float, float], str | None]] = {strategy: (
+        (float(risk.probabilistic_sharpe_ratio(*args)), float(risk.probabilistic_sharpe_ratio(*args, benchmark=bar)),
+         trials), None)}
+    sharpe = table["sharpe_ratio"].astype(np.float64)
+    if sharpe.notna().any():
+        best = table.loc[sharpe.idxmax()]
+        figures[SWEEP_BEST] = ((float(best["psr"]), float(best["dsr"]), trials),
+                               f"{best['config']}: the best Sharpe ratio of {len(table)} configurations")
+    rows = []
+    for name, (values, named) in figures.items():
+        for metric, value in zip(SELECTION_METRICS, values, strict=True):
+            shown, note = risk.published(value, n_obs, metric, minimums)
+            rows.append({"run_id": run_id, "strategy": name, "metric": metric,
+                         "value": np.nan if shown is None else shown, "window_start": returns.index.min(),
+                         "window_end": returns.index.max(), "n_obs": n_obs, "note": note or named})
+    return pd.DataFrame(rows, columns=["run_id", "strategy", "metric", *risk.LONG_COLUMNS[3:]])

@@ -34,6 +34,8 @@ from bentley.trading.limits import Decision, Limits, apply_limits
 if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is called
     from matplotlib.figure import Figure
 
+    from bentley.config import MinObservations
+
 
 @dataclass
 class Strategy:
@@ -162,13 +164,17 @@ def benchmark_returns(prices: pd.DataFrame, benchmark: str, index: pd.Index) -> 
 
 
 def paper_metrics(returns: pd.Series, benchmark: pd.Series, risk_free_rate: float, run_id: str,
-                  portfolio: str) -> pd.DataFrame:
-    """risk_metrics rows for scope `portfolio:<name>` from the paper book's daily returns (empty before two)."""
+                  portfolio: str, minimums: MinObservations) -> pd.DataFrame:
+    """risk_metrics rows for scope `portfolio:<name>` from the paper book's daily returns (empty before two).
+
+    A young book has few returns: its Sharpe ratio and the other annualized figures are
+    stored as NULL with the reason (`risk.published`) until it has `minimums` of them.
+    """
     if returns.dropna().size < 2:
         return pd.DataFrame()
     frame = returns.rename(f"portfolio:{portfolio}").to_frame()
     table = risk.risk_metrics(frame, benchmark.reindex(frame.index), risk_free_rate, garch=False)
-    return risk.long_metrics(table, run_id)
+    return risk.long_metrics(table, run_id, minimums)
 
 
 def signals_sentence(today: pd.DataFrame, entry_threshold: float, model_history: pd.DataFrame) -> str:
@@ -191,14 +197,14 @@ def paper_sentence(returns: pd.Series, performance: pd.DataFrame, portfolio: str
     """The paper book's performance so far (Markdown; the scope is escaped text, not code: a code
     span shows backslashes as written, and math is parsed before code spans)."""
     if performance.empty:
-        return (f"The paper portfolio has {returns.dropna().size} daily return(s) so far; its Sharpe ratio and "
-                f"drawdown appear in `risk_metrics` (scope {md_escape(f'portfolio:{portfolio}')}) "
-                "once it has two.")
-    values = performance.set_index("metric")["value"]
+        return (f"The paper portfolio has {returns.dropna().size} daily return(s) so far; its figures appear in "
+                f"`risk_metrics` (scope {md_escape(f'portfolio:{portfolio}')}) once it has two, each with a value "
+                "once it rests on enough returns (until then the row's note says how many it needs).")
+    n = int(performance["n_obs"].iloc[0])
     return (
-        f"Over {int(performance['n_obs'].iloc[0])} booked sessions the paper portfolio returned "
-        f"{values['cumulative_return']:+.2%} (Sharpe {values['sharpe_ratio']:.2f}, max drawdown "
-        f"{values['max_drawdown']:.2%})."
+        f"Over {n} daily returns the paper portfolio returned {risk.row_text(performance, 'cumulative_return', '+.2%')}, "
+        f"with a max drawdown of {risk.row_text(performance, 'max_drawdown', '.2%')}; its Sharpe ratio is "
+        f"{risk.row_text(performance, 'sharpe_ratio', '.2f')}."
     )
 
 

@@ -3,6 +3,8 @@ edge cases that must not crash, and the portfolio / stress / rolling helpers on 
 
 from __future__ import annotations
 
+import math
+import statistics
 import warnings
 
 import empyrical as ep
@@ -14,6 +16,7 @@ from scipy import stats
 
 from bentley.analytics import risk
 from bentley.analytics.risk import METRICS, WINDOW_COLUMNS, RiskWarning
+from bentley.config import MinObservations
 
 matplotlib.use("Agg")
 
@@ -23,6 +26,8 @@ RTOL = 1e-9
 pytestmark = pytest.mark.filterwarnings("ignore:Sorting by default when concatenating")
 RF_ANNUAL = 0.04
 RF = (1 + RF_ANNUAL) ** (1 / 252) - 1
+#: The defaults of params/default.yaml `risk.min_observations`, spelled out so the tests read alone.
+MINIMUMS = MinObservations(annualized=63, var=63, estimate=63, drawdown=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,8 +349,9 @@ def test_returns_from_prices_keeps_gaps_and_window() -> None:
 
 
 def test_long_metrics_rows(table: pd.DataFrame) -> None:
-    long = risk.long_metrics(table, "run-1")
-    assert list(long.columns) == ["run_id", "scope", "metric", "value", "window_start", "window_end", "n_obs"]
+    long = risk.long_metrics(table, "run-1", MINIMUMS)
+    assert list(long.columns) == ["run_id", "scope", "metric", "value", "window_start", "window_end", "n_obs", "note"]
+    assert long["note"].isna().all(), "every scope has hundreds of returns: everything is published"
     assert len(long) == len(table) * len(METRICS)
     assert not long.duplicated(["run_id", "scope", "metric"]).any()
     assert list(long["metric"].iloc[: len(METRICS)]) == list(METRICS)
@@ -355,7 +361,140 @@ def test_long_metrics_rows(table: pd.DataFrame) -> None:
     assert row["n_obs"] == table.loc["LATE", "n_obs"]
     assert long.loc[long["metric"] == "var_95_garch", "value"].isna().all()  # NaN values are kept
     with pytest.raises(ValueError, match="lacks"):
-        risk.long_metrics(table.drop(columns="beta"), "run-1")
+        risk.long_metrics(table.drop(columns="beta"), "run-1", MINIMUMS)
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing: figures only where they mean something
+
+
+FOUR_DAYS = pd.DataFrame({"portfolio:paper": [0.011, 0.009, 0.012, 0.010]},
+                         index=pd.bdate_range("2025-06-02", periods=4, name="date"))
+
+
+def test_published_holds_back_a_figure_below_its_minimum_and_says_why() -> None:
+    assert risk.published(14.03, 4, "sharpe_ratio", MINIMUMS) == (
+        None, "4 daily returns: too few for a Sharpe ratio; 63 needed")
+    assert risk.published(1.2, 63, "sharpe_ratio", MINIMUMS) == (1.2, None)
+    assert risk.published(-0.05, 1, "max_drawdown", MINIMUMS) == (
+        None, "1 daily return: too few for a maximum drawdown; 2 needed")
+    assert risk.published(-0.01, 62, "var_95_historical", MINIMUMS)[0] is None
+    assert risk.published(0.3, 62, "dsr", MINIMUMS)[1] == "62 daily returns: too few for a deflated Sharpe ratio; 63 needed"
+    assert risk.published(0.042, 4, "cumulative_return", MINIMUMS) == (0.042, None), "a realized return is a fact"
+    assert risk.published(16.0, 4, "trials", MINIMUMS) == (16.0, None)
+    assert risk.published(math.nan, 500, "sharpe_ratio", MINIMUMS) == (None, None), "undefined, not too short"
+    assert risk.text(*risk.published(14.03, 4, "sharpe_ratio", MINIMUMS), ".2f") == (
+        "n/a (4 daily returns: too few for a Sharpe ratio; 63 needed)")
+    assert risk.text(1.234, None, ".2f") == "1.23" and risk.text(None, None, ".2f") == "n/a"
+    assert set(risk.PUBLISHED) >= set(METRICS) - {"cumulative_return"}, "every other metric has a minimum"
+
+
+def test_a_four_day_sharpe_is_computed_but_not_published() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RiskWarning)
+        table = risk.risk_metrics(FOUR_DAYS, pd.Series(0.001, index=FOUR_DAYS.index), RF_ANNUAL, garch=False)
+    assert table.loc["portfolio:paper", "sharpe_ratio"] > 10, "the absurd figure the issue saw"
+    rows = risk.long_metrics(table, "r", MINIMUMS).set_index("metric")
+    sharpe = rows.loc["sharpe_ratio"]
+    assert math.isnan(sharpe["value"]) and sharpe["n_obs"] == 4
+    assert sharpe["note"] == "4 daily returns: too few for a Sharpe ratio; 63 needed"
+    assert rows.loc["annual_return", "note"].endswith("too few for an annual return; 63 needed")
+    assert rows.loc["cumulative_return", "value"] == pytest.approx(np.prod(1 + FOUR_DAYS.iloc[:, 0]) - 1)
+    assert rows.loc["max_drawdown", "value"] == 0.0 and pd.isna(rows.loc["max_drawdown", "note"])
+    published = rows["value"].notna()
+    assert set(rows.index[published]) == {"cumulative_return", "max_drawdown"}
+    assert rows.loc[~published, "note"].notna().all(), "every missing figure says why"
+
+
+def test_report_sentence_and_table_say_na_with_the_reason() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RiskWarning)
+        frame = FOUR_DAYS.rename(columns={"portfolio:paper": risk.HOLDINGS_SCOPE}).assign(BENCH=0.001 * np.arange(1, 5))
+        table = risk.risk_metrics(frame, frame["BENCH"], RF_ANNUAL, garch=False)
+    rows = risk.long_metrics(table, "r", MINIMUMS)
+    sentence = risk.risk_sentence(rows, "BENCH")
+    assert "Sharpe n/a (4 daily returns: too few for a Sharpe ratio; 63 needed)" in sentence
+    assert "returned n/a (4 daily returns: too few for an annual return; 63 needed) a year" in sentence
+    assert "max drawdown 0.0%" in sentence
+    headline = risk.headline_table(rows)
+    assert list(headline.index) == [risk.HOLDINGS_SCOPE, "BENCH"]
+    assert (headline.loc[risk.HOLDINGS_SCOPE, "sharpe_ratio"], headline.loc["BENCH", "annual_return"]) == ("n/a", "n/a")
+    assert headline.loc[risk.HOLDINGS_SCOPE, "max_drawdown"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# PSR and DSR against an independent reference written from the papers' formulas
+
+EULER_MASCHERONI = 0.57721566490153286  # literal: the reference does not borrow numpy's constant
+PHI = statistics.NormalDist()  # the standard library's normal, not scipy's
+
+
+def reference_psr(sr: float, n: int, skew: float, kurtosis: float, sr_star: float) -> float:
+    """Bailey & López de Prado (2012): Φ((SR−SR*)·√(n−1)/√(1−γ3·SR+(γ4−1)/4·SR²))."""
+    return PHI.cdf((sr - sr_star) * math.sqrt(n - 1) / math.sqrt(1 - skew * sr + (kurtosis - 1) / 4 * sr**2))
+
+
+def reference_sr0(n_trials: int, variance: float) -> float:
+    """Bailey & López de Prado (2014): √V[SR_n]·((1−γ)Φ⁻¹(1−1/N) + γΦ⁻¹(1−1/(N·e)))."""
+    g = EULER_MASCHERONI
+    return math.sqrt(variance) * ((1 - g) * PHI.inv_cdf(1 - 1 / n_trials) + g * PHI.inv_cdf(1 - 1 / (n_trials * math.e)))
+
+
+@pytest.mark.parametrize(("sr", "n", "skew", "kurtosis", "sr_star"), [
+    (0.1, 252, 0.0, 3.0, 0.0),
+    (0.05, 1250, -1.2, 8.5, 0.0),
+    (-0.03, 63, 0.4, 4.2, 0.0),
+    (0.2, 500, -0.8, 6.0, 0.05),
+    (0.08, 100, 1.5, 12.0, 0.1),
+])
+def test_psr_equals_the_reference(sr: float, n: int, skew: float, kurtosis: float, sr_star: float) -> None:
+    ours = risk.probabilistic_sharpe_ratio(sr, n, skew, kurtosis, sr_star)
+    assert ours == pytest.approx(reference_psr(sr, n, skew, kurtosis, sr_star), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(("n_trials", "variance"), [(2, 1e-3), (16, 4e-4), (100, 0.5 / 250), (1000, 2.5e-3)])
+def test_dsr_equals_the_reference(n_trials: int, variance: float) -> None:
+    sr, n, skew, kurtosis = 0.09, 756, -0.6, 5.5
+    assert risk.expected_max_sharpe(n_trials, variance) == pytest.approx(reference_sr0(n_trials, variance), rel=1e-12)
+    expected = reference_psr(sr, n, skew, kurtosis, reference_sr0(n_trials, variance))
+    assert risk.deflated_sharpe_ratio(sr, n, skew, kurtosis, n_trials, variance) == pytest.approx(expected, rel=1e-12)
+
+
+def test_dsr_reproduces_the_papers_numerical_example() -> None:
+    """Bailey & López de Prado (2014), "The Deflated Sharpe Ratio", numerical example: the best of
+    N = 100 trials, annualized SR 2.5 over 5 years of daily returns (T = 1250, 250 a year),
+    V[SR_n] = 1/2 annualized, skewness −3, kurtosis 10: SR0 ≈ 0.1132 (per day), DSR ≈ 0.9004."""
+    per_day = math.sqrt(250)
+    assert risk.expected_max_sharpe(100, 0.5 / 250) == pytest.approx(0.1132, abs=5e-5)
+    assert risk.deflated_sharpe_ratio(2.5 / per_day, 1250, -3.0, 10.0, 100, 0.5 / 250) == pytest.approx(0.9004, abs=5e-5)
+
+
+def test_psr_dsr_edge_cases_and_arrays() -> None:
+    assert risk.expected_max_sharpe(1, 0.01) == 0.0, "one trial: no selection, the DSR is the PSR against 0"
+    assert risk.deflated_sharpe_ratio(0.1, 252, 0.0, 3.0, 1, math.nan) == risk.probabilistic_sharpe_ratio(0.1, 252, 0.0, 3.0)
+    with pytest.raises(ValueError, match="at least one trial"):
+        risk.expected_max_sharpe(0, 0.01)
+    assert math.isnan(risk.probabilistic_sharpe_ratio(0.1, 1, 0.0, 3.0)), "one return: no PSR"
+    assert math.isnan(risk.probabilistic_sharpe_ratio(0.5, 252, 10.0, 3.0)), "1 − γ3·SR + ... <= 0: undefined"
+    assert risk.probabilistic_sharpe_ratio(0.0, 252, 0.0, 3.0) == pytest.approx(0.5)
+    many = risk.probabilistic_sharpe_ratio(np.array([0.1, -0.1]), np.array([252, 252]), np.zeros(2), np.full(2, 3.0))
+    np.testing.assert_allclose(many, [reference_psr(0.1, 252, 0, 3, 0), reference_psr(-0.1, 252, 0, 3, 0)], rtol=1e-12)
+
+
+def test_sharpe_statistics_are_the_risk_tables_moments(table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]) -> None:
+    returns, _ = market
+    ours = risk.sharpe_statistics(returns, RF_ANNUAL)
+    for scope in ("PLAIN", "GAPS", "LATE"):
+        observed = returns[scope].dropna()
+        assert ours.loc[scope, "n_obs"] == len(observed) == table.loc[scope, "n_obs"]
+        excess = observed - RF
+        assert ours.loc[scope, "sharpe"] == pytest.approx(excess.mean() / excess.std(ddof=1), rel=1e-12)
+        assert ours.loc[scope, "sharpe"] * math.sqrt(252) == pytest.approx(table.loc[scope, "sharpe_ratio"], rel=1e-10)
+        assert ours.loc[scope, "skew"] == pytest.approx(table.loc[scope, "skew"], rel=1e-9)
+        assert ours.loc[scope, "kurtosis"] == pytest.approx(table.loc[scope, "kurtosis"] + 3.0, rel=1e-9)
+    flat = risk.sharpe_statistics(pd.DataFrame({"flat": [0.0] * 10, "three": [0.01, 0.02, np.nan] + [np.nan] * 7}), 0.0)
+    assert flat.loc["flat"].drop("n_obs").isna().all() and flat.loc["flat", "n_obs"] == 10
+    assert flat.loc["three", "n_obs"] == 2 and math.isnan(flat.loc["three", "skew"])
 
 
 # --------------------------------------------------------------------------------------------

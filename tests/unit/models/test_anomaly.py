@@ -202,6 +202,20 @@ def test_rolling_ignores_row_order() -> None:
 # IsolationForest
 
 
+#: Small forests for quick tests: 25 trees, a new forest every 42 weekdays on the 100 sessions before.
+FOREST = {"window": 100, "refit_sessions": 42, "n_estimators": 25}
+
+
+def _forest(inputs: pd.DataFrame, seed: int = 0, **settings: int | None) -> pd.DataFrame:
+    return anomaly.isolation_forest_scores(inputs, COLUMNS, contamination=0.01, seed=seed, **{**FOREST, **settings})
+
+
+def _block_starts(dates: pd.Series, refit_sessions: int) -> np.ndarray:
+    """Whether each date opens a refit block (weekdays counted from the module's epoch)."""
+    days = np.busday_count(anomaly.REFIT_EPOCH, dates.to_numpy(dtype="datetime64[D]"))
+    return days % refit_sessions == 0
+
+
 def _with_planted_outlier() -> tuple[pd.DataFrame, int]:
     rng = np.random.default_rng(11)
     inputs = _normal_inputs(501, rng)
@@ -212,29 +226,91 @@ def _with_planted_outlier() -> tuple[pd.DataFrame, int]:
 
 def test_isolation_forest_flags_a_planted_outlier() -> None:
     inputs, planted = _with_planted_outlier()
-    scores = anomaly.isolation_forest_scores(inputs, COLUMNS, contamination=0.01, seed=0)
+    scores = _forest(inputs)
     assert list(scores.columns) == ["if_score", "if_flag"]
     assert scores.index.equals(inputs.index)
     assert scores["if_flag"].dtype == bool
     assert scores["if_flag"].iloc[planted]
     assert scores["if_score"].idxmax() == planted
-    assert scores["if_flag"].sum() <= 10  # about 1% of 501 rows
+    scored = int(scores["if_score"].notna().sum())
+    assert scores["if_flag"].sum() <= 0.03 * scored  # about 1%, each block judged by the threshold of its past
 
 
 def test_isolation_forest_is_deterministic_for_a_seed() -> None:
     inputs, _ = _with_planted_outlier()
-    first = anomaly.isolation_forest_scores(inputs, COLUMNS, contamination=0.01, seed=42)
-    second = anomaly.isolation_forest_scores(inputs, COLUMNS, contamination=0.01, seed=42)
-    pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(_forest(inputs, seed=42), _forest(inputs, seed=42), check_exact=True)
 
 
-def test_isolation_forest_leaves_incomplete_rows_unscored() -> None:
+def test_isolation_forest_warm_up_and_incomplete_rows_are_unscored() -> None:
     inputs, _ = _with_planted_outlier()
-    inputs.loc[5, "volume_z"] = np.nan
-    scores = anomaly.isolation_forest_scores(inputs, COLUMNS, contamination=0.01, seed=0)
-    assert np.isnan(scores.loc[5, "if_score"])
-    assert not scores.loc[5, "if_flag"]
-    assert scores.drop(index=5)["if_score"].notna().all()
+    inputs.loc[400, "volume_z"] = np.nan
+    scores = _forest(inputs)
+    assert np.isnan(scores.loc[400, "if_score"]) and not scores.loc[400, "if_flag"]
+    first = int(scores["if_score"].first_valid_index())
+    assert first >= FOREST["window"]  # a full window of sessions before the first forest
+    assert _block_starts(inputs["date"], FOREST["refit_sessions"])[first]  # scoring starts at a refit
+    assert scores.loc[: first - 1, "if_score"].isna().all() and not scores.loc[: first - 1, "if_flag"].any()
+    assert scores.loc[first:].drop(index=400)["if_score"].notna().all()
+
+
+def test_isolation_forest_without_window_uses_every_earlier_session() -> None:
+    inputs, planted = _with_planted_outlier()
+    scores = _forest(inputs, window=None)
+    starts = np.flatnonzero(_block_starts(inputs["date"], FOREST["refit_sessions"]))
+    assert scores.loc[: starts[0] - 1, "if_score"].isna().all()  # nothing before the first refit date
+    assert scores.loc[starts[0]:, "if_score"].notna().all()
+    assert scores["if_flag"].iloc[planted]
+
+
+def _two_tickers(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.concat([_normal_inputs(n, rng, "AAA"), _normal_inputs(n, rng, "BBB")], ignore_index=True)
+
+
+def test_isolation_forest_has_no_lookahead() -> None:
+    """Scores up to a date are bit-identical whether later rows are changed, appended or absent."""
+    full = _two_tickers(400, seed=7)
+    cut = full["date"].iloc[260]
+    later = full["date"] > cut
+    before = _forest(full)
+    assert before.loc[~later, "if_score"].notna().sum() > 200  # the comparison covers scored rows
+
+    changed = full.copy()
+    changed.loc[later, COLUMNS] = np.random.default_rng(1).normal(50.0, 30.0, size=(int(later.sum()), 3))
+    after = _forest(changed)
+    pd.testing.assert_frame_equal(before[~later], after[~later], check_exact=True)
+    assert not before[later].equals(after[later])  # the change did reach the later rows
+
+    truncated = _forest(full[~later])  # the same history, run on the day of the cut
+    pd.testing.assert_frame_equal(before[~later], truncated, check_exact=True)
+
+
+def test_isolation_forest_ignores_row_order_and_a_later_window_start() -> None:
+    full = _two_tickers(400, seed=9)
+    scores = _forest(full)
+    shuffled = full.sample(frac=1.0, random_state=2)
+    pd.testing.assert_frame_equal(scores, _forest(shuffled).loc[scores.index], check_exact=True)
+
+    # A history window that starts 30 sessions later keeps the refit dates (they are counted from
+    # a fixed epoch), so every block that still has a full window before it scores the same.
+    start = full["date"].drop_duplicates().iloc[30]
+    moved = _forest(full[full["date"] >= start])
+    both = moved["if_score"].notna()
+    assert both.sum() > 300
+    pd.testing.assert_frame_equal(moved[both], scores.loc[moved.index[both]], check_exact=True)
+
+
+def test_isolation_forest_scores_a_new_ticker_once_it_has_history() -> None:
+    inputs = _two_tickers(400, seed=3)
+    dates = inputs["date"].drop_duplicates().reset_index(drop=True)
+    listed = dates.iloc[250]
+    newcomer = _normal_inputs(int((dates >= listed).sum()), np.random.default_rng(4), "CCC")
+    newcomer["date"] = dates[dates >= listed].to_numpy()
+    scores = _forest(pd.concat([inputs, newcomer], ignore_index=True))
+    ccc = scores.iloc[len(inputs):]
+    next_refit = dates[(dates > listed) & _block_starts(dates, FOREST["refit_sessions"])].iloc[0]
+    first_scored = newcomer.loc[ccc["if_score"].first_valid_index() - len(inputs), "date"]
+    assert first_scored == next_refit  # no past to scale it by until the first forest that saw it
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,3 +405,24 @@ def test_anomaly_chart_marks_flagged_days() -> None:
     n_flagged = int(table.loc[table["ticker"] == "BBB", "flag"].sum())
     assert len(markers.get_offsets()) == n_flagged >= 1
     plt.close(fig)
+
+
+def test_detect_anomalies_has_no_lookahead() -> None:
+    """Every column of a row, both detectors included, ignores prices and features after its date."""
+    features, prices = _market(n=300)
+    settings = {"window": 60, "refit_sessions": 42, "contamination": 0.02, "seed": 3}
+    cut = features["date"].iloc[200]
+    before = anomaly.detect_anomalies(features, prices, **settings)
+
+    rng = np.random.default_rng(5)
+    changed_features, changed_prices = features.copy(), prices.copy()
+    later_f, later_p = features["date"] > cut, prices["date"] > cut
+    changed_features.loc[later_f, "ret_1d"] = rng.normal(0.0, 0.2, int(later_f.sum()))
+    changed_features.loc[later_f, "volume_z_21"] = rng.normal(0.0, 5.0, int(later_f.sum()))
+    changed_prices.loc[later_p, "high"] *= 1.5
+    after = anomaly.detect_anomalies(changed_features, changed_prices, **settings)
+
+    earlier = before["date"] <= cut
+    assert before.loc[earlier, "if_score"].notna().sum() > 100
+    pd.testing.assert_frame_equal(before[earlier], after[earlier], check_exact=True)
+    assert not before[~earlier].equals(after[~earlier])  # the change did reach the later rows

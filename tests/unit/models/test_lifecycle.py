@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bentley.config import load_config
-from bentley.models import lifecycle, splits
+from bentley.models import lifecycle, prediction, splits
 from bentley.tracking import RegisteredVersion
 
 FEATURES = ["signal", "noise"]
@@ -41,7 +41,8 @@ def _data(recent_hits: float, sessions: int = 300, tickers: int = 4) -> lifecycl
     frame["signal"] = np.where(right, frame["label"], 1 - frame["label"]) * 0.6 + 0.2
     frame["noise"] = rng.normal(size=len(frame))
     walk_forward = splits.purged_walk_forward(
-        np.sort(frame["date"].unique()), n_folds=2, horizon=5, embargo=0, holdout_sessions=40, min_train_sessions=100,
+        np.sort(frame["date"].unique()), refit_every_months=1, min_folds=2, horizon=5, embargo=0, holdout_sessions=40,
+        min_train_sessions=100,
     )
     return lifecycle.TrainingData(frame=frame, feature_cols=FEATURES, walk_forward=walk_forward)
 
@@ -77,16 +78,27 @@ def test_monitoring_requires_retraining_when_an_input_disappears():
 
 def test_a_champion_trained_on_holdout_dates_is_not_a_fair_opponent():
     data = _data(1.0)
-    metrics, unfit = lifecycle.score_on_holdout(ColumnModel(), _champion(f"{data.holdout_end:%Y-%m-%d}"), data)
-    assert metrics is None and "inside this holdout" in unfit
-    metrics, unfit = lifecycle.score_on_holdout(ColumnModel(), _champion("2024-03-01"), data)
+    scored, unfit = lifecycle.score_on_holdout(ColumnModel(), _champion(f"{data.holdout_end:%Y-%m-%d}"), data)
+    assert scored is None and "inside this holdout" in unfit
+    scored, unfit = lifecycle.score_on_holdout(ColumnModel(), _champion("2024-03-01"), data)
     assert unfit is None
+    metrics = prediction.classification_metrics(scored)
     assert metrics["accuracy"] == 1.0 and metrics["n"] == len(data.rows(data.walk_forward.holdout.test))
 
 
 def test_a_champion_needing_inputs_the_run_lacks_is_not_scored():
-    metrics, unfit = lifecycle.score_on_holdout(ColumnModel(), _champion("2024-03-01", features=["gone"]), _data(1.0))
-    assert metrics is None and "gone" in unfit
+    scored, unfit = lifecycle.score_on_holdout(ColumnModel(), _champion("2024-03-01", features=["gone"]), _data(1.0))
+    assert scored is None and "gone" in unfit
+
+
+def test_the_dataset_sentence_names_the_accuracy_to_beat():
+    data = _data(1.0)
+    holdout = data.rows(data.walk_forward.holdout.test)["label"]
+    up = holdout.mean()
+    sentence = lifecycle.dataset_sentence(data)
+    assert f"On the {len(holdout)} holdout rows, always predicting '{'up' if up >= 0.5 else 'down'}' is right " \
+           f"{max(up, 1 - up):.1%} of the time: the accuracy any model must beat." in sentence
+    assert "baseline" not in sentence
 
 
 @pytest.mark.parametrize(

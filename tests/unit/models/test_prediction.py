@@ -1,6 +1,7 @@
 """Return-direction models: a causal, stationary dataset from sample market data; estimators
 built by dotted path and refused when unfit; metrics equal to sklearn/scipy; walk-forward
-evaluation; the shuffled-label leakage control; importances; predictions."""
+evaluation; the shuffled-label refits, the block bootstrap and the majority rate; importances;
+predictions."""
 
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ from bentley.config import load_config
 from bentley.features import compute_features
 from bentley.models.prediction import (
     METRIC_NAMES,
+    bootstrap_interval,
     build_estimator,
     classification_metrics,
     evaluate_candidate,
     feature_importances,
     feature_names,
+    majority_rate,
+    metric_value,
     model_frame,
     predict,
-    shuffled_label_auc,
+    shuffled_label_scores,
     unlabelled_rows,
 )
 from bentley.models.splits import purged_walk_forward
@@ -104,7 +108,8 @@ def _planted(kind: str, n_tickers: int = 40, n_dates: int = 200, n_features: int
 def _walk_forward(frame: pd.DataFrame):
     labelled = frame.loc[frame["label"].notna(), "date"]
     return purged_walk_forward(
-        labelled, n_folds=3, horizon=HORIZON, embargo=2, holdout_sessions=60, min_train_sessions=50
+        labelled, refit_every_months=1, min_folds=3, horizon=HORIZON, embargo=2, holdout_sessions=60,
+        min_train_sessions=50,
     )
 
 
@@ -365,10 +370,17 @@ def test_evaluate_candidate_scores_each_fold_and_the_holdout(linear):
         result = evaluate_candidate(frame, names, "logistic", LOGISTIC, wf, seed=7)
     assert result.name == "logistic" and result.spec == LOGISTIC
     assert list(result.fold_metrics.columns) == ["split", *METRIC_NAMES]
-    assert result.fold_metrics["split"].tolist() == ["fold 1", "fold 2", "fold 3"]
+    assert result.fold_metrics["split"].tolist() == [fold.name for fold in wf.folds]
     for fold, row in zip(wf.folds, result.fold_metrics.itertuples(), strict=True):
         assert row.n == frame["date"].isin(fold.test).sum()  # scored on its test dates only
         assert row.roc_auc > 0.6
+    # the walk-forward record: every session from the first refit on, each from the refit before it
+    labelled_dates = np.sort(linear["date"].unique())
+    first = wf.refits[0].test.min()
+    assert result.out_of_sample["date"].unique().tolist() == labelled_dates[labelled_dates >= first].tolist()
+    for fold, row in zip(wf.folds, result.fold_metrics.to_dict("records"), strict=True):
+        rows = result.out_of_sample[result.out_of_sample["date"].isin(fold.test)]
+        assert classification_metrics(rows) == {k: row[k] for k in METRIC_NAMES}
     predictions = result.holdout_predictions
     assert list(predictions.columns) == ["ticker", "date", "label", "proba", "fwd_return"]
     assert set(predictions["date"]) == set(wf.holdout.test)
@@ -400,10 +412,50 @@ def test_shuffled_labels_score_chance_while_real_labels_do_not(nonlinear):
     real = evaluate_candidate(nonlinear, names, "boosted", BOOSTED, wf, seed=7)
     assert real.holdout_metrics["n"] >= 2000
     assert real.holdout_metrics["roc_auc"] > 0.58
-    control = shuffled_label_auc(nonlinear, names, BOOSTED, wf, seed=7)
-    assert abs(control - 0.5) < 0.05
-    assert real.holdout_metrics["roc_auc"] - control > 0.05
-    assert abs(shuffled_label_auc(nonlinear, names, LOGISTIC, wf, seed=7) - 0.5) < 0.05
+    boosted = build_estimator("boosted", BOOSTED, seed=7)
+    control = shuffled_label_scores(nonlinear, names, boosted, wf.holdout, "roc_auc", permutations=4, seed=7)
+    assert control.shape == (4,) and abs(control.mean() - 0.5) < 0.03
+    assert real.holdout_metrics["roc_auc"] - control.max() > 0.05
+    logistic = build_estimator("logistic", LOGISTIC, seed=7)
+    again = shuffled_label_scores(nonlinear, names, logistic, wf.holdout, "roc_auc", permutations=4, seed=7)
+    assert abs(again.mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(  # seeded
+        again, shuffled_label_scores(nonlinear, names, logistic, wf.holdout, "roc_auc", permutations=4, seed=7))
+
+
+def _scored(n_sessions: int, per_session: int, right: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Scored rows: on session d every row is predicted right when right[d], else wrong."""
+    rng = np.random.default_rng(seed)
+    dates = np.repeat(pd.bdate_range("2024-01-01", periods=n_sessions).to_numpy(), per_session)
+    label = rng.integers(0, 2, dates.size).astype(float)
+    hit = np.repeat(right, per_session)
+    proba = np.where(hit, label, 1 - label) * 0.5 + 0.25 + rng.uniform(-0.2, 0.2, dates.size)
+    return pd.DataFrame({"date": dates, "label": label, "proba": proba, "fwd_return": label - 0.5})
+
+
+def test_the_bootstrap_interval_on_known_cases():
+    perfect = _scored(50, 4, np.ones(50, dtype=bool))
+    assert bootstrap_interval(perfect, "roc_auc", block_sessions=5, resamples=200, confidence=0.9, seed=1) == (
+        pytest.approx(1.0), pytest.approx(1.0))
+    mixed = _scored(100, 10, np.arange(100) % 2 == 0)  # half the sessions right, half wrong: accuracy 0.5
+    low, high = bootstrap_interval(mixed, "accuracy", block_sessions=1, resamples=500, confidence=0.9, seed=1)
+    assert low < 0.5 < high
+    # Sessions are the unit: 100 of them with sd sqrt(.25 / 100) = 0.05 give about ±0.08, where
+    # 1000 independent rows would give ±0.026.
+    assert 0.12 < high - low < 0.2
+    wider = bootstrap_interval(mixed, "accuracy", block_sessions=10, resamples=500, confidence=0.9, seed=1)
+    assert wider == bootstrap_interval(mixed, "accuracy", block_sessions=10, resamples=500, confidence=0.9, seed=1)
+    assert wider[1] - wider[0] < high - low  # ten-session blocks alternate right/wrong: less spread
+    assert np.isnan(bootstrap_interval(mixed.head(30), "accuracy", block_sessions=5, resamples=50, confidence=0.9,
+                                       seed=1)).all()  # three sessions: one block, nothing to resample
+
+
+def test_majority_rate_and_metric_value():
+    assert majority_rate(np.array([1.0, 1.0, 0.0])) == (pytest.approx(2 / 3), True)
+    assert majority_rate(pd.Series([0.0, 0.0, 1.0, np.nan])) == (pytest.approx(2 / 3), False)
+    assert np.isnan(majority_rate(np.array([]))[0])
+    frame = _scored(20, 3, np.arange(20) < 15)
+    assert metric_value(frame, "accuracy") == classification_metrics(frame)["accuracy"] == 0.75
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,13 +510,14 @@ def test_the_sample_pipeline_trains_and_predicts_end_to_end(frame):
     names = feature_names(frame)
     labelled = frame.loc[frame["label"].notna(), "date"]
     wf = purged_walk_forward(
-        labelled, n_folds=3, horizon=HORIZON, embargo=2, holdout_sessions=60, min_train_sessions=120
+        labelled, refit_every_months=1, min_folds=3, horizon=HORIZON, embargo=2, holdout_sessions=60,
+        min_train_sessions=120,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = evaluate_candidate(frame, names, "boosted", BOOSTED, wf, seed=7)
         latest = predict(result.model, unlabelled_rows(frame), names)
-    assert len(result.fold_metrics) == 3 and result.holdout_metrics["n"] == 60 * len(TICKERS)
+    assert len(result.fold_metrics) == len(wf.folds) >= 3 and result.holdout_metrics["n"] == 60 * len(TICKERS)
     assert len(latest) == HORIZON * len(TICKERS) and latest["proba_up"].between(0, 1).all()
 
 

@@ -10,29 +10,106 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from bentley import warehouse
+from bentley.config import load_config
 from bentley.models import registry
 from bentley.tracking import ModelStore, tracking_uri
 
-GATES = {"roc_auc": 0.5, "balanced_accuracy": 0.5}
+PROMOTION = load_config().ml.promotion.model_copy(update={"margin": 0.01})  # the default gates and evidence
 
 
-def test_first_run_promotes_a_challenger_that_passes_the_gates():
-    decision = registry.decide({"roc_auc": 0.56, "balanced_accuracy": 0.53}, None,
-                               metric="roc_auc", margin=0.01, gates=GATES)
+def _evidence(auc: float = 0.62, *, balanced: float = 0.56, accuracy: float = 0.60, majority: float = 0.55,
+              reached: int = 0, refits: int = 100, ci: tuple[float, float] = (0.56, 0.68), rows: int = 500,
+              up: bool = True) -> registry.Evidence:
+    """A holdout record whose p-value is (1 + reached) / (1 + refits)."""
+    null = np.r_[np.full(reached, auc + 0.01), np.full(refits - reached, 0.5)]
+    return registry.Evidence(
+        metric="roc_auc", metrics={"roc_auc": auc, "balanced_accuracy": balanced, "accuracy": accuracy, "n": rows},
+        null=null, ci=ci, confidence=0.9, majority_rate=majority, majority_up=up, model_class="LogisticRegression",
+    )
+
+
+def test_first_run_promotes_a_challenger_that_passes_the_gates_and_the_evidence():
+    decision = registry.decide(_evidence(), None, promotion=PROMOTION)
     assert decision.promoted
-    assert decision.champion_value is None
-    assert decision.reason.startswith("first champion")
+    assert decision.champion_value is None and decision.challenger_value == 0.62
+    assert decision.reason.startswith("first champion: passes every gate (roc_auc 0.6200 >= 0.5")
+    assert "p-value 0.0099 <= 0.05 (100 shuffled-label refits)" in decision.reason
+    assert decision.verdict == (
+        "Promoted as the first champion: its AUC of 0.620 on 500 holdout rows is matched or beaten by 0% of 100 "
+        "models of its class trained on shuffled labels (p = 0.0099 ≤ 0.05); resampling the holdout puts its AUC "
+        "between 0.560 and 0.680 (90% of the time), above the 0.500 of a coin flip; its accuracy 60.0% beats always "
+        "predicting 'up' (55.0%)."
+    )
 
 
 def test_first_run_keeps_no_champion_when_a_gate_fails():
-    decision = registry.decide({"roc_auc": 0.56, "balanced_accuracy": 0.49}, None,
-                               metric="roc_auc", margin=0.01, gates=GATES)
+    decision = registry.decide(_evidence(balanced=0.49), None, promotion=PROMOTION)
     assert not decision.promoted
     assert "balanced_accuracy 0.4900 < 0.5" in decision.reason
+    assert decision.verdict == "Not promoted: its balanced accuracy 49.0% is below the minimum 50.0%."
 
 
-def test_a_nan_metric_fails_its_gate():
-    assert registry.failed_gates({"roc_auc": math.nan}, {"roc_auc": 0.5}) == ["roc_auc n/a < 0.5"]
+def test_a_nan_metric_fails_its_gate_and_has_no_p_value():
+    evidence = _evidence(auc=math.nan, ci=(math.nan, math.nan))
+    assert math.isnan(evidence.p_value)
+    decision = registry.decide(evidence, None, promotion=PROMOTION)
+    assert not decision.promoted
+    assert "roc_auc n/a < 0.5" in decision.reason and "roc_auc undefined on the holdout" in decision.reason
+    assert "its AUC cannot be computed on the holdout rows" in decision.verdict
+
+
+def test_the_real_data_case_is_noise_and_the_verdict_says_why_in_words():
+    """Issue 16: AUC 0.606 on 189 rows, reached by 11 of 100 shuffled-label refits; accuracy 127/189
+    is exactly the always-up rate. The old gates (AUC and balanced accuracy >= 0.5) promoted it."""
+    rate = 127 / 189
+    evidence = _evidence(0.606, balanced=0.52, accuracy=rate, majority=rate, reached=11, ci=(0.49, 0.70), rows=189)
+    decision = registry.decide(evidence, None, promotion=PROMOTION)
+    assert not decision.promoted
+    assert decision.verdict == (
+        "Not promoted: 189 holdout rows are too few to tell skill from luck (at least 300 are required); its AUC of "
+        "0.606 on 189 holdout rows is matched or beaten by 11% of 100 models of its class trained on shuffled labels "
+        "(p = 0.12 > 0.05); resampling the holdout puts its AUC between 0.490 and 0.700 (90% of the time), not "
+        "clearly above the 0.500 of a coin flip; its accuracy 67.2% equals always predicting 'up' (67.2%)."
+    )
+    for part in ("189 holdout rows < 300", "p-value 0.12 > 0.05", "90% CI of roc_auc [0.4900, 0.7000] not above",
+                 "accuracy 0.6720 <= majority-class rate 0.6720"):
+        assert part in decision.reason
+    relaxed = PROMOTION.model_copy(update={"gates": {"roc_auc": 0.5, "balanced_accuracy": 0.5}, "min_holdout_rows": 1,
+                                           "max_p_value": 1.0, "ci_lower_above_no_skill": False,
+                                           "beat_majority": False})
+    flow = registry.decide(evidence, None, promotion=relaxed)  # the ci profile: measured, not required
+    assert flow.promoted
+    assert "(p = 0.12, not required here)" in flow.verdict and "p-value 0.12 <= 1 (100 shuffled-label refits) (not " \
+        "required)" in flow.reason
+    assert "not clearly above the 0.500 of a coin flip (not required here)" in flow.verdict
+    assert "equals always predicting 'up' (67.2%) (not required here)" in flow.verdict
+
+
+@pytest.mark.parametrize(("refits", "reached", "p"), [(100, 0, 1 / 101), (100, 11, 12 / 101), (19, 19, 1.0), (4, 2, 0.6)])
+def test_the_permutation_p_value_counts_the_model_among_the_draws(refits, reached, p):
+    evidence = _evidence(reached=reached, refits=refits)
+    assert evidence.reached == reached
+    assert evidence.p_value == pytest.approx(p)
+
+
+def test_a_shuffled_label_score_tying_the_model_counts_as_reaching_it():
+    evidence = registry.Evidence(
+        metric="roc_auc", metrics={"roc_auc": 0.6, "n": 400}, null=np.array([0.6, 0.1 + 0.5, 0.59999, 0.4]),
+        ci=(0.5, 0.7), confidence=0.9, majority_rate=0.5, majority_up=True, model_class="X",
+    )
+    assert evidence.reached == 2 and evidence.p_value == pytest.approx(3 / 5)
+
+
+def test_accuracy_as_the_metric_has_the_majority_rate_as_no_skill():
+    evidence = registry.Evidence(
+        metric="accuracy", metrics={"accuracy": 0.66, "roc_auc": 0.6, "balanced_accuracy": 0.6, "n": 400},
+        null=np.full(50, 0.6), ci=(0.62, 0.7), confidence=0.9, majority_rate=0.64, majority_up=False, model_class="X",
+    )
+    assert evidence.no_skill == 0.64
+    decision = registry.decide(evidence, None, promotion=PROMOTION.model_copy(update={"metric": "accuracy"}))
+    assert not decision.promoted
+    assert "not clearly above always predicting 'down' (64.0%)" in decision.verdict
 
 
 @pytest.mark.parametrize(
@@ -40,20 +117,26 @@ def test_a_nan_metric_fails_its_gate():
     [(0.571, 0.560, True), (0.565, 0.560, False), (0.570, 0.560, True), (0.55, 0.56, False)],
 )
 def test_challenger_must_beat_the_champion_by_the_margin(challenger, champion, promoted):
-    decision = registry.decide(
-        {"roc_auc": challenger, "balanced_accuracy": 0.6}, {"roc_auc": champion, "balanced_accuracy": 0.6},
-        metric="roc_auc", margin=0.01, gates=GATES,
-    )
+    decision = registry.decide(_evidence(challenger), _evidence(champion, reached=40), promotion=PROMOTION)
     assert decision.promoted is promoted
     assert decision.champion_value == champion
     assert ("beats" in decision.reason) is promoted
+    assert decision.verdict.startswith("Promoted: " if promoted else "Not promoted: it passes every check, but")
+    row = decision.as_row()
+    assert row["champion_p_value"] == pytest.approx(41 / 101) and row["p_value"] == pytest.approx(1 / 101)
 
 
 def test_an_unfit_champion_is_not_compared():
-    decision = registry.decide({"roc_auc": 0.9, "balanced_accuracy": 0.9}, None, metric="roc_auc", margin=0.0,
-                               gates=GATES, champion_unfit="it was trained on holdout dates")
+    decision = registry.decide(_evidence(0.9), None, promotion=PROMOTION, champion_unfit="it was trained on holdout dates")
     assert not decision.promoted
-    assert "trained on holdout dates" in decision.reason
+    assert "trained on holdout dates" in decision.reason and "trained on holdout dates" in decision.verdict
+
+
+def test_a_decision_row_has_the_model_decisions_columns():
+    row = registry.decide(_evidence(), _evidence(0.6), promotion=PROMOTION).as_row()
+    key = {"run_id", "model_name", "challenger_version", "champion_version", "decided_at"}
+    assert set(row) == {c.name for c in warehouse.model_decisions.columns} - key
+    assert row["holdout_rows"] == 500 and row["ci_lower"] == 0.56 and row["majority_rate"] == 0.55
 
 
 def test_pick_challenger_takes_the_best_mean_cv_metric():

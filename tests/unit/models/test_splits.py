@@ -1,5 +1,6 @@
-"""Purged walk-forward splits: a hand-checked example, the purge gap, no test date in any
-training set, ordered disjoint blocks, the holdout at the end, and the too-few-dates error."""
+"""Purged walk-forward splits on a calendar schedule: a hand-checked example, refits on the
+first session of scheduled months, the purge gap, no test date in any training set, folds cut
+before the holdout, the holdout at the end, stable refits when data grows, and the errors."""
 
 from __future__ import annotations
 
@@ -7,34 +8,49 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bentley.models.splits import Split, WalkForward, purged_walk_forward, rows_in
+from bentley.models.splits import Split, WalkForward, purged_walk_forward, refit_starts, rows_in
 
-PARAMS = {"n_folds": 4, "horizon": 5, "embargo": 3, "holdout_sessions": 40, "min_train_sessions": 60}
+PARAMS = {"refit_every_months": 1, "min_folds": 3, "horizon": 5, "embargo": 3, "holdout_sessions": 40,
+          "min_train_sessions": 60}
 
 
-def _sessions(n: int) -> np.ndarray:
-    return pd.bdate_range("2021-01-04", periods=n).to_numpy()
+def _sessions(n: int, start: str = "2021-01-04") -> np.ndarray:
+    return pd.bdate_range(start, periods=n).to_numpy()
 
 
 def _all_splits(wf: WalkForward) -> list[Split]:
-    return [*wf.folds, wf.holdout]
+    return [*wf.folds, *wf.refits, wf.holdout]
 
 
 def test_small_example_has_the_exact_dates():
-    days = _sessions(30)
-    wf = purged_walk_forward(
-        days, n_folds=2, horizon=2, embargo=1, holdout_sessions=5, min_train_sessions=8
-    )
-    # gap 3; holdout = the last 5 dates (25..29); CV region ends 3 sessions before it (0..21);
-    # tests start after 8 training dates and the gap: 11..21, cut into 11..16 and 17..21.
-    assert [s.name for s in wf.folds] == ["fold 1", "fold 2"]
-    np.testing.assert_array_equal(wf.folds[0].train, days[0:8])
-    np.testing.assert_array_equal(wf.folds[0].test, days[11:17])
-    np.testing.assert_array_equal(wf.folds[1].train, days[0:14])
-    np.testing.assert_array_equal(wf.folds[1].test, days[17:22])
+    days = _sessions(100)  # 2021-01-04 .. 2021-05-21: months start at indices 0, 20, 40, 63, 85
+    wf = purged_walk_forward(days, refit_every_months=1, min_folds=2, horizon=2, embargo=1, holdout_sessions=10,
+                             min_train_sessions=15)
+    # gap 3; holdout = the last 10 dates (90..99), trained on 0..86; CV ends at 87. The February
+    # refit (index 20) trains on 0..16 (17 >= 15 dates); January's (index 0) has none.
+    assert [s.name for s in wf.refits] == ["refit 2021-02-01", "refit 2021-03-01", "refit 2021-04-01",
+                                           "refit 2021-05-03"]
+    np.testing.assert_array_equal(wf.refits[0].train, days[0:17])
+    np.testing.assert_array_equal(wf.refits[0].test, days[20:40])
+    np.testing.assert_array_equal(wf.refits[2].train, days[0:60])
+    np.testing.assert_array_equal(wf.refits[3].test, days[85:100])  # the last refit predicts to the end
+    assert [s.name for s in wf.folds] == ["fold 1", "fold 2", "fold 3", "fold 4"]
+    np.testing.assert_array_equal(wf.folds[2].test, days[63:85])
+    np.testing.assert_array_equal(wf.folds[3].train, days[0:82])
+    np.testing.assert_array_equal(wf.folds[3].test, days[85:87])  # cut where the CV region ends
     assert wf.holdout.name == "holdout"
-    np.testing.assert_array_equal(wf.holdout.train, days[0:22])
-    np.testing.assert_array_equal(wf.holdout.test, days[25:30])
+    np.testing.assert_array_equal(wf.holdout.train, days[0:87])
+    np.testing.assert_array_equal(wf.holdout.test, days[90:100])
+
+
+@pytest.mark.parametrize(("every", "months"), [(1, list(range(1, 13))), (3, [1, 4, 7, 10]), (6, [1, 7]), (12, [1])])
+def test_refits_fall_on_the_first_session_of_scheduled_months(every, months):
+    days = _sessions(600, start="2020-06-15")
+    starts = refit_starts(days, every)
+    stamps = pd.DatetimeIndex(days[starts])
+    assert sorted(set(stamps.month)) == months
+    for stamp, index in zip(stamps, starts, strict=True):
+        assert index == 0 or pd.Timestamp(days[index - 1]).month != stamp.month  # the month's first session
 
 
 def test_dates_are_deduplicated_and_sorted_first():
@@ -54,12 +70,11 @@ def test_no_test_date_is_in_any_training_set_and_the_gap_holds(n):
     index = {d: i for i, d in enumerate(days)}
     gap = PARAMS["horizon"] + PARAMS["embargo"]
     for split in _all_splits(wf):
-        assert split.train.size > 0 and split.test.size > 0
+        assert split.train.size >= PARAMS["min_train_sessions"] and split.test.size > 0
         assert not np.isin(split.test, split.train).any(), split.name
         # a label at i uses prices to i + horizon: the last one must end before the embargo
         last_train, first_test = index[split.train.max()], index[split.test.min()]
         assert first_test - last_train - 1 == gap, split.name
-        assert split.train.max() < split.test.min()
     # and no CV fold trains (or tests) on a holdout date, or within the gap before it
     holdout_first = index[wf.holdout.test.min()]
     for fold in wf.folds:
@@ -67,24 +82,23 @@ def test_no_test_date_is_in_any_training_set_and_the_gap_holds(n):
         assert not np.isin(wf.holdout.test, fold.train).any()
 
 
-def test_test_blocks_are_consecutive_disjoint_and_near_equal():
+def test_folds_are_the_refits_cut_before_the_holdout():
     days = _sessions(400)
     wf = purged_walk_forward(days, **PARAMS)
-    blocks = [fold.test for fold in wf.folds]
-    joined = np.concatenate(blocks)
-    assert np.all(joined[1:] > joined[:-1])  # ordered, no overlap
+    for fold, refit in zip(wf.folds, wf.refits, strict=False):
+        np.testing.assert_array_equal(fold.train, refit.train)  # the same fitted model
+        np.testing.assert_array_equal(fold.test, refit.test[refit.test <= wf.holdout.train.max()])
+    joined = np.concatenate([refit.test for refit in wf.refits])
     index = {d: i for i, d in enumerate(days)}
     positions = np.array([index[d] for d in joined])
-    assert np.all(np.diff(positions) == 1)  # no date skipped between blocks
-    assert positions[0] == PARAMS["min_train_sessions"] + PARAMS["horizon"] + PARAMS["embargo"]
-    sizes = [b.size for b in blocks]
-    assert max(sizes) - min(sizes) <= 1
+    assert np.all(np.diff(positions) == 1)  # consecutive, disjoint, and ...
+    assert joined[-1] == days[-1]  # ... through the last date, the holdout's included
 
 
 def test_training_windows_expand_from_the_first_date():
     wf = purged_walk_forward(_sessions(500), **PARAMS)
-    trains = [fold.train for fold in wf.folds] + [wf.holdout.train]
-    assert trains[0].size == PARAMS["min_train_sessions"]
+    trains = [refit.train for refit in wf.refits]
+    assert trains[0].size >= PARAMS["min_train_sessions"]
     for earlier, later in zip(trains, trains[1:], strict=False):
         assert later.size > earlier.size
         np.testing.assert_array_equal(later[: earlier.size], earlier)
@@ -98,18 +112,34 @@ def test_holdout_is_the_most_recent_dates():
     np.testing.assert_array_equal(wf.holdout.train, days[: -PARAMS["holdout_sessions"] - gap])
 
 
-def test_too_few_dates_is_an_error_with_the_numbers():
-    needed = 60 + 8 + 4 + 8 + 40
-    purged_walk_forward(_sessions(needed), **PARAMS)  # exactly enough: one date per block
+def test_refits_do_not_move_when_a_session_is_added():
+    """Blocks are calendar months, not a share of the data: one more day changes no earlier refit."""
+    days = _sessions(401)
+    before = purged_walk_forward(days[:-1], **PARAMS)
+    after = purged_walk_forward(days, **PARAMS)
+    assert [r.name for r in after.refits[: len(before.refits)]] == [r.name for r in before.refits]
+    for old, new in zip(before.refits, after.refits, strict=False):
+        np.testing.assert_array_equal(old.train, new.train)
+        np.testing.assert_array_equal(old.test, new.test[: old.test.size])
+    assert after.refits[len(before.refits) - 1].test.size == before.refits[-1].test.size + 1
+    # A later start (a rolling history window) moves no boundary either.
+    later_start = purged_walk_forward(days[20:], **PARAMS)
+    assert {r.name for r in later_start.refits} <= {r.name for r in after.refits}
+
+
+def test_too_few_folds_is_an_error_with_the_numbers():
+    days = _sessions(200)
     with pytest.raises(ValueError) as error:
-        purged_walk_forward(_sessions(needed - 1), **PARAMS)
+        purged_walk_forward(days, **{**PARAMS, "min_folds": 10})
     message = str(error.value)
-    assert f"at least {needed} labelled sessions" in message
-    for part in ("4 folds", "horizon 5", "embargo 3", "holdout 40", "min_train 60", f"have {needed - 1}"):
+    for part in ("at least 10 folds", "200 labelled sessions give 4", "every 1 month", "at least 60 training",
+                 "horizon 5", "embargo 3", "holdout 40"):
         assert part in message
+    with pytest.raises(ValueError, match="give 0"):
+        purged_walk_forward(days[:50], **PARAMS)
 
 
-@pytest.mark.parametrize("field", ["n_folds", "holdout_sessions", "min_train_sessions"])
+@pytest.mark.parametrize("field", ["refit_every_months", "min_folds", "holdout_sessions", "min_train_sessions"])
 def test_non_positive_counts_are_rejected(field):
     with pytest.raises(ValueError, match=field):
         purged_walk_forward(_sessions(500), **{**PARAMS, field: 0})

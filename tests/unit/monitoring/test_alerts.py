@@ -29,7 +29,7 @@ TOKEN = "T0K3N-s3cr3t"
 
 def settings(*overrides: str) -> SimpleNamespace:
     cfg = load_config("default", overrides=list(overrides))
-    return SimpleNamespace(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade)
+    return SimpleNamespace(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade, risk=cfg.risk)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,35 @@ def test_disk_beyond_the_resource_threshold_fires_both_disk_rules(params):
 def test_unmeasured_kpis_never_fire(params):
     table = everything_firing()
     table["value"] = math.nan
+    assert alerts.evaluate_rules(table, params).empty
+
+
+def test_null_kpis_read_back_from_the_warehouse_never_fire(params):
+    """A NULL comes back as None in an object column (and a stray text as text): no rule reads it."""
+    table = everything_firing()
+    table["value"] = pd.Series([None] * len(table), dtype=object)
+    assert alerts.evaluate_rules(table, params).empty
+    table["value"] = pd.Series(["n/a"] * len(table), dtype=object)
+    assert alerts.evaluate_rules(table, params).empty
+    mixed = everything_firing().astype({"value": object})
+    mixed.loc[mixed["kpi"] == "latest_daily_return", "value"] = None
+    assert "trading_loss" not in set(alerts.evaluate_rules(mixed, params)["rule"])
+    assert "pipeline_failures" in set(alerts.evaluate_rules(mixed, params)["rule"]), "the other rows still count"
+
+
+def test_a_young_books_unpublished_figures_fire_nothing(params):
+    """Three daily returns of a book on a losing streak: the KPIs that are not published (NaN with
+    the reason) raise no alert; only the realized daily loss, a published fact, is judged."""
+    dates = pd.bdate_range("2025-05-28", periods=4)
+    values = pd.DataFrame({"portfolio": "paper", "date": dates, "equity": [100_000, 99_000, 98_500, 98_400],
+                           "daily_return": [math.nan, -0.01, -500 / 99_000, -100 / 98_500]})
+    history = History(pd.DataFrame(columns=["run_id", "status", "started_at", "ended_at", "duration_s"]),
+                      pd.DataFrame(columns=["run_id", "stage", "attempt", "status", "duration_s", "started_at",
+                                            "ended_at"]), portfolio_values=values, dataset_dates={})
+    table = kpis.kpi_table(history, params, run_id="now", logical_date=NOW.date(), now=NOW,
+                           resources=Resources(0.1, 0.1, 0.1))
+    paper = table[table["scope"] == "paper"].set_index("kpi")
+    assert math.isnan(paper.loc["sharpe_ratio", "value"]) and "too few for a Sharpe ratio" in paper.loc["sharpe_ratio", "detail"]
     assert alerts.evaluate_rules(table, params).empty
 
 

@@ -54,7 +54,7 @@ NO_STAGES = stage_rows([])
 @pytest.fixture(scope="module")
 def params() -> SimpleNamespace:
     cfg = load_config("default", overrides=["monitor.baseline_runs=4"])
-    return SimpleNamespace(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade)
+    return SimpleNamespace(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade, risk=cfg.risk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +236,38 @@ def test_paper_metrics_are_nan_with_too_few_returns():
     assert one["cumulative_return"] == pytest.approx(-0.05)
     assert one["max_drawdown"] == pytest.approx(-0.05)  # from the starting equity
     assert math.isnan(one["sharpe_ratio"])
+
+
+def test_a_young_books_sharpe_kpi_is_na_with_the_reason(params):
+    """Eight returns: the Sharpe ratio is computable (empyrical has one) but not published."""
+    perf = kpis.paper_performance(book(RETURNS), 0.02)
+    assert math.isfinite(perf["sharpe_ratio"])
+    rows = kpis.paper_kpis(History(ledger([]), NO_STAGES, portfolio_values=book(RETURNS)), "paper", 0.02,
+                           params.risk.min_observations)
+    table = pd.DataFrame(rows).set_index("kpi")
+    assert math.isnan(table.loc["sharpe_ratio", "value"])
+    assert table.loc["sharpe_ratio", "detail"] == "8 daily returns: too few for a Sharpe ratio; 63 needed"
+    assert table.loc["cumulative_return", "value"] == pytest.approx(perf["cumulative_return"], rel=1e-12)
+    assert table.loc["max_drawdown", "value"] == pytest.approx(perf["max_drawdown"], rel=1e-12)
+    assert table.loc["cumulative_return", "detail"] == "8 daily return(s), risk-free 2.00% a year"
+    full = pd.DataFrame([{"run_id": "r", **row} for row in rows])
+    sentence = kpis.paper_sentence(full, "paper")
+    assert sentence.endswith("Its Sharpe ratio is n/a (8 daily returns: too few for a Sharpe ratio; 63 needed).")
+    assert kpis.kpi_display(full).set_index("kpi").loc["sharpe_ratio", "value"] == "n/a"
+    one = kpis.paper_kpis(History(ledger([]), NO_STAGES, portfolio_values=book([-0.05])), "paper", 0.0,
+                          params.risk.min_observations)
+    drawdown = pd.DataFrame(one).set_index("kpi").loc["max_drawdown"]
+    assert math.isnan(drawdown["value"]) and drawdown["detail"].startswith("1 daily return: too few")
+
+
+def test_a_book_with_enough_returns_publishes_its_sharpe(params):
+    long_book = book(list(np.tile(RETURNS, 8)))  # 64 returns
+    rows = pd.DataFrame(kpis.paper_kpis(History(ledger([]), NO_STAGES, portfolio_values=long_book), "paper", 0.02,
+                                        params.risk.min_observations)).set_index("kpi")
+    assert rows.loc["sharpe_ratio", "value"] == pytest.approx(kpis.paper_performance(long_book, 0.02)["sharpe_ratio"])
+    assert rows.loc["sharpe_ratio", "detail"] == "64 daily return(s), risk-free 2.00% a year"
+    sentence = kpis.paper_sentence(rows.reset_index().assign(run_id="r"), "paper")
+    assert f"Its Sharpe ratio is {rows.loc['sharpe_ratio', 'value']:.2f}." in sentence
 
 
 # --------------------------------------------------------------------------------------------

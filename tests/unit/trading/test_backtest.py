@@ -1,8 +1,11 @@
 """Backtest: hand-checked equity paths for both executions, no same-day execution, no
 lookahead, costs, cash interest, every risk limit recorded, risk-stage metrics (and empyrical),
-the sweep and the tearsheet helpers."""
+the sweep with its PSR/DSR and verdict, what a too-short backtest publishes, and the tearsheet
+helpers."""
 
 from __future__ import annotations
+
+import math
 
 import empyrical as ep
 import matplotlib
@@ -10,10 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from scipy import stats
 
 from bentley.analytics import risk
-from bentley.config import Costs
+from bentley.config import Costs, MinObservations
 from bentley.trading import backtest as bt
 from bentley.trading.backtest import BacktestResult, Market, run_backtest
 from bentley.trading.limits import Limits
@@ -27,6 +29,7 @@ RF_ANNUAL = 0.05
 RF = (1 + RF_ANNUAL) ** (1 / 252) - 1
 LOOSE = Limits(max_position_weight=1.0, max_gross_exposure=1.0, max_daily_turnover=10.0, daily_loss_limit=0.9)
 FREE = Costs(commission_bps=0.0, slippage_bps=0.0, impact_coefficient=None)
+MINIMUMS = MinObservations(annualized=63, var=63, estimate=63, drawdown=2)
 
 
 def wide(values: np.ndarray | list[float], dates: pd.DatetimeIndex, tickers: list[str]) -> pd.DataFrame:
@@ -332,8 +335,8 @@ def test_backtest_metrics_are_the_risk_stage_metrics_and_match_empyrical() -> No
     market = random_market(n=300, tickers=5)
     result = run(random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1))
     benchmark = market.returns.mean(axis=1)
-    long = bt.backtest_metrics(result, benchmark, RF_ANNUAL, run_id="r1", strategy="ma", garch=False)
-    assert list(long.columns) == ["run_id", "strategy", "metric", "value", "window_start", "window_end", "n_obs"]
+    long = bt.backtest_metrics(result, benchmark, RF_ANNUAL, run_id="r1", strategy="ma", minimums=MINIMUMS, garch=False)
+    assert list(long.columns) == ["run_id", "strategy", "metric", "value", "window_start", "window_end", "n_obs", "note"]
     assert set(long["strategy"]) == {"ma", "benchmark"}
     ours = long[long["strategy"] == "ma"].set_index("metric")["value"]
     reference = risk.risk_metrics(result.returns.to_frame("ma"), benchmark, RF_ANNUAL, garch=False).loc["ma"]
@@ -352,8 +355,8 @@ def test_tearsheet_helpers() -> None:
     benchmark = market.returns.mean(axis=1)
     figures = [
         bt.equity_chart(result, benchmark, log_scale=True), bt.drawdown_chart(result, benchmark),
-        bt.monthly_returns_heatmap(result.returns), bt.rolling_sharpe_chart(result.returns, RF_ANNUAL, window=63),
-        bt.exposure_turnover_chart(result), bt.cost_drag_chart(result),
+        bt.monthly_returns_heatmap(result.returns), bt.rolling_sharpe_chart(result.returns, RF_ANNUAL, MINIMUMS, window=63),
+        bt.exposure_turnover_chart(result), bt.cost_drag_chart(result, MINIMUMS),
     ]
     assert all(isinstance(f, Figure) for f in figures)
     monthly = bt.monthly_returns(result.returns)
@@ -362,8 +365,8 @@ def test_tearsheet_helpers() -> None:
     top = bt.trade_list(result, 5)
     assert len(top) == 5 and top["traded_value"].is_monotonic_decreasing
     assert bt.trade_list(result, 3, latest=True)["date"].iloc[0] == result.trades["date"].max()
-    sentence = bt.summary_sentence(result, benchmark, RF_ANNUAL)
-    assert "warning" not in sentence.lower() and "Sharpe" in sentence
+    sentence = bt.summary_sentence(result, benchmark, RF_ANNUAL, MINIMUMS)
+    assert "warning" not in sentence.lower() and "Sharpe" in sentence and "n/a" not in sentence
     annual = risk.risk_metrics(pd.DataFrame({"g": result.gross_returns, "n": result.returns}),
                                benchmark, 0.0, garch=False)["annual_return"]
     assert bt.cost_drag(result) == pytest.approx(annual["g"] - annual["n"], rel=1e-12)
@@ -373,37 +376,134 @@ def test_tearsheet_helpers() -> None:
 # Sweep
 
 
-def test_sweep_one_row_per_combination() -> None:
-    market = random_market(n=200, tickers=4)
-
+def momentum_builder(market: Market):  # noqa: ANN201 - a sweep's target builder
     def build(params: dict[str, float]) -> pd.DataFrame:
         momentum = market.close.pct_change(int(params["lookback"]), fill_method=None)
         held = (momentum > params["threshold"]).astype(float)
         return held.div(held.sum(axis=1).where(lambda s: s > 0), axis=0)
 
-    grid = {"lookback": [5, 10, 20], "threshold": [0.0, 0.05]}
-    kwargs = {"execution": "next_open", "costs": Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=None), "limits": LOOSE,
-              "risk_free_rate": RF_ANNUAL, "capital": 1e5}
-    table = bt.sweep(build, grid, market, **kwargs)
+    return build
+
+
+SWEEP_KWARGS = {"execution": "next_open", "costs": Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=None),
+                "limits": LOOSE, "risk_free_rate": RF_ANNUAL, "capital": 1e5}
+GRID = {"lookback": [5, 10, 20], "threshold": [0.0, 0.05]}
+
+
+def test_sweep_one_row_per_combination() -> None:
+    market = random_market(n=200, tickers=4)
+    build = momentum_builder(market)
+    table = bt.sweep(build, GRID, market, **SWEEP_KWARGS)
     assert len(table) == 6
     assert list(table["config"])[:2] == ["lookback=5,threshold=0.0", "lookback=5,threshold=0.05"]
-    assert list(table.columns) == ["config", "lookback", "threshold", *bt.SWEEP_METRICS]
-    one = run_backtest(build({"lookback": 10, "threshold": 0.05}), market, **kwargs)
+    assert list(table.columns) == ["config", "lookback", "threshold", *bt.SWEEP_METRICS, *bt.SWEEP_EVIDENCE]
+    one = run_backtest(build({"lookback": 10, "threshold": 0.05}), market, **SWEEP_KWARGS)
     row = table.set_index("config").loc["lookback=10,threshold=0.05"]
     reference = risk.risk_metrics(one.returns.to_frame("x"), one.returns * np.nan, RF_ANNUAL, garch=False).loc["x"]
     assert row["sharpe_ratio"] == pytest.approx(reference["sharpe_ratio"], rel=1e-12)
     assert row["turnover"] == pytest.approx(one.turnover.mean(), rel=1e-12)
     assert row["cost_drag"] == pytest.approx(bt.cost_drag(one), rel=1e-9)
+    assert row["n_obs"] == len(one.returns) == 199
     assert isinstance(bt.sweep_heatmap(table, "lookback", "threshold"), Figure)
-    note = bt.overfitting_note(table, n_obs=len(one.returns))
+    note = bt.overfitting_note(table, MINIMUMS, 0.95)
     assert note.startswith("6 configurations were tried") and "warning" not in note.lower()
+    assert "DSR" in note and ("indistinguishable from luck" in note or "likely more than luck" in note)
 
 
-def test_expected_max_sharpe_formula() -> None:
-    gamma = np.euler_gamma
-    n, n_obs = 100, 2520
-    z = (1 - gamma) * stats.norm.ppf(1 - 1 / n) + gamma * stats.norm.ppf(1 - 1 / (n * np.e))
-    assert bt.expected_max_sharpe(n, n_obs) == pytest.approx(np.sqrt(252 / n_obs) * z, rel=1e-12)
-    assert bt.expected_max_sharpe(1, n_obs) == 0.0
-    assert bt.expected_max_sharpe(10, n_obs) < bt.expected_max_sharpe(1000, n_obs)
-    assert bt.expected_max_sharpe(100, 252) > bt.expected_max_sharpe(100, 2520)
+def test_sweep_psr_and_dsr_are_the_papers_formulas_on_each_configuration() -> None:
+    market = random_market(n=200, tickers=4)
+    table = bt.sweep(momentum_builder(market), GRID, market, **SWEEP_KWARGS)
+    per_period = table["sharpe_ratio"].to_numpy() / np.sqrt(252)
+    bar = risk.expected_max_sharpe(len(table), float(np.var(per_period, ddof=1)))
+    assert bt.luck_bar(table) == pytest.approx(bar, rel=1e-12)
+    for config, row in table.set_index("config").iterrows():
+        params = dict(item.split("=") for item in str(config).split(","))
+        one = run_backtest(momentum_builder(market)({k: float(v) for k, v in params.items()}), market, **SWEEP_KWARGS)
+        moments = risk.sharpe_statistics(one.returns.to_frame("x"), RF_ANNUAL).loc["x"]
+        args = (moments["sharpe"], len(one.returns), moments["skew"], moments["kurtosis"])
+        assert row["psr"] == pytest.approx(risk.probabilistic_sharpe_ratio(*args), rel=1e-12)
+        assert row["dsr"] == pytest.approx(risk.probabilistic_sharpe_ratio(*args, benchmark=bar), rel=1e-12)
+        assert row["dsr"] < row["psr"], "the bar of six tries is above 0"
+
+
+def sweep_table(dsr: float, *, n_obs: int = 500, sharpe: tuple[float, ...] = (1.5, 0.5, 0.2, -0.3)) -> pd.DataFrame:
+    """A crafted sweep table: the first configuration is the best, with the given DSR."""
+    n = len(sharpe)
+    return pd.DataFrame({
+        "config": [f"k={i}" for i in range(n)], "k": list(range(n)), "annual_return": 0.1, "annual_volatility": 0.2,
+        "sharpe_ratio": list(sharpe), "max_drawdown": -0.1, "turnover": 0.05, "cost_drag": 0.01, "n_obs": n_obs,
+        "psr": [0.99, 0.8, 0.6, 0.3][:n], "dsr": [dsr, 0.1, 0.05, 0.01][:n],
+    })
+
+
+def test_the_verdict_follows_from_the_dsr_and_prints_it() -> None:
+    luck = bt.overfitting_note(sweep_table(0.62), MINIMUMS, 0.95)
+    assert "the best (k=0) has a Sharpe ratio of 1.50 against a median of 0.35" in luck
+    assert luck.endswith("DSR 0.62 < 0.95: the best of 4 configurations is indistinguishable from luck.")
+    bar = bt.luck_bar(sweep_table(0.62)) * np.sqrt(252)
+    assert f"would show about {bar:.2f}" in luck
+    skill = bt.overfitting_note(sweep_table(0.97), MINIMUMS, 0.95)
+    assert skill.endswith("DSR 0.97 ≥ 0.95: the best of 4 configurations is likely more than luck.")
+    close = bt.overfitting_note(sweep_table(0.9496), MINIMUMS, 0.95)
+    assert "DSR 0.9496 < 0.9500" in close, "a verdict near the bar shows the digits that decide it"
+    assert "none has a Sharpe ratio" in bt.overfitting_note(sweep_table(math.nan, sharpe=(math.nan,) * 4), MINIMUMS, 0.95)
+    alone = bt.overfitting_note(sweep_table(math.nan, sharpe=(1.0, math.nan, math.nan, math.nan)), MINIMUMS, 0.95)
+    assert alone.endswith("DSR n/a: fewer than two configurations have a Sharpe ratio, so there is no spread to judge luck by.")
+
+
+def test_selection_metrics_rows_for_the_signal_and_the_sweeps_best() -> None:
+    market = random_market(n=200, tickers=4)
+    table = bt.sweep(momentum_builder(market), GRID, market, **SWEEP_KWARGS)
+    signal = run_backtest(momentum_builder(market)({"lookback": 15, "threshold": 0.02}), market, **SWEEP_KWARGS)
+    rows = bt.selection_metrics(signal, table, RF_ANNUAL, "r1", "signal", MINIMUMS)
+    assert list(rows.columns) == ["run_id", "strategy", "metric", "value", "window_start", "window_end", "n_obs", "note"]
+    assert rows[["strategy", "metric"]].values.tolist() == [
+        ["signal", "psr"], ["signal", "dsr"], ["signal", "trials"],
+        [bt.SWEEP_BEST, "psr"], [bt.SWEEP_BEST, "dsr"], [bt.SWEEP_BEST, "trials"]]
+    value = rows.set_index(["strategy", "metric"])["value"]
+    moments = risk.sharpe_statistics(signal.returns.to_frame("s"), RF_ANNUAL).loc["s"]
+    args = (moments["sharpe"], 199, moments["skew"], moments["kurtosis"])
+    assert value[("signal", "psr")] == pytest.approx(risk.probabilistic_sharpe_ratio(*args), rel=1e-12)
+    assert value[("signal", "dsr")] == pytest.approx(
+        risk.probabilistic_sharpe_ratio(*args, benchmark=bt.luck_bar(table)), rel=1e-12)
+    best = table.loc[table["sharpe_ratio"].idxmax()]
+    assert value[(bt.SWEEP_BEST, "dsr")] == best["dsr"] and value[("signal", "trials")] == 6
+    notes = rows.set_index("strategy")["note"]
+    assert notes["signal"].isna().all()
+    assert (notes[bt.SWEEP_BEST] == f"{best['config']}: the best Sharpe ratio of 6 configurations").all()
+    assert (rows["window_start"] == signal.returns.index[0]).all() and (rows["n_obs"] == 199).all()
+    with pytest.raises(ValueError, match="backtest's 98 sessions"):
+        shorter = run_backtest(momentum_builder(market)({"lookback": 15, "threshold": 0.02}).iloc[:99], market,
+                               **SWEEP_KWARGS)
+        bt.selection_metrics(shorter, table, RF_ANNUAL, "r1", "signal", MINIMUMS)
+
+
+def test_a_backtest_shorter_than_the_minimum_publishes_no_annualized_figure() -> None:
+    market = random_market(n=41, tickers=4)  # 40 daily returns
+    build = momentum_builder(market)
+    result = run_backtest(build({"lookback": 5, "threshold": 0.0}), market, **SWEEP_KWARGS)
+    benchmark = market.returns.mean(axis=1)
+    long = bt.backtest_metrics(result, benchmark, RF_ANNUAL, "r1", "signal", minimums=MINIMUMS, garch=False)
+    sharpe = long.set_index(["strategy", "metric"]).loc[("signal", "sharpe_ratio")]
+    assert math.isnan(sharpe["value"]) and sharpe["note"] == "40 daily returns: too few for a Sharpe ratio; 63 needed"
+    sentence = bt.summary_sentence(result, benchmark, RF_ANNUAL, MINIMUMS)
+    assert "n/a (40 daily returns: too few for a Sharpe ratio; 63 needed)" in sentence and "in total" in sentence
+    assert bt.published_cost_drag(result, MINIMUMS) == (None, "40 daily returns: too few for an annual cost drag; 63 needed")
+    table = bt.sweep(build, GRID, market, **SWEEP_KWARGS)
+    shown = bt.published_sweep(table, MINIMUMS)
+    assert table["sharpe_ratio"].notna().all(), "computed..."
+    for column in ("annual_return", "annual_volatility", "sharpe_ratio", "cost_drag", "psr", "dsr"):
+        assert shown[column].isna().all(), f"...but not published: {column}"
+    assert shown["max_drawdown"].notna().all() and shown["turnover"].equals(table["turnover"])
+    note = bt.overfitting_note(table, MINIMUMS, 0.95)
+    assert note == ("6 configurations were tried; their Sharpe ratios are n/a (40 daily returns: too few for a Sharpe "
+                    "ratio; 63 needed), so neither a best configuration nor whether it beats luck can be told yet.")
+    rows = bt.selection_metrics(result, table, RF_ANNUAL, "r1", "signal", MINIMUMS).set_index(["strategy", "metric"])
+    assert rows.loc[("signal", "dsr"), "note"] == "40 daily returns: too few for a deflated Sharpe ratio; 63 needed"
+    assert math.isnan(rows.loc[(bt.SWEEP_BEST, "psr"), "value"]) and rows.loc[("signal", "trials"), "value"] == 6
+    import matplotlib.pyplot as plt
+
+    chart = bt.rolling_sharpe_chart(result.returns, RF_ANNUAL, MINIMUMS)
+    drag = bt.cost_drag_chart(result, MINIMUMS)
+    assert "n/a (40 daily returns" in chart.axes[0].get_title() and "n/a (40 daily returns" in drag.axes[0].get_title()
+    plt.close("all")

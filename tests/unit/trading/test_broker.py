@@ -1,6 +1,6 @@
 """The paper broker: orders from target weights, next-session fills with hand-computed costs,
-splits and dividends, one transaction per day, idempotent reruns and a reconciliation that
-catches a tampered ledger."""
+splits and dividends, one transaction per day, idempotent reruns, a reconciliation that
+catches a tampered ledger, and no Sharpe ratio published for a book a few sessions old."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from bentley.analytics import risk
 from bentley.calendar import sessions
-from bentley.config import Costs
-from bentley.trading import broker
+from bentley.config import Costs, MinObservations
+from bentley.trading import broker, strategy
 from bentley.trading.broker import (
     BookChoice,
     ReconciliationError,
@@ -411,3 +412,30 @@ def test_rebook_refuses_a_portfolio_without_rows_in_one_line(ledger: Warehouse) 
         rebook(ledger, "papr", D1)
     assert str(error.value) == "portfolio 'papr' has no booked rows, nothing to rebook (booked portfolios: 'paper')"
     assert _raw(ledger, "paper") == before
+
+
+# --------------------------------------------------------------------------------------------
+# What the trade stage publishes about a young book
+
+
+def test_a_sharpe_ratio_of_four_booked_sessions_is_stored_as_null_with_the_reason(warehouse: Warehouse) -> None:
+    """Four booked sessions are three daily returns: risk_metrics keeps the row, without a value."""
+    for day in (D1, D2, D3, D4):
+        _run(warehouse, day)
+    returns = paper_returns(warehouse, "paper")
+    benchmark = pd.Series([0.001, -0.002, 0.003], index=returns.index)
+    raw = risk.risk_metrics(returns.to_frame(), benchmark, 0.02, garch=False).iloc[0]
+    assert len(returns) == 3 and math.isfinite(raw["sharpe_ratio"]), "computable, so it used to be published"
+    minimums = MinObservations(annualized=63, var=63, estimate=63, drawdown=2)
+    rows = strategy.paper_metrics(returns, benchmark, 0.02, "r9", "paper", minimums)
+    warehouse.upsert("risk_metrics", rows)
+    stored = warehouse.read("risk_metrics", where={"run_id": "r9"}).set_index("metric")
+    assert set(stored["scope"]) == {"portfolio:paper"} and len(stored) == len(risk.METRICS)
+    assert pd.isna(stored.loc["sharpe_ratio", "value"]) and stored.loc["sharpe_ratio", "n_obs"] == 3
+    assert stored.loc["sharpe_ratio", "note"] == "3 daily returns: too few for a Sharpe ratio; 63 needed"
+    assert stored.loc["cumulative_return", "value"] == pytest.approx(raw["cumulative_return"], rel=1e-12)
+    assert pd.isna(stored.loc["cumulative_return", "note"])
+    sentence = strategy.paper_sentence(returns, stored.reset_index(), "paper")
+    assert sentence == (
+        f"Over 3 daily returns the paper portfolio returned {raw['cumulative_return']:+.2%}, with a max drawdown of "
+        f"{raw['max_drawdown']:.2%}; its Sharpe ratio is n/a (3 daily returns: too few for a Sharpe ratio; 63 needed).")
