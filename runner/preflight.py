@@ -199,7 +199,7 @@ def check_benchmark_file(config: Config, root: Path) -> None:
         return
     benchmark = config.universe.benchmark
     # With no benchmark to leave out, `available_tickers` lists every TICKER file of the folder.
-    present = CsvMarketSource(folder, benchmark="").available_tickers()
+    present = _listed(folder, benchmark="")
     if benchmark not in present:
         raise ParamsError(f"universe.benchmark: {folder} has no {benchmark}.csv or {benchmark}.parquet: add the "
                           f"benchmark's export there, or set universe.benchmark to the index among its files "
@@ -227,7 +227,7 @@ def optimizable_universe(config: Config, root: Path) -> Holdable | None:
     folder = _csv_folder(config, root)
     if folder is None:
         return None
-    return Holdable(CsvMarketSource(folder, benchmark).available_tickers(), f"the files in {folder}",
+    return Holdable(_listed(folder, benchmark), f"the files in {folder}",
                     f"add TICKER.csv exports to {folder}")
 
 
@@ -252,6 +252,15 @@ def check_min_names(config: Config, universe: Holdable | None) -> None:
         f"{config.universe.benchmark} ({_shown(universe.tickers)}; from {universe.origin}): {universe.fix} "
         "or lower optimize.min_names"
     )
+
+
+def _listed(folder: Path, benchmark: str) -> list[str]:
+    """The tickers of a csv market folder; a name that is no ticker, or a folder inside it, is a
+    params problem here (sources.market.path points at it), in the source's own words."""
+    try:
+        return CsvMarketSource(folder, benchmark=benchmark).available_tickers()
+    except (SourceError, OSError) as exc:
+        raise ParamsError(f"sources.market.path: {exc}") from None
 
 
 def _sample_source(config: Config) -> SampleMarketSource:

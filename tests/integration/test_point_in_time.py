@@ -49,7 +49,7 @@ def test_a_dates_results_do_not_depend_on_what_ran_before(tmp_path: Path, root: 
 
     # Another profile in the same outputs base trains and registers its own model ...
     runner(["run", "--profile", "default", "--to", "train", "--logical-date", D2, "--run-id", "other-profile",
-            "--set", "history.years=2", "--set", "sample.n_tickers=4"], env, root)
+            "--set", "history.years=3", "--set", "sample.n_tickers=4"], env, root)
     assert (base / "runs" / "other-profile").is_dir() and not (ci_store / "runs" / "other-profile").exists()
     assert date_digests(ci_store, "a-d2") == expected_d2, "a default-profile run changed the ci store"
 
