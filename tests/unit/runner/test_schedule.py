@@ -447,40 +447,29 @@ def test_once_treats_busy_as_done_elsewhere(config: Config, warehouse: Warehouse
     assert "tick sched-20250602T1405Z skipped: another runner is running" in console.export_text()
 
 
-def test_a_tick_that_raises_does_not_end_the_loop(config: Config, warehouse: Warehouse, tmp_path: Path) -> None:
+@pytest.mark.parametrize("error", [
+    "ParamsError: params/default.yaml:3: sample.seed: bad",
+    # A data cell `[/]` or `[bold]` in an error used to crash the console and end the scheduler.
+    "ValueError: data/prices/NOVA.csv:3: close: '[/]' and '[bold]x' are not numbers",
+])
+def test_a_tick_that_raises_does_not_end_the_loop(error: str, config: Config, warehouse: Warehouse,
+                                                  tmp_path: Path) -> None:
     from bentley.config import ParamsError
 
+    kind, message = error.split(": ", 1)
     calls: list[str] = []
 
     def broken(tick: Tick, overrides: list[str], stop: threading.Event) -> int:
         calls.append(tick.run_id)
-        raise ParamsError("params/default.yaml:3: sample.seed: bad")
+        raise {"ParamsError": ParamsError, "ValueError": ValueError}[kind](message)
 
     clock = FrozenClock(ny("2025-06-02", "10:04:59"), until=ny("2025-06-02", "11:05:02"))
     loop, console = scheduler(with_schedule(config, catch_up="none"), warehouse, broken, clock, tmp_path)
     assert loop.loop() == 0
-    assert calls == ["sched-20250602T1405Z", "sched-20250602T1505Z"]
-    assert "error: ParamsError: params/default.yaml:3" in console.export_text()
-    with pytest.raises(ParamsError):
-        scheduler(config, warehouse, broken, FrozenClock(ny("2025-06-02", "10:45")), tmp_path)[0].once()
-
-
-def test_console_markup_in_an_error_is_shown_as_text_and_the_loop_goes_on(
-    config: Config, warehouse: Warehouse, tmp_path: Path
-) -> None:
-    """A data cell `[/]` (or `[bold]`) in an error used to crash the console and end the scheduler."""
-    calls: list[str] = []
-
-    def bad_cell(tick: Tick, overrides: list[str], stop: threading.Event) -> int:
-        calls.append(tick.run_id)
-        raise ValueError("data/prices/NOVA.csv:3: close: '[/]' and '[bold]x' are not numbers")
-
-    clock = FrozenClock(ny("2025-06-02", "10:04:59"), until=ny("2025-06-02", "11:05:02"))
-    loop, console = scheduler(with_schedule(config, catch_up="none"), warehouse, bad_cell, clock, tmp_path)
-    assert loop.loop() == 0
     assert calls == ["sched-20250602T1405Z", "sched-20250602T1505Z"], "the next tick was served"
-    text = console.export_text()
-    assert text.count("close: '[/]' and '[bold]x' are not numbers") == 2
+    assert console.export_text().count(f"error: {error}") == 2, "shown literally, once per tick"
+    with pytest.raises(ParamsError if kind == "ParamsError" else ValueError):
+        scheduler(config, warehouse, broken, FrozenClock(ny("2025-06-02", "10:45")), tmp_path)[0].once()
 
 
 def test_the_stop_event_ends_the_loop_with_status_stopped(config: Config, warehouse: Warehouse,
