@@ -132,6 +132,8 @@ class Sample(Section):
 class Universe(Section):
     tickers: list[str] | None
     benchmark: str
+    #: ticker -> equity | etf | fund | index, over what the market source says.
+    instrument_types: dict[str, Literal["equity", "etf", "fund", "index"]]
 
     @field_validator("tickers")
     @classmethod

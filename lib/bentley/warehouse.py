@@ -66,6 +66,15 @@ def _key(name: str, length: int = 64) -> sa.Column:
     return sa.Column(name, sa.String(length), primary_key=True)
 
 
+instruments = sa.Table(  # what each ticker is: only equity, etf and fund are ever traded
+    "instruments",
+    metadata,
+    _key("ticker", 32),
+    sa.Column("instrument_type", sa.String(16)),  # equity | etf | fund | index
+    sa.Column("source", sa.String(32)),  # the market source, or "params" for an override
+    sa.Column("updated_at", TIMESTAMP),
+)
+
 prices = sa.Table(
     "prices",
     metadata,
@@ -392,6 +401,35 @@ signals = sa.Table(
     sa.Column("sentiment", FLOAT64),
     sa.Column("target_weight", FLOAT64),  # before the risk limits
     sa.Column("weight", FLOAT64),  # after the risk limits (paper orders aim here)
+)
+
+backtest_positions = sa.Table(  # every session of every strategy: rebuild any figure with SQL
+    "backtest_positions",
+    metadata,
+    _key("run_id"),
+    _key("strategy"),  # signal | benchmark | sweep:best
+    sa.Column("date", sa.Date, primary_key=True),
+    _key("ticker", 32),
+    sa.Column("score", FLOAT64),  # the strategy's signal score decided at this session's close
+    sa.Column("target_weight", FLOAT64),  # what the signal asked for, before the risk limits
+    sa.Column("weight_before", FLOAT64),  # held just before this session's execution
+    sa.Column("weight_after", FLOAT64),  # held just after it
+    sa.Column("weight", FLOAT64),  # held at this session's close (after drift)
+    sa.Column("traded_value", FLOAT64),  # USD traded this session, 0 when none
+)
+
+backtest_equity = sa.Table(
+    "backtest_equity",
+    metadata,
+    _key("run_id"),
+    _key("strategy"),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("gross_return", FLOAT64),  # before costs
+    sa.Column("cost", FLOAT64),  # as a share of equity at execution
+    sa.Column("net_return", FLOAT64),
+    sa.Column("equity", FLOAT64),  # USD at the close
+    sa.Column("turnover", FLOAT64),  # Σ|Δw| traded this session
+    sa.Column("gross_exposure", FLOAT64),  # Σ|w| at the close
 )
 
 risk_limit_events = sa.Table(

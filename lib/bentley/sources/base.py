@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,8 +130,24 @@ class Source(ABC):
             raise ValueError(f"source {self.name!r} has no dataset {dataset!r}; it provides {self.datasets}")
 
 
+#: What a ticker is. Only these may be held, ordered, optimized or used as model rows;
+#: an index may still be a benchmark or a feature input.
+INSTRUMENT_TYPES: tuple[str, ...] = ("equity", "etf", "fund", "index")
+TRADABLE_TYPES: frozenset[str] = frozenset({"equity", "etf", "fund"})
+
+
+def default_instrument_type(ticker: str) -> str:
+    """Yahoo's convention: a `^` symbol (^GSPC, ^VIX) is an index; anything else an equity
+    unless the source or `universe.instrument_types` says otherwise."""
+    return "index" if ticker.startswith("^") else "equity"
+
+
 class MarketSource(Source):
     """A source of daily prices that knows its own ticker list."""
+
+    def instrument_types(self, tickers: Iterable[str]) -> dict[str, str]:
+        """ticker -> one of INSTRUMENT_TYPES, as this source knows it (sources override)."""
+        return {t: default_instrument_type(t) for t in tickers}
 
     @abstractmethod
     def available_tickers(self) -> list[str]:

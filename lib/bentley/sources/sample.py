@@ -555,6 +555,10 @@ class SampleMarketSource(MarketSource):
         the benchmark (the index goes by whatever name `universe.benchmark` gives it)."""
         return list(dict.fromkeys([*_DEFAULT_COMPANIES, *self.available_tickers(), self.benchmark]))
 
+    def instrument_types(self, tickers: Iterable[str]) -> dict[str, str]:
+        """The benchmark is the market index; every other sample name is a stock."""
+        return {t: "index" if t == self.benchmark else "equity" for t in tickers}
+
     def unknown_tickers_message(self, tickers: Iterable[str]) -> str | None:
         """One line naming the `tickers` this source does not have, with the closest known names
         and the known ones in short; None when every name is known.
