@@ -1,4 +1,5 @@
 # Bentley Budget Bot. `make pipeline` and `make test` set everything up on first use.
+# docs/ARCHITECTURE.md §13 says what each test target runs and why.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,8 +8,13 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 OUTPUTS ?= outputs
 ARGS ?=
+# pytest-xdist workers for `make test` and `make test-fast` (auto: one per core; 0: no xdist).
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+# JupyterLab refuses to run as root without --allow-root (containers, CI machines).
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup pipeline test bench lab mlflow-ui report clean distclean
+.PHONY: setup pipeline test test-fast lint format format-check bench lab mlflow-ui report clean distclean
 
 setup: $(STAMP)
 
@@ -23,15 +29,33 @@ $(STAMP): pyproject.toml
 pipeline: $(STAMP)
 	$(PY) -m runner run --profile $(PROFILE) --outputs $(OUTPUTS) $(ARGS)
 
+# The whole suite, as CI runs it: every module is one xdist group (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(XDIST) --durations=25 $(ARGS)
+
+# The loop while you edit: unit tests and quick checks; no notebook, no model training,
+# no database server (tests/conftest.py marks what is slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest $(XDIST) -m "not slow and not servers" --durations=10 $(ARGS)
+
+# ruff (rules in pyproject.toml, notebooks included) and mypy on lib/ and runner/; both always
+# run, so one pass shows every finding.
+lint: $(STAMP)
+	@status=0; $(VENV)/bin/ruff check $(ARGS) || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+
+# Rewrites files: run it on a clean tree, and commit the result on its own.
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(ARGS)
+
+format-check: $(STAMP)
+	$(VENV)/bin/ruff format --check $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]' || echo "vectorbt did not install: the backtest bench skips its ratio"
 	$(PY) -m bench.run $(ARGS)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_ROOT) notebooks/ $(ARGS)
 
 mlflow-ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(OUTPUTS)/mlflow/mlflow.db --host 127.0.0.1 --port 5000

@@ -12,6 +12,9 @@
     registration) on 500 tickers x 10 years of features (see bench/train.py).
 (f) Backtest: 500 tickers x 10 years through run_backtest, a 100-configuration sweep, and the
     same strategy in vectorbt where it is installed (see bench/backtest.py).
+(g) Speed (issue 19, bench/speed.py): the default pipeline into a fresh folder (<= 45 s), forced
+    (<= 30 s) and unchanged (<= 1 s), train's share of the fresh run (<= 8 s), the ci profile
+    whole (<= 20 s); wall and CPU seconds, medians.
 
 Targets (2-core machine): (a) <= 60 s per pipeline, <= 2 s for a no-change rerun; (b) <= 20 s and <= 2 GB peak RSS;
 (c) >= 200k rows/s into SQLite; (d) every risk metric for 500 tickers x 10 years in <= 5 s,
@@ -36,6 +39,8 @@ from bench.backtest import bench_backtest
 from bench.risk import bench_risk
 from bench.runner import bench_runner
 from bench.sample import END, machine, sample_prices
+from bench.speed import ROOT as SPEED_ROOT
+from bench.speed import bench as bench_speed
 from bench.train import bench_train
 from bench.upsert import bench_upserts
 
@@ -99,6 +104,7 @@ def main() -> int:
         "risk": bench_risk(args.tickers, args.years, args.repeats),
         "train": bench_train(args.tickers, args.years, args.repeats),
         "backtest": bench_backtest(args.tickers, args.years, args.repeats),
+        "speed": bench_speed([SPEED_ROOT], args.repeats)[str(SPEED_ROOT)],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["measured_at"].replace(":", "").replace("-", "")
@@ -108,7 +114,9 @@ def main() -> int:
     met = (results["pipeline"]["meets_target"], results["pipeline"]["no_change_rerun"]["meets_target"], results["features"]["meets_target"],
            results["upsert"]["sqlite_meets_target"], results["risk"]["vectorized_meets_target"],
            results["train"]["meets_target"], results["backtest"]["backtest_meets_target"],
-           results["backtest"]["sweep_meets_target"])
+           results["backtest"]["sweep_meets_target"],
+           *(results["speed"][name]["meets_target"] for name in ("default_fresh", "default_forced", "default_no_change",
+                                                                  "train_default", "ci_pipeline")))
     return 0 if all(met) else 1
 
 

@@ -7,13 +7,14 @@ train notebook does after loading its tables, with the default params:
 2. `lifecycle.train_candidates`: every candidate in `ml.models` through the walk-forward
    folds and the holdout;
 3. `lifecycle.importances` per candidate (permutation importance for the boosted model);
-4. the promotion evidence of the winning candidate (its class refitted on shuffled labels, bootstrap);
-5. `lifecycle.register_candidates` into a throwaway local MLflow store (skops save, SHA-256,
-   a model version per candidate).
+4. `lifecycle.register_candidates` into a throwaway local MLflow store (skops save, SHA-256,
+   a model version per candidate), in the background as the notebook does, while
+5. the promotion evidence of the winning candidate (its class refitted on shuffled labels,
+   bootstrap) is computed.
 
 Inputs: sample prices through `compute_features`, and a sparse synthetic `sentiment_daily`
 (a third of ticker-days with headlines), so the frame has the stage's exact columns.
-Target: at most 120 s on 2 cores (the timed part is steps 1-5; building the inputs is not).
+Target: at most 60 s on 2 cores (issue 19; the timed part is steps 1-5; building the inputs is not).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 
-TARGET_SECONDS = 120.0
+TARGET_SECONDS = 60.0  # issue 19 (was 120)
 
 CHILD = """
 import json, resource, sys, time
@@ -56,22 +57,23 @@ mark = time.perf_counter()
 results = lifecycle.train_candidates(data, ml)
 timings["cross_validation_and_holdout"] = time.perf_counter() - mark
 mark = time.perf_counter()
-importance = {name: lifecycle.importances(result, data, ml) for name, result in results.items()}
+importance = lifecycle.all_importances(results, data, ml)
 timings["importances"] = time.perf_counter() - mark
+store = ModelStore(tracking_uri(None, outputs), "bench", outputs)  # the stage's store exists: not timed
+as_of = pd.Timestamp(prices["date"].max()).date()
+no_champion = lifecycle.ChampionChoice(version=None, as_of=as_of, backdated=False, reason="bench")
 mark = time.perf_counter()
+# As the notebook does: registration in the background while the challenger's evidence is computed.
+versions = lifecycle.register_candidates(store, results, importance, data, ml, no_champion, run_id="bench",
+                                         config={"ml": config.section("ml")}, parent_run_id=None, background=True)
 winner = registry.pick_challenger({n: r.fold_metrics for n, r in results.items()}, ml.promotion.metric)
 won = results[winner]
 template = prediction.build_estimator(winner, won.spec, seed=ml.seed)
 evidence = lifecycle.holdout_evidence(template, data.feature_cols, won.holdout_predictions, data, ml)
 control = float(evidence.null.mean())
 timings["shuffled_label_control"] = time.perf_counter() - mark
-mark = time.perf_counter()
-store = ModelStore(tracking_uri(None, outputs), "bench", outputs)
-as_of = pd.Timestamp(prices["date"].max()).date()
-no_champion = lifecycle.ChampionChoice(version=None, as_of=as_of, backdated=False, reason="bench")
-lifecycle.register_candidates(store, results, importance, data, ml, no_champion, run_id="bench",
-                              config={"ml": config.section("ml")}, parent_run_id=None)
-timings["register"] = time.perf_counter() - mark
+versions.result()
+timings["register_after_control"] = time.perf_counter() - mark - timings["shuffled_label_control"]
 total = time.perf_counter() - start
 print(json.dumps({
     "seconds": total, "timings": timings, "rows": len(data.frame), "inputs": len(data.feature_cols),
@@ -109,7 +111,7 @@ def main() -> int:
     parser.add_argument("--tickers", type=int, default=500)
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args()  # the default profile's size: --tickers 8 --years 5
     result = bench_train(args.tickers, args.years, args.repeats)
     print(json.dumps(result, indent=2))
     return 0 if result["meets_target"] else 1

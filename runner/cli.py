@@ -38,8 +38,15 @@ from runner.infra import InfraError, Interrupted, abandon_wait, failure_line
 from runner.outcomes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
+def program_name(argv0: str | None = None) -> str:
+    """`bentley` for the console script (`[project.scripts] bentley = "runner.cli:entry_point"`),
+    `python -m runner` for the module: what the user typed, so `--help` shows a command that works."""
+    name = Path(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else "")).name
+    return "bentley" if name.removesuffix(".exe") == "bentley" else "python -m runner"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runner", description="Bentley Budget Bot pipeline runner")
+    parser = argparse.ArgumentParser(prog=program_name(), description="Bentley Budget Bot pipeline runner")
     parser.add_argument("--root", type=Path, help="project folder holding params/ (default: found from cwd)")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -75,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     dag = verbs.add_parser("dag", help="print the stages in order with their upstreams")
     dag.add_argument("--pipeline", type=Path)
 
-    report = verbs.add_parser("report", help="print the path of the latest run's index.html")
+    report = verbs.add_parser("report", help="write the home page (outputs/index.html: the latest complete run's "
+                              "overview, then every run) and print its path")
     report.add_argument("--outputs", type=Path)
+    report.add_argument("--open", action="store_true", help="also open it in a browser when there is a display")
 
     finish = verbs.add_parser("finish", help="conclude an --orchestrated run: record the stages it never "
                               "started, set its status, end its MLflow run, release its lease")
@@ -102,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebook.add_argument("--profile", default="default")
     rebook.add_argument("--outputs", type=Path)
 
-    from runner import gate, health, schedule
+    from runner import gate, health, schedule, watch
 
     gate.add_arguments(verbs.add_parser(
         "gate", help="is an orchestrator's run one of our ticks? print its run id and logical date (exit "
@@ -111,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_arguments(verbs.add_parser(
         "schedule", help="run the pipeline on its trigger (hourly in market hours by default), "
         "with a health endpoint"))
+    watch.add_arguments(verbs.add_parser(
+        "watch", help="watch the paper book intraday in market hours: marks, risk rules, alerts, de-risking"))
     health.add_arguments(verbs.add_parser(
         "health", help="check warehouse, MLflow, lake, sources, disk, last run, freshness and scheduler"))
 
@@ -147,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = (args.root or project_root()).resolve()
         handler = {"run": _run, "resume": _resume, "status": _status, "dag": _dag, "report": _report,
                    "retention": _retention, "schedule": _schedule, "health": _health, "finish": _finish,
-                   "export": _export, "gate": _gate, "paper": _paper}[args.verb]
+                   "export": _export, "gate": _gate, "paper": _paper, "watch": _watch}[args.verb]
         return handler(args, root, console)
     except (ParamsError, DagError, InfraError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", markup=True)
@@ -184,6 +195,16 @@ def _schedule(args: argparse.Namespace, root: Path, console: Console) -> int:
     from runner import schedule
 
     return schedule.command(args, root, console)
+
+
+def _watch(args: argparse.Namespace, root: Path, console: Console) -> int:
+    """SIGTERM or Ctrl-C ends the watch after the batch in progress (each batch is one transaction)."""
+    from runner import watch
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return watch.command(args, root, say=lambda line: console.print(escape(line), highlight=False), stop=stop)
 
 
 def _health(args: argparse.Namespace, root: Path, console: Console) -> int:
@@ -319,14 +340,23 @@ def _dag(args: argparse.Namespace, root: Path, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, root: Path, console: Console) -> int:
+    """The home page of the store with the newest run, rebuilt (so notebooks run in JupyterLab
+    since the last run are listed, and a missing overview is read from the warehouse)."""
+    from bentley import home
     from runner.pipeline import all_manifests
 
-    runs = [(store, m) for store in profile_stores(args.outputs, root) for m in all_manifests(store)]
-    if not runs:
+    stores = [(store, all_manifests(store)) for store in profile_stores(args.outputs, root)]
+    stores = [(store, manifests) for store, manifests in stores if manifests]
+    if not stores:
         console.print("no runs yet: try `make pipeline`")
         return EXIT_FAILED
-    store, latest = max(runs, key=lambda run: run[1].get("started_at") or "")
-    console.print(escape(str(store / "runs" / latest["run_id"] / "index.html")))
+    store, manifests = max(stores, key=lambda item: max(m.get("started_at") or "" for m in item[1]))
+    page = home.write_home(store, manifests)
+    console.print(escape(str(page)))
+    if args.open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ clear line (exit 2).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +111,24 @@ def select(
     return [s for s in stages if s.name in chosen]
 
 
+def critical_path(stages: Sequence[Stage], seconds: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per stage, the work on the longest path from its start to the end of the pipeline.
+
+    The runner starts the ready stage with the most work after it first, so a long chain
+    (features -> train -> optimize -> trade) is not kept waiting behind a stage nothing
+    depends on. A stage's work is `seconds` (what it took last time) when every stage has a
+    figure, else its declared time limit: the only cost estimate a first run has.
+    """
+    known = seconds or {}
+    use_history = bool(stages) and all(known.get(s.name, 0) > 0 for s in stages)
+    cost = {s.name: (known[s.name] if use_history else s.timeout_s) for s in stages}
+    longest: dict[str, float] = {}
+    for stage in reversed(list(stages)):  # topological order: downstream stages come later
+        after = [longest[s.name] for s in stages if stage.name in s.upstream and s.name in longest]
+        longest[stage.name] = cost[stage.name] + max(after, default=0.0)
+    return longest
+
+
 def _ancestors(by_name: dict[str, Stage], name: str) -> set[str]:
     found: set[str] = set()
     frontier = list(by_name[name].upstream)
@@ -154,18 +172,56 @@ def check_notebooks(
 
 
 def _declared_parameters(stage: Stage, shown: str, known: MutableMapping[str, list[str]] | None) -> list[str]:
-    content = hashlib.sha256(stage.notebook.read_bytes()).hexdigest()
-    if known is not None and content in known:
-        return known[content]
-    from papermill.inspection import inspect_notebook
+    content = stage.notebook.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
+    if known is not None and digest in known:
+        return known[digest]
+    declared = parameters_cell_names(content)
+    if declared is None:  # not a plain Python parameters cell: papermill's own inspection decides
+        from papermill.inspection import inspect_notebook
+
+        try:
+            declared = list(inspect_notebook(str(stage.notebook)))
+        except (ValueError, OSError) as exc:
+            raise DagError(f"stage {stage.name!r}: cannot inspect {shown}: {exc}") from None
+    if known is not None:
+        known[digest] = declared
+    return declared
+
+
+def parameters_cell_names(content: bytes) -> list[str] | None:
+    """The names the first cell tagged `parameters` assigns (`name = value` or `name: type = value`,
+    one per statement, as papermill reads them); [] without such a cell; None when the notebook
+    or the cell is not plain JSON and Python (papermill's inspection is asked instead).
+
+    papermill imports jsonschema, nbformat and its translators to answer this (about a second
+    before the first stage of a new store could start); a parse of the cell answers the same.
+    """
+    import ast
+    import json
 
     try:
-        declared = list(inspect_notebook(str(stage.notebook)))
-    except (ValueError, OSError) as exc:
-        raise DagError(f"stage {stage.name!r}: cannot inspect {shown}: {exc}") from None
-    if known is not None:
-        known[content] = declared
-    return declared
+        cells = json.loads(content).get("cells", [])
+    except (ValueError, AttributeError):
+        return None
+    for cell in cells:
+        if cell.get("cell_type") != "code" or "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell.get("source", "")
+        try:
+            tree = ast.parse("".join(source) if isinstance(source, list) else source)
+        except SyntaxError:
+            return None
+        names: list[str] = []
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                names.append(node.targets[0].id)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                names.append(node.target.id)
+            else:
+                return None  # anything else: let papermill say what it makes of it
+        return names
+    return []
 
 
 def _relative(path: Path, root: Path) -> str:

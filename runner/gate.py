@@ -101,9 +101,9 @@ def _too_late(tick: Tick, config: Config, now: dt.datetime) -> str | None:
         if later is not None and later.fire_at <= now:
             return f"a later tick ({later.run_id}) has fired and catch_up is latest"
     if schedule.catch_up == "all":
-        later = fire_times(tick.fire_at + dt.timedelta(minutes=1), now, schedule, config.workflow)
-        if len(later) >= schedule.max_catch_up:
-            return f"{len(later)} later ticks have fired and catch_up all keeps the latest {schedule.max_catch_up}"
+        later_ticks = fire_times(tick.fire_at + dt.timedelta(minutes=1), now, schedule, config.workflow)
+        if len(later_ticks) >= schedule.max_catch_up:
+            return f"{len(later_ticks)} later ticks have fired and catch_up all keeps the latest {schedule.max_catch_up}"
     return None
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def serve_health(host: str, port: int, checks_fn: Callable[[], Sequence[Check]])
     class Handler(BaseHTTPRequestHandler):
         server_version = "bentley-health"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             parts = [p for p in urlsplit(self.path).path.split("/") if p]
             if not parts or parts[0] != "health" or len(parts) > 2:
                 self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {urlsplit(self.path).path!r}; "
@@ -132,5 +132,7 @@ def serve_health(host: str, port: int, checks_fn: Callable[[], Sequence[Check]])
 
 
 def server_url(server: ThreadingHTTPServer) -> str:
-    host, port = server.server_address[:2]
+    # The stubs allow a bytes host (what bind() may be given); after binding, server_address is
+    # socket.getsockname(), whose host is always text for AF_INET/AF_INET6.
+    host, port = cast("tuple[str, int]", server.server_address[:2])
     return f"http://{host}:{port}"

@@ -55,7 +55,7 @@ class InfraError(Exception):
     """A service the run needs cannot be reached or written; one line, and nothing was written."""
 
 
-class Interrupted(BaseException):  # noqa: N818 - a stop request, like KeyboardInterrupt
+class Interrupted(BaseException):
     """A stop request abandoned a wait on a service (`abandon_wait`).
 
     A BaseException, so that no library's `except Exception` turns it into its own error on

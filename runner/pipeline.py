@@ -4,8 +4,15 @@ The order of side effects is deliberate: all checks (params, DAG, notebook param
 data window) happen before the run folder exists, so a bad invocation leaves nothing
 behind. Then the run takes the warehouse lease (one active run at a time) and executes:
 
-- independent stages run at the same time, up to `runner.max_workers`, and the kernels of
-  stages about to become ready are started while their upstreams still compute;
+- independent stages run at the same time, up to `runner.max_workers`, the ready stage with the
+  longest path of work after it first (`dag.critical_path`), and the kernels of stages about to
+  become ready are started and warmed (their imports loaded, `runner.execute`) while their
+  upstreams still compute; each kernel's numerical thread pools share the cores
+  (`runner.execute.kernel_threads`);
+- while a stage runs, what it reports (`StageContext.progress`) reaches the terminal and the log
+  every few seconds, and a stage that says nothing gets a line with its cell count every 30 s;
+- each stage's time is split into kernel wait, import, compute, charts and report in the
+  manifest (`breakdown`);
 - a stage whose cache key and products are unchanged is skipped as up to date (runner.cache),
   and the manifest says why every stage ran or was skipped;
 - transient failures are retried with capped exponential backoff and jitter;
@@ -32,6 +39,7 @@ ordering, retries and timeouts. Every task process contributes its stages to one
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -68,7 +76,7 @@ from bentley.lake import atomic_write_json, atomic_write_text, orphaned_temp_fil
 from bentley.tracking import display_uri, tracking_uri
 from bentley.warehouse import Warehouse
 from runner import cache
-from runner.dag import DagError, Stage, build_dag, check_notebooks, select
+from runner.dag import DagError, Stage, build_dag, check_notebooks, critical_path, select
 from runner.infra import (
     Interrupted,
     ServiceFailed,
@@ -92,6 +100,8 @@ from runner.preflight import check_run
 T = TypeVar("T")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _NOTEBOOK_PARAMETERS = "cache/notebook_parameters.json"
+_STAGE_IMPORTS = "cache/stage_imports.json"
+_MAX_LEARNED = 200  # modules remembered per stage
 
 
 @dataclass
@@ -252,12 +262,30 @@ def _default_logical_date(config: Config) -> dt.date:
 
 @dataclass
 class _Attempted:
-    """What a worker thread hands back: the attempt and where its files are."""
+    """What a worker thread hands back: the attempt and where its files are.
+
+    The HTML report is rendered after the worker hands back (`rendering`), while the stages
+    downstream of it already run: `rendered` waits for it when the stage is recorded.
+    """
 
     attempt: Any  # runner.execute.Attempt
     notebook: Path
     report: Path | None
     report_error: str | None
+    rendering: Future[tuple[Path | None, str | None, float]] | None = None
+
+    def rendered(self) -> None:
+        """The report's path (or error) once it is written; its seconds join the stage's time."""
+        if self.rendering is None:
+            return
+        self.report, self.report_error, seconds = self.rendering.result()
+        self.rendering = None
+        attempt = self.attempt
+        attempt.report_s = seconds
+        attempt.duration_s += seconds
+        attempt.ended_at = attempt.ended_at + dt.timedelta(seconds=seconds)
+        if attempt.breakdown:
+            attempt.breakdown["report"] = round(attempt.breakdown.get("report", 0.0) + seconds, 3)
 
 
 class PipelineRun:
@@ -276,9 +304,19 @@ class PipelineRun:
         # Tasks of one orchestrated run write the same record: serialise their read-merge-writes.
         self._record: Any = RunRecordLock(self.warehouse, plan.run_id) if self.orchestrated else nullcontext()
         self.max_workers = self.config.runner.max_workers or os.cpu_count() or 1
+        from runner.execute import kernel_threads
+
+        self.kernel_threads = kernel_threads(self.max_workers)
         self._tracker: Any = None
         self._tracking = threading.Event()  # set once MLflow's parent run exists (or could not be created)
         self._tracking_failed = False
+        self._creating: Future[Any] | None = None  # a local store's parent run, created in the background
+        self._forks: Any = None  # runner.execute.ForkServer: forks the stages' kernels (None: new processes)
+        self._by_priority: list[Stage] = list(plan.stages)
+        self._starter: Any = None  # the thread pools that start (and warm) kernels, shut them down,
+        self._reaper: Any = None  # and render reports
+        self._renderer: Any = None
+        self._learned: dict[str, list[str]] | None = None  # what each stage imported in its cells last time
         self._mlflow_error: str | None = None  # MLflow failed mid-run (or SIGTERM gave up on it): no more calls
         self._kernels: set[Any] = set()
         self._kernels_lock = threading.Lock()
@@ -486,6 +524,10 @@ class PipelineRun:
 
         selected = {s.name for s in plan.stages}
         status = {s.name: "pending" for s in plan.stages}
+        # Ready stages start in order of the work on their longest path to the end (stable: DAG order on ties).
+        priority = critical_path(plan.stages, self._last_durations())
+        ordered = self._by_priority = sorted(plan.stages, key=lambda s: -priority[s.name])
+        progress = _Progress(self.console, plan.run_dir, enabled=self.config.runner.progress)
         entries = self._cache_entries()
         fingerprints: dict[str, str | None] = {name: e.fingerprint for name, e in entries.items()}
         keys = cache.KeyBuilder(plan.request.root, self.config)
@@ -494,16 +536,20 @@ class PipelineRun:
         attempts: dict[str, int] = {}
         decided: dict[str, tuple[cache.StageKey, cache.CacheEntry | None, cache.Decision]] = {}
         running: dict[Future[_Attempted], Stage] = {}
+        unrecorded: list[tuple[Stage, int, _Attempted]] = []  # finished, not yet logged (`_record_stage`)
         prestarted: dict[str, Future[Any]] = {}
         workers = ThreadPoolExecutor(self.max_workers, thread_name_prefix="stage")
-        starter = ThreadPoolExecutor(1, thread_name_prefix="kernel-start")
+        # Kernels are forked (runner.execute.ForkServer): a slow warm-up (train's MLflow) must not hold up the next.
+        starter = self._starter = ThreadPoolExecutor(self.max_workers, thread_name_prefix="kernel-start")
+        reaper = self._reaper = ThreadPoolExecutor(self.max_workers, thread_name_prefix="kernel-stop")
+        renderer = self._renderer = ThreadPoolExecutor(self.max_workers, thread_name_prefix="report")
 
         def upstream_state(stage: Stage) -> list[str]:
             return [status[u] for u in stage.upstream if u in selected]
 
         try:
             while True:
-                for stage in plan.stages:
+                for stage in ordered:
                     if status[stage.name] != "pending":
                         continue
                     states = upstream_state(stage)
@@ -536,8 +582,10 @@ class PipelineRun:
                     if len(running) >= self.max_workers:
                         continue
                     if kernel_name is None:
+                        _import_in_background("papermill", "nbconvert")  # the workers' first execution and report
                         kernel_name = resolve_kernel(self.config.runner.kernel)
                         transient = transient_error_names()
+                        self._forks = self._fork_server(kernel_name)
                     self._invalidate(stage.name)
                     entries.pop(stage.name, None)
                     fingerprints[stage.name] = None
@@ -548,23 +596,32 @@ class PipelineRun:
                     future = workers.submit(self._attempt, stage, kernel_name, transient, 0.0,
                                             prestarted.pop(stage.name, None))
                     running[future] = stage
+                    progress.started(stage)
                     self._start_tracking()
+                # The stages that just finished, now that the next ones are running; while a new store's
+                # parent run is still being created, later (recording waits for it: starting stages does not).
+                while unrecorded and (not running or self._creating is None or self._creating.done()):
+                    self._record_stage(*unrecorded.pop(0))
                 self._flush()
-                if not running:
+                if not running and not unrecorded:
                     break
                 if self.config.runner.prestart_kernels and kernel_name is not None and not self.stop.is_set():
-                    self._prestart(plan.stages, status, selected, prestarted, starter, kernel_name)
+                    self._prestart(ordered, status, selected, prestarted, starter, kernel_name)
                 if self.orchestrated and self.stop.is_set():
                     self._kill_kernels()  # the orchestrator stops this task (timeout, kill): stop now
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                self._poll_tracking()
+                progress.poll([running[f] for f in running if f not in done])
                 for future in done:
                     stage = running.pop(future)
+                    progress.finished(stage)
                     result = future.result()
                     attempt = result.attempt
                     retry = (attempt.status != "success" and attempt.transient and not self.stop.is_set()
                              and not self.lost.is_set() and attempts[stage.name] <= self._retries(stage))
                     if retry:
                         delay = backoff_delay(plan.retry, attempts[stage.name])
+                        result.rendered()
                         self._record_attempt(stage, attempts[stage.name], result, None, retrying=True)
                         self.console.print(f"[yellow]↻[/] {stage.name} {escape(str(attempt.error))}; retry in {delay:.1f} s")
                         attempts[stage.name] += 1
@@ -574,23 +631,30 @@ class PipelineRun:
                         status[stage.name] = "failed"
                         continue
                     status[stage.name] = attempt.status
-                    fingerprints[stage.name] = self._finish_stage(stage, attempts[stage.name], result)
+                    fingerprints[stage.name] = self._settle_stage(stage, result)
+                    unrecorded.append((stage, attempts[stage.name], result))
         except BaseException:
             self.stop.set()
             self._kill_kernels()  # nobody would record what the running stages do: do not wait for them
             raise
         finally:
+            with contextlib.suppress(Exception):
+                self._poll_tracking(block=True)  # a parent run created in the background is recorded
             self._tracking.set()  # nothing executes without a parent run, and nothing waits for one forever
             if self._tracker is None:
                 self._tracking_failed = True
             for pending in prestarted.values():
                 self._discard_kernel(pending)
-            workers.shutdown(wait=True)
+            workers.shutdown(wait=True)  # no stage executes after this
+            reaper.shutdown(wait=True)  # every kernel that ran a stage is shut down
+            renderer.shutdown(wait=True)
+            if self._forks is not None:
+                self._forks.close()  # kernels still starting (a stop request) fail at once
             starter.shutdown(wait=True)
 
     def _attempt(self, stage: Stage, kernel_name: str, transient: frozenset[str], delay: float,
                  prestarted: Future[Any] | None) -> _Attempted:
-        """Worker thread: (wait out a backoff,) get a kernel, execute, render the report."""
+        """Worker thread: (wait out a backoff,) get a warm kernel, execute, render the report."""
         from runner.execute import Attempt, execute_stage, start_kernel
 
         notebook = self.plan.run_dir / "notebooks" / f"{stage.name}.ipynb"
@@ -599,14 +663,17 @@ class PipelineRun:
             return _Attempted(Attempt("failed", now, now, 0.0, 0.0, "not retried: the run was stopped"),
                               notebook, None, None)
         clock = _now()
-        try:
-            kernel = prestarted.result() if prestarted is not None else start_kernel(kernel_name, stage.notebook.parent)
+        starting = prestarted or self._starter.submit(start_kernel, kernel_name, stage.notebook.parent,
+                                                      self._warm_up(stage), self.kernel_threads, self._forks)
+        try:  # the stage was announced as started: a stop request lets it finish, kernel start included
+            kernel = starting.result()
         except Exception as exc:  # noqa: BLE001 - a kernel that cannot start is a transient failure
             now = _now()
             failed = Attempt("failed", clock, now, (now - clock).total_seconds(), 0.0,
                              f"kernel did not start: {type(exc).__name__}: {exc}", transient=True)
             return _Attempted(failed, notebook, None, None)
-        self._tracking.wait()  # a stage may nest MLflow runs under the parent (train)
+        if self._creating is None or "tracking" in stage.sections:
+            self._tracking.wait()  # a stage may nest MLflow runs under the parent (train)
         waited = (_now() - clock).total_seconds()
         with self._kernels_lock:
             self._kernels.add(kernel)
@@ -618,39 +685,126 @@ class PipelineRun:
                        else f"not started: {self._mlflow_error or 'MLflow tracking failed'}")
                 return _Attempted(Attempt("failed", now, now, 0.0, 0.0, why), notebook, None, None)
             attempt = execute_stage(stage, notebook, self._parameters(stage), kernel=kernel,
-                                    kernel_name=kernel_name, cwd=stage.notebook.parent, transient_errors=transient)
+                                    kernel_name=kernel_name, cwd=stage.notebook.parent, transient_errors=transient,
+                                    timing_file=self._timing_file(stage),
+                                    shutdown=lambda used: self._reaper.submit(used.shutdown))  # off the critical path
         finally:
             with self._kernels_lock:
                 self._kernels.discard(kernel)
-        # The stage's wall time as the run sees it: kernel start (0 when it was started ahead) plus execution.
+        # The stage's wall time as the run sees it: kernel wait (0 when it was started and warmed
+        # ahead) and execution; its HTML report (rendered while downstream stages start) is added
+        # when it is written (`_Attempted.rendered`).
         attempt.duration_s += waited
         attempt.started_at = clock
-        report, report_error = None, None
+        attempt.ended_at = _now()
+        parts = {"kernel": round(waited, 3), **attempt.breakdown}
+        cpu = parts.pop("cpu", None)
+        parts["other"] = round(max(attempt.duration_s - sum(parts.values()), 0.0), 3)
+        if cpu is not None:
+            parts["cpu"] = cpu  # not a part of the wall time: the CPU seconds the cells used
+        attempt.breakdown = parts
+        attempt.warm_up = {"seconds": round(kernel.warm_s, 3), "modules": kernel.warmed,
+                           "ahead": prestarted is not None}
+        rendering = None
         if notebook.is_file() and not self.lost.is_set():
-            report = self.plan.run_dir / "reports" / f"{stage.name}.html"
-            try:
-                reporting.export_html(notebook, report)
-            except Exception as exc:  # noqa: BLE001 - a broken report must not hide the stage outcome
-                report, report_error = None, str(exc)
-        return _Attempted(attempt, notebook, report, report_error)
+            rendering = self._renderer.submit(self._render, notebook, self.plan.run_dir / "reports" / f"{stage.name}.html")
+        return _Attempted(attempt, notebook, None, None, rendering)
+
+    @staticmethod
+    def _render(notebook: Path, report: Path) -> tuple[Path | None, str | None, float]:
+        """A stage's HTML report: its path, or the error that stopped it, and the seconds it took."""
+        clock = time.perf_counter()
+        try:
+            reporting.export_html(notebook, report)
+        except Exception as exc:  # noqa: BLE001 - a broken report must not hide the stage outcome
+            return None, str(exc), time.perf_counter() - clock
+        return report, None, time.perf_counter() - clock
+
+    def _fork_server(self, kernel_name: str) -> Any:
+        """The run's kernel fork server (runner.execute); None when kernels cannot be forked (another
+        kernelspec, no fork on this platform) or are cold.
+
+        Before its first fork it imports the kernel machinery and what the first stages import
+        (those with no upstream in the run: the first kernel waits for this); then, between
+        requests, what two or more stages import (earlier runs taught the lazy imports,
+        `_learned_imports`). What one stage alone needs (train's MLflow) its own kernel imports
+        while warming: in the server, one long import would hold up every fork behind it.
+        """
+        from runner.execute import KERNEL_MODULES, ForkServer, kernel_environment, shared_imports
+
+        if _cold_kernels():
+            return None
+        selected = {stage.name for stage in self.plan.stages}
+        lists = {stage.name: self._warm_up(stage).modules for stage in self._by_priority}  # type: ignore[union-attr]
+        first = [*KERNEL_MODULES, *(name for stage in self._by_priority
+                                    if not any(u in selected for u in stage.upstream) for name in lists[stage.name])]
+        later = [name for name in shared_imports(list(lists.values())) if name not in first]
+        try:
+            return ForkServer.for_kernel(kernel_name, list(dict.fromkeys(first)), kernel_environment(self.kernel_threads),
+                                         self.plan.request.root, later=later)
+        except OSError as exc:
+            self.console.print(f"[yellow]![/] kernels start as new processes: {escape(str(exc))}")
+            return None
+
+    def _warm_up(self, stage: Stage) -> Any:
+        """What a kernel for `stage` loads before it gets its parameters (runner.execute); None for a
+        cold kernel (`BENTLEY_COLD_KERNELS=1`: nothing preloaded, no sampler, no fork server)."""
+        from runner.execute import WarmUp, notebook_imports
+
+        if _cold_kernels():
+            return None
+        try:
+            modules = notebook_imports(stage.notebook)
+        except (OSError, ValueError):
+            modules = ()  # an unreadable notebook fails in papermill, with its own message
+        learned = self._learned_imports().get(stage.name, [])
+        return WarmUp(modules=tuple(dict.fromkeys([*modules, *learned])), timing_file=self._timing_file(stage))
+
+    def _learned_imports(self) -> dict[str, list[str]]:
+        """Per stage, the modules its cells imported beyond its warm-up in earlier runs of this store
+        (lazy imports inside library functions): the next warm-up imports them too."""
+        if self._learned is None:
+            self._learned = _read_memo(self.outputs / _STAGE_IMPORTS)
+        return self._learned
+
+    def _learn_imports(self, stage: Stage) -> None:
+        """Main thread, after a stage succeeded: remember what its cells imported (runner.execute)."""
+        try:
+            imported = read_json(self._timing_file(stage)).get("imported", [])
+        except (OSError, ValueError):
+            return
+        known = self._learned_imports()
+        merged = list(dict.fromkeys([*known.get(stage.name, []), *map(str, imported)]))[:_MAX_LEARNED]
+        if merged != known.get(stage.name, []):
+            known[stage.name] = merged
+            with contextlib.suppress(OSError):
+                atomic_write_json(self.outputs / _STAGE_IMPORTS, known)
+
+    def _timing_file(self, stage: Stage) -> Path:
+        return self.plan.run_dir / "stage_results" / f"{stage.name}.timing.json"
+
+    #: Kernels started ahead and not yet used, beyond one per worker: a kernel warmed early
+    #: (train's imports MLflow) is ready when its stage is, and costs only memory meanwhile.
+    AHEAD = 2
 
     def _prestart(self, stages: list[Stage], status: dict[str, str], selected: set[str],
                   prestarted: dict[str, Future[Any]], starter: ThreadPoolExecutor, kernel_name: str) -> None:
-        """Start kernels for stages about to run: upstreams all running or done, none failed.
-
-        That covers stages waiting for a worker slot as well as those waiting for an upstream.
+        """Start kernels for the stages next in line, highest priority first (`stages` is in that
+        order): a stage whose upstreams all run, are done (none failed), or have kernels started
+        ahead themselves; at most `max_workers + AHEAD` of them unused at a time.
         """
         from runner.execute import start_kernel
 
         idle = sum(1 for name in prestarted if status[name] == "pending")
         for stage in stages:
-            if idle >= self.max_workers:
+            if idle >= self.max_workers + self.AHEAD:
                 return
             if status[stage.name] != "pending" or stage.name in prestarted:
                 continue
-            states = [status[u] for u in stage.upstream if u in selected]
-            if all(s in ("running", *DONE) for s in states):
-                prestarted[stage.name] = starter.submit(start_kernel, kernel_name, stage.notebook.parent)
+            ahead = [u for u in stage.upstream if u in selected]
+            if all(status[u] in ("running", *DONE) or u in prestarted for u in ahead):
+                prestarted[stage.name] = starter.submit(start_kernel, kernel_name, stage.notebook.parent,
+                                                        self._warm_up(stage), self.kernel_threads, self._forks)
                 idle += 1
 
     @staticmethod
@@ -674,6 +828,16 @@ class PipelineRun:
         with self._kernels_lock:
             for kernel in list(self._kernels):
                 kernel.kill()
+
+    def _last_durations(self) -> dict[str, float]:
+        """Each stage's wall time in its latest successful execution in this store (the ledger)."""
+        try:
+            frame = self.warehouse.read("stage_runs", where={"status": "success"},
+                                        columns=["stage", "ended_at", "duration_s"])
+        except Exception:  # noqa: BLE001 - a priority is a hint: without history, declared limits do
+            return {}
+        frame = frame[frame["duration_s"] > 0].sort_values("ended_at", kind="stable")
+        return {str(k): float(v) for k, v in frame.groupby("stage")["duration_s"].last().items()}
 
     # ------------------------------------------------------------------ cache
 
@@ -721,6 +885,10 @@ class PipelineRun:
         A resumed run, or a task of an orchestrated run whose sibling got there first, reuses
         the parent run its manifest names.
         """
+        if self._tracker is None and self._creating is not None:
+            self._poll_tracking(block=True)
+            if self._tracker is None:
+                raise ServiceFailed(self._mlflow_error or "MLflow's parent run was not created")
         if self._tracker is None:
             from bentley.tracking import PipelineTracker
 
@@ -751,7 +919,16 @@ class PipelineRun:
         exist yet; if it cannot be created (or SIGTERM gives up waiting for MLflow), the run
         stops with one line and the waiting stages fail.
         """
-        if self._tracking.is_set():
+        if self._tracking.is_set() or self._creating is not None:
+            return
+        uri = tracking_uri(self.config.tracking.uri, self.outputs)
+        if not uri.startswith(("http://", "https://")) and self._existing_parent_run() is None:
+            # A local store waits on no server, and only stages that nest runs under the parent
+            # (the `tracking` section: train) need it: the others start while it is created
+            # (on a new store, MLflow's import and migrations take seconds).
+            creator = ThreadPoolExecutor(1, thread_name_prefix="mlflow-parent")
+            self._creating = creator.submit(self._new_parent_run, uri)
+            creator.shutdown(wait=False)
             return
         try:
             self._tracker_started()
@@ -764,8 +941,44 @@ class PipelineRun:
         finally:
             self._tracking.set()
 
+    def _new_parent_run(self, uri: str) -> tuple[Any, str]:
+        """A background thread: connect to a local store and create the parent run (no records written)."""
+        from bentley.tracking import PipelineTracker
+
+        plan, what = self.plan, f"MLflow at {display_uri(uri)}"
+        tracker = wait_for(what, lambda: PipelineTracker(uri, self.config.tracking.experiment, self.outputs),
+                           remote=False)
+        parent = wait_for(what, lambda: tracker.start_pipeline(
+            plan.run_id,
+            tags={"run_id": plan.run_id, "profile": plan.request.profile, "logical_date": str(plan.logical_date)},
+            params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
+        ), remote=False)
+        return tracker, parent
+
+    def _poll_tracking(self, block: bool = False) -> None:
+        """Main thread: record the parent run created in the background once it exists (`block`: wait for it)."""
+        creating = self._creating
+        if creating is None or self._tracking.is_set() or (not block and not creating.done()):
+            return
+        try:
+            tracker, parent = creating.result()
+            with self._record:
+                self._tracker = tracker
+                self.manifest["mlflow"].update(experiment_id=tracker.experiment_id, parent_run_id=parent)
+                self._save()  # this run's train kernel finds the parent in the manifest
+        except (ServiceFailed, Interrupted) as exc:
+            self._stop_tracking(exc)
+        except BaseException:
+            self._tracking_failed = True
+            self.stop.set()
+            raise
+        finally:
+            self._tracking.set()
+
     def _stop_tracking(self, exc: ServiceFailed | Interrupted) -> None:
         """MLflow failed, or a stop request gave up waiting for it: nothing executes or is logged to it from now on."""
+        if self._mlflow_error is not None:
+            return  # said once already
         self._tracking_failed = True
         self._mlflow_error = str(exc)
         self.stop.set()
@@ -784,12 +997,35 @@ class PipelineRun:
             return (read_json(path) if path.is_file() else {}).get("mlflow", {}).get("parent_run_id")
         return self.manifest["mlflow"].get("parent_run_id") if self.plan.resumed else None
 
-    def _finish_stage(self, stage: Stage, attempt_no: int, result: _Attempted) -> str | None:
-        """Log the final attempt to MLflow and the ledger; store the cache entry on success."""
+    def _settle_stage(self, stage: Stage, result: _Attempted) -> str | None:
+        """What downstream stages need at once: the cache entry (its fingerprint) on success, and the
+        outcome on the terminal. `_record_stage` logs it to MLflow and the records right after the
+        next stages have started."""
+        from bentley.stage import read_results
+
+        attempt = result.attempt
+        if attempt.status == "success":
+            self._learn_imports(stage)
+            fingerprint = self._store_entry(stage, read_results(self.plan.run_dir, stage.name))
+            parts = " · ".join(f"{part} {attempt.breakdown[part]:.1f}" for part in ("import", "compute", "charts", "report")
+                               if part in attempt.breakdown)
+            self.console.print(
+                f"[green]✔[/] {stage.name} {attempt.duration_s:.1f} s "
+                f"(cells {attempt.cell_time_s:.1f} s, overhead {attempt.overhead_s:.1f} s{'; ' + parts if parts else ''})"
+            )
+            return fingerprint
+        self.manifest["stages"][stage.name].pop("_key", None)
+        self.console.print(f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {escape(str(attempt.error))}")
+        self.console.print(f"  notebook: {escape(str(result.notebook))}")
+        return None
+
+    def _record_stage(self, stage: Stage, attempt_no: int, result: _Attempted) -> None:
+        """Log the final attempt to MLflow and the ledger (main thread)."""
         from bentley.stage import read_results
 
         plan = self.plan
         attempt = result.attempt
+        result.rendered()
         if result.report_error:
             self.console.print(f"[yellow]![/] {stage.name}: HTML report failed: {escape(str(result.report_error))}")
         results = read_results(plan.run_dir, stage.name)
@@ -806,7 +1042,8 @@ class PipelineRun:
                             "profile": plan.request.profile,
                             **{name: self.config.section(name) for name in stage.sections}},
                     metrics={**results.get("metrics", {}), "duration_s": attempt.duration_s,
-                             "overhead_s": attempt.overhead_s, "attempts": attempt_no},
+                             "overhead_s": attempt.overhead_s, "attempts": attempt_no,
+                             **{f"time_{part}_s": seconds for part, seconds in attempt.breakdown.items()}},
                     tags={"run_id": plan.run_id, "status": attempt.status},
                     artifacts=[p for p in (result.notebook, result.report) if p]
                     + list(map(Path, results.get("artifacts", []))),
@@ -814,17 +1051,6 @@ class PipelineRun:
             except (ServiceFailed, Interrupted) as exc:
                 self._stop_tracking(exc)
         self._record_attempt(stage, attempt_no, result, mlflow_run)
-        if attempt.status == "success":
-            fingerprint = self._store_entry(stage, results)
-            self.console.print(
-                f"[green]✔[/] {stage.name} {attempt.duration_s:.1f} s "
-                f"(cells {attempt.cell_time_s:.1f} s, overhead {attempt.overhead_s:.1f} s)"
-            )
-            return fingerprint
-        self.manifest["stages"][stage.name].pop("_key", None)
-        self.console.print(f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {escape(str(attempt.error))}")
-        self.console.print(f"  notebook: {escape(str(result.notebook))}")
-        return None
 
     def _write_log(self) -> None:
         """The terminal lines of this run, kept as `outputs/logs/<run_id>.log` (retention prunes).
@@ -870,6 +1096,10 @@ class PipelineRun:
             "duration_s": round(attempt.duration_s, 3),
             "cell_time_s": round(attempt.cell_time_s, 3),
             "overhead_s": round(attempt.overhead_s, 3),
+            # Wall seconds by part: kernel wait, import, compute, charts, report (in cells + HTML), other;
+            # and `cpu`, the CPU seconds the kernel used inside cells (a busy machine's share aside).
+            "breakdown": attempt.breakdown,
+            "warm_up": attempt.warm_up,  # the kernel's imports before the stage: seconds, modules, ahead of it
             "notebook": str(notebook.relative_to(run_dir)) if notebook.is_file() else None,
             "report": str(report.relative_to(run_dir)) if report and report.is_file() else None,
             "mlflow_run_id": mlflow_run,
@@ -1065,6 +1295,97 @@ class PipelineRun:
                  "since": str(r.first_seen_at)[:19]} for r in frame.itertuples()]
 
 
+class _Progress:
+    """What running stages say while they work, on the terminal and in the log (main thread only).
+
+    A stage writes lines with `StageContext.progress` to `stage_results/<stage>.progress`;
+    the newest is printed when `EVERY_S` have passed since the stage's last line (fast stages
+    print none), and a stage that said nothing for `QUIET_S` gets a line with its elapsed time
+    and the cell it is at (from the kernel's sampler file, `runner.execute.cells_done`).
+    `runner.progress: false` turns both off.
+    """
+
+    EVERY_S = 5.0
+    QUIET_S = 30.0
+
+    def __init__(self, console: Console, run_dir: Path, *, enabled: bool) -> None:
+        self.console = console
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def started(self, stage: Stage) -> None:
+        now = time.monotonic()
+        self.state[stage.name] = {"stage": stage, "since": now, "printed": now, "offset": 0, "latest": None}
+
+    def finished(self, stage: Stage) -> None:
+        self.state.pop(stage.name, None)
+
+    def poll(self, running: Sequence[Stage]) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        for stage in running:
+            state = self.state.get(stage.name)
+            if state is None:
+                continue
+            self._read(stage, state)
+            quiet = now - state["printed"]
+            if state["latest"] and quiet >= self.EVERY_S:
+                self._line(stage, state, now, escape(state["latest"]))
+                state["latest"] = None
+            elif quiet >= self.QUIET_S:
+                self._line(stage, state, now, self._cell_text(stage))
+
+    def _line(self, stage: Stage, state: dict[str, Any], now: float, text: str) -> None:
+        self.console.print(f"[dim]·[/] {stage.name} {now - state['since']:.0f} s: {text}")
+        state["printed"] = now
+
+    def _read(self, stage: Stage, state: dict[str, Any]) -> None:
+        from bentley.stage import progress_file
+
+        try:
+            with progress_file(self.run_dir, stage.name).open("rb") as handle:
+                handle.seek(state["offset"])
+                chunk = handle.read()
+        except OSError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next look
+        state["offset"] += len(complete)
+        lines = [line for line in complete.decode("utf-8", "replace").splitlines() if line.strip()]
+        if lines:
+            state["latest"] = lines[-1].partition("\t")[2] or lines[-1]
+
+    def _cell_text(self, stage: Stage) -> str:
+        from runner.execute import cells_done, code_cells
+
+        done = cells_done(self.run_dir / "stage_results" / f"{stage.name}.timing.json")
+        try:
+            total = code_cells(stage.notebook)
+        except (OSError, ValueError):
+            return "running"
+        return "running" if done is None else f"running cell {min(done + 1, total)} of {total}"
+
+
+def _cold_kernels() -> bool:
+    """`BENTLEY_COLD_KERNELS=1`: every kernel a new process that imports nothing before its notebook,
+    as before issue 19 (what the cold/warm comparison test runs; a way out should warming misbehave)."""
+    return os.environ.get("BENTLEY_COLD_KERNELS", "") == "1"
+
+
+def _import_in_background(*modules: str) -> None:
+    """Import modules on a daemon thread while the main thread goes on (a stage's worker that needs
+    one first waits for that import instead of starting its own)."""
+    import importlib
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=load, name="preimport", daemon=True).start()
+
+
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:
     """Capped exponential backoff with equal jitter: half fixed, half random."""
     capped = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
@@ -1081,7 +1402,7 @@ def all_manifests(outputs: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _frame(rows: list[dict[str, Any]]):  # noqa: ANN202 - a pandas DataFrame
+def _frame(rows: list[dict[str, Any]]):  # a pandas DataFrame
     import pandas as pd
 
     return pd.DataFrame(rows)

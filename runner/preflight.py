@@ -266,7 +266,7 @@ def _listed(folder: Path, benchmark: str) -> list[str]:
 def _sample_source(config: Config) -> SampleMarketSource:
     """The sample market as the ingest builds it (no I/O: its names are a function of the params)."""
     return SampleMarketSource(config.sample.seed, config.sample.n_tickers, config.sample.epoch,
-                              config.universe.benchmark, config.workflow.calendar)
+                              config.universe.benchmark, config.workflow.calendar, config.sample.signal)
 
 
 def _csv_folder(config: Config, root: Path) -> Path | None:

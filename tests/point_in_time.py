@@ -45,7 +45,7 @@ from bentley.config import Config
 from bentley.warehouse import Warehouse
 
 RUN_TABLES = ["technical_signals", "risk_metrics", "target_weights", "signals", "risk_limit_events",
-              "backtest_metrics", "backtest_sweep"]
+              "backtest_metrics", "backtest_sweep", "backtest_positions", "backtest_equity"]
 #: table -> (date column, has a ticker column)
 WINDOW_TABLES = {"prices": ("date", True), "features": ("date", True), "anomalies": ("date", True),
                  "sentiment_daily": ("date", True), "news": ("date", True), "news_sentiment": ("date", True),

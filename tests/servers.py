@@ -180,7 +180,7 @@ def _wait_until(ready: Callable[[], bool], process: subprocess.Popen, log: Path,
     raise ServerFailed(f"{what} not ready after {timeout:.0f} s ({last!r}):\n{_tail(log)}")
 
 
-def _run(args: list[str], log: Path, what: str, **kwargs) -> None:  # noqa: ANN003
+def _run(args: list[str], log: Path, what: str, **kwargs) -> None:
     with log.open("ab") as out:
         result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, timeout=300, check=False, **kwargs)
     if result.returncode != 0:
@@ -354,7 +354,7 @@ def _unavailable(reason: ServerUnavailable) -> None:
     pytest.skip(str(reason))
 
 
-def _server_fixture(dialect: str):  # noqa: ANN202 - a pytest fixture
+def _server_fixture(dialect: str):
     def fixture() -> Iterator[Server]:
         try:
             server = start(dialect)

@@ -6,9 +6,14 @@ never on the wall clock, so a run is a pure function of its logical date.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import pickle
+import tempfile
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import exchange_calendars as xcals
 import pandas as pd
@@ -18,14 +23,53 @@ DEFAULT_CALENDAR = "XNYS"
 CALENDAR_START = "1995-01-01"
 
 
+#: Where built calendars are kept between processes (BENTLEY_CACHE_DIR, else ~/.cache/bentley).
+CACHE_ENV = "BENTLEY_CACHE_DIR"
+
+
+def _cache_file(name: str) -> Path:
+    """One file per calendar, exchange_calendars version and day: a calendar built today ends a
+    year after today (exchange_calendars' default), so tomorrow's process builds its own."""
+    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bentley")
+    return base / f"calendar-{name}-{CALENDAR_START}-{xcals.__version__}-{dt.date.today():%Y%m%d}.pickle"
+
+
 @lru_cache(maxsize=8)
 def _calendar(name: str) -> xcals.ExchangeCalendar:
+    """The exchange's calendar from CALENDAR_START, built once a day and kept as a pickle.
+
+    Building XNYS takes about a second (every stage kernel and `runner health` need it);
+    loading the pickle about 0.07 s. A cache that cannot be read or written is ignored: the
+    calendar is built as before.
+    """
+    path = _cache_file(name)
+    try:
+        with path.open("rb") as handle:
+            cached = pickle.load(handle)
+        if isinstance(cached, xcals.ExchangeCalendar):
+            return cached
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        pass
     # exchange_calendars 4.x still reads tz-aware `Series.values`, which pandas 3.1
     # deprecates; the values it gets are correct, so the warning is noise in reports.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return xcals.get_calendar(name, start=CALENDAR_START)
+        calendar = xcals.get_calendar(name, start=CALENDAR_START)
+    _store(path, calendar)
+    return calendar
+
+
+def _store(path: Path, calendar: xcals.ExchangeCalendar) -> None:
+    """Write the pickle atomically (a temporary file renamed), so a reader never sees half."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
+            pickle.dump(calendar, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(handle.name, path)
+    except OSError:
+        with contextlib.suppress(OSError, NameError):
+            os.unlink(handle.name)
 
 
 def sessions(start: dt.date | str, end: dt.date | str, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -127,6 +127,7 @@ class Sample(Section):
     seed: int
     n_tickers: PositiveInt
     epoch: dt.date
+    signal: Annotated[float, Field(ge=0.0, le=1.0)]  # the planted weekly reversal; 0: pure noise
 
 
 class Universe(Section):
@@ -156,6 +157,15 @@ class Universe(Section):
         from bentley.sources.base import validate_ticker
 
         return validate_ticker(value.strip(), "universe.benchmark")
+
+    @field_validator("instrument_types")
+    @classmethod
+    def _ticker_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        """Keys are tickers like any other: `{spy: etf}` must match SPY, and a key that is no
+        ticker at all is refused here rather than silently matching nothing."""
+        from bentley.sources.base import validate_ticker
+
+        return {validate_ticker(t.strip(), f"universe.instrument_types.{t}"): kind for t, kind in value.items()}
 
 
 class Http(Section):
@@ -647,6 +657,78 @@ class Monitor(Section):
         return self
 
 
+# --------------------------------------------------------------------------- watch (runner watch)
+
+WatchSeverity = Literal["critical", "warning"]
+
+
+class LinkedRule(Section):
+    severity: WatchSeverity
+    enabled: bool
+
+
+class VarRule(Section):
+    severity: WatchSeverity
+    enabled: bool
+    metric: Literal["var_95_historical", "var_99_historical", "var_95_parametric", "var_95_cornish_fisher",
+                    "var_95_garch", "cvar_95_historical", "cvar_99_historical"]
+
+
+class ThresholdRule(Section):
+    severity: WatchSeverity
+    enabled: bool
+    threshold: PositiveFloat
+
+
+class WatchRules(Section):
+    daily_loss: LinkedRule
+    var_breach: VarRule
+    vol_move: ThresholdRule
+    drawdown: ThresholdRule
+    stale_feed: ThresholdRule
+    bad_tick: ThresholdRule
+
+
+class WatchSource(Section):
+    kind: Literal["sample", "replay", "yahoo"]
+    path: str | None
+    interval: Literal["1m", "5m", "15m", "60m"]
+    speed: Annotated[float, Field(ge=0)]
+    poll_s: PositiveFloat
+
+    @model_validator(mode="after")
+    def _replay_needs_path(self) -> WatchSource:
+        if self.kind == "replay" and not self.path:
+            raise ValueError("source.path is required for kind replay")
+        return self
+
+
+class Watch(Section):
+    source: WatchSource
+    portfolio: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")] | None
+    tickers: list[str] | None
+    on_loss_limit: Literal["alert", "reduce", "flatten"]
+    reduce_fraction: Annotated[float, Field(gt=0, le=1)]
+    lease_ttl_s: PositiveFloat
+    heartbeat_s: PositiveFloat
+    idle_poll_s: PositiveFloat
+    record_bars: bool
+    rules: WatchRules
+
+    @field_validator("tickers")
+    @classmethod
+    def _valid_tickers(cls, value: list[str] | None) -> list[str] | None:
+        from bentley.sources.base import validate_ticker
+
+        return None if value is None else [validate_ticker(t.strip(), f"watch.tickers[{i}]") for i, t in enumerate(value)]
+
+    @model_validator(mode="after")
+    def _heartbeat_within_ttl(self) -> Watch:
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s:g}) must be below lease_ttl_s ({self.lease_ttl_s:g})")
+        return self
+
+
 class Config(Section):
     workflow: Workflow
     sample: Sample
@@ -668,6 +750,7 @@ class Config(Section):
     runner: Runner
     schedule: Schedule
     monitor: Monitor
+    watch: Watch
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-able data: what the runner injects into a notebook."""
@@ -936,6 +1019,12 @@ class _Open:
     key: str | None = None  # in a mapping, the key whose value comes next; None: a key comes next
 
 
+# Every node event PyYAML's parser emits: yaml.NodeEvent itself has no `tag`, its subclasses do
+# (all but AliasEvent), so the union, unlike the base class, lets the tag be read once an alias is refused.
+_NodeEvent = yaml.AliasEvent | yaml.ScalarEvent | yaml.CollectionStartEvent
+_NODE_EVENTS = (yaml.AliasEvent, yaml.ScalarEvent, yaml.CollectionStartEvent)
+
+
 class _PlainYaml:
     """Build plain params data from the YAML parser's events, refusing what cannot be bounded.
 
@@ -980,10 +1069,10 @@ class _PlainYaml:
                                       "a params layer is one mapping")
             elif isinstance(event, yaml.CollectionEndEvent):
                 self._open.pop()
-            elif isinstance(event, yaml.NodeEvent):
+            elif isinstance(event, _NODE_EVENTS):
                 self._node(loader, event)
 
-    def _node(self, loader: Any, event: yaml.NodeEvent) -> None:
+    def _node(self, loader: Any, event: _NodeEvent) -> None:
         parent = self._open[-1] if self._open else None
         if parent is None:
             path = self.prefix
@@ -1012,7 +1101,7 @@ class _PlainYaml:
             parent.value[path[-1]] = value
             parent.key = None
 
-    def _check(self, event: yaml.NodeEvent, path: tuple[str, ...]) -> None:
+    def _check(self, event: _NodeEvent, path: tuple[str, ...]) -> None:
         """Refuse, at its first event, whatever could make a layer unbounded or not plain data."""
         line = _line(event)
         if isinstance(event, yaml.AliasEvent):
@@ -1024,7 +1113,8 @@ class _PlainYaml:
             raise self._error(line, path, f"more than {MAX_LAYER_NODES} YAML nodes, the limit for one params layer")
         if len(path) > MAX_DEPTH:
             raise self._error(line, path, f"nested more than {MAX_DEPTH} levels deep, the limit for params")
-        expected = {yaml.MappingStartEvent: _MAP_TAG, yaml.SequenceStartEvent: _SEQ_TAG}.get(type(event), _STR_TAG)
+        collection_tags: dict[type[yaml.Event], str] = {yaml.MappingStartEvent: _MAP_TAG, yaml.SequenceStartEvent: _SEQ_TAG}
+        expected = collection_tags.get(type(event), _STR_TAG)
         if event.tag not in (None, "!", expected):
             raise self._error(line, path, f"YAML tag {_short(event.tag)} is not allowed in params "
                               "(write plain values; only !!str, to force text, is accepted)")
@@ -1050,7 +1140,11 @@ class _PlainYaml:
         quoted = _clip(event.value)
         if tag not in _SCALAR_TAGS:  # `=` (!!value) or `<<` (!!merge) as a value
             raise self._error(line, path, f"YAML reads {quoted!r} as {_short(tag)}; quote it")
-        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        # The stubs type a node's marks as yaml.Mark only, but libyaml's parser (CSafeLoader) gives
+        # its events, and PyYAML's own C composer its nodes, the C-level yaml._yaml.Mark.
+        start_mark = cast("yaml.Mark | None", event.start_mark)
+        end_mark = cast("yaml.Mark | None", event.end_mark)
+        node = yaml.ScalarNode(tag, event.value, start_mark, end_mark, event.style)
         try:
             return loader.yaml_constructors[tag](loader, node)
         except ValueError as exc:  # an impossible date (2025-13-45), an int past Python's 4300 digits
@@ -1063,7 +1157,9 @@ class _PlainYaml:
 
 
 def _line(event: yaml.Event) -> int:
-    return int(event.start_mark.line) + 1
+    mark = event.start_mark
+    assert mark is not None, "the parser gives every event a start mark"
+    return int(mark.line) + 1
 
 
 def _parser_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:

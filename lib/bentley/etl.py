@@ -113,7 +113,7 @@ def latest_rows(frame: pd.DataFrame, contract: TableContract, source: str) -> pd
 
 
 def load(
-    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], results: list[CheckResult], run_id: str  # noqa: ANN001
+    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], results: list[CheckResult], run_id: str
 ) -> EtlResult:
     """Raise on any error check; otherwise upsert each table and record the checks."""
     validation.raise_on_errors("etl", results)
@@ -136,7 +136,7 @@ INCREMENTAL = {"prices": True, "news": True, "transactions": False}
 
 
 def advanced_cursors(
-    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str  # noqa: ANN001
+    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str
 ) -> pd.DataFrame:
     """`sync_state` rows after a successful load: cursors only ever move forward."""
     rows = []

@@ -222,7 +222,7 @@ def _ticker_features(
     )
     bands = settings.bollinger
     features["bb_upper"], features["bb_middle"], features["bb_lower"] = talib.BBANDS(
-        close, timeperiod=bands.period, nbdevup=bands.nbdev, nbdevdn=bands.nbdev, matype=0
+        close, timeperiod=bands.period, nbdevup=bands.nbdev, nbdevdn=bands.nbdev, matype=talib.MA_Type.SMA
     )
     atr, adx = settings.atr_period, settings.adx_period
     features[f"atr_{atr}"] = talib.ATR(high, low, close, timeperiod=atr)
@@ -235,9 +235,9 @@ def _ticker_features(
         close,
         fastk_period=stoch.fastk,
         slowk_period=stoch.slowk,
-        slowk_matype=0,
+        slowk_matype=talib.MA_Type.SMA,
         slowd_period=stoch.slowd,
-        slowd_matype=0,
+        slowd_matype=talib.MA_Type.SMA,
     )
     for h in _unique(settings.return_horizons):
         features[f"ret_{h}d"] = _simple_return(close, h)

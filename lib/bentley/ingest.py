@@ -7,12 +7,19 @@ as it was. Fetches are
 incremental (see `sync`). One failing ticker never fails the universe: failures are
 reported by name, and the stage fails only past `sources.market.max_failed_share`. An
 empty response is reported and writes nothing, so it can never hide data landed earlier.
+
+Each requested ticker's instrument type (equity, etf, fund, index) goes to the warehouse
+table `instruments`: `universe.instrument_types` where it names the ticker (source
+"params"), else what the market source says. Later stages read it through
+`bentley.inputs.tradable_tickers`, so an index is never held, ordered, optimized or a
+model row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +30,7 @@ import pandas as pd
 from bentley import etl, sync, validation
 from bentley.config import ParamsError
 from bentley.lake import Lake
+from bentley.reporting import md_escape
 from bentley.schemas import DATASET_ROLES, RAW_DATASETS
 from bentley.sources import (
     FetchRequest,
@@ -32,9 +40,13 @@ from bentley.sources import (
     news_source,
     portfolio_source,
 )
-from bentley.sources.base import SourceError
+from bentley.sources.base import TRADABLE_TYPES, SourceError
 
 log = logging.getLogger(__name__)
+
+#: Columns of the warehouse table `instruments`.
+INSTRUMENT_COLUMNS: list[str] = ["ticker", "instrument_type", "source", "updated_at"]
+
 
 @dataclass
 class IngestResult:
@@ -43,6 +55,54 @@ class IngestResult:
     frames: dict[str, pd.DataFrame]
     summary: pd.DataFrame
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["source", "item", "reason"]))
+    instruments: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INSTRUMENT_COLUMNS))
+
+
+def instrument_rows(
+    tickers: Iterable[str], market: MarketSource, overrides: Mapping[str, str], updated_at: dt.datetime
+) -> pd.DataFrame:
+    """One `instruments` row per ticker: its type and who said so.
+
+    `universe.instrument_types` (`overrides`) wins, recorded with source "params", because
+    only the user can correct a source that calls an ETF an equity; every other type is the
+    market source's, recorded under its name.
+    """
+    tickers = list(dict.fromkeys(tickers))
+    said = market.instrument_types(tickers)
+    rows = [
+        {
+            "ticker": t,
+            "instrument_type": overrides.get(t, said[t]),
+            "source": "params" if t in overrides else market.name,
+            "updated_at": updated_at,
+        }
+        for t in tickers
+    ]
+    return pd.DataFrame(rows, columns=INSTRUMENT_COLUMNS)
+
+
+def instruments_sentence(instruments: pd.DataFrame, benchmark: str) -> str:
+    """What the types mean for the run, in words (Markdown; tickers are escaped data).
+
+    Names the tickers that will never be traded, and the types the params set over the
+    source's, so a reader sees at once why a ticker has no weight in later reports.
+    """
+    def listed(tickers: pd.Series) -> str:
+        names = [md_escape(t) + (" (the benchmark)" if t == benchmark else "") for t in tickers]
+        return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+    kept = instruments["instrument_type"].isin(TRADABLE_TYPES) & (instruments["ticker"] != benchmark)
+    counts = instruments.loc[kept, "instrument_type"].value_counts().sort_index()
+    mix = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+    out = instruments.loc[~kept]
+    text = f"{int(kept.sum())} of {len(instruments)} tickers may be traded ({mix})."
+    if len(out):
+        text += (f" Never held, ordered, optimized or used as model rows: {listed(out['ticker'])}; "
+                 "they keep their prices, as the benchmark or as feature inputs.")
+    overridden = instruments.loc[instruments["source"] == "params", "ticker"]
+    if len(overridden):
+        text += f" Types set by universe.instrument_types: {listed(overridden)}."
+    return text
 
 
 def resolve_universe(tickers: list[str] | None, market: MarketSource) -> list[str]:
@@ -128,9 +188,11 @@ def ingest(
         for item, reason in sorted(source.failures.items())
     ]
     summary = pd.DataFrame(rows).astype({"rows": "int64", "tickers": "Int64"}).set_index("dataset")
+    instruments = instrument_rows(tickers, market, params.universe.instrument_types, dt.datetime.now(dt.UTC))
+    warehouse.upsert("instruments", instruments)
     return IngestResult(
         universe=universe, benchmark=benchmark, frames=frames, summary=summary,
-        failures=pd.DataFrame(failures, columns=["source", "item", "reason"]),
+        failures=pd.DataFrame(failures, columns=["source", "item", "reason"]), instruments=instruments,
     )
 
 

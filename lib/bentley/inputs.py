@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
 from bentley import adjustment
+from bentley.sources.base import default_instrument_type, tradable_only
 
 
 def universe_tickers(params: Any) -> list[str] | None:
@@ -15,6 +17,34 @@ def universe_tickers(params: Any) -> list[str] | None:
     if params.universe.tickers is None:
         return None
     return [*params.universe.tickers, params.universe.benchmark]
+
+
+def instrument_types(
+    warehouse: Any, tickers: Iterable[str] | None, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """ticker -> instrument type as of the warehouse, for `tickers` (None: every ticker recorded).
+
+    `overrides` (`universe.instrument_types`) win, then the `instruments` row ingest wrote,
+    then Yahoo's convention (`^` is an index): a ticker never ingested still gets a type, so
+    a caller never has to guess.
+    """
+    wanted = None if tickers is None else list(dict.fromkeys(tickers))
+    recorded = warehouse.read("instruments", tickers=wanted, columns=["ticker", "instrument_type"])
+    known = dict(zip(recorded["ticker"], recorded["instrument_type"], strict=True))
+    known.update(overrides or {})
+    names = list(recorded["ticker"]) if wanted is None else wanted
+    return {t: known.get(t, default_instrument_type(t)) for t in names}
+
+
+def tradable_tickers(warehouse: Any, params: Any) -> list[str]:
+    """The run's tickers that may be held, ordered, optimized or be model rows, in universe order.
+
+    The one place that decides it: the universe without the benchmark and without any ticker
+    whose type (`instrument_types`, params over the warehouse) is not tradable. An index stays
+    in the price and feature tables, as a benchmark or a feature input, but never gets a weight.
+    """
+    types = instrument_types(warehouse, universe_tickers(params), params.universe.instrument_types)
+    return tradable_only(types, types, params.universe.benchmark)
 
 
 def load_window(warehouse: Any, params: Any, logical_date: dt.date, table: str) -> pd.DataFrame:

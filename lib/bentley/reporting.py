@@ -1,26 +1,44 @@
-"""Reports: the look of plots and tables in notebooks, nbconvert HTML, and run index pages.
+"""Reports: the look of plots, tables and sentences in notebooks, nbconvert HTML, and run index pages.
 
 People read the HTML, not the code: reports hide code cells, embed images, and open with
 the stage title, the logical date and the data source (flagged when it is sample data).
 Everything shown is escaped: data such as headlines is text, never markup. Tables are
-escaped by pandas; a data value put into a sentence for `say` goes through `md_escape`.
+escaped here (`table`, and every DataFrame a report shows goes through it); a data value put
+into a sentence for `say` goes through `md_escape`.
+
+Reports work offline: the nbconvert template in `templates/bentley` loads nothing from a
+network (no require.js, no MathJax) and carries one small stylesheet.
+
+One table style for every report (`table`): no index column, numbers with thousands
+separators and never in scientific notation, fractions named like one (`*_return`,
+`*_share`, `weight`...) as percentages, n/a (with its reason under the table) instead of
+NaN, booleans as yes/no, and at most `MAX_ROWS` rows in view: the rest folded under the
+table, failing rows first.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from bentley.lake import atomic_write_text
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+    from nbformat import NotebookNode
+
 MLFLOW_UI = "http://127.0.0.1:5000"
 
-_PLOT_STYLE = {
+_PLOT_STYLE: dict[RcKeyType, Any] = {
     "figure.figsize": (9.0, 3.6),
     "figure.dpi": 96,
     "axes.grid": True,
@@ -35,11 +53,12 @@ _PLOT_STYLE = {
 
 
 def use_report_style() -> None:
-    """One plot style for every stage report; table cells show whole sentences (reasons, errors).
+    """One plot style and one table style for every stage report; table cells show whole sentences.
 
     Tables keep data literal: frames are HTML-escaped by pandas already, Styler tables are
     escaped here too (pandas leaves their cells raw by default), and both are marked for
-    MathJax to skip, so two dollar amounts in a cell are not typeset as math between them.
+    MathJax to skip (JupyterLab typesets math), so two dollar amounts in a cell are not typeset
+    as math between them. In a kernel, every displayed DataFrame is shown through `table`.
     """
     import matplotlib as mpl
 
@@ -48,6 +67,14 @@ def use_report_style() -> None:
     pd.set_option("display.html.use_mathjax", False)
     pd.set_option("styler.html.mathjax", False)
     pd.set_option("styler.format.escape", "html")
+    pd.set_option("display.float_format", _plain_float)  # text output: no scientific notation either
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the kernel
+        return
+    shell = get_ipython()
+    if shell is not None:  # every DataFrame a report shows gets the one table style
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, lambda frame: table(frame)._repr_html_())
 
 
 def stage_header(ctx: Any) -> Any:
@@ -78,10 +105,344 @@ def short_table(frame: pd.DataFrame, rows: int = 10) -> pd.DataFrame:
     return frame.head(rows)
 
 
+# --------------------------------------------------------------------------- numbers and tables
+
+NA = "n/a"
+#: Rows a report table shows before folding the rest away.
+MAX_ROWS = 15
+
+#: Column names that hold a fraction shown as a percentage: a whole word of the name (words are
+#: separated by `_`) in `_PERCENT_WORDS`, or a `ret_`/`vol_` prefix (features: `ret_5d`, `vol_21d`).
+_PERCENT_WORDS = frozenset({
+    "pct", "share", "rate", "return", "returns", "volatility", "drawdown", "weight", "var", "cvar",
+    "degradation", "exposure", "turnover",
+})
+_PERCENT_PREFIX = re.compile(r"^(ret|vol)_\d")
+#: Words that make a name a count, an id or a ratio even when a percent word is in it.
+_NOT_PERCENT_WORDS = frozenset({"n", "count", "id", "ratio", "days", "sessions", "rows", "value", "usd"})
+_ID_WORDS = frozenset({"id", "version", "year", "attempt", "attempts", "seed"})
+
+
+def is_percent_column(name: object) -> bool:
+    """Does a column of this name hold fractions to show as percentages (`annual_return`, `weight`)?"""
+    text = str(name).lower()
+    words = set(text.split("_"))
+    if words & _NOT_PERCENT_WORDS:
+        return False
+    return bool(words & _PERCENT_WORDS) or bool(_PERCENT_PREFIX.match(text))
+
+
+def _plain_float(value: float) -> str:
+    """pandas' text output: thousands separators, no scientific notation."""
+    return fmt_number(value)
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _finite(value: Any) -> bool:
+    """A finite real number (numpy scalars included, booleans not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return math.isfinite(float(value))
+
+
+def fmt_number(value: Any, digits: int | None = None, na: str = NA) -> str:
+    """`1,234.57`; never `1.2e+07`. `digits` None: 0 decimals from 1,000 up, 2 from 1, else 3
+    significant-looking decimals (0.0123 -> 0.0123, 0.00012 -> 0.00012)."""
+    if _missing(value):
+        return na
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    number = float(value)
+    if math.isinf(number):
+        return "∞" if number > 0 else "-∞"
+    if digits is None:
+        digits = _auto_digits(abs(number))
+    text = f"{number:,.{digits}f}"
+    return "0" if _is_zero_text(text) else text
+
+
+def _auto_digits(magnitude: float) -> int:
+    if magnitude >= 1000:
+        return 0
+    if magnitude >= 10:
+        return 1
+    if magnitude >= 1 or magnitude == 0:
+        return 2
+    # Two significant digits below 1, at most 6 decimals (smaller shows as 0).
+    return min(max(2, 1 - math.floor(math.log10(magnitude))), 6)
+
+
+def _is_zero_text(text: str) -> bool:
+    return text.lstrip("-").replace("0", "").replace(".", "").replace(",", "") == ""
+
+
+def fmt_int(value: Any, na: str = NA, separators: bool = True) -> str:
+    if _missing(value):
+        return na
+    return f"{int(round(float(value))):,}" if separators else str(int(round(float(value))))
+
+
+def fmt_pct(value: Any, digits: int = 1, na: str = NA, signed: bool = False) -> str:
+    """A fraction as a percentage: 0.1234 -> `12.3%` (`+12.3%` when `signed`)."""
+    if _missing(value):
+        return na
+    number = float(value)
+    if math.isinf(number):
+        return "∞" if number > 0 else "-∞"
+    text = f"{100 * number:{'+' if signed else ''},.{digits}f}%"
+    return text if not _is_zero_text(text[:-1]) else f"{0:.{digits}f}%"
+
+
+def fmt_money(value: Any, digits: int = 0, na: str = NA, currency: str = "") -> str:
+    """`1,234` (or `1,234.56` with digits=2); `currency` is appended: `1,234 USD`."""
+    if _missing(value):
+        return na
+    text = f"{float(value):,.{digits}f}"
+    text = "0" if _is_zero_text(text) and digits == 0 else text
+    return f"{text} {currency}".rstrip()
+
+
+def fmt_p_value(value: Any, na: str = NA) -> str:
+    if _missing(value):
+        return na
+    number = float(value)
+    return "< 0.001" if number < 0.001 else f"{number:.3f}"
+
+
+def fmt_date(value: Any, na: str = NA) -> str:
+    """`2026-12-02`, or `2026-12-02 14:46` when the value has a time of day (UTC shown as such)."""
+    if _missing(value):
+        return na
+    stamp = pd.Timestamp(value)
+    if stamp.hour == stamp.minute == stamp.second == 0 and stamp.microsecond == 0:
+        return f"{stamp:%Y-%m-%d}"
+    zone = f" {stamp.tzname()}" if stamp.tzinfo is not None else ""
+    return f"{stamp:%Y-%m-%d %H:%M}{zone}"
+
+
+def _column_kind(series: pd.Series, name: str, pct: set[str], money: set[str], plain: set[str]) -> str:
+    if name in pct:
+        return "pct"
+    if name in money:
+        return "money"
+    if name in plain:
+        return "plain"
+    if name == "p_value" or name.endswith("_p_value"):
+        return "p"
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "date"
+    if pd.api.types.is_integer_dtype(series):
+        return "id" if set(name.lower().split("_")) & _ID_WORDS else "int"
+    if pd.api.types.is_float_dtype(series) or series.dtype == object:
+        numbers = [v for v in series if _finite(v)]
+        if not numbers:
+            return "text"
+        if is_percent_column(name):
+            return "pct"
+        if pd.api.types.is_float_dtype(series) and all(float(v).is_integer() for v in numbers) and \
+                max(abs(float(v)) for v in numbers) >= 1000:
+            return "int"
+        return "float"
+    return "text"
+
+
+def _cell(value: Any, kind: str, digits: int | None, na: str) -> str:
+    if _missing(value):
+        return na
+    if isinstance(value, (bool, np.bool_)) or (kind == "bool" and value in (0, 1)):
+        return "yes" if bool(value) else "no"
+    if kind == "date" or isinstance(value, (pd.Timestamp,)):
+        return fmt_date(value, na)
+    if isinstance(value, np.generic):  # numpy scalars as Python numbers
+        return _cell(value.item(), kind, digits, na)
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if kind == "p":
+        return fmt_p_value(value, na)
+    if kind == "pct":
+        return fmt_pct(value, 1 if digits is None else digits, na)
+    if kind == "money":
+        return fmt_money(value, 0 if digits is None else digits, na)
+    if kind == "int":
+        return fmt_int(value, na)
+    if kind == "id":
+        return fmt_int(value, na, separators=False)
+    if kind == "float" and digits is None:
+        return fmt_number(value, None, na)
+    return fmt_number(value, digits, na)
+
+
+class Table:
+    """A report table: the HTML `table` built, and the frame it shows (its `text/plain` form)."""
+
+    def __init__(self, frame: pd.DataFrame, html_text: str) -> None:
+        self.frame = frame
+        self.html = html_text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.frame.to_string(index=False, max_rows=MAX_ROWS * 2)
+
+
+def table(
+    frame: pd.DataFrame,
+    *,
+    pct: Iterable[str] = (),
+    money: Iterable[str] = (),
+    plain: Iterable[str] = (),
+    digits: int | Mapping[str, int] | None = None,
+    labels: Mapping[str, str] | None = None,
+    reasons: Mapping[str, str] | None = None,
+    bad: Any = None,
+    warn: Any = None,
+    max_rows: int = MAX_ROWS,
+    keep_empty: bool = False,
+    caption: str | None = None,
+    csv: tuple[Any, str] | None = None,
+    more: str = "more rows",
+    notes: Iterable[str] = (),
+) -> Table:
+    """`frame` in the one report table style (see the module docstring); returns a displayable Table.
+
+    - The index becomes a column when it carries information (a name or non-default values).
+    - `pct`, `money`, `plain`: columns shown as percentages, as whole amounts, or as plain numbers
+      whatever their names say; other columns are inferred (`is_percent_column`, integers,
+      dates, booleans as yes/no). `digits`: decimals for every number or per column.
+    - Missing values read "n/a"; `reasons` (column -> why) are written under the table. A
+      column with no value at all is left out (and named under the table) unless `keep_empty`.
+    - `bad`/`warn`: boolean masks (or column names) of rows to mark red/yellow; they come first.
+    - More than `max_rows` rows: the first ones show, the rest are folded in a `<details>` (0: all
+      folded); with `csv=(ctx, "name.csv")` the whole frame is also saved as a stage artifact and
+      linked. `notes`: sentences for under the table (`name` spans become code).
+    """
+    shown = _without_default_index(frame)
+    notes = list(notes)
+    masks = {}
+    for name, mask in (("bad", bad), ("warn", warn)):
+        if mask is None:
+            continue
+        series = shown[mask] if isinstance(mask, str) else pd.Series(mask, index=frame.index)
+        masks[name] = pd.Series(series.fillna(False).astype(bool).to_numpy(), index=shown.index)
+    if masks:
+        rank = pd.Series(2, index=shown.index)
+        if "warn" in masks:
+            rank[masks["warn"]] = 1
+        if "bad" in masks:
+            rank[masks["bad"]] = 0
+        order = rank.sort_values(kind="stable").index
+        shown = shown.loc[order]
+        masks = {k: v.loc[order] for k, v in masks.items()}
+    if not keep_empty:
+        empty = [c for c in shown.columns if len(shown) and shown[c].map(_missing).all()]
+        if empty:
+            shown = shown.drop(columns=empty)
+            named = [f"`{c}`" + (f" ({reasons[c]})" if reasons and c in reasons else "") for c in empty]
+            notes.append(f"Not shown, no value in any row: {', '.join(named)}.")
+    if reasons:
+        for column, why in reasons.items():
+            if column in shown.columns and shown[column].map(_missing).any():
+                notes.append(f"n/a in `{column}`: {why}.")
+    link = ""
+    if csv is not None:
+        ctx, name = csv
+        ctx.save_artifact(name, frame.reset_index() if shown is not frame and _has_index(frame) else frame)
+        link = f"../artifacts/{ctx.stage}/{name}"
+    pct_set, money_set, plain_set = set(map(str, pct)), set(map(str, money)), set(map(str, plain))
+    kinds = {str(c): _column_kind(shown[c], str(c), pct_set, money_set, plain_set) for c in shown.columns}
+    per_column = digits if isinstance(digits, Mapping) else {}
+    default_digits = digits if isinstance(digits, int) else None
+    head = "".join(
+        f"<th class='num'>{_header(labels, c)}</th>" if kinds[str(c)] not in ("text", "date", "bool")
+        else f"<th>{_header(labels, c)}</th>"
+        for c in shown.columns
+    )
+    cells_by_column = []
+    for column in shown.columns:
+        kind = kinds[str(column)]
+        places = per_column.get(str(column), default_digits)
+        if places is None and kind == "float":  # one number of decimals per column, from its typical size
+            sizes = sorted(abs(float(v)) for v in shown[column] if _finite(v))
+            places = _auto_digits(sizes[len(sizes) // 2]) if sizes else None
+        numeric = kind not in ("text", "date", "bool")
+        style = "num" if numeric else ("date" if kind == "date" else "")
+        cells = []
+        for value in shown[column].tolist():
+            missing = _missing(value)
+            classes = " ".join(c for c in (style, "na" if missing else "") if c)
+            attr = f" class='{classes}'" if classes else ""
+            cells.append(f"<td{attr}>{html.escape(_cell(value, kind, places, NA))}</td>")
+        cells_by_column.append(cells)
+    rows = []
+    for position in range(len(shown)):
+        row_class = ""
+        if "bad" in masks and bool(masks["bad"].iloc[position]):
+            row_class = " class='bad'"
+        elif "warn" in masks and bool(masks["warn"].iloc[position]):
+            row_class = " class='warn'"
+        rows.append(f"<tr{row_class}>{''.join(cells[position] for cells in cells_by_column)}</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    max_rows = max(int(max_rows), 0)
+    body = ""
+    if max_rows or not rows:
+        body = (f"<table class='bentley-table'>{cap}<thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(rows[:max_rows])}</tbody></table>")
+    if len(rows) > max_rows:
+        rest = len(rows) - max_rows
+        body += (f"<details><summary>{rest} {html.escape(more)}</summary><table class='bentley-table'><thead><tr>"
+                 f"{head}</tr></thead><tbody>{''.join(rows[max_rows:])}</tbody></table></details>")
+    if link:
+        body += f"<p class='note'><a href='{html.escape(link)}'>The whole table as CSV ({len(frame):,} rows)</a></p>"
+    if notes:
+        body += "".join(f"<p class='note'>{_inline_code(note)}</p>" for note in notes)
+    return Table(shown, f"<div class='bentley-table-wrap'>{body}</div>")
+
+
+def _header(labels: Mapping[str, str] | None, column: object) -> str:
+    """A column name as a header that may wrap after its underscores (`annual_<wbr>return`)."""
+    return html.escape(str((labels or {}).get(str(column), column))).replace("_", "_<wbr>")
+
+
+def _has_index(frame: pd.DataFrame) -> bool:
+    index = frame.index
+    return not (isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0 and index.step == 1)
+
+
+def _without_default_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """The index as leading column(s) when it means something, dropped when it is 0..n-1."""
+    if not _has_index(frame):
+        return frame
+    if frame.index.names == [None] and pd.api.types.is_integer_dtype(frame.index):
+        return frame.reset_index(drop=True)  # positions after a filter or a sort: not data
+    names = [n if n is not None else ("" if frame.index.nlevels == 1 else f"level_{i}")
+             for i, n in enumerate(frame.index.names)]
+    out = frame.copy()
+    out.index = out.index.set_names(names)
+    clash = [n for n in names if n in out.columns]
+    return out.reset_index(drop=bool(clash))
+
+
+def _inline_code(text: str) -> str:
+    """Escape `text`, turning `name` spans into <code> (notes under tables)."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 # --------------------------------------------------------------------------- HTML export
 
 
-def notebook_title(notebook: Path | Mapping[str, Any]) -> str:
+def notebook_title(notebook: Path | NotebookNode) -> str:
     """The first markdown heading of a notebook (its stage title)."""
     import nbformat
 
@@ -94,40 +455,55 @@ def notebook_title(notebook: Path | Mapping[str, Any]) -> str:
     return Path(str(notebook)).stem if isinstance(notebook, Path) else "notebook"
 
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: The nbconvert template of every report (lib/bentley/templates/bentley).
+TEMPLATE = "bentley"
+
+_TEX_ESCAPE = re.compile(r"(\\+)\$")
+
+
+def tex_escapes(text: str) -> str:
+    r"""Apply MathJax's `processEscapes` to rendered Markdown: ``\$`` is ``$``, ``\`` before it ``\``.
+
+    Sentences are written for a page that MathJax typesets (JupyterLab does; see `md_escape`).
+    Reports load no MathJax, so the template applies the same rule: a reader sees the same text.
+    """
+    return _TEX_ESCAPE.sub(lambda m: "\\" * (len(m[1]) // 2) + "$", text)
+
+
+def report_links(destination: Path) -> list[tuple[str, str]]:
+    """Navigation for a report at `runs/<run>/reports/<stage>.html`: the home page and its run."""
+    destination = Path(destination)
+    if destination.parent.name == "reports" and destination.parent.parent.parent.name == "runs":
+        return [("Home", "../../../index.html"), ("This run", "../index.html")]
+    return []
+
+
 def export_html(notebook: Path, destination: Path) -> Path:
-    """Executed notebook -> standalone HTML: code hidden, images embedded, title set."""
+    """Executed notebook -> standalone HTML: code hidden, images embedded, title set, nothing
+    loaded from a network (the `bentley` template), a small stylesheet."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
-        template_name="lab",
+        template_name=TEMPLATE,
+        extra_template_basedirs=[str(TEMPLATES)],
         exclude_input=True,
         exclude_input_prompt=True,
         exclude_output_prompt=True,
     )
-    body, _ = exporter.from_filename(str(notebook), resources={"metadata": {"name": notebook_title(notebook)}})
+    exporter.register_filter("tex_escapes", tex_escapes)
+    resources = {"metadata": {"name": notebook_title(notebook)}, "bentley_nav": report_links(destination)}
+    body, _ = exporter.from_filename(str(notebook), resources=resources)
     return atomic_write_text(destination, body)
 
 
 # --------------------------------------------------------------------------- index pages
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
-<style>
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse} th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}
-.success{color:#1a7f37} .failed{color:#cf222e;font-weight:bold} .skipped{color:#8a6d00}
-.running{color:#0969da} .cached{color:#57606a} .interrupted,.crashed{color:#8a6d00;font-weight:bold}
-.banner{background:#ffebe9;border:1px solid #cf222e;padding:8px 12px;border-radius:4px}
-.alerts{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:4px}
-.alerts .critical{color:#cf222e;font-weight:bold}
-</style></head><body>
-__BODY__
-</body></html>
-"""
-
-
 def _page(title: str, body: str) -> str:
-    return _PAGE.replace("__TITLE__", html.escape(title)).replace("__BODY__", body)
+    """A run index page, in the home page's style (`bentley.home`): no script, nothing fetched."""
+    from bentley import home
+
+    return home._page(title, body)
 
 
 def _fmt_seconds(value: float | None) -> str:
@@ -139,7 +515,7 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
     esc = html.escape
     run_id = manifest["run_id"]
     experiment = manifest.get("mlflow", {}).get("experiment_id")
-    parts = [f"<h1>Run {esc(run_id)}</h1>"]
+    parts = ["<p><a href='../../index.html'>Home</a></p>", f"<h1>Run {esc(run_id)}</h1>"]
     if manifest["status"] == "failed":
         failed = [name for name, s in manifest["stages"].items() if s["status"] == "failed"]
         parts.append(f"<p class='banner'>This run failed in stage {esc(', '.join(failed))}.</p>")
@@ -160,6 +536,7 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
         "Profile": manifest["profile"],
         "Started (UTC)": (manifest.get("started_at") or "")[:19].replace("T", " "),
         "Duration": _fmt_seconds(manifest.get("duration_s")),
+        "Overrides": " ".join(f"--set {o}" for o in manifest.get("overrides") or []) or "none (profile defaults)",
         "Params hash": (manifest.get("params_hash") or "")[:12],
         "Git SHA": (manifest.get("git_sha") or "not a git checkout")[:12],
         "MLflow": manifest.get("mlflow", {}).get("tracking_uri", ""),
@@ -191,27 +568,25 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
 
 
 def runs_index_html(manifests: Sequence[Mapping[str, Any]]) -> str:
-    """`outputs/index.html`: every run, newest first."""
-    esc = html.escape
-    ordered = sorted(manifests, key=lambda m: m.get("started_at") or "", reverse=True)
-    rows = "".join(
-        f"<tr><td><a href='runs/{esc(m['run_id'])}/index.html'>{esc(m['run_id'])}</a></td>"
-        f"<td class='{esc(m['status'])}'>{esc(m['status'])}</td><td>{esc(m['logical_date'])}</td>"
-        f"<td>{esc(m['profile'])}</td><td>{esc((m.get('started_at') or '')[:19].replace('T', ' '))}</td>"
-        f"<td>{_fmt_seconds(m.get('duration_s'))}</td></tr>"
-        for m in ordered
-    )
-    body = (
-        "<h1>Bentley Budget Bot runs</h1><table><tr><th>Run</th><th>Status</th><th>Logical date</th>"
-        f"<th>Profile</th><th>Started (UTC)</th><th>Duration</th></tr>{rows}</table>"
-    )
-    return _page("Bentley Budget Bot runs", body)
+    """`outputs/index.html` from the manifests alone (no warehouse overview): see `bentley.home`."""
+    from bentley import home
+
+    stages = home.pipeline_stages(manifests)
+    return home.home_html(manifests, home.latest_complete(manifests, stages), None, (), stages)
 
 
 def write_index_pages(outputs: Path, manifest: Mapping[str, Any], manifests: Sequence[Mapping[str, Any]]) -> Path:
+    """The run's index page and the home page (`bentley.home`); when the run has finished, the home
+    page's overview is read from the warehouse again. A broken overview never fails the run."""
+    from bentley import home
+
     run_index = outputs / "runs" / manifest["run_id"] / "index.html"
     atomic_write_text(run_index, run_index_html(manifest))
-    atomic_write_text(outputs / "index.html", runs_index_html(manifests))
+    finished = manifest.get("status") in home.FINAL
+    try:
+        home.write_home(outputs, manifests, refresh_run=manifest["run_id"] if finished else None)
+    except Exception:  # noqa: BLE001 - the home page without its overview, rather than no page
+        atomic_write_text(outputs / "index.html", runs_index_html(manifests))
     return run_index
 
 
@@ -249,23 +624,91 @@ def md_escape(value: object) -> str:
     return _MARKDOWN_SPECIAL.sub(_escaped, " ".join(str(value).split()))
 
 
-def say(markdown: str) -> Any:
-    """A sentence of interpretation under a table or plot; data in it goes through `md_escape`."""
-    from IPython.display import Markdown
+class Said:
+    """A sentence already shown (`say` displays it): showing the value again adds nothing."""
 
-    return Markdown(markdown)
+    def __init__(self, markdown: Any) -> None:
+        self.markdown = markdown
+        self.data = markdown.data
+
+    def _ipython_display_(self) -> None:
+        """Displayed once, by `say`; as a cell's last value it shows nothing more."""
+
+    def __repr__(self) -> str:
+        return self.data
 
 
-def show(figure: Any) -> None:
-    """Display a figure once (as an embedded PNG in the report) and free it."""
+def say(markdown: str) -> Said:
+    """A sentence of interpretation under a table or plot, shown where it is called (also in the
+    middle of a cell); data in it goes through `md_escape`."""
+    from IPython.display import Markdown, display
+
+    sentence = Markdown(markdown)
+    display(sentence)
+    return Said(sentence)
+
+
+def figure_title(figure: Any) -> str:
+    """What a figure shows, for the report's caption and alt text: its suptitle or axes titles."""
+    suptitle = getattr(figure, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text().strip():
+        return " ".join(suptitle.get_text().split())
+    titles = [" ".join(ax.get_title().split()) for ax in figure.get_axes() if ax.get_title().strip()]
+    return "; ".join(dict.fromkeys(titles)) or "chart"
+
+
+def figure_png(figure: Any, dpi: float | None = None) -> bytes:
+    """The figure as a 256-colour PNG (a chart has few colours: about a third of the bytes of a
+    full-colour one, and cheaper to compress). A figure laid out with fixed margins
+    (`bentley.charts.figure`) is drawn once; any other is cropped to its content
+    (`bbox_inches="tight"`: one more draw, but a legend outside its axes is not cut off)."""
+    from PIL import Image
+
+    if getattr(figure, "bentley_fixed_layout", False):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        if dpi is not None:
+            figure.set_dpi(dpi)
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        width, height = canvas.get_width_height(physical=True)
+        image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    else:
+        drawn = io.BytesIO()
+        figure.savefig(drawn, format="png", dpi=dpi or figure.dpi, bbox_inches="tight")
+        image = Image.open(drawn)
+    paletted = image.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    palette = paletted.getpalette() or []
+    if palette:  # the octree averages white with the edges of text: the background must stay white
+        entries = [palette[i:i + 3] for i in range(0, len(palette), 3)]
+        whitest = max(range(len(entries)), key=lambda i: sum(entries[i]))
+        if sum(entries[whitest]) >= 3 * 240:
+            palette[3 * whitest:3 * whitest + 3] = [255, 255, 255]
+            paletted.putpalette(palette)
+    buffer = io.BytesIO()
+    paletted.save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def show(figure: Any, caption: str | None = None) -> None:
+    """Display a figure once (an embedded PNG with its title as caption and alt text) and free it."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    display(figure)
-    plt.close(figure)
+    try:
+        png = figure_png(figure)
+        title = caption or figure_title(figure)
+        display(
+            {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": f"<Figure: {title}>"},
+            raw=True,
+            metadata={"image/png": {"alt": title}},
+        )
+    finally:
+        figure.bentley_shown = True  # `bentley.charts.reused_figure` may draw on it again
+        plt.close(figure)
 
 
 def rounded(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """Numeric columns rounded for display; dates and text untouched."""
+    """Numeric columns rounded (reports show every DataFrame through `table` anyway)."""
     numeric = frame.select_dtypes("number").columns
     return frame.round({column: digits for column in numeric})

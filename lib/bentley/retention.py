@@ -25,7 +25,7 @@ class Expired:
     cutoff: dt.date
 
 
-def plan(outputs: Path, retention, logical_date: dt.date) -> list[Expired]:  # noqa: ANN001
+def plan(outputs: Path, retention, logical_date: dt.date) -> list[Expired]:
     """Everything outside the retention windows, oldest first (nothing is deleted here)."""
     cutoffs = {
         "raw": logical_date - dt.timedelta(days=retention.raw_days),
@@ -42,9 +42,9 @@ def plan(outputs: Path, retention, logical_date: dt.date) -> list[Expired]:  # n
         if day < cutoffs["processed"]:
             expired.append(Expired("processed", outputs / "runs" / run_id, day, cutoffs["processed"]))
     for log in sorted((outputs / "logs").glob("*.log")):
-        day = run_dates.get(log.stem)
-        if day is not None and day < cutoffs["logs"]:
-            expired.append(Expired("logs", log, day, cutoffs["logs"]))
+        log_day = run_dates.get(log.stem)
+        if log_day is not None and log_day < cutoffs["logs"]:
+            expired.append(Expired("logs", log, log_day, cutoffs["logs"]))
     return sorted(expired, key=lambda e: (e.dated, e.kind, str(e.path)))
 
 

@@ -6,6 +6,8 @@ runs on its own: every section left as `None` is read from `params/` for `profil
 logical date defaults to the latest NYSE session, and the run id marks the run as
 interactive. Stages hand their metrics and artifact files back to the runner through a
 small JSON file in the run folder, so kernels never import MLflow just to log a number.
+A long stage says how far it is with `StageContext.progress`: one line appended to a file
+the runner reads while the stage runs (never printed into the report).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from bentley import calendar, config
 from bentley.lake import Lake, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 RESULTS_DIR = "stage_results"
+
+#: Modules this module imports lazily on the way of every stage (`StageContext.warehouse`):
+#: the runner imports them into a stage's kernel before the stage starts (runner.execute).
+WARM_IMPORTS: tuple[str, ...] = ("bentley.warehouse",)
 
 
 @dataclass
@@ -75,6 +81,18 @@ class StageContext:
         if self.interactive or not manifest.is_file():
             return None
         return read_json(manifest).get("mlflow", {}).get("parent_run_id")
+
+    def progress(self, message: str) -> None:
+        """Say how far a long step is ("fold 3/16 boosted"): the runner prints the newest line every
+        few seconds while the stage runs. Nothing reaches the report; a failure to write is ignored."""
+        line = f"{dt.datetime.now(dt.UTC):%H:%M:%S}\t{' '.join(str(message).split())}\n"
+        try:
+            path = progress_file(self.run_dir, self.stage)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(line)
+        except OSError:
+            pass
 
     def record_metrics(self, **values: float) -> None:
         """Keep numbers for the runner to log to MLflow; written atomically on every call."""
@@ -196,6 +214,11 @@ def frame_digest(frame: Any) -> int:
     rows = pd.util.hash_pandas_object(ordered, index=False).to_numpy(dtype="uint64")
     header = int.from_bytes(hashlib.sha256("\x1f".join(ordered.columns).encode()).digest()[:8], "big")
     return (int(rows.sum(dtype="uint64")) + header) % 2**64
+
+
+def progress_file(run_dir: Path, stage: str) -> Path:
+    """Where `StageContext.progress` appends its lines (one `HH:MM:SS<TAB>message` per line)."""
+    return run_dir / RESULTS_DIR / f"{stage}.progress"
 
 
 def read_results(run_dir: Path, stage: str) -> dict[str, Any]:

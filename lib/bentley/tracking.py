@@ -10,6 +10,7 @@ read-only check `runner health` uses.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -38,6 +39,18 @@ _PARAMS_PER_BATCH = 100
 # and kernels the runner starts inherit them.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+# Read when mlflow is imported, so set before any import of it, a kernel's warm-up included
+# (`_quiet_mlflow` says why).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+#: What the train stage's kernel imports before the stage starts (runner.execute): MLflow's
+#: client, sklearn flavour and SQL stores, and skops. A stage that only imports this module
+#: for a helper pays for them in a kernel warmed ahead, off its critical path.
+WARM_IMPORTS: tuple[str, ...] = (
+    "mlflow", "mlflow.entities", "mlflow.exceptions", "mlflow.artifacts", "mlflow.models", "mlflow.sklearn",
+    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "skops.io",
+)
 
 
 def tracking_uri(params_uri: str | None, outputs: Path) -> str:
@@ -434,17 +447,16 @@ def _save_sklearn_model(model: Any, folder: Path, example: pd.DataFrame) -> None
 
     example = example.head(5)
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    with warnings.catch_warnings():
-        # MLflow's input-example serializer trips pandas deprecations that are MLflow's to fix.
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        mlflow.sklearn.save_model(
-            model, str(folder),
-            signature=infer_signature(example, model.predict(example)),
-            input_example=example,
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
-            skops_trusted_types=trusted,
-        )
+    # MLflow's input-example serializer trips pandas deprecations that are MLflow's to fix: they are
+    # filtered for MLflow's modules once (`_quiet_mlflow`), not around this call, because the train
+    # stage saves models on a thread of its own and `warnings.catch_warnings` is not thread-safe.
+    mlflow.sklearn.save_model(
+        model, str(folder),
+        signature=infer_signature(example, model.predict(example)),
+        input_example=example,
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+        skops_trusted_types=trusted,
+    )
     _make_reproducible(folder, model, example, trusted)
 
 
@@ -493,7 +505,7 @@ def _make_reproducible(folder: Path, model: Any, example: pd.DataFrame, trusted:
                 out[key] = renumber(value)
         return out
 
-    canonical_schema = json.dumps(renumber(schema), indent=2).encode()
+    canonical_schema = json.dumps(renumber(schema), separators=(",", ":")).encode()  # compact: C-encoded, 10x faster
     if set(files) - {"schema.json"} != set(renamed):
         raise RuntimeError(f"{archive_path.name}: the skops schema does not reference every stored array")
     buffer = io.BytesIO()
@@ -549,6 +561,8 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
+    for category in (FutureWarning, DeprecationWarning):  # pandas deprecations MLflow's code trips
+        warnings.filterwarnings("ignore", category=category, module=r"mlflow(\.|$)")
     import mlflow  # noqa: F401 - imported here so the logger levels below outlast its own setup
 
     for name in ("mlflow", "alembic"):
@@ -561,9 +575,66 @@ def _connect(uri: str, experiment: str, outputs: Path) -> tuple[Any, str]:
     from mlflow import MlflowClient
 
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        database.parent.mkdir(parents=True, exist_ok=True)
+        _store_from_template(database)
     client = MlflowClient(tracking_uri=uri)
     return client, _experiment_id(client, uri, experiment, outputs)
+
+
+def _store_from_template(database: Path) -> None:
+    """A new SQLite store starts as a copy of an empty, migrated one (issue 19).
+
+    Opening a new SQLite store runs MLflow's sixty-odd schema migrations: 2-3 CPU seconds at the
+    start of every run into a fresh outputs folder. The first time, a store is created in a
+    temporary folder as MLflow would create any, and kept as
+    `$XDG_CACHE_HOME/bentley/mlflow-<version>-empty.db` (`~/.cache` by default); a new store is a
+    copy of it, with the Default experiment's artifact location set as MLflow would set it
+    here. The copy is linked into place only if no store appeared meanwhile. Any failure leaves
+    the store to MLflow, as before.
+    """
+    if database.exists():
+        return
+    import sqlite3
+
+    temporary = database.with_name(f".{database.name}.{os.getpid()}.tmp")
+    try:
+        import mlflow
+
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bentley"
+        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+        if not template.is_file():
+            _build_store_template(template)
+        _copy_sqlite(template, temporary)
+        with contextlib.closing(sqlite3.connect(temporary)) as connection, connection:
+            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                                (str(Path.cwd() / "mlruns" / "0"),))
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, database)
+    except Exception:  # noqa: BLE001 - an optimization: MLflow creates the store itself
+        return
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _build_store_template(template: Path) -> None:
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="bentley-mlflow-") as folder:
+        built = Path(folder) / "empty.db"
+        MlflowClient(tracking_uri=f"sqlite:///{built}").search_experiments()  # creates and migrates it
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+        _copy_sqlite(built, partial)
+        os.replace(partial, template)
+
+
+def _copy_sqlite(source: Path, destination: Path) -> None:
+    """A consistent copy of a SQLite database (the backup API, not a file copy)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(source)) as reader, contextlib.closing(sqlite3.connect(destination)) as writer:
+        reader.backup(writer)
 
 
 def _experiment_id(client: Any, uri: str, experiment: str, outputs: Path) -> str:
@@ -576,7 +647,7 @@ def _experiment_id(client: Any, uri: str, experiment: str, outputs: Path) -> str
         artifact_location = (Path(outputs) / "mlflow" / "artifacts").resolve().as_uri()
     try:
         return client.create_experiment(experiment, artifact_location=artifact_location)
-    except Exception:  # noqa: BLE001 - another process created it between the lookup and here
+    except Exception:  # another process created it between the lookup and here
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise

@@ -55,7 +55,7 @@ _CHUNK_ROWS = 50_000  # rows converted to Python and handed to the driver at a t
 _COPY_MIN_ROWS = 300  # PostgreSQL: below this, pipelined executemany beats COPY + temporary table
 
 #: Full double precision everywhere (a bare Float is single precision on MySQL/MariaDB).
-FLOAT64 = sa.Double()
+FLOAT64: sa.Double[float] = sa.Double()
 #: UTC instants; MySQL/MariaDB DATETIME keeps microseconds only with fsp=6.
 TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -527,6 +527,92 @@ portfolio_values = sa.Table(
     sa.Column("run_id", sa.String(64)),
 )
 
+# --------------------------------------------------------------------------- live (runner watch)
+
+#: The book marked to market after every batch of bars.
+intraday_marks = sa.Table(
+    "intraday_marks",
+    metadata,
+    _key("portfolio"),
+    sa.Column("ts", TIMESTAMP, primary_key=True),  # the batch's bar start (UTC)
+    sa.Column("session", sa.Date, index=True),
+    sa.Column("equity", FLOAT64),
+    sa.Column("cash", FLOAT64),
+    sa.Column("positions_value", FLOAT64),
+    sa.Column("prev_equity", FLOAT64),  # the previous close's equity (portfolio_values)
+    sa.Column("pnl", FLOAT64),
+    sa.Column("pnl_pct", FLOAT64),
+    sa.Column("high_water", FLOAT64),
+    sa.Column("drawdown", FLOAT64),
+    sa.Column("realised_vol", FLOAT64),  # sqrt(Σ squared log returns of equity) so far
+    sa.Column("n_bars", sa.Integer),
+    sa.Column("run_id", sa.String(64)),  # watch-<portfolio>-YYYYMMDD
+)
+
+#: Intraday risk figures per batch: the book's (scope portfolio:<book>) and each held ticker's.
+intraday_risk = sa.Table(
+    "intraday_risk",
+    metadata,
+    sa.Column("ts", TIMESTAMP, primary_key=True),
+    _key("metric", 32),  # pnl_pct | drawdown | realised_vol | var_1d | day_return | move_sigma | realised_vol
+    _key("scope"),  # portfolio:<book> or a ticker
+    sa.Column("session", sa.Date, index=True),
+    sa.Column("value", FLOAT64),
+    sa.Column("threshold", FLOAT64),  # the rule's, when one reads this metric
+    sa.Column("run_id", sa.String(64)),
+)
+
+intraday_orders = sa.Table(
+    "intraday_orders",
+    metadata,
+    _key("order_id"),  # deterministic: (portfolio, decided_at, ticker)
+    sa.Column("portfolio", sa.String(64)),
+    sa.Column("decided_on", sa.Date),  # the session
+    sa.Column("decided_at", TIMESTAMP),  # the batch that decided it
+    sa.Column("ticker", sa.String(32)),
+    sa.Column("quantity", FLOAT64),
+    sa.Column("target_weight", FLOAT64),
+    sa.Column("reference_price", FLOAT64),  # the last price when decided
+    sa.Column("status", sa.String(16)),  # filled (paper de-risking fills at once)
+    sa.Column("reason", sa.String(32)),  # reduce | flatten
+    sa.Column("run_id", sa.String(64)),
+)
+
+intraday_fills = sa.Table(
+    "intraday_fills",
+    metadata,
+    _key("fill_id"),
+    sa.Column("order_id", sa.String(64)),
+    sa.Column("portfolio", sa.String(64)),
+    sa.Column("date", sa.Date),
+    sa.Column("filled_at", TIMESTAMP),
+    sa.Column("ticker", sa.String(32)),
+    sa.Column("quantity", FLOAT64),
+    sa.Column("price", FLOAT64),
+    sa.Column("commission", FLOAT64),
+    sa.Column("slippage", FLOAT64),
+    sa.Column("impact", FLOAT64),
+    sa.Column("cash_change", FLOAT64),
+    sa.Column("run_id", sa.String(64)),
+)
+
+#: One row per `runner watch` process: `runner health` reads its heartbeat, session and last bar.
+watch_heartbeats = sa.Table(
+    "watch_heartbeats",
+    metadata,
+    _key("watch_id", 128),
+    sa.Column("host", sa.String(128)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("portfolio", sa.String(64)),
+    sa.Column("source", sa.String(16)),
+    sa.Column("session", sa.Date),
+    sa.Column("started_at", TIMESTAMP),
+    sa.Column("heartbeat_at", TIMESTAMP),
+    sa.Column("last_bar_ts", TIMESTAMP),
+    sa.Column("status", sa.String(16)),  # watching | idle | stopped
+)
+
+
 # --------------------------------------------------------------------------- operations
 
 #: What the runner knows about each stage's last execution, so an unchanged stage can be
@@ -716,7 +802,7 @@ class Warehouse:
             else:
                 conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table)} {', '.join(clauses)}")
 
-    def begin(self):  # noqa: ANN201 - a SQLAlchemy transaction context
+    def begin(self):
         """A transaction for several upserts that must land together."""
         return self.engine.begin()
 
@@ -768,10 +854,10 @@ class Warehouse:
             result = conn.execute(query.order_by(*order))
             names = list(result.keys())
             rows = result.fetchall()
-            columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+            column_values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
             del rows
             return pd.DataFrame(
-                {name: _from_driver(values, kinds[name]) for name, values in zip(names, columns, strict=True)},
+                {name: _from_driver(values, kinds[name]) for name, values in zip(names, column_values, strict=True)},
                 columns=names,
             )
 
@@ -787,6 +873,15 @@ class Warehouse:
                 return conn.execute(query).first() is not None
         except (sa.exc.OperationalError, sa.exc.ProgrammingError):
             return False  # no such table
+
+    def replace_where(self, table: str, frame: pd.DataFrame, **equals: Any) -> int:
+        """Make `frame` the rows matching every `column=value` (e.g. one run's), in one
+        transaction: the old rows are deleted and the new upserted together, so a reader or a
+        crash never sees the rows half-replaced. Returns rows written."""
+        target = self.table(table)
+        with self.engine.begin() as conn:
+            conn.execute(target.delete().where(*(target.c[k] == v for k, v in equals.items())))
+            return self.upsert(target, frame, conn=conn)
 
     def delete_where(self, table: str, **equals: Any) -> int:
         """Delete the rows matching every `column=value`; returns rows deleted."""
@@ -942,7 +1037,7 @@ def _create_engine(url: URL) -> Engine:
         engine = sa.create_engine(url, connect_args=driver_timeouts(url, CONNECT_TIMEOUT_S, _SQLITE_BUSY_S))
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
@@ -1091,7 +1186,9 @@ def _copy_upsert_postgresql(
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {staging}")
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staging} ({definition})")
     copy_sql = f"COPY {staging} ({', '.join(q(c) for c in names)}) FROM STDIN (FORMAT BINARY)"
-    cursor = conn.connection.driver_connection.cursor()
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None, "a checked-out connection has its DBAPI connection"
+    cursor = driver_connection.cursor()
     try:
         with cursor.copy(copy_sql) as copy:
             copy.set_types(types)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import subprocess
@@ -89,6 +90,63 @@ def test_hostile_text_is_shown_as_text_in_every_report(file_run: Warehouse, tmp_
         if "&lt;img src=x onerror=\"document.title='pwned'\"&gt; [bold]Nova[/]" in dom:
             shown.add(page.name)
     assert "sentiment.html" in shown, "the hostile headline is shown as text in the sentiment report"
+
+
+#: The median report's weight (issue 17): a small stylesheet and embedded charts, no theme.
+MEDIAN_REPORT_BYTES = 250_000
+#: Stages whose every chart is followed by a sentence that reads it.
+READ_CHARTS = ("etl", "features", "technical", "sentiment", "risk", "budget", "anomalies", "monitor")
+#: What a report table must never show: NaN and friends, or a number in scientific notation.
+RAW_VALUES = re.compile(r"^(nan|NaN|<NA>|None|NaT|inf|-inf)$|\d[eE][+-]\d")
+
+
+def test_reports_are_offline_light_and_read_well(file_run: Warehouse, root: Path) -> None:
+    """Every page of a run in headless Chromium: no request to any host, no console error, every
+    local link resolves; no external script or stylesheet in the HTML; the median report within
+    MEDIAN_REPORT_BYTES; tables without NaN/None/scientific notation; images titled; charts read.
+    The home page shows the run's `--set` overrides. Screenshots go to outputs/screenshots/
+    (CI keeps them as artifacts)."""
+    from bs4 import BeautifulSoup
+
+    from tests.browser import Browser
+
+    outputs: Path = file_run.outputs  # type: ignore[attr-defined]
+    home = outputs / "index.html"
+    reports = sorted(outputs.glob("runs/*/reports/*.html"))
+    pages = [home, *outputs.glob("runs/*/index.html"), *reports]
+    assert len(reports) >= 12
+    for page in pages:
+        soup = BeautifulSoup(page.read_text(), "html.parser")
+        external = [str(tag) for tag in soup.find_all(["script", "link", "img", "iframe", "source"])
+                    if re.match(r"(https?:)?//", tag.get("src") or tag.get("href") or "")]
+        assert not external, f"{page.name}: {external}"
+        assert not soup.find_all("script", src=True), page
+        for link in soup.find_all("a", href=True):
+            target = link["href"].split("#")[0]
+            if target and not re.match(r"[a-z]+:", target):
+                assert (page.parent / target).exists(), f"{page}: broken link {target}"
+    sizes = sorted(report.stat().st_size for report in reports)
+    assert sizes[len(sizes) // 2] <= MEDIAN_REPORT_BYTES, sizes
+    for report in reports:
+        soup = BeautifulSoup(report.read_text(), "html.parser")
+        raw = [td.get_text().strip() for td in soup.select("td") if RAW_VALUES.search(td.get_text().strip())]
+        assert not raw, f"{report.name}: {raw[:5]}"
+        assert all(img.get("alt") or img.get("title") for img in soup.find_all("img")), report.name
+        if report.stem in READ_CHARTS:
+            for figure in soup.select("figure"):
+                after = figure.find_next(lambda t: t.name == "figure" or "jp-RenderedMarkdown" in (t.get("class") or []))
+                assert after is not None and after.name != "figure", f"{report.name}: a chart without a sentence"
+    shown = BeautifulSoup(home.read_text(), "html.parser").get_text(" ")
+    assert "--set sources.market.kind=csv" in shown and "--set sources.portfolio.holdings=holdings.csv" in shown
+    screenshots = Path(os.environ.get("BENTLEY_SCREENSHOTS", root / "outputs" / "screenshots"))
+    shots = {home: screenshots / "home.png"}
+    shots.update({r: screenshots / f"report-{r.stem}.png" for r in reports if r.stem in ("budget", "risk")})
+    with Browser() as browser:
+        for page in pages:
+            loaded = browser.load(page, screenshot=shots.get(page), full_page=True)
+            assert loaded.requests == [], f"{page.name} asked the network for {loaded.requests}"
+            assert loaded.errors == [], f"{page.name}: {loaded.errors}"
+    assert all(path.stat().st_size > 10_000 for path in shots.values())
 
 
 def _rendered_dom(page: Path, tmp_path: Path) -> str:

@@ -42,7 +42,7 @@ TITLES = {
     "monitor": "Monitor: KPIs, alerts and health",
 }
 #: Plots each report must carry (embedded PNGs).
-MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 5, "sentiment": 1, "budget": 2,
+MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 4, "sentiment": 1, "budget": 2,
               "anomalies": 1, "train": 3, "optimize": 1, "trade": 7, "monitor": 1}
 MODEL = "bentley-return-direction"
 
@@ -308,7 +308,7 @@ def scratch_pipeline(tmp_path: Path, stages: dict[str, tuple[str, list[str], flo
     return pipeline
 
 
-def run_scratch(tmp_path: Path, pipeline: Path, run_id: str, root: Path, env: dict[str, str]):  # noqa: ANN201
+def run_scratch(tmp_path: Path, pipeline: Path, run_id: str, root: Path, env: dict[str, str]):
     outputs = tmp_path / "out"
     result = run_cli(
         ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", run_id,
@@ -501,6 +501,54 @@ def test_trade_writes_signals_backtest_and_a_reconciled_paper_book(first_run, ou
     assert set(orders["ticker"]) == set(held) and (orders["status"] == "pending").all()
     value = warehouse.read("portfolio_values").iloc[0]
     assert value["equity"] == pytest.approx(100000) and value["cash"] == pytest.approx(100000)
+    warehouse.dispose()
+
+
+def test_sql_rebuilds_the_stored_backtest_figures(first_run, outputs: Path) -> None:
+    """From backtest_equity and backtest_positions alone: each strategy's final equity, its
+    published Sharpe ratio (or why it is n/a), the sweep's best figures and the turnover."""
+    warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
+    metrics = warehouse.read("backtest_metrics", where={"run_id": "ci-first"}).set_index(["strategy", "metric"])
+    capital = load_config("ci").trade.capital
+    rf = (1 + load_config("ci").risk.risk_free_rate) ** (1 / 252) - 1
+
+    def query(sql: str, **params: object) -> pd.DataFrame:
+        with warehouse.engine.connect() as conn:
+            return pd.read_sql(sql, conn.connection.driver_connection, params={"run": "ci-first", **params})
+
+    curves = query("SELECT strategy, date, net_return, equity FROM backtest_equity WHERE run_id = :run ORDER BY date")
+    assert set(curves["strategy"]) == {"signal", "benchmark", "sweep:best"}
+    stats = query("""
+        SELECT strategy, COUNT(net_return) AS n, SUM(net_return - :rf) AS s,
+               SUM((net_return - :rf) * (net_return - :rf)) AS ss, AVG(turnover) AS turnover
+        FROM backtest_equity WHERE run_id = :run GROUP BY strategy""", rf=rf).set_index("strategy")
+    for strategy, curve in curves.groupby("strategy"):
+        growth = (1 + curve["net_return"].fillna(0.0)).prod()
+        assert curve["equity"].iloc[0] == pytest.approx(capital, rel=1e-12)
+        assert curve["equity"].iloc[-1] == pytest.approx(capital * growth, rel=1e-10), strategy
+        n, s, ss = int(stats.loc[strategy, "n"]), stats.loc[strategy, "s"], stats.loc[strategy, "ss"]
+        stats.loc[strategy, "sharpe"] = (s / n) / ((ss - s * s / n) / (n - 1)) ** 0.5 * 252**0.5
+    for strategy in ("signal", "benchmark"):
+        stored = metrics.loc[(strategy, "sharpe_ratio")]
+        assert int(stats.loc[strategy, "n"]) == stored["n_obs"]
+        if pd.isna(stored["value"]):
+            assert "too few for a Sharpe ratio" in stored["note"]
+        else:
+            assert stats.loc[strategy, "sharpe"] == pytest.approx(stored["value"], rel=0, abs=1e-10)
+        equity = curves[curves["strategy"] == strategy]["equity"]
+        cumulative = metrics.loc[(strategy, "cumulative_return"), "value"]
+        assert equity.iloc[-1] / equity.iloc[0] - 1 == pytest.approx(cumulative, rel=0, abs=1e-10)
+    config = metrics.loc[("sweep:best", "dsr"), "note"].split(":")[0]
+    best = warehouse.read("backtest_sweep", where={"run_id": "ci-first", "config": config}).iloc[0]
+    assert stats.loc["sweep:best", "turnover"] == pytest.approx(best["turnover"], rel=0, abs=1e-12)
+    if not pd.isna(best["sharpe_ratio"]):
+        assert stats.loc["sweep:best", "sharpe"] == pytest.approx(best["sharpe_ratio"], rel=0, abs=1e-10)
+    turnover = query("""
+        SELECT e.strategy, e.date, e.turnover, COALESCE(SUM(ABS(p.weight_after - p.weight_before)), 0) AS traded
+        FROM backtest_equity e LEFT JOIN backtest_positions p
+          ON p.run_id = e.run_id AND p.strategy = e.strategy AND p.date = e.date
+        WHERE e.run_id = :run AND e.turnover IS NOT NULL GROUP BY e.strategy, e.date, e.turnover""")
+    assert len(turnover) > 0 and (turnover["turnover"] - turnover["traded"]).abs().max() < 1e-10
     warehouse.dispose()
 
 

@@ -5,8 +5,8 @@ touching this file. They run in the order shown, in one outputs folder, as a use
 through the section would (a backdated run after a run for the latest date is exactly what
 used to fail), on the ci profile; only `--profile`, `--outputs` and placeholders are adapted:
 `RUN_ID` is a run stopped with SIGTERM, `[X]` runs the command without and with X,
-`/tmp/sandbox` and `dags/` go to the test's temp folder. `runner schedule` is long-running:
-it is stopped with SIGTERM once it serves its health endpoint.
+`/tmp/sandbox` and `dags/` go to the test's temp folder. `runner schedule` and a live
+`runner watch` are long-running: they are stopped with SIGTERM once they say they are up.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 PROFILE = "ci"
 #: Verbs that take --profile and --outputs; `status`, `resume` and `report` take --outputs only.
-PROFILED = {"run", "schedule", "health", "retention", "paper"}
+PROFILED = {"run", "schedule", "health", "retention", "paper", "watch"}
 STORED = PROFILED | {"status", "resume", "report"}
 #: Documented exit codes other than 0: `runner health` exits 1 when degraded (no scheduler runs here).
 DOCUMENTED_EXIT = {"health": {0, 1}}
@@ -69,6 +69,8 @@ def test_every_readme_command_runs(tmp_path: Path, root: Path, clean_env: dict[s
             argv = _adapt(command, store, tmp_path)
             if command.split()[3:] == ["schedule"]:  # long-running
                 code = _run_until_serving(argv, env, root)
+            elif command.split()[3:] == ["watch"]:  # live: idles outside market hours, watches inside
+                code = _run_until_first_line(argv, env, root)
             else:
                 done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=900)
                 code = done.returncode
@@ -113,6 +115,18 @@ def _stopped_run(store: Path, env: dict[str, str], root: Path) -> str:
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 1 and "runner resume stopped-run" in out, out
     return run_id
+
+
+def _run_until_first_line(argv: list[str], env: dict[str, str], root: Path) -> int:
+    """A live `runner watch`: its first line says it is idle until the open or watching; SIGTERM
+    then ends it cleanly after the batch in progress."""
+    process = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0 and ("market hours" in first or "watching" in first), first + out
+    return process.returncode
 
 
 def _run_until_serving(argv: list[str], env: dict[str, str], root: Path) -> int:

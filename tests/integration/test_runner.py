@@ -259,7 +259,7 @@ class _SilentMlflow:
         release = self.release
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.startswith("/health"):
                     self.send_response(200)
                     self.end_headers()
@@ -419,7 +419,7 @@ def _running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def _wait_for(condition, timeout: float) -> None:  # noqa: ANN001 - a zero-argument callable
+def _wait_for(condition, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -50,7 +50,7 @@ BIG = {"days": 250, "tickers": tuple(f"T{i:02d}" for i in range(12))}
 
 
 @pytest.fixture()
-def warehouse(warehouse_target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Warehouse:  # noqa: ANN001
+def warehouse(warehouse_target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Warehouse:
     """A Warehouse built the way stages build it: URL and password from the environment."""
     monkeypatch.delenv(warehouse_module.PASSWORD_ENV, raising=False)
     for key, value in warehouse_target.env().items():
@@ -207,7 +207,7 @@ def table_fingerprints(warehouse: Warehouse) -> dict[str, tuple[int, str]]:
     return prints
 
 
-def _pipeline_twice(server, root: Path, env: dict[str, str], outputs: Path) -> PipelineRuns:  # noqa: ANN001
+def _pipeline_twice(server, root: Path, env: dict[str, str], outputs: Path) -> PipelineRuns:
     from tests.servers import reset_database
 
     reset_database(server)
@@ -252,7 +252,7 @@ def _runs(pipeline_runs: dict[str, PipelineRuns | str], dialect: str) -> Pipelin
 
 
 @pytest.mark.parametrize("dialect", SERVERS)
-def test_the_cli_loads_the_server_warehouse(pipeline_runs, dialect: str, root: Path) -> None:  # noqa: ANN001
+def test_the_cli_loads_the_server_warehouse(pipeline_runs, dialect: str, root: Path) -> None:
     runs = _runs(pipeline_runs, dialect)
     scheme = "mysql+pymysql" if dialect == "mariadb" else "postgresql+psycopg"
     assert f"warehouse {scheme}://bentley:***@127.0.0.1:" in runs.first.stdout  # masked, on the server
@@ -267,19 +267,19 @@ def test_the_cli_loads_the_server_warehouse(pipeline_runs, dialect: str, root: P
 
 
 @pytest.mark.parametrize("dialect", SERVERS)
-def test_a_rerun_of_the_same_logical_date_changes_no_table(pipeline_runs, dialect: str) -> None:  # noqa: ANN001
+def test_a_rerun_of_the_same_logical_date_changes_no_table(pipeline_runs, dialect: str) -> None:
     runs = _runs(pipeline_runs, dialect)
     assert runs.after == runs.before
     assert {t: n for t, (n, _) in runs.after.items()} == runs.counts
 
 
-def test_both_servers_hold_the_same_content(pipeline_runs) -> None:  # noqa: ANN001
+def test_both_servers_hold_the_same_content(pipeline_runs) -> None:
     mariadb, postgres = (_runs(pipeline_runs, d) for d in SERVERS)
     assert mariadb.after == postgres.after
 
 
 @pytest.mark.parametrize("dialect", SERVERS)
-def test_the_password_never_reaches_an_output(pipeline_runs, dialect: str, request: pytest.FixtureRequest) -> None:  # noqa: ANN001
+def test_the_password_never_reaches_an_output(pipeline_runs, dialect: str, request: pytest.FixtureRequest) -> None:
     runs = _runs(pipeline_runs, dialect)
     server = request.getfixturevalue("mariadb_server" if dialect == "mariadb" else "postgres_server")
     secret = server.password

@@ -1,9 +1,11 @@
 """Data in report text stays text: Markdown escaping for sentences, HTML escaping for tables.
 
-Markdown is rendered the way nbconvert renders it for the HTML reports: mistune through
-nbconvert's `markdown2html_mistune` (math-aware parser, raw HTML allowed). MathJax then
-typesets the page in the browser with processEscapes on, so "what a reader sees" below applies
-MathJax's escape rule to the HTML text, and a dollar sign MathJax could pair is a failure.
+Markdown is rendered the way nbconvert renders it: mistune through nbconvert's
+`markdown2html_mistune` (math-aware parser, raw HTML allowed). In JupyterLab, MathJax then
+typesets the page with processEscapes on, so "what a reader sees" below applies MathJax's
+escape rule to the HTML text, and a dollar sign MathJax could pair is a failure. The HTML
+reports load no MathJax: their template applies the same escape rule (`reporting.tex_escapes`),
+so the report's text is what a reader of JupyterLab sees.
 """
 
 from __future__ import annotations
@@ -107,9 +109,10 @@ def test_the_lab_report_shows_escaped_text(tmp_path: Path) -> None:
     path = tmp_path / "report.ipynb"
     nbformat.write(notebook, path)
     body = reporting.export_html(path, tmp_path / "report.html").read_text()
-    output = BeautifulSoup(body, "html.parser").select_one(".jp-OutputArea-output")
-    assert output is not None and output.find("img") is None
-    assert seen(output.get_text()).strip() == f"Over the window, {HOSTILE} gained the most ($1 to $2)."
+    page = BeautifulSoup(body, "html.parser")
+    output = page.select_one(".jp-OutputArea-output")
+    assert output is not None and output.find("img") is None and page.find("script") is None
+    assert output.get_text().strip() == f"Over the window, {HOSTILE} gained the most ($1 to $2)."
 
 
 def test_tables_are_html_escaped() -> None:

@@ -55,7 +55,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -688,24 +687,30 @@ def investable_cash(
 # --------------------------------------------------------------------------- charts
 
 
-def spending_chart(monthly: pd.DataFrame, months: int = 12) -> Figure:
-    """Left: the last `months` months stacked by category. Right: the latest month by
-    category against its limit (black marks), over-budget bars in red."""
+def spending_chart(monthly: pd.DataFrame, months: int = 12, as_of: dt.date | None = None) -> Figure:
+    """Left: the last `months` months stacked by category (the largest `charts.MAX_SERIES`
+    categories, the rest as "other"). Right: the latest month by category against its limit
+    (black marks), over-budget bars in red; a month still in progress on `as_of` says so."""
+    from bentley import charts
+
     recent = sorted(monthly["month"].unique())[-months:]
     frame = monthly[monthly["month"].isin(recent)]
     wide = frame.pivot_table(
         index="month", columns="category", values="spent", aggfunc="sum"
     ).fillna(0.0)
     wide = wide.loc[:, wide.sum() > 0] if not wide.empty else wide
-    fig, (ax_stack, ax_latest) = plt.subplots(
-        1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2, 1]}
+    if wide.shape[1] > charts.MAX_SERIES + 1:
+        order = wide.sum().sort_values(ascending=False).index
+        top = list(order[: charts.MAX_SERIES])
+        wide = wide[top].assign(other=wide[list(order[charts.MAX_SERIES:])].sum(axis=1))
+    fig, (ax_stack, ax_latest) = charts.figure(
+        10.6, 4.8, cols=2, gridspec_kw={"width_ratios": [2, 1], "wspace": 0.95}, left=0.85, bottom=0.95, top=0.6,
+        right=0.3,
     )
-    colors = plt.get_cmap("tab20")
     bottom = np.zeros(len(wide))
     for i, category in enumerate(wide.columns):
-        ax_stack.bar(
-            wide.index, wide[category], bottom=bottom, label=category, color=colors(i % 20)
-        )
+        colour = charts.OTHERS if category == "other" else charts.COLOURS[i % len(charts.COLOURS)]
+        ax_stack.bar(wide.index, wide[category], bottom=bottom, label=category, color=colour)
         bottom += wide[category].to_numpy()
     ax_stack.set_title(f"Monthly spending by category, last {len(wide)} months")
     ax_stack.set_xlabel("Month")
@@ -714,9 +719,8 @@ def spending_chart(monthly: pd.DataFrame, months: int = 12) -> Figure:
     ax_stack.yaxis.set_major_formatter(_USD)
     if len(wide.columns):
         handles, labels = ax_stack.get_legend_handles_labels()
-        ax_stack.legend(  # top of the stack first, like the bars; outside so no bar is hidden
-            handles[::-1], labels[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0)
-        )
+        # top of the stack first, like the bars; outside the data, between the two panels
+        charts.legend_outside(ax_stack, handles[::-1], labels[::-1])
 
     last = frame[frame["month"] == recent[-1]].sort_values("category") if recent else frame
     positions = np.arange(len(last))
@@ -731,28 +735,31 @@ def spending_chart(monthly: pd.DataFrame, months: int = 12) -> Figure:
         linewidths=2, label="monthly limit", zorder=3,
     )
     ax_latest.set_yticks(positions, last["category"])
-    ax_latest.set_title(f"{recent[-1] if recent else 'No month'}: spent vs limit (red: over)")
+    in_progress = bool(recent) and as_of is not None and not month_is_complete(recent[-1], as_of)
+    month_label = (f"{recent[-1]} so far" if in_progress else recent[-1]) if recent else "No month"
+    ax_latest.set_title(f"{month_label}: spent (red: over)\nagainst the limit (|)")
     ax_latest.set_xlabel("USD")
     ax_latest.xaxis.set_major_formatter(_USD)
-    ax_latest.set_ylabel("Category")
-    if limited.any():
-        ax_latest.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    ax_latest.grid(axis="y", visible=False)
     return fig
 
 
 def net_worth_chart(nw: pd.DataFrame) -> Figure:
-    """Net worth over time, with its cash and holdings parts."""
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.plot(nw["date"], nw["net_worth"], color="black", linewidth=2, label="net worth")
-    ax.plot(nw["date"], nw["holdings_value"], linewidth=1.2, label="holdings (latest positions)")
-    ax.plot(nw["date"], nw["cash"], linewidth=1.2, label="cash (bank and card accounts)")
+    """Net worth over time, with its cash and holdings parts (legend outside the data)."""
+    from bentley import charts
+
+    fig, ax = charts.figure(9, 4, left=1.0)
+    ax.plot(*charts.thin(nw["date"], nw["net_worth"]), color="black", linewidth=2, label="net worth")
+    ax.plot(*charts.thin(nw["date"], nw["holdings_value"]), linewidth=1.2, color=charts.COLOURS[0],
+            label="holdings\n(latest positions)")
+    ax.plot(*charts.thin(nw["date"], nw["cash"]), linewidth=1.2, color=charts.COLOURS[1],
+            label="cash (bank and\ncard accounts)")
     ax.set_title("Net worth: cash plus the market value of holdings")
     ax.set_xlabel("Session")
     ax.set_ylabel("USD")
     ax.yaxis.set_major_formatter(_USD)
-    ax.legend(loc="best")
-    fig.tight_layout()
+    charts.date_axis(ax)
+    charts.legend_outside(ax)
     return fig
 
 
@@ -766,6 +773,8 @@ __all__ = [
     "estimator_class",
     "highlight_overruns",
     "investable_cash",
+    "investable_sentence",
+    "mark_complete",
     "make_pipeline",
     "model_text",
     "monthly_spending",
@@ -773,6 +782,7 @@ __all__ = [
     "net_worth_chart",
     "rule_pairs",
     "savings_rate",
+    "savings_table",
     "spending_chart",
     "train_classifier",
     "upcoming_bills",
@@ -798,36 +808,110 @@ def recent_overruns(monthly: pd.DataFrame, months: int = 12) -> pd.DataFrame:
     return recent[recent["over_budget"]].sort_values("over", ascending=False).reset_index(drop=True)
 
 
+def month_is_complete(month: str, as_of: dt.date | pd.Timestamp) -> bool:
+    """Has the calendar month 'YYYY-MM' ended by `as_of` (its last day included)?"""
+    return pd.Period(month, freq="M").end_time.normalize() <= pd.Timestamp(as_of).normalize()
+
+
+def mark_complete(savings: pd.DataFrame, as_of: dt.date | pd.Timestamp) -> pd.DataFrame:
+    """`savings_rate` rows with `complete`: False for the month `as_of` falls in, before its end.
+
+    A month in progress has its spending so far but usually not its pay yet, so its income,
+    savings and rate say nothing about the month; `trailing_savings_rate` leaves it out and the
+    report labels it.
+    """
+    out = savings.copy()
+    out["complete"] = [month_is_complete(m, as_of) for m in out["month"]]
+    return out
+
+
+def _complete(savings: pd.DataFrame) -> pd.DataFrame:
+    return savings[savings["complete"].astype(bool)] if "complete" in savings.columns else savings
+
+
 def trailing_savings_rate(savings: pd.DataFrame, months: int = 12) -> float:
-    """Savings over income across the last `months` months (not an average of monthly rates)."""
-    recent = savings.tail(months)
+    """Savings over income across the last `months` complete months (not an average of monthly
+    rates); a month still in progress (`mark_complete`) is left out."""
+    recent = _complete(savings).tail(months)
     income = recent["income"].sum()
     return float(recent["savings"].sum() / income) if income > 0 else float("nan")
 
 
 def savings_sentence(savings: pd.DataFrame, months: int = 12) -> str:
+    """The trailing savings rate in one sentence, over complete months, naming a month in progress."""
     rate = trailing_savings_rate(savings, months)
+    recent = _complete(savings).tail(months)
+    partial = savings[~savings["complete"].astype(bool)] if "complete" in savings.columns else savings.iloc[0:0]
+    note = ""
+    if len(partial):
+        month = partial["month"].iloc[-1]
+        note = (f" {month} is still in progress ({partial['spending'].iloc[-1]:,.0f} USD spent so far) and is "
+                "left out until it ends.")
     if np.isnan(rate):
-        return "No income in the period: no savings rate."
-    recent = savings.tail(months)
+        return f"No income in the last {len(recent)} complete months: no savings rate.{note}"
+    span = "month" if len(recent) == 1 else f"{len(recent)} months"
     return (
-        f"Over the last {len(recent)} months the household earned {recent['income'].sum():,.0f} USD, spent "
-        f"{recent['spending'].sum():,.0f} USD and saved {rate:.1%} of its income."
+        f"Over the last {span} the household earned {recent['income'].sum():,.0f} USD, spent "
+        f"{recent['spending'].sum():,.0f} USD and saved {rate:.1%} of its income.{note}"
     )
+
+
+def savings_table(savings: pd.DataFrame, months: int = 12) -> pd.DataFrame:
+    """The last `months` months for a report: a month in progress is labelled "(in progress)" and
+    its savings and rate are left blank (its income is usually not in yet), not shown as 0 / NaN."""
+    recent = savings.tail(months).copy()
+    complete = recent["complete"].astype(bool) if "complete" in recent.columns else pd.Series(True, index=recent.index)
+    recent["month"] = [m if done else f"{m} (in progress)" for m, done in zip(recent["month"], complete, strict=True)]
+    for column in ("income", "savings", "savings_rate"):
+        recent[column] = recent[column].astype(object).where(complete, "")
+    return recent[["month", "income", "spending", "savings", "savings_rate"]].reset_index(drop=True)
+
+
+def _capital(text: object) -> str:
+    """A category name starting a sentence."""
+    value = str(text)
+    return value[:1].upper() + value[1:]
+
+
+def _months_text(n: int) -> str:
+    return "1 month" if n == 1 else f"{n} months"
 
 
 def spending_sentence(monthly: pd.DataFrame, months: int = 12) -> str:
-    """Overruns over the recent months, by category (Markdown; the category is escaped data)."""
+    """Overruns over the recent months, by category (Markdown; the category is escaped data).
+
+    The most frequent offender is the category over budget in the most months (ties: the larger
+    total overrun); when another category overran by more in total, it is named too.
+    """
     overruns = recent_overruns(monthly, months)
     if overruns.empty:
         return f"No category went over its limit in the last {months} months."
-    by_category = overruns.groupby("category")["over"].agg(["count", "sum"]).sort_values("sum", ascending=False)
-    top = by_category.index[0]
-    return (
+    by_category = overruns.groupby("category")["over"].agg(["count", "sum"])
+    frequent = by_category.sort_values(["count", "sum"], ascending=False, kind="stable").index[0]
+    largest = by_category.sort_values(["sum", "count"], ascending=False, kind="stable").index[0]
+    count, total = int(by_category.loc[frequent, "count"]), float(by_category.loc[frequent, "sum"])
+    sentence = (
         f"In the last {months} months, {len(overruns)} category-months went over budget, "
-        f"{overruns['over'].sum():,.0f} USD in all; {md_escape(top)} is the most frequent offender "
-        f"({int(by_category.loc[top, 'count'])} months, {by_category.loc[top, 'sum']:,.0f} USD over)."
+        f"{overruns['over'].sum():,.0f} USD in all. {md_escape(_capital(frequent))} is the most frequent offender: "
+        f"over in {_months_text(count)}, {total:,.0f} USD in all."
     )
+    if largest != frequent:
+        sentence += (f" {md_escape(_capital(largest))} overran by the most: {by_category.loc[largest, 'sum']:,.0f} USD "
+                     f"in {_months_text(int(by_category.loc[largest, 'count']))}.")
+    return sentence
+
+
+def investable_sentence(cash: pd.DataFrame, emergency_fund_months: float, horizon_days: int) -> str:
+    """The `investable_cash` row in words: what is kept aside and what is left to invest (or to save first)."""
+    row = cash.iloc[0]
+    kept = (f"{row['emergency_fund']:,.0f} USD kept as the emergency fund ({emergency_fund_months:g} months of "
+            f"{row['monthly_expenses']:,.0f} USD average spending) and {row['upcoming_bills']:,.0f} USD for bills "
+            f"due in the next {horizon_days} days")
+    if row["investable_cash"] > 0:
+        return (f"Of {row['cash']:,.0f} USD cash, {kept} leave **{row['investable_cash']:,.0f} USD** that may be "
+                "invested; the optimizer invests at most this.")
+    return (f"Of {row['cash']:,.0f} USD cash, {kept} leave nothing to invest: **{row['shortfall']:,.0f} USD** more "
+            "must be saved first, and the optimizer invests no new cash.")
 
 
 def net_worth_sentence(nw: pd.DataFrame) -> str:

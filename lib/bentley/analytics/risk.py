@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -958,66 +958,85 @@ def stress_table(
 # Charts (tables in, Figure out; the notebook shows them)
 
 
-def correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of daily returns") -> Figure:
-    """Correlation matrix as a diverging heatmap fixed to [−1, 1], values written when small."""
-    import matplotlib.pyplot as plt
+#: Heatmaps write each cell's value up to this many rows (more text than this costs more than it tells).
+ANNOTATE_UP_TO = 10
 
-    size = max(4.0, min(12.0, 0.45 * len(corr) + 2.0))
-    fig, ax = plt.subplots(figsize=(size + 1.0, size))
-    image = ax.imshow(corr.to_numpy(dtype=np.float64), cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+
+def correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of daily returns") -> Figure:
+    """Correlation matrix as a diverging heatmap fixed to [−1, 1], values written when the matrix
+    is small (`ANNOTATE_UP_TO`). Fixed margins and a fixed colour-bar axes: one draw."""
+    from bentley import charts
+
+    n = len(corr)
     labels = [str(c) for c in corr.columns]
-    if len(labels) <= 40:
-        ax.set_xticks(range(len(labels)), labels, rotation=90)
+    longest = max((len(label) for label in labels), default=4)
+    margin = 0.35 + 0.065 * min(longest, 24)  # room for the tick labels, in inches
+    side = max(2.6, min(8.0, 0.34 * n + 1.2))
+    width, height = side + margin + 1.3, side + margin + 0.5
+    fig, ax = charts.figure(width, height, legend=False, left=margin + 0.35, bottom=margin + 0.15, top=0.4,
+                            right=1.2)
+    image = ax.imshow(corr.to_numpy(dtype=np.float64), cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+    if n <= 40:
+        ax.set_xticks(range(n), labels, rotation=90)
         ax.set_yticks(range(len(corr.index)), [str(i) for i in corr.index])
-    if len(labels) <= 15:
-        for i in range(corr.shape[0]):
-            for j in range(corr.shape[1]):
-                value = corr.iat[i, j]
-                if np.isfinite(value):
-                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(value) > 0.6 else "black")
-    fig.colorbar(image, ax=ax, label="Correlation")
+    ax.grid(False)
+    if n <= ANNOTATE_UP_TO:
+        values = corr.to_numpy(dtype=np.float64)
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(values[i, j]) > 0.6 else "black")
+    box = ax.get_position()
+    cax = fig.add_axes((box.x1 + 0.25 / width, box.y0, 0.15 / width, box.height))
+    fig.colorbar(image, cax=cax, label="Correlation")
     ax.set_title(title)
     ax.set_xlabel("Ticker")
     ax.set_ylabel("Ticker")
-    fig.tight_layout()
     return fig
 
 
-def rolling_chart(frame: pd.DataFrame, title: str, ylabel: str) -> Figure:
-    """One line per column over sessions (rolling volatility, rolling beta...)."""
-    import matplotlib.pyplot as plt
+def rolling_chart(frame: pd.DataFrame, title: str, ylabel: str, keep: Sequence[str] = (),
+                  percent: bool = False) -> Figure:
+    """One line per column over sessions (rolling volatility, rolling beta...): the columns in `keep`
+    (portfolios, the benchmark) and the most extreme others in colour (`charts.MAX_SERIES` in all),
+    the rest as grey lines; the legend outside the data."""
+    from matplotlib.ticker import PercentFormatter
 
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for column in frame.columns:
-        ax.plot(frame.index, frame[column], label=str(column), linewidth=1.0)
+    from bentley import charts
+
+    fig, ax = charts.figure(9, 4)
+    charts.plot_series(ax, frame, keep=keep, emphasize=[k for k in keep if str(k).startswith("portfolio:")],
+                       others="other tickers")
     ax.set_title(title)
     ax.set_xlabel("Session")
     ax.set_ylabel(ylabel)
-    if 0 < frame.shape[1] <= 12:
-        ax.legend(ncol=min(frame.shape[1], 4), loc="best", fontsize=8)
-    fig.tight_layout()
+    if percent:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    charts.date_axis(ax)
+    charts.legend_outside(ax)
     return fig
 
 
-def drawdown_chart(dd: pd.DataFrame, title: str = "Drawdown from the running peak") -> Figure:
-    """Drawdowns (output of `drawdowns`) as percentages below the peak, one line per scope."""
-    import matplotlib.pyplot as plt
+def drawdown_chart(dd: pd.DataFrame, title: str = "Drawdown from the running peak", keep: Sequence[str] = ()) -> Figure:
+    """Drawdowns (output of `drawdowns`) as percentages below the peak: `keep` and the deepest
+    others in colour, the rest grey; the legend outside the data."""
     from matplotlib.ticker import PercentFormatter
 
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for column in dd.columns:
-        ax.plot(dd.index, dd[column], label=str(column), linewidth=1.0)
+    from bentley import charts
+
+    fig, ax = charts.figure(9, 4)
     if dd.shape[1] == 1:
         column = dd.columns[0]
         ax.fill_between(dd.index, dd[column].to_numpy(dtype=np.float64), 0.0, alpha=0.3)
+    charts.plot_series(ax, dd, keep=keep, emphasize=[k for k in keep if str(k).startswith("portfolio:")],
+                       others="other tickers")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_title(title)
     ax.set_xlabel("Session")
     ax.set_ylabel("Drawdown (below peak)")
-    if 0 < dd.shape[1] <= 12:
-        ax.legend(ncol=min(dd.shape[1], 4), loc="lower left", fontsize=8)
-    fig.tight_layout()
+    charts.date_axis(ax)
+    charts.legend_outside(ax)
     return fig
 
 
@@ -1037,10 +1056,15 @@ def last_prices(prices: pd.DataFrame) -> pd.Series:
 
 
 def with_portfolios(
-    returns: pd.DataFrame, holdings: pd.DataFrame, prices: pd.DataFrame, benchmark: str
+    returns: pd.DataFrame, holdings: pd.DataFrame, prices: pd.DataFrame, benchmark: str,
+    tradable: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Add the holdings-weighted and the equal-weighted portfolio as scopes; return the weights."""
-    stocks = [c for c in returns.columns if c != benchmark]
+    """Add the holdings-weighted and the equal-weighted portfolio as scopes; return the weights.
+
+    The equal-weighted portfolio holds the `tradable` tickers (`bentley.inputs.tradable_tickers`;
+    None: every column but the benchmark): an index is a yardstick, not something to hold.
+    """
+    stocks = [c for c in returns.columns if c != benchmark and (tradable is None or c in tradable)]
     out = returns.copy()
     weights = pd.Series(dtype="float64")
     priced = holdings[holdings["ticker"].isin(out.columns)]
@@ -1061,6 +1085,34 @@ def headline_table(rows: pd.DataFrame) -> pd.DataFrame:
     table = published_table(rows, "scope", HEADLINE_METRICS)
     order = sorted(table.index, key=lambda scope: (not str(scope).startswith("portfolio:"), str(scope)))
     return table.loc[order]
+
+
+def na_notes(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS) -> list[str]:
+    """Why figures of `headline_table` read n/a: each distinct note once, with the scopes it applies to."""
+    missing = rows[rows["metric"].isin(metrics) & rows["value"].isna()]
+    notes: dict[str, list[str]] = {}
+    for row in missing.itertuples():
+        why = row.note if isinstance(row.note, str) and row.note else "undefined (no variation in the returns?)"
+        notes.setdefault(why, [])
+        label = f"`{row.metric}` of {row.scope}"
+        if label not in notes[why]:
+            notes[why].append(label)
+    return [f"n/a: {why} ({', '.join(where[:4])}{' and more' if len(where) > 4 else ''})"
+            for why, where in notes.items()]
+
+
+def stress_sentence(stress: pd.DataFrame, shock: float) -> str:
+    """The stress table's portfolio row in words (amounts in USD)."""
+    if "portfolio" not in stress.index:
+        return "No holdings to stress."
+    row = stress.loc["portfolio"]
+    parts = [f"A {abs(shock):.0%} {'fall' if shock < 0 else 'rise'} of the market would move the holdings by about "
+             f"{row['shock_value']:+,.0f} USD ({row['shock_return']:+.1%}) through their beta of {row['beta']:.2f}"]
+    if pd.notna(row.get("worst_week_return")):
+        parts.append(f"replaying the benchmark's worst week ({pd.Timestamp(row['worst_week_start']):%Y-%m-%d} to "
+                     f"{pd.Timestamp(row['worst_week_end']):%Y-%m-%d}, {row['benchmark_worst_week']:+.1%}) moves them by "
+                     f"{row['worst_week_value']:+,.0f} USD ({row['worst_week_return']:+.1%})")
+    return "; ".join(parts) + "."
 
 
 def risk_sentence(rows: pd.DataFrame, benchmark: str) -> str:
@@ -1109,6 +1161,26 @@ def correlation_sentence(corr: pd.DataFrame) -> str:
         f"the least is {md_escape(low[0])} and {md_escape(low[1])} ({pairs[low]:.2f}). "
         "Low correlations are what diversification is made of."
     )
+
+
+def volatility_sentence(volatility: pd.DataFrame) -> str:
+    """Who is more volatile now than on average over the window (Markdown; names escaped)."""
+    last_vol, mean_vol = volatility.ffill().iloc[-1], volatility.mean()
+    rising = sorted(last_vol[last_vol > 1.2 * mean_vol].index.astype(str))
+    named = ", ".join(map(md_escape, rising)) or "no scope"
+    return f"Volatility is more than 20% above its window average for {named}."
+
+
+def beta_sentence(beta: pd.DataFrame) -> str:
+    """The highest and lowest current beta (Markdown; names escaped)."""
+    last_beta = beta.ffill().iloc[-1].dropna() if len(beta) else pd.Series(dtype=float)
+    if last_beta.empty:
+        return "Too few sessions for a rolling beta yet."
+    high, low = last_beta.idxmax(), last_beta.idxmin()
+    text = f"The highest current beta is {md_escape(high)} ({last_beta[high]:.2f})"
+    if low != high:
+        text += f", the lowest {md_escape(low)} ({last_beta[low]:.2f})"
+    return text + ": a beta of 1 moves with the benchmark, above 1 amplifies it."
 
 
 def rolling_sentence(volatility: pd.DataFrame, beta: pd.DataFrame) -> str:

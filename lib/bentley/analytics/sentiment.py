@@ -21,12 +21,13 @@ import html
 import math
 from collections.abc import Iterable, Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from bentley.reporting import md_escape
 
 #: The VADER score columns `score_headlines` adds, in this order.
 SCORE_COLUMNS = ("compound", "pos", "neu", "neg")
@@ -267,20 +268,35 @@ def trend_chart(
     and needs `min_periods` of them before it is drawn (a single headline would
     otherwise dominate the start of the line).
     """
+    from bentley import charts
+
     frame = daily if tickers is None else daily[daily["ticker"].isin(list(tickers))]
     wide = frame.pivot(index="date", columns="ticker", values="mean_compound").sort_index()
     rolling = wide.rolling(window, min_periods=min(min_periods, window)).mean()
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for ticker in rolling.columns:
-        ax.plot(rolling.index, rolling[ticker], linewidth=1.1, label=str(ticker))
+    fig, ax = charts.figure(9, 4, left=0.95)
+    charts.plot_series(ax, rolling, others="other tickers")
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_title(f"Headline sentiment: rolling {window}-session mean of daily VADER compound")
     ax.set_xlabel("Session")
     ax.set_ylabel("Mean compound score (-1 to +1)")
-    if 0 < len(rolling.columns) <= 12:
-        ax.legend(ncol=min(len(rolling.columns), 6), loc="upper left")
-    fig.tight_layout()
+    charts.date_axis(ax)
+    charts.legend_outside(ax)
     return fig
+
+
+def trend_sentence(daily: pd.DataFrame, window: int = 20, min_periods: int = 5) -> str:
+    """Which ticker's headlines read most positive and most negative lately (the chart's last values)."""
+    wide = daily.pivot(index="date", columns="ticker", values="mean_compound").sort_index()
+    last = wide.rolling(window, min_periods=min(min_periods, window)).mean().ffill().iloc[-1:].T.iloc[:, 0].dropna() \
+        if len(wide) else pd.Series(dtype=float)
+    if last.empty:
+        return f"Too few headline days for a {window}-session mean yet."
+    best, worst = last.idxmax(), last.idxmin()
+    if best == worst:
+        return f"Lately the headlines on {md_escape(best)} average {last[best]:+.2f} (-1 to +1)."
+    return (f"Over the last {window} sessions with news, headlines on {md_escape(best)} read the most positive "
+            f"({last[best]:+.2f}) and on {md_escape(worst)} the most negative ({last[worst]:+.2f}), on a scale "
+            "from -1 to +1 where |0.05| and below is neutral.")
 
 
 def correlation_sentence(correlation: pd.DataFrame, alpha: float = 0.05) -> str:

@@ -389,55 +389,94 @@ def price_panel_chart(
     """Adjusted close with SMAs and Bollinger band, RSI and MACD panels, and signal markers.
 
     Each signal is marked on the panel of its indicator, at the value that fired:
-    an up triangle for +1 and a down triangle for -1, one colour per rule.
+    an up triangle for +1 and a down triangle for -1, one colour per rule. Legends sit to
+    the right of the panels. Drawn in one pass (`bentley.charts.figure`: fixed margins, lines
+    thinned to `charts.MAX_POINTS`, the MACD histogram as one filled area, not a bar per session).
     """
+    from matplotlib.ticker import MaxNLocator
+
+    from bentley import charts
+
     ob, os_ = rsi_thresholds(settings, rsi_overbought, rsi_oversold)
     f = features[features["ticker"] == ticker].set_index("date").sort_index()
     p = prices[prices["ticker"] == ticker].set_index("date").sort_index()
-    fig, (ax_price, ax_rsi, ax_macd) = plt.subplots(
-        3, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1, 1]}
+    fig, (ax_price, ax_rsi, ax_macd) = charts.reused_figure(
+        "price_panel", 9, 7.2, rows=3, sharex=True, gridspec_kw={"height_ratios": [3, 1, 1], "hspace": 0.12}, left=0.9
     )
     axes = {"price": ax_price, "rsi": ax_rsi, "macd": ax_macd}
+    colours = charts.COLOURS
 
-    ax_price.plot(p.index, p["adj_close"], color="black", linewidth=1.1, label="adj_close")
+    ax_price.plot(*charts.thin(p.index, p["adj_close"]), color="black", linewidth=1.1, label="adj_close")
     windows = cross_windows(settings) or tuple(sorted(set(settings.sma_windows))[-2:])
-    for window in windows:
-        ax_price.plot(f.index, f[f"sma_{window}"], linewidth=1, label=f"SMA {window}")
-    ax_price.fill_between(f.index, f["bb_lower"], f["bb_upper"], alpha=0.15, label="Bollinger band")
+    for i, window in enumerate(windows):
+        ax_price.plot(*charts.thin(f.index, f[f"sma_{window}"]), linewidth=1, color=colours[i], label=f"SMA {window}")
+    ax_price.fill_between(*charts.thin(f.index, f["bb_lower"]), charts.thin(f.index, f["bb_upper"])[1],
+                          alpha=0.15, color=colours[2], linewidth=0, label="Bollinger band")
     ax_price.set_title(f"{ticker}: adjusted close, moving averages, Bollinger band and signals")
     ax_price.set_ylabel("Price (USD, adjusted)")
 
     rsi = f"rsi_{settings.rsi_period}"
-    ax_rsi.plot(f.index, f[rsi], color="purple", linewidth=1)
+    ax_rsi.plot(*charts.thin(f.index, f[rsi]), color="purple", linewidth=1)
     ax_rsi.axhline(ob, color="red", linewidth=0.8, linestyle="--")
     ax_rsi.axhline(os_, color="green", linewidth=0.8, linestyle="--")
     ax_rsi.set_ylabel(f"RSI {settings.rsi_period}")
     ax_rsi.set_ylim(0, 100)
+    ax_rsi.set_yticks([0, os_, ob, 100])
 
-    ax_macd.plot(f.index, f["macd"], linewidth=1, label="MACD")
-    ax_macd.plot(f.index, f["macd_signal"], linewidth=1, label="signal")
-    ax_macd.bar(f.index, f["macd_hist"], color="grey", alpha=0.5, label="histogram")
+    ax_macd.plot(*charts.thin(f.index, f["macd"]), linewidth=1, color=colours[0], label="MACD")
+    ax_macd.plot(*charts.thin(f.index, f["macd_signal"]), linewidth=1, color=colours[1], label="signal")
+    hist_x, hist_y = charts.thin(f.index, f["macd_hist"].astype(float))
+    ax_macd.fill_between(hist_x, 0.0, hist_y, step="mid", color="grey", alpha=0.45, linewidth=0, label="histogram")
     ax_macd.set_ylabel("MACD")
     ax_macd.set_xlabel("Session")
+    ax_macd.yaxis.set_major_locator(MaxNLocator(4))
+    ax_price.yaxis.set_major_locator(MaxNLocator(6))
+    charts.date_axis(ax_macd)
 
     if signals is not None:
         mine = signals[signals["ticker"] == ticker]
-        colours = plt.get_cmap("tab10")
         position = {name: i for i, name in enumerate(RULES)}  # one colour per rule in every chart
+        palette = plt.get_cmap("tab10")
         for rule, events in mine.groupby("rule", sort=False):
             ax = axes[_PANEL[str(rule)]]
             marker = "^" if RULES[str(rule)].direction > 0 else "v"
             ax.scatter(
-                events["date"], events["value"], marker=marker, s=45, color=colours(position[str(rule)] % 10),
+                events["date"], events["value"], marker=marker, s=45, color=palette(position[str(rule)] % 10),
                 edgecolors="black", linewidths=0.4, zorder=5, label=str(rule).replace("_", " "),
             )
 
-    ax_price.legend(ncol=3, loc="upper left", fontsize="small")
-    ax_macd.legend(ncol=3, loc="upper left", fontsize="small")
-    if ax_rsi.get_legend_handles_labels()[0]:
-        ax_rsi.legend(ncol=2, loc="upper left", fontsize="small")
-    fig.tight_layout()
+    for ax in (ax_price, ax_rsi, ax_macd):
+        charts.legend_outside(ax)
     return fig
+
+
+def chart_sentence(features: pd.DataFrame, prices: pd.DataFrame, signals: pd.DataFrame, ticker: str,
+                   settings: Any) -> str:
+    """What one ticker's panel shows, in a sentence: the close against its averages, RSI, and the
+    latest signal (Markdown; the ticker is escaped data)."""
+    frame = _aligned(features[features["ticker"] == ticker], prices[prices["ticker"] == ticker])
+    if frame.empty:
+        return f"No features for {md_escape(ticker)}."
+    last = frame.iloc[-1]
+    windows = cross_windows(settings) or tuple(sorted(set(settings.sma_windows))[-2:])
+    sides = []
+    for window in windows:
+        average = last.get(f"sma_{window}")
+        if pd.notna(average) and pd.notna(last["adj_close"]):
+            sides.append(f"{'above' if last['adj_close'] > average else 'below'} its {window}-day average "
+                         f"({average:,.2f})")
+    position = f" closed at {last['adj_close']:,.2f}, " + " and ".join(sides) if sides else " has no averages yet"
+    rsi = last.get(f"rsi_{settings.rsi_period}")
+    rsi_text = f"; RSI {rsi:.0f}" if pd.notna(rsi) else ""
+    mine = signals[signals["ticker"] == ticker]
+    if mine.empty:
+        latest = "; no rule fired in the window"
+    else:
+        event = mine.sort_values("date").iloc[-1]
+        kind = "bullish" if event["direction"] > 0 else "bearish"
+        latest = (f"; its latest signal is {str(event['rule']).replace('_', ' ')} ({kind}) on "
+                  f"{pd.Timestamp(event['date']):%Y-%m-%d}, one of {len(mine)} in the window")
+    return f"On {pd.Timestamp(last['date']):%Y-%m-%d}, {md_escape(ticker)}{position}{rsi_text}{latest}."
 
 
 def chart_tickers(current: pd.DataFrame, signals: pd.DataFrame, n: int, benchmark: str) -> list[str]:

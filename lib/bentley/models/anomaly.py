@@ -362,7 +362,7 @@ def top_anomalies(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 def anomaly_chart(prices: pd.DataFrame, table: pd.DataFrame, ticker: Any) -> Figure:
     """One ticker's adjusted close over sessions, its flagged days marked in red."""
-    import matplotlib.pyplot as plt
+    from bentley import charts
 
     series = (
         prices.loc[prices["ticker"] == ticker, ["date", "adj_close"]]
@@ -372,7 +372,7 @@ def anomaly_chart(prices: pd.DataFrame, table: pd.DataFrame, ticker: Any) -> Fig
     flagged = table.loc[(table["ticker"] == ticker) & table["flag"].astype(bool), ["date"]]
     marks = flagged.merge(series, on="date", how="inner")
 
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = charts.figure(9, 4)
     ax.plot(series["date"], series["adj_close"], linewidth=1.0, label="Adjusted close")
     ax.scatter(
         marks["date"], marks["adj_close"], color="red", s=25, zorder=3,
@@ -381,8 +381,7 @@ def anomaly_chart(prices: pd.DataFrame, table: pd.DataFrame, ticker: Any) -> Fig
     ax.set_title(f"{ticker}: adjusted close and flagged anomalies")
     ax.set_xlabel("Session")
     ax.set_ylabel("Adjusted close")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    charts.legend_outside(ax)
     return fig
 
 

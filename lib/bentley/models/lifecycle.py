@@ -22,13 +22,30 @@ champion's date) uses the newest version that was promoted for a date up to D, o
 its own on data as of D; either way it never moves an alias, which belong to the latest date.
 
 MLflow is reached only through the `ModelStore` passed in (bentley.tracking).
+
+Cost follows the data (issue 19). The fits are independent, so the walk-forward refits of
+every candidate, the shuffled-label refits and the candidates' importances run on a pool
+of threads (`workers`), each fit on one OpenMP/BLAS thread: scikit-learn releases the GIL
+in its numerical loops, and one thread per fit never oversubscribes the cores the way one
+OpenMP pool per fit did. A logistic regression's shuffled-label refits are solved together
+(`_logistic_null`): the labels' mean is the same in every permutation, so all the problems
+share a starting point and a curvature bound, and one matrix product per iteration steps
+them all to their optimum, the model `LogisticRegression` defines, solved more tightly
+than its own solver's tolerance. Registration (serialization, digest, MLflow) runs in the
+background while the challenger's evidence is computed (`register_candidates(...,
+background=True)`). A long step reports how far it is through `progress` (the stage's
+`StageContext.progress`): "refit 3/17 boosted", "shuffled labels 40/100".
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
-from collections.abc import Mapping
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -291,11 +308,95 @@ def model_specs(ml: Any) -> dict[str, dict[str, Any]]:
     return {name: spec.model_dump(by_alias=True) for name, spec in ml.models.items()}
 
 
-def train_candidates(data: TrainingData, ml: Any) -> dict[str, prediction.CandidateResult]:
-    return {
-        name: prediction.evaluate_candidate(data.frame, data.feature_cols, name, spec, data.walk_forward, seed=ml.seed)
-        for name, spec in model_specs(ml).items()
-    }
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def default_workers() -> int:
+    """Threads for independent fits: the machine's cores (each fit runs on one thread)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _one_thread_per_fit() -> None:
+    """Worker-thread initializer: OpenMP (and BLAS) pools of one thread inside each fit."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+@contextlib.contextmanager
+def _pool(workers: int | None) -> Iterator[ThreadPoolExecutor]:
+    """Threads for independent fits, and the warning filters as they were once they are done.
+
+    `warnings.catch_warnings` (which `prediction._fit` uses around `np.nanmedian`) saves and
+    restores the process-wide filter list, so two threads using it at once can lose each
+    other's filter or leave one behind: while the pool works, the one warning those blocks
+    silence is silenced for every thread, and afterwards the filter list is put back exactly
+    as it was, so later cells meet the warnings a sequential run would have shown them.
+    """
+    saved = warnings.filters[:]
+    warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
+    try:
+        with ThreadPoolExecutor(max(1, workers or default_workers()), thread_name_prefix="fit",
+                                initializer=_one_thread_per_fit) as pool:
+            yield pool
+    finally:
+        warnings.filters[:] = saved
+        getattr(warnings, "_filters_mutated", lambda: None)()
+
+
+def train_candidates(data: TrainingData, ml: Any, progress: Progress | None = None,
+                     workers: int | None = None) -> dict[str, prediction.CandidateResult]:
+    """Every candidate through its walk-forward refits and the holdout fit (see
+    `prediction.evaluate_candidate`, which this gives the same results as), the fits of all
+    candidates sharing one pool of `workers` threads, each refit reported to `progress`."""
+    say = progress or _quiet
+    labelled = prediction._labelled(data.frame, data.feature_cols)
+    specs = model_specs(ml)
+    splits_ = [*data.walk_forward.refits, data.walk_forward.holdout]
+    with _pool(workers) as pool:
+        planned = {
+            name: [pool.submit(prediction._fit_and_score, labelled, data.feature_cols, name,
+                               prediction.build_estimator(name, spec, seed=ml.seed), split) for split in splits_]
+            for name, spec in specs.items()
+        }
+        total, done = sum(map(len, planned.values())), 0
+        for name, futures in planned.items():  # results in order; progress as they arrive
+            for number, future in enumerate(futures, start=1):
+                future.result()
+                done += 1
+                say(f"training: refit {number}/{len(futures)} of {name} ({done}/{total} fits)")
+    return {name: _candidate_result(name, specs[name], [f.result() for f in futures], data.walk_forward,
+                                    labelled.rows["date"])
+            for name, futures in planned.items()}
+
+
+def _candidate_result(name: str, spec: Mapping[str, Any], fitted: Sequence[Any], walk_forward: splits.WalkForward,
+                      labelled_dates: pd.Series) -> prediction.CandidateResult:
+    """`prediction.evaluate_candidate`'s result from the fits of its refits and holdout, in that order."""
+    out_of_sample = pd.concat([predictions for _, predictions, _ in fitted[:-1]], ignore_index=True)
+    predicted_dates = out_of_sample["date"]
+    fold_rows = [
+        {"split": fold.name, **prediction.classification_metrics(
+            out_of_sample[splits.rows_in(predicted_dates, fold.test)])}
+        for fold in walk_forward.folds
+    ]
+    model, holdout, train = fitted[-1]
+    train_dates = labelled_dates[train]
+    return prediction.CandidateResult(
+        name=name,
+        spec=spec,
+        model=model,
+        fold_metrics=pd.DataFrame(fold_rows, columns=["split", *prediction.METRIC_NAMES]),
+        holdout_metrics=prediction.classification_metrics(holdout),
+        holdout_predictions=holdout,
+        out_of_sample=out_of_sample,
+        train_start=pd.Timestamp(train_dates.min()),
+        train_end=pd.Timestamp(train_dates.max()),
+    )
 
 
 def importances(result: prediction.CandidateResult, data: TrainingData, ml: Any) -> pd.DataFrame:
@@ -305,6 +406,14 @@ def importances(result: prediction.CandidateResult, data: TrainingData, ml: Any)
         result.model, holdout[data.feature_cols], holdout["label"].to_numpy(), seed=ml.seed,
         n_repeats=ml.importance.n_repeats, max_rows=ml.importance.max_rows,
     )
+
+
+def all_importances(results: Mapping[str, prediction.CandidateResult], data: TrainingData, ml: Any,
+                    workers: int | None = None) -> dict[str, pd.DataFrame]:
+    """`importances` of every candidate, side by side on a pool of threads."""
+    with _pool(workers) as pool:
+        futures = {name: pool.submit(importances, result, data, ml) for name, result in results.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def cv_summary(results: Mapping[str, prediction.CandidateResult]) -> pd.DataFrame:
@@ -345,10 +454,21 @@ def version_tags(
 def register_candidates(
     store: ModelStore, results: Mapping[str, prediction.CandidateResult], importance: Mapping[str, pd.DataFrame],
     data: TrainingData, ml: Any, choice: ChampionChoice, *, run_id: str, config: Mapping[str, Any],
-    parent_run_id: str | None,
-) -> dict[str, RegisteredVersion]:
+    parent_run_id: str | None, background: bool = False,
+) -> Any:
     """Every trained candidate becomes a version of `ml.registered_model` (the same one again
-    when this pipeline run already registered that identical model: see `ModelStore.log_candidate`)."""
+    when this pipeline run already registered that identical model: see `ModelStore.log_candidate`).
+
+    `background=True` returns at once with a `Future` of the versions: serializing, hashing and
+    logging the models then overlaps the challenger's evidence, and `promote` waits for it
+    before it tags anything (the store is not used by anything else meanwhile).
+    """
+    if background:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="register")
+        future = executor.submit(register_candidates, store, results, importance, data, ml, choice, run_id=run_id,
+                                 config=config, parent_run_id=parent_run_id)
+        executor.shutdown(wait=False)
+        return future
     example = data.rows(data.walk_forward.holdout.test)[data.feature_cols]
     versions = {}
     for name, result in results.items():
@@ -377,7 +497,7 @@ def score_on_holdout(model: Any, champion: RegisteredVersion, data: TrainingData
 
 
 def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFrame, data: TrainingData,
-                     ml: Any) -> registry.Evidence:
+                     ml: Any, progress: Progress | None = None, workers: int | None = None) -> registry.Evidence:
     """A model's holdout predictions `scored`, and what it takes to believe them.
 
     `template` is the model's unfitted pipeline (its class, hyperparameters and seed): it is
@@ -391,10 +511,9 @@ def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFra
     return registry.Evidence(
         metric=settings.metric,
         metrics=prediction.classification_metrics(scored),
-        null=prediction.shuffled_label_scores(
-            data.frame, features, template, data.walk_forward.holdout, settings.metric,
-            permutations=settings.permutations, seed=ml.seed,
-        ),
+        null=shuffled_label_null(data.frame, features, template, data.walk_forward.holdout, settings.metric,
+                                 permutations=settings.permutations, seed=ml.seed, progress=progress,
+                                 workers=workers),
         ci=prediction.bootstrap_interval(scored, settings.metric, block_sessions=ml.horizon,
                                          resamples=settings.bootstrap, confidence=settings.confidence, seed=ml.seed),
         confidence=settings.confidence,
@@ -402,6 +521,119 @@ def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFra
         majority_up=up,
         model_class=type(template[-1]).__name__,
     )
+
+
+def shuffled_label_null(
+    frame: pd.DataFrame, feature_cols: Sequence[str], template: Pipeline, split: splits.Split, metric: str, *,
+    permutations: int, seed: int, progress: Progress | None = None, workers: int | None = None,
+) -> np.ndarray:
+    """`prediction.shuffled_label_scores`, computed faster: the same permutations (the same
+    generator, seed and order), the same refits of the template's class on the split's
+    training rows, scored on its test rows.
+
+    A plain L2 logistic regression (`_is_plain_logistic`) has all its refits solved together
+    (`_logistic_null`); any other class is refitted once per permutation on a pool of threads.
+    """
+    say = progress or _quiet
+    data = prediction._labelled(frame, feature_cols)
+    dates = data.rows["date"]
+    train, test = splits.rows_in(dates, split.train), splits.rows_in(dates, split.test)
+    y_train = data.y[train]
+    if np.unique(y_train).size < 2:
+        raise ValueError(f"{split.name} (shuffled labels): {y_train.size} training rows hold fewer than two classes")
+    inputs = clone(template)
+    z_train = prediction._fit_inputs(inputs, data.x[train], feature_cols)
+    z_test = inputs[:-1].transform(prediction._design(data.x[test], feature_cols))
+    rows = data.rows.loc[test, ["date", "label", "fwd_return"]].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    shuffled = [rng.permutation(y_train) for _ in range(permutations)]
+
+    def score(proba: np.ndarray) -> float:
+        return prediction.metric_value(rows.assign(proba=proba), metric)
+
+    classifier = template[-1]
+    if _is_plain_logistic(classifier):
+        say(f"shuffled labels: {permutations} logistic refits solved together")
+        proba = _logistic_null(z_train, np.column_stack(shuffled), z_test, c=float(classifier.C))
+        return np.array([score(proba[:, k]) for k in range(permutations)])
+
+    def refit(labels: np.ndarray) -> float:
+        fitted = clone(classifier).fit(z_train, labels)
+        return score(fitted.predict_proba(z_test)[:, list(fitted.classes_).index(1.0)])
+
+    scores = np.empty(permutations)
+    with _pool(workers) as pool:
+        futures = [pool.submit(refit, labels) for labels in shuffled]
+        step = max(1, permutations // 10)
+        for i, future in enumerate(futures):
+            scores[i] = future.result()
+            if (i + 1) % step == 0 or i + 1 == permutations:
+                say(f"shuffled labels: refit {i + 1}/{permutations} of {type(classifier).__name__}")
+    return scores
+
+
+def _is_plain_logistic(classifier: Any) -> bool:
+    """An L2-penalised binary logistic regression with an intercept and no class weights, which
+    every solver but liblinear (it penalises the intercept too) fits to one optimum."""
+    from sklearn.linear_model import LogisticRegression
+
+    if type(classifier) is not LogisticRegression:
+        return False
+    params = classifier.get_params()
+    penalty, ratio = params.get("penalty", "l2"), params.get("l1_ratio")
+    l2 = (penalty == "l2" and ratio in (None, 0, 0.0)) or (penalty == "deprecated" and ratio in (None, 0, 0.0))
+    c = params.get("C", 1.0)
+    return bool(l2 and params.get("fit_intercept", True) and params.get("class_weight") is None
+                and not params.get("dual", False) and params.get("solver") != "liblinear"
+                and isinstance(c, int | float) and math.isfinite(c) and c > 0)
+
+
+def _logistic_null(z_train: np.ndarray, labels: np.ndarray, z_test: np.ndarray, *, c: float,
+                   tolerance: float = 1e-10, max_iter: int = 200) -> np.ndarray:
+    """P(up) on `z_test` of L2 logistic regressions fitted on `z_train` with each column of `labels`.
+
+    Each column k solves LogisticRegression's problem, min over (w, b) of
+    `c` * sum_i log(1 + exp(-s_ik (z_i . w + b))) + |w|^2 / 2, the problem its lbfgs solver
+    stops within `tol` (1e-4) of. All columns step together: Böhning's bound
+    B = c X'X / 4 + diag(1, .., 1, 0) (X = [z, 1]) is at least the Hessian everywhere, so
+    `theta -= B^-1 gradient` never increases an objective and converges to its optimum (a
+    majorize-minimize step; with labels carrying no information the fitted probabilities stay
+    near the mean label, where the bound is nearly the Hessian, so it takes a few steps). One
+    Cholesky factor serves every step and column; columns are solved in blocks that keep
+    the n x block matrices small. A column whose gradient (scaled as lbfgs scales it) is not
+    below `tolerance` after `max_iter` steps is refitted by LogisticRegression itself.
+    """
+    from scipy.linalg import cho_factor, cho_solve
+    from scipy.special import expit, logit
+
+    n, p = z_train.shape
+    x = np.hstack([z_train, np.ones((n, 1))])
+    x_test = np.hstack([z_test, np.ones((z_test.shape[0], 1))])
+    penalty = np.ones(p + 1)
+    penalty[-1] = 0.0  # the intercept is not penalised
+    factor = cho_factor(0.25 * c * (x.T @ x) + np.diag(penalty))
+    out = np.empty((z_test.shape[0], labels.shape[1]))
+    block = max(1, min(labels.shape[1], 4_000_000 // max(n, 1)))
+    for start in range(0, labels.shape[1], block):
+        y = labels[:, start:start + block].astype(np.float64)
+        theta = np.zeros((p + 1, y.shape[1]))
+        theta[-1] = logit(np.clip(y.mean(axis=0), 1e-12, 1 - 1e-12))
+        active = np.ones(y.shape[1], dtype=bool)
+        for _ in range(max_iter):
+            gradient = c * (x.T @ (expit(x @ theta[:, active]) - y[:, active])) + penalty[:, None] * theta[:, active]
+            done = np.abs(gradient).max(axis=0) / (c * n) <= tolerance
+            columns = np.flatnonzero(active)
+            theta[:, columns[~done]] -= cho_solve(factor, gradient[:, ~done])
+            active[columns[done]] = False
+            if not active.any():
+                break
+        for k in np.flatnonzero(active):  # did not converge: the class's own solver decides
+            from sklearn.linear_model import LogisticRegression
+
+            fitted = LogisticRegression(C=c, max_iter=10_000, tol=1e-10).fit(z_train, y[:, k])
+            theta[:-1, k], theta[-1, k] = fitted.coef_[0], fitted.intercept_[0]
+        out[:, start:start + block] = expit(x_test @ theta)
+    return out
 
 
 @dataclass
@@ -417,22 +649,32 @@ class Outcome:
 
 
 def promote(
-    store: ModelStore, results: Mapping[str, prediction.CandidateResult], versions: Mapping[str, RegisteredVersion],
+    store: ModelStore, results: Mapping[str, prediction.CandidateResult],
+    versions: Mapping[str, RegisteredVersion] | Future[dict[str, RegisteredVersion]],
     choice: ChampionChoice, champion_model: Any, data: TrainingData, ml: Any, run_id: str,
+    progress: Progress | None = None, workers: int | None = None,
 ) -> Outcome:
     """Best CV candidate vs this run's champion on the same holdout, each with its evidence;
-    tags (and aliases, for the latest date) follow the decision."""
+    tags (and aliases, for the latest date) follow the decision. `versions` may still be
+    registering (`register_candidates(..., background=True)`): it is waited for before any tag."""
     champion = choice.version
     name = registry.pick_challenger({n: r.fold_metrics for n, r in results.items()}, ml.promotion.metric)
-    result, challenger = results[name], versions[name]
+    result = results[name]
+    say = progress or _quiet
     evidence = holdout_evidence(prediction.build_estimator(name, result.spec, seed=ml.seed), data.feature_cols,
-                                result.holdout_predictions, data, ml)
+                                result.holdout_predictions, data, ml,
+                                progress=lambda text: say(f"challenger {name}: {text}"), workers=workers)
     champion_evidence, unfit = None, None
     if champion is not None:
         scored, unfit = score_on_holdout(champion_model, champion, data)
         if scored is not None:
             champion_evidence = holdout_evidence(clone(champion_model), champion.tags[FEATURES_TAG].split(","),
-                                                 scored, data, ml)
+                                                 scored, data, ml, workers=workers,
+                                                 progress=lambda text: say(f"champion {champion.label}: {text}"))
+    if isinstance(versions, Future):
+        say("waiting for the candidates' registration")
+        versions = versions.result()
+    challenger = versions[name]
     decision = registry.decide(evidence, champion_evidence, promotion=ml.promotion, champion_unfit=unfit)
     apply_decision(store, decision, ml.registered_model, challenger, choice)
     row = pd.DataFrame([{
@@ -631,9 +873,9 @@ def _finite(value: Any) -> bool:
 
 def fold_chart(results: Mapping[str, prediction.CandidateResult], metric: str) -> Figure:
     """`metric` per walk-forward fold for each candidate, the holdout as the last point."""
-    import matplotlib.pyplot as plt
+    from bentley import charts
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = charts.figure(8.5, 3.6)
     for name, result in results.items():
         labels = [*result.fold_metrics["split"], "holdout"]
         values = [*pd.to_numeric(result.fold_metrics[metric], errors="coerce"), result.holdout_metrics.get(metric)]
@@ -641,18 +883,21 @@ def fold_chart(results: Mapping[str, prediction.CandidateResult], metric: str) -
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--", label="coin flip")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per purged walk-forward fold and on the holdout")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    labels = ax.get_xticklabels()
+    if len(labels) > 8:  # "fold 12": keep every label, turned so they do not overlap
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        fig.subplots_adjust(bottom=0.3)
+    charts.legend_outside(ax)
     return fig
 
 
 def noise_chart(outcome: Outcome) -> Figure:
     """The shuffled-label refits' holdout metric as a histogram, with the challenger's (and the
     champion's) value on it: how far from no-information models each one stands."""
-    import matplotlib.pyplot as plt
+    from bentley import charts
 
     evidence, champion = outcome.decision.challenger, outcome.decision.champion
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = charts.figure(8.0, 3.2)
     ax.hist(evidence.null, bins=min(30, max(5, evidence.null.size // 4)), color="lightgrey", edgecolor="grey",
             label=f"{evidence.model_class} on shuffled labels")
     ax.axvline(evidence.value, color="tab:blue", linewidth=2, label=f"challenger {outcome.challenger.label}")
@@ -662,22 +907,20 @@ def noise_chart(outcome: Outcome) -> Figure:
     ax.set_xlabel(f"holdout {evidence.metric}")
     ax.set_ylabel("refits")
     ax.set_title(f"Holdout {evidence.metric} against models that learned nothing (p = {evidence.p_value:.2g})")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    charts.legend_outside(ax)
     return fig
 
 
 def importance_chart(importance: pd.DataFrame, candidate: str, top: int = 12) -> Figure:
     """The `top` inputs of one candidate by importance, largest at the top."""
-    import matplotlib.pyplot as plt
+    from bentley import charts
 
     rows = importance.dropna(subset=["importance"]).head(top).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(rows) + 1.2)))
+    fig, ax = charts.figure(7.5, max(2.5, 0.3 * len(rows) + 1.2), legend=False, left=1.6)
     ax.barh(rows["feature"], rows["importance"], xerr=rows["std"].fillna(0).to_numpy(), color="tab:blue")
     method = importance["method"].iloc[0] if len(importance) else ""
     label = {"abs_coefficient": "|coefficient| (standardized inputs)",
              "permutation_auc": "drop in ROC AUC when shuffled"}.get(method, method)
     ax.set_xlabel(label)
     ax.set_title(f"{candidate}: most important inputs")
-    fig.tight_layout()
     return fig

@@ -18,6 +18,12 @@ P(up over `horizon` sessions) per ticker, and the investable cash in USD.
   cannot solve, and no warning escapes (the reports are checked for warning text).
 * **Shares** come from a greedy rounding of the weights at the latest prices
   (`discrete_allocation`).
+* **What decided the weights** is part of the result (`Freedom`): when the constraints admit
+  one portfolio only (n names × the cap = 100%), no method is run and the report says the
+  constraints fixed equal weights, whatever the forecasts; otherwise it says whether the
+  forecasts, the covariance or a fallback chose, and which names the cap holds down.
+* **Only tradable tickers** are optimized: an index (or the benchmark) may have prices and
+  even a prediction, but `optimization_universe` leaves it out with the reason.
 
 Why PyPortfolioOpt: its API maps one-to-one onto what this stage needs — Ledoit–Wolf
 shrinkage, min-volatility, max-Sharpe, HRP, the efficient frontier and discrete allocation —
@@ -35,9 +41,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -46,6 +52,8 @@ from pypfopt.discrete_allocation import DiscreteAllocation
 from pypfopt.risk_models import CovarianceShrinkage
 
 from bentley.features import TRADING_DAYS
+from bentley.reporting import md_escape
+from bentley.sources.base import tradable_only
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is called
     from matplotlib.figure import Figure
@@ -112,26 +120,41 @@ def inputs_table(proba_up: pd.Series, expected: pd.Series, cov: pd.DataFrame) ->
 
 
 def result_sentence(result: OptimizationResult, constraints: Constraints, cash: float, leftover: float) -> str:
-    """What the report says under the weights: the method, its numbers and the money."""
+    """What the report says under the weights: who chose them, their numbers and the money.
+
+    Weights the constraints fixed are not credited to a method: the forecasts' expected
+    return of them is a consequence, not a reason.
+    """
     held = int((result.weights.abs() > 0).sum())
-    fallback = "" if result.attempts["status"].iloc[0] == "used" else (
-        f" ({result.attempts.loc[result.attempts['status'] == 'failed', 'method'].iloc[0]} could not be used; "
-        "see the attempts table)"
-    )
+    if result.freedom.unique:
+        chosen = f"**Equal weights fixed by the constraints** hold {held} names at {constraints.cap:.0%} each"
+    else:
+        failed = result.attempts.loc[result.attempts["status"] == "failed", "method"]
+        fallback = f" ({failed.iloc[0]} could not be used; see the attempts table)" if len(failed) else ""
+        chosen = f"**{result.method}**{fallback} holds {held} names with at most {constraints.cap:.0%} each"
     return (
-        f"**{result.method}**{fallback} holds {held} names with at most {constraints.cap:.0%} each: expected return "
-        f"{result.expected_return:+.1%} a year at {result.volatility:.1%} volatility (Sharpe {result.sharpe:.2f} "
-        f"over a {constraints.risk_free_rate:.1%} risk-free rate). Of {cash:,.0f} USD investable, "
-        f"{cash - leftover:,.0f} USD buys whole shares and {leftover:,.0f} USD stays in cash."
+        f"{chosen}: expected return {result.expected_return:+.1%} a year at {result.volatility:.1%} volatility "
+        f"(Sharpe {result.sharpe:.2f} over a {constraints.risk_free_rate:.1%} risk-free rate). Of {cash:,.0f} USD "
+        f"investable, {cash - leftover:,.0f} USD buys whole shares and {leftover:,.0f} USD stays in cash."
     )
+
+
+#: Why a ticker that is not tradable is left out of the optimization.
+NOT_TRADABLE = "not a tradable instrument (an index or the benchmark): never held"
 
 
 def optimization_universe(
-    returns: pd.DataFrame, proba_up: pd.Series, min_history: int
+    returns: pd.DataFrame,
+    proba_up: pd.Series,
+    min_history: int,
+    tradable: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The returns the optimizer can use, and why the other tickers are left out.
 
-    Returns `(universe_returns, excluded)`. universe_returns keeps the tickers that have a
+    Returns `(universe_returns, excluded)`. Only `tradable` tickers are candidates
+    (`bentley.inputs.tradable_tickers`; None: by the ticker convention alone, `^` symbols
+    being indices): an index may be priced and even predicted, but it is never held.
+    universe_returns keeps the tradable tickers that have a
     prediction and at least `min_history` daily returns, cut to the sessions where every one
     of them has a return: the covariance needs one window for all names, and filling a gap
     with 0 (what PyPortfolioOpt does) would invent flat days. A recent listing therefore
@@ -145,16 +168,20 @@ def optimization_universe(
     predicted = proba_up.dropna()
     clean = returns.astype(np.float64).replace([np.inf, -np.inf], np.nan)
     observed = clean.notna().sum()
+    candidates = [*clean.columns, *predicted.index]
+    allowed = set(tradable) if tradable is not None else set(tradable_only(candidates))
     reasons: dict[object, str] = {}
     for ticker in clean.columns:
-        if ticker not in predicted.index:
+        if ticker not in allowed:
+            reasons[ticker] = NOT_TRADABLE
+        elif ticker not in predicted.index:
             reasons[ticker] = "no prediction from the champion model"
         elif observed[ticker] < min_history:
             reasons[ticker] = (
                 f"only {observed[ticker]} daily returns, fewer than min_history={min_history}"
             )
     for ticker in predicted.index.difference(clean.columns):
-        reasons[ticker] = "predicted but has no returns in the window"
+        reasons[ticker] = NOT_TRADABLE if ticker not in allowed else "predicted but has no returns in the window"
 
     kept = [t for t in clean.columns if t not in reasons]
     shared = clean[kept].dropna(how="any")
@@ -290,6 +317,20 @@ class Constraints:
     def lower(self) -> float:
         """The lowest weight of the mean-variance methods: 0 long-only, −cap otherwise."""
         return 0.0 if self.long_only else -self.cap
+
+    @property
+    def cap_params(self) -> tuple[str, ...]:
+        """The params the cap comes from: the tighter of max_weight and 1/min_names (both if equal)."""
+        by_names = 1.0 / self.min_names
+        if abs(self.max_weight - by_names) <= _CLEAN_TOLERANCE:
+            return ("optimize.max_weight", "optimize.min_names")
+        return ("optimize.min_names",) if by_names < self.max_weight else ("optimize.max_weight",)
+
+    def cap_text(self) -> str:
+        """The cap and where it comes from, for the report: "25% (1/optimize.min_names = 1/4)"."""
+        if self.cap_params == ("optimize.max_weight",):
+            return f"{self.cap:.0%} (optimize.max_weight)"
+        return f"{self.cap:.0%} (1/optimize.min_names = 1/{self.min_names})"
 
     def check_universe(self, tickers: Sequence[object]) -> None:
         """Raise a ValueError naming the param when no portfolio of `tickers` can comply."""
@@ -450,6 +491,10 @@ _SOLVERS: dict[str, Callable[[pd.Series, pd.DataFrame, Constraints], np.ndarray]
 }
 
 
+#: The attempts' reason when n × cap = 1 leaves equal weights as the only portfolio.
+_ONE_PORTFOLIO = "the constraints admit one portfolio only (names × cap = 100%): equal weights"
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -484,6 +529,131 @@ def _attempt(
 
 
 # --------------------------------------------------------------------------------------------
+# What decided the weights
+
+
+#: What decided a portfolio's weights (`Freedom.decided_by`).
+DecidedBy = Literal["constraints", "expected returns and covariance", "covariance", "fallback"]
+
+#: `Freedom.decided_by` by method: what each one looks at.
+_DECIDED_BY: dict[str, DecidedBy] = {
+    "max_sharpe": "expected returns and covariance",
+    "min_volatility": "covariance",
+    "hrp": "covariance",
+    EQUAL_WEIGHT: "fallback",
+}
+
+
+@dataclass(frozen=True)
+class Freedom:
+    """How much choice the constraints left, and what decided the weights.
+
+    * unique: the constraints admit one portfolio only. With n names and the cap c, weights
+      summing to 1 need n × c >= 1; at n × c = 1 every name must sit at c, so the weights
+      are equal whatever the forecasts say, and no method is run.
+    * decided_by: "constraints" (unique), "expected returns and covariance" (max-Sharpe),
+      "covariance" (min-volatility, HRP: the forecasts played no part) or "fallback" (equal
+      weight because every listed method failed).
+    * binding: the params whose cap holds at least one weight (`Constraints.cap_params`);
+      empty when no name reached the cap.
+    * at_cap: the names at the cap, largest expected return first.
+    * low, high: the range the constraints leave one name's weight, [max(lower bound,
+      1 − (n − 1) × cap), cap]: a narrow range means little was left to choose.
+    * sentence: all of it in plain English, for the report (Markdown; tickers are escaped).
+    """
+
+    unique: bool
+    decided_by: DecidedBy
+    binding: tuple[str, ...]
+    at_cap: tuple[object, ...]
+    low: float
+    high: float
+    sentence: str
+
+
+def weight_range(n: int, constraints: Constraints) -> tuple[float, float]:
+    """The lowest and highest weight one of `n` names can hold in a portfolio summing to 1."""
+    return max(constraints.lower, 1.0 - (n - 1) * constraints.cap), constraints.cap
+
+
+def has_one_portfolio(n: int, constraints: Constraints) -> bool:
+    """True when n names under the cap admit one portfolio only: n × cap = 1, all at the cap."""
+    return n * constraints.cap <= 1.0 + _CLEAN_TOLERANCE
+
+
+def freedom(
+    weights: pd.Series, expected: pd.Series, method: str, constraints: Constraints
+) -> Freedom:
+    """What decided `weights` (a result of `optimize_portfolio` with `method`), see `Freedom`."""
+    n = len(weights)
+    low, high = weight_range(n, constraints)
+    unique = has_one_portfolio(n, constraints)
+    capped = weights.index[(weights >= constraints.cap - _SOLVER_TOLERANCE).to_numpy()]
+    at_cap = tuple(expected.reindex(capped).sort_values(ascending=False, kind="stable").index)
+    binding = constraints.cap_params if len(at_cap) else ()
+    cap = constraints.cap_text()
+    if unique:
+        fixes = [
+            f"lower optimize.min_names below {n}" if param == "optimize.min_names"
+            else f"raise optimize.max_weight above {constraints.cap:.0%}"
+            for param in constraints.cap_params
+            if (constraints.min_names > 1 if param == "optimize.min_names" else constraints.max_weight < 1.0)
+        ]
+        loosen = " or ".join(fixes) or "add tradable names to the universe"
+        sentence = (
+            f"The constraints left no choice: the cap is {cap} and {n} name{'s' if n > 1 else ''} × "
+            f"{constraints.cap:.0%} = 100%, so "
+            f"every name must hold exactly {constraints.cap:.0%}. These equal weights were fixed by the cap, not "
+            f"chosen: the expected returns played no part in them. To let the forecasts decide, {loosen}."
+        )
+        return Freedom(True, "constraints", binding, at_cap, low, high, sentence)
+    decided_by = _DECIDED_BY[method]
+    room = f"Each of the {n} names could hold between {low:.0%} and {high:.0%}. "
+    if method == EQUAL_WEIGHT:
+        why = ("Every listed method failed, so the weights are equal by default: neither the forecasts nor the "
+               "covariance decided them.")
+    elif decided_by == "covariance":
+        why = f"{method} chose the weights from the covariance alone: the expected returns played no part."
+    else:
+        why = f"{method} chose the weights from the expected returns and the covariance."
+    names = ", ".join(map(md_escape, at_cap[:5])) + (f" and {len(at_cap) - 5} more" if len(at_cap) > 5 else "")
+    if at_cap and len(at_cap) == int((weights.abs() >= MIN_WEIGHT).sum()):
+        held = (f" Every name held ({names}) sits at the cap of {cap}: the method only chose which names to "
+                "hold, the cap sized every one of them.")
+    elif at_cap:
+        verb, which = ("sits", "that one") if len(at_cap) == 1 else ("sit", "those")
+        held = f" {len(at_cap)} of them ({names}) {verb} at the cap of {cap}: the cap, not the method, sized {which}."
+    else:
+        held = " No name reached the cap."
+    return Freedom(False, decided_by, binding, at_cap, low, high, room + why + held)
+
+
+def freedom_table(result: OptimizationResult, constraints: Constraints) -> pd.DataFrame:
+    """The constraints beside what they did to the weights: `constraint, setting, effect`."""
+    n = len(result.weights)
+    f = result.freedom
+
+    def cap_effect(param: str, looser: str) -> str:
+        if param in f.binding:
+            return f"sets the cap, held by {len(f.at_cap)} of {n} names"
+        return "sets the cap, held by no name" if param in constraints.cap_params else looser
+
+    rows = [
+        ("optimize.max_weight", f"{constraints.max_weight:.0%}", cap_effect("optimize.max_weight", "looser than 1/min_names")),
+        ("optimize.min_names", f"{constraints.min_names} (at most {1.0 / constraints.min_names:.0%} each)",
+         cap_effect("optimize.min_names", "looser than max_weight")),
+        ("optimize.long_only", str(constraints.long_only).lower(),
+         "no short positions" if constraints.long_only else f"shorts down to -{constraints.cap:.0%}"),
+        ("names optimized", str(n), f"{n} × the cap = {n * constraints.cap:.0%}: "
+         + ("exactly 100%, no room to choose" if f.unique else "more than 100%, room to choose")),
+        ("weight range per name", f"{f.low:.0%} to {f.high:.0%}",
+         "one portfolio only: equal weights" if f.unique else "the method chose within it"),
+        ("decided by", f.decided_by, result.method),
+    ]
+    return pd.DataFrame(rows, columns=["constraint", "setting", "effect"])
+
+
+# --------------------------------------------------------------------------------------------
 # The optimization
 
 
@@ -498,6 +668,8 @@ class OptimizationResult:
       "used", "failed" or "not tried"; reason says why a method failed (or solver notes).
     * expected_return, volatility, sharpe: annual, from `expected` and the covariance;
       sharpe = (expected_return − risk_free_rate) / volatility, NaN at zero volatility.
+    * freedom: what decided the weights (`Freedom`): the constraints alone, the forecasts,
+      the covariance or a fallback, and which names the cap holds.
     """
 
     weights: pd.Series
@@ -506,6 +678,7 @@ class OptimizationResult:
     expected_return: float
     volatility: float
     sharpe: float
+    freedom: Freedom
 
 
 def _aligned(expected: pd.Series, cov: pd.DataFrame) -> pd.DataFrame:
@@ -557,6 +730,10 @@ def optimize_portfolio(
     `constraints.check_universe` (run first, raising ValueError for a universe no portfolio
     can fit) guarantees n × cap >= 1. Singular but positive semi-definite covariances
     (duplicated or constant series) are solved normally.
+
+    At n × cap = 1 the constraints admit equal weights only: no method is run (each is "not
+    tried" for that reason), the method is equal_weight and `freedom.unique` is True, so the
+    report never credits a forecast with weights it could not change.
     """
     unknown = [m for m in methods if m not in _SOLVERS]
     if unknown or len(set(methods)) != len(methods):
@@ -570,7 +747,11 @@ def optimize_portfolio(
     rows: list[dict[str, str]] = []
     weights: np.ndarray | None = None
     used = EQUAL_WEIGHT
+    fixed = has_one_portfolio(len(tickers), constraints)
     for position, method in enumerate(methods):
+        if fixed:
+            rows.append({"method": method, "status": "not tried", "reason": _ONE_PORTFOLIO})
+            continue
         if weights is not None:
             rows.append({"method": method, "status": "not tried", "reason": f"{used} succeeded"})
             continue
@@ -584,19 +765,21 @@ def optimize_portfolio(
         log.warning("optimize: %s failed (%s); falling back to %s", method, reason, following)
     if weights is None:
         weights = np.full(len(tickers), 1.0 / len(tickers))
-        reason = "every listed method failed" if methods else "no method listed"
+        reason = _ONE_PORTFOLIO if fixed else "every listed method failed" if methods else "no method listed"
         rows.append({"method": EQUAL_WEIGHT, "status": "used", "reason": reason})
     else:
         rows.append({"method": EQUAL_WEIGHT, "status": "not tried", "reason": f"{used} succeeded"})
 
     ret, vol, sharpe = _performance(weights, expected, cov, constraints.risk_free_rate)
+    series = pd.Series(weights, index=expected.index, name="weight")
     return OptimizationResult(
-        weights=pd.Series(weights, index=expected.index, name="weight"),
+        weights=series,
         method=used,
         attempts=pd.DataFrame(rows, columns=list(ATTEMPT_COLUMNS)),
         expected_return=ret,
         volatility=vol,
         sharpe=sharpe,
+        freedom=freedom(series, expected, used, constraints),
     )
 
 

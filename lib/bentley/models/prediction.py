@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bentley.models.estimators import estimator_class
 from bentley.models.splits import Split, WalkForward, rows_in
+from bentley.sources.base import tradable_only
 
 #: The look-ahead columns of `model_frame`: never model inputs.
 LABEL_COLUMNS: tuple[str, ...] = ("fwd_return", "label")
@@ -132,8 +133,15 @@ def model_frame(
     *,
     horizon: int,
     exclude: Sequence[str] = (),
+    tradable: Collection[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per (ticker, date) of `features` (tickers in `exclude` left out), sorted.
+    """One row per (ticker, date) of `features` for the tradable tickers only, sorted.
+
+    Rows are kept for tickers in `tradable` (`bentley.inputs.tradable_tickers`; None: by
+    the ticker convention alone, `^` symbols being indices) and not in `exclude` (the
+    benchmark). An index is never a model row: the model would learn to forecast something
+    no order can buy, and its rows would weigh in every metric. Only rows are filtered, so an
+    index's prices and features remain available as inputs.
 
     Columns: ticker, date, the model inputs (`feature_names`), fwd_return, label.
 
@@ -150,7 +158,9 @@ def model_frame(
     """
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    rows = features.loc[~features["ticker"].isin(list(exclude))]
+    names = features["ticker"].unique()
+    kept = set(names) & set(tradable) if tradable is not None else set(tradable_only(names))
+    rows = features.loc[features["ticker"].isin(sorted(kept - set(exclude)))]
     rows = rows.sort_values(_KEY, kind="stable").reset_index(drop=True)
     adj_close = _floats(_lookup(rows, prices, ["adj_close"])["adj_close"])
 

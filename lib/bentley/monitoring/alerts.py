@@ -124,6 +124,7 @@ def _check(rule: str, kpis: pd.DataFrame, threshold: float | None, severity: str
                                       f"on its holdout (limit {threshold:.1%})."))
     elif rule == "trading_loss":
         for r in _rows(kpis, "latest_daily_return").itertuples():
+            assert threshold is not None, "trading_loss takes trade.limits.daily_loss_limit, a required number"
             if r.value < -threshold:
                 found.append(_finding(rule, r.scope, severity, r.value, threshold,
                                       f"Paper portfolio {r.scope} lost {-r.value:.2%} on its latest {r.detail} "
@@ -135,6 +136,8 @@ def _check(rule: str, kpis: pd.DataFrame, threshold: float | None, severity: str
                 if r.value > threshold:
                     what = (f"{_RESOURCE_NAMES[scope]} use is at {r.value:.0%}" if rule == "resource_use"
                             else f"The outputs disk is {r.value:.0%} full ({r.detail})")
+                    if scope == "cpu" and r.detail:  # sustained, and whose processes (see monitoring.resources)
+                        what += f", {r.detail}"
                     found.append(_finding(rule, scope, severity, r.value, threshold,
                                           f"{what} (limit {threshold:.0%})."))
     elif rule == "data_delay":
@@ -225,6 +228,18 @@ def _stamp(value: Any) -> pd.Timestamp | None:
         return None
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+#: Rules of `runner watch` start with this: their episodes are opened and resolved by the watch,
+#: never by the monitor stage, which does not evaluate them.
+WATCH_RULE_PREFIX = "watch_"
+
+
+def episodes_of(active_alerts: pd.DataFrame, *, watch: bool) -> pd.DataFrame:
+    """The active rows one evaluator owns: the watch's (`watch=True`) or the monitor stage's.
+    Each reconciles only its own, or it would resolve the other's episodes for lack of a finding."""
+    is_watch = active_alerts["rule"].astype(str).str.startswith(WATCH_RULE_PREFIX)
+    return active_alerts[is_watch if watch else ~is_watch].reset_index(drop=True)
 
 
 def reconcile(

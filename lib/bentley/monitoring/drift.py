@@ -219,7 +219,7 @@ def drift_chart(table: pd.DataFrame) -> Figure:
     )
     for y, v in zip(positions, values, strict=True):
         if not np.isfinite(v):
-            ax.text(0.0, y, " n/a", va="center", ha="left", fontsize=8, color="tab:gray")
+            ax.text(0.0, float(y), " n/a", va="center", ha="left", fontsize=8, color="tab:gray")
     ax.axvline(MODERATE, color="tab:orange", linestyle="--", linewidth=1, label=f"{MODERATE} moderate")
     ax.axvline(
         SIGNIFICANT, color="tab:red", linestyle="--", linewidth=1, label=f"{SIGNIFICANT} significant"

@@ -12,8 +12,9 @@ Components:
   when a local store has not been created yet (the check never creates it).
 - `lake`: `<outputs>/lake` is a writable folder; degraded before the first run, down when not writable.
 - `sources`: each configured source's own `health()` (configuration only, never the network).
-- `disk`: share of the outputs filesystem in use against monitor.rules.disk_use (degraded)
-  and monitor.rules.resource_use (down).
+- `disk`: share of the outputs filesystem in use, as `df` and the monitor stage count it
+  (`bentley.monitoring.resources.disk_use`), against monitor.rules.disk_use (degraded) and
+  monitor.rules.resource_use (down).
 - `last_run`: the latest `pipeline_runs` row: degraded when it failed or crashed, or when a
   scheduled tick that should have started a run since it did not (`schedule_times.missed_ticks`:
   it fired more than a few minutes ago and the latest run started before it).
@@ -24,11 +25,20 @@ Components:
 Staleness follows the schedule, not the wall clock: overnight, at weekends and on holidays no
 tick is expected, so a run from Friday's last tick is still current on Sunday evening.
 - `scheduler`: the freshest running `scheduler_heartbeats` row is at most 3 x schedule.heartbeat_s old.
+  A warehouse where no scheduler ever ran, or where every scheduler stopped cleanly, has no
+  schedule to keep: the check is ok ("not configured" / "stopped"), and `last_run` and
+  `freshness` do not count missed ticks (runs are started by hand or by an orchestrator).
+
+Fast: `runner health` answers in about a second. Nothing heavy is imported before it is needed,
+and a local SQLite MLflow store is checked with the standard library (read-only) instead of by
+starting MLflow's client, which takes several seconds to import.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -47,7 +57,7 @@ DEGRADED: Status = "degraded"
 DOWN: Status = "down"
 #: Worse is higher; also the exit code of `runner health`.
 EXIT_CODES: dict[str, int] = {OK: 0, DEGRADED: 1, DOWN: 2}
-COMPONENTS = ("warehouse", "tracking", "lake", "sources", "disk", "last_run", "freshness", "scheduler")
+COMPONENTS = ("warehouse", "tracking", "lake", "sources", "disk", "last_run", "freshness", "scheduler", "watch")
 #: Run statuses that make the latest run a problem.
 BAD_RUN_STATUSES = frozenset({"failed", "crashed"})
 #: Stage statuses that count as a fresh ingest.
@@ -95,20 +105,46 @@ def run_checks(config: Config, outputs: Path, root: Path, *, now: dt.datetime | 
             _guarded("sources", lambda: check_sources(config, root)),
             _guarded("disk", lambda: check_disk(outputs, config.monitor)),
         ]
+        expected = warehouse is not None and _guarded_flag(lambda: schedule_expected(warehouse))
         dependent: dict[str, Callable[[Warehouse], Check]] = {
-            "last_run": lambda w: check_last_run(w, config.schedule, config.workflow, now),
-            "freshness": lambda w: check_freshness(w, config.schedule, config.workflow, now),
+            "last_run": lambda w: check_last_run(w, config.schedule, config.workflow, now, scheduled=expected),
+            "freshness": lambda w: check_freshness(w, config.schedule, config.workflow, now, scheduled=expected),
             "scheduler": lambda w: check_scheduler(w, config.schedule, now),
+            "watch": lambda w: _watch_check(w, config, now),
         }
         for component, check in dependent.items():
             if warehouse is None:
                 checks.append(Check(component, DEGRADED, f"not checked: {warehouse_check.detail}"))
             else:
-                checks.append(_guarded(component, lambda check=check: check(warehouse)))
+                checks.append(_guarded(component, functools.partial(check, warehouse)))
         return checks
     finally:
         if warehouse is not None:
             warehouse.dispose()
+
+
+def _watch_check(warehouse: Warehouse, config: Config, now: dt.datetime) -> Check:
+    """`runner watch` (bentley.live.health imports this module, so it is imported here, late)."""
+    from bentley.live.health import check_watch
+
+    return check_watch(warehouse, heartbeat_s=config.watch.heartbeat_s,
+                       stale_minutes=config.watch.rules.stale_feed.threshold, now=now,
+                       calendar=config.workflow.calendar, timezone=config.workflow.timezone)
+
+
+def _guarded_flag(question: Callable[[], bool]) -> bool:
+    try:
+        return question()
+    except Exception:  # noqa: BLE001 - unknown: assume a schedule, the stricter reading
+        return True
+
+
+def schedule_expected(warehouse: Warehouse) -> bool:
+    """Is a scheduler supposed to be running? Yes when some `scheduler_heartbeats` row still says
+    running (a live scheduler, or one that died without saying so); no when no scheduler ever ran
+    here or every one stopped cleanly."""
+    beats = warehouse.read("scheduler_heartbeats", columns=["scheduler_id", "status"])
+    return bool((beats["status"] == "running").any())
 
 
 def _guarded(component: str, check: Callable[[], Check]) -> Check:
@@ -146,16 +182,46 @@ def open_warehouse(config: Config, outputs: Path) -> tuple[Check, Warehouse | No
 
 
 def check_tracking(config: Config, outputs: Path) -> Check:
-    """MLflow, through `bentley.tracking.health` (the only module that talks to MLflow)."""
+    """MLflow: a local SQLite store is opened read-only with the standard library (its
+    `experiments` table answers); any other store goes through `bentley.tracking.health`."""
     from bentley import tracking
 
     uri = tracking.tracking_uri(config.tracking.uri, outputs)
+    fast = _sqlite_store_check(uri, config.tracking.experiment, outputs)
+    if fast is not None:
+        return fast
     found = tracking.health(uri, config.tracking.experiment, outputs)
     data: dict[str, Any] = {"uri": found.uri, "experiment": config.tracking.experiment,
                             "store_exists": found.store_exists}
     if found.experiment_id is not None:
         data["experiment_id"] = found.experiment_id
     return Check("tracking", OK if found.ok else DEGRADED, found.detail, data)
+
+
+def _sqlite_store_check(uri: str, experiment: str, outputs: Path) -> Check | None:
+    """The tracking check for an existing SQLite store, in milliseconds; None: not one (use MLflow)."""
+    import sqlite3
+
+    from bentley import tracking
+
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_file():
+        return None  # `tracking.health` words the missing store
+    shown = tracking.display_uri(uri)
+    data: dict[str, Any] = {"uri": shown, "experiment": experiment, "store_exists": True}
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'", (experiment,)
+            ).fetchone()
+    except sqlite3.Error as exc:
+        return Check("tracking", DEGRADED, f"{shown}: {_error(exc)}", data)
+    if row is None:
+        return Check("tracking", OK, f"{shown} answers; experiment {experiment!r} not created yet", data)
+    data["experiment_id"] = str(row[0])
+    return Check("tracking", OK, f"{shown} answers; experiment {experiment!r}", data)
 
 
 def check_lake(outputs: Path) -> Check:
@@ -193,17 +259,18 @@ def check_sources(config: Config, root: Path) -> Check:
 def check_disk(
     outputs: Path, monitor: Monitor, usage: Callable[[str], Any] = shutil.disk_usage
 ) -> Check:
-    """Share of the outputs filesystem in use (the nearest existing folder when outputs is new)."""
-    path = Path(outputs)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    measured = usage(str(path))
-    share = (measured.total - measured.free) / measured.total if measured.total else 1.0
+    """Share of the outputs filesystem in use (the nearest existing folder when outputs is new),
+    counted as `df` and the monitor stage count it (`resources.disk_use`)."""
+    from bentley.monitoring.resources import disk_use
+
+    measured = disk_use(outputs, usage)
+    share = measured.share
     degraded_above = _threshold(monitor, "disk_use")
     down_above = _threshold(monitor, "resource_use")
-    data = {"path": str(path), "total_bytes": int(measured.total), "free_bytes": int(measured.free),
-            "used_share": round(share, 4), "degraded_above": degraded_above, "down_above": down_above}
-    detail = f"{share:.0%} of {_gib(measured.total)} in use, {_gib(measured.free)} free ({path})"
+    data = {"path": measured.path, "total_bytes": measured.total_bytes, "used_bytes": measured.used_bytes,
+            "free_bytes": measured.free_bytes, "used_share": round(share, 4), "degraded_above": degraded_above,
+            "down_above": down_above}
+    detail = f"{measured.text()} ({measured.path})"
     if down_above is not None and share > down_above:
         return Check("disk", DOWN, f"{detail}: above {down_above:.0%}", data)
     if degraded_above is not None and share > degraded_above:
@@ -211,8 +278,10 @@ def check_disk(
     return Check("disk", OK, detail, data)
 
 
-def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime) -> Check:
-    """The latest run: degraded when it failed or crashed, or when a tick since it started brought no run."""
+def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime,
+                   scheduled: bool = True) -> Check:
+    """The latest run: degraded when it failed or crashed, or (`scheduled`: a scheduler is expected)
+    when a tick since it started brought no run."""
     from bentley.schedule_times import fire_at_from_run_id, missed_ticks
 
     runs = warehouse.read("pipeline_runs")
@@ -223,7 +292,8 @@ def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow,
     started = _timestamp(latest["started_at"]) or fire_at_from_run_id(run_id)
     ended = _timestamp(latest["ended_at"])
     status = latest["status"] or "unknown"
-    age = None if (ended or started) is None else now - (ended or started)
+    last_seen = ended or started
+    age = None if last_seen is None else now - last_seen
     data = {"run_id": run_id, "status": status, "logical_date": latest["logical_date"],
             "started_at": latest["started_at"], "ended_at": latest["ended_at"],
             "age_minutes": None if age is None else round(age.total_seconds() / 60, 1)}
@@ -231,6 +301,9 @@ def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow,
         return Check("last_run", DEGRADED, f"run {run_id} {status}", data)
     if started is None:
         return Check("last_run", DEGRADED, f"run {run_id} ({status}) has no start time", data)
+    if not scheduled:
+        return Check("last_run", OK, f"run {run_id} {status}, {_minutes(age or dt.timedelta())} ago "
+                     "(no schedule to keep)", data)
     missed = missed_ticks(started, now, schedule, workflow)
     data["missed_ticks"] = len(missed)
     if missed:
@@ -240,20 +313,25 @@ def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow,
     return Check("last_run", OK, f"run {run_id} {status}, {_minutes(age or dt.timedelta())} ago", data)
 
 
-def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime) -> Check:
-    """Prices up to the latest closed session, and an ingest for every tick that is due by now.
+def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime,
+                    scheduled: bool = True) -> Check:
+    """Prices up to the latest closed session, and (`scheduled`) an ingest for every tick that is due by now.
 
     The ingest's age counts only from the first tick after it that brought no ingest, so the
-    hours the market is closed (no ticks) never make the data stale.
+    hours the market is closed (no ticks) never make the data stale. Without a schedule to keep,
+    only the prices' date counts.
     """
     from bentley import calendar
     from bentley.schedule_times import missed_ticks
 
     problems: list[str] = []
     facts: list[str] = []
-    expected = calendar.latest_closed_session(now, workflow.calendar)
     dates = warehouse.distinct("prices", "date")
     latest_price = _date(dates[-1]) if dates else None
+    # Building the exchange calendar costs more than the rest of `runner health`: skip it when
+    # the prices are certainly up to date (see `_surely_current`).
+    expected = (latest_price if latest_price is not None and _surely_current(latest_price, now, workflow)
+                else calendar.latest_closed_session(now, workflow.calendar))
     if latest_price is None:
         problems.append("no prices loaded yet")
     elif latest_price < expected:
@@ -266,7 +344,7 @@ def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow
     last_ingest = _timestamp(ended.max()) if not ended.empty else None
     limit = dt.timedelta(minutes=workflow.data_freshness_minutes)
     age = None if last_ingest is None else now - last_ingest
-    missed = [] if last_ingest is None else missed_ticks(last_ingest, now, schedule, workflow)
+    missed = [] if last_ingest is None or not scheduled else missed_ticks(last_ingest, now, schedule, workflow)
     overdue = now - missed[0].fire_at if missed else dt.timedelta()
     if age is None:
         problems.append("no successful ingest yet")
@@ -276,6 +354,8 @@ def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow
     elif missed:
         facts.append(f"last ingest {_minutes(age)} ago; tick {missed[0].run_id} fired {_minutes(overdue)} ago "
                      f"without one yet (limit {workflow.data_freshness_minutes} min)")
+    elif not scheduled:
+        facts.append(f"last ingest {_minutes(age)} ago")
     else:
         facts.append(f"last ingest {_minutes(age)} ago, none due since")
     data = {"latest_price_date": latest_price, "latest_closed_session": expected, "last_ingest_at": last_ingest,
@@ -289,9 +369,18 @@ def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow
 
 
 def check_scheduler(warehouse: Warehouse, schedule: Schedule, now: dt.datetime) -> Check:
-    beats = warehouse.read("scheduler_heartbeats", where={"status": "running"})
-    if beats.empty:
-        return Check("scheduler", DEGRADED, "no scheduler running (start one with `runner schedule`)")
+    beats = warehouse.read("scheduler_heartbeats")
+    running = beats[beats["status"] == "running"]
+    if running.empty:
+        if beats.empty:
+            return Check("scheduler", OK, "not configured: no scheduler has run against this warehouse "
+                         "(`runner schedule` starts one)", {"configured": False})
+        stopped = beats.sort_values("heartbeat_at", na_position="first").iloc[-1]
+        at = _timestamp(stopped["heartbeat_at"])
+        when = f" at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
+        return Check("scheduler", OK, f"not running: scheduler {stopped['scheduler_id']} stopped cleanly{when}; "
+                     "no schedule is kept (`runner schedule` starts one)", {"configured": True, "running": 0})
+    beats = running
     latest = beats.sort_values("heartbeat_at", na_position="first").iloc[-1]
     at = _timestamp(latest["heartbeat_at"])
     data = {"scheduler_id": latest["scheduler_id"], "heartbeat_at": at, "next_fire_at": latest["next_fire_at"],
@@ -310,6 +399,24 @@ def check_scheduler(warehouse: Warehouse, schedule: Schedule, now: dt.datetime) 
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _surely_current(latest: dt.date, now: dt.datetime, workflow: Workflow) -> bool:
+    """Can no closed session be newer than `latest`? True when `latest` is today (exchange time),
+    or the last weekday before today and today's market has not opened yet (or today is no
+    weekday): every session is a weekday, and none closes before it opens. False means "ask the
+    exchange calendar", never "stale"."""
+    from zoneinfo import ZoneInfo
+
+    local = now.astimezone(ZoneInfo(workflow.timezone))
+    today = local.date()
+    if latest >= today:
+        return True
+    previous = today - dt.timedelta(days=1)
+    while previous.weekday() >= 5:
+        previous -= dt.timedelta(days=1)
+    before_open = today.weekday() >= 5 or local.time() < workflow.market_hours.open
+    return latest >= previous and before_open
 
 
 def _missed_text(missed: list[Tick], now: dt.datetime, workflow: Workflow) -> str:

@@ -37,7 +37,6 @@ Definitions (the alert rules in `bentley.monitoring.alerts` read these rows):
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import warnings
@@ -105,6 +104,8 @@ class Resources:
     memory: float
     disk: float
     disk_path: str = ""
+    cpu_detail: str = "used by processes other than the pipeline"
+    disk_detail: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,34 +138,17 @@ def _latest(values: Iterable[Any], on_or_before: dt.date) -> dt.date | None:
 def host_resources(path: str | Path, cpu_interval_s: float = 0.5) -> Resources:
     """CPU, memory, and disk use of the filesystem holding `path`, as shares of the machine.
 
-    CPU is what other processes use, sampled over `cpu_interval_s`: the pipeline itself (this
-    kernel's parent, the runner, and every kernel it started) keeps the cores busy while
-    stages run, so counting it would raise the alarm on every run of a small machine. A
+    Measured by `bentley.monitoring.resources`, as `runner health` measures them: CPU is what
+    other processes keep busy, sustained over minutes (the pipeline's own processes left out;
+    the detail names the busiest others), disk is `df`'s share of the filesystem in use. A
     `path` not created yet is measured at its nearest existing parent (same filesystem).
     """
-    import psutil  # only here: tests pass crafted Resources instead
+    from bentley.monitoring import resources  # psutil only here: tests pass crafted Resources instead
 
-    where = Path(path).absolute()
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    me = psutil.Process()
-    pipeline = [me.parent() or me]
-    pipeline += pipeline[0].children(recursive=True)
-    for process in pipeline:
-        with contextlib.suppress(psutil.Error):
-            process.cpu_percent(None)  # the first call starts each process's measurement
-    machine = psutil.cpu_percent(interval=cpu_interval_s)
-    own = 0.0
-    for process in pipeline:
-        with contextlib.suppress(psutil.Error):
-            own += process.cpu_percent(None)
-    cores = psutil.cpu_count() or 1
-    return Resources(
-        cpu=min(max(machine - own / cores, 0.0), 100.0) / 100.0,
-        memory=psutil.virtual_memory().percent / 100.0,
-        disk=psutil.disk_usage(str(where)).percent / 100.0,
-        disk_path=str(path),
-    )
+    cpu = resources.cpu_use(cpu_interval_s)
+    disk = resources.disk_use(path)
+    return Resources(cpu=cpu.share, memory=resources.memory_use(), disk=disk.share, disk_path=str(path),
+                     cpu_detail=cpu.detail(), disk_detail=disk.text())
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,10 +436,11 @@ def paper_kpis(
 
 def resource_kpis(resources: Resources) -> list[dict[str, Any]]:
     return [
-        _row("cpu_use", HOST, resources.cpu, "share", "CPU used by processes other than the pipeline"),
+        _row("cpu_use", HOST, resources.cpu, "share", resources.cpu_detail),
         _row("memory_use", HOST, resources.memory, "share", "memory in use"),
-        _row("disk_use", HOST, resources.disk, "share", f"filesystem of {resources.disk_path}" if resources.disk_path
-             else "outputs filesystem"),
+        _row("disk_use", HOST, resources.disk, "share",
+             (f"filesystem of {resources.disk_path}" if resources.disk_path else "outputs filesystem")
+             + (f": {resources.disk_detail}" if resources.disk_detail else "")),
     ]
 
 
@@ -511,11 +496,40 @@ def kpi_text(kpis: pd.DataFrame, kpi: str, scope: str, spec: str) -> str:
     return risk.text(None, detail, spec)
 
 
-def kpi_display(kpis: pd.DataFrame) -> pd.DataFrame:
-    """The KPI table for a report: kpi, scope, value (3 significant places), unit, detail."""
-    shown = kpis[["kpi", "scope", "value", "unit", "detail"]].copy()
-    shown["value"] = shown["value"].map(_number)
-    return shown.reset_index(drop=True)
+#: KPIs shown per stage in the report's stage-duration chart, not in its KPI table.
+STAGE_KPIS = frozenset({"stage_duration_s", "stage_baseline_s", "stage_duration_ratio"})
+
+
+def kpi_display(kpis: pd.DataFrame, per_stage: bool = True) -> pd.DataFrame:
+    """The KPI table for a report: kpi, scope, value (as text, in its unit), detail.
+
+    KPIs with a value come first, those without one ("n/a") after, with the reason in `detail`.
+    `per_stage=False` leaves out the three per-stage duration KPIs (the report charts them).
+    """
+    shown = kpis if per_stage else kpis[~kpis["kpi"].isin(STAGE_KPIS)]
+    shown = shown[["kpi", "scope", "value", "unit", "detail"]].copy()
+    shown["value"] = [_in_unit(v, u) for v, u in zip(shown["value"], shown["unit"], strict=True)]
+    measured = shown["value"] != "n/a"
+    shown = pd.concat([shown[measured], shown[~measured]])
+    return shown.drop(columns="unit").reset_index(drop=True)
+
+
+def _in_unit(value: float, unit: str) -> str:
+    """A KPI value as a reader expects it: shares and returns in %, durations in s/min, money in USD."""
+    value = _float(value)
+    if not math.isfinite(value):
+        return "n/a"
+    if unit in ("share", "return"):
+        return f"{value:.1%}" if unit == "share" else f"{value:+.2%}"
+    if unit == "seconds":
+        return f"{value:,.1f} s"
+    if unit == "minutes":
+        return f"{value:,.0f} min" if abs(value) >= 10 else f"{value:.1f} min"
+    if unit in ("count", "sessions", "flag"):
+        return f"{value:,.0f}"
+    if unit == "usd":
+        return f"{value:,.0f} USD"
+    return _number(value) + ("" if unit in ("ratio", "") else f" {unit}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,28 +563,33 @@ def durations_sentence(durations: pd.DataFrame, slow_ratio: float | None) -> str
 def durations_chart(durations: pd.DataFrame, slow_ratio: float | None = None) -> Figure | None:
     """This run's duration per stage next to its baseline median, stages slower than
     `slow_ratio` times their baseline in red (None: no stage finished)."""
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    from bentley import charts
 
     shown = durations.dropna(subset=["duration_s"])
     if shown.empty:
         return None
     positions = np.arange(len(shown))
     slow = (shown["ratio"] > slow_ratio).to_numpy() if slow_ratio else np.zeros(len(shown), dtype=bool)
-    fig, ax = plt.subplots(figsize=(9, 0.4 * len(shown) + 1.4))
-    ax.barh(positions - 0.2, shown["duration_s"], height=0.4, color=np.where(slow, "tab:red", "tab:blue"))
-    ax.barh(positions + 0.2, shown["baseline_median_s"].fillna(0.0), height=0.4, color="tab:gray")
+    baseline = shown["baseline_median_s"].notna().any()
+    fig, ax = charts.figure(9, 0.32 * len(shown) + 1.2, left=1.0, right=2.3)
+    height = 0.4 if baseline else 0.7
+    ax.barh(positions - (0.2 if baseline else 0.0), shown["duration_s"], height=height,
+            color=np.where(slow, "tab:red", "tab:blue"))
+    if baseline:
+        ax.barh(positions + 0.2, shown["baseline_median_s"].fillna(0.0), height=0.4, color="tab:gray")
     ax.set_yticks(positions, shown["stage"])
     ax.invert_yaxis()
-    ax.set_title("Stage durations: this run against the median of earlier successful runs")
+    ax.grid(axis="y", visible=False)
+    ax.set_title("Stage durations: this run" + (" against the median of earlier successful runs" if baseline else ""))
     ax.set_xlabel("Seconds")
-    ax.set_ylabel("Stage")
-    handles = [Patch(color="tab:blue", label="this run"),
-               Patch(color="tab:gray", label=f"baseline median (needs {MIN_BASELINE}+ runs)")]
+    handles = [Patch(color="tab:blue", label="this run")]
+    if baseline:
+        handles.append(Patch(color="tab:gray", label=f"baseline median\n(needs {MIN_BASELINE}+ runs)"))
     if slow.any():
-        handles.insert(1, Patch(color="tab:red", label=f"this run, above {slow_ratio:g}x its baseline"))
-    ax.legend(handles=handles, loc="lower right")
-    fig.tight_layout()
+        handles.insert(1, Patch(color="tab:red", label=f"above {slow_ratio:g}x\nits baseline"))
+    charts.legend_outside(ax, handles, [str(h.get_label()) for h in handles])
     return fig
 
 
@@ -578,29 +597,53 @@ _STATUS_COLOURS = {"success": "tab:green", "failed": "tab:red", "crashed": "dark
                    "interrupted": "tab:orange"}
 
 
+#: Fewer finished runs than this: no run-history chart (a sentence says so instead).
+MIN_CHARTED_RUNS = 3
+
+
 def run_history_chart(outcomes: pd.DataFrame, last_n: int, timezone: str = "UTC") -> Figure | None:
-    """The last `last_n` runs: duration bars coloured by status, start times in `timezone`."""
-    import matplotlib.pyplot as plt
+    """The last `last_n` runs: duration bars coloured by status, start times in `timezone`.
+
+    None while fewer than `MIN_CHARTED_RUNS` runs have a duration (a chart of one or two bars
+    says less than `pipeline_sentence`); the figure is as wide as its runs need."""
     from matplotlib.patches import Patch
 
+    from bentley import charts
+
     shown = outcomes.tail(last_n).reset_index(drop=True)
-    if shown.empty or shown["duration_s"].isna().all():
-        return None  # only this run, still going: nothing to compare yet
+    if shown.empty or shown["duration_s"].notna().sum() < MIN_CHARTED_RUNS:
+        return None
     status = [("failed" if o == "failed" and s not in FAILED_STATUSES else s) or "running"
               for s, o in zip(shown["status"], shown["outcome"], strict=True)]
     heights = shown["duration_s"].fillna(0.0).to_numpy(dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.bar(np.arange(len(shown)), heights, color=[_STATUS_COLOURS.get(s, "tab:gray") for s in status])
+    width = min(9.0, 3.4 + 0.42 * len(shown))
+    fig, ax = charts.figure(width, 3.4, left=0.8, bottom=0.95, right=1.4)
+    ax.bar(np.arange(len(shown)), heights, width=0.7, color=[_STATUS_COLOURS.get(s, "tab:gray") for s in status])
     labels = [f"{t.tz_convert(timezone):%m-%d %H:%M}" if pd.notna(t) else "this run" for t in shown["started_at"]]
     step = max(1, len(shown) // 10)
     ax.set_xticks(np.arange(len(shown))[::step], labels[::step], rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.grid(axis="x", visible=False)
     used = [s for s in _STATUS_COLOURS if s in status] + sorted(set(status) - set(_STATUS_COLOURS))
-    ax.legend(handles=[Patch(color=_STATUS_COLOURS.get(s, "tab:gray"), label=s) for s in used], loc="upper left")
-    ax.set_title(f"The last {len(shown)} pipeline run(s): duration and status")
+    handles = [Patch(color=_STATUS_COLOURS.get(s, "tab:gray"), label=s) for s in used]
+    charts.legend_outside(ax, handles, used)
+    ax.set_title(f"The last {len(shown)} pipeline runs: duration and status")
     ax.set_xlabel(f"Run start ({timezone})")
     ax.set_ylabel("Seconds (0: still running)")
-    fig.tight_layout()
     return fig
+
+
+def history_sentence(outcomes: pd.DataFrame, last_n: int) -> str:
+    """The run-history chart in words, or why there is none."""
+    shown = outcomes.tail(last_n)
+    timed = shown["duration_s"].dropna() if len(shown) else pd.Series(dtype=float)
+    if len(timed) < MIN_CHARTED_RUNS:
+        return (f"{len(timed)} finished run(s) with a duration so far: the run-history chart starts at "
+                f"{MIN_CHARTED_RUNS}.")
+    failed = int(shown["outcome"].eq("failed").sum()) if "outcome" in shown else 0
+    return (f"The last {len(timed)} finished runs took {timed.median():,.0f} s at the median "
+            f"(shortest {timed.min():,.0f} s: usually a run whose stages were up to date, longest "
+            f"{timed.max():,.0f} s); {failed} of the {len(shown)} runs shown failed.")
 
 
 def _date_axis(ax: Any, dates: pd.Series) -> None:
@@ -635,26 +678,27 @@ def model_sentence(trend: pd.DataFrame, max_degradation: float) -> str:
 
 def model_trend_chart(trend: pd.DataFrame) -> Figure | None:
     """Recent and holdout accuracy over the monitoring checks (None: no checks yet)."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
+
+    from bentley import charts
 
     if trend.empty:
         return None
-    fig, ax = plt.subplots(figsize=(9, 3.2))
-    for name, rows in trend.groupby("model_name", sort=True):
-        line = ax.plot(rows["as_of"], rows["recent_accuracy"], marker="o", label=f"{name}: recent")[0]
-        ax.plot(rows["as_of"], rows["holdout_accuracy"], linestyle="--", color=line.get_color(),
-                label=f"{name}: holdout")
+    fig, ax = charts.figure(9, 3.4, bottom=0.95)
+    for i, (name, rows) in enumerate(trend.groupby("model_name", sort=True)):
+        colour = charts.COLOURS[i % len(charts.COLOURS)]
+        ax.plot(rows["as_of"], rows["recent_accuracy"], marker="o", color=colour, label=f"{name}:\nrecent")
+        ax.plot(rows["as_of"], rows["holdout_accuracy"], linestyle="--", color=colour, label=f"{name}:\nholdout")
         flagged = rows[rows["retraining_required"].fillna(False).astype(bool)]
-        ax.scatter(flagged["as_of"], flagged["recent_accuracy"], color="tab:red", zorder=3, s=40,
-                   label="retraining required" if len(flagged) else None)
+        if len(flagged):
+            ax.scatter(flagged["as_of"], flagged["recent_accuracy"], color="tab:red", zorder=3, s=40,
+                       label="retraining\nrequired")
     ax.set_title("Champion accuracy: latest labelled sessions against its holdout")
     ax.set_xlabel("As of")
     ax.set_ylabel("Accuracy")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.legend(loc="best")
+    charts.legend_outside(ax)
     _date_axis(ax, trend["as_of"])
-    fig.tight_layout()
     return fig
 
 
@@ -676,20 +720,20 @@ def paper_sentence(kpis: pd.DataFrame, portfolio: str) -> str:
 
 def equity_chart(portfolio_values: pd.DataFrame, portfolio: str) -> Figure | None:
     """The paper book's equity by session (None: fewer than two sessions, nothing to draw)."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import StrMethodFormatter
+
+    from bentley import charts
 
     if len(portfolio_values) < 2:
         return None
     rows = portfolio_values.sort_values("date")
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = charts.figure(9, 3.4, legend=False, left=1.0, bottom=0.95)
     ax.plot(pd.to_datetime(rows["date"]), rows["equity"], color="tab:blue", marker="o" if len(rows) <= 30 else None)
     ax.set_title(f"Paper portfolio {portfolio}: equity by session")
     ax.set_xlabel("Session")
     ax.set_ylabel("Equity (USD)")
     ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     _date_axis(ax, rows["date"])
-    fig.tight_layout()
     return fig
 
 
@@ -700,5 +744,11 @@ def _number(value: float) -> str:
 
 
 def resources_sentence(kpis: pd.DataFrame) -> str:
+    """Host use in words: CPU others keep busy (sustained), memory, and the disk as `df` shows it."""
     cpu, memory, disk = (kpi_value(kpis, name, HOST) for name in ("cpu_use", "memory_use", "disk_use"))
-    return f"The host runs at {_pct(cpu)} CPU and {_pct(memory)} memory; the outputs disk is {_pct(disk)} full."
+    rows = kpis[(kpis["kpi"] == "cpu_use") & (kpis["scope"] == HOST)]
+    who = str(rows["detail"].iloc[0]) if len(rows) and pd.notna(rows["detail"].iloc[0]) else ""
+    busiest = f" (busiest: {md_escape(who.split('busiest: ', 1)[1])})" if "busiest: " in who else ""
+    return (f"Other processes keep {_pct(cpu)} of the CPU busy, sustained over the last minutes{busiest}; memory "
+            f"is {_pct(memory)} in use and the outputs disk {_pct(disk)} full (as `df` and `runner health` "
+            "count it).")

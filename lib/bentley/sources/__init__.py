@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, TypeAlias
 
 from bentley.sources.base import (
     TICKER_PATTERN,
@@ -21,13 +22,19 @@ from bentley.sources.base import (
     validate_ticker,
 )
 
+if TYPE_CHECKING:
+    from bentley.config import Config
+
+#: A stage's params (a SimpleNamespace tree) or the validated Config they are built from.
+Params: TypeAlias = "SimpleNamespace | Config"
+
 __all__ = [
     "TICKER_PATTERN", "FetchRequest", "Health", "MarketSource", "Source", "SourceError",
     "TransientSourceError", "market_source", "news_source", "portfolio_source", "validate_ticker",
 ]
 
 
-def market_source(params: SimpleNamespace, data_dir: Path) -> MarketSource:
+def market_source(params: Params, data_dir: Path) -> MarketSource:
     """The market source (needs params sections sources, sample, universe, workflow)."""
     _apply_file_limits(params)
     settings = params.sources.market
@@ -37,11 +44,13 @@ def market_source(params: SimpleNamespace, data_dir: Path) -> MarketSource:
         return SampleMarketSource(
             seed=params.sample.seed, n_tickers=params.sample.n_tickers, epoch=params.sample.epoch,
             benchmark=params.universe.benchmark, calendar=params.workflow.calendar,
+            signal=params.sample.signal,
         )
     if settings.kind == "csv":
         from bentley.sources.base import resolve_inside
         from bentley.sources.files import CsvMarketSource
 
+        assert settings.path is not None, "the settings validator requires a path for kind csv"
         return CsvMarketSource(
             resolve_inside(data_dir, settings.path), benchmark=params.universe.benchmark,
             calendar=params.workflow.calendar,
@@ -52,17 +61,21 @@ def market_source(params: SimpleNamespace, data_dir: Path) -> MarketSource:
     return YahooMarketSource(tickers, params.sources.http)
 
 
-def news_source(params: SimpleNamespace, data_dir: Path) -> Source:
+def news_source(params: Params, data_dir: Path) -> Source:
     _apply_file_limits(params)
     settings = params.sources.news
     if settings.kind == "sample":
         from bentley.sources.sample import SampleNewsSource
 
-        return SampleNewsSource(seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar)
+        return SampleNewsSource(
+            seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar,
+            signal=params.sample.signal,
+        )
     if settings.kind == "csv":
         from bentley.sources.base import resolve_inside
         from bentley.sources.files import CsvNewsSource
 
+        assert settings.path is not None, "the settings validator requires a path for kind csv"
         return CsvNewsSource(resolve_inside(data_dir, settings.path))
     if settings.kind == "rss":
         from bentley.sources.rss import RssNewsSource
@@ -73,14 +86,15 @@ def news_source(params: SimpleNamespace, data_dir: Path) -> Source:
     return YahooNewsSource(params.sources.http, calendar=params.workflow.calendar)
 
 
-def portfolio_source(params: SimpleNamespace, data_dir: Path) -> Source:
+def portfolio_source(params: Params, data_dir: Path) -> Source:
     _apply_file_limits(params)
     settings = params.sources.portfolio
     if settings.kind == "sample":
         from bentley.sources.sample import SamplePortfolioSource
 
         return SamplePortfolioSource(
-            seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar
+            seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar,
+            signal=params.sample.signal,
         )
     from bentley.sources.bank import FilePortfolioSource
     from bentley.sources.base import resolve_inside
@@ -91,7 +105,7 @@ def portfolio_source(params: SimpleNamespace, data_dir: Path) -> Source:
     )
 
 
-def _apply_file_limits(params: SimpleNamespace) -> None:
+def _apply_file_limits(params: Params) -> None:
     """Every file a source reads is bounded by `sources.file_limits` (bentley.sources.files)."""
     from bentley.sources.files import apply_limits
 

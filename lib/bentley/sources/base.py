@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +140,44 @@ def default_instrument_type(ticker: str) -> str:
     """Yahoo's convention: a `^` symbol (^GSPC, ^VIX) is an index; anything else an equity
     unless the source or `universe.instrument_types` says otherwise."""
     return "index" if ticker.startswith("^") else "equity"
+
+
+#: Yahoo's `quoteType` spellings that differ from ours: exports of it say MUTUALFUND.
+_QUOTE_TYPES = {"mutualfund": "fund"}
+
+
+def parse_instrument_type(value: str, where: str) -> str:
+    """`value` as one of INSTRUMENT_TYPES, whatever its case; Yahoo's `quoteType` values
+    (EQUITY, ETF, MUTUALFUND, INDEX) are accepted as they are written.
+
+    Anything else (a bond, a future, a typo) is a one-line `SourceError` naming `where`: a
+    type decides whether a ticker may be traded, so a guess is never made for it.
+    """
+    key = value.strip().lower()
+    key = _QUOTE_TYPES.get(key, key)
+    if key not in INSTRUMENT_TYPES:
+        shown = value if len(value) <= 40 else value[:40] + "..."  # a cell, never a file dump
+        raise SourceError(
+            f"{where}: {shown!r} is not an instrument type (one of {', '.join(INSTRUMENT_TYPES)}; "
+            "Yahoo's MUTUALFUND is a fund)"
+        )
+    return key
+
+
+def tradable_only(
+    tickers: Iterable[str], types: Mapping[str, str] | None = None, benchmark: str | None = None
+) -> list[str]:
+    """The `tickers` that may be held, ordered, optimized or be model rows, in their order.
+
+    A ticker qualifies when its type (from `types`, else `default_instrument_type`) is in
+    TRADABLE_TYPES and it is not the benchmark: an index is measured against, never bought,
+    and the benchmark stays out whatever it is (an ETF benchmark is a yardstick too).
+    """
+    known = types or {}
+    return [
+        t for t in tickers
+        if t != benchmark and known.get(t, default_instrument_type(t)) in TRADABLE_TYPES
+    ]
 
 
 class MarketSource(Source):

@@ -31,10 +31,10 @@ import io
 import os
 import re
 import stat
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,8 @@ from bentley.sources.base import (
     MarketSource,
     Source,
     SourceError,
+    default_instrument_type,
+    parse_instrument_type,
     resolve_inside,
     validate_ticker,
 )
@@ -495,7 +497,8 @@ def digest(*parts: object) -> str:
 
 # --------------------------------------------------------------------------- prices
 
-#: Price columns and the other spellings accepted (Yahoo's "Dividends" and "Stock Splits").
+#: Price columns and the other spellings accepted (Yahoo's "Dividends" and "Stock Splits",
+#: its "quoteType" for the optional instrument type: equity, etf, fund or index).
 PRICE_COLUMNS: dict[str, tuple[str, ...]] = {
     "date": (),
     "ticker": (),
@@ -507,6 +510,7 @@ PRICE_COLUMNS: dict[str, tuple[str, ...]] = {
     "volume": (),
     "dividend": ("dividends",),
     "split_ratio": ("stock splits",),
+    "instrument_type": ("type", "quote_type"),
 }
 _REQUIRED_PRICE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 _PRICE_SUFFIXES = (".csv", ".parquet")
@@ -543,11 +547,42 @@ def _fold_yfinance_header(table: Table) -> tuple[Table, str | None]:
     return Table(table.file, header, body, table.rows[2:], table.unit), named[0]
 
 
-def _parse_prices(table: Table, ticker: str | None) -> pd.DataFrame:
+class PriceFile(NamedTuple):
+    """A parsed price file: its rows in contract columns and the types its type column states."""
+
+    prices: pd.DataFrame
+    types: dict[str, str]  # ticker -> instrument type; a ticker without a stated type is absent
+
+
+def _stated_types(table: Table, column: Column, tickers: pd.Series) -> dict[str, str]:
+    """ticker -> instrument type from a price file's type column; blank cells state nothing.
+
+    Each distinct (ticker, value) pair is checked once, so a long file costs a check per
+    ticker. A value that is not a type, or a ticker given two types, is refused with the
+    file, the column, the line and the ticker: the type decides whether it may be traded.
+    """
+    stated = pd.DataFrame({"ticker": tickers, "value": column.text})[column.text != ""]
+    types: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for position, ticker, value in stated.drop_duplicates().itertuples(name=None):
+        where = f"{table.file}: column {column.name!r}, {table.located([position])}, ticker {ticker!r}"
+        kind = parse_instrument_type(value, where)
+        if types.setdefault(ticker, kind) != kind:
+            raise table.error(
+                f"column {column.name!r} gives ticker {ticker!r} two types: {types[ticker]!r} "
+                f"({table.located([first[ticker]])}) and {kind!r} ({table.located([position])})"
+            )
+        first.setdefault(ticker, position)
+    return types
+
+
+def _parse_prices(table: Table, ticker: str | None) -> PriceFile:
     """Rows of a price file in contract columns: one ticker's export, or a long table if None.
 
     Adj Close defaults to Close, dividends to 0 and splits to 1 (Yahoo writes 0 for "no
     split"). Empty price cells stay NaN for validation to count; a date twice is an error.
+    An optional type column (`instrument_type`, `type` or `quote_type`) states each
+    ticker's instrument type; it is not a price column and never reaches the lake.
     """
     table, named = _fold_yfinance_header(table)
     if named is not None and ticker is not None and named != ticker.upper():
@@ -588,7 +623,12 @@ def _parse_prices(table: Table, ticker: str | None) -> pd.DataFrame:
         raise table.error(
             f"duplicate date {first['date'].date()}{whose} ({table.located(list(same))})"
         )
-    return frame
+    stated = (
+        _stated_types(table, columns["instrument_type"], frame["ticker"].astype(str))
+        if "instrument_type" in columns
+        else {}
+    )
+    return PriceFile(frame, stated)
 
 
 class CsvMarketSource(MarketSource):
@@ -600,6 +640,8 @@ class CsvMarketSource(MarketSource):
     date, ticker, open, high, low, close, adj_close, volume, optionally dividend and
     split_ratio. Dates are session dates as written; the calendar is kept for
     the stages (validation checks dates against it), not used to reject rows here.
+    Either layout may add a type column (`instrument_type`, `type` or `quote_type`: equity,
+    etf, fund or index, in any case) that `instrument_types` reports.
 
     A folder lists as `folder_files` does (hidden entries ignored, a subfolder or an unreadable
     entry refused), and every price file's name must be a ticker symbol (`TICKER_PATTERN`).
@@ -613,15 +655,36 @@ class CsvMarketSource(MarketSource):
         self.path = Path(path)
         self.benchmark = benchmark.strip().upper()
         self.calendar = calendar
-        self._long_cache: tuple[tuple[int, int], pd.DataFrame] | None = None
+        self._long_cache: tuple[tuple[int, int], PriceFile] | None = None
+        #: Folder layout: ticker -> the types its file states, kept from each parse so that
+        #: `instrument_types` after a fetch reads no file twice.
+        self._folder_types: dict[str, dict[str, str]] = {}
 
     def available_tickers(self) -> list[str]:
         """Folder: file names upper-cased; long file: its tickers. The benchmark excluded."""
         if self.path.is_dir():
             tickers = set(self._ticker_files())
         else:
-            tickers = set(self._long_prices()["ticker"])
+            tickers = set(self._long_prices().prices["ticker"])
         return sorted(tickers - {self.benchmark})
+
+    def instrument_types(self, tickers: Iterable[str]) -> dict[str, str]:
+        """ticker -> type: what the file's type column states, else the `^` convention.
+
+        A folder's files are parsed for tickers no fetch has read yet; a requested ticker
+        without a file is an error, as in `fetch`.
+        """
+        wanted = list(tickers)
+        if self.path.is_dir():
+            files = self._ticker_files()
+            stated: dict[str, str] = {}
+            for ticker in wanted:
+                if ticker not in self._folder_types:
+                    self._ticker_prices(ticker, files)
+                stated.update(self._folder_types[ticker])
+        else:
+            stated = self._long_prices().types
+        return {t: stated.get(t, default_instrument_type(t)) for t in wanted}
 
     def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
         """The requested tickers (the benchmark too, when asked) in the window, by ticker and date.
@@ -636,7 +699,7 @@ class CsvMarketSource(MarketSource):
             frames = [self._ticker_prices(t, files) for t in tickers]
             prices = pd.concat(frames, ignore_index=True) if frames else _EMPTY_PRICES
         else:
-            long = self._long_prices()
+            long = self._long_prices().prices
             absent = sorted(set(tickers) - set(long["ticker"]))
             if absent:
                 raise SourceError(
@@ -694,9 +757,11 @@ class CsvMarketSource(MarketSource):
                 f"ticker {ticker!r} has {len(paths)} files in {self.path} ({names}); keep one"
             )
         path = resolve_inside(self.path, paths[0].name)  # a symlink must not lead outside
-        return _parse_prices(read_table(path), ticker)
+        parsed = _parse_prices(read_table(path), ticker)
+        self._folder_types[ticker] = parsed.types
+        return parsed.prices
 
-    def _long_prices(self) -> pd.DataFrame:
+    def _long_prices(self) -> PriceFile:
         """The whole long file, parsed once per version of the file (ingest lists, then fetches)."""
         try:
             stat = self.path.stat()

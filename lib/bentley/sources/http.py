@@ -65,7 +65,7 @@ def is_transient(exc: BaseException) -> bool:
         return status == _TRANSIENT_STATUS or 500 <= status <= 599
     if isinstance(exc, (requests.exceptions.SSLError, *_loaded_types(_CURL, ("SSLError",)))):
         return False
-    retryable = (
+    retryable: tuple[type[BaseException], ...] = (
         TransientSourceError,
         TimeoutError,
         ConnectionError,

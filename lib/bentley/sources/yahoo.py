@@ -22,6 +22,7 @@ dropped connection are downloaded again (only they) with backoff, like a failed 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 import re
@@ -184,6 +185,12 @@ class YahooMarketSource(MarketSource):
 
     `failures` gets each ticker that loaded nothing: yfinance's reason, "no rows returned", or
     the give-up message after retries. One failing ticker never fails the fetch.
+
+    Instrument types follow Yahoo's own symbol convention (`MarketSource.instrument_types`):
+    a `^` symbol is an index, anything else an equity. `download` returns no quoteType (the
+    chart response's `instrumentType` stays inside yfinance), and asking Yahoo's quote
+    endpoint would cost a request per ticker per run; an ETF or a fund is therefore named in
+    `universe.instrument_types`, which wins over the source.
     """
 
     name = "yahoo"
@@ -266,8 +273,7 @@ class YahooMarketSource(MarketSource):
 
         try:
             self._calls.retry(attempt, what=f"yahoo prices {batch[0]}..{batch[-1]}")
-        # yfinance raises many types; each is this batch's failure only
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - yfinance raises many types; each is this batch's failure only
             self.failures.update(dict.fromkeys(pending, _reason(exc)))
         return done
 
@@ -370,13 +376,14 @@ class YahooNewsSource(Source):
         self.failures, self.skipped = {}, 0
         factory = self._ticker_factory or _yfinance().Ticker
         rows: list[dict[str, Any]] = []
+
+        def news_of(ticker: str) -> Any:
+            return factory(ticker).news
+
         for ticker in sorted(set(request.tickers)):
             try:
-                items = self._calls.call(
-                    lambda t=ticker: factory(t).news, what=f"yahoo news {ticker}"
-                )
-            # yfinance raises many types; each is this ticker's failure only
-            except Exception as exc:
+                items = self._calls.call(functools.partial(news_of, ticker), what=f"yahoo news {ticker}")
+            except Exception as exc:  # noqa: BLE001 - yfinance raises many types; each is this ticker's failure only
                 self.failures[ticker] = _reason(exc)
                 continue
             rows += self._rows(ticker, items or [])

@@ -51,6 +51,12 @@ and conventions (ARCHITECTURE.md §6) are the same in both reports, and so is wh
 published: a figure resting on fewer daily returns than `risk.min_observations` asks for is
 stored as NULL with a note and reads "n/a (why)" (`risk.published`).
 
+Every published figure can be rebuilt from the warehouse: `position_rows` and `equity_rows`
+turn a run into the rows of backtest_positions (decided, held and traded per session and
+ticker) and backtest_equity (returns, costs, equity, turnover and exposure per session), keyed
+by run and strategy like backtest_metrics; `benchmark_result` makes the benchmark a run of its
+own for them.
+
 The sweep tries many configurations, and the best of many looks good by construction. Each
 configuration gets its probabilistic Sharpe ratio (PSR: how likely its true Sharpe is above 0)
 and its deflated Sharpe ratio (DSR: how likely it is above what the best of that many
@@ -72,6 +78,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from bentley import charts
 from bentley.analytics import risk
 from bentley.config import Costs, MinObservations
 from bentley.features import TRADING_DAYS
@@ -86,6 +93,14 @@ EXECUTIONS: tuple[str, ...] = ("next_open", "next_close")
 #: Columns of BacktestResult.trades and .limit_events.
 TRADE_COLUMNS: tuple[str, ...] = ("date", "ticker", "weight_before", "weight_after", "traded_value", "cost")
 EVENT_COLUMNS: tuple[str, ...] = ("date", "ticker", "rule", "requested", "allowed")
+#: Columns of the audit tables backtest_positions and backtest_equity (`position_rows`, `equity_rows`).
+POSITION_COLUMNS: tuple[str, ...] = (
+    "run_id", "strategy", "date", "ticker", "score", "target_weight", "weight_before", "weight_after", "weight",
+    "traded_value",
+)
+EQUITY_COLUMNS: tuple[str, ...] = (
+    "run_id", "strategy", "date", "gross_return", "cost", "net_return", "equity", "turnover", "gross_exposure",
+)
 #: The sweep table's metric columns, after config and the grid parameters.
 SWEEP_METRICS: tuple[str, ...] = (
     "annual_return", "annual_volatility", "sharpe_ratio", "max_drawdown", "turnover", "cost_drag",
@@ -94,6 +109,8 @@ SWEEP_METRICS: tuple[str, ...] = (
 SWEEP_EVIDENCE: tuple[str, ...] = ("n_obs", "psr", "dsr")
 #: backtest_metrics rows of `selection_metrics`, for the signal and for SWEEP_BEST.
 SELECTION_METRICS: tuple[str, ...] = ("psr", "dsr", "trials")
+#: Strategy names of backtest_metrics and the audit tables: the signal's backtest, the benchmark.
+SIGNAL_STRATEGY = "signal"
 BENCHMARK_STRATEGY = "benchmark"
 #: The strategy name of the sweep's best configuration in backtest_metrics (its note names it).
 SWEEP_BEST = "sweep:best"
@@ -215,6 +232,9 @@ class BacktestResult:
     returns / gross_returns: net / before-cost daily returns, (1 + net) = (1 + gross)(1 − costs).
     equity / gross_equity: USD, capital at the first close.
     weights: held at each close (after that session's trades and drift), sessions x tickers.
+    weights_before / weights_after: just before / just after each session's execution, sessions
+    x tickers; equal where nothing traded (a ticker without a print, and the first session,
+    which has no execution).
     turnover: Σ|Δw| traded per session; costs: cost per session as a share of the equity at
     execution. exposure: gross Σ|w| and net Σw at each close.
     trades: date (execution session), ticker, weight_before, weight_after, traded_value (USD),
@@ -226,6 +246,8 @@ class BacktestResult:
     equity: pd.Series
     gross_equity: pd.Series
     weights: pd.DataFrame
+    weights_before: pd.DataFrame
+    weights_after: pd.DataFrame
     turnover: pd.Series
     costs: pd.Series
     exposure: pd.DataFrame
@@ -326,7 +348,7 @@ def _simulate(
     limits: Limits,
     rf: float,
     capital: float,
-) -> tuple[_Path, list[tuple[int, list[tuple[int, str, float, float]]]]]:
+) -> tuple[_Path, list[tuple[int, list[Events]]]]:
     """The session loop: move (first leg), trade, [move intraday], decide.
 
     first_leg is the close-to-close return (next_close) or the overnight one (next_open, then
@@ -434,6 +456,8 @@ def _result(
         equity=pd.Series(equity, index=sessions, name="equity"),
         gross_equity=pd.Series(gross_equity, index=sessions, name="gross_equity"),
         weights=pd.DataFrame(held, index=sessions, columns=tickers),
+        weights_before=pd.DataFrame(path.before, index=sessions, columns=tickers),
+        weights_after=pd.DataFrame(path.after, index=sessions, columns=tickers),
         turnover=pd.Series(turnover[1:], index=flows, name="turnover"),
         costs=pd.Series(path.cost[1:], index=flows, name="costs"),
         exposure=pd.DataFrame({"gross": np.abs(held).sum(axis=1), "net": held.sum(axis=1)}, index=sessions),
@@ -542,6 +566,123 @@ def summary_sentence(
 
 
 # --------------------------------------------------------------------------------------------
+# Audit rows: every session of a backtest, so any published figure can be rebuilt with SQL
+
+
+def position_rows(
+    result: BacktestResult, targets: pd.DataFrame, scores: pd.DataFrame | None, run_id: str, strategy: str
+) -> pd.DataFrame:
+    """backtest_positions rows (POSITION_COLUMNS) of one backtest: what was decided, held and traded.
+
+    Row (date t, ticker): `score` and `target_weight` decided at t's close from `scores` and
+    `targets` (the targets given to run_backtest, NaN = 0); they execute on t+1 through the
+    limits, so the target of the last session is never traded. `weight_before` and
+    `weight_after` surround t's execution (of t−1's limited decision; equal when nothing
+    traded), `weight` is held at t's close, `traded_value` the USD of `result.trades` at t, 0
+    when none. `scores` None (the benchmark has none) stores NULL.
+
+    Kept: the (session, ticker) pairs where a weight (before, after or at the close), the
+    target or the traded value is non-zero. Every other pair is zero in every column but the
+    score, so a missing row reads as zeros and a SQL aggregate over the stored rows equals the
+    one over the full grid: Σ|weight_after − weight_before| per date is the turnover, Σ|weight|
+    the gross exposure, Σ traded_value the USD traded. A score alone does not keep a row: a
+    name scored below the entry threshold moved no figure, and keeping it would store the whole
+    sessions x tickers grid.
+    """
+    sessions, tickers = result.weights.index, result.weights.columns
+    target = np.nan_to_num(targets.reindex(index=sessions, columns=tickers).to_numpy(dtype=np.float64, na_value=np.nan))
+    score = (np.full(target.shape, np.nan) if scores is None
+             else scores.reindex(index=sessions, columns=tickers).to_numpy(dtype=np.float64, na_value=np.nan))
+    before, after, held = (frame.to_numpy(dtype=np.float64) for frame in
+                           (result.weights_before, result.weights_after, result.weights))
+    traded = np.zeros(target.shape)
+    trades = result.trades
+    traded[sessions.get_indexer(trades["date"]), tickers.get_indexer(trades["ticker"])] = (
+        trades["traded_value"].to_numpy(dtype=np.float64))
+    row, column = np.nonzero((target != 0) | (before != 0) | (after != 0) | (held != 0) | (traded != 0))
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "strategy": strategy,
+            "date": sessions.take(row),
+            "ticker": tickers.take(column),
+            "score": score[row, column],
+            "target_weight": target[row, column],
+            "weight_before": before[row, column],
+            "weight_after": after[row, column],
+            "weight": held[row, column],
+            "traded_value": traded[row, column],
+        },
+        columns=list(POSITION_COLUMNS),
+    )
+
+
+def equity_rows(result: BacktestResult, run_id: str, strategy: str) -> pd.DataFrame:
+    """backtest_equity rows (EQUITY_COLUMNS) of one backtest: one per session, flows and state.
+
+    The first session has no flows (no previous close): its gross_return, cost, net_return and
+    turnover are NULL and its equity is the capital. So, over a strategy's rows, COUNT(net_return)
+    is the n_obs of backtest_metrics, AVG(turnover) the sweep's turnover, and each equity is the
+    first one times Π(1 + net_return) up to it. Costs are a share of the equity at execution,
+    paid from the whole book, so the relation is multiplicative: 1 + net = (1 + gross)(1 − cost)
+    (net = gross − cost − gross × cost, not gross − cost). A NULL net_return after the first
+    session is a session without a return (the benchmark without a print): a flat day in equity
+    and a gap in the metrics, as in `risk.risk_metrics`.
+    """
+    sessions = result.equity.index
+
+    def flow(series: pd.Series) -> np.ndarray:
+        return series.reindex(sessions).to_numpy(dtype=np.float64, na_value=np.nan)
+
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "strategy": strategy,
+            "date": sessions,
+            "gross_return": flow(result.gross_returns),
+            "cost": flow(result.costs),
+            "net_return": flow(result.returns),
+            "equity": result.equity.to_numpy(dtype=np.float64),
+            "turnover": flow(result.turnover),
+            "gross_exposure": result.exposure["gross"].to_numpy(dtype=np.float64),
+        },
+        columns=list(EQUITY_COLUMNS),
+    )
+
+
+def benchmark_result(result: BacktestResult, benchmark_returns: pd.Series) -> BacktestResult:
+    """The benchmark over `result`'s sessions as a backtest of its own, for its audit rows: the
+    capital is in it from the first close and stays, with no trade, cost or cash (weights 1).
+
+    Its returns are the ones `backtest_metrics` scores as BENCHMARK_STRATEGY (NaN where the
+    benchmark has none), its equity the equity chart's (such a day is flat), so the rows rebuild
+    those figures. The ticker is the series' name.
+    """
+    if benchmark_returns.name is None:
+        raise ValueError("benchmark_returns must be named after the benchmark's ticker")
+    sessions, flows = result.equity.index, result.returns.index
+    returns = benchmark_returns.reindex(flows).astype(np.float64)
+    equity = _benchmark_equity(result, benchmark_returns)
+    held = pd.DataFrame(1.0, index=sessions, columns=pd.Index([benchmark_returns.name], name="ticker"))
+    nothing = pd.Series(0.0, index=flows)
+    return BacktestResult(
+        returns=returns.rename("returns"),
+        gross_returns=returns.rename("gross_returns"),
+        equity=equity.rename("equity"),
+        gross_equity=equity.rename("gross_equity"),
+        weights=held,
+        weights_before=held,
+        weights_after=held,
+        turnover=nothing.rename("turnover"),
+        costs=nothing.rename("costs"),
+        exposure=pd.DataFrame({"gross": 1.0, "net": 1.0}, index=sessions),
+        trades=pd.DataFrame(columns=list(TRADE_COLUMNS)),
+        limit_events=pd.DataFrame(columns=list(EVENT_COLUMNS)),
+        capital=result.capital,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Tearsheet charts (tables in, Figure out; matplotlib is imported when one is drawn)
 
 
@@ -554,9 +695,7 @@ def _benchmark_equity(result: BacktestResult, benchmark_returns: pd.Series) -> p
 
 def equity_chart(result: BacktestResult, benchmark_returns: pd.Series, *, log_scale: bool = False) -> Figure:
     """Growth of the capital, net of costs, against the same capital in the benchmark."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = charts.figure(9, 4)
     ax.plot(result.equity.index, result.equity, label="Strategy (net of costs)", linewidth=1.2)
     bench = _benchmark_equity(result, benchmark_returns)
     ax.plot(bench.index, bench, label="Benchmark", linewidth=1.0, color="grey")
@@ -565,8 +704,7 @@ def equity_chart(result: BacktestResult, benchmark_returns: pd.Series, *, log_sc
     ax.set_title(f"Growth of {result.capital:,.0f} USD")
     ax.set_xlabel("Session")
     ax.set_ylabel("Equity (USD)")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    charts.legend_outside(ax)
     return fig
 
 
@@ -589,13 +727,12 @@ def monthly_returns(returns: pd.Series) -> pd.DataFrame:
 
 def monthly_returns_heatmap(returns: pd.Series) -> Figure:
     """Monthly compounded returns, years x months, annotated in percent, diverging around 0."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
     table = monthly_returns(returns)
     values = table.to_numpy(dtype=np.float64)
     limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.01
-    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.45 * len(table) + 1.5)))
+    fig, ax = charts.figure(10, max(2.5, 0.45 * len(table) + 1.5), legend=False, right=1.4)
     image = ax.imshow(values, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
@@ -605,7 +742,6 @@ def monthly_returns_heatmap(returns: pd.Series) -> Figure:
     ax.set_yticks(range(len(table)), [str(y) for y in table.index])
     fig.colorbar(image, ax=ax, label="Monthly return", format=PercentFormatter(1.0))
     ax.set_title("Monthly returns (compounded, net of costs)")
-    fig.tight_layout()
     return fig
 
 
@@ -621,12 +757,10 @@ def rolling_sharpe_chart(
 ) -> Figure:
     """Rolling annualized Sharpe ratio with the whole period's as a reference line, drawn only
     when `risk.published` lets it out (the title says why otherwise)."""
-    import matplotlib.pyplot as plt
-
     series = rolling_sharpe(returns, risk_free_rate, window)
     row = _metrics_table(returns.to_frame("strategy"), risk_free_rate).loc["strategy"]
     full, note = risk.published(row["sharpe_ratio"], int(row["n_obs"]), "sharpe_ratio", minimums)
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig, ax = charts.figure(9, 3.8, top=0.6)
     ax.plot(series.index, series, linewidth=1.0, label=f"{window}-session Sharpe")
     title = f"Rolling Sharpe ratio ({window} sessions, annualized)"
     if full is not None:
@@ -637,40 +771,35 @@ def rolling_sharpe_chart(
     ax.set_title(title)
     ax.set_xlabel("Session")
     ax.set_ylabel("Sharpe ratio")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    charts.legend_outside(ax)
     return fig
 
 
 def exposure_turnover_chart(result: BacktestResult, window: int = 21) -> Figure:
     """Gross and net exposure at each close above, daily turnover and its rolling mean below."""
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    fig, (top, bottom) = charts.figure(9, 5, rows=2, sharex=True)
     top.plot(result.exposure.index, result.exposure["gross"], label="Gross Σ|w|", linewidth=1.0)
     top.plot(result.exposure.index, result.exposure["net"], label="Net Σw", linewidth=1.0)
     top.yaxis.set_major_formatter(PercentFormatter(1.0))
     top.set_ylabel("Exposure")
     top.set_title("Exposure and turnover")
-    top.legend(loc="best", fontsize=8)
+    charts.legend_outside(top)
     bottom.plot(result.turnover.index, result.turnover, linewidth=0.5, color="grey", label="Daily")
     bottom.plot(result.turnover.index, result.turnover.rolling(window).mean(), linewidth=1.2,
                 label=f"{window}-session mean")
     bottom.yaxis.set_major_formatter(PercentFormatter(1.0))
     bottom.set_ylabel("Turnover Σ|Δw|")
     bottom.set_xlabel("Session")
-    bottom.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    charts.legend_outside(bottom)
     return fig
 
 
 def cost_drag_chart(result: BacktestResult, minimums: MinObservations) -> Figure:
     """Equity before and after costs: the gap between the lines is what trading cost."""
-    import matplotlib.pyplot as plt
-
     drag, note = published_cost_drag(result, minimums)
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = charts.figure(9, 4)
     ax.plot(result.gross_equity.index, result.gross_equity, label="Before costs", linewidth=1.0)
     ax.plot(result.equity.index, result.equity, label="After costs", linewidth=1.0)
     ax.fill_between(result.equity.index, result.equity.to_numpy(), result.gross_equity.to_numpy(), alpha=0.25,
@@ -678,9 +807,40 @@ def cost_drag_chart(result: BacktestResult, minimums: MinObservations) -> Figure
     ax.set_title(f"Cost drag: {drag:.2%} a year" if drag is not None else f"Cost drag a year: {risk.text(None, note, '')}")
     ax.set_xlabel("Session")
     ax.set_ylabel("Equity (USD)")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    charts.legend_outside(ax)
     return fig
+
+
+def tearsheet_sentences(result: BacktestResult, benchmark_returns: pd.Series, minimums: MinObservations) -> dict[str, str]:
+    """One sentence under each tearsheet chart (keys: drawdown, monthly, exposure, costs), saying
+    what the chart shows in figures, so a reader need not read it off the axes."""
+    frame = pd.DataFrame({"strategy": result.returns})
+    frame[BENCHMARK_STRATEGY] = benchmark_returns.reindex(result.returns.index)
+    drawn = risk.drawdowns(frame)
+    worst = drawn["strategy"]
+    bottom = worst.idxmin() if worst.notna().any() else None
+    drawdown = (
+        f"The deepest fall from a peak was {worst.min():.1%} (on {pd.Timestamp(bottom):%Y-%m-%d}); "
+        f"the benchmark's was {drawn[BENCHMARK_STRATEGY].min():.1%}."
+        if bottom is not None else "No session to measure a drawdown on yet."
+    )
+    months = monthly_returns(result.returns).stack()
+    monthly = (
+        f"{(months > 0).sum()} of {len(months)} months gained; the best {months.max():+.1%}, "
+        f"the worst {months.min():+.1%}." if len(months) else "No complete month yet."
+    )
+    exposure = (
+        f"On average {result.exposure['gross'].mean():.0%} of the equity was invested and "
+        f"{result.turnover.mean():.1%} of it traded per session ({int((result.turnover > 0).sum())} "
+        f"of {len(result.turnover)} sessions traded)."
+    )
+    drag, note = published_cost_drag(result, minimums)
+    paid = result.gross_equity.iloc[-1] - result.equity.iloc[-1]
+    costs = (
+        f"Costs took {paid:,.0f} USD from the final equity"
+        + (f", {drag:.2%} a year." if drag is not None else f"; a yearly figure is n/a ({note}).")
+    )
+    return {"drawdown": drawdown, "monthly": monthly, "exposure": exposure, "costs": costs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -734,11 +894,25 @@ def sweep(
         table[column] = metrics[column].reindex(table["config"]).to_numpy()
     table["cost_drag"] = gross_annual.reindex(table["config"]).to_numpy() - table["annual_return"].to_numpy()
     moments = risk.sharpe_statistics(pd.DataFrame(net), rf).reindex(table["config"])
-    args = [moments[c].to_numpy() for c in ("sharpe", "n_obs", "skew", "kurtosis")]
+    sharpe, n_obs, skew, kurtosis = (moments[c].to_numpy() for c in ("sharpe", "n_obs", "skew", "kurtosis"))
     table["n_obs"] = moments["n_obs"].to_numpy(dtype=np.int64)
-    table["psr"] = risk.probabilistic_sharpe_ratio(*args)
-    table["dsr"] = risk.probabilistic_sharpe_ratio(*args, benchmark=luck_bar(table))
+    table["psr"] = risk.probabilistic_sharpe_ratio(sharpe, n_obs, skew, kurtosis)
+    table["dsr"] = risk.probabilistic_sharpe_ratio(sharpe, n_obs, skew, kurtosis, benchmark=luck_bar(table))
     return table[["config", *names, *SWEEP_METRICS, *SWEEP_EVIDENCE]]
+
+
+def best_configuration(table: pd.DataFrame) -> pd.Series | None:
+    """The `sweep` row with the highest Sharpe ratio (the first of a tie), None when no row has
+    one: the configuration stored as SWEEP_BEST in backtest_metrics and the audit tables."""
+    sharpe = table["sharpe_ratio"].astype(np.float64)
+    return table.loc[sharpe.idxmax()] if sharpe.notna().any() else None
+
+
+def sweep_parameters(table: pd.DataFrame, row: pd.Series) -> dict[str, Any]:
+    """The grid values of one `sweep` row by name (its columns between config and the metrics):
+    what `build_targets` was given for that configuration, to run it again."""
+    names = table.columns[1 : table.columns.get_loc(SWEEP_METRICS[0])]
+    return {name: row[name] for name in names}
 
 
 def luck_bar(table: pd.DataFrame) -> float:
@@ -776,7 +950,8 @@ def sweep_heatmap(table: pd.DataFrame, x: str, y: str, metric: str = "sharpe_rat
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 if np.isfinite(values[i, j]):
-                    bright = image.norm(values[i, j]) > 0.6  # viridis turns yellow: dark text there
+                    # the stubs type image.norm as the abstract Norm (ArrayLike out); a scalar in is one out
+                    bright = bool(np.asarray(image.norm(values[i, j])) > 0.6)  # viridis turns yellow: dark text there
                     ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color="black" if bright else "white")
     ax.set_xticks(range(grid.shape[1]), [str(v) for v in grid.columns])
@@ -806,10 +981,10 @@ def overfitting_note(table: pd.DataFrame, minimums: MinObservations, confidence:
     Pass the raw `sweep` table; figures are published here.
     """
     n = len(table)
-    sharpe = table["sharpe_ratio"].astype(np.float64)
-    if not sharpe.notna().any():
+    best = best_configuration(table)
+    if best is None:
         return f"{n} configurations were tried and none has a Sharpe ratio (their returns do not vary): nothing to select."
-    best = table.loc[sharpe.idxmax()]
+    sharpe = table["sharpe_ratio"].astype(np.float64)
     n_obs = int(best["n_obs"])
     best_sharpe, note = risk.published(best["sharpe_ratio"], n_obs, "sharpe_ratio", minimums)
     if note:
@@ -862,9 +1037,8 @@ def selection_metrics(
     figures: dict[str, tuple[tuple[float, float, float], str | None]] = {strategy: (
         (float(risk.probabilistic_sharpe_ratio(*args)), float(risk.probabilistic_sharpe_ratio(*args, benchmark=bar)),
          trials), None)}
-    sharpe = table["sharpe_ratio"].astype(np.float64)
-    if sharpe.notna().any():
-        best = table.loc[sharpe.idxmax()]
+    best = best_configuration(table)
+    if best is not None:
         figures[SWEEP_BEST] = ((float(best["psr"]), float(best["dsr"]), trials),
                                f"{best['config']}: the best Sharpe ratio of {len(table)} configurations")
     rows = []

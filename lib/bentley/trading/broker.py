@@ -27,7 +27,10 @@ the prices table and the target weights:
 5. New orders decided on T: target shares trunc(weight × equity / close), whole shares toward
    zero; a held ticker without a weight is closed; the order is target − held (zeros skipped).
    Order ids hash (portfolio, T, ticker) and fill ids the order id, so a rerun rewrites the
-   same rows.
+   same rows. An order that would open or grow a position in an index (any type outside
+   TRADABLE_TYPES, as the warehouse's `instruments` records it) is refused: indices are never
+   held or ordered. Selling one down stays allowed, so a book from before instrument types
+   can only move toward holding none.
 
 Everything of T is written in one transaction, then `reconcile` checks the ledger and raises
 `ReconciliationError`. Rerunning the latest booked day recomputes the same rows and upserts
@@ -57,8 +60,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bentley import inputs
 from bentley.config import Costs
 from bentley.reporting import md_escape
+from bentley.sources.base import TRADABLE_TYPES
 from bentley.warehouse import Warehouse
 
 Execution = Literal["next_open", "next_close"]
@@ -192,6 +197,7 @@ def run_paper_day(
 
     filled_later = after_state.loc[after_state["date"] > day, "order_id"]
     orders_new = _orders(target, held, close, float(value["equity"].iloc[0]), day, portfolio, run_id, filled_later)
+    _refuse_untradable(warehouse, orders_new, held, portfolio, day)
     orders_filled = pending[pending["order_id"].isin(fills["order_id"])].assign(status="filled")
     orders_filled = orders_filled[ORDER_COLUMNS].reset_index(drop=True)
 
@@ -556,6 +562,29 @@ def _orders(
         "reference_price": close.reindex(quantity.index[trade]).to_numpy(),
         "status": np.where(pd.Index(ids).isin(filled_later), "filled", "pending"), "run_id": run_id,
     }, columns=ORDER_COLUMNS)
+
+
+def _refuse_untradable(
+    warehouse: Warehouse, orders: pd.DataFrame, held: pd.Series, portfolio: str, day: pd.Timestamp
+) -> None:
+    """Raise if an order would open or grow a position in a ticker whose type is not tradable.
+
+    The strategy never targets one (`bentley.inputs.tradable_tickers`); this is the last check
+    before the ledger, so a caller that forgets cannot buy an index. Types are the
+    warehouse's (`inputs.instrument_types`), which ingest wrote with the params' overrides.
+    """
+    if orders.empty:
+        return
+    tickers = orders["ticker"].tolist()
+    before = held.reindex(tickers, fill_value=0.0).to_numpy(dtype=np.float64)
+    grows = np.abs(before + orders["quantity"].to_numpy(dtype=np.float64)) > np.abs(before)
+    types = inputs.instrument_types(warehouse, tickers)
+    refused = [f"{t} ({types[t]})" for t, g in zip(tickers, grows, strict=True) if g and types[t] not in TRADABLE_TYPES]
+    if refused:
+        raise ValueError(
+            f"portfolio {portfolio!r} on {day:%Y-%m-%d}: the target would buy {', '.join(refused)}, which is never "
+            "held or ordered; leave it out of the target weights (bentley.inputs.tradable_tickers)"
+        )
 
 
 _KEYS = {"orders": "order_id", "fills": "fill_id", "positions": "ticker", "portfolio_values": "portfolio"}

@@ -1,8 +1,9 @@
 """The trade stage's strategy: warehouse tables in, scores and target weights out.
 
 One `Strategy` holds what every part of the stage needs, computed once: the session × ticker
-grid (the benchmark index is not traded), close-to-close returns, the three signal
-components, their weighted contributions and the score. From there:
+grid (tradable tickers only: neither the benchmark nor any other index is ever scored, held
+or ordered), close-to-close returns, the three signal components, their weighted
+contributions and the score. From there:
 
 * `backtest_targets` — sized by point-in-time inverse volatility. Re-running the optimizer
   for every historical session (a cvxpy solve per day, with the predictions of that day)
@@ -17,7 +18,7 @@ components, their weighted contributions and the score. From there:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from bentley.analytics import risk
 from bentley.analytics import technical as technical_lib
 from bentley.analytics.risk import returns_from_prices
 from bentley.reporting import md_escape
+from bentley.sources.base import tradable_only
 from bentley.trading import signals
 from bentley.trading.limits import Decision, Limits, apply_limits
 
@@ -69,13 +71,17 @@ class Strategy:
     def sweep_builder(self, start: pd.Timestamp) -> Callable[[Mapping[str, float]], pd.DataFrame]:
         """Targets from `start` on for one sweep configuration (entry_threshold, model_weight)."""
         base = signals.inverse_volatility(self.returns, self.settings.vol_window)
-        weights = self.settings.signal_weights.model_dump()
 
         def build(config: Mapping[str, float]) -> pd.DataFrame:
-            shares = signals.with_model_weight(weights, config["model_weight"])
-            return self.targets(signals.score(self.components, shares), base, config["entry_threshold"]).loc[start:]
+            return self.targets(self.sweep_scores(config), base, config["entry_threshold"]).loc[start:]
 
         return build
+
+    def sweep_scores(self, config: Mapping[str, float]) -> pd.DataFrame:
+        """The score of one sweep configuration: the model's contribution weighted by its
+        model_weight, the other components keeping their ratio."""
+        shares = signals.with_model_weight(self.settings.signal_weights.model_dump(), config["model_weight"])
+        return signals.score(self.components, shares)
 
     def today(self, target: pd.Series, decide: LimitedTarget, day: Any) -> pd.DataFrame:
         """The logical date's rows of `signals`: score, contributions, target and limited weight."""
@@ -92,11 +98,18 @@ def build_strategy(
     feature_settings: Any,
     technical_settings: Any,
     benchmark: str,
+    tradable: Collection[str] | None = None,
 ) -> Strategy:
-    """Components and scores on every session of the prices, for every ticker but the benchmark."""
+    """Components and scores on every session of the prices, for the tradable tickers.
+
+    `tradable` is `bentley.inputs.tradable_tickers` of the run (None: the ticker convention
+    alone, `^` symbols being indices); the benchmark is left out either way. An index keeps
+    its prices for the benchmark's returns, but gets no column: no score, no target, no order.
+    """
     every_session = pd.DatetimeIndex(sorted(pd.to_datetime(prices["date"].unique())), name="date")
     returns = returns_from_prices(prices).reindex(every_session)  # the first session has no return
-    tickers = pd.Index(sorted(t for t in returns.columns if t != benchmark), name="ticker")
+    allowed = set(tradable_only(returns.columns) if tradable is None else tradable) - {benchmark}
+    tickers = pd.Index(sorted(t for t in returns.columns if t in allowed), name="ticker")
     returns = returns[tickers]
     sessions = returns.index
     events = technical_lib.technical_signals(

@@ -14,15 +14,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
 
-from bentley.analytics import budget  # noqa: E402
-from bentley.sources.base import FetchRequest  # noqa: E402
-from bentley.sources.sample import SamplePortfolioSource  # noqa: E402
+from bentley.analytics import budget
+from bentley.sources.base import FetchRequest
+from bentley.sources.sample import SamplePortfolioSource
 
 CLASSIFIER = {"estimator": "sklearn.linear_model.LogisticRegression", "kwargs": {"max_iter": 1000}}
 RULES = [
@@ -482,3 +482,67 @@ def test_outputs_match_the_warehouse_tables(categorized) -> None:
     assert list(nw.columns) == columns("net_worth")
     cash = budget.investable_cash(frame, dt.date(2024, 3, 31), 6, [RENT], 30)
     assert list(cash.columns) == columns("investable_cash")
+
+
+# --------------------------------------------------------------------------- report sentences
+
+
+def overrun_rows(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    """`monthly_spending`-shaped rows from (month, category, spent, limit)."""
+    frame = pd.DataFrame(rows, columns=["month", "category", "spent", "budget_limit"])
+    frame["over"] = frame["spent"] - frame["budget_limit"]
+    frame["over_budget"] = frame["over"] > 0
+    return frame
+
+
+def test_the_most_frequent_offender_is_ranked_and_worded_by_count() -> None:
+    """Shopping went over in 5 months (900 USD in all), travel once by 2,387: shopping is the most
+    frequent offender, and travel is named for the largest overrun, each with its own numbers."""
+    rows = [(f"2025-{m:02d}", "shopping", 880.0, 700.0) for m in range(1, 6)]
+    rows += [("2025-03", "travel", 2687.0, 300.0), ("2025-04", "travel", 200.0, 300.0)]
+    sentence = budget.spending_sentence(overrun_rows(rows), months=12)
+    assert sentence == (
+        "In the last 12 months, 6 category-months went over budget, 3,287 USD in all. Shopping is the most frequent "
+        "offender: over in 5 months, 900 USD in all. Travel overran by the most: 2,387 USD in 1 month."
+    )
+
+
+def test_one_offender_is_named_once() -> None:
+    sentence = budget.spending_sentence(overrun_rows([("2025-01", "dining", 150.0, 100.0)]), months=12)
+    assert sentence.endswith("Dining is the most frequent offender: over in 1 month, 50 USD in all.")
+    assert "overran by the most" not in sentence
+
+
+def test_the_savings_sentence_leaves_the_month_in_progress_out(categorized) -> None:
+    """On 2024-03-20 March is in progress: the rate covers January and February, and says so."""
+    savings = budget.mark_complete(budget.savings_rate(categorized[0], TRANSFERS), dt.date(2024, 3, 20))
+    assert savings["complete"].tolist() == [True, True, False]
+    assert budget.trailing_savings_rate(savings) == pytest.approx((1254.50 + 1184.75) / 6000)
+    sentence = budget.savings_sentence(savings)
+    assert sentence == ("Over the last 2 months the household earned 6,000 USD, spent 3,561 USD and saved 40.7% of "
+                        "its income. 2024-03 is still in progress (1,960 USD spent so far) and is left out until it "
+                        "ends.")
+    done = budget.mark_complete(budget.savings_rate(categorized[0], TRANSFERS), dt.date(2024, 3, 31))
+    assert done["complete"].all() and "in progress" not in budget.savings_sentence(done)
+
+
+def test_the_savings_table_labels_the_partial_month_instead_of_income_zero() -> None:
+    savings = pd.DataFrame({"month": ["2026-11", "2026-12"], "income": [9242.23, 0.0], "spending": [5783.64, 2695.74],
+                            "savings": [3458.59, -2695.74], "savings_rate": [0.374, np.nan]})
+    shown = budget.savings_table(budget.mark_complete(savings, dt.date(2026, 12, 2)))
+    assert shown["month"].tolist() == ["2026-11", "2026-12 (in progress)"]
+    assert shown.iloc[1][["income", "savings", "savings_rate"]].tolist() == ["", "", ""]
+    assert shown.iloc[1]["spending"] == 2695.74
+    from bentley import reporting
+
+    html = reporting.table(shown, money=["income", "spending", "savings"])._repr_html_()
+    assert "NaN" not in html and "n/a" not in html and "37.4%" in html
+
+
+def test_the_investable_sentence_says_what_is_kept_and_what_is_left() -> None:
+    cash = pd.DataFrame([{"as_of": pd.Timestamp("2026-12-02"), "cash": 36425.28, "monthly_expenses": 6019.3,
+                          "emergency_fund": 36115.8, "upcoming_bills": 3236.17, "investable_cash": 0.0,
+                          "shortfall": 2926.69}])
+    text = budget.investable_sentence(cash, 6, 30)
+    assert text.startswith("Of 36,425 USD cash, 36,116 USD kept as the emergency fund (6 months of 6,019 USD")
+    assert "**2,927 USD** more must be saved first" in text

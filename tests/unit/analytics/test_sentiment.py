@@ -7,12 +7,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
 
-from bentley.analytics.sentiment import (  # noqa: E402
+from bentley.analytics.sentiment import (
     daily_sentiment,
     extreme_headlines,
     headlines_html,

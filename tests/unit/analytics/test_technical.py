@@ -9,12 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
 
-from bentley.analytics.technical import (  # noqa: E402
+from bentley.analytics.technical import (
     MACD_GAP_FULL,
     RULES,
     SIGNAL_COLUMNS,
@@ -293,3 +293,33 @@ def test_price_panel_chart_has_titles_labels_and_markers() -> None:
         assert sum(len(c.get_offsets()) for c in markers) == (signals["ticker"] == "AAA").sum()
     finally:
         plt.close(fig)
+
+
+def test_a_reused_panel_draws_exactly_what_a_new_one_draws() -> None:
+    """`charts.reused_figure`: after a figure was shown, the next chart clears and reuses it (its tick
+    objects are the costly part of a first draw); the image is the same as a new figure's."""
+    from bentley import charts, reporting
+
+    features, prices = random_market(n=300)
+    signals = technical_signals(features, prices, SETTINGS)
+    charts._POOL.clear()
+    fresh_bbb = reporting.figure_png(price_panel_chart(features, prices, "BBB", SETTINGS, signals))
+    charts._POOL.clear()
+    first = price_panel_chart(features, prices, "AAA", SETTINGS, signals)
+    reporting.figure_png(first)
+    assert price_panel_chart(features, prices, "BBB", SETTINGS, signals) is not first, "not shown yet: a new figure"
+    first = charts._POOL["price_panel"][0]
+    first.bentley_shown = True  # what reporting.show does
+    again = price_panel_chart(features, prices, "BBB", SETTINGS, signals)
+    assert again is first and reporting.figure_png(again) == fresh_bbb
+    assert getattr(again, "bentley_fixed_layout", False), "drawn once: fixed margins, no tight-bbox pass"
+
+
+def test_chart_sentence_reads_the_panel() -> None:
+    from bentley.analytics.technical import chart_sentence
+
+    features, prices = random_market(n=300)
+    signals = technical_signals(features, prices, SETTINGS)
+    text = chart_sentence(features, prices, signals, "AAA", SETTINGS)
+    assert text.startswith("On ") and "AAA closed at" in text and "50-day average" in text and "RSI" in text
+    assert "latest signal is" in text and "in the window" in text

@@ -336,6 +336,22 @@ def test_universe_records_why_tickers_are_left_out() -> None:
     assert len(kept) == 250 and not kept.isna().any().any()
 
 
+def test_only_tradable_tickers_enter_the_universe() -> None:
+    """An index is left out with its reason even when predicted: given as a list, or by `^`."""
+    returns = _returns(n=300, tickers=["AAA", "BBB", "CCC", "^IDX"])
+    proba = pd.Series(0.9, index=["AAA", "BBB", "CCC", "^IDX", "SPX"])
+
+    kept, excluded = optimize.optimization_universe(returns, proba, min_history=150, tradable=["AAA", "CCC"])
+    assert list(kept.columns) == ["AAA", "CCC"]
+    assert excluded.set_index("ticker")["reason"].to_dict() == {
+        "BBB": optimize.NOT_TRADABLE, "^IDX": optimize.NOT_TRADABLE, "SPX": optimize.NOT_TRADABLE,
+    }
+    kept, excluded = optimize.optimization_universe(returns, proba, min_history=150)  # the convention alone
+    assert list(kept.columns) == ["AAA", "BBB", "CCC"]
+    reasons = excluded.set_index("ticker")["reason"]
+    assert reasons["^IDX"] == optimize.NOT_TRADABLE and "no returns" in reasons["SPX"]
+
+
 def test_ledoit_wolf_matches_scikit_learn() -> None:
     returns = _returns(n=400)
     cov = optimize.shrunk_covariance(returns)
@@ -475,3 +491,94 @@ def test_target_weights_table_has_every_ticker() -> None:
     assert (table["method"] == result.method).all()
     np.testing.assert_allclose(table["expected_return"], MU)
     np.testing.assert_array_equal(table["shares"], allocation["shares"])
+
+
+# --------------------------------------------------------------------------------------------
+# What decided the weights
+
+
+@pytest.mark.parametrize(
+    ("given", "params", "advice"),
+    [
+        ({"max_weight": 0.35, "min_names": 4}, ("optimize.min_names",), "lower optimize.min_names below 4"),
+        ({"max_weight": 0.25, "min_names": 1}, ("optimize.max_weight",), "raise optimize.max_weight above 25%"),
+        ({"max_weight": 0.25, "min_names": 4, "long_only": False}, ("optimize.max_weight", "optimize.min_names"),
+         "raise optimize.max_weight above 25% or lower optimize.min_names below 4"),
+    ],
+)
+def test_constraints_that_leave_one_portfolio_are_reported_not_credited_to_a_method(
+    given: dict[str, object], params: tuple[str, ...], advice: str
+) -> None:
+    """n × min(max_weight, 1/min_names) = 100%: equal weights whatever the forecasts, no method run."""
+    tickers = TICKERS[:4]
+    cov = optimize.shrunk_covariance(_returns(tickers=tickers))
+    mu = _expected([-0.337, 0.71, 0.05, 0.02], tickers)  # wild forecasts that change nothing
+    constraints = Constraints(**given)
+
+    result = optimize.optimize_portfolio(mu, cov, constraints)
+
+    np.testing.assert_allclose(result.weights, 0.25)
+    assert result.method == "equal_weight"
+    assert _statuses(result.attempts) == {
+        "max_sharpe": "not tried", "min_volatility": "not tried", "hrp": "not tried", "equal_weight": "used",
+    }
+    assert result.attempts["reason"].str.contains("one portfolio only").all()
+    freedom = result.freedom
+    assert freedom.unique and freedom.decided_by == "constraints"
+    assert freedom.binding == params and set(freedom.at_cap) == set(tickers)
+    assert (freedom.low, freedom.high) == pytest.approx((0.25, 0.25))
+    assert "The constraints left no choice" in freedom.sentence
+    assert "the expected returns played no part" in freedom.sentence and freedom.sentence.endswith(f"{advice}.")
+    table = optimize.freedom_table(result, constraints).set_index("constraint")
+    assert table.loc["weight range per name", "effect"] == "one portfolio only: equal weights"
+    assert table.loc["decided by", "setting"] == "constraints"
+    said = optimize.result_sentence(result, constraints, 10_000.0, 100.0)
+    assert said.startswith("**Equal weights fixed by the constraints** hold 4 names at 25% each")
+
+
+def test_one_name_has_no_choice_and_the_advice_is_more_names() -> None:
+    cov = optimize.shrunk_covariance(_returns(tickers=["AAA"]))
+    result = optimize.optimize_portfolio(_expected([0.3], ["AAA"]), cov, Constraints())
+    assert result.freedom.unique and result.weights.tolist() == [1.0]
+    assert "1 name × 100% = 100%" in result.freedom.sentence
+    assert result.freedom.sentence.endswith("To let the forecasts decide, add tradable names to the universe.")
+
+
+def test_a_free_choice_names_the_method_and_the_names_the_cap_holds() -> None:
+    cov = optimize.shrunk_covariance(_returns())
+    constraints = Constraints(max_weight=0.4, min_names=2, risk_free_rate=0.0)
+    assert not optimize.has_one_portfolio(len(MU), constraints)
+
+    result = optimize.optimize_portfolio(MU, cov, constraints)
+
+    freedom = result.freedom
+    assert result.method == "max_sharpe" and not freedom.unique
+    assert freedom.decided_by == "expected returns and covariance"
+    at_cap = tuple(result.weights.index[result.weights >= 0.4 - 1e-6])
+    assert at_cap and set(freedom.at_cap) == set(at_cap) and freedom.binding == ("optimize.max_weight",)
+    assert (freedom.low, freedom.high) == pytest.approx((0.0, 0.4))
+    assert freedom.sentence.startswith("Each of the 6 names could hold between 0% and 40%. max_sharpe chose")
+    assert "at the cap of 40% (optimize.max_weight)" in freedom.sentence
+    table = optimize.freedom_table(result, constraints).set_index("constraint")["effect"]
+    assert table["optimize.max_weight"] == f"sets the cap, held by {len(at_cap)} of 6 names"
+    assert table["optimize.min_names"] == "looser than max_weight"
+
+
+def test_a_method_that_ignores_the_forecasts_says_so() -> None:
+    cov = optimize.shrunk_covariance(_returns())
+    constraints = Constraints(max_weight=0.5)
+    flat = optimize.optimize_portfolio(_expected([0.0] * 6), cov, constraints)  # coin flips: nothing beats rf
+
+    assert flat.method == "min_volatility" and flat.freedom.decided_by == "covariance"
+    assert "from the covariance alone: the expected returns played no part" in flat.freedom.sentence
+
+
+def test_equal_weight_after_every_failure_is_a_fallback_not_a_constraint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for method in optimize.METHODS:
+        monkeypatch.setitem(optimize._SOLVERS, method, _failing(f"{method} is broken"))
+    result = optimize.optimize_portfolio(MU, optimize.shrunk_covariance(_returns()), Constraints(max_weight=0.2))
+
+    assert not result.freedom.unique and result.freedom.decided_by == "fallback"
+    assert "Every listed method failed" in result.freedom.sentence
+    assert result.freedom.at_cap == ()  # 1/6 is below the cap of 20%
+    assert result.freedom.sentence.endswith("No name reached the cap.")

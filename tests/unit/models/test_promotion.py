@@ -143,13 +143,13 @@ def test_the_control_refits_the_winning_candidates_own_class(monkeypatch):
     data = _data(frame, ml, refit_every_months=3)
     results = lifecycle.train_candidates(data, ml)
     refitted = []
-    original = prediction.shuffled_label_scores
+    original = lifecycle.shuffled_label_null
 
     def spy(frame, feature_cols, template, *args, **kwargs):
         refitted.append(type(template[-1]).__name__)
         return original(frame, feature_cols, template, *args, **kwargs)
 
-    monkeypatch.setattr(prediction, "shuffled_label_scores", spy)
+    monkeypatch.setattr(lifecycle, "shuffled_label_null", spy)
     champion = _version("1", features=",".join(data.feature_cols), train_start="2023-01-02", train_end="2023-06-30")
     champion_model = results["logistic"].model  # a logistic champion, trained before this holdout
     choice = lifecycle.ChampionChoice(champion, dt.date(2024, 1, 2), backdated=False, reason="")
@@ -202,3 +202,69 @@ def test_walk_forward_predictions_are_bit_identical_when_a_session_is_added(spec
     assert len(new) == len(old) + 4  # the one newly labelled session, from the same last refit
     # The holdout moves with the data's end; it is the freshest test, not part of the stable record.
     assert after.holdout_start > before.holdout_start
+
+
+def test_train_candidates_gives_what_evaluate_candidate_gives():
+    """The threaded refits of `lifecycle.train_candidates` are `prediction.evaluate_candidate`'s,
+    result for result, whatever the number of threads."""
+    ml = _ml()
+    data = _data(_frame(5, signal=0.8, n_tickers=4, n_features=4, kind="abs"), ml, refit_every_months=3)
+    for workers in (1, 3):
+        results = lifecycle.train_candidates(data, ml, workers=workers)
+        for name, spec in lifecycle.model_specs(ml).items():
+            ours = results[name]
+            theirs = prediction.evaluate_candidate(data.frame, data.feature_cols, name, spec, data.walk_forward,
+                                                   seed=ml.seed)
+            pd.testing.assert_frame_equal(ours.fold_metrics, theirs.fold_metrics)
+            pd.testing.assert_frame_equal(ours.out_of_sample, theirs.out_of_sample)
+            pd.testing.assert_frame_equal(ours.holdout_predictions, theirs.holdout_predictions)
+            assert ours.holdout_metrics == theirs.holdout_metrics
+            assert (ours.train_start, ours.train_end) == (theirs.train_start, theirs.train_end)
+
+
+def test_the_shuffled_label_null_is_the_refits_of_the_class():
+    """Any class: exactly `prediction.shuffled_label_scores` (same permutations, same refits).
+    A plain logistic regression, solved for all permutations together, reaches the optimum the
+    class defines: what LogisticRegression itself finds when asked for a tight tolerance."""
+    ml = _ml()
+    data = _data(_frame(2, n_tickers=4, n_features=6), ml)
+    split = data.walk_forward.holdout
+    boosted = prediction.build_estimator("b", BOOSTED, seed=7)
+    expected = prediction.shuffled_label_scores(data.frame, data.feature_cols, boosted, split, "roc_auc",
+                                                permutations=6, seed=7)
+    np.testing.assert_array_equal(lifecycle.shuffled_label_null(
+        data.frame, data.feature_cols, boosted, split, "roc_auc", permutations=6, seed=7, workers=2), expected)
+
+    tight = {"class": LOGISTIC["class"], "kwargs": {"max_iter": 100_000, "tol": 1e-12}}
+    logistic = prediction.build_estimator("l", tight, seed=7)
+    assert lifecycle._is_plain_logistic(logistic[-1])
+    messages: list[str] = []
+    ours = lifecycle.shuffled_label_null(data.frame, data.feature_cols, logistic, split, "roc_auc", permutations=30,
+                                         seed=7, progress=messages.append)
+    reference = prediction.shuffled_label_scores(data.frame, data.feature_cols, logistic, split, "roc_auc",
+                                                 permutations=30, seed=7)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)  # a pair of holdout rows at most changes order
+    assert messages == ["shuffled labels: 30 logistic refits solved together"]
+    assert abs(ours.mean() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("kwargs", [{"l1_ratio": 1.0, "solver": "saga"}, {"solver": "liblinear"},
+                                    {"class_weight": "balanced"}, {"fit_intercept": False}])
+def test_only_a_plain_l2_logistic_regression_is_solved_in_one_go(kwargs):
+    from sklearn.linear_model import LogisticRegression
+
+    assert lifecycle._is_plain_logistic(LogisticRegression())
+    assert not lifecycle._is_plain_logistic(LogisticRegression(**kwargs))
+
+
+def test_a_shuffled_label_refit_that_does_not_converge_is_left_to_the_class():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(4)
+    z, z_test = rng.normal(size=(300, 3)), rng.normal(size=(40, 3))
+    labels = np.column_stack([rng.permutation((rng.random(300) < 0.4).astype(float)) for _ in range(3)])
+    together = lifecycle._logistic_null(z, labels, z_test, c=0.5)
+    fallback = lifecycle._logistic_null(z, labels, z_test, c=0.5, max_iter=0)  # every column falls back
+    one = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000).fit(z, labels[:, 1]).predict_proba(z_test)[:, 1]
+    np.testing.assert_allclose(together, fallback, atol=1e-7)
+    np.testing.assert_allclose(together[:, 1], one, atol=1e-7)

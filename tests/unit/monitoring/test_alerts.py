@@ -301,7 +301,7 @@ class Hook(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Hook
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         self.server.bodies.append(json.loads(self.rfile.read(length)))
         self.server.headers_seen.append(dict(self.headers))
@@ -439,3 +439,13 @@ def test_webhook_url_comes_from_the_environment_variable(params):
         "https://hooks.example/x"
     assert alerts.webhook_url(monitor, {}) is None
     assert alerts.webhook_url(monitor, {"BENTLEY_ALERT_WEBHOOK_URL": "  "}) is None
+
+
+def test_the_monitor_and_the_watch_each_reconcile_only_their_own_episodes() -> None:
+    """The monitor stage never resolves a `runner watch` episode for lack of a finding, and back."""
+    from bentley.monitoring.alerts import episodes_of
+
+    active = pd.DataFrame({"rule": ["watch_daily_loss", "pipeline_failures", "watch_stale_feed", "disk_use"],
+                           "scope": ["portfolio:paper", "pipeline", "NOVA", "disk"]})
+    assert episodes_of(active, watch=False)["rule"].tolist() == ["pipeline_failures", "disk_use"]
+    assert episodes_of(active, watch=True)["rule"].tolist() == ["watch_daily_loss", "watch_stale_feed"]

@@ -193,10 +193,53 @@ def test_a_fresh_heartbeat_is_ok(warehouse: Warehouse, config: Config) -> None:
     assert "alive:2:bbb beat 20 s ago" in check.detail and "next fire 2025-06-03 15:05 UTC" in check.detail
 
 
-def test_a_missing_heartbeat_is_degraded(warehouse: Warehouse, config: Config) -> None:
+def test_no_scheduler_ever_is_not_configured_and_ok(warehouse: Warehouse, config: Config) -> None:
+    check = check_scheduler(warehouse, config.schedule, NOW)
+    assert check.status == "ok" and check.detail.startswith("not configured") and check.data == {"configured": False}
+    assert not health.schedule_expected(warehouse)
+
+
+def test_a_cleanly_stopped_scheduler_is_not_expected(warehouse: Warehouse, config: Config) -> None:
     warehouse.upsert("scheduler_heartbeats", pd.DataFrame([heartbeat("done:1:aaa", NOW, status="stopped")]))
     check = check_scheduler(warehouse, config.schedule, NOW)
-    assert check.status == "degraded" and check.detail.startswith("no scheduler running")
+    assert check.status == "ok" and "done:1:aaa stopped cleanly" in check.detail
+    assert not health.schedule_expected(warehouse)
+
+
+def test_without_a_schedule_missed_ticks_do_not_count(warehouse: Warehouse, config: Config, outputs: Path,
+                                                      root: Path) -> None:
+    """A user who runs the pipeline by hand is not "degraded" because the scheduler's ticks pass:
+    yesterday's ingest with its prices up to date, and a run 2 h ago, are fine; a scheduler that
+    died without saying so makes the ticks since then due."""
+    warehouse.upsert("pipeline_runs", pd.DataFrame([run_row("r1", "success", NOW - dt.timedelta(minutes=124))]))
+    warehouse.upsert("prices", prices_for("2025-06-02"))
+    warehouse.upsert("stage_runs", pd.DataFrame([ingest_row("r0", "success", ny("2025-06-02", "14:06"))]))
+    found = by_component(health.run_checks(config, outputs, root, now=NOW))
+    for component in ("last_run", "freshness", "scheduler"):
+        assert found[component].status == "ok", (component, found[component].detail)
+    assert found["last_run"].detail.endswith("(no schedule to keep)")
+    warehouse.upsert("scheduler_heartbeats", pd.DataFrame([heartbeat("died:1:a", NOW - dt.timedelta(hours=3))]))
+    found = by_component(health.run_checks(config, outputs, root, now=NOW))
+    assert {found[c].status for c in ("last_run", "freshness", "scheduler")} == {"degraded"}
+
+
+def test_the_tracking_check_of_a_sqlite_store_does_not_start_mlflow(tmp_path: Path, config: Config) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    store = tmp_path / "mlflow" / "mlflow.db"
+    store.parent.mkdir()
+    with sqlite3.connect(store) as conn:
+        conn.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT, lifecycle_stage TEXT)")
+        conn.execute("INSERT INTO experiments VALUES (7, ?, 'active')", (config.tracking.experiment,))
+    check = health.check_tracking(config, tmp_path)
+    assert check.status == "ok" and check.data["experiment_id"] == "7"
+    code = ("import sys; from pathlib import Path; from bentley.config import load_config; "
+            "from bentley.monitoring import health; "
+            f"c = health.check_tracking(load_config(), Path({str(tmp_path)!r})); "
+            "assert c.status == 'ok', c; assert 'mlflow' not in sys.modules, 'MLflow was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_a_stale_heartbeat_is_degraded(warehouse: Warehouse, config: Config) -> None:
@@ -301,6 +344,25 @@ def test_disk_thresholds_come_from_the_monitor_rules(used_share: float, status: 
     assert check.data["degraded_above"] == 0.8 and check.data["down_above"] == 0.9
 
 
+def test_disk_use_is_counted_as_df_and_the_monitor_count_it(tmp_path: Path, config: Config) -> None:
+    """Blocks reserved for root are neither used nor free: 25 GiB used and 75 GiB available on a
+    250 GiB filesystem is 25% in use (what `df` and the monitor report say), not 70%."""
+    from bentley.monitoring import kpis
+    from bentley.monitoring.resources import disk_use
+
+    gib = 2**30
+
+    def usage(_path: object) -> Usage:
+        return Usage(250 * gib, 25 * gib, 75 * gib)
+
+    assert disk_use(tmp_path, usage).share == 0.25
+    check = check_disk(tmp_path, config.monitor, usage=usage)
+    assert check.data["used_share"] == 0.25 and check.detail.startswith("25% in use")
+    real = kpis.host_resources(tmp_path, cpu_interval_s=0.05)
+    assert real.disk == pytest.approx(disk_use(tmp_path).share, abs=0.01)
+    assert check_disk(tmp_path, config.monitor).data["used_share"] == pytest.approx(real.disk, abs=0.01)
+
+
 def test_the_lake_is_degraded_before_the_first_run_and_down_when_unusable(tmp_path: Path) -> None:
     assert health.check_lake(tmp_path).status == "degraded"
     (tmp_path / "lake").mkdir()
@@ -348,7 +410,7 @@ def test_a_working_setup_reports_ok_from_the_warehouse_and_tracking(outputs: Pat
     for component in ("warehouse", "tracking", "lake", "sources", "last_run"):
         assert found[component].status == "ok", (component, found[component].detail)
     assert found["tracking"].data["experiment_id"]
-    assert found["scheduler"].status == "degraded"
+    assert found["scheduler"].status == "ok" and found["scheduler"].detail.startswith("not configured")
     json.dumps([c.as_dict() for c in found.values()])  # JSON-able throughout
 
 
@@ -465,3 +527,15 @@ def test_the_server_logs_nothing(server: tuple[str, Checks], capfd: pytest.Captu
     get(f"{url}/health")
     get(f"{url}/health/nope")
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("latest", "now", "surely"), [
+    ("2025-06-03", ny("2025-06-03", "11:00"), True),   # today's prices: nothing can be newer
+    ("2025-06-02", ny("2025-06-03", "11:00"), False),  # the market is open: ask the calendar
+    ("2025-06-02", ny("2025-06-03", "08:00"), True),   # before today's open, yesterday's close is the latest
+    ("2025-06-06", ny("2025-06-09", "08:00"), True),   # Friday's prices on Monday morning
+    ("2025-06-06", ny("2025-06-07", "15:00"), True),   # Friday's prices on Saturday
+    ("2025-06-05", ny("2025-06-07", "15:00"), False),  # Thursday's on Saturday: the calendar decides
+])
+def test_fresh_prices_need_no_exchange_calendar(latest: str, now: dt.datetime, surely: bool, config: Config) -> None:
+    assert health._surely_current(dt.date.fromisoformat(latest), now, config.workflow) is surely

@@ -249,7 +249,7 @@ def test_a_warehouse_from_params_names_params_and_the_variable(config: Config, t
     assert "(params warehouse.url; BENTLEY_WAREHOUSE_URL overrides it)" in message
 
 
-def test_a_server_warehouse_must_accept_writes(config: Config, tmp_path: Path, postgres_server,  # noqa: ANN001
+def test_a_server_warehouse_must_accept_writes(config: Config, tmp_path: Path, postgres_server,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A real PostgreSQL: reachable and writable passes; a user who may only read is refused."""
     import psycopg

@@ -211,6 +211,64 @@ def test_available_tickers_exclude_the_benchmark() -> None:
     assert CsvMarketSource(FOLDER, "qbit").available_tickers() == ["BBIX", "NOVA"]
 
 
+# --------------------------------------------------------------------------- prices: types
+
+
+def test_a_type_column_states_each_tickers_type(tmp_path: Path) -> None:
+    """Any case, Yahoo's quoteType spellings too; a blank cell states nothing; never in the lake."""
+    long = write(
+        tmp_path,
+        "long.csv",
+        "date,ticker,open,high,low,close,volume,Type\n"
+        "2024-01-02,SPX,1,1,1,1,0,INDEX\n2024-01-03,SPX,1,1,1,1,0,index\n"
+        "2024-01-02,VFIAX,1,1,1,1,1,MUTUALFUND\n2024-01-02,QQQ,1,1,1,1,1,Etf\n"
+        "2024-01-02,NOVA,1,1,1,1,1,\n2024-01-02,^VIX,1,1,1,1,0,\n",
+    )
+    source = CsvMarketSource(long, BENCHMARK)
+    assert source.instrument_types(["SPX", "VFIAX", "QQQ", "NOVA", "^VIX"]) == {
+        "SPX": "index", "VFIAX": "fund", "QQQ": "etf", "NOVA": "equity", "^VIX": "index",
+    }
+    assert list(source.fetch("prices", request(tickers=("SPX",))).columns) == schemas.PRICES.column_names
+    folder = tmp_path / "folder"
+    write(folder, "SPX.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,0,index", header=YAHOO_HEADER + ",quote_type"))
+    write(folder, "NOVA.csv", yahoo(*GOOD_ROWS))
+    source = CsvMarketSource(folder, BENCHMARK)
+    assert source.fetch("prices", request(tickers=("SPX", "NOVA")))["ticker"].nunique() == 2
+    assert source.instrument_types(["SPX", "NOVA"]) == {"SPX": "index", "NOVA": "equity"}
+    assert CsvMarketSource(folder, BENCHMARK).instrument_types(["SPX"]) == {"SPX": "index"}  # no fetch first
+
+
+def test_a_bad_type_names_the_file_column_line_and_ticker(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "long.csv",
+        "date,ticker,open,high,low,close,volume,instrument_type\n"
+        "2024-01-02,NOVA,1,1,1,1,1,equity\n2024-01-03,NOVA,1,1,1,1,1,bond\n",
+    )
+    with raises(
+        f"{path}: column 'instrument_type', line 3, ticker 'NOVA': 'bond' is not an instrument type "
+        "(one of equity, etf, fund, index"
+    ):
+        CsvMarketSource(path, BENCHMARK).instrument_types(["NOVA"])
+    write(
+        tmp_path,
+        "long.csv",
+        "date,ticker,open,high,low,close,volume,type\n"
+        "2024-01-02,NOVA,1,1,1,1,1,equity\n2024-01-03,NOVA,1,1,1,1,1,INDEX\n",
+    )
+    with raises(f"{path}: column 'type' gives ticker 'NOVA' two types: 'equity' (line 2) and 'index' (line 3)"):
+        CsvMarketSource(path, BENCHMARK).fetch("prices", request(tickers=("NOVA",)))
+    nova = write(tmp_path / "folder", "NOVA.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,1,stock", header=YAHOO_HEADER + ",type"))
+    with raises(f"{nova}: column 'type', line 2, ticker 'NOVA': 'stock' is not an instrument type"):
+        CsvMarketSource(nova.parent, BENCHMARK).instrument_types(["NOVA"])
+
+
+def test_two_type_columns_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "NOVA.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,1,etf,etf", header=YAHOO_HEADER + ",type,Quote Type"))
+    with raises(f"{path}: columns 'type' and 'Quote Type' are both the 'instrument_type' column"):
+        CsvMarketSource(tmp_path, BENCHMARK).instrument_types(["NOVA"])
+
+
 def test_file_names_are_matched_upper_cased(tmp_path: Path) -> None:
     write(tmp_path, "nova.csv", yahoo(*GOOD_ROWS))
     write(tmp_path, "README.txt", "not a price file")

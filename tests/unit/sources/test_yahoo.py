@@ -366,6 +366,16 @@ def test_available_tickers_and_health_stay_offline() -> None:
     assert download.calls == []
 
 
+def test_instrument_types_follow_yahoos_caret_convention_offline() -> None:
+    """`^GSPC` is an index, anything else an equity; asking costs no download."""
+    download = FakeDownload(recorded())
+    source = market(download, ["AAA", "^GSPC"])
+    assert source.instrument_types(["AAA", "^GSPC", "^VIX"]) == {
+        "AAA": "equity", "^GSPC": "index", "^VIX": "index",
+    }
+    assert download.calls == []
+
+
 def test_unknown_dataset() -> None:
     with pytest.raises(ValueError, match="no dataset 'news'"):
         market(FakeDownload(recorded())).fetch("news", FetchRequest(*WINDOW, ("AAA",)))

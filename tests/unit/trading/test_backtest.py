@@ -367,6 +367,14 @@ def test_tearsheet_helpers() -> None:
     assert bt.trade_list(result, 3, latest=True)["date"].iloc[0] == result.trades["date"].max()
     sentence = bt.summary_sentence(result, benchmark, RF_ANNUAL, MINIMUMS)
     assert "warning" not in sentence.lower() and "Sharpe" in sentence and "n/a" not in sentence
+    notes = bt.tearsheet_sentences(result, benchmark, MINIMUMS)
+    months = monthly.stack()
+    assert f"{(months > 0).sum()} of {len(months)} months gained" in notes["monthly"]
+    deepest = risk.drawdowns(pd.DataFrame({"s": result.returns}))["s"].min()
+    assert f"The deepest fall from a peak was {deepest:.1%}" in notes["drawdown"]
+    paid = result.gross_equity.iloc[-1] - result.equity.iloc[-1]
+    assert notes["costs"].startswith(f"Costs took {paid:,.0f} USD") and "a year." in notes["costs"]
+    assert f"{result.turnover.mean():.1%} of it traded per session" in notes["exposure"]
     annual = risk.risk_metrics(pd.DataFrame({"g": result.gross_returns, "n": result.returns}),
                                benchmark, 0.0, garch=False)["annual_return"]
     assert bt.cost_drag(result) == pytest.approx(annual["g"] - annual["n"], rel=1e-12)
@@ -376,7 +384,7 @@ def test_tearsheet_helpers() -> None:
 # Sweep
 
 
-def momentum_builder(market: Market):  # noqa: ANN201 - a sweep's target builder
+def momentum_builder(market: Market):
     def build(params: dict[str, float]) -> pd.DataFrame:
         momentum = market.close.pct_change(int(params["lookback"]), fill_method=None)
         held = (momentum > params["threshold"]).astype(float)

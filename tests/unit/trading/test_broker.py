@@ -203,6 +203,28 @@ def test_a_target_of_zero_closes_the_position(warehouse: Warehouse) -> None:
     assert "BBB" not in set(warehouse.read("positions").query("as_of == @D4")["ticker"])
 
 
+def _record_types(warehouse: Warehouse, types: dict[str, str]) -> None:
+    warehouse.upsert("instruments", pd.DataFrame({
+        "ticker": list(types), "instrument_type": list(types.values()), "source": "test",
+        "updated_at": pd.Timestamp("2025-01-06", tz="UTC"),
+    }))
+
+
+def test_an_index_is_never_bought_but_a_book_holding_one_may_sell_it(warehouse: Warehouse) -> None:
+    """A book from before instrument types holds BBB; once BBB is known as an index, the broker
+    refuses to buy more of it, and the order that closes it goes through."""
+    _run(warehouse, D1)
+    _run(warehouse, D2)  # D1's orders fill: BBB is held
+    _record_types(warehouse, {"BBB": "index", "AAA": "equity"})
+    with pytest.raises(ValueError, match=r"the target would buy BBB \(index\), which is never held or ordered"):
+        _run(warehouse, D3, weights=pd.Series({"AAA": 0.456, "BBB": 0.6}))
+    assert warehouse.read("portfolio_values")["date"].max() == D2  # nothing of D3 was written
+    day3 = _run(warehouse, D3, weights=pd.Series({"AAA": 0.456}))
+    assert day3.orders_new.set_index("ticker").loc["BBB", "quantity"] < 0  # sold down, to 0
+    day4 = _run(warehouse, D4, weights=pd.Series({"AAA": 0.456}))
+    assert "BBB" not in set(day4.positions["ticker"])
+
+
 def test_a_ticker_without_a_close_on_the_day_is_named(warehouse: Warehouse) -> None:
     with pytest.raises(ValueError, match=r"no close on 2025-01-06 for held or targeted tickers \['CCC'\]"):
         _run(warehouse, D1, weights=pd.Series({"AAA": 0.4, "CCC": 0.2}))

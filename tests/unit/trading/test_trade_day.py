@@ -27,7 +27,7 @@ def _prices() -> pd.DataFrame:
     return source.fetch("prices", request)
 
 
-def _book(prices: pd.DataFrame, days: list[pd.Timestamp], folder) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+def _book(prices: pd.DataFrame, days: list[pd.Timestamp], folder) -> dict[str, pd.DataFrame]:
     warehouse = Warehouse(f"sqlite:///{folder / 'warehouse.db'}")
     warehouse.upsert("prices", prices)
     features = compute_features(prices, CONFIG.features)
