@@ -63,7 +63,7 @@ class StageContext:
         return lake
 
     @cached_property
-    def warehouse(self):  # noqa: ANN201 - imported lazily: SQLAlchemy only where a stage needs it
+    def warehouse(self):
         from bentley.warehouse import Warehouse
 
         warehouse = Warehouse.from_settings(self.params.warehouse.url, self.outputs)

@@ -44,7 +44,7 @@ import datetime as dt
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -105,10 +105,13 @@ class TrainingData:
 
 
 def training_data(
-    features: pd.DataFrame, prices: pd.DataFrame, sentiment: pd.DataFrame, ml: Any, benchmark: str
+    features: pd.DataFrame, prices: pd.DataFrame, sentiment: pd.DataFrame, ml: Any, benchmark: str,
+    tradable: Collection[str] | None = None,
 ) -> TrainingData:
-    """Model frame (benchmark excluded: it is an index, not something to trade) and splits."""
-    frame = prediction.model_frame(features, prices, sentiment, horizon=ml.horizon, exclude=[benchmark])
+    """Model frame and splits. Rows are tradable names only (`bentley.inputs.tradable_tickers`;
+    None: the `^` convention): the benchmark and every other index are inputs, never rows."""
+    frame = prediction.model_frame(features, prices, sentiment, horizon=ml.horizon, exclude=[benchmark],
+                                   tradable=tradable)
     labelled = np.sort(frame.loc[frame["label"].notna(), "date"].unique())
     walk_forward = splits.purged_walk_forward(
         labelled, refit_every_months=ml.refit_every_months, min_folds=ml.min_folds, horizon=ml.horizon,
