@@ -33,13 +33,13 @@ from tests import servers  # noqa: E402
 DIALECTS = ("sqlite", "mariadb", "postgresql")
 
 
-def _time(fn) -> float:  # noqa: ANN001
+def _time(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def _measure(url: str, frame: pd.DataFrame, repeats: int, reset) -> dict[str, Any]:  # noqa: ANN001
+def _measure(url: str, frame: pd.DataFrame, repeats: int, reset) -> dict[str, Any]:
     firsts, overlaps, reads = [], [], []
     for _ in range(repeats):
         reset()

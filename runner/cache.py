@@ -146,7 +146,7 @@ def _text(source: str | list[str]) -> str:
 
 def _notebook_code(path: Path) -> str:
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    lines = []
+    lines: list[str] = []
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") == "code":
             # IPython magics and shell escapes are not Python: drop them before parsing.

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebook.add_argument("--profile", default="default")
     rebook.add_argument("--outputs", type=Path)
 
-    from runner import gate, health, schedule, watch
+    from runner import gate, health, schedule
 
     gate.add_arguments(verbs.add_parser(
         "gate", help="is an orchestrator's run one of our ticks? print its run id and logical date (exit "
@@ -120,8 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_arguments(verbs.add_parser(
         "schedule", help="run the pipeline on its trigger (hourly in market hours by default), "
         "with a health endpoint"))
-    watch.add_arguments(verbs.add_parser(
-        "watch", help="watch the paper book intraday in market hours: marks, risk rules, alerts, de-risking"))
+    watch = verbs.add_parser("watch", help="watch the paper book intraday in market hours: marks, risk rules, "
+                             "alerts, de-risking")
+    watch.add_argument("--profile", default="default")
+    watch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    watch.add_argument("--outputs", type=Path)
+    watch.add_argument("--day", type=_date, help="replay this session now (sample or replay source) and exit")
+    watch.add_argument("--once", action="store_true",
+                       help="watch the current session if the market is open, else say when it opens; then exit")
+    watch.add_argument("--max-batches", type=int, help=argparse.SUPPRESS)  # tests: stop as if killed
+    watch.add_argument("--now", type=dt.datetime.fromisoformat, help=argparse.SUPPRESS)  # rehearse a moment
     health.add_arguments(verbs.add_parser(
         "health", help="check warehouse, MLflow, lake, sources, disk, last run, freshness and scheduler"))
 
@@ -198,13 +206,19 @@ def _schedule(args: argparse.Namespace, root: Path, console: Console) -> int:
 
 
 def _watch(args: argparse.Namespace, root: Path, console: Console) -> int:
-    """SIGTERM or Ctrl-C ends the watch after the batch in progress (each batch is one transaction)."""
+    """SIGTERM or Ctrl-C ends the watch after the batch in progress (each batch is one transaction).
+    A bad bar file is one line naming it, exit 1."""
+    from bentley.live.bars import BarError
     from runner import watch
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    return watch.command(args, root, say=lambda line: console.print(escape(line), highlight=False), stop=stop)
+    try:
+        return watch.command(args, root, say=lambda line: console.print(escape(line), highlight=False), stop=stop)
+    except BarError as exc:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(str(exc))}", markup=True)
+        return EXIT_FAILED
 
 
 def _health(args: argparse.Namespace, root: Path, console: Console) -> int:

@@ -167,7 +167,7 @@ def start_kernel(kernel_name: str, cwd: Path, warm: WarmUp | None = None, thread
                 if manager.has_kernel:
                     run_sync(manager.shutdown_kernel)(now=True)
             shutil.rmtree(socket_dir, ignore_errors=True)
-            if forked and isinstance(exc, Exception) and not forks.closed:
+            if forked and forks is not None and isinstance(exc, Exception) and not forks.closed:
                 forks.failed(exc)
                 continue  # an ordinary kernel instead
             raise
@@ -542,8 +542,10 @@ class _ForkedProcess:
 def _forked_provisioner_class() -> type:
     from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
-    class _Forked(LocalProvisioner):  # type: ignore[misc, valid-type]
+    class _Forked(LocalProvisioner):
         """jupyter_client's local provisioner, launching by fork from a `ForkServer`."""
+
+        process: _ForkedProcess | None  # type: ignore[assignment]  # a fork-server child, not a Popen
 
         def __init__(self, server: ForkServer, **kwargs: Any) -> None:
             super().__init__(**kwargs)

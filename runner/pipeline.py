@@ -50,7 +50,7 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -214,8 +214,9 @@ def _saved_plan(root: Path, outputs: Path, manifest: dict[str, Any], saved: dict
     selected, dag, retry, inspected = _stages(request, config)
     check_infrastructure(config, outputs, timeout_s=configured_timeout(config))
     _remember_parameters(request, inspected)
-    return Plan(request=request, config=config, stages=selected if stages else [], dag=dag, run_id=request.run_id,
-                logical_date=request.logical_date, retry=retry, resumed=resumed)  # type: ignore[arg-type]
+    return Plan(request=request, config=config, stages=selected if stages else [], dag=dag,
+                run_id=manifest["run_id"], logical_date=dt.date.fromisoformat(manifest["logical_date"]),
+                retry=retry, resumed=resumed)
 
 
 def _stages(
@@ -625,6 +626,7 @@ class PipelineRun:
                         self._record_attempt(stage, attempts[stage.name], result, None, retrying=True)
                         self.console.print(f"[yellow]↻[/] {stage.name} {escape(str(attempt.error))}; retry in {delay:.1f} s")
                         attempts[stage.name] += 1
+                        assert kernel_name is not None  # resolved when this stage first ran
                         running[workers.submit(self._attempt, stage, kernel_name, transient, delay, None)] = stage
                         continue
                     if self.lost.is_set():
@@ -735,7 +737,7 @@ class PipelineRun:
         if _cold_kernels():
             return None
         selected = {stage.name for stage in self.plan.stages}
-        lists = {stage.name: self._warm_up(stage).modules for stage in self._by_priority}  # type: ignore[union-attr]
+        lists = {stage.name: self._warm_up(stage).modules for stage in self._by_priority}
         first = [*KERNEL_MODULES, *(name for stage in self._by_priority
                                     if not any(u in selected for u in stage.upstream) for name in lists[stage.name])]
         later = [name for name in shared_imports(list(lists.values())) if name not in first]
@@ -930,16 +932,8 @@ class PipelineRun:
             self._creating = creator.submit(self._new_parent_run, uri)
             creator.shutdown(wait=False)
             return
-        try:
+        with self._settling_tracking():
             self._tracker_started()
-        except (ServiceFailed, Interrupted) as exc:
-            self._stop_tracking(exc)
-        except BaseException:
-            self._tracking_failed = True
-            self.stop.set()
-            raise
-        finally:
-            self._tracking.set()
 
     def _new_parent_run(self, uri: str) -> tuple[Any, str]:
         """A background thread: connect to a local store and create the parent run (no records written)."""
@@ -960,12 +954,20 @@ class PipelineRun:
         creating = self._creating
         if creating is None or self._tracking.is_set() or (not block and not creating.done()):
             return
-        try:
+        with self._settling_tracking():
             tracker, parent = creating.result()
             with self._record:
                 self._tracker = tracker
                 self.manifest["mlflow"].update(experiment_id=tracker.experiment_id, parent_run_id=parent)
                 self._save()  # this run's train kernel finds the parent in the manifest
+
+    @contextlib.contextmanager
+    def _settling_tracking(self) -> Iterator[None]:
+        """Around the step that makes the parent run exist: a service that failed stops the run
+        with its one line, anything else marks tracking failed and propagates; either way the
+        stages waiting on tracking are released."""
+        try:
+            yield
         except (ServiceFailed, Interrupted) as exc:
             self._stop_tracking(exc)
         except BaseException:

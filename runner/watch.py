@@ -18,7 +18,8 @@
   puts the episode back as unsent, as the monitor does).
 * `--day DATE` replays one session now (sample or replay sources) and exits.
 
-Until the CLI wires it (`runner watch ...`), run it as `python -m runner.watch ...`.
+The arguments are declared in `runner.cli` with the other verbs, so `runner --help` does not
+import pandas; `command` is the entry point.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ import datetime as dt
 import math
 import os
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from runner.outcomes import EXIT_BUSY, EXIT_FAILED, EXIT_LEASE_LOST, EXIT_OK, EXIT_USAGE
+from runner.outcomes import EXIT_BUSY, EXIT_LEASE_LOST, EXIT_OK
 
 WATCH_LEASE = "watch"
 UTC = dt.UTC
@@ -368,19 +368,6 @@ def watch_tickers(config: Any, settings: Any, root: Path) -> list[str]:
     return market_source(config, root / config.sources.data_dir).available_tickers()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="default", help="params/profiles/<name>.yaml layered on default.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override one param (repeatable); the value is YAML")
-    parser.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
-    parser.add_argument("--day", type=dt.date.fromisoformat,
-                        help="replay this session now (sample or replay source) and exit")
-    parser.add_argument("--once", action="store_true", help="watch the current session if the market is open, "
-                        "else say when it opens; then exit")
-    parser.add_argument("--max-batches", type=int, help=argparse.SUPPRESS)  # tests: stop as if killed
-    parser.add_argument("--now", type=dt.datetime.fromisoformat, help=argparse.SUPPRESS)
-
-
 def command(args: argparse.Namespace, root: Path, say: Callable[[str], None] = print,
             stop: threading.Event | None = None) -> int:
     from bentley.config import load_config, outputs_dir
@@ -472,29 +459,3 @@ def _loop(watcher: Watcher, config: Any, settings: Any, stop: threading.Event, a
         if opening is not None:
             wait = min(wait, max(1.0, (opening - pd.Timestamp(moment)).total_seconds()))
         stop.wait(wait)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from bentley.config import ParamsError, project_root
-
-    parser = argparse.ArgumentParser(prog="runner watch", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, help="project folder holding params/ (default: found from cwd)")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        root = (args.root or project_root()).resolve()
-        return command(args, root)
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:
-        from bentley.live.bars import BarError
-
-        if isinstance(exc, BarError | ValueError):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

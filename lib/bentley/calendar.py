@@ -64,11 +64,15 @@ def _store(path: Path, calendar: xcals.ExchangeCalendar) -> None:
     """Write the pickle atomically (a temporary file renamed), so a reader never sees half."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp")
+    except OSError:
+        return  # no writable cache folder: every process builds its own
+    try:
+        with handle:
             pickle.dump(calendar, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(handle.name, path)
     except OSError:
-        with contextlib.suppress(OSError, NameError):
+        with contextlib.suppress(OSError):
             os.unlink(handle.name)
 
 

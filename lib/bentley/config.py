@@ -130,6 +130,22 @@ class Sample(Section):
     signal: Annotated[float, Field(ge=0.0, le=1.0)]  # the planted weekly reversal; 0: pure noise
 
 
+def ticker_list(value: list[str] | None, key: str) -> list[str] | None:
+    """A params ticker list: each symbol valid (the one pattern, also at the sources), none
+    repeated, not empty (null means "every ticker the source has")."""
+    if value is None:
+        return None
+    from bentley.sources.base import validate_ticker
+
+    cleaned = [validate_ticker(t.strip(), f"{key}[{i}]") for i, t in enumerate(value)]
+    if not cleaned:
+        raise ValueError("an empty ticker list; use null for every ticker the source has")
+    duplicates = sorted({t for t in cleaned if cleaned.count(t) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate tickers {duplicates}")
+    return cleaned
+
+
 class Universe(Section):
     tickers: list[str] | None
     benchmark: str
@@ -139,17 +155,7 @@ class Universe(Section):
     @field_validator("tickers")
     @classmethod
     def _clean_tickers(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        from bentley.sources.base import validate_ticker  # the one ticker pattern, also at the sources
-
-        cleaned = [validate_ticker(t.strip(), f"universe.tickers[{i}]") for i, t in enumerate(value)]
-        if not cleaned:
-            raise ValueError("an empty ticker list; use null for every ticker the source has")
-        duplicates = sorted({t for t in cleaned if cleaned.count(t) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate tickers {duplicates}")
-        return cleaned
+        return ticker_list(value, "universe.tickers")
 
     @field_validator("benchmark")
     @classmethod
@@ -717,10 +723,8 @@ class Watch(Section):
 
     @field_validator("tickers")
     @classmethod
-    def _valid_tickers(cls, value: list[str] | None) -> list[str] | None:
-        from bentley.sources.base import validate_ticker
-
-        return None if value is None else [validate_ticker(t.strip(), f"watch.tickers[{i}]") for i, t in enumerate(value)]
+    def _clean_tickers(cls, value: list[str] | None) -> list[str] | None:
+        return ticker_list(value, "watch.tickers")
 
     @model_validator(mode="after")
     def _heartbeat_within_ttl(self) -> Watch:

@@ -493,7 +493,7 @@ def _make_reproducible(folder: Path, model: Any, example: pd.DataFrame, trusted:
             return [renumber(item) for item in node]
         if not isinstance(node, dict):
             return node
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in node.items():
             if key == "__id__" and isinstance(value, int):
                 out[key] = ids.setdefault(value, len(ids))
@@ -563,6 +563,10 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
     for category in (FutureWarning, DeprecationWarning):  # pandas deprecations MLflow's code trips
         warnings.filterwarnings("ignore", category=category, module=r"mlflow(\.|$)")
+    # Saving a model, MLflow inspects its own `Any` type hints and warns that it cannot validate
+    # them: advice to MLflow's authors, not to a reader of the train report.
+    warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType", category=UserWarning,
+                            module=r"mlflow(\.|$)")
     import mlflow  # noqa: F401 - imported here so the logger levels below outlast its own setup
 
     for name in ("mlflow", "alembic"):

@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -347,7 +347,7 @@ def _pool(workers: int | None) -> Iterator[ThreadPoolExecutor]:
                                 initializer=_one_thread_per_fit) as pool:
             yield pool
     finally:
-        warnings.filters[:] = saved
+        cast("list[Any]", warnings.filters)[:] = saved  # a list at runtime; the stubs say Sequence
         getattr(warnings, "_filters_mutated", lambda: None)()
 
 

@@ -285,9 +285,13 @@ def _fit(template: Pipeline, x: np.ndarray, y: np.ndarray, columns: Sequence[str
 def _fit_inputs(model: Pipeline, x: np.ndarray, columns: Sequence[str]) -> np.ndarray:
     """Fit the pipeline's imputer and scaler on x (see `_fit`); x as the classifier sees it."""
     impute, scale = model[0], model[1]
-    with warnings.catch_warnings():  # an all-NaN column has no median: the imputer gives it 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        medians = np.nanmedian(x, axis=0)
+    # An all-NaN column has no median (NaN: the imputer gives it 0). It is left out of nanmedian
+    # rather than silenced with `warnings.catch_warnings`, which is not thread-safe and the fits
+    # run on threads: its "All-NaN slice" warning would leak into a report now and then.
+    medians = np.full(x.shape[1], np.nan)
+    observed = np.isfinite(x).any(axis=0)
+    if observed.any():
+        medians[observed] = np.nanmedian(x[:, observed], axis=0)
     impute.fit(_design(medians[np.newaxis, :], columns))
     return scale.fit_transform(impute.transform(_design(x, columns)))
 

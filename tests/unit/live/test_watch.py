@@ -14,7 +14,7 @@ from bentley.live.bars import ReplayBarSource
 from bentley.live.derisk import reconcile_intraday
 from bentley.live.settings import watch_settings
 from bentley.warehouse import Warehouse
-from runner import watch
+from runner import cli, watch
 from runner.outcomes import EXIT_BUSY
 
 from .conftest import DAY, OPEN_UTC, crafted_bars, seed_book
@@ -107,7 +107,7 @@ def test_a_second_watch_on_the_same_store_exits_3(tmp_path: Path, recording: Pat
     store = Warehouse(f"sqlite:///{tmp_path / 'out' / 'warehouse.db'}")
     assert store.acquire_lease(watch.WATCH_LEASE, "elsewhere:1:abc", "watch:elsewhere", 600).acquired
     store.dispose()
-    code = watch.main(["--root", str(ROOT), "--outputs", str(tmp_path / "out"), "--day", DAY.isoformat(),
+    code = cli.main(["--root", str(ROOT), "watch", "--outputs", str(tmp_path / "out"), "--day", DAY.isoformat(),
                        "--set", "warehouse.url=null", "--set", "watch.source.kind=replay",
                        "--set", f"watch.source.path={recording}"])
     assert code == EXIT_BUSY
@@ -119,7 +119,7 @@ def test_the_cli_replays_a_day_and_releases_its_lease(tmp_path: Path, recording:
     monkeypatch.delenv("BENTLEY_WAREHOUSE_URL", raising=False)
     store = Warehouse(f"sqlite:///{tmp_path / 'out' / 'warehouse.db'}")
     seed_book(store)
-    code = watch.main(["--root", str(ROOT), "--outputs", str(tmp_path / "out"), "--day", DAY.isoformat(),
+    code = cli.main(["--root", str(ROOT), "watch", "--outputs", str(tmp_path / "out"), "--day", DAY.isoformat(),
                        "--set", "warehouse.url=null", "--set", "watch.source.kind=replay",
                        "--set", f"watch.source.path={recording}", "--set", "watch.on_loss_limit=reduce"])
     lines = capsys.readouterr().out.splitlines()
