@@ -14,7 +14,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup pipeline test test-fast lint format format-check bench lab mlflow-ui report clean distclean
+.PHONY: setup pipeline test test-fast lint format bench lab mlflow-ui report clean distclean
 
 setup: $(STAMP)
 
@@ -38,17 +38,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest $(XDIST) -m "not slow and not servers" --durations=10 $(ARGS)
 
-# ruff (rules in pyproject.toml, notebooks included) and mypy on lib/ and runner/; both always
-# run, so one pass shows every finding.
+# ruff check and ruff format --check (rules in pyproject.toml, notebooks included) and mypy on
+# lib/ and runner/; all always run, so one pass shows every finding.
 lint: $(STAMP)
-	@status=0; $(VENV)/bin/ruff check $(ARGS) || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+	@status=0; $(VENV)/bin/ruff check $(ARGS) || status=1; $(VENV)/bin/ruff format --check $(ARGS) || status=1; \
+		$(VENV)/bin/mypy || status=1; exit $$status
 
-# Rewrites files: run it on a clean tree, and commit the result on its own.
+# Rewrites files to the format `make lint` checks.
 format: $(STAMP)
 	$(VENV)/bin/ruff format $(ARGS)
-
-format-check: $(STAMP)
-	$(VENV)/bin/ruff format --check $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]' || echo "vectorbt did not install: the backtest bench skips its ratio"

@@ -90,15 +90,29 @@ def bench_vectorbt(market: Market, targets: pd.DataFrame, settings: Any, repeats
 
     def theirs() -> Any:
         portfolio = vbt.Portfolio.from_orders(
-            market.close, size=size, size_type="targetpercent", fees=costs.commission_bps / 1e4,
-            slippage=costs.slippage_bps / 1e4, init_cash=settings.capital, cash_sharing=True, group_by=True,
-            call_seq="auto", freq="1D",
+            market.close,
+            size=size,
+            size_type="targetpercent",
+            fees=costs.commission_bps / 1e4,
+            slippage=costs.slippage_bps / 1e4,
+            init_cash=settings.capital,
+            cash_sharing=True,
+            group_by=True,
+            call_seq="auto",
+            freq="1D",
         )
         return portfolio.value()
 
     def ours() -> Any:
-        return run_backtest(targets, market, execution="next_close", costs=ours_costs, limits=loose,
-                            risk_free_rate=0.0, capital=settings.capital).equity
+        return run_backtest(
+            targets,
+            market,
+            execution="next_close",
+            costs=ours_costs,
+            limits=loose,
+            risk_free_rate=0.0,
+            capital=settings.capital,
+        ).equity
 
     start = time.perf_counter()
     theirs()
@@ -117,8 +131,8 @@ def bench_vectorbt(market: Market, targets: pd.DataFrame, settings: Any, repeats
         "final_equity_ours": round(float(our_equity.iloc[-1]), 2),
         "final_equity_vectorbt": round(float(their_equity.iloc[-1]), 2),
         "setup": "next_close, commission + slippage from params, no impact, non-binding limits, rf 0 "
-                 "(vectorbt has no impact model, risk limits or cash interest; it pays slippage through "
-                 "the fill price and fees from cash, we charge both on the traded weight)",
+        "(vectorbt has no impact model, risk limits or cash interest; it pays slippage through "
+        "the fill price and fees from cash, we charge both on the traded weight)",
     }
 
 

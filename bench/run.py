@@ -71,16 +71,26 @@ def bench_features(repeats: int, tickers: int, years: int) -> dict:
         prices.to_parquet(path)
         for _ in range(repeats):
             child = subprocess.run(
-                [sys.executable, "-c", FEATURES_CHILD, str(path)], check=True, capture_output=True, text=True, env=_env()
+                [sys.executable, "-c", FEATURES_CHILD, str(path)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=_env(),
             )
             runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
     seconds = statistics.median(r["seconds"] for r in runs)
     peak = statistics.median(r["peak_rss_mb"] for r in runs)
     return {
-        "tickers": tickers, "years": years, "input_rows": len(prices), "repeats": repeats,
-        "seconds_median": seconds, "seconds_all": [r["seconds"] for r in runs],
-        "peak_rss_mb_median": peak, "output_columns": runs[0]["columns"],
-        "target_seconds": 20, "target_peak_rss_mb": 2048,
+        "tickers": tickers,
+        "years": years,
+        "input_rows": len(prices),
+        "repeats": repeats,
+        "seconds_median": seconds,
+        "seconds_all": [r["seconds"] for r in runs],
+        "peak_rss_mb_median": peak,
+        "output_columns": runs[0]["columns"],
+        "target_seconds": 20,
+        "target_peak_rss_mb": 2048,
         "meets_target": seconds <= 20 and peak <= 2048,
     }
 
@@ -111,12 +121,20 @@ def main() -> int:
     for name in (f"bench-{stamp}.json", "latest.json"):
         (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-    met = (results["pipeline"]["meets_target"], results["pipeline"]["no_change_rerun"]["meets_target"], results["features"]["meets_target"],
-           results["upsert"]["sqlite_meets_target"], results["risk"]["vectorized_meets_target"],
-           results["train"]["meets_target"], results["backtest"]["backtest_meets_target"],
-           results["backtest"]["sweep_meets_target"],
-           *(results["speed"][name]["meets_target"] for name in ("default_fresh", "default_forced", "default_no_change",
-                                                                  "train_default", "ci_pipeline")))
+    met = (
+        results["pipeline"]["meets_target"],
+        results["pipeline"]["no_change_rerun"]["meets_target"],
+        results["features"]["meets_target"],
+        results["upsert"]["sqlite_meets_target"],
+        results["risk"]["vectorized_meets_target"],
+        results["train"]["meets_target"],
+        results["backtest"]["backtest_meets_target"],
+        results["backtest"]["sweep_meets_target"],
+        *(
+            results["speed"][name]["meets_target"]
+            for name in ("default_fresh", "default_forced", "default_no_change", "train_default", "ci_pipeline")
+        ),
+    )
     return 0 if all(met) else 1
 
 

@@ -39,9 +39,23 @@ MODES = {
 def run_once(outputs: Path, run_id: str, extra: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "runner", "run", "--outputs", str(outputs), "--logical-date", LOGICAL_DATE,
-         "--run-id", run_id, *extra],
-        cwd=ROOT, check=True, capture_output=True, env=_env(),
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            "--outputs",
+            str(outputs),
+            "--logical-date",
+            LOGICAL_DATE,
+            "--run-id",
+            run_id,
+            *extra,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env=_env(),
     )
     return time.perf_counter() - start
 
@@ -73,9 +87,19 @@ def bench_no_change(repeats: int) -> dict:
         make = []
         for i in range(repeats):
             start = time.perf_counter()
-            subprocess.run(["make", "--no-print-directory", "pipeline", f"OUTPUTS={outputs}",
-                            f"ARGS=--logical-date {LOGICAL_DATE} --run-id make-{i}"],
-                           cwd=ROOT, check=True, capture_output=True, env=_env())
+            subprocess.run(
+                [
+                    "make",
+                    "--no-print-directory",
+                    "pipeline",
+                    f"OUTPUTS={outputs}",
+                    f"ARGS=--logical-date {LOGICAL_DATE} --run-id make-{i}",
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                env=_env(),
+            )
             make.append(time.perf_counter() - start)
         cached = json.loads((outputs / "runs" / f"again-{repeats - 1}" / "manifest.json").read_text())
     return {

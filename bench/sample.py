@@ -27,5 +27,11 @@ def sample_prices(tickers: int = 500, years: int = 10, end: dt.date = END) -> pd
 
 def machine() -> dict[str, object]:
     """Where a figure was measured: it means little without the cores and library versions."""
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "pandas": pd.__version__, "numpy": np.__version__, "timing": "median of repeats"}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "timing": "median of repeats",
+    }

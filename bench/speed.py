@@ -33,8 +33,13 @@ from bench.sample import END, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGICAL_DATE = END.isoformat()
-TARGETS = {"default_fresh": 45.0, "default_forced": 30.0, "default_no_change": 1.0, "train_default": 8.0,
-           "ci_pipeline": 20.0}
+TARGETS = {
+    "default_fresh": 45.0,
+    "default_forced": 30.0,
+    "default_no_change": 1.0,
+    "train_default": 8.0,
+    "ci_pipeline": 20.0,
+}
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -53,9 +58,23 @@ def run_once(root: Path, outputs: Path, run_id: str, *extra: str) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "runner", "run", "--outputs", str(outputs), "--logical-date", LOGICAL_DATE,
-         "--run-id", run_id, *extra],
-        cwd=root, check=True, capture_output=True, env=_env(root),
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            "--outputs",
+            str(outputs),
+            "--logical-date",
+            LOGICAL_DATE,
+            "--run-id",
+            run_id,
+            *extra,
+        ],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env=_env(root),
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -74,6 +93,7 @@ def _median(values: list[float]) -> float | None:
 
 def bench_round(root: Path, index: int, skip_ci: bool, into: dict) -> None:
     """One repetition of every measurement for one checkout, appended to `into`."""
+
     def timed(key: str, *args: object) -> None:
         wall = run_once(*args)  # type: ignore[arg-type]
         into.setdefault(key, []).append(wall)
@@ -104,12 +124,21 @@ def summary(root: Path, into: dict) -> dict:
     result: dict = {"root": str(root), "load_average_at_end": os.getloadavg()}
     for name in ("default_fresh", "default_forced", "default_no_change", "ci_pipeline"):
         if name in into:
-            result[name] = {"median_s": _median(into[name]), "all_s": [round(v, 2) for v in into[name]],
-                            "cpu_median_s": _median(into[name + "_cpu"]), "cpu_all_s": into[name + "_cpu"]}
-    result["train_default"] = {"median_s": _median(into["train_cells"]), "wall_median_s": _median(into["train_wall"]),
-                               "cpu_median_s": _median(into["train_cpu"]), "all_cell_s": into["train_cells"]}
-    result["stages_fresh_median_s"] = {s: {k: _median(v) for k, v in parts.items()}
-                                       for s, parts in into.get("stages", {}).items()}
+            result[name] = {
+                "median_s": _median(into[name]),
+                "all_s": [round(v, 2) for v in into[name]],
+                "cpu_median_s": _median(into[name + "_cpu"]),
+                "cpu_all_s": into[name + "_cpu"],
+            }
+    result["train_default"] = {
+        "median_s": _median(into["train_cells"]),
+        "wall_median_s": _median(into["train_wall"]),
+        "cpu_median_s": _median(into["train_cpu"]),
+        "all_cell_s": into["train_cells"],
+    }
+    result["stages_fresh_median_s"] = {
+        s: {k: _median(v) for k, v in parts.items()} for s, parts in into.get("stages", {}).items()
+    }
     for name, target in TARGETS.items():
         if result.get(name):
             result[name]["target_s"] = target
@@ -130,8 +159,12 @@ def bench(roots: list[Path], repeats: int, skip_ci: bool = False) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--root", type=Path, action="append",
-                        help="a project checkout to measure (repeatable: measured in turns; default: this one)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        help="a project checkout to measure (repeatable: measured in turns; default: this one)",
+    )
     parser.add_argument("--skip-ci", action="store_true")
     args = parser.parse_args()
     roots = [root.resolve() for root in (args.root or [ROOT])]

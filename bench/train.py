@@ -91,18 +91,30 @@ def bench_train(tickers: int, years: int, repeats: int) -> dict:
         with tempfile.TemporaryDirectory() as outputs:
             child = subprocess.run(
                 [sys.executable, "-c", CHILD, str(tickers), str(years), outputs],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
         runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
     seconds = statistics.median(r["seconds"] for r in runs)
     return {
-        "tickers": tickers, "years": years, "repeats": repeats, "rows": runs[0]["rows"],
-        "inputs": runs[0]["inputs"], "folds": runs[0]["folds"], "candidates": runs[0]["candidates"],
-        "seconds_median": seconds, "seconds_all": [r["seconds"] for r in runs],
-        "step_seconds_median": {step: statistics.median(r["timings"][step] for r in runs) for step in runs[0]["timings"]},
+        "tickers": tickers,
+        "years": years,
+        "repeats": repeats,
+        "rows": runs[0]["rows"],
+        "inputs": runs[0]["inputs"],
+        "folds": runs[0]["folds"],
+        "candidates": runs[0]["candidates"],
+        "seconds_median": seconds,
+        "seconds_all": [r["seconds"] for r in runs],
+        "step_seconds_median": {
+            step: statistics.median(r["timings"][step] for r in runs) for step in runs[0]["timings"]
+        },
         "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] for r in runs),
-        "holdout_roc_auc": runs[0]["holdout_roc_auc"], "shuffled_label_auc": runs[0]["shuffled_label_auc"],
-        "target_seconds": TARGET_SECONDS, "meets_target": seconds <= TARGET_SECONDS,
+        "holdout_roc_auc": runs[0]["holdout_roc_auc"],
+        "shuffled_label_auc": runs[0]["shuffled_label_auc"],
+        "target_seconds": TARGET_SECONDS,
+        "meets_target": seconds <= TARGET_SECONDS,
     }
 
 

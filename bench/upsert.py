@@ -74,7 +74,10 @@ def bench_dialect(dialect: str, frame: pd.DataFrame, repeats: int = 1) -> dict[s
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-            return {"version": __import__("sqlite3").sqlite_version, **_measure(f"sqlite:///{path}", frame, repeats, reset)}
+            return {
+                "version": __import__("sqlite3").sqlite_version,
+                **_measure(f"sqlite:///{path}", frame, repeats, reset),
+            }
     reason = servers.missing(dialect)
     if reason is not None:
         return {"skipped": str(reason)}
@@ -85,8 +88,9 @@ def bench_dialect(dialect: str, frame: pd.DataFrame, repeats: int = 1) -> dict[s
         return {"server_start_s": round(startup, 2), **result}
 
 
-def bench_upserts(tickers: int = 500, years: int = 10, repeats: int = 1,
-                  dialects: tuple[str, ...] = DIALECTS) -> dict[str, Any]:
+def bench_upserts(
+    tickers: int = 500, years: int = 10, repeats: int = 1, dialects: tuple[str, ...] = DIALECTS
+) -> dict[str, Any]:
     """Rows/s of a first and a fully overlapping load of sample prices, per dialect."""
     frame = sample_prices(tickers, years)
     results: dict[str, Any] = {}

@@ -48,17 +48,28 @@ GATE_RETRIES = 2
 #: Variables a deployment sets on every Airflow worker (none has a default in the DAG file
 #: except where noted); the README next to the DAG explains each.
 DEPLOYMENT_ENVIRONMENT = (
-    ("BENTLEY_WAREHOUSE_URL", "the shared warehouse, e.g. `postgresql+psycopg://bot@db:5432/bentley` or "
-     "`mysql+pymysql://bot@db:3306/bentley` (default: SQLite under the outputs folder: one machine only)"),
+    (
+        "BENTLEY_WAREHOUSE_URL",
+        "the shared warehouse, e.g. `postgresql+psycopg://bot@db:5432/bentley` or "
+        "`mysql+pymysql://bot@db:3306/bentley` (default: SQLite under the outputs folder: one machine only)",
+    ),
     ("BENTLEY_WAREHOUSE_PASSWORD", "its password (never in the URL, never in params)"),
-    ("MLFLOW_TRACKING_URI", "the shared MLflow server, e.g. `http://mlflow:5000` (default: SQLite under the "
-     "outputs folder: one machine only)"),
-    ("BENTLEY_OUTPUTS", "the outputs folder (lake, run folders, reports): shared storage every worker mounts at "
-     "the same path"),
+    (
+        "MLFLOW_TRACKING_URI",
+        "the shared MLflow server, e.g. `http://mlflow:5000` (default: SQLite under the "
+        "outputs folder: one machine only)",
+    ),
+    (
+        "BENTLEY_OUTPUTS",
+        "the outputs folder (lake, run folders, reports): shared storage every worker mounts at the same path",
+    ),
     ("YAHOO_API_KEY, NEWS_API_KEY, BANKING_API_KEY", "keys of the live sources the profile uses"),
     ("BENTLEY_ALERT_WEBHOOK_URL", "where the monitor stage POSTs alerts (unset: none)"),
-    ("BENTLEY_PYTHON, BENTLEY_PROJECT_DIR", "read where the DAG file is parsed: the project's Python and "
-     "checkout on the workers, when they differ from the paths baked in at export"),
+    (
+        "BENTLEY_PYTHON, BENTLEY_PROJECT_DIR",
+        "read where the DAG file is parsed: the project's Python and "
+        "checkout on the workers, when they differ from the paths baked in at export",
+    ),
 )
 
 
@@ -93,8 +104,11 @@ def cron_for(config: Config) -> str:
     days = "*"
     if schedule.sessions_only:
         opens, closes = workflow.market_hours.open, workflow.market_hours.close
-        hours = [h for h in (hours if hours is not None else range(24))
-                 if any(opens <= dt.time(h, m) <= closes for m in minutes)]
+        hours = [
+            h
+            for h in (hours if hours is not None else range(24))
+            if any(opens <= dt.time(h, m) <= closes for m in minutes)
+        ]
         order = list(get_args(Weekday))
         days = _cron_list(sorted(order.index(d) for d in workflow.trading_days), names=order)
     hour_field = "*" if hours is None or hours == list(range(24)) else _cron_list(hours)
@@ -110,8 +124,9 @@ def _cron_list(values: list[int], names: list[str] | None = None) -> str:
     return ",".join(shown)
 
 
-def render_dag(stages: list[Stage], retry: RetryPolicy, config: Config, options: ExportOptions,
-               generated_on: dt.date) -> str:
+def render_dag(
+    stages: list[Stage], retry: RetryPolicy, config: Config, options: ExportOptions, generated_on: dt.date
+) -> str:
     """The DAG file's text: stage settings as literals, everything else a call to our CLI."""
     rows = "\n".join(
         f"    {s.name!r}: {{'upstream': {list(s.upstream)!r}, 'retries': {s.retries}, "
@@ -156,8 +171,11 @@ def _start_date(config: Config, generated_on: dt.date) -> dt.date:
 
 def _schedule_text(config: Config) -> str:
     s, w = config.schedule, config.workflow
-    where = (f"on {w.calendar} sessions between {w.market_hours.open:%H:%M} and {w.market_hours.close:%H:%M}"
-             if s.sessions_only else "every day")
+    where = (
+        f"on {w.calendar} sessions between {w.market_hours.open:%H:%M} and {w.market_hours.close:%H:%M}"
+        if s.sessions_only
+        else "every day"
+    )
     return f"every {s.every_minutes} min from {s.offset_minutes} min past midnight {where}, {w.timezone}"
 
 
@@ -166,16 +184,31 @@ def render_readme(stages: list[Stage], config: Config, options: ExportOptions, d
     tasks = " → ".join([GATE_TASK, *(s.name for s in stages), FINISH_TASK])
     outputs = f"`{options.outputs}`" if options.outputs else "`$BENTLEY_OUTPUTS`, else `<project>/outputs`"
     return _README_TEMPLATE.substitute(
-        dag_id=options.dag_id, dag_file=dag_file, profile=options.profile, python=options.python,
-        project=options.project, outputs=outputs, tasks=tasks, cron=cron_for(config),
-        timezone=config.workflow.timezone, schedule_text=_schedule_text(config),
-        catch_up=config.schedule.catch_up, variables=variables, requirement=AIRFLOW_REQUIREMENT,
+        dag_id=options.dag_id,
+        dag_file=dag_file,
+        profile=options.profile,
+        python=options.python,
+        project=options.project,
+        outputs=outputs,
+        tasks=tasks,
+        cron=cron_for(config),
+        timezone=config.workflow.timezone,
+        schedule_text=_schedule_text(config),
+        catch_up=config.schedule.catch_up,
+        variables=variables,
+        requirement=AIRFLOW_REQUIREMENT,
         skip_exit=SKIP_EXIT,
     )
 
 
-def export(stages: list[Stage], retry: RetryPolicy, config: Config, options: ExportOptions, out: Path,
-           today: dt.date | None = None) -> list[Path]:
+def export(
+    stages: list[Stage],
+    retry: RetryPolicy,
+    config: Config,
+    options: ExportOptions,
+    out: Path,
+    today: dt.date | None = None,
+) -> list[Path]:
     """Write `<dag_id>.py` and `README.md` into `out`; return their paths."""
     if not DAG_ID_PATTERN.match(options.dag_id):
         from runner.dag import DagError
@@ -324,7 +357,7 @@ with DAG(
     list(tasks.values()) >> finish
 ''')
 
-_README_TEMPLATE = Template('''\
+_README_TEMPLATE = Template("""\
 # Airflow DAG `$dag_id`
 
 `$dag_file` runs the Bentley Budget Bot pipeline on Apache Airflow ($requirement; the
@@ -386,4 +419,4 @@ everything they share must be shared:
   every worker. It holds the lake, the run folders, the reports and the run index.
 - The default SQLite warehouse and MLflow store work for a single machine only
   (LocalExecutor, or `airflow dags test`).
-''')
+""")

@@ -150,8 +150,9 @@ def _notebook_code(path: Path) -> str:
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") == "code":
             # IPython magics and shell escapes are not Python: drop them before parsing.
-            lines.extend(line for line in _text(cell.get("source", "")).splitlines()
-                         if not line.lstrip().startswith(("%", "!")))
+            lines.extend(
+                line for line in _text(cell.get("source", "")).splitlines() if not line.lstrip().startswith(("%", "!"))
+            )
     return "\n".join(lines)
 
 
@@ -226,8 +227,9 @@ def source_digests(config: Config, root: Path) -> tuple[dict[str, str], str | No
     paths = {
         "market": [sources.market.path] if sources.market.kind == "csv" else [],
         "news": [sources.news.path] if sources.news.kind == "csv" else [],
-        "portfolio": ([sources.portfolio.transactions, sources.portfolio.holdings]
-                      if sources.portfolio.kind == "files" else []),
+        "portfolio": (
+            [sources.portfolio.transactions, sources.portfolio.holdings] if sources.portfolio.kind == "files" else []
+        ),
     }
     for name in ("market", "news", "portfolio"):
         kind = getattr(sources, name).kind
@@ -297,8 +299,13 @@ def explain_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         if isinstance(before, Mapping) and isinstance(after, Mapping):
             changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
             shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
-            noun = {"params": "params", "modules": "module", "upstream": "upstream products",
-                    "environment": "package versions", "sources": "source files"}[part]
+            noun = {
+                "params": "params",
+                "modules": "module",
+                "upstream": "upstream products",
+                "environment": "package versions",
+                "sources": "source files",
+            }[part]
             reasons.append(f"{noun} changed: {shown}")
         else:
             reasons.append(labels.get(part, f"{part} changed"))

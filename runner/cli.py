@@ -52,26 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="execute the stage notebooks in dependency order")
     run.add_argument("--profile", default="default", help="params/profiles/<name>.yaml layered on default.yaml")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override one param (repeatable); the value is YAML")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one param (repeatable); the value is YAML",
+    )
     run.add_argument("--stages", type=_csv, help="only these stages, e.g. etl,features")
     run.add_argument("--from", dest="start", metavar="STAGE", help="this stage and everything downstream")
     run.add_argument("--to", dest="stop", metavar="STAGE", help="this stage and everything upstream")
     run.add_argument("--run-id", help="name the run (reuse one to add stages to it)")
     run.add_argument("--logical-date", type=_date, help="as-of date YYYY-MM-DD (default: latest NYSE session)")
-    run.add_argument("--outputs", type=Path,
-                     help="this run's store, exactly (default: $BENTLEY_OUTPUTS or ./outputs for the default "
-                          "profile, <that>/profiles/<name> for any other)")
+    run.add_argument(
+        "--outputs",
+        type=Path,
+        help="this run's store, exactly (default: $BENTLEY_OUTPUTS or ./outputs for the default "
+        "profile, <that>/profiles/<name> for any other)",
+    )
     run.add_argument("--pipeline", type=Path, help="an alternative pipeline.yaml")
     run.add_argument("--force", action="store_true", help="run every selected stage, even when up to date")
-    run.add_argument("--orchestrated", action="store_true",
-                     help="one task of a run an orchestrator (Airflow) drives: join the run's shared lease and "
-                          "record, leave retries to the orchestrator, keep the run open for `runner finish`")
-    run.add_argument("--attempt", type=int, default=1, metavar="N",
-                     help="with --orchestrated: the orchestrator's try number, recorded as the stage's attempt")
+    run.add_argument(
+        "--orchestrated",
+        action="store_true",
+        help="one task of a run an orchestrator (Airflow) drives: join the run's shared lease and "
+        "record, leave retries to the orchestrator, keep the run open for `runner finish`",
+    )
+    run.add_argument(
+        "--attempt",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --orchestrated: the orchestrator's try number, recorded as the stage's attempt",
+    )
 
-    resume = verbs.add_parser("resume", help="rerun a run's failed, skipped and unfinished stages "
-                              "with the run's own params and logical date")
+    resume = verbs.add_parser(
+        "resume", help="rerun a run's failed, skipped and unfinished stages with the run's own params and logical date"
+    )
     resume.add_argument("run_id")
     resume.add_argument("--outputs", type=Path)
 
@@ -82,13 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     dag = verbs.add_parser("dag", help="print the stages in order with their upstreams")
     dag.add_argument("--pipeline", type=Path)
 
-    report = verbs.add_parser("report", help="write the home page (outputs/index.html: the latest complete run's "
-                              "overview, then every run) and print its path")
+    report = verbs.add_parser(
+        "report",
+        help="write the home page (outputs/index.html: the latest complete run's "
+        "overview, then every run) and print its path",
+    )
     report.add_argument("--outputs", type=Path)
     report.add_argument("--open", action="store_true", help="also open it in a browser when there is a display")
 
-    finish = verbs.add_parser("finish", help="conclude an --orchestrated run: record the stages it never "
-                              "started, set its status, end its MLflow run, release its lease")
+    finish = verbs.add_parser(
+        "finish",
+        help="conclude an --orchestrated run: record the stages it never "
+        "started, set its status, end its MLflow run, release its lease",
+    )
     finish.add_argument("run_id")
     finish.add_argument("--outputs", type=Path)
 
@@ -99,13 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dag-id", default="bentley_pipeline")
     export.add_argument("--python", help="the project's Python on the workers (default: this interpreter)")
     export.add_argument("--project", type=Path, help="the project checkout on the workers (default: --root)")
-    export.add_argument("--outputs", type=Path,
-                        help="bake an outputs folder into the tasks (default: $BENTLEY_OUTPUTS on the worker)")
+    export.add_argument(
+        "--outputs", type=Path, help="bake an outputs folder into the tasks (default: $BENTLEY_OUTPUTS on the worker)"
+    )
 
     paper = verbs.add_parser("paper", help="the paper book: replay it from a date")
     paper_verbs = paper.add_subparsers(dest="paper_verb", required=True)
-    rebook = paper_verbs.add_parser("rebook", help="delete a paper book's sessions from a date on, so that runs "
-                                    "for that date and later replay it")
+    rebook = paper_verbs.add_parser(
+        "rebook", help="delete a paper book's sessions from a date on, so that runs for that date and later replay it"
+    )
     rebook.add_argument("--from", dest="from_date", type=_date, required=True, metavar="YYYY-MM-DD")
     rebook.add_argument("--portfolio", help="the book (default: trade.paper.portfolio)")
     rebook.add_argument("--profile", default="default")
@@ -113,28 +139,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     from runner import gate, health, schedule
 
-    gate.add_arguments(verbs.add_parser(
-        "gate", help="is an orchestrator's run one of our ticks? print its run id and logical date (exit "
-        f"{gate.SKIP_EXIT}: skip it)"))
+    gate.add_arguments(
+        verbs.add_parser(
+            "gate",
+            help="is an orchestrator's run one of our ticks? print its run id and logical date (exit "
+            f"{gate.SKIP_EXIT}: skip it)",
+        )
+    )
 
-    schedule.add_arguments(verbs.add_parser(
-        "schedule", help="run the pipeline on its trigger (hourly in market hours by default), "
-        "with a health endpoint"))
-    watch = verbs.add_parser("watch", help="watch the paper book intraday in market hours: marks, risk rules, "
-                             "alerts, de-risking")
+    schedule.add_arguments(
+        verbs.add_parser(
+            "schedule",
+            help="run the pipeline on its trigger (hourly in market hours by default), with a health endpoint",
+        )
+    )
+    watch = verbs.add_parser(
+        "watch", help="watch the paper book intraday in market hours: marks, risk rules, alerts, de-risking"
+    )
     watch.add_argument("--profile", default="default")
     watch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     watch.add_argument("--outputs", type=Path)
     watch.add_argument("--day", type=_date, help="replay this session now (sample or replay source) and exit")
-    watch.add_argument("--once", action="store_true",
-                       help="watch the current session if the market is open, else say when it opens; then exit")
+    watch.add_argument(
+        "--once",
+        action="store_true",
+        help="watch the current session if the market is open, else say when it opens; then exit",
+    )
     watch.add_argument("--max-batches", type=int, help=argparse.SUPPRESS)  # tests: stop as if killed
     watch.add_argument("--now", type=dt.datetime.fromisoformat, help=argparse.SUPPRESS)  # rehearse a moment
-    health.add_arguments(verbs.add_parser(
-        "health", help="check warehouse, MLflow, lake, sources, disk, last run, freshness and scheduler"))
+    health.add_arguments(
+        verbs.add_parser(
+            "health", help="check warehouse, MLflow, lake, sources, disk, last run, freshness and scheduler"
+        )
+    )
 
-    retention = verbs.add_parser("retention", help="delete raw lake partitions, run folders and logs "
-                                 "older than workflow.retention (relative to the logical date)")
+    retention = verbs.add_parser(
+        "retention",
+        help="delete raw lake partitions, run folders and logs "
+        "older than workflow.retention (relative to the logical date)",
+    )
     retention.add_argument("--profile", default="default")
     retention.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     retention.add_argument("--logical-date", type=_date, help="default: latest closed NYSE session")
@@ -164,9 +207,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         root = (args.root or project_root()).resolve()
-        handler = {"run": _run, "resume": _resume, "status": _status, "dag": _dag, "report": _report,
-                   "retention": _retention, "schedule": _schedule, "health": _health, "finish": _finish,
-                   "export": _export, "gate": _gate, "paper": _paper, "watch": _watch}[args.verb]
+        handler = {
+            "run": _run,
+            "resume": _resume,
+            "status": _status,
+            "dag": _dag,
+            "report": _report,
+            "retention": _retention,
+            "schedule": _schedule,
+            "health": _health,
+            "finish": _finish,
+            "export": _export,
+            "gate": _gate,
+            "paper": _paper,
+            "watch": _watch,
+        }[args.verb]
         return handler(args, root, console)
     except (ParamsError, DagError, InfraError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", markup=True)
@@ -247,8 +302,11 @@ def _export(args: argparse.Namespace, root: Path, console: Console) -> int:
     spec = load_pipeline(pipeline_file)
     stages = build_dag(spec, root, config.workflow.max_execution_time_minutes, str(pipeline_file))
     options = airflow.ExportOptions(
-        dag_id=args.dag_id, profile=args.profile, python=args.python or airflow.default_python(),
-        project=(args.project or root).resolve(), outputs=args.outputs.resolve() if args.outputs else None,
+        dag_id=args.dag_id,
+        profile=args.profile,
+        python=args.python or airflow.default_python(),
+        project=(args.project or root).resolve(),
+        outputs=args.outputs.resolve() if args.outputs else None,
     )
     for path in airflow.export(stages, spec.retry, config, options, args.out.resolve()):
         console.print(escape(str(path)))
@@ -267,8 +325,9 @@ def _paper(args: argparse.Namespace, root: Path, console: Console) -> int:
     warehouse = Warehouse.from_settings(config.warehouse.url, outputs_dir(args.outputs, root, args.profile))
     holder = new_holder()
     try:
-        grant = warehouse.acquire_lease(PIPELINE_LEASE, holder, f"rebook-{portfolio}", config.runner.lease_ttl_s,
-                                        holder_alive=holder_alive)
+        grant = warehouse.acquire_lease(
+            PIPELINE_LEASE, holder, f"rebook-{portfolio}", config.runner.lease_ttl_s, holder_alive=holder_alive
+        )
         if not grant.acquired:
             console.print(f"busy: run {grant.run_id} holds the warehouse lease; nothing was deleted")
             return EXIT_BUSY
@@ -345,8 +404,9 @@ def _status(args: argparse.Namespace, root: Path, console: Console) -> int:
 def _dag(args: argparse.Namespace, root: Path, console: Console) -> int:
     pipeline_file = args.pipeline.resolve() if args.pipeline else root / PARAMS_DIR / PIPELINE_FILE
     config = load_config(root=root)
-    stages = build_dag(load_pipeline(pipeline_file), root, config.workflow.max_execution_time_minutes,
-                       str(pipeline_file))
+    stages = build_dag(
+        load_pipeline(pipeline_file), root, config.workflow.max_execution_time_minutes, str(pipeline_file)
+    )
     for number, stage in enumerate(stages, start=1):
         upstream = ", ".join(stage.upstream) or "-"
         console.print(f"{number:>2}. {stage.name:<12} <- {upstream:<24} {stage.notebook.relative_to(root)}")
@@ -388,8 +448,7 @@ def _retention(args: argparse.Namespace, root: Path, console: Console) -> int:
         console.print(escape(f"{verb} {item.kind:<9} {item.dated}  (before {item.cutoff})  {item.path}"))
     if not args.dry_run:
         retention.apply(expired)
-    console.print(f"{len(expired)} path(s) {'expired' if args.dry_run else 'deleted'}; "
-                  f"logical date {logical_date}")
+    console.print(f"{len(expired)} path(s) {'expired' if args.dry_run else 'deleted'}; logical date {logical_date}")
     return EXIT_OK
 
 

@@ -148,9 +148,7 @@ def _descendants(stages: Sequence[Stage], name: str) -> set[str]:
     return found
 
 
-def check_notebooks(
-    stages: Sequence[Stage], root: Path, known: MutableMapping[str, list[str]] | None = None
-) -> None:
+def check_notebooks(stages: Sequence[Stage], root: Path, known: MutableMapping[str, list[str]] | None = None) -> None:
     """Every notebook exists, has a `parameters` cell, and declares what we inject.
 
     `known` maps a notebook file's SHA-256 to the parameters papermill found in it before,

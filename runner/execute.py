@@ -137,8 +137,9 @@ class Kernel:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-def start_kernel(kernel_name: str, cwd: Path, warm: WarmUp | None = None, threads: int | None = None,
-                 forks: ForkServer | None = None) -> Kernel:
+def start_kernel(
+    kernel_name: str, cwd: Path, warm: WarmUp | None = None, threads: int | None = None, forks: ForkServer | None = None
+) -> Kernel:
     """Start a kernel for a stage, warmed for it (`warm`); the runner may do this before the
     stage's upstreams finish.
 
@@ -151,15 +152,16 @@ def start_kernel(kernel_name: str, cwd: Path, warm: WarmUp | None = None, thread
     from jupyter_core.utils import run_sync
 
     clock = time.perf_counter()
-    for forked in ((True, False) if forks is not None and forks.usable else (False,)):
+    for forked in (True, False) if forks is not None and forks.usable else (False,):
         socket_dir = Path(tempfile.mkdtemp(prefix="bentley-kernel-"))
         manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(socket_dir / "k"))
         try:
             if forked:
                 assert forks is not None
                 manager.kernel_id = str(uuid.uuid4())
-                manager.provisioner = ForkedProvisioner(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec,
-                                                        parent=manager, server=forks)
+                manager.provisioner = ForkedProvisioner(
+                    kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager, server=forks
+                )
             # The kernel gets the report environment, and its process group is known from the first second.
             run_sync(manager.start_kernel)(cwd=str(cwd), env=kernel_environment(threads))
         except BaseException as exc:
@@ -311,11 +313,14 @@ def _warm(modules, timing_file, interval):
 
 
 #: Runs in the fork server (`python -c`); its first argument is the JSON list of modules to import.
-_SERVER_CODE = r"""
+_SERVER_CODE = (
+    r"""
 import gc, json, os, signal, sys, traceback
 if sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]  # as ipykernel_launcher does; IPython puts the kernel's folder back
-""" + _WARM_CODE + r"""
+"""
+    + _WARM_CODE
+    + r"""
 seen = set()
 for _ in _imports(json.loads(sys.argv[1]), seen):
     pass
@@ -421,6 +426,7 @@ for pid in forked - set(exits):  # the runner is gone or done: no kernel outlive
     except OSError:
         pass
 """
+)
 
 
 class ForkServer:
@@ -428,12 +434,18 @@ class ForkServer:
     (module docstring). Requests are JSON lines on its stdin, answered on its stdout, one at a
     time; `usable` turns false after a failure, and later kernels start as new processes."""
 
-    def __init__(self, argv: list[str], modules: Sequence[str], env: Mapping[str, str], cwd: Path,
-                 later: Sequence[str] = ()) -> None:
+    def __init__(
+        self, argv: list[str], modules: Sequence[str], env: Mapping[str, str], cwd: Path, later: Sequence[str] = ()
+    ) -> None:
         self.modules = tuple(modules)
         self.process = subprocess.Popen(
-            [*argv, "-c", _SERVER_CODE, json.dumps(list(self.modules)), json.dumps(list(later))], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(env), cwd=str(cwd), text=True,
+            [*argv, "-c", _SERVER_CODE, json.dumps(list(self.modules)), json.dumps(list(later))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=str(cwd),
+            text=True,
             start_new_session=True,  # a terminal's Ctrl-C is the runner's to handle, not its kernels'
         )
         self.lock = threading.Lock()
@@ -442,8 +454,9 @@ class ForkServer:
         self.error: str | None = None
 
     @classmethod
-    def for_kernel(cls, kernel_name: str, modules: Sequence[str], env: Mapping[str, str],
-                   cwd: Path, later: Sequence[str] = ()) -> ForkServer | None:
+    def for_kernel(
+        cls, kernel_name: str, modules: Sequence[str], env: Mapping[str, str], cwd: Path, later: Sequence[str] = ()
+    ) -> ForkServer | None:
         """A server running the kernelspec's interpreter, or None when the kernelspec is not the
         plain `<python> [options] -m ipykernel_launcher -f {connection_file}` or fork is missing.
 
@@ -647,7 +660,9 @@ def _wait_until_ready(client: Any, kernel: Kernel, deadline: float) -> None:
         client.kernel_info()
         try:
             while True:
-                if client.get_shell_msg(timeout=1.0)["msg_type"] == "kernel_info_reply":  # this request's or an earlier one's
+                if (
+                    client.get_shell_msg(timeout=1.0)["msg_type"] == "kernel_info_reply"
+                ):  # this request's or an earlier one's
                     return
         except queue.Empty:
             _check_alive(kernel, deadline, "starting")
@@ -783,8 +798,13 @@ def transient_error_names() -> frozenset[str]:
 
 
 #: Thread-pool variables of the numerical libraries a kernel may load (OpenMP, BLAS, numexpr).
-THREAD_VARIABLES: tuple[str, ...] = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_VARIABLES: tuple[str, ...] = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 def kernel_threads(max_workers: int, cpus: int | None = None) -> int:

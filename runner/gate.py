@@ -52,8 +52,14 @@ class GateDecision:
         args = ["--run-id", str(self.run_id), "--logical-date", str(self.logical_date)]
         for override in self.overrides:
             args += ["--set", override]
-        return json.dumps({"run_id": self.run_id, "logical_date": str(self.logical_date),
-                           "args": shlex.join(args), "reason": self.reason})
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "logical_date": str(self.logical_date),
+                "args": shlex.join(args),
+                "reason": self.reason,
+            }
+        )
 
 
 def tick_at(at: dt.datetime, config: Config) -> Tick | None:
@@ -63,8 +69,9 @@ def tick_at(at: dt.datetime, config: Config) -> Tick | None:
     return next((t for t in day_ticks(local_day, config.schedule, config.workflow) if t.fire_at == at), None)
 
 
-def decide(config: Config, *, run_type: str, at: dt.datetime | None, orchestrator_run_id: str,
-           now: dt.datetime) -> GateDecision:
+def decide(
+    config: Config, *, run_type: str, at: dt.datetime | None, orchestrator_run_id: str, now: dt.datetime
+) -> GateDecision:
     """The gate's answer without the retraining flag (pure: no warehouse, clock passed in)."""
     from bentley import calendar
 
@@ -75,20 +82,26 @@ def decide(config: Config, *, run_type: str, at: dt.datetime | None, orchestrato
         tick = tick_at(at, config)
         local = at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
         if tick is None:
-            return GateDecision(False, f"{local} is not a fire time: not on the schedule grid, not a "
-                                       f"{config.workflow.calendar} session, or outside its trading hours")
+            return GateDecision(
+                False,
+                f"{local} is not a fire time: not on the schedule grid, not a "
+                f"{config.workflow.calendar} session, or outside its trading hours",
+            )
         late = _too_late(tick, config, now) if run_type == "scheduled" else None
         if late:
             return GateDecision(False, f"tick {tick.run_id} ({local}): {late}")
         return GateDecision(True, f"tick {tick.run_id} ({local})", tick.run_id, tick.logical_date)
     asked = (at or now).astimezone(dt.UTC)
     # The session of the date asked for; a date whose session has not closed yet gets the latest closed one.
-    logical_date = min(calendar.latest_session_on_or_before(asked.date(), config.workflow.calendar),
-                       calendar.latest_closed_session(now, config.workflow.calendar))
+    logical_date = min(
+        calendar.latest_session_on_or_before(asked.date(), config.workflow.calendar),
+        calendar.latest_closed_session(now, config.workflow.calendar),
+    )
     digest = hashlib.sha256(orchestrator_run_id.encode()).hexdigest()[:6]
     run_id = f"airflow-{asked:%Y%m%dT%H%M%SZ}-{digest}"
-    return GateDecision(True, f"{run_type} run {orchestrator_run_id}: logical date {logical_date}", run_id,
-                        logical_date)
+    return GateDecision(
+        True, f"{run_type} run {orchestrator_run_id}: logical date {logical_date}", run_id, logical_date
+    )
 
 
 def _too_late(tick: Tick, config: Config, now: dt.datetime) -> str | None:
@@ -103,7 +116,9 @@ def _too_late(tick: Tick, config: Config, now: dt.datetime) -> str | None:
     if schedule.catch_up == "all":
         later_ticks = fire_times(tick.fire_at + dt.timedelta(minutes=1), now, schedule, config.workflow)
         if len(later_ticks) >= schedule.max_catch_up:
-            return f"{len(later_ticks)} later ticks have fired and catch_up all keeps the latest {schedule.max_catch_up}"
+            return (
+                f"{len(later_ticks)} later ticks have fired and catch_up all keeps the latest {schedule.max_catch_up}"
+            )
     return None
 
 
@@ -113,9 +128,12 @@ def _too_late(tick: Tick, config: Config, now: dt.datetime) -> str | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    parser.add_argument("--run-type", required=True,
-                        help="the orchestrator's run type: scheduled and backfill runs must be ticks; "
-                             "manual (or anything else) runs for the latest session on or before --at")
+    parser.add_argument(
+        "--run-type",
+        required=True,
+        help="the orchestrator's run type: scheduled and backfill runs must be ticks; "
+        "manual (or anything else) runs for the latest session on or before --at",
+    )
     parser.add_argument("--at", type=_instant, help="the orchestrator run's logical time (ISO 8601 with an offset)")
     parser.add_argument("--orchestrator-run-id", required=True, help="the orchestrator's own id for the run")
     parser.add_argument("--outputs", type=Path)
@@ -128,8 +146,7 @@ def command(args: argparse.Namespace, root: Path, console: Console) -> int:
 
     config = load_config(args.profile, args.overrides, root)
     now = args.now or dt.datetime.now(dt.UTC)
-    decision = decide(config, run_type=args.run_type, at=args.at, orchestrator_run_id=args.orchestrator_run_id,
-                      now=now)
+    decision = decide(config, run_type=args.run_type, at=args.at, orchestrator_run_id=args.orchestrator_run_id, now=now)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if not decision.go:
         err.print(f"skip: {decision.reason}", markup=False)
@@ -151,11 +168,14 @@ def _with_retraining(decision: GateDecision, config: Config, outputs: Path, err:
         warehouse.dispose()
     if not monitoring:
         return decision
-    err.print(f"model {monitoring.get('model_name')} v{monitoring.get('model_version')} needs retraining "
-              f"({monitoring.get('reason') or 'retraining_required is set'}): this run sets {RETRAIN_OVERRIDE}",
-              markup=False)
-    return GateDecision(True, decision.reason, decision.run_id, decision.logical_date,
-                        (*decision.overrides, RETRAIN_OVERRIDE))
+    err.print(
+        f"model {monitoring.get('model_name')} v{monitoring.get('model_version')} needs retraining "
+        f"({monitoring.get('reason') or 'retraining_required is set'}): this run sets {RETRAIN_OVERRIDE}",
+        markup=False,
+    )
+    return GateDecision(
+        True, decision.reason, decision.run_id, decision.logical_date, (*decision.overrides, RETRAIN_OVERRIDE)
+    )
 
 
 def _instant(text: str) -> dt.datetime:

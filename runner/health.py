@@ -38,8 +38,14 @@ _RANK = {"ok": 0, "degraded": 1, "down": 2}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the checks as a JSON list")
     parser.add_argument("--profile", default="default", help="params/profiles/<name>.yaml layered on default.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override one param (repeatable); the value is YAML")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one param (repeatable); the value is YAML",
+    )
     parser.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
 
 
@@ -90,14 +96,17 @@ def serve_health(host: str, port: int, checks_fn: Callable[[], Sequence[Check]])
         def do_GET(self) -> None:
             parts = [p for p in urlsplit(self.path).path.split("/") if p]
             if not parts or parts[0] != "health" or len(parts) > 2:
-                self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {urlsplit(self.path).path!r}; "
-                                                           "try /health or /health/<component>"})
+                self._send(
+                    HTTPStatus.NOT_FOUND,
+                    {"error": f"no such path {urlsplit(self.path).path!r}; try /health or /health/<component>"},
+                )
                 return
             try:
                 checks = [c.as_dict() for c in checks_fn()]
             except Exception as exc:  # noqa: BLE001 - the endpoint must answer even when checking breaks
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE,
-                           {"status": "down", "error": f"checks failed: {type(exc).__name__}"})
+                self._send(
+                    HTTPStatus.SERVICE_UNAVAILABLE, {"status": "down", "error": f"checks failed: {type(exc).__name__}"}
+                )
                 return
             if len(parts) == 1:
                 worst = max((c["status"] for c in checks), key=_RANK.__getitem__, default="ok")
@@ -126,8 +135,9 @@ def serve_health(host: str, port: int, checks_fn: Callable[[], Sequence[Check]])
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="bentley-health",
-                     daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="bentley-health", daemon=True
+    ).start()
     return server
 
 

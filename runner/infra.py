@@ -85,8 +85,7 @@ def check_infrastructure(config: Config, outputs: Path, *, timeout_s: float) -> 
     _bounded(lambda: check_warehouse(url, timeout_s, setting), timeout_s, _warehouse_name(url), setting)
     uri = tracking_uri(config.tracking.uri, outputs)
     setting = _origin(TRACKING_ENV, config.tracking.uri, "tracking.uri")
-    _bounded(lambda: check_tracking(uri, timeout_s, setting), timeout_s, f"MLflow store {display_uri(uri)}",
-             setting)
+    _bounded(lambda: check_tracking(uri, timeout_s, setting), timeout_s, f"MLflow store {display_uri(uri)}", setting)
 
 
 # --------------------------------------------------------------------------- the outputs folder
@@ -166,23 +165,26 @@ def check_warehouse(url: URL, timeout_s: float, setting: str) -> None:
     from bentley.warehouse import driver_timeouts, leases
 
     try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
-                                  connect_args=driver_timeouts(url, timeout_s, timeout_s))
+        engine = sa.create_engine(
+            url, poolclass=sa.pool.NullPool, connect_args=driver_timeouts(url, timeout_s, timeout_s)
+        )
     except Exception as exc:  # noqa: BLE001 - a driver that is not installed, a malformed URL
         raise _refusal(f"{name} cannot be used: {describe(exc, timeout_s)}", setting, password=url.password) from None
     try:
         try:
             conn = engine.connect()
         except Exception as exc:  # noqa: BLE001 - refused, silent, bad credentials: all one line
-            raise _refusal(f"cannot connect to {name}: {describe(exc, timeout_s)}", setting,
-                           password=url.password) from None
+            raise _refusal(
+                f"cannot connect to {name}: {describe(exc, timeout_s)}", setting, password=url.password
+            ) from None
         with conn:  # closing the connection rolls the probe back
             try:
                 if sa.inspect(conn).has_table(leases.name):
                     conn.execute(sa.delete(leases).where(sa.false()))
             except Exception as exc:  # noqa: BLE001 - a read-only server, no privileges, a server gone silent
-                raise _refusal(f"{name} refuses writes: {describe(exc, timeout_s)}", setting,
-                               password=url.password) from None
+                raise _refusal(
+                    f"{name} refuses writes: {describe(exc, timeout_s)}", setting, password=url.password
+                ) from None
     finally:
         engine.dispose()
 
@@ -200,8 +202,9 @@ def _probe_sqlite(database: Path, timeout_s: float, name: str, setting: str) -> 
         raise _refusal(f"{name} is not writable: {os.strerror(errno.EROFS if read_only else errno.EACCES)}", setting)
     _check_creatable(database.parent, name, setting)
     try:
-        conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout_s,
-                               isolation_level=None)
+        conn = sqlite3.connect(
+            f"{database.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout_s, isolation_level=None
+        )
         try:
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -266,19 +269,29 @@ def _probe_server(uri: str, timeout_s: float, name: str, setting: str) -> None:
         health = requests.get(f"{base}/health", timeout=(timeout_s, timeout_s), allow_redirects=False)
         if health.status_code == 200:
             return
-        search = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
-                              headers=_tracking_headers(), auth=_tracking_auth(parts.username, parts.password),
-                              timeout=(timeout_s, timeout_s), allow_redirects=False)
+        search = requests.get(
+            f"{base}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            headers=_tracking_headers(),
+            auth=_tracking_auth(parts.username, parts.password),
+            timeout=(timeout_s, timeout_s),
+            allow_redirects=False,
+        )
     except requests.RequestException as exc:
-        raise _refusal(f"cannot connect to {name}: {describe(exc, timeout_s)}", setting,
-                       password=parts.password) from None
+        raise _refusal(
+            f"cannot connect to {name}: {describe(exc, timeout_s)}", setting, password=parts.password
+        ) from None
     if search.status_code == 200:
         return
     if search.status_code in (401, 403):
-        raise _refusal(f"{name} refused the credentials (HTTP {search.status_code}; MLFLOW_TRACKING_TOKEN or "
-                       "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)", setting)
-    raise _refusal(f"{name} answered HTTP {health.status_code} to /health and {search.status_code} to the "
-                   "experiments API", setting)
+        raise _refusal(
+            f"{name} refused the credentials (HTTP {search.status_code}; MLFLOW_TRACKING_TOKEN or "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)",
+            setting,
+        )
+    raise _refusal(
+        f"{name} answered HTTP {health.status_code} to /health and {search.status_code} to the experiments API", setting
+    )
 
 
 def _tracking_headers() -> dict[str, str]:
@@ -399,8 +412,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
         if any(current is e for e in seen):
             continue
         seen.append(current)
-        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None),
-                   getattr(current, "orig", None), *current.args]
+        wrapped = [
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            getattr(current, "orig", None),
+            *current.args,
+        ]
         todo.extend(e for e in wrapped if isinstance(e, BaseException))
     return seen
 

@@ -49,7 +49,12 @@ class LeaseKeeper(threading.Thread):
     """Renews the lease every `every_s`; calls `on_lost` once if it cannot for a whole TTL."""
 
     def __init__(
-        self, warehouse: Warehouse, holder: str, ttl_s: float, every_s: float, on_lost: Callable[[str], None],
+        self,
+        warehouse: Warehouse,
+        holder: str,
+        ttl_s: float,
+        every_s: float,
+        on_lost: Callable[[str], None],
         name: str = PIPELINE_LEASE,
     ) -> None:
         super().__init__(name="lease-keeper", daemon=True)
@@ -129,12 +134,15 @@ class RunRecordLock:
         deadline = time.monotonic() + self.timeout_s
         delay = 0.02
         while True:
-            grant = self.warehouse.acquire_lease(self.name, self.holder, self.run_id, self.ttl_s,
-                                                 holder_alive=holder_alive)
+            grant = self.warehouse.acquire_lease(
+                self.name, self.holder, self.run_id, self.ttl_s, holder_alive=holder_alive
+            )
             if grant.acquired:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {self.run_id}: its record stayed locked by {grant.holder or 'another task'} "
-                                   f"for {self.timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"run {self.run_id}: its record stayed locked by {grant.holder or 'another task'} "
+                    f"for {self.timeout_s:.0f} s"
+                )
             time.sleep(delay)
             delay = min(2 * delay, 0.5)

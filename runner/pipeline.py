@@ -147,8 +147,16 @@ def plan_run(request: RunRequest) -> Plan:
     stages, dag, retry, inspected = _stages(request, config)
     logical_date = request.logical_date or _default_logical_date(config)
     # Dates and params that cannot work: one line, exit 2, before anything is written.
-    check_run(config, logical_date, logical_date_given=request.logical_date is not None, stages_arg=request.stages,
-              selected=stages, run_id=request.run_id, root=request.root, now=dt.datetime.now(dt.UTC))
+    check_run(
+        config,
+        logical_date,
+        logical_date_given=request.logical_date is not None,
+        stages_arg=request.stages,
+        selected=stages,
+        run_id=request.run_id,
+        root=request.root,
+        now=dt.datetime.now(dt.UTC),
+    )
     config.history.window(logical_date)  # a window that reads the future fails here
     config = with_resolved_universe(config, request.root)
     run_id = request.run_id or new_run_id()
@@ -157,8 +165,9 @@ def plan_run(request: RunRequest) -> Plan:
     # Outputs, warehouse and MLflow answer: one line, exit 2, before anything is written.
     check_infrastructure(config, request.outputs, timeout_s=configured_timeout(config))
     _remember_parameters(request, inspected)
-    return Plan(request=request, config=config, stages=stages, dag=dag, run_id=run_id, logical_date=logical_date,
-                retry=retry)
+    return Plan(
+        request=request, config=config, stages=stages, dag=dag, run_id=run_id, logical_date=logical_date, retry=retry
+    )
 
 
 def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
@@ -174,8 +183,11 @@ def plan_resume(root: Path, outputs: Path, run_id: str) -> Plan:
             raise DagError(f"run {run_id} has nothing to resume: it succeeded")
         # Every stage finished, but the runner died writing the run's own record: conclude it.
         return _saved_plan(root, outputs, manifest, saved, [], resumed=True, orchestrated=False)
-    later = sorted(m["run_id"] for m in all_manifests(outputs)
-                   if m["run_id"] != run_id and (m.get("started_at") or "") > (manifest.get("started_at") or ""))
+    later = sorted(
+        m["run_id"]
+        for m in all_manifests(outputs)
+        if m["run_id"] != run_id and (m.get("started_at") or "") > (manifest.get("started_at") or "")
+    )
     if later:
         # A later run rewrote the date-keyed tables (features, anomalies, budget) over its own
         # window: every stage of this run is looked at again, and the cache reruns those whose
@@ -202,11 +214,24 @@ def _saved_run(outputs: Path, run_id: str, verb: str) -> tuple[dict[str, Any], d
         raise DagError(f"no run {run_id!r} to {verb} under {outputs / 'runs'}") from None
 
 
-def _saved_plan(root: Path, outputs: Path, manifest: dict[str, Any], saved: dict[str, Any], stages: list[str],
-                *, resumed: bool, orchestrated: bool) -> Plan:
+def _saved_plan(
+    root: Path,
+    outputs: Path,
+    manifest: dict[str, Any],
+    saved: dict[str, Any],
+    stages: list[str],
+    *,
+    resumed: bool,
+    orchestrated: bool,
+) -> Plan:
     request = RunRequest(
-        root=root, outputs=outputs, profile=manifest["profile"], overrides=tuple(manifest.get("overrides", ())),
-        stages=stages, run_id=manifest["run_id"], logical_date=dt.date.fromisoformat(manifest["logical_date"]),
+        root=root,
+        outputs=outputs,
+        profile=manifest["profile"],
+        overrides=tuple(manifest.get("overrides", ())),
+        stages=stages,
+        run_id=manifest["run_id"],
+        logical_date=dt.date.fromisoformat(manifest["logical_date"]),
         pipeline_file=Path(manifest["pipeline_file"]) if manifest.get("pipeline_file") else None,
         orchestrated=orchestrated,
     )
@@ -214,9 +239,16 @@ def _saved_plan(root: Path, outputs: Path, manifest: dict[str, Any], saved: dict
     selected, dag, retry, inspected = _stages(request, config)
     check_infrastructure(config, outputs, timeout_s=configured_timeout(config))
     _remember_parameters(request, inspected)
-    return Plan(request=request, config=config, stages=selected if stages else [], dag=dag,
-                run_id=manifest["run_id"], logical_date=dt.date.fromisoformat(manifest["logical_date"]),
-                retry=retry, resumed=resumed)
+    return Plan(
+        request=request,
+        config=config,
+        stages=selected if stages else [],
+        dag=dag,
+        run_id=manifest["run_id"],
+        logical_date=dt.date.fromisoformat(manifest["logical_date"]),
+        retry=retry,
+        resumed=resumed,
+    )
 
 
 def _stages(
@@ -332,11 +364,18 @@ class PipelineRun:
         if not grant.acquired:
             since = f" (heartbeat {grant.heartbeat_at:%H:%M:%S} UTC)" if grant.heartbeat_at else ""
             who = f"run {grant.run_id} by {grant.holder}{since}" if grant.holder else "another runner"
-            self.console.print(f"[yellow]busy:[/] {escape(who)} holds the warehouse lease; run {plan.run_id} not started")
+            self.console.print(
+                f"[yellow]busy:[/] {escape(who)} holds the warehouse lease; run {plan.run_id} not started"
+            )
             self.warehouse.dispose()
             return EXIT_BUSY
-        keeper = LeaseKeeper(self.warehouse, self.holder, self.config.runner.lease_ttl_s,
-                             self.config.runner.heartbeat_s, self._on_lease_lost)
+        keeper = LeaseKeeper(
+            self.warehouse,
+            self.holder,
+            self.config.runner.lease_ttl_s,
+            self.config.runner.heartbeat_s,
+            self._on_lease_lost,
+        )
         keeper.start()
         try:
             if plan.request.skip_if_done and self._already_finished():
@@ -353,8 +392,10 @@ class PipelineRun:
                 try:
                     self._leave_lease()
                 except Exception as exc:  # noqa: BLE001 - the warehouse failed too (a full disk): say so, once
-                    self.console.print(f"[yellow]![/] the warehouse lease was not released ({escape(describe(exc))}); "
-                                       f"it lapses {self.config.runner.lease_ttl_s:.0f} s after the last heartbeat")
+                    self.console.print(
+                        f"[yellow]![/] the warehouse lease was not released ({escape(describe(exc))}); "
+                        f"it lapses {self.config.runner.lease_ttl_s:.0f} s after the last heartbeat"
+                    )
             self.warehouse.dispose()
 
     def finish(self) -> int:
@@ -383,7 +424,10 @@ class PipelineRun:
         """Take (or, orchestrated, join) the run lease; tasks of one run joining at once may race."""
         for _ in range(20 if self.orchestrated else 1):
             grant = self.warehouse.acquire_lease(
-                PIPELINE_LEASE, self.holder, self.plan.run_id, self.config.runner.lease_ttl_s,
+                PIPELINE_LEASE,
+                self.holder,
+                self.plan.run_id,
+                self.config.runner.lease_ttl_s,
                 holder_alive=holder_alive,
             )
             if grant.acquired or grant.holder is not None:
@@ -420,8 +464,9 @@ class PipelineRun:
         self.manifest = self._initial_manifest()
         if not (plan.run_dir / "params.json").is_file():
             atomic_write_json(plan.run_dir / "params.json", self.config.as_dict())
-        self.manifest.update(status="running", started_at=self.manifest.get("started_at") or _now().isoformat(),
-                             ended_at=None)
+        self.manifest.update(
+            status="running", started_at=self.manifest.get("started_at") or _now().isoformat(), ended_at=None
+        )
         self._save()
         verb = "resuming" if plan.resumed else "run"
         self.console.print(
@@ -432,7 +477,9 @@ class PipelineRun:
             self.console.print(escape(self._reused_text()))
         self._run_dag()
         if self.lost.is_set():
-            self.console.print(f"[red]lease lost:[/] {escape(str(self.manifest.get('lease_lost')))}; stopped without writing")
+            self.console.print(
+                f"[red]lease lost:[/] {escape(str(self.manifest.get('lease_lost')))}; stopped without writing"
+            )
             self._write_log()
             return EXIT_LEASE_LOST
         if self.orchestrated:
@@ -444,11 +491,15 @@ class PipelineRun:
         self._save()
         failed = [s.name for s in self.plan.stages if self.manifest["stages"][s.name]["status"] not in DONE]
         if failed:
-            self.console.print(f"[red]{', '.join(failed)} did not succeed[/] · run {self.plan.run_id} stays open "
-                               f"until `runner finish {self.plan.run_id}`")
+            self.console.print(
+                f"[red]{', '.join(failed)} did not succeed[/] · run {self.plan.run_id} stays open "
+                f"until `runner finish {self.plan.run_id}`"
+            )
         else:
-            self.console.print(f"[green]done[/] · {', '.join(s.name for s in self.plan.stages)} · "
-                               f"run {self.plan.run_id} · report {escape(str(self.plan.run_dir / 'index.html'))}")
+            self.console.print(
+                f"[green]done[/] · {', '.join(s.name for s in self.plan.stages)} · "
+                f"run {self.plan.run_id} · report {escape(str(self.plan.run_dir / 'index.html'))}"
+            )
         self._write_log()
         return EXIT_FAILED if failed else EXIT_OK
 
@@ -479,11 +530,13 @@ class PipelineRun:
                 self._tracker_started()  # a resume that only concludes the record still ends the parent run
             if self._tracker is not None and self._mlflow_error is None:
                 tracker = self._tracker
-                self._mlflow(lambda: tracker.finish_pipeline(
-                    status,
-                    metrics={"duration_s": self.manifest["duration_s"]},
-                    artifacts=[plan.run_dir / "manifest.json", plan.run_dir / "index.html"],
-                ))
+                self._mlflow(
+                    lambda: tracker.finish_pipeline(
+                        status,
+                        metrics={"duration_s": self.manifest["duration_s"]},
+                        artifacts=[plan.run_dir / "manifest.json", plan.run_dir / "index.html"],
+                    )
+                )
         except (ServiceFailed, Interrupted) as exc:
             self.console.print(f"[yellow]![/] MLflow's parent run was not ended: {escape(str(exc))}")
         executed = sum(1 for s in statuses if s not in ("cached", "skipped"))
@@ -508,14 +561,21 @@ class PipelineRun:
     def _reused_text(self) -> str:
         """What a resumed run keeps: the stages that finished, its saved params and logical date."""
         selected = {stage.name for stage in self.plan.stages}
-        kept = [name for name, stage in self.manifest["stages"].items()
-                if name not in selected and stage["status"] in DONE]
+        kept = [
+            name for name, stage in self.manifest["stages"].items() if name not in selected and stage["status"] in DONE
+        ]
         kept_text = ", ".join(kept) if kept else "no finished stage"
-        checked = (f"rechecking every stage, since {', '.join(self.plan.later_runs[:3])} used the store after "
-                   "this run started; " if self.plan.later_runs else "")
-        return (f"{checked}reusing {kept_text} (their products stay as written); rerunning what is not up to date "
-                f"of {', '.join(sorted(selected))} with the run's saved params (runs/{self.plan.run_id}/params.json) "
-                f"and logical date {self.plan.logical_date}")
+        checked = (
+            f"rechecking every stage, since {', '.join(self.plan.later_runs[:3])} used the store after "
+            "this run started; "
+            if self.plan.later_runs
+            else ""
+        )
+        return (
+            f"{checked}reusing {kept_text} (their products stay as written); rerunning what is not up to date "
+            f"of {', '.join(sorted(selected))} with the run's saved params (runs/{self.plan.run_id}/params.json) "
+            f"and logical date {self.plan.logical_date}"
+        )
 
     # ------------------------------------------------------------------ the DAG
 
@@ -570,9 +630,19 @@ class PipelineRun:
                     if stage.name not in decided:  # upstreams are final here: decide once, not per wait
                         key = keys.key(stage, self._parameters(stage), {u: fingerprints.get(u) for u in stage.upstream})
                         entry = entries.get(stage.name)
-                        decided[stage.name] = key, entry, cache.decide(
-                            stage, key, entry, force=plan.request.force, now=_now(),
-                            missing_product=self._missing_product(entry) if entry and entry.key == key.key else None,
+                        decided[stage.name] = (
+                            key,
+                            entry,
+                            cache.decide(
+                                stage,
+                                key,
+                                entry,
+                                force=plan.request.force,
+                                now=_now(),
+                                missing_product=self._missing_product(entry)
+                                if entry and entry.key == key.key
+                                else None,
+                            ),
                         )
                     key, entry, decision = decided[stage.name]
                     if not decision.run:
@@ -594,8 +664,9 @@ class PipelineRun:
                     attempts[stage.name] = plan.request.attempt
                     self._mark_running(stage, decision.reason, key)
                     self.console.print(f"[blue]▶[/] {stage.name} started: {escape(decision.reason)}")
-                    future = workers.submit(self._attempt, stage, kernel_name, transient, 0.0,
-                                            prestarted.pop(stage.name, None))
+                    future = workers.submit(
+                        self._attempt, stage, kernel_name, transient, 0.0, prestarted.pop(stage.name, None)
+                    )
                     running[future] = stage
                     progress.started(stage)
                     self._start_tracking()
@@ -618,13 +689,20 @@ class PipelineRun:
                     progress.finished(stage)
                     result = future.result()
                     attempt = result.attempt
-                    retry = (attempt.status != "success" and attempt.transient and not self.stop.is_set()
-                             and not self.lost.is_set() and attempts[stage.name] <= self._retries(stage))
+                    retry = (
+                        attempt.status != "success"
+                        and attempt.transient
+                        and not self.stop.is_set()
+                        and not self.lost.is_set()
+                        and attempts[stage.name] <= self._retries(stage)
+                    )
                     if retry:
                         delay = backoff_delay(plan.retry, attempts[stage.name])
                         result.rendered()
                         self._record_attempt(stage, attempts[stage.name], result, None, retrying=True)
-                        self.console.print(f"[yellow]↻[/] {stage.name} {escape(str(attempt.error))}; retry in {delay:.1f} s")
+                        self.console.print(
+                            f"[yellow]↻[/] {stage.name} {escape(str(attempt.error))}; retry in {delay:.1f} s"
+                        )
                         attempts[stage.name] += 1
                         assert kernel_name is not None  # resolved when this stage first ran
                         running[workers.submit(self._attempt, stage, kernel_name, transient, delay, None)] = stage
@@ -654,25 +732,35 @@ class PipelineRun:
                 self._forks.close()  # kernels still starting (a stop request) fail at once
             starter.shutdown(wait=True)
 
-    def _attempt(self, stage: Stage, kernel_name: str, transient: frozenset[str], delay: float,
-                 prestarted: Future[Any] | None) -> _Attempted:
+    def _attempt(
+        self, stage: Stage, kernel_name: str, transient: frozenset[str], delay: float, prestarted: Future[Any] | None
+    ) -> _Attempted:
         """Worker thread: (wait out a backoff,) get a warm kernel, execute, render the report."""
         from runner.execute import Attempt, execute_stage, start_kernel
 
         notebook = self.plan.run_dir / "notebooks" / f"{stage.name}.ipynb"
         if delay and self.stop.wait(delay):
             now = _now()
-            return _Attempted(Attempt("failed", now, now, 0.0, 0.0, "not retried: the run was stopped"),
-                              notebook, None, None)
+            return _Attempted(
+                Attempt("failed", now, now, 0.0, 0.0, "not retried: the run was stopped"), notebook, None, None
+            )
         clock = _now()
-        starting = prestarted or self._starter.submit(start_kernel, kernel_name, stage.notebook.parent,
-                                                      self._warm_up(stage), self.kernel_threads, self._forks)
+        starting = prestarted or self._starter.submit(
+            start_kernel, kernel_name, stage.notebook.parent, self._warm_up(stage), self.kernel_threads, self._forks
+        )
         try:  # the stage was announced as started: a stop request lets it finish, kernel start included
             kernel = starting.result()
         except Exception as exc:  # noqa: BLE001 - a kernel that cannot start is a transient failure
             now = _now()
-            failed = Attempt("failed", clock, now, (now - clock).total_seconds(), 0.0,
-                             f"kernel did not start: {type(exc).__name__}: {exc}", transient=True)
+            failed = Attempt(
+                "failed",
+                clock,
+                now,
+                (now - clock).total_seconds(),
+                0.0,
+                f"kernel did not start: {type(exc).__name__}: {exc}",
+                transient=True,
+            )
             return _Attempted(failed, notebook, None, None)
         if self._creating is None or "tracking" in stage.sections:
             self._tracking.wait()  # a stage may nest MLflow runs under the parent (train)
@@ -683,13 +771,23 @@ class PipelineRun:
             if self.lost.is_set() or self._tracking_failed:
                 kernel.shutdown()
                 now = _now()
-                why = ("lease lost" if self.lost.is_set()
-                       else f"not started: {self._mlflow_error or 'MLflow tracking failed'}")
+                why = (
+                    "lease lost"
+                    if self.lost.is_set()
+                    else f"not started: {self._mlflow_error or 'MLflow tracking failed'}"
+                )
                 return _Attempted(Attempt("failed", now, now, 0.0, 0.0, why), notebook, None, None)
-            attempt = execute_stage(stage, notebook, self._parameters(stage), kernel=kernel,
-                                    kernel_name=kernel_name, cwd=stage.notebook.parent, transient_errors=transient,
-                                    timing_file=self._timing_file(stage),
-                                    shutdown=lambda used: self._reaper.submit(used.shutdown))  # off the critical path
+            attempt = execute_stage(
+                stage,
+                notebook,
+                self._parameters(stage),
+                kernel=kernel,
+                kernel_name=kernel_name,
+                cwd=stage.notebook.parent,
+                transient_errors=transient,
+                timing_file=self._timing_file(stage),
+                shutdown=lambda used: self._reaper.submit(used.shutdown),
+            )  # off the critical path
         finally:
             with self._kernels_lock:
                 self._kernels.discard(kernel)
@@ -705,11 +803,16 @@ class PipelineRun:
         if cpu is not None:
             parts["cpu"] = cpu  # not a part of the wall time: the CPU seconds the cells used
         attempt.breakdown = parts
-        attempt.warm_up = {"seconds": round(kernel.warm_s, 3), "modules": kernel.warmed,
-                           "ahead": prestarted is not None}
+        attempt.warm_up = {
+            "seconds": round(kernel.warm_s, 3),
+            "modules": kernel.warmed,
+            "ahead": prestarted is not None,
+        }
         rendering = None
         if notebook.is_file() and not self.lost.is_set():
-            rendering = self._renderer.submit(self._render, notebook, self.plan.run_dir / "reports" / f"{stage.name}.html")
+            rendering = self._renderer.submit(
+                self._render, notebook, self.plan.run_dir / "reports" / f"{stage.name}.html"
+            )
         return _Attempted(attempt, notebook, None, None, rendering)
 
     @staticmethod
@@ -738,12 +841,24 @@ class PipelineRun:
             return None
         selected = {stage.name for stage in self.plan.stages}
         lists = {stage.name: self._warm_up(stage).modules for stage in self._by_priority}
-        first = [*KERNEL_MODULES, *(name for stage in self._by_priority
-                                    if not any(u in selected for u in stage.upstream) for name in lists[stage.name])]
+        first = [
+            *KERNEL_MODULES,
+            *(
+                name
+                for stage in self._by_priority
+                if not any(u in selected for u in stage.upstream)
+                for name in lists[stage.name]
+            ),
+        ]
         later = [name for name in shared_imports(list(lists.values())) if name not in first]
         try:
-            return ForkServer.for_kernel(kernel_name, list(dict.fromkeys(first)), kernel_environment(self.kernel_threads),
-                                         self.plan.request.root, later=later)
+            return ForkServer.for_kernel(
+                kernel_name,
+                list(dict.fromkeys(first)),
+                kernel_environment(self.kernel_threads),
+                self.plan.request.root,
+                later=later,
+            )
         except OSError as exc:
             self.console.print(f"[yellow]![/] kernels start as new processes: {escape(str(exc))}")
             return None
@@ -789,8 +904,15 @@ class PipelineRun:
     #: (train's imports MLflow) is ready when its stage is, and costs only memory meanwhile.
     AHEAD = 2
 
-    def _prestart(self, stages: list[Stage], status: dict[str, str], selected: set[str],
-                  prestarted: dict[str, Future[Any]], starter: ThreadPoolExecutor, kernel_name: str) -> None:
+    def _prestart(
+        self,
+        stages: list[Stage],
+        status: dict[str, str],
+        selected: set[str],
+        prestarted: dict[str, Future[Any]],
+        starter: ThreadPoolExecutor,
+        kernel_name: str,
+    ) -> None:
         """Start kernels for the stages next in line, highest priority first (`stages` is in that
         order): a stage whose upstreams all run, are done (none failed), or have kernels started
         ahead themselves; at most `max_workers + AHEAD` of them unused at a time.
@@ -805,8 +927,14 @@ class PipelineRun:
                 continue
             ahead = [u for u in stage.upstream if u in selected]
             if all(status[u] in ("running", *DONE) or u in prestarted for u in ahead):
-                prestarted[stage.name] = starter.submit(start_kernel, kernel_name, stage.notebook.parent,
-                                                        self._warm_up(stage), self.kernel_threads, self._forks)
+                prestarted[stage.name] = starter.submit(
+                    start_kernel,
+                    kernel_name,
+                    stage.notebook.parent,
+                    self._warm_up(stage),
+                    self.kernel_threads,
+                    self._forks,
+                )
                 idle += 1
 
     @staticmethod
@@ -834,8 +962,9 @@ class PipelineRun:
     def _last_durations(self) -> dict[str, float]:
         """Each stage's wall time in its latest successful execution in this store (the ledger)."""
         try:
-            frame = self.warehouse.read("stage_runs", where={"status": "success"},
-                                        columns=["stage", "ended_at", "duration_s"])
+            frame = self.warehouse.read(
+                "stage_runs", where={"status": "success"}, columns=["stage", "ended_at", "duration_s"]
+            )
         except Exception:  # noqa: BLE001 - a priority is a hint: without history, declared limits do
             return {}
         frame = frame[frame["duration_s"] > 0].sort_values("ended_at", kind="stable")
@@ -848,9 +977,13 @@ class PipelineRun:
         entries = {}
         for row in frame.to_dict("records"):
             entries[row["stage"]] = cache.CacheEntry(
-                stage=row["stage"], key=row["cache_key"], fingerprint=row["fingerprint"],
-                components=json.loads(row["components"]), products=json.loads(row["products"]),
-                run_id=row["run_id"], updated_at=row["updated_at"].to_pydatetime(),
+                stage=row["stage"],
+                key=row["cache_key"],
+                fingerprint=row["fingerprint"],
+                components=json.loads(row["components"]),
+                products=json.loads(row["products"]),
+                run_id=row["run_id"],
+                updated_at=row["updated_at"].to_pydatetime(),
             )
         return entries
 
@@ -872,11 +1005,22 @@ class PipelineRun:
         products = results.get("products", {})
         fingerprint = cache.products_fingerprint(products)
         key = self.manifest["stages"][stage.name].pop("_key")
-        self.warehouse.upsert("stage_cache", _frame([{
-            "stage": stage.name, "cache_key": key.key, "fingerprint": fingerprint,
-            "components": json.dumps(key.components, sort_keys=True), "products": json.dumps(products, sort_keys=True),
-            "run_id": self.plan.run_id, "updated_at": _now(),
-        }]))
+        self.warehouse.upsert(
+            "stage_cache",
+            _frame(
+                [
+                    {
+                        "stage": stage.name,
+                        "cache_key": key.key,
+                        "fingerprint": fingerprint,
+                        "components": json.dumps(key.components, sort_keys=True),
+                        "products": json.dumps(products, sort_keys=True),
+                        "run_id": self.plan.run_id,
+                        "updated_at": _now(),
+                    }
+                ]
+            ),
+        )
         return fingerprint
 
     # ------------------------------------------------------------------ records
@@ -905,12 +1049,17 @@ class PipelineRun:
                     tracker.parent_run_id = parent
                     self.manifest["mlflow"]["parent_run_id"] = parent
                     return tracker
-                self.manifest["mlflow"]["parent_run_id"] = self._mlflow(lambda: tracker.start_pipeline(
-                    plan.run_id,
-                    tags={"run_id": plan.run_id, "profile": plan.request.profile,
-                          "logical_date": str(plan.logical_date)},
-                    params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
-                ))
+                self.manifest["mlflow"]["parent_run_id"] = self._mlflow(
+                    lambda: tracker.start_pipeline(
+                        plan.run_id,
+                        tags={
+                            "run_id": plan.run_id,
+                            "profile": plan.request.profile,
+                            "logical_date": str(plan.logical_date),
+                        },
+                        params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
+                    )
+                )
                 self._save()  # siblings (and this stage's own kernel) find the parent in the manifest
         return self._tracker
 
@@ -940,13 +1089,18 @@ class PipelineRun:
         from bentley.tracking import PipelineTracker
 
         plan, what = self.plan, f"MLflow at {display_uri(uri)}"
-        tracker = wait_for(what, lambda: PipelineTracker(uri, self.config.tracking.experiment, self.outputs),
-                           remote=False)
-        parent = wait_for(what, lambda: tracker.start_pipeline(
-            plan.run_id,
-            tags={"run_id": plan.run_id, "profile": plan.request.profile, "logical_date": str(plan.logical_date)},
-            params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
-        ), remote=False)
+        tracker = wait_for(
+            what, lambda: PipelineTracker(uri, self.config.tracking.experiment, self.outputs), remote=False
+        )
+        parent = wait_for(
+            what,
+            lambda: tracker.start_pipeline(
+                plan.run_id,
+                tags={"run_id": plan.run_id, "profile": plan.request.profile, "logical_date": str(plan.logical_date)},
+                params={"run_id": plan.run_id, "logical_date": str(plan.logical_date), **self.config.as_dict()},
+            ),
+            remote=False,
+        )
         return tracker, parent
 
     def _poll_tracking(self, block: bool = False) -> None:
@@ -984,8 +1138,9 @@ class PipelineRun:
         self._tracking_failed = True
         self._mlflow_error = str(exc)
         self.stop.set()
-        self.console.print(f"[red]✘[/] {escape(self._mlflow_error)} (MLFLOW_TRACKING_URI or tracking.uri); "
-                           "the run stops")
+        self.console.print(
+            f"[red]✘[/] {escape(self._mlflow_error)} (MLFLOW_TRACKING_URI or tracking.uri); the run stops"
+        )
 
     def _mlflow(self, call: Callable[[], T]) -> T:
         """An MLflow call from the main thread: bounded by the client's timeouts, a failure is one line
@@ -1009,15 +1164,20 @@ class PipelineRun:
         if attempt.status == "success":
             self._learn_imports(stage)
             fingerprint = self._store_entry(stage, read_results(self.plan.run_dir, stage.name))
-            parts = " · ".join(f"{part} {attempt.breakdown[part]:.1f}" for part in ("import", "compute", "charts", "report")
-                               if part in attempt.breakdown)
+            parts = " · ".join(
+                f"{part} {attempt.breakdown[part]:.1f}"
+                for part in ("import", "compute", "charts", "report")
+                if part in attempt.breakdown
+            )
             self.console.print(
                 f"[green]✔[/] {stage.name} {attempt.duration_s:.1f} s "
                 f"(cells {attempt.cell_time_s:.1f} s, overhead {attempt.overhead_s:.1f} s{'; ' + parts if parts else ''})"
             )
             return fingerprint
         self.manifest["stages"][stage.name].pop("_key", None)
-        self.console.print(f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {escape(str(attempt.error))}")
+        self.console.print(
+            f"[red]✘ {stage.name} failed[/] after {attempt.duration_s:.1f} s: {escape(str(attempt.error))}"
+        )
         self.console.print(f"  notebook: {escape(str(result.notebook))}")
         return None
 
@@ -1035,21 +1195,30 @@ class PipelineRun:
         if self._mlflow_error is None:  # after MLflow failed, stages are recorded without it
             try:
                 tracker = self._tracker_started()
-                mlflow_run = self._mlflow(lambda: tracker.log_stage(
-                    stage.name,
-                    status=attempt.status,
-                    start_ms=int(attempt.started_at.timestamp() * 1000),
-                    end_ms=int(attempt.ended_at.timestamp() * 1000),
-                    params={"run_id": plan.run_id, "logical_date": str(plan.logical_date),
+                mlflow_run = self._mlflow(
+                    lambda: tracker.log_stage(
+                        stage.name,
+                        status=attempt.status,
+                        start_ms=int(attempt.started_at.timestamp() * 1000),
+                        end_ms=int(attempt.ended_at.timestamp() * 1000),
+                        params={
+                            "run_id": plan.run_id,
+                            "logical_date": str(plan.logical_date),
                             "profile": plan.request.profile,
-                            **{name: self.config.section(name) for name in stage.sections}},
-                    metrics={**results.get("metrics", {}), "duration_s": attempt.duration_s,
-                             "overhead_s": attempt.overhead_s, "attempts": attempt_no,
-                             **{f"time_{part}_s": seconds for part, seconds in attempt.breakdown.items()}},
-                    tags={"run_id": plan.run_id, "status": attempt.status},
-                    artifacts=[p for p in (result.notebook, result.report) if p]
-                    + list(map(Path, results.get("artifacts", []))),
-                ))
+                            **{name: self.config.section(name) for name in stage.sections},
+                        },
+                        metrics={
+                            **results.get("metrics", {}),
+                            "duration_s": attempt.duration_s,
+                            "overhead_s": attempt.overhead_s,
+                            "attempts": attempt_no,
+                            **{f"time_{part}_s": seconds for part, seconds in attempt.breakdown.items()},
+                        },
+                        tags={"run_id": plan.run_id, "status": attempt.status},
+                        artifacts=[p for p in (result.notebook, result.report) if p]
+                        + list(map(Path, results.get("artifacts", []))),
+                    )
+                )
             except (ServiceFailed, Interrupted) as exc:
                 self._stop_tracking(exc)
         self._record_attempt(stage, attempt_no, result, mlflow_run)
@@ -1079,44 +1248,62 @@ class PipelineRun:
         return values
 
     def _mark_running(self, stage: Stage, reason: str, key: cache.StageKey) -> None:
-        self.manifest["stages"][stage.name] = {"status": "running", "reason": reason, "notebook": None,
-                                               "report": None, "_key": key}
+        self.manifest["stages"][stage.name] = {
+            "status": "running",
+            "reason": reason,
+            "notebook": None,
+            "report": None,
+            "_key": key,
+        }
         self._dirty = True
 
-    def _record_attempt(self, stage: Stage, attempt_no: int, result: _Attempted, mlflow_run: str | None,
-                        *, retrying: bool = False) -> None:
+    def _record_attempt(
+        self, stage: Stage, attempt_no: int, result: _Attempted, mlflow_run: str | None, *, retrying: bool = False
+    ) -> None:
         if self.lost.is_set():
             return
         run_dir = self.plan.run_dir
         attempt, notebook, report = result.attempt, result.notebook, result.report
         entry = self.manifest["stages"][stage.name]
-        entry.update({
-            "status": "retrying" if retrying else attempt.status,
-            "attempts": attempt_no,
-            "started_at": attempt.started_at.isoformat(),
-            "ended_at": attempt.ended_at.isoformat(),
-            "duration_s": round(attempt.duration_s, 3),
-            "cell_time_s": round(attempt.cell_time_s, 3),
-            "overhead_s": round(attempt.overhead_s, 3),
-            # Wall seconds by part: kernel wait, import, compute, charts, report (in cells + HTML), other;
-            # and `cpu`, the CPU seconds the kernel used inside cells (a busy machine's share aside).
-            "breakdown": attempt.breakdown,
-            "warm_up": attempt.warm_up,  # the kernel's imports before the stage: seconds, modules, ahead of it
-            "notebook": str(notebook.relative_to(run_dir)) if notebook.is_file() else None,
-            "report": str(report.relative_to(run_dir)) if report and report.is_file() else None,
-            "mlflow_run_id": mlflow_run,
-            "error": attempt.error,
-        })
+        entry.update(
+            {
+                "status": "retrying" if retrying else attempt.status,
+                "attempts": attempt_no,
+                "started_at": attempt.started_at.isoformat(),
+                "ended_at": attempt.ended_at.isoformat(),
+                "duration_s": round(attempt.duration_s, 3),
+                "cell_time_s": round(attempt.cell_time_s, 3),
+                "overhead_s": round(attempt.overhead_s, 3),
+                # Wall seconds by part: kernel wait, import, compute, charts, report (in cells + HTML), other;
+                # and `cpu`, the CPU seconds the kernel used inside cells (a busy machine's share aside).
+                "breakdown": attempt.breakdown,
+                "warm_up": attempt.warm_up,  # the kernel's imports before the stage: seconds, modules, ahead of it
+                "notebook": str(notebook.relative_to(run_dir)) if notebook.is_file() else None,
+                "report": str(report.relative_to(run_dir)) if report and report.is_file() else None,
+                "mlflow_run_id": mlflow_run,
+                "error": attempt.error,
+            }
+        )
         self.warehouse.upsert(
             "stage_runs",
-            _frame([{
-                "run_id": self.plan.run_id, "stage": stage.name, "attempt": attempt_no,
-                "status": attempt.status, "started_at": attempt.started_at, "ended_at": attempt.ended_at,
-                "duration_s": attempt.duration_s, "cell_time_s": attempt.cell_time_s,
-                "notebook_path": str(notebook) if notebook.is_file() else None,
-                "report_path": str(report) if report and report.is_file() else None,
-                "mlflow_run_id": mlflow_run, "error": attempt.error,
-            }]),
+            _frame(
+                [
+                    {
+                        "run_id": self.plan.run_id,
+                        "stage": stage.name,
+                        "attempt": attempt_no,
+                        "status": attempt.status,
+                        "started_at": attempt.started_at,
+                        "ended_at": attempt.ended_at,
+                        "duration_s": attempt.duration_s,
+                        "cell_time_s": attempt.cell_time_s,
+                        "notebook_path": str(notebook) if notebook.is_file() else None,
+                        "report_path": str(report) if report and report.is_file() else None,
+                        "mlflow_run_id": mlflow_run,
+                        "error": attempt.error,
+                    }
+                ]
+            ),
         )
         self._save()
 
@@ -1135,15 +1322,28 @@ class PipelineRun:
         if from_run:
             # The report that produced the reused results, relative to this run's folder.
             previous = self.outputs / "runs" / from_run / "reports" / f"{stage.name}.html"
-            entry.update(from_run=from_run,
-                         report=f"../{from_run}/reports/{stage.name}.html" if previous.is_file() else None)
+            entry.update(
+                from_run=from_run, report=f"../{from_run}/reports/{stage.name}.html" if previous.is_file() else None
+            )
         self.manifest["stages"][stage.name] = entry
         now = _now()
         self.warehouse.upsert(
             "stage_runs",
-            _frame([{"run_id": self.plan.run_id, "stage": stage.name, "attempt": 1, "status": status,
-                     "started_at": now, "ended_at": now, "duration_s": 0.0, "cell_time_s": 0.0,
-                     "error": None if status == "cached" else reason}]),
+            _frame(
+                [
+                    {
+                        "run_id": self.plan.run_id,
+                        "stage": stage.name,
+                        "attempt": 1,
+                        "status": status,
+                        "started_at": now,
+                        "ended_at": now,
+                        "duration_s": 0.0,
+                        "cell_time_s": 0.0,
+                        "error": None if status == "cached" else reason,
+                    }
+                ]
+            ),
         )
         self._dirty = True
 
@@ -1198,21 +1398,34 @@ class PipelineRun:
         if self.lost.is_set():
             return
         plan = self.plan
-        stored = {**self.manifest, "stages": {
-            name: {k: v for k, v in stage.items() if not k.startswith("_")}
-            for name, stage in self.manifest["stages"].items()
-        }}
+        stored = {
+            **self.manifest,
+            "stages": {
+                name: {k: v for k, v in stage.items() if not k.startswith("_")}
+                for name, stage in self.manifest["stages"].items()
+            },
+        }
         with self._record:
             m = self._merged(stored) if self.orchestrated else stored
             atomic_write_json(plan.run_dir / "manifest.json", m)
             self.warehouse.upsert(
                 "pipeline_runs",
-                _frame([{
-                    "run_id": plan.run_id, "profile": m["profile"], "logical_date": plan.logical_date,
-                    "status": m.get("status"), "params_hash": m["params_hash"], "git_sha": m["git_sha"],
-                    "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
-                    "duration_s": m.get("duration_s"), "mlflow_run_id": m["mlflow"].get("parent_run_id"),
-                }]),
+                _frame(
+                    [
+                        {
+                            "run_id": plan.run_id,
+                            "profile": m["profile"],
+                            "logical_date": plan.logical_date,
+                            "status": m.get("status"),
+                            "params_hash": m["params_hash"],
+                            "git_sha": m["git_sha"],
+                            "started_at": m.get("started_at"),
+                            "ended_at": m.get("ended_at"),
+                            "duration_s": m.get("duration_s"),
+                            "mlflow_run_id": m["mlflow"].get("parent_run_id"),
+                        }
+                    ]
+                ),
             )
             reporting.write_index_pages(self.outputs, m, all_manifests(self.outputs))
         self._dirty = False
@@ -1242,8 +1455,11 @@ class PipelineRun:
             status = stages.get(stage.name, {}).get("status", "pending")
             if status == "pending":
                 blocked = [u for u in stage.upstream if stages.get(u, {}).get("status") not in DONE]
-                reason = (f"upstream {', '.join(blocked)} did not succeed" if blocked
-                          else "not started: the orchestrator did not run this stage")
+                reason = (
+                    f"upstream {', '.join(blocked)} did not succeed"
+                    if blocked
+                    else "not started: the orchestrator did not run this stage"
+                )
                 self._mark_skipped(stage, reason)
             elif status in ("running", "retrying"):
                 reason = "its task ended without recording a result (killed by the orchestrator?)"
@@ -1273,19 +1489,26 @@ class PipelineRun:
                         stage.update(status="crashed", error="the runner stopped without finishing this stage")
                 atomic_write_json(path, manifest)
         self.warehouse.update_where("pipeline_runs", {"run_id": run_id, "status": "running"}, status="crashed")
-        self.console.print(f"[yellow]![/] run {run_id} held a lapsed lease: marked crashed "
-                           f"(`{escape(self.resume_command(run_id))}` finishes it)")
+        self.console.print(
+            f"[yellow]![/] run {run_id} held a lapsed lease: marked crashed "
+            f"(`{escape(self.resume_command(run_id))}` finishes it)"
+        )
 
     def _mark_crashed_versions(self, run_id: str) -> None:
         from bentley.models.registry import mark_crashed_versions
         from bentley.tracking import ModelStore
 
         uri = tracking_uri(self.config.tracking.uri, self.outputs)
-        marked = self._mlflow(lambda: mark_crashed_versions(
-            ModelStore(uri, self.config.tracking.experiment, self.outputs), self.config.ml.registered_model, run_id))
+        marked = self._mlflow(
+            lambda: mark_crashed_versions(
+                ModelStore(uri, self.config.tracking.experiment, self.outputs), self.config.ml.registered_model, run_id
+            )
+        )
         if marked:
-            self.console.print(f"[yellow]![/] model version(s) {', '.join(marked)} of the crashed run {run_id} "
-                               "tagged crashed: never used for predictions")
+            self.console.print(
+                f"[yellow]![/] model version(s) {', '.join(marked)} of the crashed run {run_id} "
+                "tagged crashed: never used for predictions"
+            )
 
     def _active_alerts(self) -> list[dict[str, Any]]:
         """Alerts the monitor stage left active, for the index banner and the log."""
@@ -1293,8 +1516,16 @@ class PipelineRun:
         if frame.empty:
             return []
         frame = frame.sort_values(["severity", "first_seen_at"])
-        return [{"rule": r.rule, "severity": r.severity, "scope": r.scope, "message": r.message,
-                 "since": str(r.first_seen_at)[:19]} for r in frame.itertuples()]
+        return [
+            {
+                "rule": r.rule,
+                "severity": r.severity,
+                "scope": r.scope,
+                "message": r.message,
+                "since": str(r.first_seen_at)[:19],
+            }
+            for r in frame.itertuples()
+        ]
 
 
 class _Progress:
@@ -1421,7 +1652,10 @@ def _git_state(root: Path) -> tuple[str | None, bool]:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None, False

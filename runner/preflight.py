@@ -74,8 +74,10 @@ def check_run(
 def check_stages_arg(stages_arg: Sequence[str] | None) -> None:
     """`--stages ""` (or only commas) selects nothing; it must not fall back to every stage."""
     if stages_arg is not None and not stages_arg:
-        raise DagError("--stages names no stage: list some (e.g. --stages ingest,etl; `runner dag` shows them) "
-                       "or leave --stages out to run every stage")
+        raise DagError(
+            "--stages names no stage: list some (e.g. --stages ingest,etl; `runner dag` shows them) "
+            "or leave --stages out to run every stage"
+        )
 
 
 # --------------------------------------------------------------------------- the logical date
@@ -120,14 +122,18 @@ def check_is_session(config: Config, logical_date: dt.date) -> None:
     name = config.workflow.calendar
     first = dt.date.fromisoformat(calendar.CALENDAR_START)
     if logical_date < first:
-        raise ParamsError(f"logical date {logical_date} is before {first}, where the {name} calendar starts: "
-                          "pass a later --logical-date")
+        raise ParamsError(
+            f"logical date {logical_date} is before {first}, where the {name} calendar starts: "
+            "pass a later --logical-date"
+        )
     if calendar.is_session(logical_date, name):
         return
     before = calendar.latest_session_on_or_before(logical_date, name)
     after = calendar.sessions(logical_date, logical_date + _LONGEST_CLOSURE, name)[0].date()
-    raise ParamsError(f"logical date {logical_date} is not an {name} session; the nearest sessions are "
-                      f"{before} and {after}: pass one of them as --logical-date")
+    raise ParamsError(
+        f"logical date {logical_date} is not an {name} session; the nearest sessions are "
+        f"{before} and {after}: pass one of them as --logical-date"
+    )
 
 
 # --------------------------------------------------------------------------- the data window
@@ -144,14 +150,18 @@ def check_history_window(config: Config, logical_date: dt.date, *, logical_date_
     history, name = config.history, config.workflow.calendar
     calendar_start = dt.date.fromisoformat(calendar.CALENDAR_START)
     if start < calendar_start:
-        raise ParamsError(f"the history window {start}..{end} starts before {calendar_start}, where the {name} "
-                          "calendar starts: lower history.years or set a later history.start")
+        raise ParamsError(
+            f"the history window {start}..{end} starts before {calendar_start}, where the {name} "
+            "calendar starts: lower history.years or set a later history.start"
+        )
     epoch = config.sample.epoch
     if config.sources.market.kind != "sample" or start >= epoch:
         return
     if history.start is not None:
-        raise ParamsError(f"history.start {start} is before sample.epoch {epoch}, where the sample data starts: "
-                          f"set history.start on or after {epoch}, or null")
+        raise ParamsError(
+            f"history.start {start} is before sample.epoch {epoch}, where the sample data starts: "
+            f"set history.start on or after {epoch}, or null"
+        )
     fixes = []
     fitting_years = _whole_years_between(epoch, end)
     if fitting_years >= 1:
@@ -163,8 +173,10 @@ def check_history_window(config: Config, logical_date: dt.date, *, logical_date_
         fixes.append(f"--logical-date on or after {earliest_end}")
     fixes.append("an earlier sample.epoch")
     either = f"{', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1 else fixes[0]
-    raise ParamsError(f"the history window {start}..{end} (history.years {history.years}) starts before sample.epoch "
-                      f"{epoch}, where the sample data starts: use {either}")
+    raise ParamsError(
+        f"the history window {start}..{end} (history.years {history.years}) starts before sample.epoch "
+        f"{epoch}, where the sample data starts: use {either}"
+    )
 
 
 def _whole_years_between(earlier: dt.date, later: dt.date) -> int:
@@ -201,9 +213,11 @@ def check_benchmark_file(config: Config, root: Path) -> None:
     # With no benchmark to leave out, `available_tickers` lists every TICKER file of the folder.
     present = _listed(folder, benchmark="")
     if benchmark not in present:
-        raise ParamsError(f"universe.benchmark: {folder} has no {benchmark}.csv or {benchmark}.parquet: add the "
-                          f"benchmark's export there, or set universe.benchmark to the index among its files "
-                          f"({_shown(present)})")
+        raise ParamsError(
+            f"universe.benchmark: {folder} has no {benchmark}.csv or {benchmark}.parquet: add the "
+            f"benchmark's export there, or set universe.benchmark to the index among its files "
+            f"({_shown(present)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -219,23 +233,30 @@ def optimizable_universe(config: Config, root: Path) -> Holdable | None:
     """The universe minus the benchmark, or None when only reading data could tell (a csv long file, Yahoo)."""
     benchmark = config.universe.benchmark
     if config.universe.tickers is not None:
-        return Holdable([t for t in config.universe.tickers if t != benchmark], "universe.tickers",
-                        "list more tickers in universe.tickers")
+        return Holdable(
+            [t for t in config.universe.tickers if t != benchmark],
+            "universe.tickers",
+            "list more tickers in universe.tickers",
+        )
     if config.sources.market.kind == "sample":
-        return Holdable(_sample_source(config).available_tickers(), f"sample.n_tickers {config.sample.n_tickers}",
-                        "raise sample.n_tickers")
+        return Holdable(
+            _sample_source(config).available_tickers(),
+            f"sample.n_tickers {config.sample.n_tickers}",
+            "raise sample.n_tickers",
+        )
     folder = _csv_folder(config, root)
     if folder is None:
         return None
-    return Holdable(_listed(folder, benchmark), f"the files in {folder}",
-                    f"add TICKER.csv exports to {folder}")
+    return Holdable(_listed(folder, benchmark), f"the files in {folder}", f"add TICKER.csv exports to {folder}")
 
 
 def check_universe_not_empty(config: Config, universe: Holdable | None) -> None:
     """There is at least one ticker besides the benchmark: nothing else can be analysed or held."""
     if universe is not None and not universe.tickers:
-        raise ParamsError(f"the universe has no ticker besides the benchmark {config.universe.benchmark} "
-                          f"({universe.origin}): {universe.fix}")
+        raise ParamsError(
+            f"the universe has no ticker besides the benchmark {config.universe.benchmark} "
+            f"({universe.origin}): {universe.fix}"
+        )
 
 
 def check_min_names(config: Config, universe: Holdable | None) -> None:
@@ -265,8 +286,14 @@ def _listed(folder: Path, benchmark: str) -> list[str]:
 
 def _sample_source(config: Config) -> SampleMarketSource:
     """The sample market as the ingest builds it (no I/O: its names are a function of the params)."""
-    return SampleMarketSource(config.sample.seed, config.sample.n_tickers, config.sample.epoch,
-                              config.universe.benchmark, config.workflow.calendar, config.sample.signal)
+    return SampleMarketSource(
+        config.sample.seed,
+        config.sample.n_tickers,
+        config.sample.epoch,
+        config.universe.benchmark,
+        config.workflow.calendar,
+        config.sample.signal,
+    )
 
 
 def _csv_folder(config: Config, root: Path) -> Path | None:

@@ -65,13 +65,39 @@ if TYPE_CHECKING:
 
 __all__ = [
     # bentley.schedule_times
-    "DUE_WINDOW", "RUN_ID_FORMAT", "RUN_ID_PREFIX", "SEARCH_DAYS", "Tick", "day_ticks", "due_ticks",
-    "fire_at_from_run_id", "fire_times", "next_tick", "previous_ticks", "run_id_for", "trading_window",
+    "DUE_WINDOW",
+    "RUN_ID_FORMAT",
+    "RUN_ID_PREFIX",
+    "SEARCH_DAYS",
+    "Tick",
+    "day_ticks",
+    "due_ticks",
+    "fire_at_from_run_id",
+    "fire_times",
+    "next_tick",
+    "previous_ticks",
+    "run_id_for",
+    "trading_window",
     "upcoming_ticks",
     # the scheduler
-    "EXIT_BUSY", "EXIT_FAILED", "EXIT_LEASE_LOST", "EXIT_OK", "EXIT_USAGE", "FINAL_STATUSES", "RETRAIN_OVERRIDE",
-    "STEP_S", "Clock", "Scheduler", "ShiftedClock", "SystemClock", "TickRunner", "add_arguments", "command",
-    "new_scheduler_id", "pipeline_tick_runner", "print_fire_times",
+    "EXIT_BUSY",
+    "EXIT_FAILED",
+    "EXIT_LEASE_LOST",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "FINAL_STATUSES",
+    "RETRAIN_OVERRIDE",
+    "STEP_S",
+    "Clock",
+    "Scheduler",
+    "ShiftedClock",
+    "SystemClock",
+    "TickRunner",
+    "add_arguments",
+    "command",
+    "new_scheduler_id",
+    "pipeline_tick_runner",
+    "print_fire_times",
 ]
 
 #: The loop wakes at least this often, so a signal or a due tick is handled promptly.
@@ -137,8 +163,14 @@ def pipeline_tick_runner(
         from runner.pipeline import RunRequest, run_pipeline
 
         request = RunRequest(
-            root=root, outputs=outputs, profile=profile, overrides=tuple(overrides), run_id=tick.run_id,
-            logical_date=tick.logical_date, pipeline_file=pipeline_file, skip_if_done=True,
+            root=root,
+            outputs=outputs,
+            profile=profile,
+            overrides=tuple(overrides),
+            run_id=tick.run_id,
+            logical_date=tick.logical_date,
+            pipeline_file=pipeline_file,
+            skip_if_done=True,
         )
         return run_pipeline(request, _run_console(console), stop)
 
@@ -232,8 +264,13 @@ class Scheduler:
         import pandas as pd
 
         row = {
-            "scheduler_id": self.scheduler_id, "host": self.host, "pid": self.pid, "started_at": self.started_at,
-            "heartbeat_at": self.clock.now(), "next_fire_at": self.next_fire_at, "last_run_id": self.last_run_id,
+            "scheduler_id": self.scheduler_id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "heartbeat_at": self.clock.now(),
+            "next_fire_at": self.next_fire_at,
+            "last_run_id": self.last_run_id,
             "status": status,
         }
         self._guard("heartbeat", lambda: self.warehouse.upsert("scheduler_heartbeats", pd.DataFrame([row])))
@@ -255,11 +292,15 @@ class Scheduler:
             if monitoring:
                 overrides.append(RETRAIN_OVERRIDE)
                 reason = monitoring.get("reason") or "retraining_required is set"
-                self.say(f"tick {tick.run_id}: model {monitoring.get('model_name')} "
-                         f"v{monitoring.get('model_version')} needs retraining ({reason}); "
-                         f"this run sets {RETRAIN_OVERRIDE}")
-            self.say(f"tick {tick.run_id}: fire time {_local(tick.fire_at, self.workflow.timezone)}, "
-                     f"logical date {tick.logical_date}")
+                self.say(
+                    f"tick {tick.run_id}: model {monitoring.get('model_name')} "
+                    f"v{monitoring.get('model_version')} needs retraining ({reason}); "
+                    f"this run sets {RETRAIN_OVERRIDE}"
+                )
+            self.say(
+                f"tick {tick.run_id}: fire time {_local(tick.fire_at, self.workflow.timezone)}, "
+                f"logical date {tick.logical_date}"
+            )
             self.last_handled = max(tick.fire_at, self.last_handled or tick.fire_at)
             self.last_run_id = tick.run_id
             try:
@@ -300,12 +341,15 @@ class Scheduler:
         if upcoming is None:
             from bentley.config import ParamsError
 
-            raise ParamsError(f"schedule: no fire time in the next {SEARCH_DAYS} days; check schedule and "
-                              "workflow.market_hours")
+            raise ParamsError(
+                f"schedule: no fire time in the next {SEARCH_DAYS} days; check schedule and workflow.market_hours"
+            )
         self.next_fire_at = upcoming.fire_at
-        self.say(f"scheduler {self.scheduler_id} · every {self.schedule.every_minutes} min at "
-                 f"+{self.schedule.offset_minutes} · catch-up {self.schedule.catch_up} · next "
-                 f"{upcoming.run_id} at {_local(upcoming.fire_at, self.workflow.timezone)}")
+        self.say(
+            f"scheduler {self.scheduler_id} · every {self.schedule.every_minutes} min at "
+            f"+{self.schedule.offset_minutes} · catch-up {self.schedule.catch_up} · next "
+            f"{upcoming.run_id} at {_local(upcoming.fire_at, self.workflow.timezone)}"
+        )
         beating = threading.Event()
         heart = threading.Thread(target=self._heartbeats, args=(beating,), name="bentley-heartbeat", daemon=True)
         server = None
@@ -388,15 +432,31 @@ def _run_console(console: Console) -> Console:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="default", help="params/profiles/<name>.yaml layered on default.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override one param for every scheduled run (repeatable); the value is YAML")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one param for every scheduled run (repeatable); the value is YAML",
+    )
     parser.add_argument("--outputs", type=Path, help="outputs folder (default: $BENTLEY_OUTPUTS or ./outputs)")
     parser.add_argument("--pipeline", type=Path, help="an alternative pipeline.yaml")
-    parser.add_argument("--once", action="store_true",
-                        help="run the due tick(s) now (per schedule.catch_up; else the latest past tick) and exit "
-                             "with the run's exit code")
-    parser.add_argument("--dry-run", nargs="?", type=_positive_int, const=10, default=None, metavar="N",
-                        help="print the next N fire times (default 10) and exit; touches nothing")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="run the due tick(s) now (per schedule.catch_up; else the latest past tick) and exit "
+        "with the run's exit code",
+    )
+    parser.add_argument(
+        "--dry-run",
+        nargs="?",
+        type=_positive_int,
+        const=10,
+        default=None,
+        metavar="N",
+        help="print the next N fire times (default 10) and exit; touches nothing",
+    )
     parser.add_argument("--now", type=_instant, help=argparse.SUPPRESS)  # testing: the clock starts here
 
 
@@ -427,13 +487,17 @@ def command(args: argparse.Namespace, root: Path, console: Console) -> int:
 def print_fire_times(now: dt.datetime, count: int, schedule: Schedule, workflow: Workflow, console: Console) -> None:
     ticks = upcoming_ticks(now, count, schedule, workflow)
     zone = workflow.timezone
-    console.print(f"next {len(ticks)} fire time(s) after {_local(now, zone)} ({workflow.timezone}, "
-                  f"{'sessions of ' + workflow.calendar if schedule.sessions_only else 'every day'}):",
-                  highlight=False)
+    console.print(
+        f"next {len(ticks)} fire time(s) after {_local(now, zone)} ({workflow.timezone}, "
+        f"{'sessions of ' + workflow.calendar if schedule.sessions_only else 'every day'}):",
+        highlight=False,
+    )
     for tick in ticks:
-        console.print(f"  {tick.run_id}  {_local(tick.fire_at, zone):<22}  "
-                      f"{tick.fire_at.strftime('%Y-%m-%d %H:%M UTC')}  logical date {tick.logical_date}",
-                      highlight=False)
+        console.print(
+            f"  {tick.run_id}  {_local(tick.fire_at, zone):<22}  "
+            f"{tick.fire_at.strftime('%Y-%m-%d %H:%M UTC')}  logical date {tick.logical_date}",
+            highlight=False,
+        )
 
 
 def _start_health_server(scheduler: Scheduler, root: Path, console: Console) -> Any:
@@ -473,8 +537,9 @@ class _SignalStop:
         if self.scheduler.stop.is_set():
             raise KeyboardInterrupt
         self.scheduler.stop.set()
-        self.scheduler.say(f"{signal.Signals(number).name}: stopping after the running stage(s) finish "
-                           "(signal again to interrupt)")
+        self.scheduler.say(
+            f"{signal.Signals(number).name}: stopping after the running stage(s) finish (signal again to interrupt)"
+        )
 
 
 def _positive_int(text: str) -> int:

@@ -48,7 +48,9 @@ UTC = dt.UTC
 # --------------------------------------------------------------------------- calendar
 
 
-def market_state(now: dt.datetime, calendar: str, timezone: str) -> tuple[dt.date, tuple[pd.Timestamp, pd.Timestamp] | None]:
+def market_state(
+    now: dt.datetime, calendar: str, timezone: str
+) -> tuple[dt.date, tuple[pd.Timestamp, pd.Timestamp] | None]:
     """(the exchange-local date of `now`, its session's (open, close) in UTC or None on a non-session day)."""
     from bentley.live.bars import session_window
 
@@ -91,10 +93,23 @@ class Watcher:
     """Runs sessions: the stream, the rules, the alerts and de-risking, and the writes."""
 
     def __init__(
-        self, warehouse: Any, settings: Any, *, portfolio: str, daily_loss_limit: float, costs: Any,
-        source: Any, tickers: list[str], calendar: str, renotify_minutes: float, webhook: Any = None,
-        webhook_url: str | None = None, lake_folder: Path | None = None, say: Callable[[str], None] = print,
-        watch_id: str | None = None, send: Callable[..., Any] | None = None,
+        self,
+        warehouse: Any,
+        settings: Any,
+        *,
+        portfolio: str,
+        daily_loss_limit: float,
+        costs: Any,
+        source: Any,
+        tickers: list[str],
+        calendar: str,
+        renotify_minutes: float,
+        webhook: Any = None,
+        webhook_url: str | None = None,
+        lake_folder: Path | None = None,
+        say: Callable[[str], None] = print,
+        watch_id: str | None = None,
+        send: Callable[..., Any] | None = None,
     ) -> None:
         self.warehouse, self.settings = warehouse, settings
         self.portfolio, self.daily_loss_limit, self.costs = portfolio, daily_loss_limit, costs
@@ -115,8 +130,9 @@ class Watcher:
 
     # ------------------------------------------------------------------ session
 
-    def run_session(self, day: dt.date, stop: threading.Event | None = None, max_batches: int | None = None
-                    ) -> SessionResult:
+    def run_session(
+        self, day: dt.date, stop: threading.Event | None = None, max_batches: int | None = None
+    ) -> SessionResult:
         from bentley.live.bars import session_window, split_batches
         from bentley.live.rules import RiskContext, stored_risk
         from bentley.live.stream import StreamState, load_book, previous_closes
@@ -152,10 +168,14 @@ class Watcher:
                 seen.append(batch)
                 result.refed += 1
             self._check_resume(state, marks)
-            self.say(f"{day}: resumed after {resume_after.isoformat()} ({result.refed} batch(es) re-fed, "
-                     f"equity {state.equity:,.2f})")
-        self.say(f"{day}: watching {self.portfolio} ({len(state.quantities)} position(s), equity at the previous "
-                 f"close {book.equity:,.2f}) on {len(tickers)} ticker(s) from {self.source.name}")
+            self.say(
+                f"{day}: resumed after {resume_after.isoformat()} ({result.refed} batch(es) re-fed, "
+                f"equity {state.equity:,.2f})"
+            )
+        self.say(
+            f"{day}: watching {self.portfolio} ({len(state.quantities)} position(s), equity at the previous "
+            f"close {book.equity:,.2f}) on {len(tickers)} ticker(s) from {self.source.name}"
+        )
         stopped = False
         for batch in self.source.batches(day, after=resume_after):
             if stop.is_set() or (max_batches is not None and result.batches >= max_batches):
@@ -175,16 +195,20 @@ class Watcher:
             from bentley.live.bars import write_bars
 
             write_bars(pd.concat(seen, ignore_index=True), self.lake_folder)
-        self.say(f"{day}: {result.batches} batch(es) written, {result.alerts_opened} alert episode(s) opened, "
-                 f"{result.orders} order(s); equity {state.equity:,.2f} ({state.equity - book.equity:+,.2f})"
-                 + ("" if result.completed else " · stopped before the session's end"))
+        self.say(
+            f"{day}: {result.batches} batch(es) written, {result.alerts_opened} alert episode(s) opened, "
+            f"{result.orders} order(s); equity {state.equity:,.2f} ({state.equity - book.equity:+,.2f})"
+            + ("" if result.completed else " · stopped before the session's end")
+        )
         return result
 
     def _check_resume(self, state: Any, marks: pd.DataFrame) -> None:
         last = marks.sort_values("ts").iloc[-1]
         if not math.isclose(state.equity, float(last["equity"]), rel_tol=1e-9, abs_tol=1e-6):
-            self.say(f"warning: re-fed equity {state.equity:,.6f} differs from the stored mark "
-                     f"{float(last['equity']):,.6f} at {pd.Timestamp(last['ts']).isoformat()}: the bars changed")
+            self.say(
+                f"warning: re-fed equity {state.equity:,.6f} differs from the stored mark "
+                f"{float(last['equity']):,.6f} at {pd.Timestamp(last['ts']).isoformat()}: the bars changed"
+            )
 
     def _active(self) -> pd.DataFrame:
         """The watch's active episodes: read once per session, then kept from what it writes (it holds
@@ -203,7 +227,9 @@ class Watcher:
             return
         kept = self._active_rows[~self._active_rows["alert_id"].isin(rows["alert_id"])]
         current = rows[rows["status"] == alerts_lib.ACTIVE]
-        self._active_rows = pd.concat([kept, current], ignore_index=True) if len(kept) else current.reset_index(drop=True)
+        self._active_rows = (
+            pd.concat([kept, current], ignore_index=True) if len(kept) else current.reset_index(drop=True)
+        )
 
     def _process(self, snapshot: Any, state: Any, context: Any, run_id: str, result: SessionResult) -> None:
         from bentley.live import derisk, rules
@@ -212,8 +238,9 @@ class Watcher:
 
         found = rules.evaluate(snapshot, state, context, self.settings.rules)
         active = self._active()
-        rows, due = alerts_lib.reconcile(active, rules.findings_frame(found), snapshot.ts.to_pydatetime(),
-                                         self.renotify_minutes, run_id)
+        rows, due = alerts_lib.reconcile(
+            active, rules.findings_frame(found), snapshot.ts.to_pydatetime(), self.renotify_minutes, run_id
+        )
         known = set(active["alert_id"]) if len(active) else set()
         opened = rows[(rows["status"] == alerts_lib.ACTIVE) & ~rows["alert_id"].isin(known)] if len(rows) else rows
         result.alerts_opened += len(opened)
@@ -224,14 +251,35 @@ class Watcher:
             trades = derisk.plan(mode, state, snapshot.ts, reduce_fraction=self.settings.reduce_fraction)
             if len(trades):
                 orders, fills = derisk.orders_and_fills(
-                    trades, state, snapshot.ts, portfolio=self.portfolio, commission_bps=self.costs.commission_bps,
-                    slippage_bps=self.costs.slippage_bps, reason=mode, run_id=run_id)
-        mark = pd.DataFrame([{
-            "portfolio": self.portfolio, "ts": snapshot.ts, "session": pd.Timestamp(result.day),
-            "equity": snapshot.equity, "cash": snapshot.cash, "positions_value": snapshot.positions_value,
-            "prev_equity": snapshot.prev_equity, "pnl": snapshot.pnl, "pnl_pct": snapshot.pnl_pct,
-            "high_water": snapshot.high_water, "drawdown": snapshot.drawdown, "realised_vol": snapshot.realised_vol,
-            "n_bars": snapshot.n_bars, "run_id": run_id}])
+                    trades,
+                    state,
+                    snapshot.ts,
+                    portfolio=self.portfolio,
+                    commission_bps=self.costs.commission_bps,
+                    slippage_bps=self.costs.slippage_bps,
+                    reason=mode,
+                    run_id=run_id,
+                )
+        mark = pd.DataFrame(
+            [
+                {
+                    "portfolio": self.portfolio,
+                    "ts": snapshot.ts,
+                    "session": pd.Timestamp(result.day),
+                    "equity": snapshot.equity,
+                    "cash": snapshot.cash,
+                    "positions_value": snapshot.positions_value,
+                    "prev_equity": snapshot.prev_equity,
+                    "pnl": snapshot.pnl,
+                    "pnl_pct": snapshot.pnl_pct,
+                    "high_water": snapshot.high_water,
+                    "drawdown": snapshot.drawdown,
+                    "realised_vol": snapshot.realised_vol,
+                    "n_bars": snapshot.n_bars,
+                    "run_id": run_id,
+                }
+            ]
+        )
         risk = self._risk_rows(snapshot, state, context, result.day, run_id)
         with self.warehouse.begin() as conn:
             self.warehouse.upsert(intraday_marks, mark, conn=conn)
@@ -245,23 +293,32 @@ class Watcher:
         if orders is not None and fills is not None:
             state.apply_fills(fills)
             result.orders += len(orders)
-            self.say(f"{snapshot.ts.isoformat()}: {mode}: {len(orders)} order(s) filled "
-                     f"({', '.join(f'{t} {q:+g}' for t, q in zip(orders['ticker'], orders['quantity'], strict=True))})")
+            self.say(
+                f"{snapshot.ts.isoformat()}: {mode}: {len(orders)} order(s) filled "
+                f"({', '.join(f'{t} {q:+g}' for t, q in zip(orders['ticker'], orders['quantity'], strict=True))})"
+            )
         for row in opened.itertuples():
             self.say(f"ALERT [{row.severity}] {row.rule} {row.scope}: {row.message}")
         if len(due):
             self._deliver(rows, due, active, run_id, snapshot.ts)
 
-    def _deliver(self, rows: pd.DataFrame, due: pd.DataFrame, active: pd.DataFrame, run_id: str,
-                 now: pd.Timestamp) -> None:
+    def _deliver(
+        self, rows: pd.DataFrame, due: pd.DataFrame, active: pd.DataFrame, run_id: str, now: pd.Timestamp
+    ) -> None:
         from bentley.monitoring import alerts as alerts_lib
 
         if self.webhook_url is None or self.webhook is None:
             return
         send = self._send or alerts_lib.send_webhook
-        delivered = send(self.webhook_url, due, run_id=run_id, sent_at=now.to_pydatetime(),
-                         timeout_s=self.webhook.timeout_s, max_attempts=self.webhook.max_attempts,
-                         backoff_s=self.webhook.backoff_s)
+        delivered = send(
+            self.webhook_url,
+            due,
+            run_id=run_id,
+            sent_at=now.to_pydatetime(),
+            timeout_s=self.webhook.timeout_s,
+            max_attempts=self.webhook.max_attempts,
+            backoff_s=self.webhook.backoff_s,
+        )
         if not delivered:
             unsent = alerts_lib.mark_unsent(rows, due, active)
             self.warehouse.upsert("alerts", unsent)
@@ -280,9 +337,11 @@ class Watcher:
             ticker_state = state.tickers[ticker]
             move = ticker_state.day_return
             vol = context.daily_vol.get(ticker, math.nan)
-            rows += [("day_return", ticker, move, math.nan),
-                     ("move_sigma", ticker, move / vol if vol > 0 else math.nan, float(rules.vol_move.threshold)),
-                     ("realised_vol", ticker, ticker_state.realised_vol, math.nan)]
+            rows += [
+                ("day_return", ticker, move, math.nan),
+                ("move_sigma", ticker, move / vol if vol > 0 else math.nan, float(rules.vol_move.threshold)),
+                ("realised_vol", ticker, ticker_state.realised_vol, math.nan),
+            ]
         frame = pd.DataFrame(rows, columns=["metric", "scope", "value", "threshold"])
         return frame.assign(ts=snapshot.ts, session=pd.Timestamp(day), run_id=run_id)
 
@@ -298,8 +357,13 @@ class Watcher:
         self.warehouse.upsert("alerts", rows)
         self._remember(rows)
 
-    def beat(self, status: str | None = None, day: dt.date | None = None, last_bar: pd.Timestamp | None = None,
-             force: bool = False) -> None:
+    def beat(
+        self,
+        status: str | None = None,
+        day: dt.date | None = None,
+        last_bar: pd.Timestamp | None = None,
+        force: bool = False,
+    ) -> None:
         """Record what the watch is doing; write the heartbeat row at most every heartbeat_s unless `force`
         (the heartbeat thread of `command` forces one every heartbeat_s, whatever the source is doing)."""
         from bentley.live.tables import watch_heartbeats
@@ -310,10 +374,18 @@ class Watcher:
         if not force and time.monotonic() - self._last_beat < self.settings.heartbeat_s:
             return
         self._last_beat = time.monotonic()
-        row = {"watch_id": self.watch_id[:128], "host": socket.gethostname()[:128], "pid": os.getpid(),
-               "portfolio": self.portfolio, "source": self.source.name,
-               "session": pd.Timestamp(self.session) if self.session else None, "started_at": self.started_at,
-               "heartbeat_at": dt.datetime.now(UTC), "last_bar_ts": self.last_bar, "status": self.status}
+        row = {
+            "watch_id": self.watch_id[:128],
+            "host": socket.gethostname()[:128],
+            "pid": os.getpid(),
+            "portfolio": self.portfolio,
+            "source": self.source.name,
+            "session": pd.Timestamp(self.session) if self.session else None,
+            "started_at": self.started_at,
+            "heartbeat_at": dt.datetime.now(UTC),
+            "last_bar_ts": self.last_bar,
+            "status": self.status,
+        }
         try:
             self.warehouse.upsert(watch_heartbeats, pd.DataFrame([row]))
         except Exception as exc:  # noqa: BLE001 - a heartbeat hiccup must not stop the watch
@@ -340,19 +412,33 @@ def build_source(config: Any, settings: Any, tickers: list[str], root: Path, sto
     if kind == "sample":
         from bentley.sources.sample import SampleMarketSource
 
-        market = SampleMarketSource(config.sample.seed, config.sample.n_tickers, config.sample.epoch,
-                                    config.universe.benchmark, config.workflow.calendar, config.sample.signal)
-        return bars.SampleIntradayBars(market, tickers, interval=settings.source.interval,
-                                       calendar=config.workflow.calendar)
+        market = SampleMarketSource(
+            config.sample.seed,
+            config.sample.n_tickers,
+            config.sample.epoch,
+            config.universe.benchmark,
+            config.workflow.calendar,
+            config.sample.signal,
+        )
+        return bars.SampleIntradayBars(
+            market, tickers, interval=settings.source.interval, calendar=config.workflow.calendar
+        )
     if kind == "replay":
         from bentley.sources.base import resolve_inside
 
         path = resolve_inside(root / config.sources.data_dir, settings.source.path)
-        return bars.ReplayBarSource(path, speed=settings.source.speed, calendar=config.workflow.calendar,
-                                    sleep=lambda s: stop.wait(s))
-    return bars.YahooIntradayBars(tickers, config.sources.http, interval=settings.source.interval,
-                                  poll_s=settings.source.poll_s, calendar=config.workflow.calendar,
-                                  sleep=lambda s: stop.wait(s), stop=stop.is_set)
+        return bars.ReplayBarSource(
+            path, speed=settings.source.speed, calendar=config.workflow.calendar, sleep=lambda s: stop.wait(s)
+        )
+    return bars.YahooIntradayBars(
+        tickers,
+        config.sources.http,
+        interval=settings.source.interval,
+        poll_s=settings.source.poll_s,
+        calendar=config.workflow.calendar,
+        sleep=lambda s: stop.wait(s),
+        stop=stop.is_set,
+    )
 
 
 def watch_tickers(config: Any, settings: Any, root: Path) -> list[str]:
@@ -368,8 +454,9 @@ def watch_tickers(config: Any, settings: Any, root: Path) -> list[str]:
     return market_source(config, root / config.sources.data_dir).available_tickers()
 
 
-def command(args: argparse.Namespace, root: Path, say: Callable[[str], None] = print,
-            stop: threading.Event | None = None) -> int:
+def command(
+    args: argparse.Namespace, root: Path, say: Callable[[str], None] = print, stop: threading.Event | None = None
+) -> int:
     from bentley.config import load_config, outputs_dir
     from bentley.monitoring.alerts import webhook_url
     from bentley.warehouse import Warehouse
@@ -382,8 +469,9 @@ def command(args: argparse.Namespace, root: Path, say: Callable[[str], None] = p
     stop = stop or threading.Event()
     holder = new_holder()
     try:
-        grant = warehouse.acquire_lease(WATCH_LEASE, holder, f"watch:{holder}"[:64], settings.lease_ttl_s,
-                                        holder_alive=holder_alive)
+        grant = warehouse.acquire_lease(
+            WATCH_LEASE, holder, f"watch:{holder}"[:64], settings.lease_ttl_s, holder_alive=holder_alive
+        )
         if not grant.acquired:
             say(f"another watch is running on this store ({grant.holder or 'unknown holder'}); exiting")
             return EXIT_BUSY
@@ -400,11 +488,21 @@ def command(args: argparse.Namespace, root: Path, say: Callable[[str], None] = p
             tickers = watch_tickers(config, settings, root)
             source = build_source(config, settings, tickers, root, stop)
             watcher = Watcher(
-                warehouse, settings, portfolio=portfolio, daily_loss_limit=config.trade.limits.daily_loss_limit,
-                costs=config.trade.costs, source=source, tickers=tickers, calendar=config.workflow.calendar,
-                renotify_minutes=config.monitor.renotify_minutes, webhook=config.monitor.webhook,
-                webhook_url=webhook_url(config.monitor), say=say, watch_id=holder,
-                lake_folder=outputs / "lake" / "raw" / settings.source.kind / "intraday_bars")
+                warehouse,
+                settings,
+                portfolio=portfolio,
+                daily_loss_limit=config.trade.limits.daily_loss_limit,
+                costs=config.trade.costs,
+                source=source,
+                tickers=tickers,
+                calendar=config.workflow.calendar,
+                renotify_minutes=config.monitor.renotify_minutes,
+                webhook=config.monitor.webhook,
+                webhook_url=webhook_url(config.monitor),
+                say=say,
+                watch_id=holder,
+                lake_folder=outputs / "lake" / "raw" / settings.source.kind / "intraday_bars",
+            )
             done = threading.Event()
             beating = _heartbeats(watcher, done)
             try:
@@ -428,8 +526,14 @@ def command(args: argparse.Namespace, root: Path, say: Callable[[str], None] = p
         warehouse.dispose()
 
 
-def _loop(watcher: Watcher, config: Any, settings: Any, stop: threading.Event, args: argparse.Namespace,
-          say: Callable[[str], None]) -> None:
+def _loop(
+    watcher: Watcher,
+    config: Any,
+    settings: Any,
+    stop: threading.Event,
+    args: argparse.Namespace,
+    say: Callable[[str], None],
+) -> None:
     calendar, zone = config.workflow.calendar, config.workflow.timezone
     offset = dt.timedelta(0)
     if args.now is not None:  # rehearse a given moment: the clock starts there and runs in real time

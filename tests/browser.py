@@ -48,12 +48,28 @@ class Browser:
         to_browser_r, from_browser_w = (_above_nine(fd) for fd in (to_browser_r, from_browser_w))
         # The browser reads commands on fd 3 and writes replies on fd 4: bash puts the pipes there.
         self._process = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', binary,
-             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-             "--disable-default-apps", f"--user-data-dir={self._profile}", f"--window-size={width},{height}",
-             "--remote-debugging-pipe", "about:blank"],
-            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}',
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-extensions",
+                "--disable-default-apps",
+                f"--user-data-dir={self._profile}",
+                f"--window-size={width},{height}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            pass_fds=(to_browser_r, from_browser_w),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -86,8 +102,9 @@ class Browser:
 
     # ------------------------------------------------------------------ protocol
 
-    def _send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-              timeout: float = 30) -> dict[str, Any]:
+    def _send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -132,8 +149,14 @@ class Browser:
 
     # ------------------------------------------------------------------ pages
 
-    def load(self, page: Path | str, screenshot: Path | None = None, settle_s: float = 0.3,
-             timeout: float = 30, full_page: bool = False) -> PageLoad:
+    def load(
+        self,
+        page: Path | str,
+        screenshot: Path | None = None,
+        settle_s: float = 0.3,
+        timeout: float = 30,
+        full_page: bool = False,
+    ) -> PageLoad:
         url = page if isinstance(page, str) else Path(page).resolve().as_uri()
         clock = time.monotonic()
         target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -144,26 +167,38 @@ class Browser:
             self._events = []
             self._send("Page.navigate", {"url": url}, session=session)
             deadline = time.monotonic() + timeout
-            while not any(e.get("method") == "Page.loadEventFired" and e.get("sessionId") == session
-                          for e in self._events):
+            while not any(
+                e.get("method") == "Page.loadEventFired" and e.get("sessionId") == session for e in self._events
+            ):
                 event = self._read(deadline)
                 if event is None:
                     raise TimeoutError(f"{url} did not finish loading in {timeout} s")
                 self._events.append(event)
             self._pump(settle_s)
             result = PageLoad(url)
-            title = self._send("Runtime.evaluate", {"expression": "document.title", "returnByValue": True},
-                               session=session)
+            title = self._send(
+                "Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session=session
+            )
             result.title = str(title.get("result", {}).get("value", ""))
             if screenshot is not None:
                 if full_page:
-                    size = self._send("Runtime.evaluate", {"expression": "[document.documentElement.scrollWidth,"
-                                      "document.documentElement.scrollHeight]", "returnByValue": True},
-                                      session=session)["result"]["value"]
-                    self._send("Emulation.setDeviceMetricsOverride", {"width": int(size[0]), "height": int(size[1]),
-                               "deviceScaleFactor": 1, "mobile": False}, session=session)
-                shot = self._send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full_page},
-                                  session=session)
+                    size = self._send(
+                        "Runtime.evaluate",
+                        {
+                            "expression": "[document.documentElement.scrollWidth,"
+                            "document.documentElement.scrollHeight]",
+                            "returnByValue": True,
+                        },
+                        session=session,
+                    )["result"]["value"]
+                    self._send(
+                        "Emulation.setDeviceMetricsOverride",
+                        {"width": int(size[0]), "height": int(size[1]), "deviceScaleFactor": 1, "mobile": False},
+                        session=session,
+                    )
+                shot = self._send(
+                    "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full_page}, session=session
+                )
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
             for event in self._events:
@@ -195,7 +230,9 @@ def _collect(event: dict[str, Any], url: str, result: PageLoad) -> None:
         result.errors.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in args))
     elif method == "Runtime.exceptionThrown":
         details = params.get("exceptionDetails", {})
-        result.errors.append("exception: " + str(details.get("exception", {}).get("description") or details.get("text")))
+        result.errors.append(
+            "exception: " + str(details.get("exception", {}).get("description") or details.get("text"))
+        )
     elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
         entry = params["entry"]
         result.errors.append(f"log: {entry.get('text')} {entry.get('url', '')}".strip())

@@ -7,11 +7,38 @@ from pathlib import Path
 
 from bentley.warehouse import Warehouse
 
-STAGES = ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies", "train", "optimize",
-          "trade", "monitor"]
-DATA_TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
-               "transaction_categories", "budget_monthly", "net_worth", "investable_cash", "anomalies",
-               "orders", "fills", "positions", "portfolio_values"]
+STAGES = [
+    "ingest",
+    "etl",
+    "features",
+    "sentiment",
+    "risk",
+    "budget",
+    "technical",
+    "anomalies",
+    "train",
+    "optimize",
+    "trade",
+    "monitor",
+]
+DATA_TABLES = [
+    "prices",
+    "news",
+    "transactions",
+    "holdings",
+    "features",
+    "news_sentiment",
+    "sentiment_daily",
+    "transaction_categories",
+    "budget_monthly",
+    "net_worth",
+    "investable_cash",
+    "anomalies",
+    "orders",
+    "fills",
+    "positions",
+    "portfolio_values",
+]
 
 
 def table_fingerprints(outputs: Path) -> dict[str, tuple[int, str]]:

@@ -44,12 +44,29 @@ import pandas as pd
 from bentley.config import Config
 from bentley.warehouse import Warehouse
 
-RUN_TABLES = ["technical_signals", "risk_metrics", "target_weights", "signals", "risk_limit_events",
-              "backtest_metrics", "backtest_sweep", "backtest_positions", "backtest_equity"]
+RUN_TABLES = [
+    "technical_signals",
+    "risk_metrics",
+    "target_weights",
+    "signals",
+    "risk_limit_events",
+    "backtest_metrics",
+    "backtest_sweep",
+    "backtest_positions",
+    "backtest_equity",
+]
 #: table -> (date column, has a ticker column)
-WINDOW_TABLES = {"prices": ("date", True), "features": ("date", True), "anomalies": ("date", True),
-                 "sentiment_daily": ("date", True), "news": ("date", True), "news_sentiment": ("date", True),
-                 "transactions": ("date", False), "net_worth": ("date", False), "budget_monthly": ("month", False)}
+WINDOW_TABLES = {
+    "prices": ("date", True),
+    "features": ("date", True),
+    "anomalies": ("date", True),
+    "sentiment_daily": ("date", True),
+    "news": ("date", True),
+    "news_sentiment": ("date", True),
+    "transactions": ("date", False),
+    "net_worth": ("date", False),
+    "budget_monthly": ("month", False),
+}
 BOOK_TABLES = {"orders": "decided_on", "fills": "date", "positions": "as_of", "portfolio_values": "date"}
 REPORT_STAGES = ["features", "technical", "sentiment", "risk", "budget", "anomalies", "optimize", "trade"]
 VOLATILE_COLUMNS = ["run_id", "predicted_at", "decided_at", "model_version", "portfolio", "order_id", "fill_id"]
@@ -75,8 +92,9 @@ def date_digests(outputs: Path, run_id: str) -> dict[str, str]:
     try:
         out = {table: digest(warehouse.read(table, where={"run_id": run_id})) for table in RUN_TABLES}
         for table, (column, by_ticker) in WINDOW_TABLES.items():
-            rows = warehouse.read(table, start=start, end=end, date_column=column,
-                                  tickers=universe if by_ticker else None)
+            rows = warehouse.read(
+                table, start=start, end=end, date_column=column, tickers=universe if by_ticker else None
+            )
             out[table] = digest(rows)
         categories = warehouse.read("transaction_categories")
         in_window = warehouse.read("transactions", start=start, end=end)["txn_id"]
@@ -96,8 +114,9 @@ def _predictions(warehouse: Warehouse, run_id: str) -> dict[str, str]:
     history = pd.DataFrame()
     if not live.empty:
         model, version = live["model_name"].iloc[0], live["model_version"].iloc[0]
-        history = warehouse.read("predictions", where={"model_name": model, "model_version": version,
-                                                       "kind": "walk_forward"})
+        history = warehouse.read(
+            "predictions", where={"model_name": model, "model_version": version, "kind": "walk_forward"}
+        )
     return {"predictions:live": digest(live), "predictions:walk_forward": digest(history)}
 
 
@@ -107,8 +126,10 @@ def _book(warehouse: Warehouse, run_id: str, day: dt.date) -> dict[str, str]:
     if values.empty:
         return {table: digest(pd.DataFrame()) for table in BOOK_TABLES}
     book = values["portfolio"].iloc[0]
-    return {table: digest(warehouse.read(table, end=day, date_column=column, where={"portfolio": book}))
-            for table, column in BOOK_TABLES.items()}
+    return {
+        table: digest(warehouse.read(table, end=day, date_column=column, where={"portfolio": book}))
+        for table, column in BOOK_TABLES.items()
+    }
 
 
 def _report_numbers(run_dir: Path) -> dict[str, str]:

@@ -122,7 +122,8 @@ def mariadb_binaries() -> tuple[str, str]:
 def postgres_binaries() -> tuple[str, str]:
     """(initdb, postgres) of the newest installed PostgreSQL, or ServerUnavailable."""
     folders = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
     )
     for folder in reversed(folders):
         initdb, postgres = Path(folder) / "initdb", Path(folder) / "postgres"
@@ -207,18 +208,44 @@ def start_mariadb(password: str | None = None, timeout: float = START_TIMEOUT_S)
     user_args = ["--user=root"] if is_root else []
     server = Server("mariadb", "", password, 0, folder)
     try:
-        _run([install, "--no-defaults", f"--datadir={data}", *user_args, "--auth-root-authentication-method=normal",
-              "--skip-test-db"], log, "mariadb-install-db")
+        _run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={data}",
+                *user_args,
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            log,
+            "mariadb-install-db",
+        )
         for attempt in range(3):
             port = free_port()
             with log.open("ab") as out:
                 process = subprocess.Popen(
-                    [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--pid-file={folder / 'pid'}",
-                     f"--port={port}", "--bind-address=127.0.0.1", *user_args, "--skip-name-resolve",
-                     "--skip-log-bin", "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
-                     "--innodb-buffer-pool-size=256M", "--max-allowed-packet=64M",
-                     "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci"],
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                    [
+                        mariadbd,
+                        "--no-defaults",
+                        f"--datadir={data}",
+                        f"--socket={sock}",
+                        f"--pid-file={folder / 'pid'}",
+                        f"--port={port}",
+                        "--bind-address=127.0.0.1",
+                        *user_args,
+                        "--skip-name-resolve",
+                        "--skip-log-bin",
+                        "--innodb-flush-log-at-trx-commit=0",
+                        "--innodb-doublewrite=0",
+                        "--innodb-buffer-pool-size=256M",
+                        "--max-allowed-packet=64M",
+                        "--character-set-server=utf8mb4",
+                        "--collation-server=utf8mb4_unicode_ci",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
                 )
             server.process, server.port = process, port
 
@@ -272,22 +299,64 @@ def start_postgres(password: str | None = None, timeout: float = START_TIMEOUT_S
         run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     server = Server("postgresql", "", password, 0, folder)
     try:
-        _run([initdb, "-D", str(data), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
-              "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"], log, "initdb", cwd=folder, **run_as)
+        _run(
+            [
+                initdb,
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            log,
+            "initdb",
+            cwd=folder,
+            **run_as,
+        )
         for attempt in range(3):
             port = free_port()
             with log.open("ab") as out:
                 process = subprocess.Popen(
-                    [postgres, "-D", str(data), "-p", str(port), "-k", str(folder),
-                     "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off", "-c", "max_wal_size=2GB", "-c", "logging_collector=off"],
-                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
-                    preexec_fn=_die_with_parent, **run_as,
+                    [
+                        postgres,
+                        "-D",
+                        str(data),
+                        "-p",
+                        str(port),
+                        "-k",
+                        str(folder),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_wal_size=2GB",
+                        "-c",
+                        "logging_collector=off",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=folder,
+                    preexec_fn=_die_with_parent,
+                    **run_as,
                 )
             server.process, server.port = process, port
 
             def ready(port: int = port) -> bool:
-                psycopg.connect(host=str(folder), port=port, user="postgres", dbname="postgres", connect_timeout=2).close()
+                psycopg.connect(
+                    host=str(folder), port=port, user="postgres", dbname="postgres", connect_timeout=2
+                ).close()
                 return True
 
             try:
@@ -296,11 +365,17 @@ def start_postgres(password: str | None = None, timeout: float = START_TIMEOUT_S
             except ServerFailed:
                 if process.poll() is None or attempt == 2 or "already in use" not in _tail(log):
                     raise
-        with psycopg.connect(host=str(folder), port=server.port, user="postgres", dbname="postgres",
-                             autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(USER), sql.Literal(password)))
-            admin.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8'").format(
-                sql.Identifier(DATABASE), sql.Identifier(USER)))
+        with psycopg.connect(
+            host=str(folder), port=server.port, user="postgres", dbname="postgres", autocommit=True
+        ) as admin:
+            admin.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(USER), sql.Literal(password))
+            )
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8'").format(
+                    sql.Identifier(DATABASE), sql.Identifier(USER)
+                )
+            )
         server.url = f"postgresql+psycopg://{USER}@127.0.0.1:{server.port}/{DATABASE}"
         return server
     except BaseException:

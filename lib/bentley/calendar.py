@@ -85,8 +85,7 @@ def sessions(start: dt.date | str, end: dt.date | str, calendar: str = DEFAULT_C
     first, last = cal.first_session, cal.last_session
     if start_ts < first or end_ts > last:
         raise ValueError(
-            f"{calendar} calendar covers {first.date()}..{last.date()}; "
-            f"requested {start_ts.date()}..{end_ts.date()}"
+            f"{calendar} calendar covers {first.date()}..{last.date()}; requested {start_ts.date()}..{end_ts.date()}"
         )
     out = cal.sessions_in_range(start_ts, end_ts)
     return pd.DatetimeIndex(out.tz_localize(None) if out.tz is not None else out, name="date")

@@ -36,9 +36,19 @@ COLOURS: tuple[tuple[float, float, float], ...] = tuple(plt.get_cmap("tab10").co
 OTHERS = "#b8b8b8"
 
 
-def figure(width: float = 9.0, height: float = 3.8, *, rows: int = 1, cols: int = 1, legend: bool = True,
-           left: float = 0.85, bottom: float = 0.55, top: float = 0.35, right: float | None = None,
-           **subplots: Any) -> tuple[Figure, Any]:
+def figure(
+    width: float = 9.0,
+    height: float = 3.8,
+    *,
+    rows: int = 1,
+    cols: int = 1,
+    legend: bool = True,
+    left: float = 0.85,
+    bottom: float = 0.55,
+    top: float = 0.35,
+    right: float | None = None,
+    **subplots: Any,
+) -> tuple[Figure, Any]:
     """A figure with fixed margins in inches (left, bottom, top; right: 1.9 in for a legend, else 0.25).
 
     Fixed margins replace `tight_layout` and `bbox_inches="tight"`, each of which draws the whole
@@ -80,14 +90,23 @@ def reused_figure(kind: str, *args: Any, **kwargs: Any) -> tuple[Figure, Any]:
     return fig, axes
 
 
-def legend_outside(ax, handles: Sequence | None = None, labels: Sequence[str] | None = None,
-                   title: str | None = None) -> None:
+def legend_outside(
+    ax, handles: Sequence | None = None, labels: Sequence[str] | None = None, title: str | None = None
+) -> None:
     """The axes' legend to the right of its data (nothing drawn when there is nothing to label)."""
     if handles is None:
         handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-                  title=title, fontsize=8, title_fontsize=8)
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+            title=title,
+            fontsize=8,
+            title_fontsize=8,
+        )
 
 
 def thin(index: Sequence, values: Sequence, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +136,14 @@ def pick_series(frame: pd.DataFrame, keep: Iterable[object] = (), n: int = MAX_S
     return chosen, grey
 
 
-def plot_series(ax, frame: pd.DataFrame, keep: Iterable[object] = (), n: int = MAX_SERIES,
-                emphasize: Iterable[object] = (), others: str = "others") -> list:
+def plot_series(
+    ax,
+    frame: pd.DataFrame,
+    keep: Iterable[object] = (),
+    n: int = MAX_SERIES,
+    emphasize: Iterable[object] = (),
+    others: str = "others",
+) -> list:
     """Lines for the columns of `frame` (index on x): `pick_series` in colour, the rest grey with one
     legend entry ("others (k)"); columns in `emphasize` drawn thicker. Returns the coloured columns."""
     coloured, grey = pick_series(frame, keep, n)
@@ -130,8 +155,9 @@ def plot_series(ax, frame: pd.DataFrame, keep: Iterable[object] = (), n: int = M
         ax.plot([], [], color=OTHERS, linewidth=0.7, label=f"{others} ({len(grey)})")
     for i, column in enumerate(coloured):
         x, y = thin(frame.index, frame[column])
-        ax.plot(x, y, color=COLOURS[i % len(COLOURS)], linewidth=2.0 if column in bold else 1.1,
-                label=str(column), zorder=3)
+        ax.plot(
+            x, y, color=COLOURS[i % len(COLOURS)], linewidth=2.0 if column in bold else 1.1, label=str(column), zorder=3
+        )
     return coloured
 
 
@@ -233,10 +259,13 @@ def rows_sentence(loaded: pd.DataFrame) -> str:
     if loaded.empty:
         return "Nothing was loaded."
     new = int(loaded["rows_upserted"].sum())
-    parts = ", ".join(f"{int(r.rows_upserted):,} of {int(r.rows_in_table):,} `{r.table}` rows"
-                      for r in loaded.itertuples())
-    return (f"This run upserted {new:,} rows: {parts}. Upserts replace rows on their keys, so rows already "
-            "in a table from earlier runs are counted once.")
+    parts = ", ".join(
+        f"{int(r.rows_upserted):,} of {int(r.rows_in_table):,} `{r.table}` rows" for r in loaded.itertuples()
+    )
+    return (
+        f"This run upserted {new:,} rows: {parts}. Upserts replace rows on their keys, so rows already "
+        "in a table from earlier runs are counted once."
+    )
 
 
 def latest_sentence(features: pd.DataFrame, prices: pd.DataFrame, settings) -> str:
@@ -263,9 +292,13 @@ def flagged_days_sentence(scored: pd.DataFrame, ticker: object) -> str:
         return f"No day of {md_escape(ticker)} is flagged in the window."
     latest = mine.sort_values("date").iloc[-1]
     extreme = mine.sort_values(["max_abs_z", "if_score"], ascending=False, na_position="last").iloc[0]
-    text = (f"{len(mine)} flagged day(s) for {md_escape(ticker)}; the latest on {pd.Timestamp(latest['date']):%Y-%m-%d} "
-            f"({str(latest['method']).replace('_', ' ')}, a {latest['ret_1d']:+.1%} day)")
+    text = (
+        f"{len(mine)} flagged day(s) for {md_escape(ticker)}; the latest on {pd.Timestamp(latest['date']):%Y-%m-%d} "
+        f"({str(latest['method']).replace('_', ' ')}, a {latest['ret_1d']:+.1%} day)"
+    )
     if extreme["date"] != latest["date"]:
-        text += (f", the most extreme on {pd.Timestamp(extreme['date']):%Y-%m-%d} (|z| {extreme['max_abs_z']:.1f}, "
-                 f"a {extreme['ret_1d']:+.1%} day)")
+        text += (
+            f", the most extreme on {pd.Timestamp(extreme['date']):%Y-%m-%d} (|z| {extreme['max_abs_z']:.1f}, "
+            f"a {extreme['ret_1d']:+.1%} day)"
+        )
     return text + ". A red dot on a quiet stretch of the line is worth a look at the news of that day."

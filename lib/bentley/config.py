@@ -262,9 +262,7 @@ class History(Section):
         """The [start, end] data window for a run; `end` may never pass the logical date."""
         end = self.end or logical_date
         if end > logical_date:
-            raise ParamsError(
-                f"history.end {end} is after the logical date {logical_date}: that would read the future"
-            )
+            raise ParamsError(f"history.end {end} is after the logical date {logical_date}: that would read the future")
         if not self.start and self.years >= end.year:
             raise ParamsError(f"history.years {self.years} reaches back past year 1 from {end}")
         start = self.start or _years_before(end, self.years)
@@ -388,7 +386,6 @@ class Budget(Section):
     horizon_days: PositiveInt
     transfer_categories: list[str]
     opening_balances: dict[str, float]  # USD per account before its first ledger row
-
 
 
 class Anomaly(Section):
@@ -537,6 +534,7 @@ class Trade(Section):
     sweep: Sweep
     paper: Paper
 
+
 class Warehouse(Section):
     """`url: null` means SQLite under the outputs folder; BENTLEY_WAREHOUSE_URL overrides."""
 
@@ -555,9 +553,7 @@ class Warehouse(Section):
         except ArgumentError as exc:  # pydantic only turns ValueError into a validation error
             raise ValueError(f"not a database URL ({exc})") from None
         if url.password is not None:
-            raise ValueError(
-                "the URL contains a password; set BENTLEY_WAREHOUSE_PASSWORD in the environment instead"
-            )
+            raise ValueError("the URL contains a password; set BENTLEY_WAREHOUSE_PASSWORD in the environment instead")
         return value
 
 
@@ -676,8 +672,15 @@ class LinkedRule(Section):
 class VarRule(Section):
     severity: WatchSeverity
     enabled: bool
-    metric: Literal["var_95_historical", "var_99_historical", "var_95_parametric", "var_95_cornish_fisher",
-                    "var_95_garch", "cvar_95_historical", "cvar_99_historical"]
+    metric: Literal[
+        "var_95_historical",
+        "var_99_historical",
+        "var_95_parametric",
+        "var_95_cornish_fisher",
+        "var_95_garch",
+        "cvar_95_historical",
+        "cvar_99_historical",
+    ]
 
 
 class ThresholdRule(Section):
@@ -922,8 +925,10 @@ def override_layer(assignments: Iterable[str]) -> Layer:
     assignments = list(assignments)
     size = sum(len(assignment.encode("utf-8", "surrogatepass")) for assignment in assignments)
     if size > MAX_LAYER_BYTES:
-        raise ParamsError(f"{OVERRIDES}: the values total {size} bytes, more than the limit for one params "
-                          f"layer ({MAX_LAYER_BYTES} bytes, 1 MiB)")
+        raise ParamsError(
+            f"{OVERRIDES}: the values total {size} bytes, more than the limit for one params "
+            f"layer ({MAX_LAYER_BYTES} bytes, 1 MiB)"
+        )
     values: dict[str, Any] = {}
     nodes_left = MAX_LAYER_NODES
     for assignment in assignments:
@@ -1069,8 +1074,9 @@ class _PlainYaml:
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
-                    raise self._error(_line(event), self.prefix, "a second YAML document ('---'); "
-                                      "a params layer is one mapping")
+                    raise self._error(
+                        _line(event), self.prefix, "a second YAML document ('---'); a params layer is one mapping"
+                    )
             elif isinstance(event, yaml.CollectionEndEvent):
                 self._open.pop()
             elif isinstance(event, _NODE_EVENTS):
@@ -1117,11 +1123,18 @@ class _PlainYaml:
             raise self._error(line, path, f"more than {MAX_LAYER_NODES} YAML nodes, the limit for one params layer")
         if len(path) > MAX_DEPTH:
             raise self._error(line, path, f"nested more than {MAX_DEPTH} levels deep, the limit for params")
-        collection_tags: dict[type[yaml.Event], str] = {yaml.MappingStartEvent: _MAP_TAG, yaml.SequenceStartEvent: _SEQ_TAG}
+        collection_tags: dict[type[yaml.Event], str] = {
+            yaml.MappingStartEvent: _MAP_TAG,
+            yaml.SequenceStartEvent: _SEQ_TAG,
+        }
         expected = collection_tags.get(type(event), _STR_TAG)
         if event.tag not in (None, "!", expected):
-            raise self._error(line, path, f"YAML tag {_short(event.tag)} is not allowed in params "
-                              "(write plain values; only !!str, to force text, is accepted)")
+            raise self._error(
+                line,
+                path,
+                f"YAML tag {_short(event.tag)} is not allowed in params "
+                "(write plain values; only !!str, to force text, is accepted)",
+            )
 
     def _key(self, loader: Any, event: yaml.NodeEvent, mapping: dict[str, Any], path: tuple[str, ...]) -> str:
         """A mapping key: a string, once per mapping (PyYAML would silently keep the last)."""

@@ -87,10 +87,15 @@ def validate(
     sessions = calendar.sessions(dates.min(), dates.max(), cal) if len(dates) else pd.DatetimeIndex([])
     expected_last = pd.Timestamp(calendar.latest_session_on_or_before(logical_date, cal))
     results = validation.run_checks(
-        "prices", cleaned["prices"], schemas.PRICES,
+        "prices",
+        cleaned["prices"],
+        schemas.PRICES,
         validation.price_checks(
-            sessions, params.etl.max_abs_return_without_split, expected_last,
-            max_range_atr=params.etl.max_range_atr, max_stale_sessions=params.etl.max_stale_sessions,
+            sessions,
+            params.etl.max_abs_return_without_split,
+            expected_last,
+            max_range_atr=params.etl.max_range_atr,
+            max_stale_sessions=params.etl.max_stale_sessions,
         ),
     )
     universe = sorted(set(cleaned["prices"]["ticker"]))
@@ -135,9 +140,7 @@ def load(
 INCREMENTAL = {"prices": True, "news": True, "transactions": False}
 
 
-def advanced_cursors(
-    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str
-) -> pd.DataFrame:
+def advanced_cursors(params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str) -> pd.DataFrame:
     """`sync_state` rows after a successful load: cursors only ever move forward."""
     rows = []
     for dataset, by_ticker in INCREMENTAL.items():
@@ -146,9 +149,14 @@ def advanced_cursors(
         saved = read_cursors(warehouse, source, dataset)
         counts = frame["ticker"].value_counts() if by_ticker and len(frame) else pd.Series(dtype="int64")
         for key, cursor in sync.cursors_from_rows(frame, by_ticker=by_ticker).items():
-            rows.append({
-                "source": source, "dataset": dataset, "ticker": key,
-                "cursor_date": max(cursor, saved.get(key, cursor)),
-                "rows": int(counts.get(key, len(frame))), "run_id": run_id,
-            })
+            rows.append(
+                {
+                    "source": source,
+                    "dataset": dataset,
+                    "ticker": key,
+                    "cursor_date": max(cursor, saved.get(key, cursor)),
+                    "rows": int(counts.get(key, len(frame))),
+                    "run_id": run_id,
+                }
+            )
     return pd.DataFrame(rows, columns=["source", "dataset", "ticker", "cursor_date", "rows", "run_id"])

@@ -120,9 +120,7 @@ def _adjusted_sorted(prices: pd.DataFrame, rows: _Sorted) -> dict[str, np.ndarra
     adjusted = {f"adj_{c}": _floats(prices[c])[rows.order] * factor for c in _RAW_OHL}
     adjusted["adj_close"] = adj_close
     split_ratio = _floats(prices["split_ratio"])[rows.order]
-    adjusted["adj_volume"] = _floats(prices["volume"])[rows.order] * _later_split_factor(
-        split_ratio, rows.codes
-    )
+    adjusted["adj_volume"] = _floats(prices["volume"])[rows.order] * _later_split_factor(split_ratio, rows.codes)
     return adjusted
 
 
@@ -298,7 +296,10 @@ def compute_features(prices: pd.DataFrame, settings: Any) -> pd.DataFrame:
 def latest_summary(features: pd.DataFrame, settings: Any) -> pd.DataFrame:
     """The last session's headline features per ticker, rounded for a report table."""
     columns = [
-        f"rsi_{settings.rsi_period}", "macd_hist", f"adx_{settings.adx_period}", "stoch_k",
+        f"rsi_{settings.rsi_period}",
+        "macd_hist",
+        f"adx_{settings.adx_period}",
+        "stoch_k",
         *(f"ret_{h}d" for h in _unique(settings.return_horizons)),
         *(f"vol_{w}d" for w in _unique(settings.volatility_windows)),
         f"volume_z_{settings.volume_zscore_window}",

@@ -110,13 +110,18 @@ def run_kind(manifest: Mapping[str, Any], stages: set[str]) -> str:
     return "full" if names >= stages else "partial"
 
 
-def latest_complete(manifests: Sequence[Mapping[str, Any]],
-                    stages: Mapping[str, set[str]] | None = None) -> Mapping[str, Any] | None:
+def latest_complete(
+    manifests: Sequence[Mapping[str, Any]], stages: Mapping[str, set[str]] | None = None
+) -> Mapping[str, Any] | None:
     """The newest full run: it succeeded, covered every stage of its pipeline (run or up to date)
     and ran at least one (a run that found everything up to date wrote nothing to show)."""
     stages = pipeline_stages(manifests) if stages is None else stages
-    full = [m for m in manifests if run_kind(m, stages.get(m["run_id"], set())) == "full"
-            and all(s.get("status") in STAGE_DONE for s in m.get("stages", {}).values())]
+    full = [
+        m
+        for m in manifests
+        if run_kind(m, stages.get(m["run_id"], set())) == "full"
+        and all(s.get("status") in STAGE_DONE for s in m.get("stages", {}).values())
+    ]
     return max(full, key=_started, default=None)
 
 
@@ -139,8 +144,14 @@ def interactive_runs(outputs: Path) -> list[dict[str, Any]]:
         stages = sorted(p.stem for p in (folder / "stage_results").glob("*.json"))
         artifacts = sorted(str(p.relative_to(folder)) for p in (folder / "artifacts").glob("*/*") if p.is_file())
         modified = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=folder.stat().st_mtime)
-        found.append({"run_id": folder.name, "stages": stages, "artifacts": artifacts,
-                      "modified": dt.datetime.fromtimestamp(modified, dt.UTC)})
+        found.append(
+            {
+                "run_id": folder.name,
+                "stages": stages,
+                "artifacts": artifacts,
+                "modified": dt.datetime.fromtimestamp(modified, dt.UTC),
+            }
+        )
     return sorted(found, key=lambda r: r["modified"], reverse=True)
 
 
@@ -161,9 +172,13 @@ def build_overview(outputs: Path, manifest: Mapping[str, Any]) -> dict[str, Any]
     portfolio = ((params.get("trade") or {}).get("paper") or {}).get("portfolio", "paper")
     warehouse = Warehouse.from_settings((params.get("warehouse") or {}).get("url"), outputs)
     try:
-        out: dict[str, Any] = {"run_id": manifest["run_id"], "logical_date": manifest["logical_date"],
-                               "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                               "benchmark": benchmark, "portfolio": portfolio}
+        out: dict[str, Any] = {
+            "run_id": manifest["run_id"],
+            "logical_date": manifest["logical_date"],
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "benchmark": benchmark,
+            "portfolio": portfolio,
+        }
         worth = warehouse.read("net_worth", end=logical)
         out["net_worth"] = _series(worth, "date", ["net_worth", "cash", "holdings_value"])
         cash = warehouse.read("investable_cash", end=logical, date_column="as_of")
@@ -180,8 +195,9 @@ def build_overview(outputs: Path, manifest: Mapping[str, Any]) -> dict[str, Any]
                 adjusted = adjustment.adjusted_as_of(prices)
                 out["benchmark_prices"] = _series(adjusted, "date", ["adj_close"])
         metrics = warehouse.read("backtest_metrics", where={"run_id": manifest["run_id"]})
-        out["backtest"] = _records(metrics[metrics["metric"].isin(["cumulative_return", "sharpe_ratio",
-                                                                    "max_drawdown"])])
+        out["backtest"] = _records(
+            metrics[metrics["metric"].isin(["cumulative_return", "sharpe_ratio", "max_drawdown"])]
+        )
         signals = warehouse.read("signals", where={"run_id": manifest["run_id"]})
         out["signals"] = _records(signals.sort_values("score", ascending=False)) if not signals.empty else []
         orders = warehouse.read("orders", where={"run_id": manifest["run_id"]})
@@ -212,12 +228,24 @@ def _freshness(warehouse: Any, logical: dt.date, pd: Any) -> list[dict[str, Any]
             continue
         for source, part in frame.groupby("source", dropna=False):
             latest = pd.to_datetime(part[column]).max()
-            rows.append({"dataset": table, "source": str(source), "latest": None if pd.isna(latest) else
-                         latest.date().isoformat(), "rows": int(len(part))})
+            rows.append(
+                {
+                    "dataset": table,
+                    "source": str(source),
+                    "latest": None if pd.isna(latest) else latest.date().isoformat(),
+                    "rows": int(len(part)),
+                }
+            )
     ingest = warehouse.read("stage_runs", where={"stage": "ingest"})
     done = ingest[ingest["status"].isin(list(STAGE_DONE))]["ended_at"].dropna()
-    rows.append({"dataset": "last ingest", "source": "", "latest": None if done.empty else
-                 done.max().isoformat(timespec="minutes"), "rows": None})
+    rows.append(
+        {
+            "dataset": "last ingest",
+            "source": "",
+            "latest": None if done.empty else done.max().isoformat(timespec="minutes"),
+            "rows": None,
+        }
+    )
     return rows
 
 
@@ -225,8 +253,10 @@ def _series(frame: Any, date_column: str, columns: Sequence[str]) -> dict[str, A
     if frame.empty:
         return {"dates": [], **{c: [] for c in columns}}
     frame = frame.sort_values(date_column).tail(SPARK_POINTS)
-    return {"dates": [d.date().isoformat() for d in frame[date_column]],
-            **{c: [_plain(v) for v in frame[c]] for c in columns}}
+    return {
+        "dates": [d.date().isoformat() for d in frame[date_column]],
+        **{c: [_plain(v) for v in frame[c]] for c in columns},
+    }
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -274,7 +304,10 @@ def overview_for(outputs: Path, manifest: Mapping[str, Any], refresh: bool = Fal
     try:
         overview = build_overview(outputs, manifest)
     except Exception as exc:  # noqa: BLE001 - the home page must be written whatever the warehouse says
-        overview = {"run_id": manifest["run_id"], "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        overview = {
+            "run_id": manifest["run_id"],
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        }
     atomic_write_json(path, overview)
     return overview
 
@@ -295,23 +328,36 @@ def write_home(outputs: Path, manifests: Sequence[Mapping[str, Any]], *, refresh
     return atomic_write_text(outputs / "index.html", page)
 
 
-def home_html(manifests: Sequence[Mapping[str, Any]], latest: Mapping[str, Any] | None,
-              overview: Mapping[str, Any] | None, interactive: Sequence[Mapping[str, Any]] = (),
-              stages: Mapping[str, set[str]] | None = None) -> str:
+def home_html(
+    manifests: Sequence[Mapping[str, Any]],
+    latest: Mapping[str, Any] | None,
+    overview: Mapping[str, Any] | None,
+    interactive: Sequence[Mapping[str, Any]] = (),
+    stages: Mapping[str, set[str]] | None = None,
+) -> str:
     esc = html.escape
     parts = ["<h1>Bentley Budget Bot</h1>"]
     newest = max(manifests, key=_started, default=None)
     if newest is not None and newest.get("status") in ("failed", "interrupted", "crashed"):
-        parts.append(f"<p class='banner'>The newest run, <a href='runs/{esc(newest['run_id'])}/index.html'>"
-                     f"{esc(newest['run_id'])}</a>, {esc(newest['status'])}"
-                     + (f"; <code>runner resume {esc(newest['run_id'])}</code> finishes it" if newest["status"] !=
-                        "failed" else "") + ".</p>")
+        parts.append(
+            f"<p class='banner'>The newest run, <a href='runs/{esc(newest['run_id'])}/index.html'>"
+            f"{esc(newest['run_id'])}</a>, {esc(newest['status'])}"
+            + (
+                f"; <code>runner resume {esc(newest['run_id'])}</code> finishes it"
+                if newest["status"] != "failed"
+                else ""
+            )
+            + ".</p>"
+        )
     elif newest is not None and newest.get("status") == "running":
-        parts.append(f"<p class='muted'>Run <a href='runs/{esc(newest['run_id'])}/index.html'>"
-                     f"{esc(newest['run_id'])}</a> is running.</p>")
+        parts.append(
+            f"<p class='muted'>Run <a href='runs/{esc(newest['run_id'])}/index.html'>"
+            f"{esc(newest['run_id'])}</a> is running.</p>"
+        )
     if latest is None:
-        parts.append("<p>No complete run yet: <code>make pipeline</code> runs every stage. The runs so far are "
-                     "listed below.</p>")
+        parts.append(
+            "<p>No complete run yet: <code>make pipeline</code> runs every stage. The runs so far are listed below.</p>"
+        )
     else:
         parts.append(_overview_html(latest, overview))
     parts.append(_runs_html(manifests, pipeline_stages(manifests) if stages is None else stages))
@@ -320,9 +366,11 @@ def home_html(manifests: Sequence[Mapping[str, Any]], latest: Mapping[str, Any] 
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><main>\n{body}\n</main></body></html>\n")
+    return (
+        f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><main>\n{body}\n</main></body></html>\n"
+    )
 
 
 def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None) -> str:
@@ -330,9 +378,12 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
 
     esc = html.escape
     run_id = latest["run_id"]
-    head = (f"<p class='muted'>Latest complete run <a href='runs/{esc(run_id)}/index.html'>{esc(run_id)}</a> · "
-            f"logical date {esc(latest['logical_date'])} · profile {esc(latest.get('profile', ''))}"
-            + (f" · {overrides_html(latest)}" if latest.get("overrides") else "") + "</p>")
+    head = (
+        f"<p class='muted'>Latest complete run <a href='runs/{esc(run_id)}/index.html'>{esc(run_id)}</a> · "
+        f"logical date {esc(latest['logical_date'])} · profile {esc(latest.get('profile', ''))}"
+        + (f" · {overrides_html(latest)}" if latest.get("overrides") else "")
+        + "</p>"
+    )
     reports = [(name, stage.get("report")) for name, stage in latest.get("stages", {}).items() if stage.get("report")]
     links = "".join(f"<a href='runs/{esc(run_id)}/{esc(report)}'>{esc(name)}</a>" for name, report in reports)
     parts = [head, f"<p class='reports'>Reports: {links}</p>"]
@@ -349,21 +400,27 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
         last = worth["net_worth"][-1]
         first = worth["net_worth"][0]
         change = None if last is None or first in (None, 0) else last / first - 1
-        body = [f"<div class='big'>{fmt_money(last)} USD</div>",
-                f"<p class='muted'>net worth on {esc(worth['dates'][-1])}"
-                + (f", {fmt_pct(change, signed=True)} since {esc(worth['dates'][0])}" if change is not None else "")
-                + "</p>",
-                sparkline(worth["dates"], {"net worth": worth["net_worth"]})]
+        body = [
+            f"<div class='big'>{fmt_money(last)} USD</div>",
+            f"<p class='muted'>net worth on {esc(worth['dates'][-1])}"
+            + (f", {fmt_pct(change, signed=True)} since {esc(worth['dates'][0])}" if change is not None else "")
+            + "</p>",
+            sparkline(worth["dates"], {"net worth": worth["net_worth"]}),
+        ]
         if cash_rows:
             c = cash_rows[0]
             if (c.get("investable_cash") or 0) > 0:
-                body.append(f"<p><b>{fmt_money(c['investable_cash'])} USD</b> investable after the emergency fund "
-                            f"({fmt_money(c.get('emergency_fund'))} USD) and upcoming bills "
-                            f"({fmt_money(c.get('upcoming_bills'))} USD).</p>")
+                body.append(
+                    f"<p><b>{fmt_money(c['investable_cash'])} USD</b> investable after the emergency fund "
+                    f"({fmt_money(c.get('emergency_fund'))} USD) and upcoming bills "
+                    f"({fmt_money(c.get('upcoming_bills'))} USD).</p>"
+                )
             else:
-                body.append(f"<p><b>Nothing investable</b>: {fmt_money(c.get('shortfall'))} USD short of the emergency "
-                            f"fund ({fmt_money(c.get('emergency_fund'))} USD) plus upcoming bills "
-                            f"({fmt_money(c.get('upcoming_bills'))} USD); cash {fmt_money(c.get('cash'))} USD.</p>")
+                body.append(
+                    f"<p><b>Nothing investable</b>: {fmt_money(c.get('shortfall'))} USD short of the emergency "
+                    f"fund ({fmt_money(c.get('emergency_fund'))} USD) plus upcoming bills "
+                    f"({fmt_money(c.get('upcoming_bills'))} USD); cash {fmt_money(c.get('cash'))} USD.</p>"
+                )
         investable = overview.get("investable_history") or {}
         if len(investable.get("dates") or []) > 1:
             body.append(sparkline(investable["dates"], {"investable cash": investable["investable_cash"]}))
@@ -377,10 +434,17 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
     if book.get("dates"):
         equity = book["equity"]
         ret = None if not equity or not equity[0] else equity[-1] / equity[0] - 1
-        body.append(f"<div class='big'>{fmt_money(equity[-1])} USD</div><p class='muted'>paper book "
-                    f"<code>{esc(str(overview.get('portfolio')))}</code> on {esc(book['dates'][-1])}, "
-                    f"{len(equity)} session(s)" + (f", {fmt_pct(ret, signed=True)} since {esc(book['dates'][0])}"
-                                                   if ret is not None and len(equity) > 1 else "") + "</p>")
+        body.append(
+            f"<div class='big'>{fmt_money(equity[-1])} USD</div><p class='muted'>paper book "
+            f"<code>{esc(str(overview.get('portfolio')))}</code> on {esc(book['dates'][-1])}, "
+            f"{len(equity)} session(s)"
+            + (
+                f", {fmt_pct(ret, signed=True)} since {esc(book['dates'][0])}"
+                if ret is not None and len(equity) > 1
+                else ""
+            )
+            + "</p>"
+        )
         lines = {"paper book": _rebased(equity)}
         if bench.get("dates"):
             prices = dict(zip(bench["dates"], bench["adj_close"], strict=True))
@@ -388,21 +452,27 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
             lines[f"benchmark {overview.get('benchmark')}"] = _rebased(aligned)
             bench_ret = _total(aligned)
             if bench_ret is not None and len(equity) > 1:
-                body.append(f"<p>Benchmark {esc(str(overview.get('benchmark')))}: {fmt_pct(bench_ret, signed=True)} "
-                            "over the same sessions.</p>")
+                body.append(
+                    f"<p>Benchmark {esc(str(overview.get('benchmark')))}: {fmt_pct(bench_ret, signed=True)} "
+                    "over the same sessions.</p>"
+                )
         if len(equity) > 1:
             body.append(sparkline(book["dates"], lines))
         else:
-            body.append("<p class='note'>One session booked: the book's first session only sets its base, so there "
-                        "is no return to compare yet.</p>")
+            body.append(
+                "<p class='note'>One session booked: the book's first session only sets its base, so there "
+                "is no return to compare yet.</p>"
+            )
     signal_ret = backtest.get(("signal", "cumulative_return"))
     bench_bt = backtest.get(("benchmark", "cumulative_return"))
     if signal_ret and bench_bt:
-        body.append(f"<p>Backtest of the strategy over {signal_ret.get('window_start', '')[:10]} to "
-                    f"{signal_ret.get('window_end', '')[:10]}: {fmt_pct(signal_ret.get('value'), signed=True)} against "
-                    f"{fmt_pct(bench_bt.get('value'), signed=True)} for the benchmark (Sharpe "
-                    f"{fmt_number((backtest.get(('signal', 'sharpe_ratio')) or {}).get('value'), 2)} vs "
-                    f"{fmt_number((backtest.get(('benchmark', 'sharpe_ratio')) or {}).get('value'), 2)}).</p>")
+        body.append(
+            f"<p>Backtest of the strategy over {signal_ret.get('window_start', '')[:10]} to "
+            f"{signal_ret.get('window_end', '')[:10]}: {fmt_pct(signal_ret.get('value'), signed=True)} against "
+            f"{fmt_pct(bench_bt.get('value'), signed=True)} for the benchmark (Sharpe "
+            f"{fmt_number((backtest.get(('signal', 'sharpe_ratio')) or {}).get('value'), 2)} vs "
+            f"{fmt_number((backtest.get(('benchmark', 'sharpe_ratio')) or {}).get('value'), 2)}).</p>"
+        )
     if body:
         cards.append(_card("Paper book against the benchmark", "".join(body), run_id, "trade", latest))
 
@@ -411,16 +481,26 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
     orders = overview.get("orders") or []
     body = []
     if signals:
-        rows = "".join(f"<tr><td>{esc(str(s['ticker']))}</td><td class='num'>{fmt_number(s.get('score'), 3)}</td>"
-                       f"<td class='num'>{fmt_pct(s.get('target_weight'))}</td></tr>" for s in signals[:8])
-        body.append(f"<table><thead><tr><th>Ticker</th><th>Score</th><th>Target weight</th></tr></thead>"
-                    f"<tbody>{rows}</tbody></table>")
+        rows = "".join(
+            f"<tr><td>{esc(str(s['ticker']))}</td><td class='num'>{fmt_number(s.get('score'), 3)}</td>"
+            f"<td class='num'>{fmt_pct(s.get('target_weight'))}</td></tr>"
+            for s in signals[:8]
+        )
+        body.append(
+            f"<table><thead><tr><th>Ticker</th><th>Score</th><th>Target weight</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
     if orders:
-        rows = "".join(f"<tr><td>{esc(str(o['ticker']))}</td><td class='num'>{'buy' if (o.get('quantity') or 0) > 0 else 'sell'} "
-                       f"{fmt_number(abs(o.get('quantity') or 0), 0)}</td><td class='num'>{fmt_money(o.get('reference_price'), 2)}</td>"
-                       f"<td>{esc(str(o.get('status')))}</td></tr>" for o in orders[:10])
-        body.append(f"<p><b>{len(orders)} order(s)</b> for the next session:</p><table><thead><tr><th>Ticker</th>"
-                    f"<th>Order</th><th>Ref. price</th><th>Status</th></tr></thead><tbody>{rows}</tbody></table>")
+        rows = "".join(
+            f"<tr><td>{esc(str(o['ticker']))}</td><td class='num'>{'buy' if (o.get('quantity') or 0) > 0 else 'sell'} "
+            f"{fmt_number(abs(o.get('quantity') or 0), 0)}</td><td class='num'>{fmt_money(o.get('reference_price'), 2)}</td>"
+            f"<td>{esc(str(o.get('status')))}</td></tr>"
+            for o in orders[:10]
+        )
+        body.append(
+            f"<p><b>{len(orders)} order(s)</b> for the next session:</p><table><thead><tr><th>Ticker</th>"
+            f"<th>Order</th><th>Ref. price</th><th>Status</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
     elif signals:
         body.append("<p>No orders: the book is at its target.</p>")
     if body:
@@ -429,9 +509,12 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
     # Alerts
     alerts = overview.get("alerts") or []
     if alerts:
-        items = "".join(f"<li><span class='{esc(str(a.get('severity')))}'>{esc(str(a.get('severity')))}</span> "
-                        f"{esc(str(a.get('rule')))} ({esc(str(a.get('scope')))}): {esc(str(a.get('message')))} "
-                        f"<span class='muted'>since {esc(fmt_date(a.get('first_seen_at')))}</span></li>" for a in alerts)
+        items = "".join(
+            f"<li><span class='{esc(str(a.get('severity')))}'>{esc(str(a.get('severity')))}</span> "
+            f"{esc(str(a.get('rule')))} ({esc(str(a.get('scope')))}): {esc(str(a.get('message')))} "
+            f"<span class='muted'>since {esc(fmt_date(a.get('first_seen_at')))}</span></li>"
+            for a in alerts
+        )
         alerts_body = f"<ul>{items}</ul>"
     else:
         alerts_body = "<p class='ok'>No active alert.</p>"
@@ -441,19 +524,25 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
     champion, decision, monitoring = overview.get("champion"), overview.get("decision"), overview.get("monitoring")
     champ: list[str] = []
     if champion:
-        champ.append(f"<p><b>{esc(str(champion.get('model_name')))} v{esc(str(champion.get('challenger_version')))}</b> "
-                    f"is the champion since {esc(fmt_date(champion.get('decided_at')))}.</p>")
+        champ.append(
+            f"<p><b>{esc(str(champion.get('model_name')))} v{esc(str(champion.get('challenger_version')))}</b> "
+            f"is the champion since {esc(fmt_date(champion.get('decided_at')))}.</p>"
+        )
     else:
         champ.append("<p>No champion model yet.</p>")
     if decision:
         outcome = "promoted" if decision.get("promoted") else "not promoted"
-        champ.append(f"<p>Latest decision ({esc(fmt_date(decision.get('decided_at')))}): challenger "
-                    f"v{esc(str(decision.get('challenger_version')))} {outcome}. {esc(str(decision.get('verdict') or ''))}</p>")
+        champ.append(
+            f"<p>Latest decision ({esc(fmt_date(decision.get('decided_at')))}): challenger "
+            f"v{esc(str(decision.get('challenger_version')))} {outcome}. {esc(str(decision.get('verdict') or ''))}</p>"
+        )
     if monitoring:
         flag = "retraining required" if monitoring.get("retraining_required") else "no retraining needed"
-        champ.append(f"<p>Monitoring on {esc(fmt_date(monitoring.get('as_of')))}: recent accuracy "
-                    f"{fmt_pct(monitoring.get('recent_accuracy'))} against {fmt_pct(monitoring.get('holdout_accuracy'))} "
-                    f"on its holdout; {flag}.</p>")
+        champ.append(
+            f"<p>Monitoring on {esc(fmt_date(monitoring.get('as_of')))}: recent accuracy "
+            f"{fmt_pct(monitoring.get('recent_accuracy'))} against {fmt_pct(monitoring.get('holdout_accuracy'))} "
+            f"on its holdout; {flag}.</p>"
+        )
     cards.append(_card("Champion model and its verdict", "".join(champ), run_id, "train", latest))
 
     # Freshness
@@ -466,11 +555,15 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
             if f["dataset"] == "prices" and latest_text:
                 if latest_text[:10] < latest["logical_date"]:
                     behind = " <span class='stale'>behind the logical date</span>"
-            fresh_rows.append(f"<tr><td>{esc(f['dataset'])}</td><td>{esc(f.get('source') or '')}</td>"
-                        f"<td class='date'>{esc(fmt_date(latest_text) if latest_text else 'none')}{behind}</td>"
-                        f"<td class='num'>{'' if f.get('rows') is None else fmt_number(f['rows'], 0)}</td></tr>")
-        fresh_body = (f"<table><thead><tr><th>Data</th><th>Source</th><th>Latest</th><th>Rows</th></tr></thead>"
-                      f"<tbody>{''.join(fresh_rows)}</tbody></table>")
+            fresh_rows.append(
+                f"<tr><td>{esc(f['dataset'])}</td><td>{esc(f.get('source') or '')}</td>"
+                f"<td class='date'>{esc(fmt_date(latest_text) if latest_text else 'none')}{behind}</td>"
+                f"<td class='num'>{'' if f.get('rows') is None else fmt_number(f['rows'], 0)}</td></tr>"
+            )
+        fresh_body = (
+            f"<table><thead><tr><th>Data</th><th>Source</th><th>Latest</th><th>Rows</th></tr></thead>"
+            f"<tbody>{''.join(fresh_rows)}</tbody></table>"
+        )
         cards.append(_card("Data freshness", fresh_body, run_id, "etl", latest))
     parts.append(f"<div class='cards'>{''.join(cards)}</div>")
     return "\n".join(parts)
@@ -478,7 +571,7 @@ def _overview_html(latest: Mapping[str, Any], overview: Mapping[str, Any] | None
 
 def _card(title: str, body: str, run_id: str, stage: str, manifest: Mapping[str, Any]) -> str:
     report = (manifest.get("stages", {}).get(stage) or {}).get("report")
-    link = (f" <a class='muted' href='runs/{html.escape(run_id)}/{html.escape(report)}'>report</a>" if report else "")
+    link = f" <a class='muted' href='runs/{html.escape(run_id)}/{html.escape(report)}'>report</a>" if report else ""
     return f"<section class='card'><h3>{html.escape(title)}{link}</h3>{body}</section>"
 
 
@@ -495,8 +588,9 @@ def _total(values: Sequence[float | None]) -> float | None:
 _SPARK_COLOURS = ("#1f2328", "#0969da", "#bc4c00", "#1a7f37")
 
 
-def sparkline(dates: Sequence[str], lines: Mapping[str, Sequence[float | None]], width: int = 340,
-              height: int = 90) -> str:
+def sparkline(
+    dates: Sequence[str], lines: Mapping[str, Sequence[float | None]], width: int = 340, height: int = 90
+) -> str:
     """Small inline SVG lines over `dates` with first/last date and min/max labels, and a legend."""
     values = [v for series in lines.values() for v in series if v is not None]
     if len(dates) < 2 or not values:
@@ -513,17 +607,24 @@ def sparkline(dates: Sequence[str], lines: Mapping[str, Sequence[float | None]],
     paths = []
     for colour, (name, series) in zip(_SPARK_COLOURS, lines.items(), strict=False):
         points = " ".join(xy(i, v) for i, v in enumerate(series) if v is not None)
-        paths.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.6' points='{points}'>"
-                     f"<title>{html.escape(name)}</title></polyline>")
-    labels = (f"<text x='{right + 4}' y='{top + 8}'>{_short(high)}</text>"
-              f"<text x='{right + 4}' y='{bottom}'>{_short(low)}</text>"
-              f"<text x='{left}' y='{height - 2}'>{html.escape(dates[0])}</text>"
-              f"<text x='{right}' y='{height - 2}' text-anchor='end'>{html.escape(dates[-1])}</text>")
-    legend = " ".join(f"<span style='color:{c}'>&#9644; {html.escape(n)}</span>"
-                      for c, n in zip(_SPARK_COLOURS, lines, strict=False))
-    return (f"<svg role='img' aria-label='{html.escape(', '.join(lines))} from {html.escape(dates[0])} to "
-            f"{html.escape(dates[-1])}' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>"
-            f"{''.join(paths)}{labels}</svg><div class='note'>{legend}</div>")
+        paths.append(
+            f"<polyline fill='none' stroke='{colour}' stroke-width='1.6' points='{points}'>"
+            f"<title>{html.escape(name)}</title></polyline>"
+        )
+    labels = (
+        f"<text x='{right + 4}' y='{top + 8}'>{_short(high)}</text>"
+        f"<text x='{right + 4}' y='{bottom}'>{_short(low)}</text>"
+        f"<text x='{left}' y='{height - 2}'>{html.escape(dates[0])}</text>"
+        f"<text x='{right}' y='{height - 2}' text-anchor='end'>{html.escape(dates[-1])}</text>"
+    )
+    legend = " ".join(
+        f"<span style='color:{c}'>&#9644; {html.escape(n)}</span>" for c, n in zip(_SPARK_COLOURS, lines, strict=False)
+    )
+    return (
+        f"<svg role='img' aria-label='{html.escape(', '.join(lines))} from {html.escape(dates[0])} to "
+        f"{html.escape(dates[-1])}' width='{width}' height='{height}' viewBox='0 0 {width} {height}'>"
+        f"{''.join(paths)}{labels}</svg><div class='note'>{legend}</div>"
+    )
 
 
 def _short(value: float) -> str:
@@ -548,27 +649,39 @@ def _runs_html(manifests: Sequence[Mapping[str, Any]], stages: Mapping[str, set[
         kind = run_kind(m, stages.get(m["run_id"], set()))
         counts = stage_counts(m)
         ran = counts.get("success", 0) + counts.get("failed", 0)
-        what = (f"{ran} ran, {counts.get('cached', 0)} up to date" if kind != "partial"
-                else f"{', '.join(m.get('stages', {}))}")
+        what = (
+            f"{ran} ran, {counts.get('cached', 0)} up to date"
+            if kind != "partial"
+            else f"{', '.join(m.get('stages', {}))}"
+        )
         if counts.get("skipped"):
             what += f", {counts['skipped']} skipped"
         started = fmt_date(m.get("started_at"), na="") if m.get("started_at") else ""
         duration = m.get("duration_s")
-        row = (f"<tr><td><a href='runs/{esc(m['run_id'])}/index.html'>{esc(m['run_id'])}</a></td>"
-               f"<td class='{esc(m.get('status') or '')}'>{esc(m.get('status') or '')}</td>"
-               f"<td>{esc(kind if kind in ('full', 'no-op', 'partial') else '')}</td>"
-               f"<td>{esc(m.get('profile') or '')}</td><td class='date'>{esc(m.get('logical_date') or '')}</td>"
-               f"<td class='date'>{esc(started)}</td><td class='num'>{'' if duration is None else f'{duration:,.1f} s'}</td>"
-               f"<td>{esc(what)}</td><td>{overrides_html(m) or '<span class=muted>defaults</span>'}</td></tr>")
+        row = (
+            f"<tr><td><a href='runs/{esc(m['run_id'])}/index.html'>{esc(m['run_id'])}</a></td>"
+            f"<td class='{esc(m.get('status') or '')}'>{esc(m.get('status') or '')}</td>"
+            f"<td>{esc(kind if kind in ('full', 'no-op', 'partial') else '')}</td>"
+            f"<td>{esc(m.get('profile') or '')}</td><td class='date'>{esc(m.get('logical_date') or '')}</td>"
+            f"<td class='date'>{esc(started)}</td><td class='num'>{'' if duration is None else f'{duration:,.1f} s'}</td>"
+            f"<td>{esc(what)}</td><td>{overrides_html(m) or '<span class=muted>defaults</span>'}</td></tr>"
+        )
         (folded if kind in ("no-op", "partial") else main).append(row)
-    head = ("<thead><tr><th>Run</th><th>Status</th><th>Kind</th><th>Profile</th><th>Logical date</th>"
-            "<th>Started</th><th>Duration</th><th>What ran</th><th>Overrides</th></tr></thead>")
-    parts = ["<h2>Runs</h2>", "<p class='note'>Newest first. Full runs and runs that did not succeed are listed; runs "
-             "that found every stage up to date (no-op) and runs of some stages (partial) are folded below.</p>"]
+    head = (
+        "<thead><tr><th>Run</th><th>Status</th><th>Kind</th><th>Profile</th><th>Logical date</th>"
+        "<th>Started</th><th>Duration</th><th>What ran</th><th>Overrides</th></tr></thead>"
+    )
+    parts = [
+        "<h2>Runs</h2>",
+        "<p class='note'>Newest first. Full runs and runs that did not succeed are listed; runs "
+        "that found every stage up to date (no-op) and runs of some stages (partial) are folded below.</p>",
+    ]
     parts.append(f"<table>{head}<tbody>{''.join(main)}</tbody></table>" if main else "<p>No full run yet.</p>")
     if folded:
-        parts.append(f"<details><summary>{len(folded)} no-op or partial run(s)</summary><table>{head}<tbody>"
-                     f"{''.join(folded)}</tbody></table></details>")
+        parts.append(
+            f"<details><summary>{len(folded)} no-op or partial run(s)</summary><table>{head}<tbody>"
+            f"{''.join(folded)}</tbody></table></details>"
+        )
     return "\n".join(parts)
 
 
@@ -578,11 +691,16 @@ def _interactive_html(interactive: Sequence[Mapping[str, Any]]) -> str:
         return ""
     rows = []
     for run in interactive:
-        links = " ".join(f"<a href='runs/{esc(run['run_id'])}/{esc(a)}'>{esc(Path(a).name)}</a>"
-                         for a in run["artifacts"][:6])
-        rows.append(f"<tr><td>{esc(run['run_id'])}</td><td>{esc(', '.join(run['stages']) or '-')}</td>"
-                    f"<td>{esc(run['modified'].strftime('%Y-%m-%d %H:%M UTC'))}</td><td>{links}</td></tr>")
-    return ("<h2>Interactive notebook runs</h2><p class='note'>Notebooks run in JupyterLab (<code>make lab</code>) "
-            "write to <code>runs/interactive-*</code>; they are not pipeline runs and have no report.</p>"
-            "<table><thead><tr><th>Folder</th><th>Stages</th><th>Last written</th><th>Artifacts</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+        links = " ".join(
+            f"<a href='runs/{esc(run['run_id'])}/{esc(a)}'>{esc(Path(a).name)}</a>" for a in run["artifacts"][:6]
+        )
+        rows.append(
+            f"<tr><td>{esc(run['run_id'])}</td><td>{esc(', '.join(run['stages']) or '-')}</td>"
+            f"<td>{esc(run['modified'].strftime('%Y-%m-%d %H:%M UTC'))}</td><td>{links}</td></tr>"
+        )
+    return (
+        "<h2>Interactive notebook runs</h2><p class='note'>Notebooks run in JupyterLab (<code>make lab</code>) "
+        "write to <code>runs/interactive-*</code>; they are not pipeline runs and have no report.</p>"
+        "<table><thead><tr><th>Folder</th><th>Stages</th><th>Last written</th><th>Artifacts</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )

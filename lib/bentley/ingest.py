@@ -87,6 +87,7 @@ def instruments_sentence(instruments: pd.DataFrame, benchmark: str) -> str:
     Names the tickers that will never be traded, and the types the params set over the
     source's, so a reader sees at once why a ticker has no weight in later reports.
     """
+
     def listed(tickers: pd.Series) -> str:
         names = [md_escape(t) + (" (the benchmark)" if t == benchmark else "") for t in tickers]
         return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
@@ -97,8 +98,10 @@ def instruments_sentence(instruments: pd.DataFrame, benchmark: str) -> str:
     out = instruments.loc[~kept]
     text = f"{int(kept.sum())} of {len(instruments)} tickers may be traded ({mix})."
     if len(out):
-        text += (f" Never held, ordered, optimized or used as model rows: {listed(out['ticker'])}; "
-                 "they keep their prices, as the benchmark or as feature inputs.")
+        text += (
+            f" Never held, ordered, optimized or used as model rows: {listed(out['ticker'])}; "
+            "they keep their prices, as the benchmark or as feature inputs."
+        )
     overridden = instruments.loc[instruments["source"] == "params", "ticker"]
     if len(overridden):
         text += f" Types set by universe.instrument_types: {listed(overridden)}."
@@ -178,9 +181,12 @@ def ingest(
         path = None
         if not frame.empty:
             path = lake.write_raw(frame, source=source.name, dataset=dataset, ingest_date=logical_date, name=run_id)
-        fetched_from = {"prices": min(starts.values(), default=window[0]),
-                        "news": min(news_plan.starts.values(), default=window[0]),
-                        "transactions": txn_start, "holdings": logical_date}[dataset]
+        fetched_from = {
+            "prices": min(starts.values(), default=window[0]),
+            "news": min(news_plan.starts.values(), default=window[0]),
+            "transactions": txn_start,
+            "holdings": logical_date,
+        }[dataset]
         rows.append(_summary_row(dataset, source.name, frame, path, fetched_from, window[0]))
     failures = [
         {"source": f"{role}:{source.name}", "item": item, "reason": reason}
@@ -191,8 +197,12 @@ def ingest(
     instruments = instrument_rows(tickers, market, params.universe.instrument_types, dt.datetime.now(dt.UTC))
     warehouse.upsert("instruments", instruments)
     return IngestResult(
-        universe=universe, benchmark=benchmark, frames=frames, summary=summary,
-        failures=pd.DataFrame(failures, columns=["source", "item", "reason"]), instruments=instruments,
+        universe=universe,
+        benchmark=benchmark,
+        frames=frames,
+        summary=summary,
+        failures=pd.DataFrame(failures, columns=["source", "item", "reason"]),
+        instruments=instruments,
     )
 
 

@@ -80,8 +80,9 @@ def latest_predictions(warehouse: Any, logical_date: dt.date, lookback_days: int
     Empty when no champion has predicted in the last `lookback_days` (a stale forecast is no
     forecast): callers treat every ticker as a coin flip then.
     """
-    rows = warehouse.read("predictions", start=logical_date - dt.timedelta(days=lookback_days), end=logical_date,
-                          where={"kind": "live"})
+    rows = warehouse.read(
+        "predictions", start=logical_date - dt.timedelta(days=lookback_days), end=logical_date, where={"kind": "live"}
+    )
     if rows.empty:
         return rows
     rows = rows[rows["date"] == rows["date"].max()]
@@ -101,8 +102,9 @@ def model_history(warehouse: Any, model_name: str, version: str, start: dt.date,
 
     For a session predicted more than once (live rows of several runs), the newest wins.
     """
-    rows = warehouse.read("predictions", start=start, end=end,
-                          where={"model_name": model_name, "model_version": version})
+    rows = warehouse.read(
+        "predictions", start=start, end=end, where={"model_name": model_name, "model_version": version}
+    )
     if rows.empty:
         return rows
     rows = rows.sort_values("predicted_at", kind="stable")

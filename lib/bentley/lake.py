@@ -94,9 +94,7 @@ class Lake:
                 raise ValueError(f"lake {label} name {value!r} is not a plain folder name")
         return self.root / "raw" / source / dataset / f"ingest_date={ingest_date.isoformat()}"
 
-    def write_raw(
-        self, frame: pd.DataFrame, *, source: str, dataset: str, ingest_date: dt.date, name: str
-    ) -> Path:
+    def write_raw(self, frame: pd.DataFrame, *, source: str, dataset: str, ingest_date: dt.date, name: str) -> Path:
         """Write one raw file atomically; `name` (the run id) keeps reruns from colliding."""
         if not _SAFE_NAME.match(name):
             raise ValueError(f"lake file name {name!r} is not a plain file name")
@@ -131,9 +129,7 @@ class Lake:
         folder = self.partition(source, dataset, ingest_date)
         return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
-    def read_raw(
-        self, source: str, dataset: str, ingest_date: dt.date, *, with_file: bool = False
-    ) -> pd.DataFrame:
+    def read_raw(self, source: str, dataset: str, ingest_date: dt.date, *, with_file: bool = False) -> pd.DataFrame:
         """All files of one partition, concatenated in write order (later rows win on upsert).
 
         `with_file` adds `_lake_file`, so checks can tell a duplicate inside one file (bad

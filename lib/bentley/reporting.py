@@ -113,10 +113,23 @@ MAX_ROWS = 15
 
 #: Column names that hold a fraction shown as a percentage: a whole word of the name (words are
 #: separated by `_`) in `_PERCENT_WORDS`, or a `ret_`/`vol_` prefix (features: `ret_5d`, `vol_21d`).
-_PERCENT_WORDS = frozenset({
-    "pct", "share", "rate", "return", "returns", "volatility", "drawdown", "weight", "var", "cvar",
-    "degradation", "exposure", "turnover",
-})
+_PERCENT_WORDS = frozenset(
+    {
+        "pct",
+        "share",
+        "rate",
+        "return",
+        "returns",
+        "volatility",
+        "drawdown",
+        "weight",
+        "var",
+        "cvar",
+        "degradation",
+        "exposure",
+        "turnover",
+    }
+)
 _PERCENT_PREFIX = re.compile(r"^(ret|vol)_\d")
 #: Words that make a name a count, an id or a ratio even when a percent word is in it.
 _NOT_PERCENT_WORDS = frozenset({"n", "count", "id", "ratio", "days", "sessions", "rows", "value", "usd"})
@@ -249,8 +262,11 @@ def _column_kind(series: pd.Series, name: str, pct: set[str], money: set[str], p
             return "text"
         if is_percent_column(name):
             return "pct"
-        if pd.api.types.is_float_dtype(series) and all(float(v).is_integer() for v in numbers) and \
-                max(abs(float(v)) for v in numbers) >= 1000:
+        if (
+            pd.api.types.is_float_dtype(series)
+            and all(float(v).is_integer() for v in numbers)
+            and max(abs(float(v)) for v in numbers) >= 1000
+        ):
             return "int"
         return "float"
     return "text"
@@ -364,7 +380,8 @@ def table(
     per_column = digits if isinstance(digits, Mapping) else {}
     default_digits = digits if isinstance(digits, int) else None
     head = "".join(
-        f"<th class='num'>{_header(labels, c)}</th>" if kinds[str(c)] not in ("text", "date", "bool")
+        f"<th class='num'>{_header(labels, c)}</th>"
+        if kinds[str(c)] not in ("text", "date", "bool")
         else f"<th>{_header(labels, c)}</th>"
         for c in shown.columns
     )
@@ -396,12 +413,16 @@ def table(
     max_rows = max(int(max_rows), 0)
     body = ""
     if max_rows or not rows:
-        body = (f"<table class='bentley-table'>{cap}<thead><tr>{head}</tr></thead>"
-                f"<tbody>{''.join(rows[:max_rows])}</tbody></table>")
+        body = (
+            f"<table class='bentley-table'>{cap}<thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows[:max_rows])}</tbody></table>"
+        )
     if len(rows) > max_rows:
         rest = len(rows) - max_rows
-        body += (f"<details><summary>{rest} {html.escape(more)}</summary><table class='bentley-table'><thead><tr>"
-                 f"{head}</tr></thead><tbody>{''.join(rows[max_rows:])}</tbody></table></details>")
+        body += (
+            f"<details><summary>{rest} {html.escape(more)}</summary><table class='bentley-table'><thead><tr>"
+            f"{head}</tr></thead><tbody>{''.join(rows[max_rows:])}</tbody></table></details>"
+        )
     if link:
         body += f"<p class='note'><a href='{html.escape(link)}'>The whole table as CSV ({len(frame):,} rows)</a></p>"
     if notes:
@@ -425,8 +446,10 @@ def _without_default_index(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     if frame.index.names == [None] and pd.api.types.is_integer_dtype(frame.index):
         return frame.reset_index(drop=True)  # positions after a filter or a sort: not data
-    names = [n if n is not None else ("" if frame.index.nlevels == 1 else f"level_{i}")
-             for i, n in enumerate(frame.index.names)]
+    names = [
+        n if n is not None else ("" if frame.index.nlevels == 1 else f"level_{i}")
+        for i, n in enumerate(frame.index.names)
+    ]
     out = frame.copy()
     out.index = out.index.set_names(names)
     clash = [n for n in names if n in out.columns]
@@ -499,6 +522,7 @@ def export_html(notebook: Path, destination: Path) -> Path:
 
 # --------------------------------------------------------------------------- index pages
 
+
 def _page(title: str, body: str) -> str:
     """A run index page, in the home page's style (`bentley.home`): no script, nothing fetched."""
     from bentley import home
@@ -520,8 +544,10 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
         failed = [name for name, s in manifest["stages"].items() if s["status"] == "failed"]
         parts.append(f"<p class='banner'>This run failed in stage {esc(', '.join(failed))}.</p>")
     elif manifest["status"] in ("interrupted", "crashed"):
-        parts.append(f"<p class='banner'>This run was {esc(manifest['status'])} before every stage finished; "
-                     f"<code>runner resume {esc(run_id)}</code> finishes it.</p>")
+        parts.append(
+            f"<p class='banner'>This run was {esc(manifest['status'])} before every stage finished; "
+            f"<code>runner resume {esc(run_id)}</code> finishes it.</p>"
+        )
     alerts = manifest.get("alerts") or []
     if alerts:
         items = "".join(
@@ -541,10 +567,14 @@ def run_index_html(manifest: Mapping[str, Any]) -> str:
         "Git SHA": (manifest.get("git_sha") or "not a git checkout")[:12],
         "MLflow": manifest.get("mlflow", {}).get("tracking_uri", ""),
     }
-    parts.append("<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts.items()) + "</table>")
-    parts.append("<h2>Stages</h2><table><tr><th>Stage</th><th>Status</th><th>Duration</th>"
-                 "<th>Overhead</th><th>Report</th><th>Notebook</th><th>MLflow</th><th>Why it ran or not</th>"
-                 "<th>Error</th></tr>")
+    parts.append(
+        "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts.items()) + "</table>"
+    )
+    parts.append(
+        "<h2>Stages</h2><table><tr><th>Stage</th><th>Status</th><th>Duration</th>"
+        "<th>Overhead</th><th>Report</th><th>Notebook</th><th>MLflow</th><th>Why it ran or not</th>"
+        "<th>Error</th></tr>"
+    )
     for name, stage in manifest["stages"].items():
         status = stage["status"]
         report = stage.get("report")
@@ -680,10 +710,10 @@ def figure_png(figure: Any, dpi: float | None = None) -> bytes:
     paletted = image.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     palette = paletted.getpalette() or []
     if palette:  # the octree averages white with the edges of text: the background must stay white
-        entries = [palette[i:i + 3] for i in range(0, len(palette), 3)]
+        entries = [palette[i : i + 3] for i in range(0, len(palette), 3)]
         whitest = max(range(len(entries)), key=lambda i: sum(entries[i]))
         if sum(entries[whitest]) >= 3 * 240:
-            palette[3 * whitest:3 * whitest + 3] = [255, 255, 255]
+            palette[3 * whitest : 3 * whitest + 3] = [255, 255, 255]
             paletted.putpalette(palette)
     buffer = io.BytesIO()
     paletted.save(buffer, format="png")

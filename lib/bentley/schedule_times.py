@@ -212,8 +212,9 @@ def due_ticks(
     catch_up = catch_up or schedule.catch_up
     limit = max_catch_up or schedule.max_catch_up
     count = limit if catch_up == "all" and last_done is not None else 1
-    candidates = [t for t in previous_ticks(now, count, schedule, workflow)
-                  if last_done is None or t.fire_at > last_done]
+    candidates = [
+        t for t in previous_ticks(now, count, schedule, workflow) if last_done is None or t.fire_at > last_done
+    ]
     if catch_up == "none":
         return [t for t in candidates if t.fire_at > now - window][-1:]
     if catch_up == "latest":

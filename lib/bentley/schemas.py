@@ -25,14 +25,14 @@ PRICES = TableContract(
     key=("ticker", "date"),
     columns={
         "ticker": "str",
-        "date": "date",          # exchange session date
-        "open": "float",         # as traded (not adjusted)
+        "date": "date",  # exchange session date
+        "open": "float",  # as traded (not adjusted)
         "high": "float",
         "low": "float",
-        "close": "float",        # as traded (not adjusted)
-        "adj_close": "float",    # split- and dividend-adjusted (Yahoo convention)
-        "volume": "int",         # shares as traded
-        "dividend": "float",     # cash per share on the ex-date, else 0
+        "close": "float",  # as traded (not adjusted)
+        "adj_close": "float",  # split- and dividend-adjusted (Yahoo convention)
+        "volume": "int",  # shares as traded
+        "dividend": "float",  # cash per share on the ex-date, else 0
         "split_ratio": "float",  # new shares per old share on the ex-date, else 1
     },
 )
@@ -44,8 +44,8 @@ NEWS = TableContract(
         "news_id": "str",
         "ticker": "str",
         "published_at": "timestamp",  # UTC
-        "date": "date",               # the session the headline belongs to
-        "headline": "str",            # plain text; never rendered as HTML
+        "date": "date",  # the session the headline belongs to
+        "headline": "str",  # plain text; never rendered as HTML
         "publisher": "str",
         "url": "str",
     },
@@ -58,9 +58,9 @@ TRANSACTIONS = TableContract(
         "txn_id": "str",
         "date": "date",
         "account": "str",
-        "amount": "float",        # USD; negative is money out
+        "amount": "float",  # USD; negative is money out
         "description": "str",
-        "category": "str",        # may be missing: the budget stage classifies those
+        "category": "str",  # may be missing: the budget stage classifies those
     },
 )
 
@@ -72,13 +72,11 @@ HOLDINGS = TableContract(
         "account": "str",
         "ticker": "str",
         "quantity": "float",
-        "cost_basis": "float",    # total USD paid for the position
+        "cost_basis": "float",  # total USD paid for the position
     },
 )
 
-RAW_DATASETS: dict[str, TableContract] = {
-    c.name: c for c in (PRICES, NEWS, TRANSACTIONS, HOLDINGS)
-}
+RAW_DATASETS: dict[str, TableContract] = {c.name: c for c in (PRICES, NEWS, TRANSACTIONS, HOLDINGS)}
 
 #: Which `sources.<role>` serves each raw dataset.
 DATASET_ROLES: dict[str, str] = {

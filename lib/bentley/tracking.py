@@ -48,8 +48,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 #: client, sklearn flavour and SQL stores, and skops. A stage that only imports this module
 #: for a helper pays for them in a kernel warmed ahead, off its critical path.
 WARM_IMPORTS: tuple[str, ...] = (
-    "mlflow", "mlflow.entities", "mlflow.exceptions", "mlflow.artifacts", "mlflow.models", "mlflow.sklearn",
-    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "skops.io",
+    "mlflow",
+    "mlflow.entities",
+    "mlflow.exceptions",
+    "mlflow.artifacts",
+    "mlflow.models",
+    "mlflow.sklearn",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "skops.io",
 )
 
 
@@ -101,8 +108,13 @@ def health(uri: str, experiment: str, outputs: Path) -> TrackingHealth:
     if local is not None:
         if not local.exists():
             where = "" if uri == tracking_uri(None, outputs) else "tracking.uri or MLFLOW_TRACKING_URI; "
-            return TrackingHealth("tracking", False, f"no tracking store yet at {shown} ({where}the first run "
-                                  "creates it)", shown, store_exists=False)
+            return TrackingHealth(
+                "tracking",
+                False,
+                f"no tracking store yet at {shown} ({where}the first run creates it)",
+                shown,
+                store_exists=False,
+            )
         if not os.access(local, os.R_OK):
             return TrackingHealth("tracking", False, f"{shown} is not readable", shown)
     if uri.startswith(("http://", "https://")):
@@ -115,10 +127,10 @@ def health(uri: str, experiment: str, outputs: Path) -> TrackingHealth:
     except Exception as exc:  # noqa: BLE001 - any store error means the store does not answer
         return TrackingHealth("tracking", False, f"{shown}: {_error_text(exc, uri)}", shown)
     if found is None:
-        return TrackingHealth("tracking", True, f"{shown} answers; experiment {experiment!r} not created yet",
-                              shown)
-    return TrackingHealth("tracking", True, f"{shown} answers; experiment {experiment!r}", shown,
-                          experiment_id=str(found.experiment_id))
+        return TrackingHealth("tracking", True, f"{shown} answers; experiment {experiment!r} not created yet", shown)
+    return TrackingHealth(
+        "tracking", True, f"{shown} answers; experiment {experiment!r}", shown, experiment_id=str(found.experiment_id)
+    )
 
 
 def _local_store(uri: str) -> Path | None:
@@ -301,8 +313,12 @@ class ModelStore:
             model_dir = folder / "model"
             _save_sklearn_model(model, model_dir, example)
             digest = registry.directory_digest(model_dir)
-            tags = {registry.SHA256_TAG: digest, registry.CANDIDATE_TAG: candidate,
-                    registry.RUN_ID_TAG: pipeline_run_id, **version_tags}
+            tags = {
+                registry.SHA256_TAG: digest,
+                registry.CANDIDATE_TAG: candidate,
+                registry.RUN_ID_TAG: pipeline_run_id,
+                **version_tags,
+            }
             done = self._registered(model_name, tags)
             if done is not None:
                 return self._reset(done, tags)
@@ -320,11 +336,16 @@ class ModelStore:
                     for name, value in row.items()
                     if _is_number(value)
                 ]
-                metrics += [Metric(key=f"holdout_{k}", value=float(v), timestamp=now, step=0)
-                            for k, v in holdout_metrics.items() if _is_number(v)]
-                metrics += [Metric(key=f"importance/{f}", value=float(v), timestamp=now, step=0)
-                            for f, v in zip(importances["feature"], importances["importance"], strict=True)
-                            if _is_number(v)]
+                metrics += [
+                    Metric(key=f"holdout_{k}", value=float(v), timestamp=now, step=0)
+                    for k, v in holdout_metrics.items()
+                    if _is_number(v)
+                ]
+                metrics += [
+                    Metric(key=f"importance/{f}", value=float(v), timestamp=now, step=0)
+                    for f, v in zip(importances["feature"], importances["importance"], strict=True)
+                    if _is_number(v)
+                ]
                 for start in range(0, len(metrics), 500):
                     self.client.log_batch(run_id, metrics=metrics[start : start + 500])
                 fold_metrics.to_csv(folder / "fold_metrics.csv", index=False)
@@ -335,7 +356,10 @@ class ModelStore:
                 self.client.log_artifacts(run_id, str(model_dir), "model")
                 self._ensure_registered(model_name)
                 version = self.client.create_model_version(
-                    model_name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags,
+                    model_name,
+                    source=f"runs:/{run_id}/model",
+                    run_id=run_id,
+                    tags=tags,
                 )
             except BaseException:
                 self.client.set_terminated(run_id, status="FAILED")
@@ -358,7 +382,9 @@ class ModelStore:
         from mlflow.exceptions import MlflowException
 
         try:
-            return {alias: str(number) for alias, number in self.client.get_registered_model(model_name).aliases.items()}
+            return {
+                alias: str(number) for alias, number in self.client.get_registered_model(model_name).aliases.items()
+            }
         except MlflowException:
             return {}
 
@@ -388,9 +414,13 @@ class ModelStore:
         import mlflow.sklearn
 
         with tempfile.TemporaryDirectory(prefix="bentley-load-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=target.source, dst_path=tmp, tracking_uri=self.uri,
-            ))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=target.source,
+                    dst_path=tmp,
+                    tracking_uri=self.uri,
+                )
+            )
             registry.verify_digest(local, target.tags.get(registry.SHA256_TAG), target.label)
             return mlflow.sklearn.load_model(str(local))
 
@@ -431,10 +461,19 @@ class ModelStore:
 
     @staticmethod
     def _entity(found: Any) -> RegisteredVersion:
-        created = (None if found.creation_timestamp is None
-                   else dt.datetime.fromtimestamp(found.creation_timestamp / 1000, dt.UTC))
-        return RegisteredVersion(name=found.name, version=str(found.version), run_id=found.run_id,
-                                 source=found.source, tags=dict(found.tags), created=created)
+        created = (
+            None
+            if found.creation_timestamp is None
+            else dt.datetime.fromtimestamp(found.creation_timestamp / 1000, dt.UTC)
+        )
+        return RegisteredVersion(
+            name=found.name,
+            version=str(found.version),
+            run_id=found.run_id,
+            source=found.source,
+            tags=dict(found.tags),
+            created=created,
+        )
 
 
 def _save_sklearn_model(model: Any, folder: Path, example: pd.DataFrame) -> None:
@@ -451,7 +490,8 @@ def _save_sklearn_model(model: Any, folder: Path, example: pd.DataFrame) -> None
     # filtered for MLflow's modules once (`_quiet_mlflow`), not around this call, because the train
     # stage saves models on a thread of its own and `warnings.catch_warnings` is not thread-safe.
     mlflow.sklearn.save_model(
-        model, str(folder),
+        model,
+        str(folder),
         signature=infer_signature(example, model.predict(example)),
         input_example=example,
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
@@ -565,8 +605,9 @@ def _quiet_mlflow() -> None:
         warnings.filterwarnings("ignore", category=category, module=r"mlflow(\.|$)")
     # Saving a model, MLflow inspects its own `Any` type hints and warns that it cannot validate
     # them: advice to MLflow's authors, not to a reader of the train report.
-    warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType", category=UserWarning,
-                            module=r"mlflow(\.|$)")
+    warnings.filterwarnings(
+        "ignore", message=r".*Any type hint is inferred as AnyType", category=UserWarning, module=r"mlflow(\.|$)"
+    )
     import mlflow  # noqa: F401 - imported here so the logger levels below outlast its own setup
 
     for name in ("mlflow", "alembic"):
@@ -611,8 +652,10 @@ def _store_from_template(database: Path) -> None:
             _build_store_template(template)
         _copy_sqlite(template, temporary)
         with contextlib.closing(sqlite3.connect(temporary)) as connection, connection:
-            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                                (str(Path.cwd() / "mlruns" / "0"),))
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                (str(Path.cwd() / "mlruns" / "0"),),
+            )
         with contextlib.suppress(FileExistsError):
             os.link(temporary, database)
     except Exception:  # noqa: BLE001 - an optimization: MLflow creates the store itself
@@ -637,7 +680,10 @@ def _copy_sqlite(source: Path, destination: Path) -> None:
     """A consistent copy of a SQLite database (the backup API, not a file copy)."""
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(source)) as reader, contextlib.closing(sqlite3.connect(destination)) as writer:
+    with (
+        contextlib.closing(sqlite3.connect(source)) as reader,
+        contextlib.closing(sqlite3.connect(destination)) as writer,
+    ):
         reader.backup(writer)
 
 

@@ -65,7 +65,9 @@ class Check:
     detail: str | Callable[[pd.DataFrame], str] = ""
 
 
-def run_checks(dataset: str, frame: pd.DataFrame, contract: TableContract, checks: Iterable[Check]) -> list[CheckResult]:
+def run_checks(
+    dataset: str, frame: pd.DataFrame, contract: TableContract, checks: Iterable[Check]
+) -> list[CheckResult]:
     """Validate with pandera: column presence and types first, then every named check.
 
     pandera does the bookkeeping (lazy validation collects every failing row of every
@@ -75,15 +77,31 @@ def run_checks(dataset: str, frame: pd.DataFrame, contract: TableContract, check
     presence = _presence_schema(contract)
     failures = _failure_cases(presence, frame)
     missing = sorted(failures.loc[failures["check"] == "column_in_dataframe", "failure_case"].astype(str))
-    results = [CheckResult(dataset, "required_columns", "error", len(frame), len(missing),
-                           detail=f"missing {missing}" if missing else "")]
+    results = [
+        CheckResult(
+            dataset,
+            "required_columns",
+            "error",
+            len(frame),
+            len(missing),
+            detail=f"missing {missing}" if missing else "",
+        )
+    ]
     if missing:
         return results
     typed = _typed_schema(contract, frame, checks)
     failures = _failure_cases(typed, frame)
     bad_columns = sorted(set(failures.loc[failures["check"] == "column_types", "column"].dropna().astype(str)))
-    results.append(CheckResult(dataset, "column_types", "error", len(frame), len(bad_columns),
-                               detail=f"wrong type in {bad_columns}" if bad_columns else ""))
+    results.append(
+        CheckResult(
+            dataset,
+            "column_types",
+            "error",
+            len(frame),
+            len(bad_columns),
+            detail=f"wrong type in {bad_columns}" if bad_columns else "",
+        )
+    )
     if bad_columns:
         return results
     for check in checks:
@@ -91,8 +109,15 @@ def run_checks(dataset: str, frame: pd.DataFrame, contract: TableContract, check
         failed = frame.loc[frame.index.isin(rows)]
         detail = check.detail(failed) if callable(check.detail) else check.detail
         results.append(
-            CheckResult(dataset, check.name, check.severity, len(frame), len(failed),
-                        detail=detail if len(failed) else "", examples=_examples(failed))
+            CheckResult(
+                dataset,
+                check.name,
+                check.severity,
+                len(frame),
+                len(failed),
+                detail=detail if len(failed) else "",
+                examples=_examples(failed),
+            )
         )
     return results
 
@@ -200,36 +225,81 @@ def price_checks(
     """
     numeric = [*PRICE_COLUMNS, "volume"]
     return [
-        Check("not_numeric", "error", lambda f: f[numeric].isna().any(axis=1) & f["_raw_not_null"],
-              "text where a number belongs"),
-        Check("missing_values", "error", lambda f: f[numeric].isna().any(axis=1) & ~f["_raw_not_null"],
-              "empty price or volume"),
+        Check(
+            "not_numeric",
+            "error",
+            lambda f: f[numeric].isna().any(axis=1) & f["_raw_not_null"],
+            "text where a number belongs",
+        ),
+        Check(
+            "missing_values",
+            "error",
+            lambda f: f[numeric].isna().any(axis=1) & ~f["_raw_not_null"],
+            "empty price or volume",
+        ),
         Check("infinite_values", "error", lambda f: np.isinf(f[numeric].to_numpy(dtype=float)).any(axis=1)),
-        Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "ticker", "date"], keep=False),
-              "one file has the same (ticker, date) twice"),
+        Check(
+            "duplicate_keys",
+            "error",
+            lambda f: f.duplicated(["_lake_file", "ticker", "date"], keep=False),
+            "one file has the same (ticker, date) twice",
+        ),
         Check("non_positive_prices", "error", lambda f: (f[PRICE_COLUMNS] <= 0).any(axis=1)),
         Check("high_below_low", "error", lambda f: f["high"] < f["low"]),
-        Check("ohlc_outside_range", "error",
-              lambda f: (f[["open", "close"]].max(axis=1) > f["high"] * (1 + 1e-9))
-              | (f[["open", "close"]].min(axis=1) < f["low"] * (1 - 1e-9)),
-              "open or close outside [low, high]"),
+        Check(
+            "ohlc_outside_range",
+            "error",
+            lambda f: (
+                (f[["open", "close"]].max(axis=1) > f["high"] * (1 + 1e-9))
+                | (f[["open", "close"]].min(axis=1) < f["low"] * (1 - 1e-9))
+            ),
+            "open or close outside [low, high]",
+        ),
         Check("negative_volume", "error", lambda f: f["volume"] < 0),
-        Check("zero_volume", "error", lambda f: (f["volume"] == 0) & _traded_bar(f),
-              "no shares traded, yet the prices moved and the ticker reports volume on other sessions"),
-        Check("no_volume", "warning", lambda f: (f["volume"] == 0) & ~_traded_bar(f),
-              "volume 0 on a flat bar (a halted session) or for a ticker that reports no volume (an index)"),
-        Check("range_beyond_atr", "warning", lambda f: _range_beyond_atr(f, max_range_atr),
-              f"true range (high-low, or the gap from the previous close) over {max_range_atr:g} x ATR"
-              f"({ATR_SESSIONS}) of the preceding sessions"),
-        Check("repeated_bars", "warning", lambda f: _repeated_bars(f, max_stale_sessions),
-              f"open, high, low and close unchanged for more than {max_stale_sessions} sessions in a row"),
+        Check(
+            "zero_volume",
+            "error",
+            lambda f: (f["volume"] == 0) & _traded_bar(f),
+            "no shares traded, yet the prices moved and the ticker reports volume on other sessions",
+        ),
+        Check(
+            "no_volume",
+            "warning",
+            lambda f: (f["volume"] == 0) & ~_traded_bar(f),
+            "volume 0 on a flat bar (a halted session) or for a ticker that reports no volume (an index)",
+        ),
+        Check(
+            "range_beyond_atr",
+            "warning",
+            lambda f: _range_beyond_atr(f, max_range_atr),
+            f"true range (high-low, or the gap from the previous close) over {max_range_atr:g} x ATR"
+            f"({ATR_SESSIONS}) of the preceding sessions",
+        ),
+        Check(
+            "repeated_bars",
+            "warning",
+            lambda f: _repeated_bars(f, max_stale_sessions),
+            f"open, high, low and close unchanged for more than {max_stale_sessions} sessions in a row",
+        ),
         Check("not_a_session", "warning", lambda f: ~f["date"].isin(sessions), "date is not an exchange session"),
-        Check("jump_without_split", "warning", lambda f: _unexplained_jumps(f, max_abs_return_without_split),
-              f"adjusted move over {max_abs_return_without_split:.0%} with no split recorded"),
-        Check("missing_sessions", "warning", lambda f: _rows_before_gaps(f, sessions),
-              "the next session of this ticker is missing"),
-        Check("stale", "warning", lambda f: _stale_tickers(f, expected_last_session),
-              f"last row before the expected session {expected_last_session.date()}"),
+        Check(
+            "jump_without_split",
+            "warning",
+            lambda f: _unexplained_jumps(f, max_abs_return_without_split),
+            f"adjusted move over {max_abs_return_without_split:.0%} with no split recorded",
+        ),
+        Check(
+            "missing_sessions",
+            "warning",
+            lambda f: _rows_before_gaps(f, sessions),
+            "the next session of this ticker is missing",
+        ),
+        Check(
+            "stale",
+            "warning",
+            lambda f: _stale_tickers(f, expected_last_session),
+            f"last row before the expected session {expected_last_session.date()}",
+        ),
     ]
 
 
@@ -238,8 +308,12 @@ def news_checks(universe: Iterable[str]) -> list[Check]:
     return [
         Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "news_id"], keep=False)),
         Check("missing_values", "error", lambda f: f[["news_id", "ticker", "date", "headline"]].isna().any(axis=1)),
-        Check("ticker_outside_universe", "warning", lambda f: ~f["ticker"].isin(tickers),
-              lambda failed: "headlines for tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"])))),
+        Check(
+            "ticker_outside_universe",
+            "warning",
+            lambda f: ~f["ticker"].isin(tickers),
+            lambda failed: "headlines for tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"]))),
+        ),
     ]
 
 
@@ -254,11 +328,17 @@ def transaction_checks() -> list[Check]:
 def holding_checks(universe: Iterable[str]) -> list[Check]:
     tickers = set(universe)
     return [
-        Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "as_of", "account", "ticker"], keep=False)),
+        Check(
+            "duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "as_of", "account", "ticker"], keep=False)
+        ),
         Check("missing_values", "error", lambda f: f[["as_of", "account", "ticker", "quantity"]].isna().any(axis=1)),
         Check("negative_quantity", "error", lambda f: f["quantity"] < 0),
-        Check("ticker_outside_universe", "warning", lambda f: ~f["ticker"].isin(tickers),
-              lambda failed: "holdings of tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"])))),
+        Check(
+            "ticker_outside_universe",
+            "warning",
+            lambda f: ~f["ticker"].isin(tickers),
+            lambda failed: "holdings of tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"]))),
+        ),
     ]
 
 
@@ -338,12 +418,7 @@ def _range_beyond_atr(frame: pd.DataFrame, max_range_atr: float) -> pd.Series:
         true_range = pd.Series((np.fmax(high, previous) - np.fmin(low, previous)) / base, index=ordered.index)
     tickers = ordered["ticker"].to_numpy()
     preceding = true_range.groupby(tickers, sort=False).shift()
-    atr = (
-        preceding.groupby(tickers, sort=False)
-        .rolling(ATR_SESSIONS, min_periods=ATR_MIN_SESSIONS)
-        .mean()
-        .droplevel(0)
-    )
+    atr = preceding.groupby(tickers, sort=False).rolling(ATR_SESSIONS, min_periods=ATR_MIN_SESSIONS).mean().droplevel(0)
     return (true_range > max_range_atr * atr).reindex(frame.index)
 
 

@@ -290,7 +290,6 @@ investable_cash = sa.Table(
 )
 
 
-
 # --------------------------------------------------------------------------- models
 
 anomalies = sa.Table(
@@ -762,7 +761,13 @@ class Warehouse:
         return written
 
     def replace_window(
-        self, table: str, frame: pd.DataFrame, *, start: dt.date, end: dt.date, tickers: Iterable[str] | None,
+        self,
+        table: str,
+        frame: pd.DataFrame,
+        *,
+        start: dt.date,
+        end: dt.date,
+        tickers: Iterable[str] | None,
         date_column: str = "date",
     ) -> int:
         """Make `frame` the table's rows for the tickers within [start, end], in one transaction.
@@ -793,7 +798,9 @@ class Warehouse:
         dialect = self.engine.dialect
         preparer = dialect.identifier_preparer
         float_type = FLOAT64.compile(dialect=dialect)
-        if_not_exists = "IF NOT EXISTS " if dialect.name == "postgresql" or getattr(dialect, "is_mariadb", False) else ""
+        if_not_exists = (
+            "IF NOT EXISTS " if dialect.name == "postgresql" or getattr(dialect, "is_mariadb", False) else ""
+        )
         clauses = [f"ADD COLUMN {if_not_exists}{preparer.quote(name)} {float_type}" for name in new]
         with self.engine.begin() as conn:
             if dialect.name == "sqlite":  # one column per ALTER TABLE
@@ -909,13 +916,21 @@ class Warehouse:
         that delete read rows the later deletes remove, so they run first. Returns the
         orders reopened and the rows deleted per table; a failure deletes nothing.
         """
-        orders, fills, values, events = (self.table(name) for name in
-                                         ("orders", "fills", "portfolio_values", "risk_limit_events"))
+        orders, fills, values, events = (
+            self.table(name) for name in ("orders", "fills", "portfolio_values", "risk_limit_events")
+        )
         refilled = sa.select(fills.c.order_id).where(fills.c.portfolio == portfolio, fills.c.date >= start)
-        reopen = (sa.update(orders).where(orders.c.order_id.in_(refilled), orders.c.decided_on < start)
-                  .values(status="pending"))
-        booked_by_run = sa.exists().where(values.c.portfolio == portfolio, values.c.date >= start,
-                                          values.c.run_id == events.c.run_id, values.c.date == events.c.date)
+        reopen = (
+            sa.update(orders)
+            .where(orders.c.order_id.in_(refilled), orders.c.decided_on < start)
+            .values(status="pending")
+        )
+        booked_by_run = sa.exists().where(
+            values.c.portfolio == portfolio,
+            values.c.date >= start,
+            values.c.run_id == events.c.run_id,
+            values.c.date == events.c.date,
+        )
         deletes = {"risk_limit_events": sa.delete(events).where(events.c.date >= start, booked_by_run)}
         for name, column in book_tables.items():
             table = self.table(name)
@@ -949,8 +964,13 @@ class Warehouse:
         killed with -9 does not block the next one for a whole TTL.
         """
         now = now or dt.datetime.now(dt.UTC)
-        values = {"holder": holder, "run_id": run_id, "acquired_at": now, "heartbeat_at": now,
-                  "expires_at": now + dt.timedelta(seconds=ttl_s)}
+        values = {
+            "holder": holder,
+            "run_id": run_id,
+            "acquired_at": now,
+            "heartbeat_at": now,
+            "expires_at": now + dt.timedelta(seconds=ttl_s),
+        }
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(leases).where(leases.c.name == name)).mappings().first()
             if row is None:
@@ -964,8 +984,9 @@ class Warehouse:
             lapsed = expires is None or expires <= now
             dead = row["holder"] != holder and holder_alive is not None and not holder_alive(row["holder"])
             if row["holder"] != holder and not lapsed and not dead:
-                return LeaseGrant(False, holder=row["holder"], run_id=row["run_id"],
-                                  heartbeat_at=_as_utc(row["heartbeat_at"]))
+                return LeaseGrant(
+                    False, holder=row["holder"], run_id=row["run_id"], heartbeat_at=_as_utc(row["heartbeat_at"])
+                )
             swapped = conn.execute(
                 leases.update()
                 .where(leases.c.name == name, leases.c.version == row["version"])
@@ -980,11 +1001,16 @@ class Warehouse:
         """Extend our lease; False when it is no longer ours (taken over after we went quiet)."""
         now = now or dt.datetime.now(dt.UTC)
         with self.engine.begin() as conn:
-            return conn.execute(
-                leases.update()
-                .where(leases.c.name == name, leases.c.holder == holder)
-                .values(heartbeat_at=now, expires_at=now + dt.timedelta(seconds=ttl_s), version=leases.c.version + 1)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    leases.update()
+                    .where(leases.c.name == name, leases.c.holder == holder)
+                    .values(
+                        heartbeat_at=now, expires_at=now + dt.timedelta(seconds=ttl_s), version=leases.c.version + 1
+                    )
+                ).rowcount
+                == 1
+            )
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.engine.begin() as conn:
@@ -1022,8 +1048,11 @@ def driver_timeouts(url: URL, connect_s: float, wait_s: float) -> dict[str, Any]
     elif driver in ("psycopg", "psycopg2"):
         wanted = {"connect_timeout": max(2, math.ceil(connect_s))}
     elif driver in ("pymysql", "mysqldb"):
-        wanted = {"connect_timeout": math.ceil(connect_s), "read_timeout": math.ceil(wait_s),
-                  "write_timeout": math.ceil(wait_s)}
+        wanted = {
+            "connect_timeout": math.ceil(connect_s),
+            "read_timeout": math.ceil(wait_s),
+            "write_timeout": math.ceil(wait_s),
+        }
     else:
         wanted = {}
     return {key: value for key, value in wanted.items() if key not in url.query}
@@ -1046,8 +1075,9 @@ def _create_engine(url: URL) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True,
-                            connect_args=driver_timeouts(url, CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S))
+    return sa.create_engine(
+        url, pool_pre_ping=True, connect_args=driver_timeouts(url, CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S)
+    )
 
 
 def _create_tables(engine: Engine, attempts: int = 20) -> None:
@@ -1103,7 +1133,9 @@ def _upsert(conn: Connection, target: sa.Table, frame: pd.DataFrame) -> int:
     keys = [c.name for c in target.primary_key.columns]
     n = len(frame)
     with _gc_paused():  # millions of short-lived tuples: cyclic GC passes would only cost time
-        columns = [_Column.from_series(frame[name], kind, dialect.name) for name, kind in zip(names, kinds, strict=True)]
+        columns = [
+            _Column.from_series(frame[name], kind, dialect.name) for name, kind in zip(names, kinds, strict=True)
+        ]
         if dialect.name == "postgresql" and n >= _COPY_MIN_ROWS:
             _copy_upsert_postgresql(conn, target, names, kinds, keys, columns, n)
         else:
@@ -1164,13 +1196,23 @@ def _on_conflict(dialect: sa.engine.Dialect, table: sa.Table, names: list[str], 
 
 #: Binary COPY types per value kind (the staging table uses the same types).
 _PG_COPY_TYPES = {
-    "str": "text", "date": "date", "timestamp": "timestamptz", "float": "float8", "int": "int8", "bool": "bool",
+    "str": "text",
+    "date": "date",
+    "timestamp": "timestamptz",
+    "float": "float8",
+    "int": "int8",
+    "bool": "bool",
 }
 
 
 def _copy_upsert_postgresql(
-    conn: Connection, table: sa.Table, names: list[str], kinds: list[str], keys: list[str],
-    columns: list[_Column], n: int,
+    conn: Connection,
+    table: sa.Table,
+    names: list[str],
+    kinds: list[str],
+    keys: list[str],
+    columns: list[_Column],
+    n: int,
 ) -> None:
     """Binary COPY into a temporary table, then one set-based upsert from it."""
     import psycopg

@@ -76,13 +76,24 @@ def airflow_venv(root: Path) -> Path:
     if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
     done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         AIRFLOW_REQUIREMENT],
-        capture_output=True, text=True, timeout=1800,
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            AIRFLOW_REQUIREMENT,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if done.returncode != 0:
-        pytest.fail(f"pip could not install {AIRFLOW_REQUIREMENT} from the registry (exit {done.returncode}):\n"
-                    f"{done.stderr[-6000:]}")
+        pytest.fail(
+            f"pip could not install {AIRFLOW_REQUIREMENT} from the registry (exit {done.returncode}):\n"
+            f"{done.stderr[-6000:]}"
+        )
     marker.write_text(AIRFLOW_REQUIREMENT)
     return venv
 
@@ -93,9 +104,25 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: 
     local_outputs = base / "local"
     # The local reference run computes while pip installs Airflow.
     local = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", "--profile", "ci", "--logical-date", LOGICAL_DATE,
-         "--outputs", str(local_outputs), "--run-id", "local"],
-        cwd=root, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(local_outputs),
+            "--run-id",
+            "local",
+        ],
+        cwd=root,
+        env=clean_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         venv = airflow_venv(root)
@@ -105,9 +132,26 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: 
 
     dags = base / "dags"
     exported = subprocess.run(
-        [sys.executable, "-m", "runner", "export", "airflow", "--out", str(dags), "--profile", "ci",
-         "--dag-id", DAG_ID, "--project", str(root)],
-        cwd=root, env=clean_env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "export",
+            "airflow",
+            "--out",
+            str(dags),
+            "--profile",
+            "ci",
+            "--dag-id",
+            DAG_ID,
+            "--project",
+            str(root),
+        ],
+        cwd=root,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert exported.returncode == 0, exported.stdout + exported.stderr
     env = {
@@ -124,15 +168,24 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: 
 
 
 def airflow(deployment: Deployment, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(deployment.venv / "bin" / "airflow"), *args], env=deployment.env,
-                          cwd=deployment.env["AIRFLOW_HOME"] if Path(deployment.env["AIRFLOW_HOME"]).is_dir() else None,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(deployment.venv / "bin" / "airflow"), *args],
+        env=deployment.env,
+        cwd=deployment.env["AIRFLOW_HOME"] if Path(deployment.env["AIRFLOW_HOME"]).is_dir() else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def test_the_dag_loads_with_one_task_per_stage_and_the_pipelines_settings(deployment: Deployment,
-                                                                           root: Path) -> None:
-    parsed = subprocess.run([str(deployment.venv / "bin" / "python"), "-c", DAGBAG_REPORT, str(deployment.dags),
-                             DAG_ID], env=deployment.env, capture_output=True, text=True, timeout=300)
+def test_the_dag_loads_with_one_task_per_stage_and_the_pipelines_settings(deployment: Deployment, root: Path) -> None:
+    parsed = subprocess.run(
+        [str(deployment.venv / "bin" / "python"), "-c", DAGBAG_REPORT, str(deployment.dags), DAG_ID],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert parsed.returncode == 0, parsed.stderr[-4000:]
     report = json.loads(parsed.stdout.strip().splitlines()[-1])
     assert report["import_errors"] == {}
@@ -186,16 +239,22 @@ def test_airflow_dags_test_runs_every_stage_as_a_local_run_does(deployment: Depl
         assert not warehouse.read("monitor_kpis").empty
     finally:
         warehouse.dispose()
-    assert table_fingerprints(outputs) == table_fingerprints(deployment.local_outputs), \
+    assert table_fingerprints(outputs) == table_fingerprints(deployment.local_outputs), (
         "Airflow and the local runner wrote the same rows"
+    )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
     parent = client.get_run(manifest["mlflow"]["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert set(STAGES) <= {run.info.run_name for run in children}
 
-    leaked = [str(p) for folder in (outputs, Path(deployment.env["AIRFLOW_HOME"]), deployment.dags)
-              for p in folder.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    leaked = [
+        str(p)
+        for folder in (outputs, Path(deployment.env["AIRFLOW_HOME"]), deployment.dags)
+        for p in folder.rglob("*")
+        if p.is_file() and SECRET.encode() in p.read_bytes()
+    ]
     assert leaked == [] and SECRET not in screen

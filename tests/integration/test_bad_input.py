@@ -34,27 +34,49 @@ def yahoo_export(folder: Path) -> Path:
     source = SampleMarketSource(seed=42, n_tickers=8, epoch=dt.date(2000, 1, 3), benchmark="BBIX")
     prices = source.fetch("prices", FetchRequest(dt.date(2024, 6, 3), dt.date(2025, 6, 2), (*TICKERS, "BBIX")))
     for ticker, rows in prices.groupby("ticker"):
-        export = pd.DataFrame({
-            "Date": rows["date"].dt.strftime("%Y-%m-%d"), "Open": rows["open"], "High": rows["high"],
-            "Low": rows["low"], "Close": rows["close"], "Adj Close": rows["adj_close"], "Volume": rows["volume"],
-        })
+        export = pd.DataFrame(
+            {
+                "Date": rows["date"].dt.strftime("%Y-%m-%d"),
+                "Open": rows["open"],
+                "High": rows["high"],
+                "Low": rows["low"],
+                "Close": rows["close"],
+                "Adj Close": rows["adj_close"],
+                "Volume": rows["volume"],
+            }
+        )
         export.to_csv(folder / f"{ticker}.csv", index=False)
     return folder
 
 
 def run(outputs: Path, root: Path, env: dict[str, str], *settings: str) -> subprocess.CompletedProcess[str]:
-    args = ["run", "--profile", "ci", "--stages", "ingest,etl", "--logical-date", LOGICAL_DATE,
-            "--outputs", str(outputs), "--set", "universe.benchmark=BBIX"]
+    args = [
+        "run",
+        "--profile",
+        "ci",
+        "--stages",
+        "ingest,etl",
+        "--logical-date",
+        LOGICAL_DATE,
+        "--outputs",
+        str(outputs),
+        "--set",
+        "universe.benchmark=BBIX",
+    ]
     for setting in settings:
         args += ["--set", setting]
-    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def snapshot(outputs: Path) -> dict[str, str]:
     """Digests of every lake file and of every data table's content."""
-    digests = {str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in sorted((outputs / "lake").rglob("*")) if p.is_file()}
+    digests = {
+        str(p.relative_to(outputs)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((outputs / "lake").rglob("*"))
+        if p.is_file()
+    }
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     for table in DATA_TABLES:
         text = warehouse.read(table).to_csv(index=False)
@@ -162,8 +184,11 @@ CASES = {
     "unknown ticker": (edit_csv("NOVA", lambda text: text), ["universe.tickers=[NOVA, QBIT, ZZZZ]"], ["ZZZZ"]),
     "a file name with a space": (extra_entry("A B.csv"), ["universe.tickers=null"], ["A B.csv", "not a ticker"]),
     "a file name with HTML": (extra_entry(XSS_NAME), ["universe.tickers=null"], ["<img src=x", "not a ticker"]),
-    "a file name that is SQL": (extra_entry("'; DROP TABLE prices;--.csv"), ["universe.tickers=null"],
-                                ["DROP TABLE", "not a ticker"]),
+    "a file name that is SQL": (
+        extra_entry("'; DROP TABLE prices;--.csv"),
+        ["universe.tickers=null"],
+        ["DROP TABLE", "not a ticker"],
+    ),
     "a folder among the files": (extra_entry("MEDX.csv", folder_entry=True), [], ["MEDX.csv", "folder"]),
 }
 
@@ -185,10 +210,19 @@ def test_malformed_prices_fail_cleanly(case: str, baseline, root: Path, clean_en
 def test_broken_ofx_fails_cleanly(baseline, root: Path, clean_env: dict[str, str]) -> None:
     base, outputs, before = baseline
     broken = base / "data" / "broken.ofx"
-    broken.write_text("OFXHEADER:100\nDATA:OFXSGML\n\n<OFX><BANKMSGSRSV1><STMTTRNRS><STMTRS><BANKTRANLIST>"
-                      "<STMTTRN><TRNTYPE>DEBIT<DTPOSTED>2025")
-    result = run(outputs, root, clean_env, "sources.market.kind=csv", f"sources.market.path={base / 'data' / 'good'}",
-                 "sources.portfolio.kind=files", f"sources.portfolio.transactions={broken}")
+    broken.write_text(
+        "OFXHEADER:100\nDATA:OFXSGML\n\n<OFX><BANKMSGSRSV1><STMTTRNRS><STMTRS><BANKTRANLIST>"
+        "<STMTTRN><TRNTYPE>DEBIT<DTPOSTED>2025"
+    )
+    result = run(
+        outputs,
+        root,
+        clean_env,
+        "sources.market.kind=csv",
+        f"sources.market.path={base / 'data' / 'good'}",
+        "sources.portfolio.kind=files",
+        f"sources.portfolio.transactions={broken}",
+    )
     assert result.returncode != 0
     assert "broken.ofx" in result.stdout + result.stderr
     assert snapshot(outputs) == before
@@ -196,8 +230,14 @@ def test_broken_ofx_fails_cleanly(baseline, root: Path, clean_env: dict[str, str
 
 def test_a_path_escaping_the_data_folder_is_refused(baseline, root: Path, clean_env: dict[str, str]) -> None:
     base, outputs, before = baseline
-    result = run(outputs, root, clean_env, f"sources.data_dir={base / 'data' / 'good'}",
-                 "sources.market.kind=csv", "sources.market.path=../../..")
+    result = run(
+        outputs,
+        root,
+        clean_env,
+        f"sources.data_dir={base / 'data' / 'good'}",
+        "sources.market.kind=csv",
+        "sources.market.path=../../..",
+    )
     assert result.returncode != 0
     assert "escapes the data folder" in result.stdout + result.stderr
     assert snapshot(outputs) == before
@@ -211,16 +251,25 @@ def test_sample_news_and_holdings_follow_the_csv_universe(baseline) -> None:
     warehouse.dispose()
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("MLFLOW_TRACKING_URI", "http://127.0.0.1:1"),
-    ("BENTLEY_WAREHOUSE_URL", "postgresql+psycopg://bot@127.0.0.1:1/bentley"),
-])
-def test_an_unreachable_service_is_one_line_before_anything_runs(variable: str, value: str, baseline, root: Path,
-                                                                 clean_env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MLFLOW_TRACKING_URI", "http://127.0.0.1:1"),
+        ("BENTLEY_WAREHOUSE_URL", "postgresql+psycopg://bot@127.0.0.1:1/bentley"),
+    ],
+)
+def test_an_unreachable_service_is_one_line_before_anything_runs(
+    variable: str, value: str, baseline, root: Path, clean_env: dict[str, str]
+) -> None:
     base, outputs, before = baseline
     files = {p: p.read_bytes() for p in outputs.rglob("*") if p.is_file()}
-    result = run(outputs, root, {**clean_env, variable: value}, "sources.market.kind=csv",
-                 f"sources.market.path={base / 'data' / 'good'}")
+    result = run(
+        outputs,
+        root,
+        {**clean_env, variable: value},
+        "sources.market.kind=csv",
+        f"sources.market.path={base / 'data' / 'good'}",
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and variable in result.stderr, result.stderr
     assert "nothing was written" in result.stderr

@@ -43,7 +43,9 @@ def plant_hostile_text(data: Path) -> None:
     """A headline, a publisher and a bank description carrying `HOSTILE`."""
     quoted = HOSTILE.replace('"', '""')
     with (data / "news.csv").open("a") as news:
-        news.write(f'NOVA,2024-01-10T15:00:00Z,"Nova Systems soars {quoted}","<b>{quoted}</b>",https://news.example/x\n')
+        news.write(
+            f'NOVA,2024-01-10T15:00:00Z,"Nova Systems soars {quoted}","<b>{quoted}</b>",https://news.example/x\n'
+        )
     with (data / "ledger" / "transactions.csv").open("a") as ledger:
         ledger.write(f'01/10/2024,"SHOP {quoted}",-12.00,checking,\n')
 
@@ -59,15 +61,21 @@ def file_run(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: di
     plant_hostile_text(data)
     outputs = base / "out"
     settings = [
-        f"sources.data_dir={data}", "sources.market.kind=csv", "sources.market.path=prices",
-        "sources.news.kind=csv", "sources.news.path=news.csv", "sources.portfolio.kind=files",
-        "sources.portfolio.transactions=ledger", "sources.portfolio.holdings=holdings.csv",
+        f"sources.data_dir={data}",
+        "sources.market.kind=csv",
+        "sources.market.path=prices",
+        "sources.news.kind=csv",
+        "sources.news.path=news.csv",
+        "sources.portfolio.kind=files",
+        "sources.portfolio.transactions=ledger",
+        "sources.portfolio.holdings=holdings.csv",
     ]
     args = ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE.isoformat(), "--outputs", str(outputs)]
     for setting in settings:
         args += ["--set", setting]
-    result = subprocess.run([sys.executable, "-m", "runner", *args], cwd=root, env=clean_env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=root, env=clean_env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     assert warehouse.read("news")["headline"].str.contains(HOSTILE, regex=False).any()
@@ -86,7 +94,7 @@ def test_hostile_text_is_shown_as_text_in_every_report(file_run: Warehouse, tmp_
         dom = _rendered_dom(page, tmp_path)
         title = re.search(r"<title>(.*?)</title>", dom, flags=re.S)
         assert title is None or "pwned" not in title.group(1), f"a script ran in {page}"
-        assert "<img src=\"x\" onerror" not in dom and "<b>&lt;img" not in dom, page
+        assert '<img src="x" onerror' not in dom and "<b>&lt;img" not in dom, page
         if "&lt;img src=x onerror=\"document.title='pwned'\"&gt; [bold]Nova[/]" in dom:
             shown.add(page.name)
     assert "sentiment.html" in shown, "the hostile headline is shown as text in the sentiment report"
@@ -117,8 +125,11 @@ def test_reports_are_offline_light_and_read_well(file_run: Warehouse, root: Path
     assert len(reports) >= 12
     for page in pages:
         soup = BeautifulSoup(page.read_text(), "html.parser")
-        external = [str(tag) for tag in soup.find_all(["script", "link", "img", "iframe", "source"])
-                    if re.match(r"(https?:)?//", tag.get("src") or tag.get("href") or "")]
+        external = [
+            str(tag)
+            for tag in soup.find_all(["script", "link", "img", "iframe", "source"])
+            if re.match(r"(https?:)?//", tag.get("src") or tag.get("href") or "")
+        ]
         assert not external, f"{page.name}: {external}"
         assert not soup.find_all("script", src=True), page
         for link in soup.find_all("a", href=True):
@@ -134,7 +145,9 @@ def test_reports_are_offline_light_and_read_well(file_run: Warehouse, root: Path
         assert all(img.get("alt") or img.get("title") for img in soup.find_all("img")), report.name
         if report.stem in READ_CHARTS:
             for figure in soup.select("figure"):
-                after = figure.find_next(lambda t: t.name == "figure" or "jp-RenderedMarkdown" in (t.get("class") or []))
+                after = figure.find_next(
+                    lambda t: t.name == "figure" or "jp-RenderedMarkdown" in (t.get("class") or [])
+                )
                 assert after is not None and after.name != "figure", f"{report.name}: a chart without a sentence"
     shown = BeautifulSoup(home.read_text(), "html.parser").get_text(" ")
     assert "--set sources.market.kind=csv" in shown and "--set sources.portfolio.holdings=holdings.csv" in shown
@@ -153,10 +166,23 @@ def _rendered_dom(page: Path, tmp_path: Path) -> str:
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is installed by .ci/run"
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chrome'}",
-         "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout

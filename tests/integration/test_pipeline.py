@@ -42,8 +42,20 @@ TITLES = {
     "monitor": "Monitor: KPIs, alerts and health",
 }
 #: Plots each report must carry (embedded PNGs).
-MIN_IMAGES = {"ingest": 1, "etl": 1, "features": 1, "technical": 2, "risk": 4, "sentiment": 1, "budget": 2,
-              "anomalies": 1, "train": 3, "optimize": 1, "trade": 7, "monitor": 1}
+MIN_IMAGES = {
+    "ingest": 1,
+    "etl": 1,
+    "features": 1,
+    "technical": 2,
+    "risk": 4,
+    "sentiment": 1,
+    "budget": 2,
+    "anomalies": 1,
+    "train": 3,
+    "optimize": 1,
+    "trade": 7,
+    "monitor": 1,
+}
 MODEL = "bentley-return-direction"
 
 
@@ -66,7 +78,8 @@ def first_run(outputs: Path, root: Path, clean_env: dict[str, str]) -> subproces
     env = {**clean_env, "BENTLEY_WAREHOUSE_PASSWORD": SECRET, "YAHOO_API_KEY": SECRET, "NEWS_API_KEY": SECRET}
     result = run_cli(
         ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-first"],
-        env, root,
+        env,
+        root,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -118,8 +131,19 @@ def test_prices_has_one_row_per_ticker_and_session(first_run, outputs: Path) -> 
     assert (as_of["adj_close"] > 0).all() and len(as_of) == len(prices)
     features = warehouse.read("features")
     assert len(features) == len(prices)
-    assert {"sma_200", "rsi_14", "macd", "bb_upper", "atr_14", "obv", "adx_14", "stoch_k", "ret_21d",
-            "vol_63d", "volume_z_21"} <= set(features.columns)
+    assert {
+        "sma_200",
+        "rsi_14",
+        "macd",
+        "bb_upper",
+        "atr_14",
+        "obv",
+        "adx_14",
+        "stoch_k",
+        "ret_21d",
+        "vol_63d",
+        "volume_z_21",
+    } <= set(features.columns)
     assert warehouse.count("news") > 0 and warehouse.count("transactions") > 0 and warehouse.count("holdings") > 0
     ledger = warehouse.read("stage_runs", where={"run_id": "ci-first"})
     assert sorted(ledger["stage"]) == sorted(STAGES) and set(ledger["status"]) == {"success"}
@@ -175,12 +199,15 @@ def test_mlflow_has_a_parent_and_one_nested_run_per_stage(first_run, outputs: Pa
     assert ingest.data.metrics["rows_prices"] > 0
     assert ingest.data.params["history.years"] == "1"
     optimize = next(c for c in children if c.info.run_name == "optimize")
-    assert {"efficient_frontier.png", "target_weights.csv"} <= {a.path for a in client.list_artifacts(optimize.info.run_id)}
+    assert {"efficient_frontier.png", "target_weights.csv"} <= {
+        a.path for a in client.list_artifacts(optimize.info.run_id)
+    }
     boosted = next(c for c in children if c.info.run_name == "train:boosted")
     assert boosted.data.params["ml.horizon"] == "5" and "holdout_roc_auc" in boosted.data.metrics
     assert any(key.startswith("importance/") for key in boosted.data.metrics)
     assert {"model", "fold_metrics.csv", "feature_importances.csv", "config.json"} <= {
-        a.path for a in client.list_artifacts(boosted.info.run_id)}
+        a.path for a in client.list_artifacts(boosted.info.run_id)
+    }
 
 
 def test_first_run_registers_both_candidates_and_crowns_a_champion(first_run, outputs: Path) -> None:
@@ -207,16 +234,33 @@ def test_first_run_registers_both_candidates_and_crowns_a_champion(first_run, ou
     warehouse.dispose()
 
 
-def test_kill_9_mid_stage_then_resume_equals_a_clean_run(first_run, outputs: Path, tmp_path: Path, root: Path,
-                                                        clean_env: dict[str, str]) -> None:
+def test_kill_9_mid_stage_then_resume_equals_a_clean_run(
+    first_run, outputs: Path, tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     import psutil
 
     clean = table_fingerprints(outputs)
     crashed = tmp_path / "crashed"
     runner = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", "--profile", "ci", "--logical-date", LOGICAL_DATE,
-         "--outputs", str(crashed), "--run-id", "ci-killed"],
-        cwd=root, env=clean_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(crashed),
+            "--run-id",
+            "ci-killed",
+        ],
+        cwd=root,
+        env=clean_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     manifest_file = crashed / "runs" / "ci-killed" / "manifest.json"
     deadline = time.monotonic() + 300
@@ -245,10 +289,24 @@ def _stage_status(manifest_file: Path, stage: str) -> str | None:
         return None
 
 
-def test_a_rerun_with_nothing_changed_skips_every_stage(first_run, outputs: Path, root: Path,
-                                                        clean_env: dict[str, str]) -> None:
-    again = run_cli(["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs),
-                     "--run-id", "ci-unchanged"], clean_env, root)
+def test_a_rerun_with_nothing_changed_skips_every_stage(
+    first_run, outputs: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    again = run_cli(
+        [
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            "ci-unchanged",
+        ],
+        clean_env,
+        root,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     manifest = json.loads((outputs / "runs" / "ci-unchanged" / "manifest.json").read_text())
     assert {name: s["status"] for name, s in manifest["stages"].items()} == dict.fromkeys(STAGES, "cached")
@@ -259,12 +317,25 @@ def test_a_rerun_with_nothing_changed_skips_every_stage(first_run, outputs: Path
     assert "../ci-first/reports/train.html" in index, "a skipped stage links the report that made its results"
 
 
-def test_same_logical_date_twice_gives_identical_tables(first_run, outputs: Path, root: Path,
-                                                        clean_env: dict[str, str]) -> None:
+def test_same_logical_date_twice_gives_identical_tables(
+    first_run, outputs: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     before = table_fingerprints(outputs)
     again = run_cli(
-        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id", "ci-second",
-         "--force"], clean_env, root,
+        [
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            "ci-second",
+            "--force",
+        ],
+        clean_env,
+        root,
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert table_fingerprints(outputs) == before
@@ -311,19 +382,34 @@ def scratch_pipeline(tmp_path: Path, stages: dict[str, tuple[str, list[str], flo
 def run_scratch(tmp_path: Path, pipeline: Path, run_id: str, root: Path, env: dict[str, str]):
     outputs = tmp_path / "out"
     result = run_cli(
-        ["run", "--pipeline", str(pipeline), "--outputs", str(outputs), "--run-id", run_id,
-         "--logical-date", LOGICAL_DATE], env, root,
+        [
+            "run",
+            "--pipeline",
+            str(pipeline),
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            run_id,
+            "--logical-date",
+            LOGICAL_DATE,
+        ],
+        env,
+        root,
     )
     manifest = json.loads((outputs / "runs" / run_id / "manifest.json").read_text())
     return result, outputs, manifest
 
 
-def test_a_failing_stage_fails_the_run_and_skips_downstream(tmp_path: Path, root: Path,
-                                                            clean_env: dict[str, str]) -> None:
-    pipeline = scratch_pipeline(tmp_path, {
-        "boom": ('raise ValueError("planted failure for the test")', [], 2),
-        "after": ("print('never runs')", ["boom"], 2),
-    })
+def test_a_failing_stage_fails_the_run_and_skips_downstream(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
+    pipeline = scratch_pipeline(
+        tmp_path,
+        {
+            "boom": ('raise ValueError("planted failure for the test")', [], 2),
+            "after": ("print('never runs')", ["boom"], 2),
+        },
+    )
     result, outputs, manifest = run_scratch(tmp_path, pipeline, "bad", root, clean_env)
     assert result.returncode == 1
     kept = outputs / "runs" / "bad" / "notebooks" / "boom.ipynb"
@@ -363,8 +449,9 @@ def test_a_stage_over_its_time_limit_is_killed(tmp_path: Path, root: Path, clean
         (["--set", "history.end=2030-01-01"], "after the logical date"),
     ],
 )
-def test_bad_invocations_exit_2_before_anything_runs(args: list[str], message: str, tmp_path: Path, root: Path,
-                                                     clean_env: dict[str, str]) -> None:
+def test_bad_invocations_exit_2_before_anything_runs(
+    args: list[str], message: str, tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     outputs = tmp_path / "out"
     result = run_cli(["run", "--outputs", str(outputs), "--logical-date", LOGICAL_DATE, *args], clean_env, root)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -384,8 +471,11 @@ def test_notebook_runs_standalone_with_its_defaults(tmp_path: Path, root: Path, 
         monkey.setenv(key, value)
     try:
         papermill.execute_notebook(
-            str(root / "notebooks" / "01_ingest.ipynb"), str(tmp_path / "ingest.ipynb"),
-            kernel_name="python3", progress_bar=False, cwd=str(root / "notebooks"),
+            str(root / "notebooks" / "01_ingest.ipynb"),
+            str(tmp_path / "ingest.ipynb"),
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(root / "notebooks"),
         )
     finally:
         monkey.undo()
@@ -401,11 +491,26 @@ def test_the_next_day_fetches_only_the_overlap_and_completes_the_history(
     """Runs after the idempotency test on purpose: it moves the cursors forward."""
     next_day = "2025-06-04"
     result = run_cli(
-        ["run", "--profile", "ci", "--logical-date", next_day, "--outputs", str(outputs), "--run-id", "ci-next",
-         "--stages", "ingest,etl"], clean_env, root,
+        [
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            next_day,
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            "ci-next",
+            "--stages",
+            "ingest,etl",
+        ],
+        clean_env,
+        root,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    landed = pd.read_parquet(outputs / "lake" / "raw" / "sample" / "prices" / f"ingest_date={next_day}" / "ci-next.parquet")
+    landed = pd.read_parquet(
+        outputs / "lake" / "raw" / "sample" / "prices" / f"ingest_date={next_day}" / "ci-next.parquet"
+    )
     tickers = landed["ticker"].nunique()
     overlap = load_config("ci").sources.market.overlap_sessions
     assert len(landed) == tickers * (overlap + 3), "5 overlap sessions + 2 June + 3 June + 4 June"
@@ -421,24 +526,44 @@ def test_the_next_day_fetches_only_the_overlap_and_completes_the_history(
 
 def test_retention_dry_run_lists_and_keeps(first_run, outputs: Path, root: Path, clean_env: dict[str, str]) -> None:
     lake_files = sorted((outputs / "lake").rglob("*.parquet"))
-    result = run_cli(["retention", "--dry-run", "--profile", "ci", "--logical-date", "2030-01-02",
-                      "--outputs", str(outputs)], clean_env, root)
+    result = run_cli(
+        ["retention", "--dry-run", "--profile", "ci", "--logical-date", "2030-01-02", "--outputs", str(outputs)],
+        clean_env,
+        root,
+    )
     assert result.returncode == 0, result.stderr
     assert "would delete raw" in result.stdout and "ingest_date=2025-06-02" in result.stdout
     assert sorted((outputs / "lake").rglob("*.parquet")) == lake_files
-    kept = run_cli(["retention", "--profile", "ci", "--logical-date", "2025-06-04", "--outputs", str(outputs)],
-                   clean_env, root)
+    kept = run_cli(
+        ["retention", "--profile", "ci", "--logical-date", "2025-06-04", "--outputs", str(outputs)], clean_env, root
+    )
     assert kept.returncode == 0 and "0 path(s) deleted" in kept.stdout
     assert sorted((outputs / "lake").rglob("*.parquet")) == lake_files
 
 
-def test_retraining_evaluates_a_challenger_against_the_champion(first_run, outputs: Path, root: Path,
-                                                                 clean_env: dict[str, str]) -> None:
+def test_retraining_evaluates_a_challenger_against_the_champion(
+    first_run, outputs: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
     champion_before = str(client.get_model_version_by_alias(MODEL, "champion").version)
     result = run_cli(
-        ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id",
-         "ci-retrain", "--stages", "train", "--set", "ml.retrain=true"], clean_env, root,
+        [
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            "ci-retrain",
+            "--stages",
+            "train",
+            "--set",
+            "ml.retrain=true",
+        ],
+        clean_env,
+        root,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
@@ -460,8 +585,9 @@ def test_retraining_evaluates_a_challenger_against_the_champion(first_run, outpu
     assert "Not promoted" in report and f"{MODEL} v{champion_before}" in report
 
 
-def test_a_tampered_champion_artifact_stops_the_train_stage(first_run, outputs: Path, root: Path,
-                                                            clean_env: dict[str, str]) -> None:
+def test_a_tampered_champion_artifact_stops_the_train_stage(
+    first_run, outputs: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")
     champion = client.get_model_version_by_alias(MODEL, "champion")
     stored = next((outputs / "mlflow" / "artifacts").glob(f"**/{champion.run_id}/artifacts/model/model.skops"))
@@ -469,8 +595,22 @@ def test_a_tampered_champion_artifact_stops_the_train_stage(first_run, outputs: 
     stored.write_bytes(original + b"tampered")
     try:
         result = run_cli(
-            ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs", str(outputs), "--run-id",
-             "ci-tampered", "--stages", "train", "--force"], clean_env, root,  # forced: the model must be loaded
+            [
+                "run",
+                "--profile",
+                "ci",
+                "--logical-date",
+                LOGICAL_DATE,
+                "--outputs",
+                str(outputs),
+                "--run-id",
+                "ci-tampered",
+                "--stages",
+                "train",
+                "--force",
+            ],
+            clean_env,
+            root,  # forced: the model must be loaded
         )
     finally:
         stored.write_bytes(original)
@@ -518,10 +658,13 @@ def test_sql_rebuilds_the_stored_backtest_figures(first_run, outputs: Path) -> N
 
     curves = query("SELECT strategy, date, net_return, equity FROM backtest_equity WHERE run_id = :run ORDER BY date")
     assert set(curves["strategy"]) == {"signal", "benchmark", "sweep:best"}
-    stats = query("""
+    stats = query(
+        """
         SELECT strategy, COUNT(net_return) AS n, SUM(net_return - :rf) AS s,
                SUM((net_return - :rf) * (net_return - :rf)) AS ss, AVG(turnover) AS turnover
-        FROM backtest_equity WHERE run_id = :run GROUP BY strategy""", rf=rf).set_index("strategy")
+        FROM backtest_equity WHERE run_id = :run GROUP BY strategy""",
+        rf=rf,
+    ).set_index("strategy")
     for strategy, curve in curves.groupby("strategy"):
         growth = (1 + curve["net_return"].fillna(0.0)).prod()
         assert curve["equity"].iloc[0] == pytest.approx(capital, rel=1e-12)
@@ -552,14 +695,20 @@ def test_sql_rebuilds_the_stored_backtest_figures(first_run, outputs: Path) -> N
     warehouse.dispose()
 
 
-def test_the_paper_book_fills_yesterdays_orders_the_next_session(first_run, outputs: Path, root: Path,
-                                                                 clean_env: dict[str, str]) -> None:
+def test_the_paper_book_fills_yesterdays_orders_the_next_session(
+    first_run, outputs: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     next_day = "2025-06-03"
-    result = run_cli(["run", "--profile", "ci", "--logical-date", next_day, "--outputs", str(outputs),
-                      "--run-id", "ci-paper-2"], clean_env, root)
+    result = run_cli(
+        ["run", "--profile", "ci", "--logical-date", next_day, "--outputs", str(outputs), "--run-id", "ci-paper-2"],
+        clean_env,
+        root,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
-    first_orders = warehouse.read("orders", start=dt.date(2025, 6, 2), end=dt.date(2025, 6, 2), date_column="decided_on")
+    first_orders = warehouse.read(
+        "orders", start=dt.date(2025, 6, 2), end=dt.date(2025, 6, 2), date_column="decided_on"
+    )
     fills = warehouse.read("fills").set_index("order_id")
     assert len(first_orders) > 0 and set(first_orders["order_id"]) <= set(fills.index)
     assert (first_orders["status"] == "filled").all()

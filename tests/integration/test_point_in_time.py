@@ -28,14 +28,16 @@ CI = ["--profile", "ci", "--set", "universe.tickers=[QBIT, BANQ, MEDX]"]
 
 
 def runner(args: list[str], env: dict[str, str], root: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "runner", *args], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=root, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-def test_a_dates_results_do_not_depend_on_what_ran_before(tmp_path: Path, root: Path,
-                                                          clean_env: dict[str, str]) -> None:
+def test_a_dates_results_do_not_depend_on_what_ran_before(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     base = tmp_path / "base"
     env = {**clean_env, "BENTLEY_OUTPUTS": str(base)}
     ci_store = base / "profiles" / "ci"
@@ -48,8 +50,25 @@ def test_a_dates_results_do_not_depend_on_what_ran_before(tmp_path: Path, root: 
     expected_d2 = date_digests(ci_store, "a-d2")  # a fresh store for D2: sequence B's D2
 
     # Another profile in the same outputs base trains and registers its own model ...
-    runner(["run", "--profile", "default", "--to", "train", "--logical-date", D2, "--run-id", "other-profile",
-            "--set", "history.years=3", "--set", "sample.n_tickers=4"], env, root)
+    runner(
+        [
+            "run",
+            "--profile",
+            "default",
+            "--to",
+            "train",
+            "--logical-date",
+            D2,
+            "--run-id",
+            "other-profile",
+            "--set",
+            "history.years=3",
+            "--set",
+            "sample.n_tickers=4",
+        ],
+        env,
+        root,
+    )
     assert (base / "runs" / "other-profile").is_dir() and not (ci_store / "runs" / "other-profile").exists()
     assert date_digests(ci_store, "a-d2") == expected_d2, "a default-profile run changed the ci store"
 
@@ -87,21 +106,36 @@ def _assert_trained_on_or_before(store: Path, predictions: pd.DataFrame, day: st
 def _assert_refused_without_a_write(store: Path, env: dict[str, str], root: Path) -> None:
     """Dates and params that cannot work: exit 2, one line, the store byte for byte as it was."""
     before = _files(store)
-    for extra in (["--logical-date", "2026-11-26"], ["--logical-date", "2027-01-04"],
-                  ["--logical-date", "2000-06-01"], ["--set", "universe.tickers=[APPL, QBIT, MEDX]"],
-                  ["--set", "universe.tickers=[QBIT, MEDX]", "--set", "optimize.min_names=3"], ["--stages", ""]):
-        result = subprocess.run([sys.executable, "-m", "runner", "run", "--profile", "ci", *extra], cwd=root,
-                                env=env, capture_output=True, text=True, timeout=120)
+    for extra in (
+        ["--logical-date", "2026-11-26"],
+        ["--logical-date", "2027-01-04"],
+        ["--logical-date", "2000-06-01"],
+        ["--set", "universe.tickers=[APPL, QBIT, MEDX]"],
+        ["--set", "universe.tickers=[QBIT, MEDX]", "--set", "optimize.min_names=3"],
+        ["--stages", ""],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "runner", "run", "--profile", "ci", *extra],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 2, (extra, result.stdout, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert _files(store) == before
 
 
 def _files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _diff(got: dict[str, str], expected: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
-    return {k: (got.get(k), expected.get(k)) for k in sorted(got.keys() | expected.keys())
-            if got.get(k) != expected.get(k)}
+    return {
+        k: (got.get(k), expected.get(k)) for k in sorted(got.keys() | expected.keys()) if got.get(k) != expected.get(k)
+    }

@@ -84,8 +84,9 @@ def test_every_readme_command_runs(tmp_path: Path, root: Path, clean_env: dict[s
 
 
 def _adapt(command: str, store: Path, tmp_path: Path) -> list[str]:
-    words = shlex.split(command.replace("/tmp/sandbox", str(tmp_path / "sandbox"))
-                        .replace("--out dags/", f"--out {tmp_path / 'dags'}"))
+    words = shlex.split(
+        command.replace("/tmp/sandbox", str(tmp_path / "sandbox")).replace("--out dags/", f"--out {tmp_path / 'dags'}")
+    )
     if words[0] == "make":
         variables = {w.split("=", 1)[0] for w in words[2:] if "=" in w}
         extra = [f"OUTPUTS={store}"] + ([] if "PROFILE" in variables else [f"PROFILE={PROFILE}"])
@@ -104,8 +105,19 @@ def _stopped_run(store: Path, env: dict[str, str], root: Path) -> str:
     run_id = "stopped-run"
     if (store / "runs" / run_id).is_dir():
         return run_id
-    argv = [sys.executable, "-m", "runner", "run", "--profile", PROFILE, "--outputs", str(store), "--force",
-            "--run-id", run_id]
+    argv = [
+        sys.executable,
+        "-m",
+        "runner",
+        "run",
+        "--profile",
+        PROFILE,
+        "--outputs",
+        str(store),
+        "--force",
+        "--run-id",
+        run_id,
+    ]
     process = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     for line in process.stdout:

@@ -26,8 +26,9 @@ LOGICAL_DATE = "2025-06-02"
 BASE_PARAMETERS = 'run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"'
 
 
-def write_pipeline(folder: Path, stages: dict[str, dict], retry: str = "{backoff_base_s: 0.2, backoff_max_s: 0.4}"
-                   ) -> Path:
+def write_pipeline(
+    folder: Path, stages: dict[str, dict], retry: str = "{backoff_base_s: 0.2, backoff_max_s: 0.4}"
+) -> Path:
     """stage -> {code, upstream, sections, retries, timeout, trigger, cache}: notebooks and pipeline.yaml."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -37,8 +38,9 @@ def write_pipeline(folder: Path, stages: dict[str, dict], retry: str = "{backoff
         sections = spec.get("sections", [])
         parameters = new_code_cell(BASE_PARAMETERS + "".join(f"\n{s} = None" for s in sections))
         parameters.metadata["tags"] = ["parameters"]
-        notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), parameters,
-                                       new_code_cell(textwrap.dedent(spec["code"]))])
+        notebook = new_notebook(
+            cells=[new_markdown_cell(f"# {name}"), parameters, new_code_cell(textwrap.dedent(spec["code"]))]
+        )
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(notebook, folder / f"{name}.ipynb")
         extra = "".join(f", {key}: {json.dumps(spec[key])}" for key in ("trigger", "cache") if key in spec)
@@ -53,8 +55,19 @@ def write_pipeline(folder: Path, stages: dict[str, dict], retry: str = "{backoff
 
 
 def runner_args(pipeline: Path, outputs: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runner", "run", "--pipeline", str(pipeline), "--outputs", str(outputs),
-            "--logical-date", LOGICAL_DATE, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "runner",
+        "run",
+        "--pipeline",
+        str(pipeline),
+        "--outputs",
+        str(outputs),
+        "--logical-date",
+        LOGICAL_DATE,
+        *extra,
+    ]
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -82,18 +95,25 @@ WRITER = """
                      warehouse=warehouse)
     {body}
 """
-A_BODY = ('value = int(Path({value!r}).read_text())\n    ctx.warehouse.upsert("sync_state", pd.DataFrame(['
-          '{{"source": "test", "dataset": "a", "ticker": "*", "rows": value}}]))')
-B_BODY = ('ctx.warehouse.upsert("holdings", pd.DataFrame([{"as_of": pd.Timestamp("2025-06-02"), "account": "x", '
-          '"ticker": "AAA", "quantity": 1.0}]))')
+A_BODY = (
+    'value = int(Path({value!r}).read_text())\n    ctx.warehouse.upsert("sync_state", pd.DataFrame(['
+    '{{"source": "test", "dataset": "a", "ticker": "*", "rows": value}}]))'
+)
+B_BODY = (
+    'ctx.warehouse.upsert("holdings", pd.DataFrame([{"as_of": pd.Timestamp("2025-06-02"), "account": "x", '
+    '"ticker": "AAA", "quantity": 1.0}]))'
+)
 
 
 def test_content_hash_cache_hits_and_misses(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     value = tmp_path / "value.txt"
     value.write_text("1")
     stages = {
-        "a": {"code": WRITER.format(name="a", body=A_BODY.format(value=str(value))), "sections": ["warehouse"],
-              "cache": False},
+        "a": {
+            "code": WRITER.format(name="a", body=A_BODY.format(value=str(value))),
+            "sections": ["warehouse"],
+            "cache": False,
+        },
         "b": {"code": WRITER.format(name="b", body=B_BODY), "upstream": ["a"], "sections": ["warehouse"]},
         "c": {"code": "print('reads nothing')", "upstream": ["b"], "sections": ["sample"]},
     }
@@ -130,8 +150,9 @@ def test_content_hash_cache_hits_and_misses(tmp_path: Path, root: Path, clean_en
     assert "up to date: unchanged since run" in (outputs / "runs" / "same" / "index.html").read_text()
 
 
-def test_a_transient_failure_is_retried_and_a_validation_error_is_not(tmp_path: Path, root: Path,
-                                                                      clean_env: dict[str, str]) -> None:
+def test_a_transient_failure_is_retried_and_a_validation_error_is_not(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     counter = tmp_path / "attempts.txt"
     flaky = f"""
         from pathlib import Path
@@ -146,10 +167,13 @@ def test_a_transient_failure_is_retried_and_a_validation_error_is_not(tmp_path: 
         from bentley.sources.base import SourceError
         raise SourceError("prices.csv: column 'close' is missing")
     """
-    pipeline = write_pipeline(tmp_path, {
-        "flaky": {"code": flaky, "retries": 2},
-        "invalid": {"code": invalid, "retries": 2},
-    })
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "flaky": {"code": flaky, "retries": 2},
+            "invalid": {"code": invalid, "retries": 2},
+        },
+    )
     outputs = tmp_path / "out"
     result = run(runner_args(pipeline, outputs, "--run-id", "r"), clean_env, root)
     assert result.returncode == 1
@@ -162,7 +186,10 @@ def test_a_transient_failure_is_retried_and_a_validation_error_is_not(tmp_path: 
     rows = warehouse.read("stage_runs").sort_values(["stage", "attempt"])
     warehouse.dispose()
     assert list(zip(rows["stage"], rows["attempt"], rows["status"], strict=True)) == [
-        ("flaky", 1, "failed"), ("flaky", 2, "success"), ("invalid", 1, "failed")]
+        ("flaky", 1, "failed"),
+        ("flaky", 2, "success"),
+        ("invalid", 1, "failed"),
+    ]
 
 
 def test_a_timeout_kills_the_kernel_and_its_children(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
@@ -185,18 +212,25 @@ def test_a_timeout_kills_the_kernel_and_its_children(tmp_path: Path, root: Path,
 def test_independent_stages_run_at_the_same_time_and_all_done_runs_after_a_failure(
     tmp_path: Path, root: Path, clean_env: dict[str, str]
 ) -> None:
-    pipeline = write_pipeline(tmp_path, {
-        "left": {"code": "import time; time.sleep(3)"},
-        "right": {"code": "import time; time.sleep(3); raise RuntimeError('right broke')"},
-        "after": {"code": "print('needs both')", "upstream": ["left", "right"]},
-        "report": {"code": "print('always reports')", "upstream": ["after"], "trigger": "all_done"},
-    })
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "left": {"code": "import time; time.sleep(3)"},
+            "right": {"code": "import time; time.sleep(3); raise RuntimeError('right broke')"},
+            "after": {"code": "print('needs both')", "upstream": ["left", "right"]},
+            "report": {"code": "print('always reports')", "upstream": ["after"], "trigger": "all_done"},
+        },
+    )
     outputs = tmp_path / "out"
     result = run(runner_args(pipeline, outputs, "--run-id", "p", "--set", "runner.max_workers=2"), clean_env, root)
     assert result.returncode == 1
     stages = manifest(outputs, "p")["stages"]
     assert {n: s["status"] for n, s in stages.items()} == {
-        "left": "success", "right": "failed", "after": "skipped", "report": "success"}
+        "left": "success",
+        "right": "failed",
+        "after": "skipped",
+        "report": "success",
+    }
     assert stages["after"]["reason"] == "upstream right did not succeed"
     left = [dt.datetime.fromisoformat(stages["left"][k]) for k in ("started_at", "ended_at")]
     right = [dt.datetime.fromisoformat(stages["right"][k]) for k in ("started_at", "ended_at")]
@@ -207,13 +241,22 @@ def test_sigterm_finishes_the_running_stage_then_resume_runs_the_rest(
     tmp_path: Path, root: Path, clean_env: dict[str, str]
 ) -> None:
     started = tmp_path / "started"
-    pipeline = write_pipeline(tmp_path, {
-        "first": {"code": f"import time; open({str(started)!r}, 'w').write('x'); time.sleep(4)"},
-        "second": {"code": "print('second')", "upstream": ["first"]},
-    })
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "first": {"code": f"import time; open({str(started)!r}, 'w').write('x'); time.sleep(4)"},
+            "second": {"code": "print('second')", "upstream": ["first"]},
+        },
+    )
     outputs = tmp_path / "out"
-    process = subprocess.Popen(runner_args(pipeline, outputs, "--run-id", "s"), cwd=root, env=clean_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        runner_args(pipeline, outputs, "--run-id", "s"),
+        cwd=root,
+        env=clean_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(started.exists, 60)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
@@ -289,9 +332,14 @@ def test_sigterm_while_mlflow_does_not_answer_ends_the_run_at_once(
     outputs = tmp_path / "out"
     silent = _SilentMlflow()
     try:
-        process = subprocess.Popen(runner_args(pipeline, outputs, "--run-id", "m"), cwd=root,
-                                   env={**clean_env, "MLFLOW_TRACKING_URI": silent.url},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            runner_args(pipeline, outputs, "--run-id", "m"),
+            cwd=root,
+            env={**clean_env, "MLFLOW_TRACKING_URI": silent.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for((outputs / "runs" / "m" / "manifest.json").is_file, 60)  # past the preflight, waiting on MLflow
         time.sleep(1)
         process.send_signal(signal.SIGTERM)
@@ -308,14 +356,23 @@ def test_sigterm_while_mlflow_does_not_answer_ends_the_run_at_once(
 
 def test_one_active_run_a_busy_lease_and_a_lost_lease(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     started = tmp_path / "started"
-    pipeline = write_pipeline(tmp_path, {
-        "long": {"code": f"import time; open({str(started)!r}, 'w').write('x'); time.sleep(60)"},
-        "next": {"code": "print('never')", "upstream": ["long"]},
-    })
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "long": {"code": f"import time; open({str(started)!r}, 'w').write('x'); time.sleep(60)"},
+            "next": {"code": "print('never')", "upstream": ["long"]},
+        },
+    )
     outputs = tmp_path / "out"
     lease = ["--set", "runner.heartbeat_s=0.5", "--set", "runner.lease_ttl_s=2"]
-    process = subprocess.Popen(runner_args(pipeline, outputs, "--run-id", "holder", *lease), cwd=root,
-                               env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        runner_args(pipeline, outputs, "--run-id", "holder", *lease),
+        cwd=root,
+        env=clean_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(started.exists, 60)
     busy = run(runner_args(pipeline, outputs, "--run-id", "second"), clean_env, root)
     assert busy.returncode == 3, busy.stdout + busy.stderr
@@ -340,14 +397,20 @@ def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
     """What an Airflow DAG does, without Airflow: one process per stage, three of them at once."""
     from mlflow.tracking import MlflowClient
 
-    pipeline = write_pipeline(tmp_path, {
-        "a": {"code": "print('a')"},
-        "b": {"code": "import time; time.sleep(2)", "upstream": ["a"]},
-        "c": {"code": "import time; time.sleep(2)", "upstream": ["a"]},
-        "d": {"code": "import time; time.sleep(2)\nraise ValueError('bad rows in d')", "upstream": ["a"],
-              "retries": 2},
-        "e": {"code": "print('e')", "upstream": ["b", "d"]},
-    })
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            "a": {"code": "print('a')"},
+            "b": {"code": "import time; time.sleep(2)", "upstream": ["a"]},
+            "c": {"code": "import time; time.sleep(2)", "upstream": ["a"]},
+            "d": {
+                "code": "import time; time.sleep(2)\nraise ValueError('bad rows in d')",
+                "upstream": ["a"],
+                "retries": 2,
+            },
+            "e": {"code": "print('e')", "upstream": ["b", "d"]},
+        },
+    )
     outputs = tmp_path / "out"
 
     def task(stage: str, *extra: str) -> list[str]:
@@ -356,8 +419,7 @@ def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
     first = run(task("a"), clean_env, root)
     assert first.returncode == 0, first.stdout + first.stderr
     assert manifest(outputs, "af")["status"] == "running"
-    assert statuses(outputs, "af") == {"a": "success", "b": "pending", "c": "pending", "d": "pending",
-                                       "e": "pending"}
+    assert statuses(outputs, "af") == {"a": "success", "b": "pending", "c": "pending", "d": "pending", "e": "pending"}
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     lease = warehouse.read("leases", where={"name": "pipeline"})
     assert lease["holder"].tolist() == ["run:af"]
@@ -367,29 +429,54 @@ def test_orchestrated_tasks_share_one_run_record_lease_and_mlflow_parent(
     assert busy.returncode == 3, "a local run waits for the orchestrated run"
 
     tries = {"b": (), "c": (), "d": ("--attempt", "2")}  # d is the orchestrator's second try
-    processes = {stage: subprocess.Popen(task(stage, *tries[stage]), cwd=root, env=clean_env, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True) for stage in ("b", "c", "d")}
+    processes = {
+        stage: subprocess.Popen(
+            task(stage, *tries[stage]),
+            cwd=root,
+            env=clean_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for stage in ("b", "c", "d")
+    }
     codes = {stage: process.wait(timeout=300) for stage, process in processes.items()}
     assert codes == {"b": 0, "c": 0, "d": 1}
     recorded = manifest(outputs, "af")
-    assert statuses(outputs, "af") == {"a": "success", "b": "success", "c": "success", "d": "failed",
-                                       "e": "pending"}, "no task's update was lost"
+    assert statuses(outputs, "af") == {"a": "success", "b": "success", "c": "success", "d": "failed", "e": "pending"}, (
+        "no task's update was lost"
+    )
     assert recorded["stages"]["d"]["attempts"] == 2, "one execution, the orchestrator's try 2: no retry inside"
     assert "bad rows in d" in recorded["stages"]["d"]["error"]
-    spans = [(dt.datetime.fromisoformat(recorded["stages"][s]["started_at"]),
-              dt.datetime.fromisoformat(recorded["stages"][s]["ended_at"])) for s in ("b", "c", "d")]
+    spans = [
+        (
+            dt.datetime.fromisoformat(recorded["stages"][s]["started_at"]),
+            dt.datetime.fromisoformat(recorded["stages"][s]["ended_at"]),
+        )
+        for s in ("b", "c", "d")
+    ]
     assert max(start for start, _ in spans) < min(end for _, end in spans), "the three tasks overlapped"
 
     finish = run([sys.executable, "-m", "runner", "finish", "af", "--outputs", str(outputs)], clean_env, root)
     assert finish.returncode == 1, "a run with a failed stage fails its orchestrator's run too"
     concluded = manifest(outputs, "af")
     assert concluded["status"] == "failed" and concluded["ended_at"]
-    assert concluded["stages"]["e"] == {"status": "skipped", "reason": "upstream d did not succeed",
-                                        "notebook": None, "report": None}
+    assert concluded["stages"]["e"] == {
+        "status": "skipped",
+        "reason": "upstream d did not succeed",
+        "notebook": None,
+        "report": None,
+    }
     assert warehouse.read("leases").empty, "finish released the shared lease"
     assert warehouse.read("pipeline_runs", where={"run_id": "af"})["status"].tolist() == ["failed"]
     ledger = warehouse.read("stage_runs", where={"run_id": "af"})
-    assert sorted(zip(ledger["stage"], ledger["attempt"], strict=True)) == [("a", 1), ("b", 1), ("c", 1), ("d", 2), ("e", 1)]
+    assert sorted(zip(ledger["stage"], ledger["attempt"], strict=True)) == [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("d", 2),
+        ("e", 1),
+    ]
     warehouse.dispose()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow' / 'mlflow.db'}")

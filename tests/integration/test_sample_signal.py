@@ -28,8 +28,14 @@ LOGICAL_DATE = dt.date(2026, 11, 30)
 def _decision(signal: float) -> registry.Decision:
     params = load_config()
     ml = params.ml.model_copy(update={"promotion": params.ml.promotion.model_copy(update={"permutations": 39})})
-    source = SampleMarketSource(params.sample.seed, params.sample.n_tickers, params.sample.epoch,
-                                params.universe.benchmark, params.workflow.calendar, signal)
+    source = SampleMarketSource(
+        params.sample.seed,
+        params.sample.n_tickers,
+        params.sample.epoch,
+        params.universe.benchmark,
+        params.workflow.calendar,
+        signal,
+    )
     start, end = params.history.window(LOGICAL_DATE)
     tickers = (*source.available_tickers(), params.universe.benchmark)
     prices = source.fetch("prices", FetchRequest(start, end, tickers))
@@ -38,8 +44,9 @@ def _decision(signal: float) -> registry.Decision:
     data = lifecycle.training_data(features, prices, no_news, ml, params.universe.benchmark)
     spec = lifecycle.model_specs(ml)["logistic"]
     with threadpool_limits(limits=1):  # ~10k rows: BLAS threads only add overhead
-        result = prediction.evaluate_candidate(data.frame, data.feature_cols, "logistic", spec, data.walk_forward,
-                                               seed=ml.seed)
+        result = prediction.evaluate_candidate(
+            data.frame, data.feature_cols, "logistic", spec, data.walk_forward, seed=ml.seed
+        )
         template = prediction.build_estimator("logistic", spec, seed=ml.seed)
         evidence = lifecycle.holdout_evidence(template, data.feature_cols, result.holdout_predictions, data, ml)
     return registry.decide(evidence, None, promotion=ml.promotion)

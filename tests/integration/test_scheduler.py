@@ -30,8 +30,10 @@ def throwaway_pipeline(folder: Path, stages: dict[str, tuple[str, list[str]]]) -
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         path = folder / f"{name}.ipynb"
         nbformat.write(notebook, path)
-        lines.append(f"  {name}: {{notebook: {path}, upstream: {json.dumps(upstream)}, sections: [], "
-                     "timeout_minutes: 2, retries: 0}")
+        lines.append(
+            f"  {name}: {{notebook: {path}, upstream: {json.dumps(upstream)}, sections: [], "
+            "timeout_minutes: 2, retries: 0}"
+        )
     pipeline = folder / "pipeline.yaml"
     pipeline.write_text("\n".join(lines) + "\n")
     return pipeline
@@ -40,15 +42,31 @@ def throwaway_pipeline(folder: Path, stages: dict[str, tuple[str, list[str]]]) -
 def test_two_schedulers_at_once_run_each_tick_once(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     executions = tmp_path / "executions.txt"
     record = f"open({str(executions)!r}, 'a').write(run_id + ' ' + logical_date + ' {{stage}}\\n')"
-    pipeline = throwaway_pipeline(tmp_path, {
-        "slow": ("import time\ntime.sleep(3)\n" + record.replace("{stage}", "slow"), []),
-        "after": (record.replace("{stage}", "after"), ["slow"]),
-    })
+    pipeline = throwaway_pipeline(
+        tmp_path,
+        {
+            "slow": ("import time\ntime.sleep(3)\n" + record.replace("{stage}", "slow"), []),
+            "after": (record.replace("{stage}", "after"), ["slow"]),
+        },
+    )
     outputs = tmp_path / "out"
-    command = [sys.executable, "-m", "runner", "schedule", "--once", "--now", NOW, "--outputs", str(outputs),
-               "--pipeline", str(pipeline)]
-    processes = [subprocess.Popen(command, cwd=root, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "runner",
+        "schedule",
+        "--once",
+        "--now",
+        NOW,
+        "--outputs",
+        str(outputs),
+        "--pipeline",
+        str(pipeline),
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=root, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = []
     for process in processes:
         stdout, stderr = process.communicate(timeout=300)
@@ -69,7 +87,9 @@ def test_two_schedulers_at_once_run_each_tick_once(tmp_path: Path, root: Path, c
         assert runs["logical_date"].dt.date.astype(str).tolist() == ["2025-06-02"]
         stages = warehouse.read("stage_runs")
         assert sorted(zip(stages["stage"], stages["attempt"], stages["status"], strict=True)) == [
-            ("after", 1, "success"), ("slow", 1, "success")]
+            ("after", 1, "success"),
+            ("slow", 1, "success"),
+        ]
         assert warehouse.read("leases").empty, "the lease is released after the run"
     finally:
         warehouse.dispose()
@@ -80,22 +100,45 @@ def test_two_schedulers_at_once_run_each_tick_once(tmp_path: Path, root: Path, c
     assert len(executions.read_text().splitlines()) == 2, "a rerun of a finished tick runs nothing"
 
 
-def test_sigterm_lets_the_running_stage_finish_then_the_scheduler_stops(tmp_path: Path, root: Path,
-                                                                       clean_env: dict[str, str]) -> None:
+def test_sigterm_lets_the_running_stage_finish_then_the_scheduler_stops(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     import re
     import signal
     import urllib.request
 
-    pipeline = throwaway_pipeline(tmp_path, {
-        "slow": ("import time\ntime.sleep(4)", []),
-        "after": ("print('after')", ["slow"]),
-    })
+    pipeline = throwaway_pipeline(
+        tmp_path,
+        {
+            "slow": ("import time\ntime.sleep(4)", []),
+            "after": ("print('after')", ["slow"]),
+        },
+    )
     outputs = tmp_path / "out"
-    command = [sys.executable, "-m", "runner", "schedule", "--now", "2025-06-02T10:04:58-04:00",
-               "--outputs", str(outputs), "--pipeline", str(pipeline),
-               "--set", "schedule.health_port=0", "--set", "schedule.catch_up=none"]
-    process = subprocess.Popen(command, cwd=root, env={**clean_env, "PYTHONUNBUFFERED": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "runner",
+        "schedule",
+        "--now",
+        "2025-06-02T10:04:58-04:00",
+        "--outputs",
+        str(outputs),
+        "--pipeline",
+        str(pipeline),
+        "--set",
+        "schedule.health_port=0",
+        "--set",
+        "schedule.catch_up=none",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=root,
+        env={**clean_env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen: list[str] = []
     try:
         for line in process.stdout:  # type: ignore[union-attr]

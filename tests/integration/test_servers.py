@@ -38,11 +38,21 @@ DATA_TABLES = ["prices", "news", "transactions", "holdings", "features"]
 
 def prices(close: float, days: int = 3, tickers: tuple[str, ...] = ("NOVA",)) -> pd.DataFrame:
     dates = pd.bdate_range("2025-01-02", periods=days)
-    return pd.DataFrame({
-        "ticker": np.repeat(tickers, days), "date": np.tile(dates, len(tickers)), "open": close,
-        "high": close + 1, "low": close - 1, "close": close, "adj_close": close, "volume": 1000,
-        "dividend": 0.0, "split_ratio": 1.0, "source": "sample",
-    })
+    return pd.DataFrame(
+        {
+            "ticker": np.repeat(tickers, days),
+            "date": np.tile(dates, len(tickers)),
+            "open": close,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "adj_close": close,
+            "volume": 1000,
+            "dividend": 0.0,
+            "split_ratio": 1.0,
+            "source": "sample",
+        }
+    )
 
 
 #: Enough rows for PostgreSQL's COPY path (smaller frames use executemany).
@@ -127,14 +137,18 @@ def test_feature_columns_are_added_with_full_double_precision(warehouse: Warehou
 
 @pytest.mark.parametrize("warehouse_target", ALL, indirect=True)
 def test_dates_and_utc_timestamps_round_trip(warehouse: Warehouse) -> None:
-    news = pd.DataFrame({
-        "news_id": ["a", "b", "c"], "ticker": ["NOVA"] * 3,
-        "published_at": pd.to_datetime(["2025-06-02 09:30:00.123456-04:00", "2025-06-02 14:00:00+00:00", None],
-                                       utc=True, format="ISO8601").tz_convert("America/New_York"),
-        "date": [dt.date(2025, 6, 2), dt.date(1999, 12, 31), None],
-        "headline": ["O'Reilly \"quoted\" \\ back; DROP TABLE news; --", "ünïcødé ✓", None],
-        "publisher": ["p", "q", "r"],
-    })
+    news = pd.DataFrame(
+        {
+            "news_id": ["a", "b", "c"],
+            "ticker": ["NOVA"] * 3,
+            "published_at": pd.to_datetime(
+                ["2025-06-02 09:30:00.123456-04:00", "2025-06-02 14:00:00+00:00", None], utc=True, format="ISO8601"
+            ).tz_convert("America/New_York"),
+            "date": [dt.date(2025, 6, 2), dt.date(1999, 12, 31), None],
+            "headline": ['O\'Reilly "quoted" \\ back; DROP TABLE news; --', "ünïcødé ✓", None],
+            "publisher": ["p", "q", "r"],
+        }
+    )
     warehouse.upsert("news", news)
     stored = warehouse.read("news")
     assert str(stored["published_at"].dtype).endswith(", UTC]")
@@ -148,8 +162,19 @@ def test_dates_and_utc_timestamps_round_trip(warehouse: Warehouse) -> None:
     assert window["news_id"].tolist() == ["a"]
 
     started = dt.datetime(2025, 6, 2, 12, 0, 0, 654321, tzinfo=dt.UTC)
-    ledger = pd.DataFrame([{"run_id": "r1", "profile": "ci", "logical_date": dt.date(2025, 6, 2),
-                            "status": "success", "started_at": started, "ended_at": None, "duration_s": 1.5}])
+    ledger = pd.DataFrame(
+        [
+            {
+                "run_id": "r1",
+                "profile": "ci",
+                "logical_date": dt.date(2025, 6, 2),
+                "status": "success",
+                "started_at": started,
+                "ended_at": None,
+                "duration_s": 1.5,
+            }
+        ]
+    )
     warehouse.upsert("pipeline_runs", ledger)
     row = warehouse.read("pipeline_runs", where={"run_id": "r1"}).iloc[0]
     assert row["started_at"] == pd.Timestamp(started) and pd.isna(row["ended_at"])
@@ -158,10 +183,17 @@ def test_dates_and_utc_timestamps_round_trip(warehouse: Warehouse) -> None:
 
 @pytest.mark.parametrize("warehouse_target", ALL, indirect=True)
 def test_booleans_integers_and_filters(warehouse: Warehouse) -> None:
-    checks = pd.DataFrame({
-        "run_id": "r", "dataset": "prices", "check_name": ["a", "b", "c"], "severity": "error",
-        "passed": [True, False, None], "n_failed": [0, 3, 1], "n_rows": [10, 10, 10],
-    })
+    checks = pd.DataFrame(
+        {
+            "run_id": "r",
+            "dataset": "prices",
+            "check_name": ["a", "b", "c"],
+            "severity": "error",
+            "passed": [True, False, None],
+            "n_failed": [0, 3, 1],
+            "n_rows": [10, 10, 10],
+        }
+    )
     warehouse.upsert("data_quality", checks)
     stored = warehouse.read("data_quality", where={"run_id": "r"})
     assert stored["passed"].tolist() == [True, False, None]
@@ -189,9 +221,27 @@ class PipelineRuns:
 
 def run_cli(run_id: str, outputs: Path, env: dict[str, str], root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runner", "run", "--profile", "ci", "--logical-date", LOGICAL_DATE,
-         "--outputs", str(outputs), "--stages", "ingest,etl,features", "--run-id", run_id],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(outputs),
+            "--stages",
+            "ingest,etl,features",
+            "--run-id",
+            run_id,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -226,8 +276,9 @@ def _pipeline_twice(server, root: Path, env: dict[str, str], outputs: Path) -> P
 
 
 @pytest.fixture(scope="module")
-def pipeline_runs(request: pytest.FixtureRequest, root: Path, clean_env: dict[str, str],
-                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, PipelineRuns | str]:
+def pipeline_runs(
+    request: pytest.FixtureRequest, root: Path, clean_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, PipelineRuns | str]:
     """Per server: two CLI runs of the same logical date (or why the server is unavailable).
 
     The runs are sequential: concurrent runner processes can race for kernel ports.

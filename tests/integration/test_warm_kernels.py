@@ -23,16 +23,46 @@ pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = "2025-06-02"
 STAGES = ["ingest", "etl", "features", "sentiment", "risk", "train"]  # train: MLflow and scikit-learn preloaded
-TABLES = ["prices", "news", "transactions", "holdings", "features", "news_sentiment", "sentiment_daily",
-          "risk_metrics", "data_quality", "model_decisions", "predictions", "model_monitoring"]
+TABLES = [
+    "prices",
+    "news",
+    "transactions",
+    "holdings",
+    "features",
+    "news_sentiment",
+    "sentiment_daily",
+    "risk_metrics",
+    "data_quality",
+    "model_decisions",
+    "predictions",
+    "model_monitoring",
+]
 WHEN = ["decided_at", "predicted_at", "computed_at", "created_at", "checked_at"]  # the clock, not the computation
 
 
 def _run(root: Path, env: dict[str, str], outputs: Path) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "runner", "run", "--profile", "ci", "--logical-date", LOGICAL_DATE, "--outputs",
-         str(outputs), "--run-id", "same", "--stages", ",".join(STAGES)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "runner",
+            "run",
+            "--profile",
+            "ci",
+            "--logical-date",
+            LOGICAL_DATE,
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            "same",
+            "--stages",
+            ",".join(STAGES),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads((outputs / "runs" / "same" / "manifest.json").read_text())
@@ -53,15 +83,22 @@ def _outputs(notebook: Path, outputs: Path) -> list[list[dict]]:
 def _tables(outputs: Path) -> dict[str, str]:
     warehouse = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     try:
-        return {table: hashlib.sha256(warehouse.read(table).drop(columns=WHEN, errors="ignore")
-                                      .to_csv(index=False, float_format="%.12g").encode()).hexdigest()
-                for table in TABLES}
+        return {
+            table: hashlib.sha256(
+                warehouse.read(table)
+                .drop(columns=WHEN, errors="ignore")
+                .to_csv(index=False, float_format="%.12g")
+                .encode()
+            ).hexdigest()
+            for table in TABLES
+        }
     finally:
         warehouse.dispose()
 
 
-def test_a_stage_computes_the_same_on_a_cold_and_a_warm_kernel(tmp_path: Path, root: Path,
-                                                               clean_env: dict[str, str]) -> None:
+def test_a_stage_computes_the_same_on_a_cold_and_a_warm_kernel(
+    tmp_path: Path, root: Path, clean_env: dict[str, str]
+) -> None:
     warm, cold = tmp_path / "warm", tmp_path / "cold"
     warm_manifest = _run(root, clean_env, warm)
     cold_manifest = _run(root, {**clean_env, "BENTLEY_COLD_KERNELS": "1"}, cold)
@@ -106,7 +143,9 @@ def test_a_forked_kernel_is_a_fresh_kernel_of_its_own_that_dies_with_its_server(
             "import os, sys\nprint(os.getppid(), os.getpgid(0) == os.getpid(), os.getcwd(), "
             "os.environ['OMP_NUM_THREADS'], 'decimal' in sys.modules, "
             "sorted(n for n in dir() if not n.startswith('_')), get_ipython().execution_count, sep='|')",
-            timeout=60, output_hook=lambda msg: seen.append(msg["content"].get("text", "")))
+            timeout=60,
+            output_hook=lambda msg: seen.append(msg["content"].get("text", "")),
+        )
         client.stop_channels()
         assert reply["content"]["status"] == "ok"
         parent, group, cwd, threads, warmed, names, count = "".join(seen).strip().split("|")

@@ -64,24 +64,32 @@ def test_a_reader_before_an_action_never_sees_it(source: SampleMarketSource) -> 
 
 def test_adjusted_only_sources_are_kept_as_delivered() -> None:
     """A CSV with Adj Close and no actions: the adjustment cannot be redone, so it is stored."""
-    rows = pd.DataFrame({
-        "ticker": ["ACME"] * 3,
-        "date": pd.to_datetime(["2025-01-02", "2025-01-03", "2025-01-06"]),
-        "close": [100.0, 101.0, 102.0],
-        "adj_close": [98.0, 99.0, 102.0],
-        "dividend": [0.0, 0.0, 0.0],
-        "split_ratio": [1.0, 1.0, 1.0],
-    })
+    rows = pd.DataFrame(
+        {
+            "ticker": ["ACME"] * 3,
+            "date": pd.to_datetime(["2025-01-02", "2025-01-03", "2025-01-06"]),
+            "close": [100.0, 101.0, 102.0],
+            "adj_close": [98.0, 99.0, 102.0],
+            "dividend": [0.0, 0.0, 0.0],
+            "split_ratio": [1.0, 1.0, 1.0],
+        }
+    )
     stored = adjustment.rows_to_store(rows)
     assert stored["adj_close"].tolist() == [98.0, 99.0, 102.0]
     assert adjustment.adjusted_as_of(stored)["adj_close"].tolist() == [98.0, 99.0, 102.0]
 
 
 def test_a_missing_adjusted_close_means_no_adjustment() -> None:
-    rows = pd.DataFrame({
-        "ticker": ["ACME", "ACME"], "date": pd.to_datetime(["2025-01-02", "2025-01-03"]),
-        "close": [100.0, 50.0], "adj_close": [100.0, 50.0], "dividend": [0.0, 0.0], "split_ratio": [1.0, 2.0],
-    })
+    rows = pd.DataFrame(
+        {
+            "ticker": ["ACME", "ACME"],
+            "date": pd.to_datetime(["2025-01-02", "2025-01-03"]),
+            "close": [100.0, 50.0],
+            "adj_close": [100.0, 50.0],
+            "dividend": [0.0, 0.0],
+            "split_ratio": [1.0, 2.0],
+        }
+    )
     read = adjustment.adjusted_as_of(adjustment.rows_to_store(rows.assign(adj_close=[50.0, 50.0])))
     assert read["adj_close"].tolist() == [50.0, 50.0]
     kept = adjustment.rows_to_store(rows)  # adj_close = close: the split does not explain it

@@ -182,7 +182,11 @@ def run_cli(project: Path, env: dict[str, str], *args: str) -> CliResult:
     """
     launched = subprocess.run(
         [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "runner", "--root", str(project), *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     measured = json.loads(launched.stdout.strip().splitlines()[-1])
     return CliResult(measured["code"], launched.stderr.splitlines(), measured["peak_mb"], measured["seconds"])
@@ -193,8 +197,10 @@ def test_an_alias_bomb_is_refused_at_its_first_anchor_in_bounded_time_and_memory
 ) -> None:
     """The bomb that grew a runner to 7.3 GB: now one line and exit 2 before anything runs."""
     local = project / "params" / "local.yaml"
-    local.write_text("ml:\n  models:\n    big:\n      class: sklearn.linear_model.LogisticRegression\n"
-                     "      kwargs:\n" + billion_laughs("        ", as_mapping=False))
+    local.write_text(
+        "ml:\n  models:\n    big:\n      class: sklearn.linear_model.LogisticRegression\n"
+        "      kwargs:\n" + billion_laughs("        ", as_mapping=False)
+    )
     outputs = project / "outputs"
     result = run_cli(project, clean_env, "run", "--profile", "ci", "--outputs", str(outputs))
     print(f"alias bomb refused in {result.seconds:.2f} s, child peak RSS {result.peak_mb:.0f} MB")
@@ -211,18 +217,35 @@ DEEP = "[" * 60 + "]" * 60
 @pytest.mark.parametrize(
     ("local_yaml", "overrides", "expected"),
     [
-        pytest.param("sample:\n  lol:\n" + billion_laughs("    ", as_mapping=True), [],
-                     f"{{local}}:3: sample.lol.a: {NO_ALIASES} (found '&a')", id="bomb-under-an-unknown-key"),
-        pytest.param(None, ["ml.models.big.kwargs={a: &x [1, 2], b: *x}"],
-                     f"--set: ml.models.big.kwargs.a: {NO_ALIASES} (found '&x')", id="anchor-in-set"),
+        pytest.param(
+            "sample:\n  lol:\n" + billion_laughs("    ", as_mapping=True),
+            [],
+            f"{{local}}:3: sample.lol.a: {NO_ALIASES} (found '&a')",
+            id="bomb-under-an-unknown-key",
+        ),
+        pytest.param(
+            None,
+            ["ml.models.big.kwargs={a: &x [1, 2], b: *x}"],
+            f"--set: ml.models.big.kwargs.a: {NO_ALIASES} (found '&x')",
+            id="anchor-in-set",
+        ),
         pytest.param(None, ["sample.seed=*x"], f"--set: sample.seed: {NO_ALIASES} (found '*x')", id="alias-in-set"),
-        pytest.param("sample:\n  <<: {seed: 7}\n", [], f"{{local}}:2: sample.<<: {NO_ALIASES} (found '<<')",
-                     id="merge-key"),
-        pytest.param(f"sample:\n  bogus: {DEEP}\n", [],
-                     "{local}:2: sample.bogus." + ".".join(["0"] * 49) + ": nested more than 50 levels deep, "
-                     "the limit for params", id="too-deep"),
-        pytest.param("# " + "x" * MAX_LAYER_BYTES + "\n", [],
-                     "{local}: larger than 1048576 bytes (1 MiB), the limit for one params layer", id="oversize"),
+        pytest.param(
+            "sample:\n  <<: {seed: 7}\n", [], f"{{local}}:2: sample.<<: {NO_ALIASES} (found '<<')", id="merge-key"
+        ),
+        pytest.param(
+            f"sample:\n  bogus: {DEEP}\n",
+            [],
+            "{local}:2: sample.bogus." + ".".join(["0"] * 49) + ": nested more than 50 levels deep, "
+            "the limit for params",
+            id="too-deep",
+        ),
+        pytest.param(
+            "# " + "x" * MAX_LAYER_BYTES + "\n",
+            [],
+            "{local}: larger than 1048576 bytes (1 MiB), the limit for one params layer",
+            id="oversize",
+        ),
     ],
 )
 def test_hostile_params_stop_the_cli_with_one_line_and_exit_2(
@@ -245,32 +268,57 @@ def test_hostile_params_stop_the_cli_with_one_line_and_exit_2(
         ("- 1\n- 2\n", "{local}:1: expected a mapping of sections, got list"),
         ("sample:\n  bogus:\n    deep: {a: [1, {b: 2}]}\n", "{local}:2: sample.bogus: unknown key"),
         ("sample:\n  seed: {a: 1}\n", "{local}:2: sample.seed: Input should be a valid integer"),
-        ("sentiment:\n  lexicon:\n    yes: 1.5\n",
-         "{local}:3: sentiment.lexicon.yes: YAML reads this key as !!bool; quote it to use it as a name"),
-        ("ml:\n  models:\n    x:\n      kwargs: {a: {1: 2}}\n",
-         "{local}:4: ml.models.x.kwargs.a.1: YAML reads this key as !!int; quote it to use it as a name"),
+        (
+            "sentiment:\n  lexicon:\n    yes: 1.5\n",
+            "{local}:3: sentiment.lexicon.yes: YAML reads this key as !!bool; quote it to use it as a name",
+        ),
+        (
+            "ml:\n  models:\n    x:\n      kwargs: {a: {1: 2}}\n",
+            "{local}:4: ml.models.x.kwargs.a.1: YAML reads this key as !!int; quote it to use it as a name",
+        ),
         ("sample:\n  ? [a, b]\n  : 1\n", "{local}:2: sample: a mapping key must be a string, not a list or mapping"),
         ("sample:\n  seed: 1\n  seed: 2\n", "{local}:3: sample.seed: duplicate key"),
-        ("sample:\n  seed: !!set {a, b}\n", "{local}:2: sample.seed: YAML tag !!set is not allowed in params "
-         "(write plain values; only !!str, to force text, is accepted)"),
-        ("history:\n  start: 2025-13-45\n",
-         "{local}:2: history.start: cannot read '2025-13-45' as !!timestamp (month must be in 1..12)"),
-        ("sample:\n  seed: 1\n---\nsample:\n  seed: 2\n",
-         "{local}:3: a second YAML document ('---'); a params layer is one mapping"),
+        (
+            "sample:\n  seed: !!set {a, b}\n",
+            "{local}:2: sample.seed: YAML tag !!set is not allowed in params "
+            "(write plain values; only !!str, to force text, is accepted)",
+        ),
+        (
+            "history:\n  start: 2025-13-45\n",
+            "{local}:2: history.start: cannot read '2025-13-45' as !!timestamp (month must be in 1..12)",
+        ),
+        (
+            "sample:\n  seed: 1\n---\nsample:\n  seed: 2\n",
+            "{local}:3: a second YAML document ('---'); a params layer is one mapping",
+        ),
         ('sample:\n  "a\\nb": 1\n', "{local}:2: sample.a\\nb: unknown key"),
-        ('warehouse:\n  url: "::"\n',
-         "{local}:2: warehouse.url: not a database URL (Could not parse SQLAlchemy URL from given URL string)"),
-        ("sample:\n  bogus: [" + "1, " * MAX_LAYER_NODES + "]\n",
-         f"{{local}}:2: sample.bogus.{MAX_LAYER_NODES - 5}: more than {MAX_LAYER_NODES} YAML nodes, "
-         "the limit for one params layer"),
+        (
+            'warehouse:\n  url: "::"\n',
+            "{local}:2: warehouse.url: not a database URL (Could not parse SQLAlchemy URL from given URL string)",
+        ),
+        (
+            "sample:\n  bogus: [" + "1, " * MAX_LAYER_NODES + "]\n",
+            f"{{local}}:2: sample.bogus.{MAX_LAYER_NODES - 5}: more than {MAX_LAYER_NODES} YAML nodes, "
+            "the limit for one params layer",
+        ),
     ],
-    ids=["list", "unknown-key-holding-a-mapping", "mapping-for-a-scalar", "bool-key", "int-key", "complex-key",
-         "duplicate-key", "explicit-tag", "impossible-date", "two-documents", "newline-in-a-key", "bad-database-url",
-         "too-many-nodes"],
+    ids=[
+        "list",
+        "unknown-key-holding-a-mapping",
+        "mapping-for-a-scalar",
+        "bool-key",
+        "int-key",
+        "complex-key",
+        "duplicate-key",
+        "explicit-tag",
+        "impossible-date",
+        "two-documents",
+        "newline-in-a-key",
+        "bad-database-url",
+        "too-many-nodes",
+    ],
 )
-def test_malformed_params_end_as_one_line_naming_file_and_key(
-    project: Path, local_yaml: str, expected: str
-) -> None:
+def test_malformed_params_end_as_one_line_naming_file_and_key(project: Path, local_yaml: str, expected: str) -> None:
     local = project / "params" / "local.yaml"
     local.write_text(local_yaml)
     with pytest.raises(ParamsError) as err:
@@ -291,10 +339,14 @@ def test_bytes_that_are_not_utf8_name_their_line(project: Path) -> None:
     [
         (["sample.seed=[1"], r"--set: sample\.seed: invalid YAML \(.+\)$"),
         (["sample.seed=\udcff"], r"--set: sample\.seed: not UTF-8 text \(character 1\)$"),
-        (["sample.seed=" + "9" * MAX_LAYER_BYTES],
-         r"--set: the values total \d+ bytes, more than the limit for one params layer \(1048576 bytes, 1 MiB\)$"),
-        ([f"sample.a=[{'1, ' * 60_000}]", f"sample.b=[{'1, ' * 60_000}]"],
-         rf"--set: sample\.b\.\d+: more than {MAX_LAYER_NODES} YAML nodes, the limit for one params layer$"),
+        (
+            ["sample.seed=" + "9" * MAX_LAYER_BYTES],
+            r"--set: the values total \d+ bytes, more than the limit for one params layer \(1048576 bytes, 1 MiB\)$",
+        ),
+        (
+            [f"sample.a=[{'1, ' * 60_000}]", f"sample.b=[{'1, ' * 60_000}]"],
+            rf"--set: sample\.b\.\d+: more than {MAX_LAYER_NODES} YAML nodes, the limit for one params layer$",
+        ),
         (["a." * 50 + "b=1"], r"--set: (a\.){50}b: nested more than 50 levels deep, the limit for params$"),
         (["workflow.timezone=" + "x" * 5000], r"--set: workflow\.timezone: unknown timezone 'x+\u2026$"),
     ],

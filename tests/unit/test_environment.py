@@ -26,8 +26,11 @@ def test_every_pyproject_dependency_is_in_environment_yml_with_the_same_range(ro
             listed[_normalized(requirement.name)] = str(requirement.specifier)
     missing = [r.name for r in wanted if _normalized(r.name) not in listed]
     assert not missing, f"environment.yml lacks {missing}"
-    differing = {r.name: (str(r.specifier), listed[_normalized(r.name)]) for r in wanted
-                 if str(r.specifier) != listed[_normalized(r.name)]}
+    differing = {
+        r.name: (str(r.specifier), listed[_normalized(r.name)])
+        for r in wanted
+        if str(r.specifier) != listed[_normalized(r.name)]
+    }
     assert not differing, f"version ranges differ (pyproject, environment.yml): {differing}"
 
 

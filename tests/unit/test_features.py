@@ -130,9 +130,7 @@ def test_adjusted_volume_does_not_cross_tickers() -> None:
     b.loc[2, "split_ratio"] = 3.0
     out = adjusted_ohlcv(pd.concat([a, b], ignore_index=True))
     np.testing.assert_array_equal(out["adj_volume"].iloc[:5], a["volume"].to_numpy(float))
-    np.testing.assert_array_equal(
-        out["adj_volume"].iloc[5:], b["volume"].to_numpy(float) * [3.0, 3.0, 1.0, 1.0, 1.0]
-    )
+    np.testing.assert_array_equal(out["adj_volume"].iloc[5:], b["volume"].to_numpy(float) * [3.0, 3.0, 1.0, 1.0, 1.0])
 
 
 def _talib_reference(prices: pd.DataFrame, settings: SimpleNamespace) -> dict[str, np.ndarray]:

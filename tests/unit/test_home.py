@@ -22,14 +22,26 @@ def of(runs: list[dict]) -> dict[str, set[str]]:
     return {m["run_id"]: set(STAGES) for m in runs}
 
 
-def manifest(run_id: str, started: str, status: str = "success", stages: dict[str, str] | None = None,
-             overrides: list[str] | None = None) -> dict:
+def manifest(
+    run_id: str,
+    started: str,
+    status: str = "success",
+    stages: dict[str, str] | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
     stages = stages if stages is not None else dict.fromkeys(STAGES, "success")
     return {
-        "run_id": run_id, "status": status, "profile": "ci", "logical_date": "2026-12-02",
-        "started_at": f"2026-12-03T{started}:00+00:00", "duration_s": 90.0, "overrides": overrides or [],
-        "stages": {name: {"status": s, "report": f"reports/{name}.html" if s in ("success", "failed") else None}
-                   for name, s in stages.items()},
+        "run_id": run_id,
+        "status": status,
+        "profile": "ci",
+        "logical_date": "2026-12-02",
+        "started_at": f"2026-12-03T{started}:00+00:00",
+        "duration_s": 90.0,
+        "overrides": overrides or [],
+        "stages": {
+            name: {"status": s, "report": f"reports/{name}.html" if s in ("success", "failed") else None}
+            for name, s in stages.items()
+        },
     }
 
 
@@ -49,14 +61,17 @@ def test_runs_are_listed_with_their_overrides_and_no_op_or_partial_runs_folded()
     overrides = [code.get_text() for code in main[1].select("code")]
     assert overrides == ["--set universe.tickers=[NOVA, QBIT]", "--set history.years=1"]
     assert "fail-4" in page.select_one(".banner").get_text()
-    assert [a["href"] for a in page.select(".reports a")][:2] == ["runs/full-1/reports/ingest.html",
-                                                                "runs/full-1/reports/etl.html"]
+    assert [a["href"] for a in page.select(".reports a")][:2] == [
+        "runs/full-1/reports/ingest.html",
+        "runs/full-1/reports/etl.html",
+    ]
 
 
 def test_no_complete_run_yet_says_so() -> None:
     runs = [manifest("part-1", "10:00", stages={"etl": "success"})]
-    text = BeautifulSoup(home.home_html(runs, home.latest_complete(runs, of(runs)), None, (), of(runs)),
-                         "html.parser").get_text()
+    text = BeautifulSoup(
+        home.home_html(runs, home.latest_complete(runs, of(runs)), None, (), of(runs)), "html.parser"
+    ).get_text()
     assert "No complete run yet" in text
 
 
@@ -69,7 +84,10 @@ def test_interactive_runs_are_listed_apart(tmp_path: Path) -> None:
     found = home.interactive_runs(tmp_path)
     assert [r["run_id"] for r in found] == ["interactive-20261203T101500Z"] and found[0]["stages"] == ["budget"]
     page = home.home_html([], None, None, found)
-    assert "Interactive notebook runs" in page and "runs/interactive-20261203T101500Z/artifacts/budget/overruns.csv" in page
+    assert (
+        "Interactive notebook runs" in page
+        and "runs/interactive-20261203T101500Z/artifacts/budget/overruns.csv" in page
+    )
 
 
 @pytest.fixture()
@@ -83,42 +101,164 @@ def store(tmp_path: Path) -> Path:
     run_dir = outputs / "runs" / "r1"
     run_dir.mkdir(parents=True)
     (run_dir / "manifest.json").write_text(json.dumps(run))
-    (run_dir / "params.json").write_text(json.dumps({"universe": {"benchmark": "BBIX"},
-                                                     "trade": {"paper": {"portfolio": "paper"}}, "warehouse": {}}))
+    (run_dir / "params.json").write_text(
+        json.dumps({"universe": {"benchmark": "BBIX"}, "trade": {"paper": {"portfolio": "paper"}}, "warehouse": {}})
+    )
     w = Warehouse(f"sqlite:///{outputs / 'warehouse.db'}")
     days = pd.bdate_range("2026-11-02", "2026-12-02")
-    w.upsert("net_worth", pd.DataFrame({"date": days, "cash": 30000.0, "holdings_value": 1_000_000.0,
-                                        "net_worth": [1_030_000.0 + 100 * i for i in range(len(days))]}))
-    w.upsert("investable_cash", pd.DataFrame([{"as_of": pd.Timestamp("2026-12-02"), "cash": 36425.28,
-                                               "monthly_expenses": 6019.3, "emergency_fund": 36115.8,
-                                               "upcoming_bills": 3236.17, "investable_cash": 0.0, "shortfall": 2926.69}]))
-    w.upsert("portfolio_values", pd.DataFrame({"portfolio": "paper", "date": days[-3:], "cash": 0.0,
-                                               "positions_value": [100000.0, 101000.0, 102000.0],
-                                               "equity": [100000.0, 101000.0, 102000.0], "daily_return": 0.01,
-                                               "costs": 0.0, "run_id": "r1"}))
-    w.upsert("prices", pd.DataFrame({"ticker": "BBIX", "date": days[-3:], "open": 1.0, "high": 1.0, "low": 1.0,
-                                     "close": [500.0, 505.0, 510.0], "adj_close": None, "volume": 1.0,
-                                     "dividend": 0.0, "split_ratio": 1.0, "source": "sample"}))
-    w.upsert("signals", pd.DataFrame([{"run_id": "r1", "ticker": "QBIT", "date": days[-1], "score": 0.23,
-                                       "model": 0.1, "technical": 0.0, "sentiment": 0.0, "target_weight": 0.266,
-                                       "weight": 0.25}]))
-    w.upsert("orders", pd.DataFrame([{"order_id": "o1", "portfolio": "paper", "decided_on": days[-1], "ticker": "QBIT",
-                                      "quantity": 860.0, "target_weight": 0.25, "reference_price": 29.04,
-                                      "status": "pending", "run_id": "r1"}]))
-    w.upsert("alerts", pd.DataFrame([{"alert_id": "a1", "rule": "data_delay", "severity": "warning", "scope": "ingest",
-                                      "status": "active", "message": "The last ingest finished 90 minutes ago.",
-                                      "value": 90.0, "threshold": 60.0,
-                                      "first_seen_at": pd.Timestamp("2026-12-03 10:00", tz="UTC"),
-                                      "last_seen_at": pd.Timestamp("2026-12-03 10:00", tz="UTC"),
-                                      "last_sent_at": None, "resolved_at": None, "notifications": 0, "run_id": "r1"}]))
-    w.upsert("model_decisions", pd.DataFrame([{"run_id": "r1", "model_name": "bentley-return-direction",
-                                               "challenger_version": "2", "champion_version": None, "metric": "roc_auc",
-                                               "challenger_value": 0.7, "promoted": True, "reason": "first champion",
-                                               "decided_at": pd.Timestamp("2026-12-03 10:01", tz="UTC"),
-                                               "verdict": "Promoted as the first champion."}]))
-    w.upsert("stage_runs", pd.DataFrame([{"run_id": "r1", "stage": "ingest", "attempt": 1, "status": "success",
-                                          "started_at": pd.Timestamp("2026-12-03 10:00", tz="UTC"),
-                                          "ended_at": pd.Timestamp("2026-12-03 10:01", tz="UTC")}]))
+    w.upsert(
+        "net_worth",
+        pd.DataFrame(
+            {
+                "date": days,
+                "cash": 30000.0,
+                "holdings_value": 1_000_000.0,
+                "net_worth": [1_030_000.0 + 100 * i for i in range(len(days))],
+            }
+        ),
+    )
+    w.upsert(
+        "investable_cash",
+        pd.DataFrame(
+            [
+                {
+                    "as_of": pd.Timestamp("2026-12-02"),
+                    "cash": 36425.28,
+                    "monthly_expenses": 6019.3,
+                    "emergency_fund": 36115.8,
+                    "upcoming_bills": 3236.17,
+                    "investable_cash": 0.0,
+                    "shortfall": 2926.69,
+                }
+            ]
+        ),
+    )
+    w.upsert(
+        "portfolio_values",
+        pd.DataFrame(
+            {
+                "portfolio": "paper",
+                "date": days[-3:],
+                "cash": 0.0,
+                "positions_value": [100000.0, 101000.0, 102000.0],
+                "equity": [100000.0, 101000.0, 102000.0],
+                "daily_return": 0.01,
+                "costs": 0.0,
+                "run_id": "r1",
+            }
+        ),
+    )
+    w.upsert(
+        "prices",
+        pd.DataFrame(
+            {
+                "ticker": "BBIX",
+                "date": days[-3:],
+                "open": 1.0,
+                "high": 1.0,
+                "low": 1.0,
+                "close": [500.0, 505.0, 510.0],
+                "adj_close": None,
+                "volume": 1.0,
+                "dividend": 0.0,
+                "split_ratio": 1.0,
+                "source": "sample",
+            }
+        ),
+    )
+    w.upsert(
+        "signals",
+        pd.DataFrame(
+            [
+                {
+                    "run_id": "r1",
+                    "ticker": "QBIT",
+                    "date": days[-1],
+                    "score": 0.23,
+                    "model": 0.1,
+                    "technical": 0.0,
+                    "sentiment": 0.0,
+                    "target_weight": 0.266,
+                    "weight": 0.25,
+                }
+            ]
+        ),
+    )
+    w.upsert(
+        "orders",
+        pd.DataFrame(
+            [
+                {
+                    "order_id": "o1",
+                    "portfolio": "paper",
+                    "decided_on": days[-1],
+                    "ticker": "QBIT",
+                    "quantity": 860.0,
+                    "target_weight": 0.25,
+                    "reference_price": 29.04,
+                    "status": "pending",
+                    "run_id": "r1",
+                }
+            ]
+        ),
+    )
+    w.upsert(
+        "alerts",
+        pd.DataFrame(
+            [
+                {
+                    "alert_id": "a1",
+                    "rule": "data_delay",
+                    "severity": "warning",
+                    "scope": "ingest",
+                    "status": "active",
+                    "message": "The last ingest finished 90 minutes ago.",
+                    "value": 90.0,
+                    "threshold": 60.0,
+                    "first_seen_at": pd.Timestamp("2026-12-03 10:00", tz="UTC"),
+                    "last_seen_at": pd.Timestamp("2026-12-03 10:00", tz="UTC"),
+                    "last_sent_at": None,
+                    "resolved_at": None,
+                    "notifications": 0,
+                    "run_id": "r1",
+                }
+            ]
+        ),
+    )
+    w.upsert(
+        "model_decisions",
+        pd.DataFrame(
+            [
+                {
+                    "run_id": "r1",
+                    "model_name": "bentley-return-direction",
+                    "challenger_version": "2",
+                    "champion_version": None,
+                    "metric": "roc_auc",
+                    "challenger_value": 0.7,
+                    "promoted": True,
+                    "reason": "first champion",
+                    "decided_at": pd.Timestamp("2026-12-03 10:01", tz="UTC"),
+                    "verdict": "Promoted as the first champion.",
+                }
+            ]
+        ),
+    )
+    w.upsert(
+        "stage_runs",
+        pd.DataFrame(
+            [
+                {
+                    "run_id": "r1",
+                    "stage": "ingest",
+                    "attempt": 1,
+                    "status": "success",
+                    "started_at": pd.Timestamp("2026-12-03 10:00", tz="UTC"),
+                    "ended_at": pd.Timestamp("2026-12-03 10:01", tz="UTC"),
+                }
+            ]
+        ),
+    )
     w.dispose()
     return outputs
 

@@ -69,10 +69,17 @@ def warehouse(tmp_path: Path) -> Warehouse:
 
 
 def _record(warehouse: Warehouse, types: dict[str, str]) -> None:
-    warehouse.upsert("instruments", pd.DataFrame({
-        "ticker": list(types), "instrument_type": list(types.values()), "source": "csv",
-        "updated_at": pd.Timestamp("2025-01-02", tz="UTC"),
-    }))
+    warehouse.upsert(
+        "instruments",
+        pd.DataFrame(
+            {
+                "ticker": list(types),
+                "instrument_type": list(types.values()),
+                "source": "csv",
+                "updated_at": pd.Timestamp("2025-01-02", tz="UTC"),
+            }
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- where types come from
@@ -112,7 +119,10 @@ def test_the_params_override_wins_over_the_source_and_is_recorded_as_params() ->
 def test_types_as_of_the_warehouse_with_the_params_on_top(warehouse: Warehouse) -> None:
     _record(warehouse, {"SPX": "index", "NOVA": "etf", BENCHMARK: "index"})
     assert inputs.instrument_types(warehouse, ["NOVA", "SPX", "QBIT", "^GSPC"]) == {
-        "NOVA": "etf", "SPX": "index", "QBIT": "equity", "^GSPC": "index",  # unrecorded: the convention
+        "NOVA": "etf",
+        "SPX": "index",
+        "QBIT": "equity",
+        "^GSPC": "index",  # unrecorded: the convention
     }
     assert inputs.instrument_types(warehouse, None) == {BENCHMARK: "index", "NOVA": "etf", "SPX": "index"}
     params = _params("universe.instrument_types={SPX: equity, MEDX: index}")
@@ -125,8 +135,12 @@ def test_ingest_records_types_from_a_csv_type_column_and_the_params(tmp_path: Pa
     data.mkdir()
     long = prices.assign(type=prices["ticker"].map({"SPX": "INDEX", BENCHMARK: "index", "NOVA": "Etf"}).fillna(""))
     long.assign(date=long["date"].dt.strftime("%Y-%m-%d")).to_csv(data / "prices.csv", index=False)
-    params = _params("sources.market.kind=csv", "sources.market.path=prices.csv", "history.years=1",
-                     "universe.instrument_types={QBIT: fund}")
+    params = _params(
+        "sources.market.kind=csv",
+        "sources.market.path=prices.csv",
+        "history.years=1",
+        "universe.instrument_types={QBIT: fund}",
+    )
     warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
     try:
         result = ingest(params, Lake(tmp_path / "lake"), warehouse, LOGICAL_DATE, "run-1", tmp_path)
@@ -156,13 +170,15 @@ def test_ingest_records_types_from_a_csv_type_column_and_the_params(tmp_path: Pa
 
 def test_an_index_is_never_a_model_row(prices: pd.DataFrame) -> None:
     features = compute_features(prices, CONFIG.features)
-    sentiment = pd.DataFrame(columns=["ticker", "date", "mean_compound", "positive_share", "negative_share",
-                                      "n_headlines"])
+    sentiment = pd.DataFrame(
+        columns=["ticker", "date", "mean_compound", "positive_share", "negative_share", "n_headlines"]
+    )
     frame = model_frame(features, prices, sentiment, horizon=5, exclude=[BENCHMARK], tradable=["NOVA", "QBIT"])
     assert sorted(frame["ticker"].unique()) == ["NOVA", "QBIT"]
     caret = features.assign(ticker=features["ticker"].replace({"SPX": "^SPX"}))
-    by_convention = model_frame(caret, prices.replace({"ticker": {"SPX": "^SPX"}}), sentiment, horizon=5,
-                                exclude=[BENCHMARK])
+    by_convention = model_frame(
+        caret, prices.replace({"ticker": {"SPX": "^SPX"}}), sentiment, horizon=5, exclude=[BENCHMARK]
+    )
     assert sorted(by_convention["ticker"].unique()) == STOCKS  # ^SPX is an index without being told
 
 
@@ -173,7 +189,8 @@ def test_an_index_is_never_in_the_target_weights(prices: pd.DataFrame) -> None:
     universe, excluded = optimize.optimization_universe(returns, proba, 126, tradable=STOCKS)
     assert list(universe.columns) == STOCKS
     assert excluded.set_index("ticker")["reason"].to_dict() == {
-        BENCHMARK: optimize.NOT_TRADABLE, "SPX": optimize.NOT_TRADABLE,
+        BENCHMARK: optimize.NOT_TRADABLE,
+        "SPX": optimize.NOT_TRADABLE,
     }
     expected = optimize.expected_returns_from_probabilities(proba, universe, 5)
     cov = optimize.shrunk_covariance(universe)
@@ -195,8 +212,15 @@ def test_an_index_is_never_scored_held_or_ordered(tmp_path: Path, prices: pd.Dat
         empty = pd.DataFrame(columns=["ticker", "date", "mean_compound"])
         history = pd.DataFrame(columns=["ticker", "date", "proba_up"])
         strategy = strategy_lib.build_strategy(
-            prices, features, empty, history, trade=TRADE, feature_settings=CONFIG.features,
-            technical_settings=CONFIG.technical, benchmark=BENCHMARK, tradable=tradable,
+            prices,
+            features,
+            empty,
+            history,
+            trade=TRADE,
+            feature_settings=CONFIG.features,
+            technical_settings=CONFIG.technical,
+            benchmark=BENCHMARK,
+            tradable=tradable,
         )
         assert list(strategy.tickers) == STOCKS
         assert "SPX" not in strategy.backtest_targets().columns
@@ -206,8 +230,16 @@ def test_an_index_is_never_scored_held_or_ordered(tmp_path: Path, prices: pd.Dat
             target = strategy.live_target(optimizer, day)
             assert "SPX" not in target.index
             decide = strategy_lib.LimitedTarget(target, Limits.from_params(TRADE.limits))
-            broker.run_paper_day(warehouse, decide, portfolio="paper", as_of=day, initial_cash=100_000.0,
-                                 costs=TRADE.costs, execution=TRADE.execution, run_id="test")
+            broker.run_paper_day(
+                warehouse,
+                decide,
+                portfolio="paper",
+                as_of=day,
+                initial_cash=100_000.0,
+                costs=TRADE.costs,
+                execution=TRADE.execution,
+                run_id="test",
+            )
         orders = warehouse.read("orders")
         assert len(orders) > 0 and set(orders["ticker"]) <= set(STOCKS)
         assert set(warehouse.read("positions")["ticker"]) <= set(STOCKS)
@@ -220,13 +252,32 @@ def test_the_broker_refuses_to_buy_an_index_even_when_asked(warehouse: Warehouse
     warehouse.upsert("prices", prices)
     _record(warehouse, {"SPX": "index"})
     day = pd.Timestamp(LOGICAL_DATE)
-    with pytest.raises(ValueError, match=r"portfolio 'paper' on 2024-12-31: the target would buy SPX \(index\), "
-                                         r"which is never held or ordered"):
-        broker.run_paper_day(warehouse, pd.Series({"NOVA": 0.5, "SPX": 0.5}), portfolio="paper", as_of=day,
-                             initial_cash=100_000.0, costs=TRADE.costs, execution=TRADE.execution, run_id="test")
+    with pytest.raises(
+        ValueError,
+        match=r"portfolio 'paper' on 2024-12-31: the target would buy SPX \(index\), "
+        r"which is never held or ordered",
+    ):
+        broker.run_paper_day(
+            warehouse,
+            pd.Series({"NOVA": 0.5, "SPX": 0.5}),
+            portfolio="paper",
+            as_of=day,
+            initial_cash=100_000.0,
+            costs=TRADE.costs,
+            execution=TRADE.execution,
+            run_id="test",
+        )
     assert warehouse.read("orders").empty  # nothing was written
-    booked = broker.run_paper_day(warehouse, pd.Series({"NOVA": 0.5}), portfolio="paper", as_of=day,
-                                  initial_cash=100_000.0, costs=TRADE.costs, execution=TRADE.execution, run_id="test")
+    booked = broker.run_paper_day(
+        warehouse,
+        pd.Series({"NOVA": 0.5}),
+        portfolio="paper",
+        as_of=day,
+        initial_cash=100_000.0,
+        costs=TRADE.costs,
+        execution=TRADE.execution,
+        run_id="test",
+    )
     assert booked.orders_new["ticker"].tolist() == ["NOVA"]
     assert np.isclose(booked.orders_new["target_weight"].iloc[0], 0.5)
 
@@ -236,8 +287,15 @@ def test_the_equal_weight_risk_portfolio_holds_no_index() -> None:
     from bentley.analytics import risk
 
     days = pd.bdate_range("2024-01-02", periods=4)
-    returns = pd.DataFrame({"NOVA": [0.01, 0.02, -0.01, 0.0], "QBIT": [0.03, 0.0, 0.01, 0.02],
-                            "SPX": [0.5, 0.5, 0.5, 0.5], "BBIX": [0.0, 0.01, 0.0, 0.0]}, index=days)
+    returns = pd.DataFrame(
+        {
+            "NOVA": [0.01, 0.02, -0.01, 0.0],
+            "QBIT": [0.03, 0.0, 0.01, 0.02],
+            "SPX": [0.5, 0.5, 0.5, 0.5],
+            "BBIX": [0.0, 0.01, 0.0, 0.0],
+        },
+        index=days,
+    )
     no_holdings = pd.DataFrame(columns=["account", "ticker", "quantity", "cost_basis"])
     out, _ = risk.with_portfolios(returns, no_holdings, pd.DataFrame(), "BBIX", tradable={"NOVA", "QBIT"})
     expected = returns[["NOVA", "QBIT"]].mean(axis=1)

@@ -15,7 +15,9 @@ DAY = dt.date(2025, 6, 2)
 
 def test_layout_and_write_order(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    first = lake.write_raw(pd.DataFrame({"x": [1]}), source="sample", dataset="prices", ingest_date=DAY, name="20250602T1-a")
+    first = lake.write_raw(
+        pd.DataFrame({"x": [1]}), source="sample", dataset="prices", ingest_date=DAY, name="20250602T1-a"
+    )
     lake.write_raw(pd.DataFrame({"x": [2]}), source="sample", dataset="prices", ingest_date=DAY, name="20250602T2-b")
     assert first == tmp_path / "raw" / "sample" / "prices" / "ingest_date=2025-06-02" / "20250602T1-a.parquet"
     both = lake.read_raw("sample", "prices", DAY, with_file=True)

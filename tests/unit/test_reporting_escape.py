@@ -101,9 +101,7 @@ def test_the_lab_report_shows_escaped_text(tmp_path: Path) -> None:
     cell = nbformat.v4.new_code_cell("reporting.say(...)")
     sentence = reporting.say(f"Over the window, **{md_escape(HOSTILE)}** gained the most ($1 to $2).")
     cell.outputs = [
-        nbformat.v4.new_output(
-            "display_data", data={"text/markdown": sentence.data, "text/plain": "<Markdown>"}
-        )
+        nbformat.v4.new_output("display_data", data={"text/markdown": sentence.data, "text/plain": "<Markdown>"})
     ]
     notebook.cells = [nbformat.v4.new_markdown_cell("# Ingest"), cell]
     path = tmp_path / "report.ipynb"
@@ -124,12 +122,19 @@ def test_tables_are_html_escaped() -> None:
 
 def test_report_style_escapes_styled_tables_and_keeps_mathjax_off_tables() -> None:
     frame = pd.DataFrame({"category": [HOSTILE], "spent": [12.5], "over_budget": [True]})
-    with pd.option_context(
-        "display.max_colwidth", 50,
-        "display.html.use_mathjax", True,
-        "styler.html.mathjax", True,
-        "styler.format.escape", None,
-    ), mpl.rc_context():
+    with (
+        pd.option_context(
+            "display.max_colwidth",
+            50,
+            "display.html.use_mathjax",
+            True,
+            "styler.html.mathjax",
+            True,
+            "styler.format.escape",
+            None,
+        ),
+        mpl.rc_context(),
+    ):
         reporting.use_report_style()
         styled = frame.style.apply(lambda row: [""] * len(row), axis=1).format("{:,.2f}", subset=["spent"])
         html = styled.to_html()

@@ -21,10 +21,22 @@ from bentley import charts, reporting
 # --------------------------------------------------------------------------- numbers
 
 
-@pytest.mark.parametrize(("value", "shown"), [
-    (-3.608858e07, "-36,088,580"), (1234.5678, "1,235"), (12.345, "12.3"), (1.2345, "1.23"), (0.01234, "0.012"),
-    (0.000123, "0.00012"), (1e-9, "0"), (0.0, "0"), (np.nan, "n/a"), (None, "n/a"), (pd.NA, "n/a"),
-])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (-3.608858e07, "-36,088,580"),
+        (1234.5678, "1,235"),
+        (12.345, "12.3"),
+        (1.2345, "1.23"),
+        (0.01234, "0.012"),
+        (0.000123, "0.00012"),
+        (1e-9, "0"),
+        (0.0, "0"),
+        (np.nan, "n/a"),
+        (None, "n/a"),
+        (pd.NA, "n/a"),
+    ],
+)
 def test_numbers_never_use_scientific_notation(value, shown) -> None:
     assert reporting.fmt_number(value) == shown
     assert "e+" not in reporting.fmt_number(value) and "e-" not in reporting.fmt_number(value)
@@ -39,12 +51,27 @@ def test_percentages_money_and_p_values() -> None:
     assert reporting.fmt_date(pd.Timestamp("2026-12-02 14:46", tz="UTC")) == "2026-12-02 14:46 UTC"
 
 
-@pytest.mark.parametrize(("name", "percent"), [
-    ("annual_return", True), ("max_drawdown", True), ("weight", True), ("var_95_historical", True),
-    ("flagged_share", True), ("ret_5d", True), ("vol_21d", True), ("savings_rate", True), ("atr_pct", True),
-    ("sharpe_ratio", False), ("beta", False), ("n_signals", False), ("volume_z_21", False), ("shock_value", False),
-    ("days", False), ("correlation", False),
-])
+@pytest.mark.parametrize(
+    ("name", "percent"),
+    [
+        ("annual_return", True),
+        ("max_drawdown", True),
+        ("weight", True),
+        ("var_95_historical", True),
+        ("flagged_share", True),
+        ("ret_5d", True),
+        ("vol_21d", True),
+        ("savings_rate", True),
+        ("atr_pct", True),
+        ("sharpe_ratio", False),
+        ("beta", False),
+        ("n_signals", False),
+        ("volume_z_21", False),
+        ("shock_value", False),
+        ("days", False),
+        ("correlation", False),
+    ],
+)
 def test_fractions_are_recognised_by_their_names(name: str, percent: bool) -> None:
     assert reporting.is_percent_column(name) is percent
 
@@ -71,8 +98,15 @@ def test_no_index_column_and_a_named_index_becomes_data() -> None:
 
 
 def test_missing_values_read_na_with_their_reason_and_empty_columns_are_left_out() -> None:
-    frame = pd.DataFrame({"rule": ["a", "b"], "mean_strength": [0.5, np.nan], "last_date": [pd.Timestamp("2026-11-30"),
-                          pd.NaT], "never": [np.nan, np.nan], "flag": pd.array([True, pd.NA], dtype="boolean")})
+    frame = pd.DataFrame(
+        {
+            "rule": ["a", "b"],
+            "mean_strength": [0.5, np.nan],
+            "last_date": [pd.Timestamp("2026-11-30"), pd.NaT],
+            "never": [np.nan, np.nan],
+            "flag": pd.array([True, pd.NA], dtype="boolean"),
+        }
+    )
     table = reporting.table(frame, reasons={"mean_strength": "the rule did not fire"})
     assert headers(table) == ["rule", "mean_strength", "last_date", "flag"]
     assert cells(table) == [["a", "0.50", "2026-11-30", "yes"], ["b", "n/a", "n/a", "n/a"]]
@@ -82,13 +116,24 @@ def test_missing_values_read_na_with_their_reason_and_empty_columns_are_left_out
 
 
 def test_long_tables_show_failing_rows_first_and_fold_the_rest(tmp_path: Path) -> None:
-    checks = pd.DataFrame({"check_name": [f"c{i}" for i in range(30)], "passed": [i not in (4, 20) for i in range(30)],
-                           "severity": ["error" if i == 20 else "warning" for i in range(30)]})
+    checks = pd.DataFrame(
+        {
+            "check_name": [f"c{i}" for i in range(30)],
+            "passed": [i not in (4, 20) for i in range(30)],
+            "severity": ["error" if i == 20 else "warning" for i in range(30)],
+        }
+    )
     failing = ~checks["passed"]
     saved = {}
     ctx = SimpleNamespace(stage="etl", save_artifact=lambda name, frame: saved.setdefault(name, frame))
-    table = reporting.table(checks, bad=failing & checks["severity"].eq("error"), warn=failing & checks["severity"].eq(
-        "warning"), max_rows=int(failing.sum()), more="checks passed", csv=(ctx, "checks.csv"))
+    table = reporting.table(
+        checks,
+        bad=failing & checks["severity"].eq("error"),
+        warn=failing & checks["severity"].eq("warning"),
+        max_rows=int(failing.sum()),
+        more="checks passed",
+        csv=(ctx, "checks.csv"),
+    )
     soup = BeautifulSoup(table.html, "html.parser")
     shown = soup.select("div > table > tbody > tr")
     assert [tr.td.get_text() for tr in shown] == ["c20", "c4"], "errors, then warnings, in view"
@@ -146,8 +191,10 @@ def test_a_fixed_layout_figure_is_drawn_at_its_size_with_its_title() -> None:
 
 
 def test_at_most_max_series_coloured_lines_the_rest_grey() -> None:
-    frame = pd.DataFrame(np.random.default_rng(1).normal(size=(50, 11)).cumsum(axis=0),
-                         columns=[f"T{i}" for i in range(10)] + ["portfolio:holdings"])
+    frame = pd.DataFrame(
+        np.random.default_rng(1).normal(size=(50, 11)).cumsum(axis=0),
+        columns=[f"T{i}" for i in range(10)] + ["portfolio:holdings"],
+    )
     fig, ax = charts.figure()
     coloured = charts.plot_series(ax, frame, keep=["portfolio:holdings"])
     labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
@@ -176,8 +223,11 @@ def test_a_report_loads_nothing_from_a_network_and_shows_dollars_as_text(tmp_pat
 
     cell.outputs = [
         nbformat.v4.new_output("display_data", data={"text/markdown": sentence.data, "text/plain": ""}),
-        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(reporting.figure_png(fig)).decode(),
-                                                     "text/plain": ""}, metadata={"image/png": {"alt": "A small chart"}}),
+        nbformat.v4.new_output(
+            "display_data",
+            data={"image/png": base64.b64encode(reporting.figure_png(fig)).decode(), "text/plain": ""},
+            metadata={"image/png": {"alt": "A small chart"}},
+        ),
     ]
     notebook.cells = [nbformat.v4.new_markdown_cell("# Budget\n\nCosts in `$` and **bold**."), cell]
     path = tmp_path / "budget.ipynb"
@@ -205,8 +255,15 @@ def test_the_split_chart_comes_with_a_sentence_naming_the_latest_split() -> None
     from bentley import charts
 
     days = pd.bdate_range("2024-01-02", periods=6)
-    prices = pd.DataFrame({"ticker": ["A"] * 6, "date": days, "close": [100, 101, 50, 51, 52, 53.0],
-                           "adj_close": [50, 50.5, 50, 51, 52, 53.0], "split_ratio": [1, 1, 2, 1, 1, 1.0]})
+    prices = pd.DataFrame(
+        {
+            "ticker": ["A"] * 6,
+            "date": days,
+            "close": [100, 101, 50, 51, 52, 53.0],
+            "adj_close": [50, 50.5, 50, 51, 52, 53.0],
+            "split_ratio": [1, 1, 2, 1, 1, 1.0],
+        }
+    )
     assert charts.split_chart(prices) is not None
     sentence = charts.split_sentence(prices)
     assert sentence.startswith("1 split(s) in this window across 1 ticker(s).") and "factor of 2" in sentence

@@ -17,16 +17,20 @@ WINDOWS = SimpleNamespace(raw_days=365, processed_days=1095, logs_days=30)
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def populate(outputs: Path) -> None:
     lake = Lake(outputs / "lake")
     for days_ago in (0, 364, 365, 366, 800):
         day = TODAY - dt.timedelta(days=days_ago)
-        lake.write_raw(pd.DataFrame({"x": [days_ago]}), source="sample", dataset="prices", ingest_date=day,
-                       name=f"run-{days_ago}")
+        lake.write_raw(
+            pd.DataFrame({"x": [days_ago]}), source="sample", dataset="prices", ingest_date=day, name=f"run-{days_ago}"
+        )
     for run_id, days_ago in (("new", 10), ("edge", 1095), ("old", 1096), ("older", 2000)):
         day = TODAY - dt.timedelta(days=days_ago)
         atomic_write_json(outputs / "runs" / run_id / "manifest.json", {"run_id": run_id, "logical_date": str(day)})
@@ -40,11 +44,13 @@ def test_only_expired_paths_are_planned_and_the_rest_is_byte_identical(tmp_path:
     kinds = {(e.kind, e.path.name) for e in planned}
     raw = {("raw", f"ingest_date={TODAY - dt.timedelta(days=d)}") for d in (366, 800)}  # 365 is on the edge
     assert kinds == raw | {
-        ("processed", "old"), ("processed", "older"),  # 1095 days is still inside
-        ("logs", "edge.log"), ("logs", "old.log"), ("logs", "older.log"),  # 10 days is inside
+        ("processed", "old"),
+        ("processed", "older"),  # 1095 days is still inside
+        ("logs", "edge.log"),
+        ("logs", "old.log"),
+        ("logs", "older.log"),  # 10 days is inside
     }
-    keep = {p for p in tree_digest(tmp_path)
-            if not any(str(e.path.relative_to(tmp_path)) in p for e in planned)}
+    keep = {p for p in tree_digest(tmp_path) if not any(str(e.path.relative_to(tmp_path)) in p for e in planned)}
     before = tree_digest(tmp_path)
     assert retention.apply(planned) == len(planned)
     after = tree_digest(tmp_path)

@@ -36,8 +36,12 @@ def test_a_backdated_window_is_fetched_whole() -> None:
 
 
 def test_a_ticker_missing_a_session_of_the_window_starts_there() -> None:
-    held = pd.DataFrame({"ticker": ["NOVA"] * 3 + ["QBIT"] * 2,
-                         "date": pd.to_datetime(["2025-05-28", "2025-05-29", "2025-05-30", "2025-05-29", "2025-05-30"])})
+    held = pd.DataFrame(
+        {
+            "ticker": ["NOVA"] * 3 + ["QBIT"] * 2,
+            "date": pd.to_datetime(["2025-05-28", "2025-05-29", "2025-05-30", "2025-05-29", "2025-05-30"]),
+        }
+    )
     window = (dt.date(2025, 5, 28), dt.date(2025, 6, 2))
     gaps = sync.first_missing_sessions(held, ["NOVA", "QBIT", "MEDX"], window, "XNYS")
     assert gaps == {"NOVA": dt.date(2025, 6, 2), "QBIT": dt.date(2025, 5, 28), "MEDX": dt.date(2025, 5, 28)}
@@ -47,19 +51,23 @@ def test_a_ticker_missing_a_session_of_the_window_starts_there() -> None:
 
 
 def test_new_corporate_actions_after_the_cursor() -> None:
-    prices = pd.DataFrame({
-        "ticker": ["NOVA", "NOVA", "QBIT", "MEDX"],
-        "date": pd.to_datetime(["2025-05-29", "2025-06-02", "2025-06-02", "2025-06-02"]),
-        "split_ratio": [2.0, 1.0, 1.0, 1.0],
-        "dividend": [0.0, 0.0, 0.25, 0.0],
-    })
+    prices = pd.DataFrame(
+        {
+            "ticker": ["NOVA", "NOVA", "QBIT", "MEDX"],
+            "date": pd.to_datetime(["2025-05-29", "2025-06-02", "2025-06-02", "2025-06-02"]),
+            "split_ratio": [2.0, 1.0, 1.0, 1.0],
+            "dividend": [0.0, 0.0, 0.25, 0.0],
+        }
+    )
     cursors = {"NOVA": dt.date(2025, 5, 30), "QBIT": dt.date(2025, 5, 30), "MEDX": dt.date(2025, 5, 30)}
     # NOVA's split is before its cursor (already loaded); QBIT's dividend is new.
     assert sync.new_corporate_actions(prices, cursors) == ["QBIT"]
 
 
 def test_cursors_from_rows() -> None:
-    frame = pd.DataFrame({"ticker": ["A", "A", "B"], "date": pd.to_datetime(["2025-01-02", "2025-01-03", "2025-01-02"])})
+    frame = pd.DataFrame(
+        {"ticker": ["A", "A", "B"], "date": pd.to_datetime(["2025-01-02", "2025-01-03", "2025-01-02"])}
+    )
     assert sync.cursors_from_rows(frame) == {"A": dt.date(2025, 1, 3), "B": dt.date(2025, 1, 2)}
     assert sync.cursors_from_rows(frame, by_ticker=False) == {"*": dt.date(2025, 1, 3)}
 

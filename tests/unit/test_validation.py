@@ -21,9 +21,21 @@ def good_prices() -> pd.DataFrame:
     for ticker, base in (("NOVA", 100.0), ("QBIT", 50.0)):
         for i, day in enumerate(SESSIONS):
             close = base + i
-            rows.append({"ticker": ticker, "date": day, "open": close - 0.5, "high": close + 1, "low": close - 1,
-                         "close": close, "adj_close": close, "volume": 1000 + i, "dividend": 0.0,
-                         "split_ratio": 1.0, "_lake_file": "run.parquet"})
+            rows.append(
+                {
+                    "ticker": ticker,
+                    "date": day,
+                    "open": close - 0.5,
+                    "high": close + 1,
+                    "low": close - 1,
+                    "close": close,
+                    "adj_close": close,
+                    "volume": 1000 + i,
+                    "dividend": 0.0,
+                    "split_ratio": 1.0,
+                    "_lake_file": "run.parquet",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -79,9 +91,7 @@ def test_a_recorded_split_explains_a_jump() -> None:
 
 def test_missing_column_stops_before_other_checks() -> None:
     results = validation.run_checks("prices", good_prices().drop(columns="volume"), schemas.PRICES, [])
-    assert [(r.check_name, r.passed, r.detail) for r in results] == [
-        ("required_columns", False, "missing ['volume']")
-    ]
+    assert [(r.check_name, r.passed, r.detail) for r in results] == [("required_columns", False, "missing ['volume']")]
 
 
 def test_errors_raise_with_dataset_check_and_example() -> None:
@@ -105,8 +115,9 @@ SAMPLE_END = dt.date(2026, 11, 27)
 @pytest.fixture(scope="module")
 def sample() -> pd.DataFrame:
     source = SampleMarketSource(42, 8, dt.date(2000, 1, 3), "BBIX")
-    request = FetchRequest(SAMPLE_END.replace(year=SAMPLE_END.year - 5), SAMPLE_END,
-                           (*source.available_tickers(), "BBIX"))
+    request = FetchRequest(
+        SAMPLE_END.replace(year=SAMPLE_END.year - 5), SAMPLE_END, (*source.available_tickers(), "BBIX")
+    )
     frame = clean_prices(source.fetch("prices", request).assign(_lake_file="sample.parquet"))
     return frame.sort_values(["ticker", "date"], ignore_index=True)
 
@@ -142,8 +153,7 @@ def test_a_bad_print_high_is_a_range_warning(sample: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize(("rows", "flagged"), [(6, 1), (5, 0)])
-def test_a_daily_load_checks_its_new_session_against_the_overlap(sample: pd.DataFrame, rows: int,
-                                                                  flagged: int) -> None:
+def test_a_daily_load_checks_its_new_session_against_the_overlap(sample: pd.DataFrame, rows: int, flagged: int) -> None:
     """An incremental load re-reads 5 sessions: enough ATR baseline (ATR_MIN_SESSIONS) for the new one."""
     frame = sample[sample["ticker"] == "NOVA"].tail(rows).copy()
     frame.loc[frame.index[-1], "high"] = frame["close"].iloc[-1] * 1.168
@@ -196,8 +206,10 @@ def test_the_etl_stage_runs_the_new_checks_with_its_params(sample: pd.DataFrame)
     """etl.validate wires `etl.max_range_atr` and `etl.max_stale_sessions` into the price checks."""
     raw = sample.drop(columns=["_raw_not_null"])
     raw.loc[row_of(raw, "LEDG", 300), "volume"] = 0
-    frames = {dataset: pd.DataFrame(columns=[*contract.column_names, "_lake_file"])
-              for dataset, contract in schemas.RAW_DATASETS.items()}
+    frames = {
+        dataset: pd.DataFrame(columns=[*contract.column_names, "_lake_file"])
+        for dataset, contract in schemas.RAW_DATASETS.items()
+    }
     frames["prices"] = raw
     _, results = validate(load_config(), frames, SAMPLE_END)
     names = {r.check_name for r in results if r.dataset == "prices"}

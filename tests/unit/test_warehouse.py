@@ -18,10 +18,21 @@ from bentley.warehouse import prices as prices_table
 
 def prices(close: float, days: int = 3) -> pd.DataFrame:
     dates = pd.bdate_range("2025-01-02", periods=days)
-    return pd.DataFrame({
-        "ticker": "NOVA", "date": dates, "open": close, "high": close + 1, "low": close - 1, "close": close,
-        "adj_close": close, "volume": 1000, "dividend": 0.0, "split_ratio": 1.0, "source": "sample",
-    })
+    return pd.DataFrame(
+        {
+            "ticker": "NOVA",
+            "date": dates,
+            "open": close,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "adj_close": close,
+            "volume": 1000,
+            "dividend": 0.0,
+            "split_ratio": 1.0,
+            "source": "sample",
+        }
+    )
 
 
 @pytest.fixture()
@@ -98,18 +109,21 @@ def test_health(warehouse: Warehouse) -> None:
 
 
 def test_timestamps_are_stored_in_utc_and_read_back_tz_aware(warehouse: Warehouse) -> None:
-    frame = pd.DataFrame({
-        "news_id": ["a", "b", "c"],
-        "ticker": ["NOVA"] * 3,
-        "published_at": ["2025-06-02T09:30:00.123456-04:00", "2025-06-02 14:00:00", None],  # naive = UTC
-        "date": [dt.date(2025, 6, 2), pd.Timestamp("2025-06-02"), None],
-        "headline": ["up", "down", "flat"],
-    })
+    frame = pd.DataFrame(
+        {
+            "news_id": ["a", "b", "c"],
+            "ticker": ["NOVA"] * 3,
+            "published_at": ["2025-06-02T09:30:00.123456-04:00", "2025-06-02 14:00:00", None],  # naive = UTC
+            "date": [dt.date(2025, 6, 2), pd.Timestamp("2025-06-02"), None],
+            "headline": ["up", "down", "flat"],
+        }
+    )
     warehouse.upsert("news", frame)
     stored = warehouse.read("news")
     assert str(stored["published_at"].dtype).endswith(", UTC]")
     assert stored["published_at"].tolist()[:2] == [
-        pd.Timestamp("2025-06-02 13:30:00.123456", tz="UTC"), pd.Timestamp("2025-06-02 14:00:00", tz="UTC"),
+        pd.Timestamp("2025-06-02 13:30:00.123456", tz="UTC"),
+        pd.Timestamp("2025-06-02 14:00:00", tz="UTC"),
     ]
     assert pd.isna(stored["published_at"].iloc[2]) and pd.isna(stored["date"].iloc[2])
     assert stored["date"].dtype.kind == "M"
@@ -121,8 +135,12 @@ def test_timestamps_are_stored_in_utc_and_read_back_tz_aware(warehouse: Warehous
 
 
 def test_all_null_timestamps_and_dates(warehouse: Warehouse) -> None:
-    warehouse.upsert("pipeline_runs", pd.DataFrame([{"run_id": "r1", "status": "running", "started_at": None,
-                                                     "ended_at": None, "logical_date": None}]))
+    warehouse.upsert(
+        "pipeline_runs",
+        pd.DataFrame(
+            [{"run_id": "r1", "status": "running", "started_at": None, "ended_at": None, "logical_date": None}]
+        ),
+    )
     stored = warehouse.read("pipeline_runs")
     assert stored["started_at"].isna().all() and stored["logical_date"].isna().all()
 
@@ -156,11 +174,18 @@ def test_doubles_keep_full_precision(warehouse: Warehouse) -> None:
 
 
 def test_booleans_integers_and_text(warehouse: Warehouse) -> None:
-    frame = pd.DataFrame({
-        "run_id": "r", "dataset": "prices", "check_name": ["a", "b", "c"], "severity": "error",
-        "passed": [True, False, None], "n_failed": [0, 3, None], "n_rows": [10, 10, 10],
-        "examples": [["x", 1], None, "O'Reilly; DROP TABLE prices; --"],
-    })
+    frame = pd.DataFrame(
+        {
+            "run_id": "r",
+            "dataset": "prices",
+            "check_name": ["a", "b", "c"],
+            "severity": "error",
+            "passed": [True, False, None],
+            "n_failed": [0, 3, None],
+            "n_rows": [10, 10, 10],
+            "examples": [["x", 1], None, "O'Reilly; DROP TABLE prices; --"],
+        }
+    )
     warehouse.upsert("data_quality", frame)
     stored = warehouse.read("data_quality")
     assert stored["passed"].tolist() == [True, False, None]
@@ -216,8 +241,9 @@ def test_replace_window_leaves_no_row_of_an_earlier_run_inside_the_window(wareho
     warehouse.upsert("prices", prices(10.0, days=5))
     warehouse.upsert("prices", prices(10.0).assign(ticker="QBIT"))
     fewer = prices(12.0, days=5).iloc[3:]  # this run produces only the last two days
-    written = warehouse.replace_window("prices", fewer, start=dt.date(2025, 1, 3), end=dt.date(2025, 1, 8),
-                                       tickers=["NOVA"])
+    written = warehouse.replace_window(
+        "prices", fewer, start=dt.date(2025, 1, 3), end=dt.date(2025, 1, 8), tickers=["NOVA"]
+    )
     nova = warehouse.read("prices", tickers=["NOVA"])
     assert written == 2
     assert nova["date"].dt.date.tolist() == [dt.date(2025, 1, 2), dt.date(2025, 1, 7), dt.date(2025, 1, 8)]
@@ -234,8 +260,10 @@ def test_an_older_warehouse_gains_the_columns_a_newer_release_declares(tmp_path:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # `prices` as an earlier release created it: no `source` column yet
-        conn.exec_driver_sql("CREATE TABLE prices (ticker VARCHAR(32) NOT NULL, date DATE NOT NULL, "
-                             "close FLOAT, PRIMARY KEY (ticker, date))")
+        conn.exec_driver_sql(
+            "CREATE TABLE prices (ticker VARCHAR(32) NOT NULL, date DATE NOT NULL, "
+            "close FLOAT, PRIMARY KEY (ticker, date))"
+        )
         conn.exec_driver_sql("INSERT INTO prices (ticker, date, close) VALUES ('NOVA', '2025-01-02', 10.0)")
     engine.dispose()
     warehouse = Warehouse(url)

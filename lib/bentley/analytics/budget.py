@@ -173,10 +173,7 @@ def model_text(frame: pd.DataFrame) -> list[str]:
     """
     description = frame["description"].astype("string").fillna("").tolist()
     incoming = (pd.to_numeric(frame["amount"], errors="coerce") > 0).tolist()
-    return [
-        f"{text} {'__in__' if inflow else '__out__'}"
-        for text, inflow in zip(description, incoming, strict=True)
-    ]
+    return [f"{text} {'__in__' if inflow else '__out__'}" for text, inflow in zip(description, incoming, strict=True)]
 
 
 def make_pipeline(classifier_spec: Any, seed: int = 0) -> Pipeline:
@@ -330,9 +327,7 @@ def categorize(
     counts = method.value_counts()
     metrics.update(
         {f"n_{m}": float(counts.get(m, 0)) for m in ("given", "rule", "model", "none")},
-        mean_model_confidence=(
-            float(np.nanmean(confidence)) if np.isfinite(confidence).any() else float("nan")
-        ),
+        mean_model_confidence=(float(np.nanmean(confidence)) if np.isfinite(confidence).any() else float("nan")),
     )
     return out, metrics
 
@@ -400,9 +395,7 @@ def monthly_spending(
         .sum()
     )
     categories = sorted(set(categorized.loc[expense, "category_final"]) | set(limits))
-    grid = pd.MultiIndex.from_product(
-        [_month_range(periods), categories], names=["month", "category"]
-    )
+    grid = pd.MultiIndex.from_product([_month_range(periods), categories], names=["month", "category"])
     frame = spent.reindex(grid, fill_value=0.0).round(2).rename("spent").reset_index()
     frame["month"] = frame["month"].astype(str)
     frame["budget_limit"] = frame["category"].map(lambda c: float(limits.get(c, np.nan)))
@@ -495,9 +488,12 @@ def net_worth(
     on days without a row, and not at all before its first row; held tickers with no prices
     are left out with a warning (listed in ``frame.attrs["unpriced"]``).
     """
-    ledger = pd.Series(
-        transactions["amount"].astype(float).to_numpy(), index=_dates(transactions)
-    ).groupby(level=0).sum().sort_index()
+    ledger = (
+        pd.Series(transactions["amount"].astype(float).to_numpy(), index=_dates(transactions))
+        .groupby(level=0)
+        .sum()
+        .sort_index()
+    )
     if not prices.empty:
         dates = pd.DatetimeIndex(sorted(_dates(prices).unique()))
     else:
@@ -530,13 +526,9 @@ def net_worth(
             series = series[~series.index.duplicated(keep="last")]
             value += series.reindex(dates, method="ffill").fillna(0.0).to_numpy()
     if unpriced:
-        warnings.warn(
-            f"net worth leaves out holdings without prices: {sorted(unpriced)}", stacklevel=2
-        )
+        warnings.warn(f"net worth leaves out holdings without prices: {sorted(unpriced)}", stacklevel=2)
 
-    frame = pd.DataFrame(
-        {"date": dates, "cash": np.round(cash, 2), "holdings_value": np.round(value, 2)}
-    )
+    frame = pd.DataFrame({"date": dates, "cash": np.round(cash, 2), "holdings_value": np.round(value, 2)})
     frame["net_worth"] = (frame["cash"] + frame["holdings_value"]).round(2)
     frame.attrs["unpriced"] = sorted(unpriced)
     return frame
@@ -658,13 +650,9 @@ def investable_cash(
 
     months = _full_months(categorized[upto], as_of_ts, EXPENSE_MONTHS) if upto.any() else []
     if not months:
-        raise ValueError(
-            f"investable cash needs at least one full month of ledger up to {as_of_ts.date()}"
-        )
+        raise ValueError(f"investable cash needs at least one full month of ledger up to {as_of_ts.date()}")
     rates = savings_rate(categorized[upto], transfer_categories, income_categories)
-    spending = rates.set_index("month")["spending"].reindex(
-        [str(p) for p in months], fill_value=0.0
-    )
+    spending = rates.set_index("month")["spending"].reindex([str(p) for p in months], fill_value=0.0)
     monthly_expenses = round(float(spending.mean()), 2)
 
     emergency_fund = round(float(emergency_fund_months) * monthly_expenses, 2)
@@ -695,16 +683,20 @@ def spending_chart(monthly: pd.DataFrame, months: int = 12, as_of: dt.date | Non
 
     recent = sorted(monthly["month"].unique())[-months:]
     frame = monthly[monthly["month"].isin(recent)]
-    wide = frame.pivot_table(
-        index="month", columns="category", values="spent", aggfunc="sum"
-    ).fillna(0.0)
+    wide = frame.pivot_table(index="month", columns="category", values="spent", aggfunc="sum").fillna(0.0)
     wide = wide.loc[:, wide.sum() > 0] if not wide.empty else wide
     if wide.shape[1] > charts.MAX_SERIES + 1:
         order = wide.sum().sort_values(ascending=False).index
         top = list(order[: charts.MAX_SERIES])
-        wide = wide[top].assign(other=wide[list(order[charts.MAX_SERIES:])].sum(axis=1))
+        wide = wide[top].assign(other=wide[list(order[charts.MAX_SERIES :])].sum(axis=1))
     fig, (ax_stack, ax_latest) = charts.figure(
-        10.6, 4.8, cols=2, gridspec_kw={"width_ratios": [2, 1], "wspace": 0.95}, left=0.85, bottom=0.95, top=0.6,
+        10.6,
+        4.8,
+        cols=2,
+        gridspec_kw={"width_ratios": [2, 1], "wspace": 0.95},
+        left=0.85,
+        bottom=0.95,
+        top=0.6,
         right=0.3,
     )
     bottom = np.zeros(len(wide))
@@ -731,8 +723,14 @@ def spending_chart(monthly: pd.DataFrame, months: int = 12, as_of: dt.date | Non
     )
     limited = last["budget_limit"].notna().to_numpy()
     ax_latest.scatter(
-        last["budget_limit"][limited], positions[limited], marker="|", s=300, color="black",
-        linewidths=2, label="monthly limit", zorder=3,
+        last["budget_limit"][limited],
+        positions[limited],
+        marker="|",
+        s=300,
+        color="black",
+        linewidths=2,
+        label="monthly limit",
+        zorder=3,
     )
     ax_latest.set_yticks(positions, last["category"])
     in_progress = bool(recent) and as_of is not None and not month_is_complete(recent[-1], as_of)
@@ -750,10 +748,18 @@ def net_worth_chart(nw: pd.DataFrame) -> Figure:
 
     fig, ax = charts.figure(9, 4, left=1.0)
     ax.plot(*charts.thin(nw["date"], nw["net_worth"]), color="black", linewidth=2, label="net worth")
-    ax.plot(*charts.thin(nw["date"], nw["holdings_value"]), linewidth=1.2, color=charts.COLOURS[0],
-            label="holdings\n(latest positions)")
-    ax.plot(*charts.thin(nw["date"], nw["cash"]), linewidth=1.2, color=charts.COLOURS[1],
-            label="cash (bank and\ncard accounts)")
+    ax.plot(
+        *charts.thin(nw["date"], nw["holdings_value"]),
+        linewidth=1.2,
+        color=charts.COLOURS[0],
+        label="holdings\n(latest positions)",
+    )
+    ax.plot(
+        *charts.thin(nw["date"], nw["cash"]),
+        linewidth=1.2,
+        color=charts.COLOURS[1],
+        label="cash (bank and\ncard accounts)",
+    )
     ax.set_title("Net worth: cash plus the market value of holdings")
     ax.set_xlabel("Session")
     ax.set_ylabel("USD")
@@ -792,8 +798,10 @@ __all__ = [
 def classifier_sentence(categorized: pd.DataFrame, metrics: Mapping[str, float]) -> str:
     """How categories were assigned, and how well the model did on held-out labelled rows."""
     methods = categorized["category_method"].value_counts()
-    parts = ", ".join(f"{int(methods.get(m, 0)):,} {label}" for m, label in
-                      (("given", "from the bank"), ("rule", "by rules"), ("model", "by the classifier")))
+    parts = ", ".join(
+        f"{int(methods.get(m, 0)):,} {label}"
+        for m, label in (("given", "from the bank"), ("rule", "by rules"), ("model", "by the classifier"))
+    )
     if "accuracy" not in metrics:
         return f"Of {len(categorized):,} transactions: {parts}. Too few labelled rows to train a classifier."
     return (
@@ -845,8 +853,10 @@ def savings_sentence(savings: pd.DataFrame, months: int = 12) -> str:
     note = ""
     if len(partial):
         month = partial["month"].iloc[-1]
-        note = (f" {month} is still in progress ({partial['spending'].iloc[-1]:,.0f} USD spent so far) and is "
-                "left out until it ends.")
+        note = (
+            f" {month} is still in progress ({partial['spending'].iloc[-1]:,.0f} USD spent so far) and is "
+            "left out until it ends."
+        )
     if np.isnan(rate):
         return f"No income in the last {len(recent)} complete months: no savings rate.{note}"
     span = "month" if len(recent) == 1 else f"{len(recent)} months"
@@ -896,22 +906,30 @@ def spending_sentence(monthly: pd.DataFrame, months: int = 12) -> str:
         f"over in {_months_text(count)}, {total:,.0f} USD in all."
     )
     if largest != frequent:
-        sentence += (f" {md_escape(_capital(largest))} overran by the most: {by_category.loc[largest, 'sum']:,.0f} USD "
-                     f"in {_months_text(int(by_category.loc[largest, 'count']))}.")
+        sentence += (
+            f" {md_escape(_capital(largest))} overran by the most: {by_category.loc[largest, 'sum']:,.0f} USD "
+            f"in {_months_text(int(by_category.loc[largest, 'count']))}."
+        )
     return sentence
 
 
 def investable_sentence(cash: pd.DataFrame, emergency_fund_months: float, horizon_days: int) -> str:
     """The `investable_cash` row in words: what is kept aside and what is left to invest (or to save first)."""
     row = cash.iloc[0]
-    kept = (f"{row['emergency_fund']:,.0f} USD kept as the emergency fund ({emergency_fund_months:g} months of "
-            f"{row['monthly_expenses']:,.0f} USD average spending) and {row['upcoming_bills']:,.0f} USD for bills "
-            f"due in the next {horizon_days} days")
+    kept = (
+        f"{row['emergency_fund']:,.0f} USD kept as the emergency fund ({emergency_fund_months:g} months of "
+        f"{row['monthly_expenses']:,.0f} USD average spending) and {row['upcoming_bills']:,.0f} USD for bills "
+        f"due in the next {horizon_days} days"
+    )
     if row["investable_cash"] > 0:
-        return (f"Of {row['cash']:,.0f} USD cash, {kept} leave **{row['investable_cash']:,.0f} USD** that may be "
-                "invested; the optimizer invests at most this.")
-    return (f"Of {row['cash']:,.0f} USD cash, {kept} leave nothing to invest: **{row['shortfall']:,.0f} USD** more "
-            "must be saved first, and the optimizer invests no new cash.")
+        return (
+            f"Of {row['cash']:,.0f} USD cash, {kept} leave **{row['investable_cash']:,.0f} USD** that may be "
+            "invested; the optimizer invests at most this."
+        )
+    return (
+        f"Of {row['cash']:,.0f} USD cash, {kept} leave nothing to invest: **{row['shortfall']:,.0f} USD** more "
+        "must be saved first, and the optimizer invests no new cash."
+    )
 
 
 def net_worth_sentence(nw: pd.DataFrame) -> str:
@@ -920,5 +938,6 @@ def net_worth_sentence(nw: pd.DataFrame) -> str:
     return (
         f"Net worth went from {first['net_worth']:,.0f} to {last['net_worth']:,.0f} USD ({change:+,.0f}); "
         f"{last['holdings_value'] / last['net_worth']:.0%} of it is invested in the brokerage holdings."
-        if last["net_worth"] else "Net worth is zero."
+        if last["net_worth"]
+        else "Net worth is zero."
     )

@@ -105,7 +105,14 @@ WINDOW_COLUMNS: tuple[str, ...] = ("n_obs", "window_start", "window_end")
 
 #: Columns of `long_metrics`, the rows of the warehouse table risk_metrics(run_id, scope, metric).
 LONG_COLUMNS: tuple[str, ...] = (
-    "run_id", "scope", "metric", "value", "window_start", "window_end", "n_obs", "note",
+    "run_id",
+    "scope",
+    "metric",
+    "value",
+    "window_start",
+    "window_end",
+    "n_obs",
+    "note",
 )
 
 #: Figures that need a minimum of daily returns to mean anything: metric -> (the kind in
@@ -164,9 +171,7 @@ def per_period_rate(annual_rate: float) -> float:
 # Inputs
 
 
-def returns_from_prices(
-    prices: pd.DataFrame, start: Any = None, end: Any = None
-) -> pd.DataFrame:
+def returns_from_prices(prices: pd.DataFrame, start: Any = None, end: Any = None) -> pd.DataFrame:
     """Wide daily simple returns (index date, one column per ticker) from adjusted closes.
 
     Prices are cut to [start, end] first, so the first session of the window has no return
@@ -459,15 +464,11 @@ def risk_metrics(
         cumulative = np.where(one, ending - 1.0, np.nan)
         annual = np.where(one, ending ** (1.0 / (length / TRADING_DAYS)) - 1.0, np.nan)
         volatility = np.where(two, std * root_year, np.nan)
-        downside = np.where(
-            one, np.sqrt(np.nanmean(np.square(np.minimum(values, 0.0)), axis=0)) * root_year, np.nan
-        )
+        downside = np.where(one, np.sqrt(np.nanmean(np.square(np.minimum(values, 0.0)), axis=0)) * root_year, np.nan)
         max_dd = np.where(one, _drawdown_matrix(values).min(axis=0), np.nan)
 
         excess = values - rf
-        sharpe = np.where(
-            ok_std, np.nanmean(excess, axis=0) / np.nanstd(excess, axis=0, ddof=1) * root_year, np.nan
-        )
+        sharpe = np.where(ok_std, np.nanmean(excess, axis=0) / np.nanstd(excess, axis=0, ddof=1) * root_year, np.nan)
         ok_downside = two & (downside > 0)
         sortino = np.where(ok_downside, mean * TRADING_DAYS / np.where(ok_downside, downside, 1.0), np.nan)
         ok_calmar = one & (max_dd < 0)
@@ -522,8 +523,7 @@ def risk_metrics(
     _warn(names[n_obs == 0], "no returns, every metric is NaN for scope(s)")
     _warn(
         names[constant],
-        "zero variance (constant returns): sharpe_ratio, skew, kurtosis and "
-        "var_95_cornish_fisher are NaN for scope(s)",
+        "zero variance (constant returns): sharpe_ratio, skew, kurtosis and var_95_cornish_fisher are NaN for scope(s)",
     )
     _warn(names[two & ~(downside > 0)], "no losing day: sortino_ratio is NaN for scope(s)")
     _warn(
@@ -673,7 +673,10 @@ def sharpe_statistics(returns: pd.DataFrame, risk_free_annual: float) -> pd.Data
 
 
 def probabilistic_sharpe_ratio(
-    sharpe: npt.ArrayLike, n_obs: npt.ArrayLike, skew: npt.ArrayLike, kurtosis: npt.ArrayLike,
+    sharpe: npt.ArrayLike,
+    n_obs: npt.ArrayLike,
+    skew: npt.ArrayLike,
+    kurtosis: npt.ArrayLike,
     benchmark: npt.ArrayLike = 0.0,
 ) -> float | np.ndarray:
     """PSR = Φ((SR − SR*)·√(n−1) / √(1 − γ3·SR + (γ4−1)/4·SR²)), elementwise.
@@ -712,8 +715,12 @@ def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
 
 
 def deflated_sharpe_ratio(
-    sharpe: npt.ArrayLike, n_obs: npt.ArrayLike, skew: npt.ArrayLike, kurtosis: npt.ArrayLike,
-    n_trials: int, sharpe_variance: float,
+    sharpe: npt.ArrayLike,
+    n_obs: npt.ArrayLike,
+    skew: npt.ArrayLike,
+    kurtosis: npt.ArrayLike,
+    n_trials: int,
+    sharpe_variance: float,
 ) -> float | np.ndarray:
     """DSR: the PSR against `expected_max_sharpe(n_trials, sharpe_variance)`, elementwise.
 
@@ -796,9 +803,7 @@ def holdings_weights(holdings: pd.DataFrame, last_prices: pd.Series) -> pd.Serie
 # Time series tables for the report
 
 
-def rolling_volatility(
-    returns: pd.DataFrame, window: int = 63, min_periods: int | None = None
-) -> pd.DataFrame:
+def rolling_volatility(returns: pd.DataFrame, window: int = 63, min_periods: int | None = None) -> pd.DataFrame:
     """Annualized rolling volatility per scope (ddof=1, √252).
 
     By default a window needs all `window` returns (a gap gives NaN until it leaves the
@@ -973,8 +978,7 @@ def correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of daily r
     margin = 0.35 + 0.065 * min(longest, 24)  # room for the tick labels, in inches
     side = max(2.6, min(8.0, 0.34 * n + 1.2))
     width, height = side + margin + 1.3, side + margin + 0.5
-    fig, ax = charts.figure(width, height, legend=False, left=margin + 0.35, bottom=margin + 0.15, top=0.4,
-                            right=1.2)
+    fig, ax = charts.figure(width, height, legend=False, left=margin + 0.35, bottom=margin + 0.15, top=0.4, right=1.2)
     image = ax.imshow(corr.to_numpy(dtype=np.float64), cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
     if n <= 40:
         ax.set_xticks(range(n), labels, rotation=90)
@@ -985,8 +989,15 @@ def correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of daily r
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
                 if np.isfinite(values[i, j]):
-                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(values[i, j]) > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{values[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if abs(values[i, j]) > 0.6 else "black",
+                    )
     box = ax.get_position()
     cax = fig.add_axes((box.x1 + 0.25 / width, box.y0, 0.15 / width, box.height))
     fig.colorbar(image, cax=cax, label="Correlation")
@@ -996,8 +1007,9 @@ def correlation_heatmap(corr: pd.DataFrame, title: str = "Correlation of daily r
     return fig
 
 
-def rolling_chart(frame: pd.DataFrame, title: str, ylabel: str, keep: Sequence[str] = (),
-                  percent: bool = False) -> Figure:
+def rolling_chart(
+    frame: pd.DataFrame, title: str, ylabel: str, keep: Sequence[str] = (), percent: bool = False
+) -> Figure:
     """One line per column over sessions (rolling volatility, rolling beta...): the columns in `keep`
     (portfolios, the benchmark) and the most extreme others in colour (`charts.MAX_SERIES` in all),
     the rest as grey lines; the legend outside the data."""
@@ -1006,8 +1018,9 @@ def rolling_chart(frame: pd.DataFrame, title: str, ylabel: str, keep: Sequence[s
     from bentley import charts
 
     fig, ax = charts.figure(9, 4)
-    charts.plot_series(ax, frame, keep=keep, emphasize=[k for k in keep if str(k).startswith("portfolio:")],
-                       others="other tickers")
+    charts.plot_series(
+        ax, frame, keep=keep, emphasize=[k for k in keep if str(k).startswith("portfolio:")], others="other tickers"
+    )
     ax.set_title(title)
     ax.set_xlabel("Session")
     ax.set_ylabel(ylabel)
@@ -1029,8 +1042,9 @@ def drawdown_chart(dd: pd.DataFrame, title: str = "Drawdown from the running pea
     if dd.shape[1] == 1:
         column = dd.columns[0]
         ax.fill_between(dd.index, dd[column].to_numpy(dtype=np.float64), 0.0, alpha=0.3)
-    charts.plot_series(ax, dd, keep=keep, emphasize=[k for k in keep if str(k).startswith("portfolio:")],
-                       others="other tickers")
+    charts.plot_series(
+        ax, dd, keep=keep, emphasize=[k for k in keep if str(k).startswith("portfolio:")], others="other tickers"
+    )
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_title(title)
     ax.set_xlabel("Session")
@@ -1045,8 +1059,15 @@ def drawdown_chart(dd: pd.DataFrame, title: str = "Drawdown from the running pea
 HOLDINGS_SCOPE = "portfolio:holdings"
 EQUAL_SCOPE = "portfolio:equal_weight"
 HEADLINE_METRICS = (
-    "annual_return", "annual_volatility", "sharpe_ratio", "sortino_ratio", "max_drawdown",
-    "var_95_historical", "cvar_95_historical", "var_95_garch", "beta",
+    "annual_return",
+    "annual_volatility",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "max_drawdown",
+    "var_95_historical",
+    "cvar_95_historical",
+    "var_95_garch",
+    "beta",
 )
 
 
@@ -1056,7 +1077,10 @@ def last_prices(prices: pd.DataFrame) -> pd.Series:
 
 
 def with_portfolios(
-    returns: pd.DataFrame, holdings: pd.DataFrame, prices: pd.DataFrame, benchmark: str,
+    returns: pd.DataFrame,
+    holdings: pd.DataFrame,
+    prices: pd.DataFrame,
+    benchmark: str,
     tradable: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Add the holdings-weighted and the equal-weighted portfolio as scopes; return the weights.
@@ -1097,8 +1121,9 @@ def na_notes(rows: pd.DataFrame, metrics: Sequence[str] = HEADLINE_METRICS) -> l
         label = f"`{row.metric}` of {row.scope}"
         if label not in notes[why]:
             notes[why].append(label)
-    return [f"n/a: {why} ({', '.join(where[:4])}{' and more' if len(where) > 4 else ''})"
-            for why, where in notes.items()]
+    return [
+        f"n/a: {why} ({', '.join(where[:4])}{' and more' if len(where) > 4 else ''})" for why, where in notes.items()
+    ]
 
 
 def stress_sentence(stress: pd.DataFrame, shock: float) -> str:
@@ -1106,12 +1131,16 @@ def stress_sentence(stress: pd.DataFrame, shock: float) -> str:
     if "portfolio" not in stress.index:
         return "No holdings to stress."
     row = stress.loc["portfolio"]
-    parts = [f"A {abs(shock):.0%} {'fall' if shock < 0 else 'rise'} of the market would move the holdings by about "
-             f"{row['shock_value']:+,.0f} USD ({row['shock_return']:+.1%}) through their beta of {row['beta']:.2f}"]
+    parts = [
+        f"A {abs(shock):.0%} {'fall' if shock < 0 else 'rise'} of the market would move the holdings by about "
+        f"{row['shock_value']:+,.0f} USD ({row['shock_return']:+.1%}) through their beta of {row['beta']:.2f}"
+    ]
     if pd.notna(row.get("worst_week_return")):
-        parts.append(f"replaying the benchmark's worst week ({pd.Timestamp(row['worst_week_start']):%Y-%m-%d} to "
-                     f"{pd.Timestamp(row['worst_week_end']):%Y-%m-%d}, {row['benchmark_worst_week']:+.1%}) moves them by "
-                     f"{row['worst_week_value']:+,.0f} USD ({row['worst_week_return']:+.1%})")
+        parts.append(
+            f"replaying the benchmark's worst week ({pd.Timestamp(row['worst_week_start']):%Y-%m-%d} to "
+            f"{pd.Timestamp(row['worst_week_end']):%Y-%m-%d}, {row['benchmark_worst_week']:+.1%}) moves them by "
+            f"{row['worst_week_value']:+,.0f} USD ({row['worst_week_return']:+.1%})"
+        )
     return "; ".join(parts) + "."
 
 
@@ -1125,8 +1154,10 @@ def risk_sentence(rows: pd.DataFrame, benchmark: str) -> str:
     versus = ""
     if benchmark in scopes:
         bench = rows[rows["scope"] == benchmark]
-        versus = (f" (benchmark {md_escape(benchmark)}: Sharpe {row_text(bench, 'sharpe_ratio', '.2f')}, "
-                  f"max drawdown {row_text(bench, 'max_drawdown', '.1%')})")
+        versus = (
+            f" (benchmark {md_escape(benchmark)}: Sharpe {row_text(bench, 'sharpe_ratio', '.2f')}, "
+            f"max drawdown {row_text(bench, 'max_drawdown', '.1%')})"
+        )
     return (
         f"The {scope.split(':')[1].replace('_', '-')} portfolio returned {row_text(mine, 'annual_return', '.1%')} "
         f"a year at {row_text(mine, 'annual_volatility', '.1%')} volatility: Sharpe "

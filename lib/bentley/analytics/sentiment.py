@@ -66,9 +66,7 @@ def _analyzer(lexicon_updates: Mapping[str, float] | None) -> SentimentIntensity
     return analyzer
 
 
-def score_headlines(
-    news: pd.DataFrame, lexicon_updates: Mapping[str, float] | None = None
-) -> pd.DataFrame:
+def score_headlines(news: pd.DataFrame, lexicon_updates: Mapping[str, float] | None = None) -> pd.DataFrame:
     """The news rows with VADER `compound, pos, neu, neg` added (rows and order kept).
 
     `lexicon_updates` maps words to valences and applies to this call only; pass
@@ -106,9 +104,7 @@ def daily_sentiment(
     including the count. Sorted by ticker and date: the `sentiment_daily` table.
     """
     if positive_threshold < negative_threshold:
-        raise ValueError(
-            f"positive_threshold {positive_threshold} is below negative_threshold {negative_threshold}"
-        )
+        raise ValueError(f"positive_threshold {positive_threshold} is below negative_threshold {negative_threshold}")
     rows = scored.loc[scored["compound"].notna(), [*_KEY, "compound"]]
     compound = rows["compound"].astype(np.float64)
     frame = rows[_KEY].assign(
@@ -212,13 +208,9 @@ def extreme_headlines(scored: pd.DataFrame, n: int = 5) -> tuple[pd.DataFrame, p
     are broken by date (latest first) and then ticker, so the tables are stable.
     """
     rows = scored.loc[scored["compound"].notna(), _EXTREME_COLUMNS]
-    ordered = rows.sort_values(
-        ["compound", "date", "ticker"], ascending=[False, False, True], kind="mergesort"
-    )
+    ordered = rows.sort_values(["compound", "date", "ticker"], ascending=[False, False, True], kind="mergesort")
     positive = ordered[ordered["compound"] > 0].head(n).reset_index(drop=True)
-    ordered = rows.sort_values(
-        ["compound", "date", "ticker"], ascending=[True, False, True], kind="mergesort"
-    )
+    ordered = rows.sort_values(["compound", "date", "ticker"], ascending=[True, False, True], kind="mergesort")
     negative = ordered[ordered["compound"] < 0].head(n).reset_index(drop=True)
     return positive, negative
 
@@ -287,16 +279,21 @@ def trend_chart(
 def trend_sentence(daily: pd.DataFrame, window: int = 20, min_periods: int = 5) -> str:
     """Which ticker's headlines read most positive and most negative lately (the chart's last values)."""
     wide = daily.pivot(index="date", columns="ticker", values="mean_compound").sort_index()
-    last = wide.rolling(window, min_periods=min(min_periods, window)).mean().ffill().iloc[-1:].T.iloc[:, 0].dropna() \
-        if len(wide) else pd.Series(dtype=float)
+    last = (
+        wide.rolling(window, min_periods=min(min_periods, window)).mean().ffill().iloc[-1:].T.iloc[:, 0].dropna()
+        if len(wide)
+        else pd.Series(dtype=float)
+    )
     if last.empty:
         return f"Too few headline days for a {window}-session mean yet."
     best, worst = last.idxmax(), last.idxmin()
     if best == worst:
         return f"Lately the headlines on {md_escape(best)} average {last[best]:+.2f} (-1 to +1)."
-    return (f"Over the last {window} sessions with news, headlines on {md_escape(best)} read the most positive "
-            f"({last[best]:+.2f}) and on {md_escape(worst)} the most negative ({last[worst]:+.2f}), on a scale "
-            "from -1 to +1 where |0.05| and below is neutral.")
+    return (
+        f"Over the last {window} sessions with news, headlines on {md_escape(best)} read the most positive "
+        f"({last[best]:+.2f}) and on {md_escape(worst)} the most negative ({last[worst]:+.2f}), on a scale "
+        "from -1 to +1 where |0.05| and below is neutral."
+    )
 
 
 def correlation_sentence(correlation: pd.DataFrame, alpha: float = 0.05) -> str:

@@ -69,8 +69,7 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         "golden_cross": Rule(
             +1,
             "SMA short moves above SMA long (the previous strict ordering was below)",
-            f"|short - long| / long / {SMA_GAP_FULL}, clipped to 1 "
-            f"(a {SMA_GAP_FULL:.0%} gap is full strength)",
+            f"|short - long| / long / {SMA_GAP_FULL}, clipped to 1 (a {SMA_GAP_FULL:.0%} gap is full strength)",
             "SMA short",
             "SMA long",
         ),
@@ -410,8 +409,14 @@ def price_panel_chart(
     windows = cross_windows(settings) or tuple(sorted(set(settings.sma_windows))[-2:])
     for i, window in enumerate(windows):
         ax_price.plot(*charts.thin(f.index, f[f"sma_{window}"]), linewidth=1, color=colours[i], label=f"SMA {window}")
-    ax_price.fill_between(*charts.thin(f.index, f["bb_lower"]), charts.thin(f.index, f["bb_upper"])[1],
-                          alpha=0.15, color=colours[2], linewidth=0, label="Bollinger band")
+    ax_price.fill_between(
+        *charts.thin(f.index, f["bb_lower"]),
+        charts.thin(f.index, f["bb_upper"])[1],
+        alpha=0.15,
+        color=colours[2],
+        linewidth=0,
+        label="Bollinger band",
+    )
     ax_price.set_title(f"{ticker}: adjusted close, moving averages, Bollinger band and signals")
     ax_price.set_ylabel("Price (USD, adjusted)")
 
@@ -441,8 +446,15 @@ def price_panel_chart(
             ax = axes[_PANEL[str(rule)]]
             marker = "^" if RULES[str(rule)].direction > 0 else "v"
             ax.scatter(
-                events["date"], events["value"], marker=marker, s=45, color=palette(position[str(rule)] % 10),
-                edgecolors="black", linewidths=0.4, zorder=5, label=str(rule).replace("_", " "),
+                events["date"],
+                events["value"],
+                marker=marker,
+                s=45,
+                color=palette(position[str(rule)] % 10),
+                edgecolors="black",
+                linewidths=0.4,
+                zorder=5,
+                label=str(rule).replace("_", " "),
             )
 
     for ax in (ax_price, ax_rsi, ax_macd):
@@ -450,8 +462,9 @@ def price_panel_chart(
     return fig
 
 
-def chart_sentence(features: pd.DataFrame, prices: pd.DataFrame, signals: pd.DataFrame, ticker: str,
-                   settings: Any) -> str:
+def chart_sentence(
+    features: pd.DataFrame, prices: pd.DataFrame, signals: pd.DataFrame, ticker: str, settings: Any
+) -> str:
     """What one ticker's panel shows, in a sentence: the close against its averages, RSI, and the
     latest signal (Markdown; the ticker is escaped data)."""
     frame = _aligned(features[features["ticker"] == ticker], prices[prices["ticker"] == ticker])
@@ -463,8 +476,9 @@ def chart_sentence(features: pd.DataFrame, prices: pd.DataFrame, signals: pd.Dat
     for window in windows:
         average = last.get(f"sma_{window}")
         if pd.notna(average) and pd.notna(last["adj_close"]):
-            sides.append(f"{'above' if last['adj_close'] > average else 'below'} its {window}-day average "
-                         f"({average:,.2f})")
+            sides.append(
+                f"{'above' if last['adj_close'] > average else 'below'} its {window}-day average ({average:,.2f})"
+            )
     position = f" closed at {last['adj_close']:,.2f}, " + " and ".join(sides) if sides else " has no averages yet"
     rsi = last.get(f"rsi_{settings.rsi_period}")
     rsi_text = f"; RSI {rsi:.0f}" if pd.notna(rsi) else ""
@@ -474,8 +488,10 @@ def chart_sentence(features: pd.DataFrame, prices: pd.DataFrame, signals: pd.Dat
     else:
         event = mine.sort_values("date").iloc[-1]
         kind = "bullish" if event["direction"] > 0 else "bearish"
-        latest = (f"; its latest signal is {str(event['rule']).replace('_', ' ')} ({kind}) on "
-                  f"{pd.Timestamp(event['date']):%Y-%m-%d}, one of {len(mine)} in the window")
+        latest = (
+            f"; its latest signal is {str(event['rule']).replace('_', ' ')} ({kind}) on "
+            f"{pd.Timestamp(event['date']):%Y-%m-%d}, one of {len(mine)} in the window"
+        )
     return f"On {pd.Timestamp(last['date']):%Y-%m-%d}, {md_escape(ticker)}{position}{rsi_text}{latest}."
 
 
@@ -516,16 +532,18 @@ def latest_readings(features: pd.DataFrame, prices: pd.DataFrame, settings: Any)
     last = frame.groupby("ticker").tail(1).set_index("ticker")
     windows = cross_windows(settings) or (min(settings.sma_windows), max(settings.sma_windows))
     band = (last["bb_upper"] - last["bb_lower"]).where(lambda width: width > 0)
-    return pd.DataFrame({
-        "date": last["date"],
-        f"above_sma_{windows[0]}": last["adj_close"] > last[f"sma_{windows[0]}"],
-        f"above_sma_{windows[1]}": last["adj_close"] > last[f"sma_{windows[1]}"],
-        f"adx_{settings.adx_period}": last[f"adx_{settings.adx_period}"].round(1),
-        f"rsi_{settings.rsi_period}": last[f"rsi_{settings.rsi_period}"].round(1),
-        "macd_hist": last["macd_hist"].round(3),
-        "stoch_k": last["stoch_k"].round(1),
-        "stoch_d": last["stoch_d"].round(1),
-        "atr_pct": (last[f"atr_{settings.atr_period}"] / last["adj_close"]).round(4),
-        "bollinger_pct_b": ((last["adj_close"] - last["bb_lower"]) / band).round(2),
-        "obv_change_21d": last["obv_change"].round(0),
-    })
+    return pd.DataFrame(
+        {
+            "date": last["date"],
+            f"above_sma_{windows[0]}": last["adj_close"] > last[f"sma_{windows[0]}"],
+            f"above_sma_{windows[1]}": last["adj_close"] > last[f"sma_{windows[1]}"],
+            f"adx_{settings.adx_period}": last[f"adx_{settings.adx_period}"].round(1),
+            f"rsi_{settings.rsi_period}": last[f"rsi_{settings.rsi_period}"].round(1),
+            "macd_hist": last["macd_hist"].round(3),
+            "stoch_k": last["stoch_k"].round(1),
+            "stoch_d": last["stoch_d"].round(1),
+            "atr_pct": (last[f"atr_{settings.atr_period}"] / last["adj_close"]).round(4),
+            "bollinger_pct_b": ((last["adj_close"] - last["bb_lower"]) / band).round(2),
+            "obv_change_21d": last["obv_change"].round(0),
+        }
+    )

@@ -55,10 +55,13 @@ class BarError(ValueError):
 
 
 def empty_bars() -> pd.DataFrame:
-    return pd.DataFrame({
-        "ts": pd.Series(dtype="datetime64[ns, UTC]"), "ticker": pd.Series(dtype=object),
-        **{f: pd.Series(dtype=np.float64) for f in (*PRICE_FIELDS, "volume")},
-    })
+    return pd.DataFrame(
+        {
+            "ts": pd.Series(dtype="datetime64[ns, UTC]"),
+            "ticker": pd.Series(dtype=object),
+            **{f: pd.Series(dtype=np.float64) for f in (*PRICE_FIELDS, "volume")},
+        }
+    )
 
 
 def _where(origin: str, frame: pd.DataFrame, mask: np.ndarray, field: str, problem: str) -> str:
@@ -131,8 +134,7 @@ def _utc_stamps(out: pd.DataFrame, origin: str) -> pd.Series:
         stamps = [_one_stamp(v) for v in text]
         bad = np.array([s is None for s in stamps])
         if bad.any():
-            raise BarError(_where(origin, out.assign(ts=text), bad, "ts",
-                                  "not an ISO timestamp with a UTC offset"))
+            raise BarError(_where(origin, out.assign(ts=text), bad, "ts", "not an ISO timestamp with a UTC offset"))
         return pd.Series(pd.DatetimeIndex(stamps).tz_convert("UTC"), index=out.index).astype("datetime64[ns, UTC]")
     return parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
 
@@ -188,8 +190,14 @@ class ReplayBarSource:
 
     name = "replay"
 
-    def __init__(self, path: str | Path, *, speed: float = 0.0, calendar: str = DEFAULT_CALENDAR,
-                 sleep: Callable[[float], object] = time.sleep) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        speed: float = 0.0,
+        calendar: str = DEFAULT_CALENDAR,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
         if speed < 0:
             raise ValueError(f"replay speed must be >= 0, got {speed}")
         self.path = Path(path)
@@ -272,8 +280,15 @@ def _round(x: np.ndarray) -> np.ndarray:
     return np.round(x, 2)
 
 
-def intraday_path(rng: np.random.Generator, n: int, day_open: float, day_high: float, day_low: float,
-                  day_close: float, day_volume: float) -> dict[str, np.ndarray]:
+def intraday_path(
+    rng: np.random.Generator,
+    n: int,
+    day_open: float,
+    day_high: float,
+    day_low: float,
+    day_close: float,
+    day_volume: float,
+) -> dict[str, np.ndarray]:
     """n bars whose OHLCV agree with one daily bar (see the module docstring)."""
     lo, hi = math.log(day_low), math.log(day_high)
     start, end = math.log(day_open), math.log(day_close)
@@ -310,8 +325,15 @@ class SampleIntradayBars:
 
     name = "sample"
 
-    def __init__(self, market: Any, tickers: Sequence[str], *, interval: str = "5m",
-                 calendar: str = DEFAULT_CALENDAR, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        market: Any,
+        tickers: Sequence[str],
+        *,
+        interval: str = "5m",
+        calendar: str = DEFAULT_CALENDAR,
+        seed: int | None = None,
+    ) -> None:
         if interval not in INTERVALS:
             raise ValueError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
         self.market = market  # a bentley.sources.sample.SampleMarketSource
@@ -334,8 +356,15 @@ class SampleIntradayBars:
         stamps = pd.date_range(window[0], periods=n, freq=step)
         parts = []
         for row in self.daily(day).itertuples():
-            path = intraday_path(_seed_for(self.seed, row.ticker, day), n, float(row.open), float(row.high),
-                                 float(row.low), float(row.close), float(row.volume))
+            path = intraday_path(
+                _seed_for(self.seed, row.ticker, day),
+                n,
+                float(row.open),
+                float(row.high),
+                float(row.low),
+                float(row.close),
+                float(row.volume),
+            )
             parts.append(pd.DataFrame({"ts": stamps, "ticker": row.ticker, **path}))
         bars = validate_bars(pd.concat(parts, ignore_index=True), f"sample intraday {day}") if parts else empty_bars()
         return bars if after is None else bars[bars["ts"] > after].reset_index(drop=True)
@@ -360,12 +389,16 @@ def check_yahoo_window(interval: str, start: dt.date, end: dt.date, today: dt.da
         raise ValueError(f"yahoo intraday window ends before it starts: {start}..{end}")
     span = (end - start).days + 1
     if span > YAHOO_MAX_SPAN_DAYS[interval]:
-        raise ValueError(f"yahoo serves at most {YAHOO_MAX_SPAN_DAYS[interval]} days of {interval} bars per request; "
-                         f"{start}..{end} is {span} days")
+        raise ValueError(
+            f"yahoo serves at most {YAHOO_MAX_SPAN_DAYS[interval]} days of {interval} bars per request; "
+            f"{start}..{end} is {span} days"
+        )
     oldest = today - dt.timedelta(days=YAHOO_LOOKBACK_DAYS[interval])
     if start < oldest:
-        raise ValueError(f"yahoo keeps {interval} bars for the last {YAHOO_LOOKBACK_DAYS[interval]} days only "
-                         f"(from {oldest}); {start} is too old")
+        raise ValueError(
+            f"yahoo keeps {interval} bars for the last {YAHOO_LOOKBACK_DAYS[interval]} days only "
+            f"(from {oldest}); {start} is too old"
+        )
 
 
 def yahoo_intraday_frame(raw: pd.DataFrame | None, tickers: Sequence[str]) -> pd.DataFrame:
@@ -417,10 +450,19 @@ class YahooIntradayBars:
 
     name = "yahoo"
 
-    def __init__(self, tickers: Sequence[str], http: Http, *, interval: str = "5m", poll_s: float = 30.0,
-                 calendar: str = DEFAULT_CALENDAR, download: Callable[..., pd.DataFrame | None] | None = None,
-                 now: Callable[[], dt.datetime] | None = None, sleep: Callable[[float], object] = time.sleep,
-                 stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        tickers: Sequence[str],
+        http: Http,
+        *,
+        interval: str = "5m",
+        poll_s: float = 30.0,
+        calendar: str = DEFAULT_CALENDAR,
+        download: Callable[..., pd.DataFrame | None] | None = None,
+        now: Callable[[], dt.datetime] | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         from bentley.sources.http import ThrottledCaller
 
         if interval not in YAHOO_LOOKBACK_DAYS:
@@ -440,10 +482,20 @@ class YahooIntradayBars:
         download = self._download or _yfinance_download
 
         def call() -> pd.DataFrame | None:
-            return download(tickers=list(self.tickers), start=start.isoformat(),
-                            end=(end + dt.timedelta(days=1)).isoformat(), interval=self.interval,
-                            auto_adjust=False, actions=False, group_by="column", multi_level_index=True,
-                            progress=False, threads=False, timeout=self._timeout_s, prepost=False)
+            return download(
+                tickers=list(self.tickers),
+                start=start.isoformat(),
+                end=(end + dt.timedelta(days=1)).isoformat(),
+                interval=self.interval,
+                auto_adjust=False,
+                actions=False,
+                group_by="column",
+                multi_level_index=True,
+                progress=False,
+                threads=False,
+                timeout=self._timeout_s,
+                prepost=False,
+            )
 
         self._calls.limiter.wait(cost=len(self.tickers))
         raw = self._calls.retry(call, what=f"yahoo {self.interval} bars {start}..{end}")

@@ -50,10 +50,34 @@ from bentley.trading.broker import fill_id
 
 Mode = Literal["alert", "reduce", "flatten"]
 
-ORDER_COLUMNS = ["order_id", "portfolio", "decided_on", "decided_at", "ticker", "quantity", "target_weight",
-                 "reference_price", "status", "reason", "run_id"]
-FILL_COLUMNS = ["fill_id", "order_id", "portfolio", "date", "filled_at", "ticker", "quantity", "price",
-                "commission", "slippage", "impact", "cash_change", "run_id"]
+ORDER_COLUMNS = [
+    "order_id",
+    "portfolio",
+    "decided_on",
+    "decided_at",
+    "ticker",
+    "quantity",
+    "target_weight",
+    "reference_price",
+    "status",
+    "reason",
+    "run_id",
+]
+FILL_COLUMNS = [
+    "fill_id",
+    "order_id",
+    "portfolio",
+    "date",
+    "filled_at",
+    "ticker",
+    "quantity",
+    "price",
+    "commission",
+    "slippage",
+    "impact",
+    "cash_change",
+    "run_id",
+]
 
 
 def _digest(*parts: str) -> str:
@@ -84,8 +108,15 @@ def plan(mode: Mode, state: StreamState, ts: pd.Timestamp, *, reduce_fraction: f
 
 
 def orders_and_fills(
-    trades: pd.Series, state: StreamState, ts: pd.Timestamp, *, portfolio: str, commission_bps: float,
-    slippage_bps: float, reason: str, run_id: str,
+    trades: pd.Series,
+    state: StreamState,
+    ts: pd.Timestamp,
+    *,
+    portfolio: str,
+    commission_bps: float,
+    slippage_bps: float,
+    reason: str,
+    run_id: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The orders (status filled) and their fills at the last price, with costs."""
     ts = pd.Timestamp(ts).tz_convert("UTC")
@@ -98,17 +129,40 @@ def orders_and_fills(
             raise ValueError(f"no price for {ticker} at {ts.isoformat()}: cannot de-risk it")
         oid = intraday_order_id(portfolio, ts, ticker)
         remaining = state.quantities.get(ticker, 0.0) + float(quantity)
-        order_rows.append({
-            "order_id": oid, "portfolio": portfolio, "decided_on": session, "decided_at": ts, "ticker": ticker,
-            "quantity": float(quantity), "target_weight": remaining * price / equity if equity > 0 else math.nan,
-            "reference_price": price, "status": "filled", "reason": reason, "run_id": run_id})
+        order_rows.append(
+            {
+                "order_id": oid,
+                "portfolio": portfolio,
+                "decided_on": session,
+                "decided_at": ts,
+                "ticker": ticker,
+                "quantity": float(quantity),
+                "target_weight": remaining * price / equity if equity > 0 else math.nan,
+                "reference_price": price,
+                "status": "filled",
+                "reason": reason,
+                "run_id": run_id,
+            }
+        )
         traded = abs(float(quantity) * price)
         commission, slippage = traded * commission_bps / 1e4, traded * slippage_bps / 1e4
-        fill_rows.append({
-            "fill_id": fill_id(oid), "order_id": oid, "portfolio": portfolio, "date": session, "filled_at": ts,
-            "ticker": ticker, "quantity": float(quantity), "price": price, "commission": commission,
-            "slippage": slippage, "impact": 0.0, "cash_change": -float(quantity) * price - (commission + slippage),
-            "run_id": run_id})
+        fill_rows.append(
+            {
+                "fill_id": fill_id(oid),
+                "order_id": oid,
+                "portfolio": portfolio,
+                "date": session,
+                "filled_at": ts,
+                "ticker": ticker,
+                "quantity": float(quantity),
+                "price": price,
+                "commission": commission,
+                "slippage": slippage,
+                "impact": 0.0,
+                "cash_change": -float(quantity) * price - (commission + slippage),
+                "run_id": run_id,
+            }
+        )
     return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), pd.DataFrame(fill_rows, columns=FILL_COLUMNS)
 
 
@@ -121,8 +175,11 @@ def reconcile_intraday(orders: pd.DataFrame, fills: pd.DataFrame) -> list[str]:
     if orphan.any():
         problems.append(f"fills without an order: {', '.join(merged.loc[orphan, 'fill_id'])}")
     found = merged[~orphan]
-    wrong = found[(found["ticker"] != found["ticker_order"]) | (found["status"] != "filled")
-                  | ~np.isclose(found["quantity"], found["quantity_order"])]
+    wrong = found[
+        (found["ticker"] != found["ticker_order"])
+        | (found["status"] != "filled")
+        | ~np.isclose(found["quantity"], found["quantity_order"])
+    ]
     if len(wrong):
         problems.append(f"fills not matching their order: {', '.join(wrong['fill_id'])}")
     expected = -fills["quantity"] * fills["price"] - (fills["commission"] + fills["slippage"] + fills["impact"])

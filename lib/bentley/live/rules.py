@@ -59,8 +59,9 @@ class RiskContext:
     session_close: pd.Timestamp | None = None
 
 
-def stored_risk(warehouse: Warehouse, portfolio: str, tickers: list[str], day: dt.date,
-                var_metric: str) -> tuple[float, dict[str, float]]:
+def stored_risk(
+    warehouse: Warehouse, portfolio: str, tickers: list[str], day: dt.date, var_metric: str
+) -> tuple[float, dict[str, float]]:
     """(1-day VaR of the book, daily volatility per ticker) from the latest `risk_metrics` before `day`."""
     frame = warehouse.read("risk_metrics", columns=["run_id", "scope", "metric", "value", "window_end"])
     if frame.empty:
@@ -101,15 +102,33 @@ def evaluate(snapshot: Snapshot, state: StreamState, context: RiskContext, rules
 
     rule: Any = rules.daily_loss
     if rule.enabled and math.isfinite(pnl) and pnl < -context.daily_loss_limit:
-        found.append(Finding("watch_daily_loss", book, rule.severity, pnl, context.daily_loss_limit,
-                             f"Paper portfolio {context.portfolio} is down {-pnl:.2%} ({snapshot.pnl:+,.0f}) since "
-                             f"the previous close at {at} (daily loss limit {context.daily_loss_limit:.2%})"
-                             f"{_naming(snapshot, losers)}.", losers))
+        found.append(
+            Finding(
+                "watch_daily_loss",
+                book,
+                rule.severity,
+                pnl,
+                context.daily_loss_limit,
+                f"Paper portfolio {context.portfolio} is down {-pnl:.2%} ({snapshot.pnl:+,.0f}) since "
+                f"the previous close at {at} (daily loss limit {context.daily_loss_limit:.2%})"
+                f"{_naming(snapshot, losers)}.",
+                losers,
+            )
+        )
     rule = rules.var_breach
     if rule.enabled and math.isfinite(pnl) and math.isfinite(context.var_1d) and pnl < context.var_1d:
-        found.append(Finding("watch_var_breach", book, rule.severity, pnl, context.var_1d,
-                             f"Paper portfolio {context.portfolio} is down {-pnl:.2%} at {at}, beyond its 1-day "
-                             f"{rules.var_breach.metric} of {context.var_1d:.2%}{_naming(snapshot, losers)}.", losers))
+        found.append(
+            Finding(
+                "watch_var_breach",
+                book,
+                rule.severity,
+                pnl,
+                context.var_1d,
+                f"Paper portfolio {context.portfolio} is down {-pnl:.2%} at {at}, beyond its 1-day "
+                f"{rules.var_breach.metric} of {context.var_1d:.2%}{_naming(snapshot, losers)}.",
+                losers,
+            )
+        )
     rule = rules.vol_move
     if rule.enabled:
         k = float(rule.threshold)
@@ -117,17 +136,34 @@ def evaluate(snapshot: Snapshot, state: StreamState, context: RiskContext, rules
             vol = context.daily_vol.get(ticker, math.nan)
             move = state.tickers[ticker].day_return if ticker in state.tickers else math.nan
             if math.isfinite(vol) and math.isfinite(move) and abs(move) > k * vol:
-                found.append(Finding("watch_vol_move", ticker, rule.severity, move / vol, k,
-                                     f"{ticker} moved {move:+.2%} since the previous close at {at}, "
-                                     f"{abs(move) / vol:.1f} times its daily volatility of {vol:.2%} "
-                                     f"(limit {k:g}x); position P&L {snapshot.position_pnl.get(ticker, 0.0):+,.0f}.",
-                                     (ticker,)))
+                found.append(
+                    Finding(
+                        "watch_vol_move",
+                        ticker,
+                        rule.severity,
+                        move / vol,
+                        k,
+                        f"{ticker} moved {move:+.2%} since the previous close at {at}, "
+                        f"{abs(move) / vol:.1f} times its daily volatility of {vol:.2%} "
+                        f"(limit {k:g}x); position P&L {snapshot.position_pnl.get(ticker, 0.0):+,.0f}.",
+                        (ticker,),
+                    )
+                )
     rule = rules.drawdown
     if rule.enabled and snapshot.drawdown < -float(rule.threshold):
-        found.append(Finding("watch_drawdown", book, rule.severity, snapshot.drawdown, float(rule.threshold),
-                             f"Paper portfolio {context.portfolio} is {-snapshot.drawdown:.2%} below the day's high "
-                             f"of {snapshot.high_water:,.0f} at {at} (limit {float(rule.threshold):.2%})"
-                             f"{_naming(snapshot, losers)}.", losers))
+        found.append(
+            Finding(
+                "watch_drawdown",
+                book,
+                rule.severity,
+                snapshot.drawdown,
+                float(rule.threshold),
+                f"Paper portfolio {context.portfolio} is {-snapshot.drawdown:.2%} below the day's high "
+                f"of {snapshot.high_water:,.0f} at {at} (limit {float(rule.threshold):.2%})"
+                f"{_naming(snapshot, losers)}.",
+                losers,
+            )
+        )
     rule = rules.stale_feed
     if rule.enabled and _in_session(snapshot.ts, context):
         limit = float(rule.threshold)
@@ -137,19 +173,35 @@ def evaluate(snapshot: Snapshot, state: StreamState, context: RiskContext, rules
         stale = sorted(t for t, age in ages.items() if age > limit and (math.isfinite(age) or since_open > limit))
         if stale:
             worst = max(min(ages[t], since_open) for t in stale)
-            found.append(Finding("watch_stale_feed", "feed", rule.severity, worst, limit,
-                                 f"No bar for more than {limit:g} minutes at {at} from {len(stale)} ticker(s): "
-                                 f"{', '.join(stale[:_NAMED])}{' and more' if len(stale) > _NAMED else ''}.",
-                                 tuple(stale)))
+            found.append(
+                Finding(
+                    "watch_stale_feed",
+                    "feed",
+                    rule.severity,
+                    worst,
+                    limit,
+                    f"No bar for more than {limit:g} minutes at {at} from {len(stale)} ticker(s): "
+                    f"{', '.join(stale[:_NAMED])}{' and more' if len(stale) > _NAMED else ''}.",
+                    tuple(stale),
+                )
+            )
     rule = rules.bad_tick
     if rule.enabled:
         limit = float(rule.threshold)
         for ticker, r in sorted(snapshot.bar_returns.items()):
             if abs(r) > limit:
-                found.append(Finding("watch_bad_tick", ticker, rule.severity, r, limit,
-                                     f"{ticker} jumped {math.expm1(r):+.2%} in one bar at {at} (limit "
-                                     f"{math.expm1(limit):.2%}): check the feed before trusting the marks.",
-                                     (ticker,)))
+                found.append(
+                    Finding(
+                        "watch_bad_tick",
+                        ticker,
+                        rule.severity,
+                        r,
+                        limit,
+                        f"{ticker} jumped {math.expm1(r):+.2%} in one bar at {at} (limit "
+                        f"{math.expm1(limit):.2%}): check the feed before trusting the marks.",
+                        (ticker,),
+                    )
+                )
     return found
 
 
@@ -163,7 +215,16 @@ def findings_frame(findings: list[Finding]) -> pd.DataFrame:
     """Findings in `bentley.monitoring.alerts.FINDING_COLUMNS`, for `alerts.reconcile`."""
     from bentley.monitoring.alerts import FINDING_COLUMNS
 
-    rows = [{"rule": f.rule, "scope": f.scope, "severity": f.severity, "value": f.value,
-             "threshold": f.threshold, "message": f.message} for f in findings]
+    rows = [
+        {
+            "rule": f.rule,
+            "scope": f.scope,
+            "severity": f.severity,
+            "value": f.value,
+            "threshold": f.threshold,
+            "message": f.message,
+        }
+        for f in findings
+    ]
     frame = pd.DataFrame(rows, columns=list(FINDING_COLUMNS))
     return frame.drop_duplicates(["rule", "scope"], keep="last").reset_index(drop=True)

@@ -56,8 +56,9 @@ def load_book(warehouse: Warehouse, portfolio: str, day: dt.date) -> Book:
         return Book(portfolio, None, 0.0, 0.0, {}, {})
     last = values.iloc[-1]
     as_of = pd.Timestamp(last["date"])
-    positions = warehouse.read("positions", where={"portfolio": portfolio}, start=as_of.date(), end=as_of.date(),
-                               date_column="as_of")
+    positions = warehouse.read(
+        "positions", where={"portfolio": portfolio}, start=as_of.date(), end=as_of.date(), date_column="as_of"
+    )
     held = {str(t): float(q) for t, q in zip(positions["ticker"], positions["quantity"], strict=True) if q != 0}
     closes = {str(t): float(p) for t, p in zip(positions["ticker"], positions["price"], strict=True)}
     return Book(portfolio, as_of, float(last["cash"]), float(last["equity"]), held, closes)
@@ -68,8 +69,9 @@ def previous_closes(warehouse: Warehouse, tickers: list[str], day: dt.date) -> d
     if not tickers:
         return {}
     start = day - dt.timedelta(days=14)
-    prices = warehouse.read("prices", tickers=tickers, start=start, end=day - dt.timedelta(days=1),
-                            columns=["ticker", "date", "close"])
+    prices = warehouse.read(
+        "prices", tickers=tickers, start=start, end=day - dt.timedelta(days=1), columns=["ticker", "date", "close"]
+    )
     prices = prices.dropna(subset=["close"]).sort_values(["ticker", "date"])
     last = prices.groupby("ticker").tail(1)
     return {str(t): float(c) for t, c in zip(last["ticker"], last["close"], strict=True)}
@@ -139,8 +141,11 @@ class StreamState:
             state.tickers[ticker] = TickerState(last_price=close, prev_close=close)
         for ticker in book.quantities:
             state.tickers.setdefault(ticker, TickerState(last_price=math.nan))
-        state.positions_value = sum(q * state.tickers[t].last_price for t, q in state.quantities.items()
-                                    if math.isfinite(state.tickers[t].last_price))
+        state.positions_value = sum(
+            q * state.tickers[t].last_price
+            for t, q in state.quantities.items()
+            if math.isfinite(state.tickers[t].last_price)
+        )
         state.high_water = state.last_equity = state.cash + state.positions_value
         return state
 
@@ -197,11 +202,20 @@ class StreamState:
             if math.isfinite(state.prev_close):
                 position_pnl[ticker] = position_pnl.get(ticker, 0.0) + quantity * (state.last_price - state.prev_close)
         return Snapshot(
-            ts=ts, equity=equity, cash=self.cash, positions_value=self.positions_value, prev_equity=prev, pnl=pnl,
-            pnl_pct=pnl / prev if prev > 0 else math.nan, high_water=self.high_water,
+            ts=ts,
+            equity=equity,
+            cash=self.cash,
+            positions_value=self.positions_value,
+            prev_equity=prev,
+            pnl=pnl,
+            pnl_pct=pnl / prev if prev > 0 else math.nan,
+            high_water=self.high_water,
             drawdown=equity / self.high_water - 1.0 if self.high_water > 0 else 0.0,
-            realised_vol=math.sqrt(self.equity_sum_sq), n_batches=self.n_batches, n_bars=n_bars,
-            bar_returns=returns or {}, position_pnl=position_pnl,
+            realised_vol=math.sqrt(self.equity_sum_sq),
+            n_batches=self.n_batches,
+            n_bars=n_bars,
+            bar_returns=returns or {},
+            position_pnl=position_pnl,
         )
 
     def apply_fills(self, fills: pd.DataFrame) -> None:
@@ -210,12 +224,14 @@ class StreamState:
         What a fill realises against the previous close stays in the ticker's P&L (`Snapshot.position_pnl`),
         so a position sold at a loss is still named as responsible for it.
         """
-        for ticker, quantity, fill_price, cash_change in zip(fills["ticker"], fills["quantity"], fills["price"],
-                                                             fills["cash_change"], strict=True):
+        for ticker, quantity, fill_price, cash_change in zip(
+            fills["ticker"], fills["quantity"], fills["price"], fills["cash_change"], strict=True
+        ):
             state = self.tickers.setdefault(ticker, TickerState(last_price=math.nan))
             if math.isfinite(state.prev_close):
                 self.realised[ticker] = self.realised.get(ticker, 0.0) - float(quantity) * (
-                    float(fill_price) - state.prev_close)
+                    float(fill_price) - state.prev_close
+                )
             held = self.quantities.get(ticker, 0.0) + float(quantity)
             price = state.last_price if math.isfinite(state.last_price) else 0.0
             self.positions_value += float(quantity) * price
@@ -255,8 +271,10 @@ def from_scratch(book: Book, bars: pd.DataFrame, extra_closes: dict[str, float] 
     eq = np.r_[book.equity, equity.to_numpy()]
     steps = np.log(eq[1:] / eq[:-1]) if book.equity > 0 else np.log(eq[2:] / eq[1:-1])
     return {
-        "equity": float(equity.iloc[-1]), "positions_value": float(positions_value.iloc[-1]),
-        "pnl": float(equity.iloc[-1] - book.equity), "high_water": float(high_water[-1]),
+        "equity": float(equity.iloc[-1]),
+        "positions_value": float(positions_value.iloc[-1]),
+        "pnl": float(equity.iloc[-1] - book.equity),
+        "high_water": float(high_water[-1]),
         "drawdown": float(equity.iloc[-1] / high_water[-1] - 1.0),
         "realised_vol": float(math.sqrt(np.nansum(steps**2))),
         "ticker_vol": {t: float(math.sqrt(v)) for t, v in sum_sq.items()},

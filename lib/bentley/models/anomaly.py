@@ -347,11 +347,15 @@ def top_anomalies(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     z-score) still appears, after the rows both measures rank.
     """
     flagged = table[table["flag"].to_numpy(dtype=bool)]
-    ranked = flagged.sort_values(
-        ["max_abs_z", "if_score"], ascending=False, na_position="last", kind="stable"
-    )
+    ranked = flagged.sort_values(["max_abs_z", "if_score"], ascending=False, na_position="last", kind="stable")
     columns = [
-        "ticker", "date", "method", *INPUT_COLUMNS, *Z_COLUMNS, "max_abs_z", "if_score",
+        "ticker",
+        "date",
+        "method",
+        *INPUT_COLUMNS,
+        *Z_COLUMNS,
+        "max_abs_z",
+        "if_score",
     ]
     return ranked[columns].head(n).reset_index(drop=True)
 
@@ -364,18 +368,18 @@ def anomaly_chart(prices: pd.DataFrame, table: pd.DataFrame, ticker: Any) -> Fig
     """One ticker's adjusted close over sessions, its flagged days marked in red."""
     from bentley import charts
 
-    series = (
-        prices.loc[prices["ticker"] == ticker, ["date", "adj_close"]]
-        .dropna()
-        .sort_values("date")
-    )
+    series = prices.loc[prices["ticker"] == ticker, ["date", "adj_close"]].dropna().sort_values("date")
     flagged = table.loc[(table["ticker"] == ticker) & table["flag"].astype(bool), ["date"]]
     marks = flagged.merge(series, on="date", how="inner")
 
     fig, ax = charts.figure(9, 4)
     ax.plot(series["date"], series["adj_close"], linewidth=1.0, label="Adjusted close")
     ax.scatter(
-        marks["date"], marks["adj_close"], color="red", s=25, zorder=3,
+        marks["date"],
+        marks["adj_close"],
+        color="red",
+        s=25,
+        zorder=3,
         label=f"Flagged anomaly ({len(marks)})",
     )
     ax.set_title(f"{ticker}: adjusted close and flagged anomalies")

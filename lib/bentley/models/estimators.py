@@ -38,10 +38,6 @@ def estimator_class(path: str) -> type[BaseEstimator]:
     except ImportError as exc:
         raise ValueError(f"classifier {path!r}: no module {module_name!r}") from exc
     cls = getattr(module, name, None)
-    if not (
-        isinstance(cls, type)
-        and issubclass(cls, BaseEstimator)
-        and issubclass(cls, ClassifierMixin)
-    ):
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator) and issubclass(cls, ClassifierMixin)):
         raise ValueError(f"classifier {path!r} is not a scikit-learn classifier class")
     return cls

@@ -105,17 +105,27 @@ class TrainingData:
 
 
 def training_data(
-    features: pd.DataFrame, prices: pd.DataFrame, sentiment: pd.DataFrame, ml: Any, benchmark: str,
+    features: pd.DataFrame,
+    prices: pd.DataFrame,
+    sentiment: pd.DataFrame,
+    ml: Any,
+    benchmark: str,
     tradable: Collection[str] | None = None,
 ) -> TrainingData:
     """Model frame and splits. Rows are tradable names only (`bentley.inputs.tradable_tickers`;
     None: the `^` convention): the benchmark and every other index are inputs, never rows."""
-    frame = prediction.model_frame(features, prices, sentiment, horizon=ml.horizon, exclude=[benchmark],
-                                   tradable=tradable)
+    frame = prediction.model_frame(
+        features, prices, sentiment, horizon=ml.horizon, exclude=[benchmark], tradable=tradable
+    )
     labelled = np.sort(frame.loc[frame["label"].notna(), "date"].unique())
     walk_forward = splits.purged_walk_forward(
-        labelled, refit_every_months=ml.refit_every_months, min_folds=ml.min_folds, horizon=ml.horizon,
-        embargo=ml.embargo, holdout_sessions=ml.holdout_sessions, min_train_sessions=ml.min_train_sessions,
+        labelled,
+        refit_every_months=ml.refit_every_months,
+        min_folds=ml.min_folds,
+        horizon=ml.horizon,
+        embargo=ml.embargo,
+        holdout_sessions=ml.holdout_sessions,
+        min_train_sessions=ml.min_train_sessions,
     )
     return TrainingData(frame=frame, feature_cols=prediction.feature_names(frame), walk_forward=walk_forward)
 
@@ -125,10 +135,12 @@ def dataset_sentence(data: TrainingData) -> str:
     labels = data.frame["label"]
     holdout = data.rows(data.walk_forward.holdout.test)["label"]
     rate, up = prediction.majority_rate(holdout)
-    return (f"{len(data.feature_cols)} inputs, {data.frame['ticker'].nunique()} tickers, {int(labels.notna().sum()):,} "
-            f"labelled rows; the label is up on {labels.mean():.1%} of them. On the {len(holdout):,} holdout rows, "
-            f"always predicting '{'up' if up else 'down'}' is right {rate:.1%} of the time: the accuracy any model "
-            "must beat.")
+    return (
+        f"{len(data.feature_cols)} inputs, {data.frame['ticker'].nunique()} tickers, {int(labels.notna().sum()):,} "
+        f"labelled rows; the label is up on {labels.mean():.1%} of them. On the {len(holdout):,} holdout rows, "
+        f"always predicting '{'up' if up else 'down'}' is right {rate:.1%} of the time: the accuracy any model "
+        "must beat."
+    )
 
 
 def split_table(data: TrainingData) -> pd.DataFrame:
@@ -136,11 +148,17 @@ def split_table(data: TrainingData) -> pd.DataFrame:
     rows = []
     for split in [*data.walk_forward.folds, data.walk_forward.holdout]:
         train, test = data.rows(split.train), data.rows(split.test)
-        rows.append({
-            "split": split.name, "train_from": split.train.min(), "train_to": split.train.max(),
-            "test_from": split.test.min(), "test_to": split.test.max(),
-            "train_rows": len(train), "test_rows": len(test),
-        })
+        rows.append(
+            {
+                "split": split.name,
+                "train_from": split.train.min(),
+                "train_to": split.train.max(),
+                "test_from": split.test.min(),
+                "test_to": split.test.max(),
+                "train_rows": len(train),
+                "test_rows": len(test),
+            }
+        )
     frame = pd.DataFrame(rows)
     for column in ("train_from", "train_to", "test_from", "test_to"):
         frame[column] = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%d")
@@ -174,8 +192,10 @@ def data_as_of(version: RegisteredVersion) -> dt.date:
 
 def window_text(version: RegisteredVersion) -> str:
     """`v3 (data as of 2026-12-02, fitted on 2021-01-04 to 2026-08-20)`, for sentences."""
-    return (f"{version.label} (data as of {data_as_of(version):%Y-%m-%d}, fitted on "
-            f"{version.tags.get(TRAIN_START_TAG, '?')} to {version.tags.get(TRAIN_END_TAG, '?')})")
+    return (
+        f"{version.label} (data as of {data_as_of(version):%Y-%m-%d}, fitted on "
+        f"{version.tags.get(TRAIN_START_TAG, '?')} to {version.tags.get(TRAIN_END_TAG, '?')})"
+    )
 
 
 def usable_champion(store: ModelStore, ml: Any, logical_date: dt.date, run_id: str) -> ChampionChoice:
@@ -198,26 +218,41 @@ def usable_champion(store: ModelStore, ml: Any, logical_date: dt.date, run_id: s
     current = registry.champion_before(versions[alias], versions, own) if alias in versions else None
     when = f"{logical_date:%Y-%m-%d}"
     if current is not None and data_as_of(current) <= logical_date:
-        return ChampionChoice(current, logical_date, False,
-                              f"The registry's champion {window_text(current)} saw no data after this run's "
-                              f"logical date {when}: it is this run's champion.")
+        return ChampionChoice(
+            current,
+            logical_date,
+            False,
+            f"The registry's champion {window_text(current)} saw no data after this run's "
+            f"logical date {when}: it is this run's champion.",
+        )
     promoted = [v for n, v in versions.items() if n not in own and not registry.is_crashed(v) and _promoted(v)]
     later = [v for v in [current, *promoted] if v is not None and data_as_of(v) > logical_date]
     if not later:
-        return ChampionChoice(None, logical_date, False,
-                              "No champion is registered yet, so there is nothing to monitor.")
+        return ChampionChoice(
+            None, logical_date, False, "No champion is registered yet, so there is nothing to monitor."
+        )
     newest = current or max(later, key=_recency)
-    ahead = (f"The registry's champion {newest.label} was trained on data to {data_as_of(newest):%Y-%m-%d}, "
-             f"after this run's logical date {when}")
+    ahead = (
+        f"The registry's champion {newest.label} was trained on data to {data_as_of(newest):%Y-%m-%d}, "
+        f"after this run's logical date {when}"
+    )
     earlier = [v for v in promoted if data_as_of(v) <= logical_date]
     if not earlier:
-        return ChampionChoice(None, logical_date, True,
-                              f"{ahead}, and no version was promoted for a date up to {when}: this run trains on "
-                              "its own data and registers backdated versions, moving no alias.")
+        return ChampionChoice(
+            None,
+            logical_date,
+            True,
+            f"{ahead}, and no version was promoted for a date up to {when}: this run trains on "
+            "its own data and registers backdated versions, moving no alias.",
+        )
     chosen = max(earlier, key=_recency)
-    return ChampionChoice(chosen, logical_date, True,
-                          f"{ahead}; using {window_text(chosen)}, the newest version promoted for a date up to "
-                          f"{when}, read-only: no alias moves in this run.")
+    return ChampionChoice(
+        chosen,
+        logical_date,
+        True,
+        f"{ahead}; using {window_text(chosen)}, the newest version promoted for a date up to "
+        f"{when}, read-only: no alias moves in this run.",
+    )
 
 
 def _promoted(version: RegisteredVersion) -> bool:
@@ -264,7 +299,7 @@ def monitor_champion(
     trained = (data.frame["date"] >= pd.Timestamp(champion.tags[TRAIN_START_TAG])) & (
         data.frame["date"] <= pd.Timestamp(champion.tags[TRAIN_END_TAG])
     )
-    latest = data.rows(np.sort(data.frame["date"].unique())[-settings.recent_sessions:], labelled=False)
+    latest = data.rows(np.sort(data.frame["date"].unique())[-settings.recent_sessions :], labelled=False)
     present = [f for f in features if f in data.frame.columns]
     psi = drift.feature_psi(data.frame[trained], latest, columns=present, bins=settings.psi_bins)
     significant = int((psi["status"] == "significant").sum())
@@ -272,17 +307,29 @@ def monitor_champion(
     if missing:
         reason = f"the champion's inputs {', '.join(missing)} are no longer produced: retrain"
     elif required:
-        reason = (f"accuracy {metrics['accuracy']:.3f} on the last {len(recent_dates)} labelled sessions is "
-                  f"{degradation:.1%} below its holdout accuracy {holdout_accuracy:.3f} "
-                  f"(limit {settings.max_degradation:.0%}): retrain")
+        reason = (
+            f"accuracy {metrics['accuracy']:.3f} on the last {len(recent_dates)} labelled sessions is "
+            f"{degradation:.1%} below its holdout accuracy {holdout_accuracy:.3f} "
+            f"(limit {settings.max_degradation:.0%}): retrain"
+        )
     else:
-        reason = (f"accuracy {metrics['accuracy']:.3f} on the last {len(recent_dates)} labelled sessions vs "
-                  f"{holdout_accuracy:.3f} on its holdout: within the {settings.max_degradation:.0%} limit")
+        reason = (
+            f"accuracy {metrics['accuracy']:.3f} on the last {len(recent_dates)} labelled sessions vs "
+            f"{holdout_accuracy:.3f} on its holdout: within the {settings.max_degradation:.0%} limit"
+        )
     row = {
-        "run_id": run_id, "model_name": champion.name, "model_version": champion.version, "as_of": as_of,
-        "holdout_accuracy": holdout_accuracy, "recent_accuracy": metrics["accuracy"], "degradation": degradation,
-        "n_recent": len(recent), "max_psi": float(psi["psi"].max()) if psi["psi"].notna().any() else math.nan,
-        "drifted_features": significant, "retraining_required": required, "reason": reason,
+        "run_id": run_id,
+        "model_name": champion.name,
+        "model_version": champion.version,
+        "as_of": as_of,
+        "holdout_accuracy": holdout_accuracy,
+        "recent_accuracy": metrics["accuracy"],
+        "degradation": degradation,
+        "n_recent": len(recent),
+        "max_psi": float(psi["psi"].max()) if psi["psi"].notna().any() else math.nan,
+        "drifted_features": significant,
+        "retraining_required": required,
+        "reason": reason,
     }
     return Monitoring(row=row, drift=psi)
 
@@ -291,15 +338,16 @@ def training_reason(choice: ChampionChoice, retrain: bool, monitoring: Monitorin
     """Whether this run trains, and why, in one sentence for the report."""
     champion = choice.version
     if champion is None and choice.backdated:
-        return True, (f"No model may be used for {choice.as_of:%Y-%m-%d} yet: this run trains one on data as of "
-                      "that date, registered as a backdated version that no alias points at.")
+        return True, (
+            f"No model may be used for {choice.as_of:%Y-%m-%d} yet: this run trains one on data as of "
+            "that date, registered as a backdated version that no alias points at."
+        )
     if champion is None:
         return True, "No champion is registered yet: this run trains the first one."
     if retrain:
         return True, f"`ml.retrain` is true: a challenger is trained against champion {champion.label}."
     flagged = monitoring is not None and monitoring.retraining_required
-    note = (" Monitoring asks for retraining; the scheduler (or `--set ml.retrain=true`) starts it."
-            if flagged else "")
+    note = " Monitoring asks for retraining; the scheduler (or `--set ml.retrain=true`) starts it." if flagged else ""
     return False, f"Champion {champion.label} is kept without training (`ml.retrain` is false).{note}"
 
 
@@ -343,16 +391,18 @@ def _pool(workers: int | None) -> Iterator[ThreadPoolExecutor]:
     saved = warnings.filters[:]
     warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
     try:
-        with ThreadPoolExecutor(max(1, workers or default_workers()), thread_name_prefix="fit",
-                                initializer=_one_thread_per_fit) as pool:
+        with ThreadPoolExecutor(
+            max(1, workers or default_workers()), thread_name_prefix="fit", initializer=_one_thread_per_fit
+        ) as pool:
             yield pool
     finally:
         cast("list[Any]", warnings.filters)[:] = saved  # a list at runtime; the stubs say Sequence
         getattr(warnings, "_filters_mutated", lambda: None)()
 
 
-def train_candidates(data: TrainingData, ml: Any, progress: Progress | None = None,
-                     workers: int | None = None) -> dict[str, prediction.CandidateResult]:
+def train_candidates(
+    data: TrainingData, ml: Any, progress: Progress | None = None, workers: int | None = None
+) -> dict[str, prediction.CandidateResult]:
     """Every candidate through its walk-forward refits and the holdout fit (see
     `prediction.evaluate_candidate`, which this gives the same results as), the fits of all
     candidates sharing one pool of `workers` threads, each refit reported to `progress`."""
@@ -362,8 +412,17 @@ def train_candidates(data: TrainingData, ml: Any, progress: Progress | None = No
     splits_ = [*data.walk_forward.refits, data.walk_forward.holdout]
     with _pool(workers) as pool:
         planned = {
-            name: [pool.submit(prediction._fit_and_score, labelled, data.feature_cols, name,
-                               prediction.build_estimator(name, spec, seed=ml.seed), split) for split in splits_]
+            name: [
+                pool.submit(
+                    prediction._fit_and_score,
+                    labelled,
+                    data.feature_cols,
+                    name,
+                    prediction.build_estimator(name, spec, seed=ml.seed),
+                    split,
+                )
+                for split in splits_
+            ]
             for name, spec in specs.items()
         }
         total, done = sum(map(len, planned.values())), 0
@@ -372,19 +431,29 @@ def train_candidates(data: TrainingData, ml: Any, progress: Progress | None = No
                 future.result()
                 done += 1
                 say(f"training: refit {number}/{len(futures)} of {name} ({done}/{total} fits)")
-    return {name: _candidate_result(name, specs[name], [f.result() for f in futures], data.walk_forward,
-                                    labelled.rows["date"])
-            for name, futures in planned.items()}
+    return {
+        name: _candidate_result(
+            name, specs[name], [f.result() for f in futures], data.walk_forward, labelled.rows["date"]
+        )
+        for name, futures in planned.items()
+    }
 
 
-def _candidate_result(name: str, spec: Mapping[str, Any], fitted: Sequence[Any], walk_forward: splits.WalkForward,
-                      labelled_dates: pd.Series) -> prediction.CandidateResult:
+def _candidate_result(
+    name: str,
+    spec: Mapping[str, Any],
+    fitted: Sequence[Any],
+    walk_forward: splits.WalkForward,
+    labelled_dates: pd.Series,
+) -> prediction.CandidateResult:
     """`prediction.evaluate_candidate`'s result from the fits of its refits and holdout, in that order."""
     out_of_sample = pd.concat([predictions for _, predictions, _ in fitted[:-1]], ignore_index=True)
     predicted_dates = out_of_sample["date"]
     fold_rows = [
-        {"split": fold.name, **prediction.classification_metrics(
-            out_of_sample[splits.rows_in(predicted_dates, fold.test)])}
+        {
+            "split": fold.name,
+            **prediction.classification_metrics(out_of_sample[splits.rows_in(predicted_dates, fold.test)]),
+        }
         for fold in walk_forward.folds
     ]
     model, holdout, train = fitted[-1]
@@ -406,13 +475,18 @@ def importances(result: prediction.CandidateResult, data: TrainingData, ml: Any)
     """Importances measured on the holdout, which the final model has not seen."""
     holdout = data.rows(data.walk_forward.holdout.test)
     return prediction.feature_importances(
-        result.model, holdout[data.feature_cols], holdout["label"].to_numpy(), seed=ml.seed,
-        n_repeats=ml.importance.n_repeats, max_rows=ml.importance.max_rows,
+        result.model,
+        holdout[data.feature_cols],
+        holdout["label"].to_numpy(),
+        seed=ml.seed,
+        n_repeats=ml.importance.n_repeats,
+        max_rows=ml.importance.max_rows,
     )
 
 
-def all_importances(results: Mapping[str, prediction.CandidateResult], data: TrainingData, ml: Any,
-                    workers: int | None = None) -> dict[str, pd.DataFrame]:
+def all_importances(
+    results: Mapping[str, prediction.CandidateResult], data: TrainingData, ml: Any, workers: int | None = None
+) -> dict[str, pd.DataFrame]:
     """`importances` of every candidate, side by side on a pool of threads."""
     with _pool(workers) as pool:
         futures = {name: pool.submit(importances, result, data, ml) for name, result in results.items()}
@@ -428,8 +502,15 @@ def cv_summary(results: Mapping[str, prediction.CandidateResult]) -> pd.DataFram
             if metric == "n":
                 continue
             values = pd.to_numeric(folds[metric], errors="coerce")
-            rows.append({"candidate": name, "metric": metric, "cv_mean": values.mean(), "cv_std": values.std(ddof=1),
-                         "holdout": result.holdout_metrics.get(metric, math.nan)})
+            rows.append(
+                {
+                    "candidate": name,
+                    "metric": metric,
+                    "cv_mean": values.mean(),
+                    "cv_std": values.std(ddof=1),
+                    "holdout": result.holdout_metrics.get(metric, math.nan),
+                }
+            )
     table = pd.DataFrame(rows)
     return table.pivot(index="metric", columns="candidate", values=["cv_mean", "cv_std", "holdout"])
 
@@ -455,9 +536,17 @@ def version_tags(
 
 
 def register_candidates(
-    store: ModelStore, results: Mapping[str, prediction.CandidateResult], importance: Mapping[str, pd.DataFrame],
-    data: TrainingData, ml: Any, choice: ChampionChoice, *, run_id: str, config: Mapping[str, Any],
-    parent_run_id: str | None, background: bool = False,
+    store: ModelStore,
+    results: Mapping[str, prediction.CandidateResult],
+    importance: Mapping[str, pd.DataFrame],
+    data: TrainingData,
+    ml: Any,
+    choice: ChampionChoice,
+    *,
+    run_id: str,
+    config: Mapping[str, Any],
+    parent_run_id: str | None,
+    background: bool = False,
 ) -> Any:
     """Every trained candidate becomes a version of `ml.registered_model` (the same one again
     when this pipeline run already registered that identical model: see `ModelStore.log_candidate`).
@@ -468,25 +557,50 @@ def register_candidates(
     """
     if background:
         executor = ThreadPoolExecutor(1, thread_name_prefix="register")
-        future = executor.submit(register_candidates, store, results, importance, data, ml, choice, run_id=run_id,
-                                 config=config, parent_run_id=parent_run_id)
+        future = executor.submit(
+            register_candidates,
+            store,
+            results,
+            importance,
+            data,
+            ml,
+            choice,
+            run_id=run_id,
+            config=config,
+            parent_run_id=parent_run_id,
+        )
         executor.shutdown(wait=False)
         return future
     example = data.rows(data.walk_forward.holdout.test)[data.feature_cols]
     versions = {}
     for name, result in results.items():
         versions[name] = store.log_candidate(
-            model_name=ml.registered_model, candidate=name, model=result.model, example=example,
-            params={"candidate": name, "model": result.spec, "ml": config["ml"], "features": data.feature_cols,
-                    "train_start": f"{result.train_start:%Y-%m-%d}", "train_end": f"{result.train_end:%Y-%m-%d}"},
-            fold_metrics=result.fold_metrics, holdout_metrics=result.holdout_metrics,
-            importances=importance[name], config=config, pipeline_run_id=run_id,
-            version_tags=version_tags(result, data, ml, run_id, choice), parent_run_id=parent_run_id,
+            model_name=ml.registered_model,
+            candidate=name,
+            model=result.model,
+            example=example,
+            params={
+                "candidate": name,
+                "model": result.spec,
+                "ml": config["ml"],
+                "features": data.feature_cols,
+                "train_start": f"{result.train_start:%Y-%m-%d}",
+                "train_end": f"{result.train_end:%Y-%m-%d}",
+            },
+            fold_metrics=result.fold_metrics,
+            holdout_metrics=result.holdout_metrics,
+            importances=importance[name],
+            config=config,
+            pipeline_run_id=run_id,
+            version_tags=version_tags(result, data, ml, run_id, choice),
+            parent_run_id=parent_run_id,
         )
     return versions
 
 
-def score_on_holdout(model: Any, champion: RegisteredVersion, data: TrainingData) -> tuple[pd.DataFrame | None, str | None]:
+def score_on_holdout(
+    model: Any, champion: RegisteredVersion, data: TrainingData
+) -> tuple[pd.DataFrame | None, str | None]:
     """The champion's predictions on this run's holdout rows, or why it cannot be fairly scored."""
     features = champion.tags[FEATURES_TAG].split(",")
     missing = sorted(set(features) - set(data.frame.columns))
@@ -494,13 +608,22 @@ def score_on_holdout(model: Any, champion: RegisteredVersion, data: TrainingData
         return None, f"champion {champion.label} needs inputs this run does not produce ({', '.join(missing)})"
     trained_until = pd.Timestamp(champion.tags[TRAIN_END_TAG])
     if trained_until >= data.holdout_start:
-        return None, (f"champion {champion.label} was trained on data up to {trained_until:%Y-%m-%d}, inside this "
-                      f"holdout (from {data.holdout_start:%Y-%m-%d}); a backfill cannot judge it fairly")
+        return None, (
+            f"champion {champion.label} was trained on data up to {trained_until:%Y-%m-%d}, inside this "
+            f"holdout (from {data.holdout_start:%Y-%m-%d}); a backfill cannot judge it fairly"
+        )
     return _scored(model, data.rows(data.walk_forward.holdout.test), features), None
 
 
-def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFrame, data: TrainingData,
-                     ml: Any, progress: Progress | None = None, workers: int | None = None) -> registry.Evidence:
+def holdout_evidence(
+    template: Pipeline,
+    features: list[str],
+    scored: pd.DataFrame,
+    data: TrainingData,
+    ml: Any,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> registry.Evidence:
     """A model's holdout predictions `scored`, and what it takes to believe them.
 
     `template` is the model's unfitted pipeline (its class, hyperparameters and seed): it is
@@ -514,11 +637,25 @@ def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFra
     return registry.Evidence(
         metric=settings.metric,
         metrics=prediction.classification_metrics(scored),
-        null=shuffled_label_null(data.frame, features, template, data.walk_forward.holdout, settings.metric,
-                                 permutations=settings.permutations, seed=ml.seed, progress=progress,
-                                 workers=workers),
-        ci=prediction.bootstrap_interval(scored, settings.metric, block_sessions=ml.horizon,
-                                         resamples=settings.bootstrap, confidence=settings.confidence, seed=ml.seed),
+        null=shuffled_label_null(
+            data.frame,
+            features,
+            template,
+            data.walk_forward.holdout,
+            settings.metric,
+            permutations=settings.permutations,
+            seed=ml.seed,
+            progress=progress,
+            workers=workers,
+        ),
+        ci=prediction.bootstrap_interval(
+            scored,
+            settings.metric,
+            block_sessions=ml.horizon,
+            resamples=settings.bootstrap,
+            confidence=settings.confidence,
+            seed=ml.seed,
+        ),
         confidence=settings.confidence,
         majority_rate=rate,
         majority_up=up,
@@ -527,8 +664,16 @@ def holdout_evidence(template: Pipeline, features: list[str], scored: pd.DataFra
 
 
 def shuffled_label_null(
-    frame: pd.DataFrame, feature_cols: Sequence[str], template: Pipeline, split: splits.Split, metric: str, *,
-    permutations: int, seed: int, progress: Progress | None = None, workers: int | None = None,
+    frame: pd.DataFrame,
+    feature_cols: Sequence[str],
+    template: Pipeline,
+    split: splits.Split,
+    metric: str,
+    *,
+    permutations: int,
+    seed: int,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """`prediction.shuffled_label_scores`, computed faster: the same permutations (the same
     generator, seed and order), the same refits of the template's class on the split's
@@ -586,13 +731,27 @@ def _is_plain_logistic(classifier: Any) -> bool:
     penalty, ratio = params.get("penalty", "l2"), params.get("l1_ratio")
     l2 = (penalty == "l2" and ratio in (None, 0, 0.0)) or (penalty == "deprecated" and ratio in (None, 0, 0.0))
     c = params.get("C", 1.0)
-    return bool(l2 and params.get("fit_intercept", True) and params.get("class_weight") is None
-                and not params.get("dual", False) and params.get("solver") != "liblinear"
-                and isinstance(c, int | float) and math.isfinite(c) and c > 0)
+    return bool(
+        l2
+        and params.get("fit_intercept", True)
+        and params.get("class_weight") is None
+        and not params.get("dual", False)
+        and params.get("solver") != "liblinear"
+        and isinstance(c, int | float)
+        and math.isfinite(c)
+        and c > 0
+    )
 
 
-def _logistic_null(z_train: np.ndarray, labels: np.ndarray, z_test: np.ndarray, *, c: float,
-                   tolerance: float = 1e-10, max_iter: int = 200) -> np.ndarray:
+def _logistic_null(
+    z_train: np.ndarray,
+    labels: np.ndarray,
+    z_test: np.ndarray,
+    *,
+    c: float,
+    tolerance: float = 1e-10,
+    max_iter: int = 200,
+) -> np.ndarray:
     """P(up) on `z_test` of L2 logistic regressions fitted on `z_train` with each column of `labels`.
 
     Each column k solves LogisticRegression's problem, min over (w, b) of
@@ -618,7 +777,7 @@ def _logistic_null(z_train: np.ndarray, labels: np.ndarray, z_test: np.ndarray, 
     out = np.empty((z_test.shape[0], labels.shape[1]))
     block = max(1, min(labels.shape[1], 4_000_000 // max(n, 1)))
     for start in range(0, labels.shape[1], block):
-        y = labels[:, start:start + block].astype(np.float64)
+        y = labels[:, start : start + block].astype(np.float64)
         theta = np.zeros((p + 1, y.shape[1]))
         theta[-1] = logit(np.clip(y.mean(axis=0), 1e-12, 1 - 1e-12))
         active = np.ones(y.shape[1], dtype=bool)
@@ -635,7 +794,7 @@ def _logistic_null(z_train: np.ndarray, labels: np.ndarray, z_test: np.ndarray, 
 
             fitted = LogisticRegression(C=c, max_iter=10_000, tol=1e-10).fit(z_train, y[:, k])
             theta[:-1, k], theta[-1, k] = fitted.coef_[0], fitted.intercept_[0]
-        out[:, start:start + block] = expit(x_test @ theta)
+        out[:, start : start + block] = expit(x_test @ theta)
     return out
 
 
@@ -652,10 +811,16 @@ class Outcome:
 
 
 def promote(
-    store: ModelStore, results: Mapping[str, prediction.CandidateResult],
+    store: ModelStore,
+    results: Mapping[str, prediction.CandidateResult],
     versions: Mapping[str, RegisteredVersion] | Future[dict[str, RegisteredVersion]],
-    choice: ChampionChoice, champion_model: Any, data: TrainingData, ml: Any, run_id: str,
-    progress: Progress | None = None, workers: int | None = None,
+    choice: ChampionChoice,
+    champion_model: Any,
+    data: TrainingData,
+    ml: Any,
+    run_id: str,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> Outcome:
     """Best CV candidate vs this run's champion on the same holdout, each with its evidence;
     tags (and aliases, for the latest date) follow the decision. `versions` may still be
@@ -664,33 +829,57 @@ def promote(
     name = registry.pick_challenger({n: r.fold_metrics for n, r in results.items()}, ml.promotion.metric)
     result = results[name]
     say = progress or _quiet
-    evidence = holdout_evidence(prediction.build_estimator(name, result.spec, seed=ml.seed), data.feature_cols,
-                                result.holdout_predictions, data, ml,
-                                progress=lambda text: say(f"challenger {name}: {text}"), workers=workers)
+    evidence = holdout_evidence(
+        prediction.build_estimator(name, result.spec, seed=ml.seed),
+        data.feature_cols,
+        result.holdout_predictions,
+        data,
+        ml,
+        progress=lambda text: say(f"challenger {name}: {text}"),
+        workers=workers,
+    )
     champion_evidence, unfit = None, None
     if champion is not None:
         scored, unfit = score_on_holdout(champion_model, champion, data)
         if scored is not None:
-            champion_evidence = holdout_evidence(clone(champion_model), champion.tags[FEATURES_TAG].split(","),
-                                                 scored, data, ml, workers=workers,
-                                                 progress=lambda text: say(f"champion {champion.label}: {text}"))
+            champion_evidence = holdout_evidence(
+                clone(champion_model),
+                champion.tags[FEATURES_TAG].split(","),
+                scored,
+                data,
+                ml,
+                workers=workers,
+                progress=lambda text: say(f"champion {champion.label}: {text}"),
+            )
     if isinstance(versions, Future):
         say("waiting for the candidates' registration")
         versions = versions.result()
     challenger = versions[name]
     decision = registry.decide(evidence, champion_evidence, promotion=ml.promotion, champion_unfit=unfit)
     apply_decision(store, decision, ml.registered_model, challenger, choice)
-    row = pd.DataFrame([{
-        "run_id": run_id, "model_name": ml.registered_model, "challenger_version": challenger.version,
-        "champion_version": None if champion is None else champion.version, **decision.as_row(),
-        "decided_at": dt.datetime.now(dt.UTC),
-    }])
+    row = pd.DataFrame(
+        [
+            {
+                "run_id": run_id,
+                "model_name": ml.registered_model,
+                "challenger_version": challenger.version,
+                "champion_version": None if champion is None else champion.version,
+                **decision.as_row(),
+                "decided_at": dt.datetime.now(dt.UTC),
+            }
+        ]
+    )
     table = decision_table(decision, challenger, champion, ml.promotion)
     return Outcome(decision=decision, candidate=name, challenger=challenger, champion=champion, table=table, row=row)
 
 
-def apply_decision(store: ModelStore, decision: registry.Decision, model_name: str,
-                   challenger: RegisteredVersion, choice: ChampionChoice) -> None:
+def apply_decision(
+    store: ModelStore,
+    decision: registry.Decision,
+    model_name: str,
+    challenger: RegisteredVersion,
+    choice: ChampionChoice,
+) -> None:
     """The decision tags on the challenger's version, then its aliases unless the run is backdated.
 
     A promoted version gets `promoted_for` (the run's logical date), which is what a backdated
@@ -730,31 +919,42 @@ def apply_decision(store: ModelStore, decision: registry.Decision, model_name: s
 EVIDENCE_ROWS: tuple[str, ...] = ("holdout_rows", "p_value", "ci_lower", "ci_upper", "majority_rate")
 
 
-def decision_table(decision: registry.Decision, challenger: RegisteredVersion, champion: RegisteredVersion | None,
-                   promotion: Any) -> pd.DataFrame:
+def decision_table(
+    decision: registry.Decision, challenger: RegisteredVersion, champion: RegisteredVersion | None, promotion: Any
+) -> pd.DataFrame:
     """Side by side on the same holdout: both models' metrics and evidence, and what promotion requires."""
     metrics = [m for m in prediction.METRIC_NAMES if m != "n"]
 
     def column(evidence: registry.Evidence | None) -> list[float]:
         if evidence is None:
             return [math.nan] * (len(metrics) + len(EVIDENCE_ROWS))
-        return [*(evidence.metrics.get(m, math.nan) for m in metrics), float(evidence.rows), evidence.p_value,
-                *evidence.ci, evidence.majority_rate]
+        return [
+            *(evidence.metrics.get(m, math.nan) for m in metrics),
+            float(evidence.rows),
+            evidence.p_value,
+            *evidence.ci,
+            evidence.majority_rate,
+        ]
 
     no_skill = decision.challenger.no_skill
     required = {m: f">= {minimum:g}" for m, minimum in promotion.gates.items()}
     if promotion.beat_majority:
         required["accuracy"] = " and ".join(filter(None, [required.get("accuracy"), "> majority_rate"]))
-    required.update({
-        "holdout_rows": f">= {promotion.min_holdout_rows}",
-        "p_value": f"<= {promotion.max_p_value:g}",
-        "ci_lower": f"> {no_skill:.4g}" if promotion.ci_lower_above_no_skill else "",
-    })
-    return pd.DataFrame({
-        f"challenger {challenger.label}": column(decision.challenger),
-        ("champion " + champion.label) if champion is not None else "champion (none)": column(decision.champion),
-        "required": [required.get(m, "") for m in [*metrics, *EVIDENCE_ROWS]],
-    }, index=pd.Index([*metrics, *EVIDENCE_ROWS], name="metric"))
+    required.update(
+        {
+            "holdout_rows": f">= {promotion.min_holdout_rows}",
+            "p_value": f"<= {promotion.max_p_value:g}",
+            "ci_lower": f"> {no_skill:.4g}" if promotion.ci_lower_above_no_skill else "",
+        }
+    )
+    return pd.DataFrame(
+        {
+            f"challenger {challenger.label}": column(decision.challenger),
+            ("champion " + champion.label) if champion is not None else "champion (none)": column(decision.champion),
+            "required": [required.get(m, "") for m in [*metrics, *EVIDENCE_ROWS]],
+        },
+        index=pd.Index([*metrics, *EVIDENCE_ROWS], name="metric"),
+    )
 
 
 def control_sentence(outcome: Outcome) -> str:
@@ -762,12 +962,14 @@ def control_sentence(outcome: Outcome) -> str:
     evidence = outcome.decision.challenger
     low, high = np.percentile(evidence.null, [5, 95])
     metric = evidence.metric
-    return (f"{evidence.model_class} (the class of the challenger, `{outcome.candidate}`) refitted "
-            f"{evidence.null.size} times on shuffled training labels: mean holdout {metric} "
-            f"{evidence.null.mean():.3f}, 5–95% of the refits between {low:.3f} and {high:.3f}; no information "
-            f"scores {evidence.no_skill:.3f}. A mean clearly above that means information reaches the model "
-            f"another way than through the labels. The challenger's {evidence.value:.3f} is matched or beaten by "
-            f"{evidence.reached} of them (p = {evidence.p_value:.2g}).")
+    return (
+        f"{evidence.model_class} (the class of the challenger, `{outcome.candidate}`) refitted "
+        f"{evidence.null.size} times on shuffled training labels: mean holdout {metric} "
+        f"{evidence.null.mean():.3f}, 5–95% of the refits between {low:.3f} and {high:.3f}; no information "
+        f"scores {evidence.no_skill:.3f}. A mean clearly above that means information reaches the model "
+        f"another way than through the labels. The challenger's {evidence.value:.3f} is matched or beaten by "
+        f"{evidence.reached} of them (p = {evidence.p_value:.2g})."
+    )
 
 
 # --------------------------------------------------------------------------- predictions
@@ -787,7 +989,9 @@ def champion_after(
     return choice.version, model_before
 
 
-def latest_predictions(model: Any, champion: RegisteredVersion, data: TrainingData, ml: Any, run_id: str) -> pd.DataFrame:
+def latest_predictions(
+    model: Any, champion: RegisteredVersion, data: TrainingData, ml: Any, run_id: str
+) -> pd.DataFrame:
     """The champion's P(up) for every row whose label is not known yet (the latest sessions)."""
     features = champion.tags[FEATURES_TAG].split(",")
     rows = prediction.unlabelled_rows(data.frame)
@@ -813,12 +1017,20 @@ def walk_forward_predictions(
     stage runs for.
     """
     rows = result.out_of_sample
-    return pd.DataFrame({
-        "run_id": run_id, "ticker": rows["ticker"].to_numpy(), "date": rows["date"].to_numpy(),
-        "proba_up": rows["proba"].to_numpy(), "predicted_up": rows["proba"].to_numpy() >= 0.5,
-        "horizon": ml.horizon, "model_name": version.name, "model_version": version.version,
-        "predicted_at": dt.datetime.now(dt.UTC), "kind": WALK_FORWARD,
-    })
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "ticker": rows["ticker"].to_numpy(),
+            "date": rows["date"].to_numpy(),
+            "proba_up": rows["proba"].to_numpy(),
+            "predicted_up": rows["proba"].to_numpy() >= 0.5,
+            "horizon": ml.horizon,
+            "model_name": version.name,
+            "model_version": version.version,
+            "predicted_at": dt.datetime.now(dt.UTC),
+            "kind": WALK_FORWARD,
+        }
+    )
 
 
 def latest_view(predicted: pd.DataFrame) -> pd.DataFrame:
@@ -828,36 +1040,51 @@ def latest_view(predicted: pd.DataFrame) -> pd.DataFrame:
     return latest.sort_values("proba_up", ascending=False, kind="stable")[columns].reset_index(drop=True)
 
 
-def predictions_sentence(predicted: pd.DataFrame | None, version: RegisteredVersion | None, choice: ChampionChoice,
-                         outcome: Outcome | None, ml: Any) -> str:
+def predictions_sentence(
+    predicted: pd.DataFrame | None,
+    version: RegisteredVersion | None,
+    choice: ChampionChoice,
+    outcome: Outcome | None,
+    ml: Any,
+) -> str:
     """Which version predicts for this run's date, its training window and why, then what it expects."""
     when = f"{choice.as_of:%Y-%m-%d}"
     if predicted is None or version is None:
         unusable = "no version promoted for a date up to it exists and " if choice.backdated else ""
-        return (f"No model predicts for {when}: {unusable}none trained in this run passed the gates "
-                f"{dict(ml.promotion.gates)}, so there are no predictions. The optimize stage then treats every "
-                "ticker as a coin flip (expected return 0) and falls back to portfolios that need no forecast.")
+        return (
+            f"No model predicts for {when}: {unusable}none trained in this run passed the gates "
+            f"{dict(ml.promotion.gates)}, so there are no predictions. The optimize stage then treats every "
+            "ticker as a coin flip (expected return 0) and falls back to portfolios that need no forecast."
+        )
     if outcome is not None and outcome.decision.promoted:
-        why = ("it was promoted in this run for this date only (backdated: no alias moved)" if choice.backdated
-               else "it was promoted in this run and is now the registry's champion")
+        why = (
+            "it was promoted in this run for this date only (backdated: no alias moved)"
+            if choice.backdated
+            else "it was promoted in this run and is now the registry's champion"
+        )
     elif choice.backdated:
-        why = (f"the registry's champion saw data after {when}; this is the newest version promoted for a date "
-               "up to it")
+        why = f"the registry's champion saw data after {when}; this is the newest version promoted for a date up to it"
     else:
         why = "it is the registry's champion and saw no data after this date"
     latest = latest_view(predicted)
-    return (f"{window_text(version)} predicts for {when}: {why}. It expects {int(latest['predicted_up'].sum())} of "
-            f"{len(latest)} tickers to be higher in {ml.horizon} sessions; probabilities range from "
-            f"{latest['proba_up'].min():.2f} to {latest['proba_up'].max():.2f}.")
+    return (
+        f"{window_text(version)} predicts for {when}: {why}. It expects {int(latest['predicted_up'].sum())} of "
+        f"{len(latest)} tickers to be higher in {ml.horizon} sessions; probabilities range from "
+        f"{latest['proba_up'].min():.2f} to {latest['proba_up'].max():.2f}."
+    )
 
 
 def _scored(model: Any, rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """Rows in the shape `classification_metrics` reads: date, label, proba, fwd_return."""
     predicted = prediction.predict(model, rows, features)
-    return pd.DataFrame({
-        "date": rows["date"].to_numpy(), "label": rows["label"].to_numpy(),
-        "proba": predicted["proba_up"].to_numpy(), "fwd_return": rows["fwd_return"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "date": rows["date"].to_numpy(),
+            "label": rows["label"].to_numpy(),
+            "proba": predicted["proba_up"].to_numpy(),
+            "fwd_return": rows["fwd_return"].to_numpy(),
+        }
+    )
 
 
 def _float_tag(tags: Mapping[str, str], key: str) -> float:
@@ -901,12 +1128,18 @@ def noise_chart(outcome: Outcome) -> Figure:
 
     evidence, champion = outcome.decision.challenger, outcome.decision.champion
     fig, ax = charts.figure(8.0, 3.2)
-    ax.hist(evidence.null, bins=min(30, max(5, evidence.null.size // 4)), color="lightgrey", edgecolor="grey",
-            label=f"{evidence.model_class} on shuffled labels")
+    ax.hist(
+        evidence.null,
+        bins=min(30, max(5, evidence.null.size // 4)),
+        color="lightgrey",
+        edgecolor="grey",
+        label=f"{evidence.model_class} on shuffled labels",
+    )
     ax.axvline(evidence.value, color="tab:blue", linewidth=2, label=f"challenger {outcome.challenger.label}")
     if champion is not None and outcome.champion is not None:
-        ax.axvline(champion.value, color="tab:orange", linewidth=2, linestyle="--",
-                   label=f"champion {outcome.champion.label}")
+        ax.axvline(
+            champion.value, color="tab:orange", linewidth=2, linestyle="--", label=f"champion {outcome.champion.label}"
+        )
     ax.set_xlabel(f"holdout {evidence.metric}")
     ax.set_ylabel("refits")
     ax.set_title(f"Holdout {evidence.metric} against models that learned nothing (p = {evidence.p_value:.2g})")
@@ -922,8 +1155,10 @@ def importance_chart(importance: pd.DataFrame, candidate: str, top: int = 12) ->
     fig, ax = charts.figure(7.5, max(2.5, 0.3 * len(rows) + 1.2), legend=False, left=1.6)
     ax.barh(rows["feature"], rows["importance"], xerr=rows["std"].fillna(0).to_numpy(), color="tab:blue")
     method = importance["method"].iloc[0] if len(importance) else ""
-    label = {"abs_coefficient": "|coefficient| (standardized inputs)",
-             "permutation_auc": "drop in ROC AUC when shuffled"}.get(method, method)
+    label = {
+        "abs_coefficient": "|coefficient| (standardized inputs)",
+        "permutation_auc": "drop in ROC AUC when shuffled",
+    }.get(method, method)
     ax.set_xlabel(label)
     ax.set_title(f"{candidate}: most important inputs")
     return fig

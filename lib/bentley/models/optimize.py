@@ -81,10 +81,21 @@ _CLEAN_TOLERANCE = 1.0e-9
 #: Columns of the attempts table, of the allocation table and of the target weights.
 ATTEMPT_COLUMNS: tuple[str, ...] = ("method", "status", "reason")
 ALLOCATION_COLUMNS: tuple[str, ...] = (
-    "ticker", "weight", "price", "shares", "value", "actual_weight",
+    "ticker",
+    "weight",
+    "price",
+    "shares",
+    "value",
+    "actual_weight",
 )
 TARGET_COLUMNS: tuple[str, ...] = (
-    "ticker", "weight", "method", "expected_return", "shares", "price", "value",
+    "ticker",
+    "weight",
+    "method",
+    "expected_return",
+    "shares",
+    "price",
+    "value",
 )
 
 #: Assets labelled by name on the frontier chart; beyond this only the largest holdings are.
@@ -112,11 +123,13 @@ def probabilities(tickers: Sequence[object], predictions: pd.DataFrame) -> pd.Se
 
 def inputs_table(proba_up: pd.Series, expected: pd.Series, cov: pd.DataFrame) -> pd.DataFrame:
     """Per ticker: the model's P(up), the expected return it implies and the annual volatility."""
-    return pd.DataFrame({
-        "proba_up": proba_up.reindex(expected.index),
-        "expected_return": expected,
-        "volatility": np.sqrt(np.diag(cov.loc[expected.index, expected.index].to_numpy())),
-    }).sort_values("expected_return", ascending=False, kind="stable")
+    return pd.DataFrame(
+        {
+            "proba_up": proba_up.reindex(expected.index),
+            "expected_return": expected,
+            "volatility": np.sqrt(np.diag(cov.loc[expected.index, expected.index].to_numpy())),
+        }
+    ).sort_values("expected_return", ascending=False, kind="stable")
 
 
 def result_sentence(result: OptimizationResult, constraints: Constraints, cash: float, leftover: float) -> str:
@@ -177,9 +190,7 @@ def optimization_universe(
         elif ticker not in predicted.index:
             reasons[ticker] = "no prediction from the champion model"
         elif observed[ticker] < min_history:
-            reasons[ticker] = (
-                f"only {observed[ticker]} daily returns, fewer than min_history={min_history}"
-            )
+            reasons[ticker] = f"only {observed[ticker]} daily returns, fewer than min_history={min_history}"
     for ticker in predicted.index.difference(clean.columns):
         reasons[ticker] = NOT_TRADABLE if ticker not in allowed else "predicted but has no returns in the window"
 
@@ -193,15 +204,11 @@ def optimization_universe(
         )
         kept.remove(shortest)
         shared = clean[kept].dropna(how="any")
-    excluded = pd.DataFrame(
-        {"ticker": list(reasons), "reason": list(reasons.values())}, columns=["ticker", "reason"]
-    )
+    excluded = pd.DataFrame({"ticker": list(reasons), "reason": list(reasons.values())}, columns=["ticker", "reason"])
     return shared, excluded
 
 
-def expected_returns_from_probabilities(
-    proba_up: pd.Series, returns: pd.DataFrame, horizon: int
-) -> pd.Series:
+def expected_returns_from_probabilities(proba_up: pd.Series, returns: pd.DataFrame, horizon: int) -> pd.Series:
     """Annual expected return per ticker: (2p − 1) × mean |horizon-session return| × 252 / horizon.
 
     The model predicts the direction only (p = P(up over `horizon` sessions)); the magnitude
@@ -252,19 +259,14 @@ def shrunk_covariance(returns: pd.DataFrame) -> pd.DataFrame:
     """
     gaps = returns.columns[returns.isna().any().to_numpy()]
     if len(gaps):
-        raise ValueError(
-            f"returns has missing values for {list(gaps)[:10]}; cut them with "
-            "optimization_universe first"
-        )
+        raise ValueError(f"returns has missing values for {list(gaps)[:10]}; cut them with optimization_universe first")
     if len(returns) < 2:
         raise ValueError(f"need at least 2 sessions of returns, got {len(returns)}")
     with warnings.catch_warnings():
         # PyPortfolioOpt re-checks positive semi-definiteness and clips eigenvalues that
         # rounding pushed below 0 (spectral fix), with a warning; that fix is wanted here.
         warnings.simplefilter("ignore")
-        cov = CovarianceShrinkage(
-            returns.astype(np.float64), returns_data=True, frequency=TRADING_DAYS
-        ).ledoit_wolf()
+        cov = CovarianceShrinkage(returns.astype(np.float64), returns_data=True, frequency=TRADING_DAYS).ledoit_wolf()
     return cov
 
 
@@ -298,8 +300,10 @@ class Constraints:
     def from_params(cls, settings: object) -> Constraints:
         """From the `optimize` params section (the only place their defaults live)."""
         return cls(
-            long_only=settings.long_only, max_weight=settings.max_weight,  # type: ignore[attr-defined]
-            min_names=settings.min_names, risk_free_rate=settings.risk_free_rate,  # type: ignore[attr-defined]
+            long_only=settings.long_only,
+            max_weight=settings.max_weight,  # type: ignore[attr-defined]
+            min_names=settings.min_names,
+            risk_free_rate=settings.risk_free_rate,  # type: ignore[attr-defined]
         )
 
     def __post_init__(self) -> None:
@@ -337,8 +341,7 @@ class Constraints:
         n = len(tickers)
         if n < self.min_names:
             raise ValueError(
-                f"optimize.min_names = {self.min_names} but only {n} tickers can be "
-                f"optimized: {list(tickers)}"
+                f"optimize.min_names = {self.min_names} but only {n} tickers can be optimized: {list(tickers)}"
             )
         if self.max_weight * n < 1.0:
             raise ValueError(
@@ -389,9 +392,7 @@ def _clean(raw: np.ndarray, constraints: Constraints) -> np.ndarray:
     return w + 0.0  # no signed zeros
 
 
-def _violations(
-    w: np.ndarray, constraints: Constraints, tolerance: float, count_names: bool
-) -> list[str]:
+def _violations(w: np.ndarray, constraints: Constraints, tolerance: float, count_names: bool) -> list[str]:
     """What is wrong with the weights, in words (empty: they satisfy the constraints).
 
     Names are counted on cleaned weights only: solver output has near-zero noise.
@@ -424,9 +425,7 @@ def _require_psd(cov: pd.DataFrame) -> None:
     """
     eigenvalues = np.linalg.eigvalsh(cov.to_numpy(dtype=np.float64))
     if eigenvalues[0] < -1.0e-10 * max(float(np.abs(eigenvalues).max()), 1.0e-300):
-        raise ValueError(
-            f"covariance is not positive semidefinite (smallest eigenvalue {eigenvalues[0]:.3g})"
-        )
+        raise ValueError(f"covariance is not positive semidefinite (smallest eigenvalue {eigenvalues[0]:.3g})")
 
 
 def _max_attainable_return(expected: pd.Series, constraints: Constraints) -> float:
@@ -443,9 +442,7 @@ def _max_attainable_return(expected: pd.Series, constraints: Constraints) -> flo
 
 
 def _frontier(expected: pd.Series, cov: pd.DataFrame, constraints: Constraints) -> EfficientFrontier:
-    return EfficientFrontier(
-        expected, cov, weight_bounds=(constraints.lower, constraints.cap), solver=SOLVER
-    )
+    return EfficientFrontier(expected, cov, weight_bounds=(constraints.lower, constraints.cap), solver=SOLVER)
 
 
 def _max_sharpe(expected: pd.Series, cov: pd.DataFrame, constraints: Constraints) -> np.ndarray:
@@ -581,9 +578,7 @@ def has_one_portfolio(n: int, constraints: Constraints) -> bool:
     return n * constraints.cap <= 1.0 + _CLEAN_TOLERANCE
 
 
-def freedom(
-    weights: pd.Series, expected: pd.Series, method: str, constraints: Constraints
-) -> Freedom:
+def freedom(weights: pd.Series, expected: pd.Series, method: str, constraints: Constraints) -> Freedom:
     """What decided `weights` (a result of `optimize_portfolio` with `method`), see `Freedom`."""
     n = len(weights)
     low, high = weight_range(n, constraints)
@@ -594,7 +589,8 @@ def freedom(
     cap = constraints.cap_text()
     if unique:
         fixes = [
-            f"lower optimize.min_names below {n}" if param == "optimize.min_names"
+            f"lower optimize.min_names below {n}"
+            if param == "optimize.min_names"
             else f"raise optimize.max_weight above {constraints.cap:.0%}"
             for param in constraints.cap_params
             if (constraints.min_names > 1 if param == "optimize.min_names" else constraints.max_weight < 1.0)
@@ -610,16 +606,20 @@ def freedom(
     decided_by = _DECIDED_BY[method]
     room = f"Each of the {n} names could hold between {low:.0%} and {high:.0%}. "
     if method == EQUAL_WEIGHT:
-        why = ("Every listed method failed, so the weights are equal by default: neither the forecasts nor the "
-               "covariance decided them.")
+        why = (
+            "Every listed method failed, so the weights are equal by default: neither the forecasts nor the "
+            "covariance decided them."
+        )
     elif decided_by == "covariance":
         why = f"{method} chose the weights from the covariance alone: the expected returns played no part."
     else:
         why = f"{method} chose the weights from the expected returns and the covariance."
     names = ", ".join(map(md_escape, at_cap[:5])) + (f" and {len(at_cap) - 5} more" if len(at_cap) > 5 else "")
     if at_cap and len(at_cap) == int((weights.abs() >= MIN_WEIGHT).sum()):
-        held = (f" Every name held ({names}) sits at the cap of {cap}: the method only chose which names to "
-                "hold, the cap sized every one of them.")
+        held = (
+            f" Every name held ({names}) sits at the cap of {cap}: the method only chose which names to "
+            "hold, the cap sized every one of them."
+        )
     elif at_cap:
         verb, which = ("sits", "that one") if len(at_cap) == 1 else ("sit", "those")
         held = f" {len(at_cap)} of them ({names}) {verb} at the cap of {cap}: the cap, not the method, sized {which}."
@@ -639,15 +639,32 @@ def freedom_table(result: OptimizationResult, constraints: Constraints) -> pd.Da
         return "sets the cap, held by no name" if param in constraints.cap_params else looser
 
     rows = [
-        ("optimize.max_weight", f"{constraints.max_weight:.0%}", cap_effect("optimize.max_weight", "looser than 1/min_names")),
-        ("optimize.min_names", f"{constraints.min_names} (at most {1.0 / constraints.min_names:.0%} each)",
-         cap_effect("optimize.min_names", "looser than max_weight")),
-        ("optimize.long_only", str(constraints.long_only).lower(),
-         "no short positions" if constraints.long_only else f"shorts down to -{constraints.cap:.0%}"),
-        ("names optimized", str(n), f"{n} × the cap = {n * constraints.cap:.0%}: "
-         + ("exactly 100%, no room to choose" if f.unique else "more than 100%, room to choose")),
-        ("weight range per name", f"{f.low:.0%} to {f.high:.0%}",
-         "one portfolio only: equal weights" if f.unique else "the method chose within it"),
+        (
+            "optimize.max_weight",
+            f"{constraints.max_weight:.0%}",
+            cap_effect("optimize.max_weight", "looser than 1/min_names"),
+        ),
+        (
+            "optimize.min_names",
+            f"{constraints.min_names} (at most {1.0 / constraints.min_names:.0%} each)",
+            cap_effect("optimize.min_names", "looser than max_weight"),
+        ),
+        (
+            "optimize.long_only",
+            str(constraints.long_only).lower(),
+            "no short positions" if constraints.long_only else f"shorts down to -{constraints.cap:.0%}",
+        ),
+        (
+            "names optimized",
+            str(n),
+            f"{n} × the cap = {n * constraints.cap:.0%}: "
+            + ("exactly 100%, no room to choose" if f.unique else "more than 100%, room to choose"),
+        ),
+        (
+            "weight range per name",
+            f"{f.low:.0%} to {f.high:.0%}",
+            "one portfolio only: equal weights" if f.unique else "the method chose within it",
+        ),
         ("decided by", f.decided_by, result.method),
     ]
     return pd.DataFrame(rows, columns=["constraint", "setting", "effect"])
@@ -737,9 +754,7 @@ def optimize_portfolio(
     """
     unknown = [m for m in methods if m not in _SOLVERS]
     if unknown or len(set(methods)) != len(methods):
-        raise ValueError(
-            f"optimize.methods must list distinct methods from {list(METHODS)}, got {list(methods)}"
-        )
+        raise ValueError(f"optimize.methods must list distinct methods from {list(METHODS)}, got {list(methods)}")
     cov = _aligned(expected, cov)
     tickers = list(expected.index)
     constraints.check_universe(tickers)
@@ -843,7 +858,9 @@ def frontier_chart(
     fig, ax = plt.subplots(figsize=(8, 5))
     if len(frontier):
         ax.plot(
-            frontier["volatility"], frontier["expected_return"], linewidth=1.5,
+            frontier["volatility"],
+            frontier["expected_return"],
+            linewidth=1.5,
             label="Efficient frontier (constrained)",
         )
     ax.scatter(asset_vol, expected.to_numpy(), s=18, color="grey", zorder=2, label="Assets")
@@ -856,11 +873,19 @@ def frontier_chart(
     for ticker in labelled:
         i = position[ticker]
         ax.annotate(
-            str(ticker), (asset_vol[i], expected.iloc[i]), xytext=(3, 3),
-            textcoords="offset points", fontsize=7,
+            str(ticker),
+            (asset_vol[i], expected.iloc[i]),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=7,
         )
     ax.scatter(
-        [result.volatility], [result.expected_return], marker="*", s=220, color="red", zorder=3,
+        [result.volatility],
+        [result.expected_return],
+        marker="*",
+        s=220,
+        color="red",
+        zorder=3,
         label=f"Chosen portfolio ({result.method})",
     )
     ax.set_xlabel("Annual volatility")
@@ -877,9 +902,7 @@ def frontier_chart(
 # Shares and the target table
 
 
-def discrete_allocation(
-    weights: pd.Series, latest_prices: pd.Series, cash: float
-) -> tuple[pd.DataFrame, float]:
+def discrete_allocation(weights: pd.Series, latest_prices: pd.Series, cash: float) -> tuple[pd.DataFrame, float]:
     """Whole shares to buy with `cash`: (table, leftover cash), with Σ value + leftover = cash.
 
     The table has one row per ticker of `weights`, columns `ALLOCATION_COLUMNS`: the target
@@ -908,7 +931,8 @@ def discrete_allocation(
             # pypfopt divides by the value bought so far, 0 before the first share
             warnings.simplefilter("ignore")
             bought, _ = DiscreteAllocation(
-                (longs / longs.sum()).to_dict(), price.reindex(longs.index),
+                (longs / longs.sum()).to_dict(),
+                price.reindex(longs.index),
                 total_portfolio_value=float(cash),
             ).greedy_portfolio()
         for ticker, count in bought.items():
@@ -928,9 +952,7 @@ def discrete_allocation(
     return table, float(cash - table["value"].sum())
 
 
-def target_weights_table(
-    result: OptimizationResult, expected: pd.Series, allocation: pd.DataFrame
-) -> pd.DataFrame:
+def target_weights_table(result: OptimizationResult, expected: pd.Series, allocation: pd.DataFrame) -> pd.DataFrame:
     """The rows of the warehouse table target_weights(run_id, ticker), without the run_id.
 
     One row per ticker of the optimized universe (weight 0 included), columns

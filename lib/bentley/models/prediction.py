@@ -108,9 +108,7 @@ def _lookup(rows: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -> pd.D
     The table's dates are cast to the rows' date type first: SQL reads may return
     datetime64[ns] or date objects where the features hold datetime64[s].
     """
-    right = table[[*_KEY, *columns]].assign(
-        date=pd.to_datetime(table["date"]).astype(rows["date"].dtype)
-    )
+    right = table[[*_KEY, *columns]].assign(date=pd.to_datetime(table["date"]).astype(rows["date"].dtype))
     merged = rows[_KEY].merge(right, on=_KEY, how="left", validate="one_to_one")
     return merged[columns]
 
@@ -242,11 +240,7 @@ def build_estimator(name: str, spec: Mapping[str, Any], *, seed: int | None = No
         raise ValueError(f"ml.models.{name}.kwargs: {path} rejects {kwargs} ({exc})") from None
     if not (is_classifier(estimator) and hasattr(estimator, "predict_proba")):
         raise ValueError(f"{where}: {path!r} is not a scikit-learn classifier with predict_proba")
-    if (
-        seed is not None
-        and "random_state" not in kwargs
-        and "random_state" in estimator.get_params(deep=False)
-    ):
+    if seed is not None and "random_state" not in kwargs and "random_state" in estimator.get_params(deep=False):
         estimator.set_params(random_state=seed)
     return Pipeline(
         [
@@ -591,8 +585,13 @@ def bootstrap_interval(
     with warnings.catch_warnings():  # a NaN resample makes the interval NaN, which is the answer
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         result = stats.bootstrap(
-            (np.arange(len(members)),), statistic, n_resamples=resamples, confidence_level=confidence,
-            method="percentile", vectorized=False, rng=np.random.default_rng(seed),
+            (np.arange(len(members)),),
+            statistic,
+            n_resamples=resamples,
+            confidence_level=confidence,
+            method="percentile",
+            vectorized=False,
+            rng=np.random.default_rng(seed),
         )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -647,16 +646,10 @@ def feature_importances(
         if np.unique(y).size < 2:
             importance = std = np.full(X.shape[1], np.nan)
         else:
-            result = permutation_importance(
-                model, X, y, scoring="roc_auc", n_repeats=n_repeats, random_state=seed
-            )
+            result = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats, random_state=seed)
             importance, std = result.importances_mean, result.importances_std
-    table = pd.DataFrame(
-        {"feature": list(X.columns), "importance": importance, "std": std, "method": method}
-    )
-    return table.sort_values(
-        "importance", ascending=False, kind="stable", na_position="last"
-    ).reset_index(drop=True)
+    table = pd.DataFrame({"feature": list(X.columns), "importance": importance, "std": std, "method": method})
+    return table.sort_values("importance", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
 
 
 def predict(model: Pipeline, frame: pd.DataFrame, feature_cols: Sequence[str]) -> pd.DataFrame:

@@ -91,8 +91,14 @@ def verify_digest(path: Path, expected: str | None, label: str) -> None:
 
 #: A promotion metric's value for a model without skill; accuracy's is the majority-class rate.
 NO_SKILL: dict[str, float] = {"roc_auc": 0.5, "balanced_accuracy": 0.5, "hit_rate": 0.5, "ic": 0.0, "rank_ic": 0.0}
-_WORDS = {"roc_auc": "AUC", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy",
-          "hit_rate": "long-short hit rate", "ic": "information coefficient", "rank_ic": "rank information coefficient"}
+_WORDS = {
+    "roc_auc": "AUC",
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+    "hit_rate": "long-short hit rate",
+    "ic": "information coefficient",
+    "rank_ic": "rank information coefficient",
+}
 _PERCENT = frozenset({"accuracy", "balanced_accuracy", "precision", "recall", "hit_rate"})
 
 
@@ -201,7 +207,9 @@ def _gate_checks(metrics: Mapping[str, float], gates: Mapping[str, float]) -> li
     for name, minimum in gates.items():
         value = metrics.get(name, math.nan)
         passed = isinstance(value, int | float) and math.isfinite(value) and value >= minimum
-        plain = "" if passed else f"its {_word(name)} {_plain(name, value)} is below the minimum {_plain(name, minimum)}"
+        plain = (
+            "" if passed else f"its {_word(name)} {_plain(name, value)} is below the minimum {_plain(name, minimum)}"
+        )
         checks.append(_Check(passed, f"{name} {_fmt(value)} {'>=' if passed else '<'} {minimum:g}", plain))
     return checks
 
@@ -209,51 +217,65 @@ def _gate_checks(metrics: Mapping[str, float], gates: Mapping[str, float]) -> li
 def _evidence_checks(evidence: Evidence, promotion: Promotion) -> list[_Check]:
     """Enough rows, a small p-value, an interval clear of no skill, accuracy above the majority."""
     metric, word, rows = evidence.metric, _word(evidence.metric), evidence.rows
-    checks = [_Check(
-        rows >= promotion.min_holdout_rows,
-        f"{rows} holdout rows {'>=' if rows >= promotion.min_holdout_rows else '<'} {promotion.min_holdout_rows}",
-        "" if rows >= promotion.min_holdout_rows else
-        f"{rows} holdout rows are too few to tell skill from luck (at least {promotion.min_holdout_rows} are required)",
-    )]
+    checks = [
+        _Check(
+            rows >= promotion.min_holdout_rows,
+            f"{rows} holdout rows {'>=' if rows >= promotion.min_holdout_rows else '<'} {promotion.min_holdout_rows}",
+            ""
+            if rows >= promotion.min_holdout_rows
+            else f"{rows} holdout rows are too few to tell skill from luck (at least {promotion.min_holdout_rows} are required)",
+        )
+    ]
 
     p, refits, most = evidence.p_value, evidence.null.size, promotion.max_p_value
     if math.isfinite(p):
         passed, required = p <= most, most < 1  # a maximum of 1 records the p-value without requiring it
-        checks.append(_Check(
-            passed if required else None,
-            f"p-value {p:.2g} {'<=' if passed else '>'} {most:g} ({refits} shuffled-label refits)"
-            f"{'' if required else ' (not required)'}",
-            f"its {word} of {_plain(metric, evidence.value)} on {rows} holdout rows is matched or beaten by "
-            f"{evidence.reached / refits:.0%} of {refits} models of its class trained on shuffled labels "
-            + (f"(p = {p:.2g} {'≤' if passed else '>'} {most:g})" if required else f"(p = {p:.2g}, not required here)"),
-        ))
+        checks.append(
+            _Check(
+                passed if required else None,
+                f"p-value {p:.2g} {'<=' if passed else '>'} {most:g} ({refits} shuffled-label refits)"
+                f"{'' if required else ' (not required)'}",
+                f"its {word} of {_plain(metric, evidence.value)} on {rows} holdout rows is matched or beaten by "
+                f"{evidence.reached / refits:.0%} of {refits} models of its class trained on shuffled labels "
+                + (
+                    f"(p = {p:.2g} {'≤' if passed else '>'} {most:g})"
+                    if required
+                    else f"(p = {p:.2g}, not required here)"
+                ),
+            )
+        )
     else:
-        checks.append(_Check(False, f"{metric} undefined on the holdout",
-                             f"its {word} cannot be computed on the holdout rows"))
+        checks.append(
+            _Check(False, f"{metric} undefined on the holdout", f"its {word} cannot be computed on the holdout rows")
+        )
 
     low, high = evidence.ci
     clear = math.isfinite(low) and low > evidence.no_skill
     required = promotion.ci_lower_above_no_skill
-    checks.append(_Check(
-        clear if required else None,
-        f"{evidence.confidence:.0%} CI of {metric} [{_fmt(low)}, {_fmt(high)}] {'above' if clear else 'not above'} "
-        f"no skill {evidence.no_skill:.4g}{'' if required else ' (not required)'}",
-        f"resampling the holdout puts its {word} between {_plain(metric, low)} and {_plain(metric, high)} "
-        f"({evidence.confidence:.0%} of the time), {'above' if clear else 'not clearly above'} "
-        f"{_no_skill_words(evidence)}{'' if required else ' (not required here)'}",
-    ))
+    checks.append(
+        _Check(
+            clear if required else None,
+            f"{evidence.confidence:.0%} CI of {metric} [{_fmt(low)}, {_fmt(high)}] {'above' if clear else 'not above'} "
+            f"no skill {evidence.no_skill:.4g}{'' if required else ' (not required)'}",
+            f"resampling the holdout puts its {word} between {_plain(metric, low)} and {_plain(metric, high)} "
+            f"({evidence.confidence:.0%} of the time), {'above' if clear else 'not clearly above'} "
+            f"{_no_skill_words(evidence)}{'' if required else ' (not required here)'}",
+        )
+    )
 
     accuracy, majority = float(evidence.metrics.get("accuracy", math.nan)), evidence.majority_rate
     beats = math.isfinite(accuracy) and accuracy > majority + _TOLERANCE
     verb = "beats" if beats else ("equals" if abs(accuracy - majority) <= _TOLERANCE else "is below")
     required = promotion.beat_majority
-    checks.append(_Check(
-        beats if required else None,
-        f"accuracy {_fmt(accuracy)} {'>' if beats else '<='} majority-class rate {_fmt(majority)}"
-        f"{'' if required else ' (not required)'}",
-        f"its accuracy {_plain('accuracy', accuracy)} {verb} always predicting {_direction(evidence)} "
-        f"({_plain('accuracy', majority)}){'' if required else ' (not required here)'}",
-    ))
+    checks.append(
+        _Check(
+            beats if required else None,
+            f"accuracy {_fmt(accuracy)} {'>' if beats else '<='} majority-class rate {_fmt(majority)}"
+            f"{'' if required else ' (not required)'}",
+            f"its accuracy {_plain('accuracy', accuracy)} {verb} always predicting {_direction(evidence)} "
+            f"({_plain('accuracy', majority)}){'' if required else ' (not required here)'}",
+        )
+    )
     return checks
 
 
@@ -282,29 +304,45 @@ def decide(
         return Decision(promoted, reason, verdict, margin, challenger, champion)
 
     if failed:
-        return decision(False, "challenger fails the gates: " + "; ".join(c.reason for c in failed),
-                        "Not promoted: " + "; ".join(c.plain for c in failed) + ".")
+        return decision(
+            False,
+            "challenger fails the gates: " + "; ".join(c.reason for c in failed),
+            "Not promoted: " + "; ".join(c.plain for c in failed) + ".",
+        )
     if champion_unfit is not None:
-        return decision(False, f"champion kept: {champion_unfit}",
-                        f"Not promoted: it passes every check, but the champion is kept because {champion_unfit}.")
+        return decision(
+            False,
+            f"champion kept: {champion_unfit}",
+            f"Not promoted: it passes every check, but the champion is kept because {champion_unfit}.",
+        )
     if champion is None:
-        return decision(True, "first champion: passes every gate (" + ", ".join(c.reason for c in (*gates, *evidence)) + ")",
-                        f"Promoted as the first champion: {shown}.")
+        return decision(
+            True,
+            "first champion: passes every gate (" + ", ".join(c.reason for c in (*gates, *evidence)) + ")",
+            f"Promoted as the first champion: {shown}.",
+        )
     value, champion_value = challenger.value, champion.value
     word = _word(metric)
     if not math.isfinite(champion_value):
-        return decision(True, f"champion {metric} is undefined on the holdout; challenger passes the gates",
-                        f"Promoted: {shown}; the champion's {word} cannot be computed on these rows.")
+        return decision(
+            True,
+            f"champion {metric} is undefined on the holdout; challenger passes the gates",
+            f"Promoted: {shown}; the champion's {word} cannot be computed on these rows.",
+        )
     lift = value - champion_value
     if lift >= margin - _TOLERANCE:  # 0.57 - 0.56 is 0.00999... in binary; a tie with the margin passes
-        return decision(True, f"challenger {metric} {value:.4f} beats champion {champion_value:.4f} "
-                              f"by {lift:+.4f} (margin {margin:g})",
-                        f"Promoted: {shown}; it beats the champion's {word} of {_plain(metric, champion_value)} "
-                        f"by {lift:+.3f} (margin {margin:g}).")
-    return decision(False, f"challenger {metric} {value:.4f} vs champion {champion_value:.4f}: "
-                           f"{lift:+.4f} is below the margin {margin:g}",
-                    f"Not promoted: it passes every check, but its {word} of {_plain(metric, value)} does not beat "
-                    f"the champion's {_plain(metric, champion_value)} by the required margin {margin:g}.")
+        return decision(
+            True,
+            f"challenger {metric} {value:.4f} beats champion {champion_value:.4f} by {lift:+.4f} (margin {margin:g})",
+            f"Promoted: {shown}; it beats the champion's {word} of {_plain(metric, champion_value)} "
+            f"by {lift:+.3f} (margin {margin:g}).",
+        )
+    return decision(
+        False,
+        f"challenger {metric} {value:.4f} vs champion {champion_value:.4f}: {lift:+.4f} is below the margin {margin:g}",
+        f"Not promoted: it passes every check, but its {word} of {_plain(metric, value)} does not beat "
+        f"the champion's {_plain(metric, champion_value)} by the required margin {margin:g}.",
+    )
 
 
 def pick_challenger(fold_metrics: Mapping[str, pd.DataFrame], metric: str) -> str:
@@ -323,8 +361,9 @@ def is_crashed(version: RegisteredVersion) -> bool:
     return version.tags.get(CRASHED_TAG) == "true"
 
 
-def champion_before(version: RegisteredVersion, versions: Mapping[str, RegisteredVersion],
-                    excluded: set[str]) -> RegisteredVersion | None:
+def champion_before(
+    version: RegisteredVersion, versions: Mapping[str, RegisteredVersion], excluded: set[str]
+) -> RegisteredVersion | None:
     """The newest champion along `replaced_champion` links that is not crashed or in `excluded`.
 
     Starts at `version` itself; `versions` maps version numbers to versions. None when the

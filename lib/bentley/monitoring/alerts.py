@@ -51,8 +51,20 @@ log = logging.getLogger(__name__)
 
 #: Columns of the warehouse table alerts(alert_id), in order.
 ALERT_COLUMNS: tuple[str, ...] = (
-    "alert_id", "rule", "severity", "scope", "status", "message", "value", "threshold",
-    "first_seen_at", "last_seen_at", "last_sent_at", "resolved_at", "notifications", "run_id",
+    "alert_id",
+    "rule",
+    "severity",
+    "scope",
+    "status",
+    "message",
+    "value",
+    "threshold",
+    "first_seen_at",
+    "last_seen_at",
+    "last_sent_at",
+    "resolved_at",
+    "notifications",
+    "run_id",
 )
 #: Columns of `evaluate_rules`.
 FINDING_COLUMNS: tuple[str, ...] = ("rule", "scope", "severity", "value", "threshold", "message")
@@ -91,8 +103,14 @@ def rule_thresholds(params: Any) -> dict[str, float | None]:
 
 
 def _finding(rule: str, scope: str, severity: str, value: float, threshold: float | None, message: str) -> dict:
-    return {"rule": rule, "scope": scope, "severity": severity, "value": float(value),
-            "threshold": math.nan if threshold is None else float(threshold), "message": message}
+    return {
+        "rule": rule,
+        "scope": scope,
+        "severity": severity,
+        "value": float(value),
+        "threshold": math.nan if threshold is None else float(threshold),
+        "message": message,
+    }
 
 
 def _rows(kpis: pd.DataFrame, kpi: str) -> pd.DataFrame:
@@ -113,53 +131,103 @@ def _check(rule: str, kpis: pd.DataFrame, threshold: float | None, severity: str
     if rule == "pipeline_failures":
         for r in _rows(kpis, "consecutive_failures").itertuples():
             if r.value > threshold:
-                found.append(_finding(rule, r.scope, severity, r.value, threshold,
-                                      f"{int(r.value)} pipeline runs in a row have failed "
-                                      f"(alert after more than {threshold:g})."))
+                found.append(
+                    _finding(
+                        rule,
+                        r.scope,
+                        severity,
+                        r.value,
+                        threshold,
+                        f"{int(r.value)} pipeline runs in a row have failed (alert after more than {threshold:g}).",
+                    )
+                )
     elif rule == "model_degradation":
         for r in _rows(kpis, "degradation").itertuples():
             if r.value > threshold:
-                found.append(_finding(rule, r.scope, severity, r.value, threshold,
-                                      f"Model {r.scope} is {r.value:.1%} less accurate on recent sessions than "
-                                      f"on its holdout (limit {threshold:.1%})."))
+                found.append(
+                    _finding(
+                        rule,
+                        r.scope,
+                        severity,
+                        r.value,
+                        threshold,
+                        f"Model {r.scope} is {r.value:.1%} less accurate on recent sessions than "
+                        f"on its holdout (limit {threshold:.1%}).",
+                    )
+                )
     elif rule == "trading_loss":
         for r in _rows(kpis, "latest_daily_return").itertuples():
             assert threshold is not None, "trading_loss takes trade.limits.daily_loss_limit, a required number"
             if r.value < -threshold:
-                found.append(_finding(rule, r.scope, severity, r.value, threshold,
-                                      f"Paper portfolio {r.scope} lost {-r.value:.2%} on its latest {r.detail} "
-                                      f"(daily loss limit {threshold:.2%})."))
+                found.append(
+                    _finding(
+                        rule,
+                        r.scope,
+                        severity,
+                        r.value,
+                        threshold,
+                        f"Paper portfolio {r.scope} lost {-r.value:.2%} on its latest {r.detail} "
+                        f"(daily loss limit {threshold:.2%}).",
+                    )
+                )
     elif rule in ("resource_use", "disk_use"):
         kinds = _RESOURCES if rule == "resource_use" else {"disk": "disk_use"}
         for scope, kpi in kinds.items():
             for r in _rows(kpis, kpi).itertuples():
                 if r.value > threshold:
-                    what = (f"{_RESOURCE_NAMES[scope]} use is at {r.value:.0%}" if rule == "resource_use"
-                            else f"The outputs disk is {r.value:.0%} full ({r.detail})")
+                    what = (
+                        f"{_RESOURCE_NAMES[scope]} use is at {r.value:.0%}"
+                        if rule == "resource_use"
+                        else f"The outputs disk is {r.value:.0%} full ({r.detail})"
+                    )
                     if scope == "cpu" and r.detail:  # sustained, and whose processes (see monitoring.resources)
                         what += f", {r.detail}"
-                    found.append(_finding(rule, scope, severity, r.value, threshold,
-                                          f"{what} (limit {threshold:.0%})."))
+                    found.append(
+                        _finding(rule, scope, severity, r.value, threshold, f"{what} (limit {threshold:.0%}).")
+                    )
     elif rule == "data_delay":
         for r in _rows(kpis, "minutes_since_ingest").itertuples():
             if r.value > threshold:
-                found.append(_finding(rule, r.scope, severity, r.value, threshold,
-                                      f"The last successful ingest finished {r.value:.0f} minutes ago "
-                                      f"(limit {threshold:g} minutes)."))
+                found.append(
+                    _finding(
+                        rule,
+                        r.scope,
+                        severity,
+                        r.value,
+                        threshold,
+                        f"The last successful ingest finished {r.value:.0f} minutes ago (limit {threshold:g} minutes).",
+                    )
+                )
     elif rule == "stage_slow":
         for r in _rows(kpis, "stage_duration_ratio").itertuples():
             if r.value > threshold:
                 seconds = kpis_lib.kpi_value(kpis, "stage_duration_s", r.scope)
                 median = kpis_lib.kpi_value(kpis, "stage_baseline_s", r.scope)
-                found.append(_finding(rule, r.scope, severity, r.value, threshold,
-                                      f"Stage {r.scope} took {seconds:.1f} s, {r.value:.2f} times its {r.detail} "
-                                      f"({median:.1f} s; limit {threshold:g}x)."))
+                found.append(
+                    _finding(
+                        rule,
+                        r.scope,
+                        severity,
+                        r.value,
+                        threshold,
+                        f"Stage {r.scope} took {seconds:.1f} s, {r.value:.2f} times its {r.detail} "
+                        f"({median:.1f} s; limit {threshold:g}x).",
+                    )
+                )
     elif rule == "retraining_required":
         for r in _rows(kpis, "retraining_required").itertuples():
             if r.value > 0:
                 reason = _detail(kpis, "retraining_required", r.scope).strip().rstrip(".")
-                found.append(_finding(rule, r.scope, severity, r.value, threshold,
-                                      f"Model {r.scope} requires retraining" + (f": {reason}." if reason else ".")))
+                found.append(
+                    _finding(
+                        rule,
+                        r.scope,
+                        severity,
+                        r.value,
+                        threshold,
+                        f"Model {r.scope} requires retraining" + (f": {reason}." if reason else "."),
+                    )
+                )
     else:  # a name config accepts but nothing here evaluates is a bug, not a silent no-op
         raise ValueError(f"no evaluation for alert rule {rule!r}")
     return found
@@ -283,10 +351,19 @@ def reconcile(
         previous = current.pop(key, None)
         update = {name: finding[name] for name in ("severity", "message", "value", "threshold")}
         if previous is None:
-            row = {"alert_id": alert_id(finding["rule"], finding["scope"], now_ts), "rule": finding["rule"],
-                   "scope": finding["scope"], "status": ACTIVE, **update, "first_seen_at": now_ts,
-                   "last_seen_at": now_ts, "last_sent_at": now_ts, "resolved_at": None, "notifications": 1,
-                   "run_id": run_id}
+            row = {
+                "alert_id": alert_id(finding["rule"], finding["scope"], now_ts),
+                "rule": finding["rule"],
+                "scope": finding["scope"],
+                "status": ACTIVE,
+                **update,
+                "first_seen_at": now_ts,
+                "last_seen_at": now_ts,
+                "last_sent_at": now_ts,
+                "resolved_at": None,
+                "notifications": 1,
+                "run_id": run_id,
+            }
             sent_ids.append(row["alert_id"])
         else:
             row = {**{c: previous.get(c) for c in ALERT_COLUMNS}, **update, "last_seen_at": now_ts, "run_id": run_id}
@@ -301,8 +378,11 @@ def reconcile(
         rows.append({**{c: record.get(c) for c in ALERT_COLUMNS}, "status": RESOLVED, "resolved_at": now_ts})
 
     table = _typed(rows)
-    table = _by_severity(table.assign(_active=table["status"] != ACTIVE), "_active").drop(columns="_active") \
-        if len(table) else table
+    table = (
+        _by_severity(table.assign(_active=table["status"] != ACTIVE), "_active").drop(columns="_active")
+        if len(table)
+        else table
+    )
     to_send = table[table["alert_id"].isin(sent_ids)].reset_index(drop=True)
     return table.reset_index(drop=True), to_send
 
@@ -337,13 +417,13 @@ def alerts_display(rows: pd.DataFrame, timezone: str = "UTC") -> pd.DataFrame:
 
     `first_seen_at` is shown in `timezone` (the warehouse keeps UTC).
     """
-    columns = ["status", "severity", "rule", "scope", "message", "value", "threshold", "first_seen_at",
-               "notifications"]
+    columns = ["status", "severity", "rule", "scope", "message", "value", "threshold", "first_seen_at", "notifications"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     shown = _by_severity(rows.assign(_resolved=rows["status"] != ACTIVE), "_resolved")[columns]
-    shown["first_seen_at"] = pd.to_datetime(shown["first_seen_at"], utc=True).dt.tz_convert(timezone) \
-        .dt.strftime("%Y-%m-%d %H:%M %Z")
+    shown["first_seen_at"] = (
+        pd.to_datetime(shown["first_seen_at"], utc=True).dt.tz_convert(timezone).dt.strftime("%Y-%m-%d %H:%M %Z")
+    )
     return shown.reset_index(drop=True)
 
 
@@ -354,8 +434,10 @@ def alerts_sentence(rows: pd.DataFrame, sent: pd.DataFrame, delivery: str) -> st
     if active.empty:
         head = "No alert rule fires on this run"
     else:
-        head = (f"{len(active)} alert(s) active ({critical} critical, {len(active) - critical} warning), "
-                f"{len(sent)} of them due for a notification")
+        head = (
+            f"{len(active)} alert(s) active ({critical} critical, {len(active) - critical} warning), "
+            f"{len(sent)} of them due for a notification"
+        )
     tail = f"; {resolved} episode(s) resolved since the last check" if resolved else ""
     return f"{head}{tail}. {delivery}"
 
@@ -390,8 +472,9 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def webhook_payload(alerts: pd.DataFrame | Sequence[Mapping[str, Any]], *, run_id: str | None,
-                    sent_at: dt.datetime) -> dict[str, Any]:
+def webhook_payload(
+    alerts: pd.DataFrame | Sequence[Mapping[str, Any]], *, run_id: str | None, sent_at: dt.datetime
+) -> dict[str, Any]:
     """`{"alerts": [...], "run_id": ..., "sent_at": ...}` with JSON-safe values (NaN, NaT -> null)."""
     records = alerts.to_dict("records") if isinstance(alerts, pd.DataFrame) else [dict(a) for a in alerts]
     return {
@@ -446,8 +529,9 @@ def send_webhook(
         return False
     count = len(alerts)
     for attempt in range(1, max_attempts + 1):
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "bentley-monitor"})
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "bentley-monitor"}
+        )
         delay = backoff_s * 2 ** (attempt - 1)
         try:
             with opener.open(request, timeout=timeout_s) as response:
@@ -469,11 +553,13 @@ def send_webhook(
         except Exception as error:  # noqa: BLE001 - e.g. http.client.BadStatusLine: the server spoke garbage
             problem, retry = type(error).__name__, True
         if not retry or attempt == max_attempts:
-            log.warning("alert webhook failed after %d attempt(s): %s; %d alert(s) not delivered",
-                        attempt, problem, count)
+            log.warning(
+                "alert webhook failed after %d attempt(s): %s; %d alert(s) not delivered", attempt, problem, count
+            )
             return False
-        log.info("alert webhook attempt %d of %d failed (%s); retrying in %.1f s", attempt, max_attempts,
-                 problem, delay)
+        log.info(
+            "alert webhook attempt %d of %d failed (%s); retrying in %.1f s", attempt, max_attempts, problem, delay
+        )
         sleep(delay)
     return False
 
@@ -497,12 +583,23 @@ def deliver(
     if to_send.empty:
         return rows, "Nothing was due for a notification."
     if url is None:
-        return rows, (f"No webhook is configured (environment variable `{webhook.url_env}` is unset): "
-                      "the log lines below and this report are the notification.")
-    delivered = send_webhook(url, to_send, run_id=run_id, sent_at=now, timeout_s=webhook.timeout_s,
-                             max_attempts=webhook.max_attempts, backoff_s=webhook.backoff_s, sleep=sleep)
+        return rows, (
+            f"No webhook is configured (environment variable `{webhook.url_env}` is unset): "
+            "the log lines below and this report are the notification."
+        )
+    delivered = send_webhook(
+        url,
+        to_send,
+        run_id=run_id,
+        sent_at=now,
+        timeout_s=webhook.timeout_s,
+        max_attempts=webhook.max_attempts,
+        backoff_s=webhook.backoff_s,
+        sleep=sleep,
+    )
     if delivered:
         return rows, f"{len(to_send)} alert(s) were sent to the webhook."
     return mark_unsent(rows, to_send, active_alerts), (
         f"The webhook did not accept {len(to_send)} alert(s) after {webhook.max_attempts} attempt(s); "
-        "they stay due and the next run sends them again.")
+        "they stay due and the next run sends them again."
+    )

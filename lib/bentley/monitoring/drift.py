@@ -104,7 +104,7 @@ def psi(
 
 
 def psi_status(value: float) -> str:
-    """"stable" (< 0.1), "moderate" (0.1-0.25), "significant" (> 0.25) or "insufficient data" (NaN)."""
+    """ "stable" (< 0.1), "moderate" (0.1-0.25), "significant" (> 0.25) or "insufficient data" (NaN)."""
     if value is None or not np.isfinite(value):
         return "insufficient data"
     if value < MODERATE:
@@ -138,9 +138,7 @@ def feature_psi(
         not_numeric = [
             c
             for c in columns
-            if not (
-                pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])
-            )
+            if not (pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c]))
         ]
         if not_numeric:
             raise TypeError(f"PSI needs numeric columns, got: {not_numeric}")
@@ -190,7 +188,7 @@ def windows(
 
     train_mask = (keys <= cutoff).to_numpy(dtype=bool, na_value=False)
     later = keys[keys > cutoff].dropna().unique()
-    last_dates = np.sort(np.asarray(later))[-int(recent_sessions):]
+    last_dates = np.sort(np.asarray(later))[-int(recent_sessions) :]
     recent_mask = keys.isin(last_dates).to_numpy(dtype=bool)
 
     def _ordered(mask: np.ndarray) -> pd.DataFrame:
@@ -221,9 +219,7 @@ def drift_chart(table: pd.DataFrame) -> Figure:
         if not np.isfinite(v):
             ax.text(0.0, float(y), " n/a", va="center", ha="left", fontsize=8, color="tab:gray")
     ax.axvline(MODERATE, color="tab:orange", linestyle="--", linewidth=1, label=f"{MODERATE} moderate")
-    ax.axvline(
-        SIGNIFICANT, color="tab:red", linestyle="--", linewidth=1, label=f"{SIGNIFICANT} significant"
-    )
+    ax.axvline(SIGNIFICANT, color="tab:red", linestyle="--", linewidth=1, label=f"{SIGNIFICANT} significant")
     ax.set_yticks(positions, [str(f) for f in rows["feature"]])
     ax.set_xlabel("Population Stability Index (PSI)")
     ax.set_ylabel("Feature")

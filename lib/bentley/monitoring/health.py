@@ -75,8 +75,12 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (timestamps as ISO 8601 text)."""
-        return {"component": self.component, "status": self.status, "detail": self.detail,
-                "data": {k: _jsonable(v) for k, v in self.data.items()}}
+        return {
+            "component": self.component,
+            "status": self.status,
+            "detail": self.detail,
+            "data": {k: _jsonable(v) for k, v in self.data.items()},
+        }
 
 
 def overall(checks: Iterable[Check]) -> Status:
@@ -127,9 +131,14 @@ def _watch_check(warehouse: Warehouse, config: Config, now: dt.datetime) -> Chec
     """`runner watch` (bentley.live.health imports this module, so it is imported here, late)."""
     from bentley.live.health import check_watch
 
-    return check_watch(warehouse, heartbeat_s=config.watch.heartbeat_s,
-                       stale_minutes=config.watch.rules.stale_feed.threshold, now=now,
-                       calendar=config.workflow.calendar, timezone=config.workflow.timezone)
+    return check_watch(
+        warehouse,
+        heartbeat_s=config.watch.heartbeat_s,
+        stale_minutes=config.watch.rules.stale_feed.threshold,
+        now=now,
+        calendar=config.workflow.calendar,
+        timezone=config.workflow.timezone,
+    )
 
 
 def _guarded_flag(question: Callable[[], bool]) -> bool:
@@ -191,8 +200,11 @@ def check_tracking(config: Config, outputs: Path) -> Check:
     if fast is not None:
         return fast
     found = tracking.health(uri, config.tracking.experiment, outputs)
-    data: dict[str, Any] = {"uri": found.uri, "experiment": config.tracking.experiment,
-                            "store_exists": found.store_exists}
+    data: dict[str, Any] = {
+        "uri": found.uri,
+        "experiment": config.tracking.experiment,
+        "store_exists": found.store_exists,
+    }
     if found.experiment_id is not None:
         data["experiment_id"] = found.experiment_id
     return Check("tracking", OK if found.ok else DEGRADED, found.detail, data)
@@ -256,9 +268,7 @@ def check_sources(config: Config, root: Path) -> Check:
     return Check("sources", OK, " · ".join(f"{role}: {r['kind']}" for role, r in results.items()), results)
 
 
-def check_disk(
-    outputs: Path, monitor: Monitor, usage: Callable[[str], Any] = shutil.disk_usage
-) -> Check:
+def check_disk(outputs: Path, monitor: Monitor, usage: Callable[[str], Any] = shutil.disk_usage) -> Check:
     """Share of the outputs filesystem in use (the nearest existing folder when outputs is new),
     counted as `df` and the monitor stage count it (`resources.disk_use`)."""
     from bentley.monitoring.resources import disk_use
@@ -267,9 +277,15 @@ def check_disk(
     share = measured.share
     degraded_above = _threshold(monitor, "disk_use")
     down_above = _threshold(monitor, "resource_use")
-    data = {"path": measured.path, "total_bytes": measured.total_bytes, "used_bytes": measured.used_bytes,
-            "free_bytes": measured.free_bytes, "used_share": round(share, 4), "degraded_above": degraded_above,
-            "down_above": down_above}
+    data = {
+        "path": measured.path,
+        "total_bytes": measured.total_bytes,
+        "used_bytes": measured.used_bytes,
+        "free_bytes": measured.free_bytes,
+        "used_share": round(share, 4),
+        "degraded_above": degraded_above,
+        "down_above": down_above,
+    }
     detail = f"{measured.text()} ({measured.path})"
     if down_above is not None and share > down_above:
         return Check("disk", DOWN, f"{detail}: above {down_above:.0%}", data)
@@ -278,8 +294,9 @@ def check_disk(
     return Check("disk", OK, detail, data)
 
 
-def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime,
-                   scheduled: bool = True) -> Check:
+def check_last_run(
+    warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime, scheduled: bool = True
+) -> Check:
     """The latest run: degraded when it failed or crashed, or (`scheduled`: a scheduler is expected)
     when a tick since it started brought no run."""
     from bentley.schedule_times import fire_at_from_run_id, missed_ticks
@@ -294,27 +311,39 @@ def check_last_run(warehouse: Warehouse, schedule: Schedule, workflow: Workflow,
     status = latest["status"] or "unknown"
     last_seen = ended or started
     age = None if last_seen is None else now - last_seen
-    data = {"run_id": run_id, "status": status, "logical_date": latest["logical_date"],
-            "started_at": latest["started_at"], "ended_at": latest["ended_at"],
-            "age_minutes": None if age is None else round(age.total_seconds() / 60, 1)}
+    data = {
+        "run_id": run_id,
+        "status": status,
+        "logical_date": latest["logical_date"],
+        "started_at": latest["started_at"],
+        "ended_at": latest["ended_at"],
+        "age_minutes": None if age is None else round(age.total_seconds() / 60, 1),
+    }
     if status in BAD_RUN_STATUSES:
         return Check("last_run", DEGRADED, f"run {run_id} {status}", data)
     if started is None:
         return Check("last_run", DEGRADED, f"run {run_id} ({status}) has no start time", data)
     if not scheduled:
-        return Check("last_run", OK, f"run {run_id} {status}, {_minutes(age or dt.timedelta())} ago "
-                     "(no schedule to keep)", data)
+        return Check(
+            "last_run", OK, f"run {run_id} {status}, {_minutes(age or dt.timedelta())} ago (no schedule to keep)", data
+        )
     missed = missed_ticks(started, now, schedule, workflow)
     data["missed_ticks"] = len(missed)
     if missed:
         data["first_missed_run_id"] = missed[0].run_id
-        return Check("last_run", DEGRADED, f"run {run_id} ({status}) started {_local(started, workflow)}; "
-                     f"no run for {_missed_text(missed, now, workflow)}", data)
+        return Check(
+            "last_run",
+            DEGRADED,
+            f"run {run_id} ({status}) started {_local(started, workflow)}; "
+            f"no run for {_missed_text(missed, now, workflow)}",
+            data,
+        )
     return Check("last_run", OK, f"run {run_id} {status}, {_minutes(age or dt.timedelta())} ago", data)
 
 
-def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime,
-                    scheduled: bool = True) -> Check:
+def check_freshness(
+    warehouse: Warehouse, schedule: Schedule, workflow: Workflow, now: dt.datetime, scheduled: bool = True
+) -> Check:
     """Prices up to the latest closed session, and (`scheduled`) an ingest for every tick that is due by now.
 
     The ingest's age counts only from the first tick after it that brought no ingest, so the
@@ -330,8 +359,11 @@ def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow
     latest_price = _date(dates[-1]) if dates else None
     # Building the exchange calendar costs more than the rest of `runner health`: skip it when
     # the prices are certainly up to date (see `_surely_current`).
-    expected = (latest_price if latest_price is not None and _surely_current(latest_price, now, workflow)
-                else calendar.latest_closed_session(now, workflow.calendar))
+    expected = (
+        latest_price
+        if latest_price is not None and _surely_current(latest_price, now, workflow)
+        else calendar.latest_closed_session(now, workflow.calendar)
+    )
     if latest_price is None:
         problems.append("no prices loaded yet")
     elif latest_price < expected:
@@ -349,20 +381,28 @@ def check_freshness(warehouse: Warehouse, schedule: Schedule, workflow: Workflow
     if age is None:
         problems.append("no successful ingest yet")
     elif overdue > limit:
-        problems.append(f"last ingest {_minutes(age)} ago; no ingest for {_missed_text(missed, now, workflow)}, "
-                        f"{_minutes(overdue)} overdue (limit {workflow.data_freshness_minutes} min)")
+        problems.append(
+            f"last ingest {_minutes(age)} ago; no ingest for {_missed_text(missed, now, workflow)}, "
+            f"{_minutes(overdue)} overdue (limit {workflow.data_freshness_minutes} min)"
+        )
     elif missed:
-        facts.append(f"last ingest {_minutes(age)} ago; tick {missed[0].run_id} fired {_minutes(overdue)} ago "
-                     f"without one yet (limit {workflow.data_freshness_minutes} min)")
+        facts.append(
+            f"last ingest {_minutes(age)} ago; tick {missed[0].run_id} fired {_minutes(overdue)} ago "
+            f"without one yet (limit {workflow.data_freshness_minutes} min)"
+        )
     elif not scheduled:
         facts.append(f"last ingest {_minutes(age)} ago")
     else:
         facts.append(f"last ingest {_minutes(age)} ago, none due since")
-    data = {"latest_price_date": latest_price, "latest_closed_session": expected, "last_ingest_at": last_ingest,
-            "ingest_age_minutes": None if age is None else round(age.total_seconds() / 60, 1),
-            "overdue_minutes": round(overdue.total_seconds() / 60, 1),
-            "first_missed_run_id": missed[0].run_id if missed else None,
-            "limit_minutes": workflow.data_freshness_minutes}
+    data = {
+        "latest_price_date": latest_price,
+        "latest_closed_session": expected,
+        "last_ingest_at": last_ingest,
+        "ingest_age_minutes": None if age is None else round(age.total_seconds() / 60, 1),
+        "overdue_minutes": round(overdue.total_seconds() / 60, 1),
+        "first_missed_run_id": missed[0].run_id if missed else None,
+        "limit_minutes": workflow.data_freshness_minutes,
+    }
     if problems:
         return Check("freshness", DEGRADED, "; ".join(problems), data)
     return Check("freshness", OK, "; ".join(facts), data)
@@ -373,29 +413,49 @@ def check_scheduler(warehouse: Warehouse, schedule: Schedule, now: dt.datetime) 
     running = beats[beats["status"] == "running"]
     if running.empty:
         if beats.empty:
-            return Check("scheduler", OK, "not configured: no scheduler has run against this warehouse "
-                         "(`runner schedule` starts one)", {"configured": False})
+            return Check(
+                "scheduler",
+                OK,
+                "not configured: no scheduler has run against this warehouse (`runner schedule` starts one)",
+                {"configured": False},
+            )
         stopped = beats.sort_values("heartbeat_at", na_position="first").iloc[-1]
         at = _timestamp(stopped["heartbeat_at"])
         when = f" at {at:%Y-%m-%d %H:%M} UTC" if at is not None else ""
-        return Check("scheduler", OK, f"not running: scheduler {stopped['scheduler_id']} stopped cleanly{when}; "
-                     "no schedule is kept (`runner schedule` starts one)", {"configured": True, "running": 0})
+        return Check(
+            "scheduler",
+            OK,
+            f"not running: scheduler {stopped['scheduler_id']} stopped cleanly{when}; "
+            "no schedule is kept (`runner schedule` starts one)",
+            {"configured": True, "running": 0},
+        )
     beats = running
     latest = beats.sort_values("heartbeat_at", na_position="first").iloc[-1]
     at = _timestamp(latest["heartbeat_at"])
-    data = {"scheduler_id": latest["scheduler_id"], "heartbeat_at": at, "next_fire_at": latest["next_fire_at"],
-            "last_run_id": latest["last_run_id"], "running": len(beats)}
+    data = {
+        "scheduler_id": latest["scheduler_id"],
+        "heartbeat_at": at,
+        "next_fire_at": latest["next_fire_at"],
+        "last_run_id": latest["last_run_id"],
+        "running": len(beats),
+    }
     limit = dt.timedelta(seconds=HEARTBEAT_PERIODS * schedule.heartbeat_s)
     age = None if at is None else now - at
     data["heartbeat_age_s"] = None if age is None else round(age.total_seconds(), 1)
     if age is None or age > limit:
         shown = "never" if age is None else f"{age.total_seconds():.0f} s ago"
-        return Check("scheduler", DEGRADED, f"scheduler {latest['scheduler_id']} last beat {shown} "
-                     f"(limit {limit.total_seconds():.0f} s): stopped without saying so?", data)
+        return Check(
+            "scheduler",
+            DEGRADED,
+            f"scheduler {latest['scheduler_id']} last beat {shown} "
+            f"(limit {limit.total_seconds():.0f} s): stopped without saying so?",
+            data,
+        )
     next_fire = _timestamp(latest["next_fire_at"])
     upcoming = f"; next fire {next_fire:%Y-%m-%d %H:%M} UTC" if next_fire is not None else ""
-    return Check("scheduler", OK, f"scheduler {latest['scheduler_id']} beat {age.total_seconds():.0f} s ago"
-                 f"{upcoming}", data)
+    return Check(
+        "scheduler", OK, f"scheduler {latest['scheduler_id']} beat {age.total_seconds():.0f} s ago{upcoming}", data
+    )
 
 
 # --------------------------------------------------------------------------- helpers

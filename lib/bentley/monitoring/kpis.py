@@ -80,8 +80,17 @@ PIPELINE, HOST = "pipeline", "host"
 _DURATION_COLUMNS = ["stage", "status", "duration_s", "baseline_median_s", "baseline_n", "ratio"]
 _OUTCOME_COLUMNS = ["run_id", "started_at", "ended_at", "duration_s", "status", "outcome", "current"]
 _TREND_COLUMNS = [
-    "model_name", "model_version", "as_of", "recent_accuracy", "holdout_accuracy", "degradation",
-    "max_psi", "drifted_features", "retraining_required", "reason", "run_id",
+    "model_name",
+    "model_version",
+    "as_of",
+    "recent_accuracy",
+    "holdout_accuracy",
+    "degradation",
+    "max_psi",
+    "drifted_features",
+    "retraining_required",
+    "reason",
+    "run_id",
 ]
 
 
@@ -122,10 +131,12 @@ def load_history(warehouse: Any, params: Any, logical_date: dt.date) -> History:
         pipeline_runs=warehouse.read("pipeline_runs"),
         stage_runs=warehouse.read("stage_runs"),
         model_monitoring=warehouse.read("model_monitoring", end=logical_date, date_column="as_of"),
-        portfolio_values=warehouse.read("portfolio_values", end=logical_date,
-                                        where={"portfolio": params.trade.paper.portfolio}),
-        dataset_dates={name: _latest(warehouse.distinct(name, column), logical_date)
-                       for name, column in DATASETS.items()},
+        portfolio_values=warehouse.read(
+            "portfolio_values", end=logical_date, where={"portfolio": params.trade.paper.portfolio}
+        ),
+        dataset_dates={
+            name: _latest(warehouse.distinct(name, column), logical_date) for name, column in DATASETS.items()
+        },
     )
 
 
@@ -147,8 +158,14 @@ def host_resources(path: str | Path, cpu_interval_s: float = 0.5) -> Resources:
 
     cpu = resources.cpu_use(cpu_interval_s)
     disk = resources.disk_use(path)
-    return Resources(cpu=cpu.share, memory=resources.memory_use(), disk=disk.share, disk_path=str(path),
-                     cpu_detail=cpu.detail(), disk_detail=disk.text())
+    return Resources(
+        cpu=cpu.share,
+        memory=resources.memory_use(),
+        disk=disk.share,
+        disk_path=str(path),
+        cpu_detail=cpu.detail(),
+        disk_detail=disk.text(),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,8 +195,11 @@ def run_outcomes(pipeline_runs: pd.DataFrame, stage_runs: pd.DataFrame, run_id: 
     runs = pipeline_runs.reindex(columns=["run_id", "started_at", "ended_at", "duration_s", "status"]).copy()
     if run_id not in set(runs["run_id"]):
         extra = pd.DataFrame({"run_id": [run_id], "status": ["running"]})
-        runs = pd.concat([runs, extra.reindex(columns=runs.columns)], ignore_index=True) if len(runs) else \
-            extra.reindex(columns=runs.columns)
+        runs = (
+            pd.concat([runs, extra.reindex(columns=runs.columns)], ignore_index=True)
+            if len(runs)
+            else extra.reindex(columns=runs.columns)
+        )
     runs["started_at"] = _utc(runs["started_at"])
     runs["ended_at"] = _utc(runs["ended_at"])
     runs["duration_s"] = pd.to_numeric(runs["duration_s"], errors="coerce")
@@ -235,8 +255,9 @@ def stage_durations(stage_runs: pd.DataFrame, run_id: str, baseline_runs: int) -
         return pd.DataFrame(columns=_DURATION_COLUMNS)
     stages = stages[stages["stage"] != MONITOR_STAGE]
     current = stages[stages["run_id"] == run_id].sort_values("started_at", kind="stable")
-    done = stage_runs[(stage_runs["run_id"] != run_id) & (stage_runs["status"] == SUCCESS)
-                      & (stage_runs["stage"] != MONITOR_STAGE)]
+    done = stage_runs[
+        (stage_runs["run_id"] != run_id) & (stage_runs["status"] == SUCCESS) & (stage_runs["stage"] != MONITOR_STAGE)
+    ]
     done = done.assign(started_at=_utc(done["started_at"])).sort_values("started_at", kind="stable")
     began = _utc(current["started_at"]).min()
     if pd.notna(began):  # a past run monitored again: only executions before it are its baseline
@@ -248,8 +269,16 @@ def stage_durations(stage_runs: pd.DataFrame, run_id: str, baseline_runs: int) -
         median = float(history.median()) if len(history) >= MIN_BASELINE else math.nan
         duration = float(record.duration_s) if record.status == SUCCESS and pd.notna(record.duration_s) else math.nan
         ratio = duration / median if math.isfinite(duration) and median > 0 else math.nan
-        rows.append({"stage": record.stage, "status": record.status, "duration_s": duration,
-                     "baseline_median_s": median, "baseline_n": len(history), "ratio": ratio})
+        rows.append(
+            {
+                "stage": record.stage,
+                "status": record.status,
+                "duration_s": duration,
+                "baseline_median_s": median,
+                "baseline_n": len(history),
+                "ratio": ratio,
+            }
+        )
     return pd.DataFrame(rows, columns=_DURATION_COLUMNS)
 
 
@@ -311,16 +340,25 @@ def paper_returns(portfolio_values: pd.DataFrame) -> pd.Series:
     if portfolio_values.empty:
         return pd.Series(dtype=np.float64, index=pd.DatetimeIndex([], name="date"), name="daily_return")
     rows = portfolio_values.sort_values("date")
-    series = pd.Series(pd.to_numeric(rows["daily_return"], errors="coerce").to_numpy(dtype=np.float64),
-                       index=pd.DatetimeIndex(pd.to_datetime(rows["date"]), name="date"), name="daily_return")
+    series = pd.Series(
+        pd.to_numeric(rows["daily_return"], errors="coerce").to_numpy(dtype=np.float64),
+        index=pd.DatetimeIndex(pd.to_datetime(rows["date"]), name="date"),
+        name="daily_return",
+    )
     return series.dropna()
 
 
 def paper_performance(portfolio_values: pd.DataFrame, risk_free_annual: float) -> dict[str, float]:
     """cumulative_return, sharpe_ratio, max_drawdown (risk.risk_metrics), latest return and equity, n."""
     returns = paper_returns(portfolio_values)
-    out = {"cumulative_return": math.nan, "sharpe_ratio": math.nan, "max_drawdown": math.nan,
-           "latest_daily_return": math.nan, "equity": math.nan, "n_returns": float(len(returns))}
+    out = {
+        "cumulative_return": math.nan,
+        "sharpe_ratio": math.nan,
+        "max_drawdown": math.nan,
+        "latest_daily_return": math.nan,
+        "equity": math.nan,
+        "n_returns": float(len(returns)),
+    }
     if not portfolio_values.empty:
         last = portfolio_values.sort_values("date").iloc[-1]
         out["equity"] = float(last["equity"]) if pd.notna(last["equity"]) else math.nan
@@ -329,8 +367,7 @@ def paper_performance(portfolio_values: pd.DataFrame, risk_free_annual: float) -
         return out
     with warnings.catch_warnings():  # one return or a flat book: NaN metrics, said in the KPI detail
         warnings.simplefilter("ignore", risk.RiskWarning)
-        table = risk.risk_metrics(returns.to_frame("paper"), pd.Series(dtype=np.float64), risk_free_annual,
-                                  garch=False)
+        table = risk.risk_metrics(returns.to_frame("paper"), pd.Series(dtype=np.float64), risk_free_annual, garch=False)
     row = table.loc["paper"]
     for name in ("cumulative_return", "sharpe_ratio", "max_drawdown"):
         out[name] = float(row[name])
@@ -357,9 +394,15 @@ def pipeline_kpis(history: History, run_id: str, baseline_runs: int) -> list[dic
     current = outcomes.loc[outcomes["current"], "outcome"]
     state = "has failed so far" if len(current) and current.iloc[-1] == "failed" else "has not failed so far"
     return [
-        _row("success_rate", PIPELINE, rate, "share",
-             f"{round(rate * counted)} of the last {counted} finished runs succeeded" if counted
-             else "no finished run yet"),
+        _row(
+            "success_rate",
+            PIPELINE,
+            rate,
+            "share",
+            f"{round(rate * counted)} of the last {counted} finished runs succeeded"
+            if counted
+            else "no finished run yet",
+        ),
         _row("consecutive_failures", PIPELINE, streak, "count", f"this run {state}"),
     ]
 
@@ -391,7 +434,9 @@ def freshness_kpis(history: History, logical_date: dt.date, now: dt.datetime, wo
 
 def model_kpis(history: History) -> list[dict[str, Any]]:
     rows = []
-    for record in latest_model_rows(model_trend(history.model_monitoring, history.pipeline_runs)).itertuples(index=False):
+    for record in latest_model_rows(model_trend(history.model_monitoring, history.pipeline_runs)).itertuples(
+        index=False
+    ):
         scope, version = str(record.model_name), f"version {record.model_version}, as of {record.as_of:%Y-%m-%d}"
         flag = record.retraining_required
         rows += [
@@ -399,9 +444,20 @@ def model_kpis(history: History) -> list[dict[str, Any]]:
             _row("holdout_accuracy", scope, _float(record.holdout_accuracy), "share", version),
             _row("degradation", scope, _float(record.degradation), "share", "1 - recent / holdout accuracy"),
             _row("max_psi", scope, _float(record.max_psi), "psi", "largest feature drift (PSI)"),
-            _row("drifted_features", scope, _float(record.drifted_features), "count", f"features with PSI above {drift.SIGNIFICANT:g}"),
-            _row("retraining_required", scope, math.nan if flag is None or pd.isna(flag) else float(bool(flag)), "flag",
-                 str(record.reason) if record.reason is not None and not pd.isna(record.reason) else ""),
+            _row(
+                "drifted_features",
+                scope,
+                _float(record.drifted_features),
+                "count",
+                f"features with PSI above {drift.SIGNIFICANT:g}",
+            ),
+            _row(
+                "retraining_required",
+                scope,
+                math.nan if flag is None or pd.isna(flag) else float(bool(flag)),
+                "flag",
+                str(record.reason) if record.reason is not None and not pd.isna(record.reason) else "",
+            ),
         ]
     return rows
 
@@ -438,9 +494,14 @@ def resource_kpis(resources: Resources) -> list[dict[str, Any]]:
     return [
         _row("cpu_use", HOST, resources.cpu, "share", resources.cpu_detail),
         _row("memory_use", HOST, resources.memory, "share", "memory in use"),
-        _row("disk_use", HOST, resources.disk, "share",
-             (f"filesystem of {resources.disk_path}" if resources.disk_path else "outputs filesystem")
-             + (f": {resources.disk_detail}" if resources.disk_detail else "")),
+        _row(
+            "disk_use",
+            HOST,
+            resources.disk,
+            "share",
+            (f"filesystem of {resources.disk_path}" if resources.disk_path else "outputs filesystem")
+            + (f": {resources.disk_detail}" if resources.disk_detail else ""),
+        ),
     ]
 
 
@@ -551,13 +612,17 @@ def durations_sentence(durations: pd.DataFrame, slow_ratio: float | None) -> str
     if durations.empty:
         return "No stage of this run has finished yet, so there is nothing to compare."
     if measured.empty:
-        return (f"{len(durations)} stage(s) finished in this run, but none has {MIN_BASELINE} earlier successful "
-                "runs yet to compare with: the bars show this run's durations only.")
+        return (
+            f"{len(durations)} stage(s) finished in this run, but none has {MIN_BASELINE} earlier successful "
+            "runs yet to compare with: the bars show this run's durations only."
+        )
     worst = measured.loc[measured["ratio"].idxmax()]
     limit = f" (the stage_slow rule fires above {slow_ratio:g}x)" if slow_ratio else ""
-    return (f"Against their baselines, {len(measured)} stage(s) ran at a median of {measured['ratio'].median():.2f}x "
-            f"their usual time; the slowest relative to its history is **{md_escape(worst['stage'])}** at "
-            f"{worst['ratio']:.2f}x{limit}.")
+    return (
+        f"Against their baselines, {len(measured)} stage(s) ran at a median of {measured['ratio'].median():.2f}x "
+        f"their usual time; the slowest relative to its history is **{md_escape(worst['stage'])}** at "
+        f"{worst['ratio']:.2f}x{limit}."
+    )
 
 
 def durations_chart(durations: pd.DataFrame, slow_ratio: float | None = None) -> Figure | None:
@@ -575,8 +640,12 @@ def durations_chart(durations: pd.DataFrame, slow_ratio: float | None = None) ->
     baseline = shown["baseline_median_s"].notna().any()
     fig, ax = charts.figure(9, 0.32 * len(shown) + 1.2, left=1.0, right=2.3)
     height = 0.4 if baseline else 0.7
-    ax.barh(positions - (0.2 if baseline else 0.0), shown["duration_s"], height=height,
-            color=np.where(slow, "tab:red", "tab:blue"))
+    ax.barh(
+        positions - (0.2 if baseline else 0.0),
+        shown["duration_s"],
+        height=height,
+        color=np.where(slow, "tab:red", "tab:blue"),
+    )
     if baseline:
         ax.barh(positions + 0.2, shown["baseline_median_s"].fillna(0.0), height=0.4, color="tab:gray")
     ax.set_yticks(positions, shown["stage"])
@@ -593,8 +662,13 @@ def durations_chart(durations: pd.DataFrame, slow_ratio: float | None = None) ->
     return fig
 
 
-_STATUS_COLOURS = {"success": "tab:green", "failed": "tab:red", "crashed": "darkred", "running": "tab:blue",
-                   "interrupted": "tab:orange"}
+_STATUS_COLOURS = {
+    "success": "tab:green",
+    "failed": "tab:red",
+    "crashed": "darkred",
+    "running": "tab:blue",
+    "interrupted": "tab:orange",
+}
 
 
 #: Fewer finished runs than this: no run-history chart (a sentence says so instead).
@@ -613,8 +687,10 @@ def run_history_chart(outcomes: pd.DataFrame, last_n: int, timezone: str = "UTC"
     shown = outcomes.tail(last_n).reset_index(drop=True)
     if shown.empty or shown["duration_s"].notna().sum() < MIN_CHARTED_RUNS:
         return None
-    status = [("failed" if o == "failed" and s not in FAILED_STATUSES else s) or "running"
-              for s, o in zip(shown["status"], shown["outcome"], strict=True)]
+    status = [
+        ("failed" if o == "failed" and s not in FAILED_STATUSES else s) or "running"
+        for s, o in zip(shown["status"], shown["outcome"], strict=True)
+    ]
     heights = shown["duration_s"].fillna(0.0).to_numpy(dtype=np.float64)
     width = min(9.0, 3.4 + 0.42 * len(shown))
     fig, ax = charts.figure(width, 3.4, left=0.8, bottom=0.95, right=1.4)
@@ -638,12 +714,15 @@ def history_sentence(outcomes: pd.DataFrame, last_n: int) -> str:
     shown = outcomes.tail(last_n)
     timed = shown["duration_s"].dropna() if len(shown) else pd.Series(dtype=float)
     if len(timed) < MIN_CHARTED_RUNS:
-        return (f"{len(timed)} finished run(s) with a duration so far: the run-history chart starts at "
-                f"{MIN_CHARTED_RUNS}.")
+        return (
+            f"{len(timed)} finished run(s) with a duration so far: the run-history chart starts at {MIN_CHARTED_RUNS}."
+        )
     failed = int(shown["outcome"].eq("failed").sum()) if "outcome" in shown else 0
-    return (f"The last {len(timed)} finished runs took {timed.median():,.0f} s at the median "
-            f"(shortest {timed.min():,.0f} s: usually a run whose stages were up to date, longest "
-            f"{timed.max():,.0f} s); {failed} of the {len(shown)} runs shown failed.")
+    return (
+        f"The last {len(timed)} finished runs took {timed.median():,.0f} s at the median "
+        f"(shortest {timed.min():,.0f} s: usually a run whose stages were up to date, longest "
+        f"{timed.max():,.0f} s); {failed} of the {len(shown)} runs shown failed."
+    )
 
 
 def _date_axis(ax: Any, dates: pd.Series) -> None:
@@ -667,13 +746,20 @@ def model_sentence(trend: pd.DataFrame, max_degradation: float) -> str:
     last = trend.iloc[-1]
     flag = "requires retraining" if bool(last["retraining_required"]) else "does not require retraining"
     psi, drifted = _float(last["max_psi"]), _float(last["drifted_features"])
-    drift_text = "" if not math.isfinite(psi) else (
-        f" Its largest input drift is a PSI of {psi:.2f}, with {int(drifted) if math.isfinite(drifted) else 0} "
-        f"feature(s) above {drift.SIGNIFICANT:g} (a significant shift).")
-    return (f"The latest check ({last['as_of']:%Y-%m-%d}) puts **{md_escape(last['model_name'])}** at "
-            f"{_pct(_float(last['recent_accuracy']))} recent accuracy against {_pct(_float(last['holdout_accuracy']))} "
-            f"on its holdout, a degradation of {_pct(_float(last['degradation']))} (limit {max_degradation:.0%}); "
-            f"the model {flag}.{drift_text}")
+    drift_text = (
+        ""
+        if not math.isfinite(psi)
+        else (
+            f" Its largest input drift is a PSI of {psi:.2f}, with {int(drifted) if math.isfinite(drifted) else 0} "
+            f"feature(s) above {drift.SIGNIFICANT:g} (a significant shift)."
+        )
+    )
+    return (
+        f"The latest check ({last['as_of']:%Y-%m-%d}) puts **{md_escape(last['model_name'])}** at "
+        f"{_pct(_float(last['recent_accuracy']))} recent accuracy against {_pct(_float(last['holdout_accuracy']))} "
+        f"on its holdout, a degradation of {_pct(_float(last['degradation']))} (limit {max_degradation:.0%}); "
+        f"the model {flag}.{drift_text}"
+    )
 
 
 def model_trend_chart(trend: pd.DataFrame) -> Figure | None:
@@ -691,8 +777,14 @@ def model_trend_chart(trend: pd.DataFrame) -> Figure | None:
         ax.plot(rows["as_of"], rows["holdout_accuracy"], linestyle="--", color=colour, label=f"{name}:\nholdout")
         flagged = rows[rows["retraining_required"].fillna(False).astype(bool)]
         if len(flagged):
-            ax.scatter(flagged["as_of"], flagged["recent_accuracy"], color="tab:red", zorder=3, s=40,
-                       label="retraining\nrequired")
+            ax.scatter(
+                flagged["as_of"],
+                flagged["recent_accuracy"],
+                color="tab:red",
+                zorder=3,
+                s=40,
+                label="retraining\nrequired",
+            )
     ax.set_title("Champion accuracy: latest labelled sessions against its holdout")
     ax.set_xlabel("As of")
     ax.set_ylabel("Accuracy")
@@ -712,10 +804,12 @@ def paper_sentence(kpis: pd.DataFrame, portfolio: str) -> str:
     cum, last = kpi_value(kpis, "cumulative_return", portfolio), kpi_value(kpis, "latest_daily_return", portfolio)
     if not math.isfinite(cum):
         return f"The paper portfolio {name} has no daily return yet (its first session only sets the base)."
-    return (f"The paper portfolio {name} returned {cum:+.2%} so far, with a max drawdown of "
-            f"{kpi_text(kpis, 'max_drawdown', portfolio, '.2%')}; its latest session returned "
-            f"{_pct(last) if math.isfinite(last) else 'n/a'}. Its Sharpe ratio is "
-            f"{kpi_text(kpis, 'sharpe_ratio', portfolio, '.2f')}.")
+    return (
+        f"The paper portfolio {name} returned {cum:+.2%} so far, with a max drawdown of "
+        f"{kpi_text(kpis, 'max_drawdown', portfolio, '.2%')}; its latest session returned "
+        f"{_pct(last) if math.isfinite(last) else 'n/a'}. Its Sharpe ratio is "
+        f"{kpi_text(kpis, 'sharpe_ratio', portfolio, '.2f')}."
+    )
 
 
 def equity_chart(portfolio_values: pd.DataFrame, portfolio: str) -> Figure | None:
@@ -749,6 +843,8 @@ def resources_sentence(kpis: pd.DataFrame) -> str:
     rows = kpis[(kpis["kpi"] == "cpu_use") & (kpis["scope"] == HOST)]
     who = str(rows["detail"].iloc[0]) if len(rows) and pd.notna(rows["detail"].iloc[0]) else ""
     busiest = f" (busiest: {md_escape(who.split('busiest: ', 1)[1])})" if "busiest: " in who else ""
-    return (f"Other processes keep {_pct(cpu)} of the CPU busy, sustained over the last minutes{busiest}; memory "
-            f"is {_pct(memory)} in use and the outputs disk {_pct(disk)} full (as `df` and `runner health` "
-            "count it).")
+    return (
+        f"Other processes keep {_pct(cpu)} of the CPU busy, sustained over the last minutes{busiest}; memory "
+        f"is {_pct(memory)} in use and the outputs disk {_pct(disk)} full (as `df` and `runner health` "
+        "count it)."
+    )

@@ -61,8 +61,9 @@ class CpuUse:
     def detail(self) -> str:
         sustained = "n/a" if self.sustained is None else f"{self.sustained:.0%}"
         who = ", ".join(f"{name} (pid {pid}, {user}) {percent:.0f}%" for name, pid, user, percent in self.top)
-        return (f"used by processes other than this pipeline: {self.sample:.0%} now, {sustained} over 5 min"
-                + (f"; busiest: {who}" if who else ""))
+        return f"used by processes other than this pipeline: {self.sample:.0%} now, {sustained} over 5 min" + (
+            f"; busiest: {who}" if who else ""
+        )
 
 
 def nearest_existing(path: str | Path) -> Path:
@@ -144,8 +145,9 @@ def cpu_use(interval_s: float = 0.5) -> CpuUse:
     return CpuUse(sample if sustained is None else min(sample, sustained), sample, sustained, busiest[:TOP_PROCESSES])
 
 
-def sustained_share(load5: float, cores: int, own_cpu_seconds: float, own_alive_s: float,
-                    window_s: float = SUSTAINED_WINDOW_S) -> float:
+def sustained_share(
+    load5: float, cores: int, own_cpu_seconds: float, own_alive_s: float, window_s: float = SUSTAINED_WINDOW_S
+) -> float:
     """Share of the machine other processes kept busy over the load-average window: the 5-minute
     load over the cores, less the pipeline's own use (its CPU seconds spread evenly over its
     lifetime, the part inside the window counted), clipped to 0..1."""

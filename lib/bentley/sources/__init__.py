@@ -29,8 +29,17 @@ if TYPE_CHECKING:
 Params: TypeAlias = "SimpleNamespace | Config"
 
 __all__ = [
-    "TICKER_PATTERN", "FetchRequest", "Health", "MarketSource", "Source", "SourceError",
-    "TransientSourceError", "market_source", "news_source", "portfolio_source", "validate_ticker",
+    "TICKER_PATTERN",
+    "FetchRequest",
+    "Health",
+    "MarketSource",
+    "Source",
+    "SourceError",
+    "TransientSourceError",
+    "market_source",
+    "news_source",
+    "portfolio_source",
+    "validate_ticker",
 ]
 
 
@@ -42,8 +51,11 @@ def market_source(params: Params, data_dir: Path) -> MarketSource:
         from bentley.sources.sample import SampleMarketSource
 
         return SampleMarketSource(
-            seed=params.sample.seed, n_tickers=params.sample.n_tickers, epoch=params.sample.epoch,
-            benchmark=params.universe.benchmark, calendar=params.workflow.calendar,
+            seed=params.sample.seed,
+            n_tickers=params.sample.n_tickers,
+            epoch=params.sample.epoch,
+            benchmark=params.universe.benchmark,
+            calendar=params.workflow.calendar,
             signal=params.sample.signal,
         )
     if settings.kind == "csv":
@@ -52,7 +64,8 @@ def market_source(params: Params, data_dir: Path) -> MarketSource:
 
         assert settings.path is not None, "the settings validator requires a path for kind csv"
         return CsvMarketSource(
-            resolve_inside(data_dir, settings.path), benchmark=params.universe.benchmark,
+            resolve_inside(data_dir, settings.path),
+            benchmark=params.universe.benchmark,
             calendar=params.workflow.calendar,
         )
     from bentley.sources.yahoo import YahooMarketSource
@@ -68,7 +81,9 @@ def news_source(params: Params, data_dir: Path) -> Source:
         from bentley.sources.sample import SampleNewsSource
 
         return SampleNewsSource(
-            seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar,
+            seed=params.sample.seed,
+            epoch=params.sample.epoch,
+            calendar=params.workflow.calendar,
             signal=params.sample.signal,
         )
     if settings.kind == "csv":
@@ -93,7 +108,9 @@ def portfolio_source(params: Params, data_dir: Path) -> Source:
         from bentley.sources.sample import SamplePortfolioSource
 
         return SamplePortfolioSource(
-            seed=params.sample.seed, epoch=params.sample.epoch, calendar=params.workflow.calendar,
+            seed=params.sample.seed,
+            epoch=params.sample.epoch,
+            calendar=params.workflow.calendar,
             signal=params.sample.signal,
         )
     from bentley.sources.bank import FilePortfolioSource

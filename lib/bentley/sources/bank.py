@@ -127,9 +127,7 @@ class FilePortfolioSource(Source):
         ledger = pd.concat(frames, ignore_index=True).drop_duplicates("txn_id", keep="last")
         start, end = pd.Timestamp(request.start), pd.Timestamp(request.end)
         ledger = ledger[(ledger["date"] >= start) & (ledger["date"] <= end)]
-        return contract_frame(
-            schemas.TRANSACTIONS, ledger.sort_values(["date", "account"], kind="stable")
-        )
+        return contract_frame(schemas.TRANSACTIONS, ledger.sort_values(["date", "account"], kind="stable"))
 
     @staticmethod
     def _ledger_files(path: Path) -> list[Path]:
@@ -178,15 +176,9 @@ class FilePortfolioSource(Source):
             }
         )
         _refuse_duplicate_positions(table, holdings)
-        outside = (
-            holdings.loc[~holdings["ticker"].isin(request.tickers), "ticker"]
-            .value_counts()
-            .sort_index()
-        )
+        outside = holdings.loc[~holdings["ticker"].isin(request.tickers), "ticker"].value_counts().sort_index()
         self.outside_universe = {str(t): int(n) for t, n in outside.items()}
-        return contract_frame(
-            schemas.HOLDINGS, holdings.sort_values(["account", "ticker"], kind="stable")
-        )
+        return contract_frame(schemas.HOLDINGS, holdings.sort_values(["account", "ticker"], kind="stable"))
 
 
 def _empty(contract: schemas.TableContract) -> pd.DataFrame:
@@ -200,9 +192,7 @@ def _refuse_duplicate_positions(table: Table, holdings: pd.DataFrame) -> None:
         first = holdings[duplicated].iloc[0]
         same = [
             i
-            for i, (account, ticker) in enumerate(
-                zip(holdings["account"], holdings["ticker"], strict=True)
-            )
+            for i, (account, ticker) in enumerate(zip(holdings["account"], holdings["ticker"], strict=True))
             if account == first["account"] and ticker == first["ticker"]
         ]
         raise table.error(
@@ -261,9 +251,7 @@ def _ofx_transactions(path: Path) -> tuple[pd.DataFrame, int]:
     for statement in ofx.statements:
         account = statement.account.acctid
         if statement.curdef != "USD":
-            raise SourceError(
-                f"{path}: account {account!r} is in {statement.curdef}; the ledger is in USD"
-            )
+            raise SourceError(f"{path}: account {account!r} is in {statement.curdef}; the ledger is in USD")
         listed = list(statement.transactions or [])
         if isinstance(statement, INVSTMTRS):
             cash = [t.stmttrn for t in listed if isinstance(t, INVBANKTRAN)]
@@ -272,9 +260,7 @@ def _ofx_transactions(path: Path) -> tuple[pd.DataFrame, int]:
             cash = listed
         for txn in cash:
             if (account, txn.fitid) in seen:
-                raise SourceError(
-                    f"{path}: FITID {txn.fitid!r} appears more than once for account {account!r}"
-                )
+                raise SourceError(f"{path}: FITID {txn.fitid!r} appears more than once for account {account!r}")
             seen.add((account, txn.fitid))
             rows.append(
                 {
@@ -299,9 +285,7 @@ def _parse_ofx(path: Path) -> tuple[Any, ET.Element]:
     """
     data = read_bytes(path)
     if not data.rstrip(b"\x00 \t\r\n").upper().endswith(b"</OFX>"):
-        raise SourceError(
-            f"{path}: not a valid OFX file: it ends before </OFX> (truncated download?)"
-        )
+        raise SourceError(f"{path}: not a valid OFX file: it ends before </OFX> (truncated download?)")
     parser = OFXTree()
     try:
         with warnings.catch_warnings():

@@ -30,9 +30,7 @@ class TransientSourceError(RuntimeError):
 #: ``EURUSD=X``, ``BTC-USD``) are far shorter; a longer name is a file that is not an export.
 MAX_TICKER_LENGTH = 20
 
-TICKER_PATTERN = re.compile(
-    rf"(?=.{{1,{MAX_TICKER_LENGTH}}}\Z)\^?[A-Za-z0-9]+(?:[.=-][A-Za-z0-9]+)*"
-)
+TICKER_PATTERN = re.compile(rf"(?=.{{1,{MAX_TICKER_LENGTH}}}\Z)\^?[A-Za-z0-9]+(?:[.=-][A-Za-z0-9]+)*")
 """What a ticker symbol may look like, wherever it enters from outside.
 
 An optional leading ``^`` (indices: ``^GSPC``), then ASCII letters and digits in groups joined
@@ -174,10 +172,7 @@ def tradable_only(
     and the benchmark stays out whatever it is (an ETF benchmark is a yardstick too).
     """
     known = types or {}
-    return [
-        t for t in tickers
-        if t != benchmark and known.get(t, default_instrument_type(t)) in TRADABLE_TYPES
-    ]
+    return [t for t in tickers if t != benchmark and known.get(t, default_instrument_type(t)) in TRADABLE_TYPES]
 
 
 class MarketSource(Source):

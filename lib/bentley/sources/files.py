@@ -92,6 +92,7 @@ def apply_limits(limits: Any) -> None:
     MAX_FILE_BYTES = int(limits.max_mb * 2**20)
     MAX_FILE_ROWS = int(limits.max_rows)
 
+
 #: Longest cell value quoted in an error message: enough to recognise it, never a file dump.
 _QUOTE_LIMIT = 40
 #: Offsets within one file may differ by this much: a zone's daylight saving time shift
@@ -162,9 +163,7 @@ class Table:
         extra = f" ({len(positions)} in all)" if len(positions) > 3 else ""
         return f"{self.unit}s {listed}{extra}"
 
-    def columns(
-        self, accepted: Mapping[str, Sequence[str]], required: Collection[str]
-    ) -> dict[str, Column]:
+    def columns(self, accepted: Mapping[str, Sequence[str]], required: Collection[str]) -> dict[str, Column]:
         """The file's columns by canonical name; `accepted` maps each name to other spellings.
 
         A header that spells one column twice is refused rather than resolved by position:
@@ -187,9 +186,7 @@ class Table:
             names = ", ".join(map(repr, missing))
             header = ", ".join(self.header)
             header = header if len(header) <= 200 else header[:200] + "..."
-            raise self.error(
-                f"missing column{'s' if len(missing) > 1 else ''} {names} (header: {header})"
-            )
+            raise self.error(f"missing column{'s' if len(missing) > 1 else ''} {names} (header: {header})")
         return found
 
 
@@ -201,15 +198,11 @@ class Column:
     name: str  # as written in the file's header
     text: pd.Series  # stripped cells, "" when empty
 
-    def _error(
-        self, problem: str, mask: pd.Series, show_value: bool = True, hint: str = ""
-    ) -> SourceError:
+    def _error(self, problem: str, mask: pd.Series, show_value: bool = True, hint: str = "") -> SourceError:
         first = int(np.flatnonzero(mask.to_numpy())[0])
         where = self.table.located([first])
         shown = f": {_quote(self.text.iat[first])}" if show_value else ""
-        return self.table.error(
-            f"column {self.name!r} {problem} ({where}{shown}){'; ' + hint if hint else ''}"
-        )
+        return self.table.error(f"column {self.name!r} {problem} ({where}{shown}){'; ' + hint if hint else ''}")
 
     def require(self) -> Column:
         """This column, checked to have no empty cell: keys and dates cannot be missing."""
@@ -227,9 +220,7 @@ class Column:
         distinct = text.unique()
         bad = [value for value in distinct if TICKER_PATTERN.fullmatch(value) is None]
         if bad:
-            raise self._error(
-                "has a value that is not a ticker symbol", text.isin(bad), hint=TICKER_RULE
-            )
+            raise self._error("has a value that is not a ticker symbol", text.isin(bad), hint=TICKER_RULE)
         return text.str.upper()
 
     def strings(self) -> pd.Series:
@@ -281,9 +272,7 @@ class Column:
                 break
             attempt = pd.to_datetime(local[todo], format=date_format, errors="coerce")
             parsed[todo] = attempt.astype("datetime64[ns]")
-        bad = (parsed.isna() | ~local.str.match(_FULL_DATE).fillna(True).astype(bool)) & (
-            self.text != ""
-        )
+        bad = (parsed.isna() | ~local.str.match(_FULL_DATE).fillna(True).astype(bool)) & (self.text != "")
         if bad.any():
             raise self._error("has a value that is not a date", bad)
         return parsed.dt.normalize()
@@ -345,8 +334,7 @@ def _too_large(path: Path, size: int) -> SourceError:
 
 def _too_long(path: Path | str) -> SourceError:
     return SourceError(
-        f"{path}: more than {MAX_FILE_ROWS:,} data rows, the limit for one source file "
-        "(sources.file_limits.max_rows)"
+        f"{path}: more than {MAX_FILE_ROWS:,} data rows, the limit for one source file (sources.file_limits.max_rows)"
     )
 
 
@@ -392,9 +380,7 @@ def folder_files(folder: Path, suffixes: Collection[str]) -> list[Path]:
                 "so move them up or point the setting at the subfolder"
             )
         if not entry.is_file():
-            raise SourceError(
-                f"{folder}: {entry.name!r} is not a regular file (a broken link, socket or pipe)"
-            )
+            raise SourceError(f"{folder}: {entry.name!r} is not a regular file (a broken link, socket or pipe)")
         if entry.suffix.lower() not in suffixes:
             continue
         if not os.access(entry, os.R_OK):
@@ -443,9 +429,7 @@ def _read_csv(path: Path) -> Table:
         raise SourceError(f"{path}: no data rows (only a header)")
     for record, line in zip(body, lines[1:], strict=True):
         if len(record) != len(header):
-            raise SourceError(
-                f"{path}: line {line} has {len(record)} fields where the header has {len(header)}"
-            )
+            raise SourceError(f"{path}: line {line} has {len(record)} fields where the header has {len(header)}")
     cells = pd.DataFrame(body, columns=range(len(header)), dtype="str")
     return Table(str(path), header, cells, np.array(lines[1:]), "line")
 
@@ -471,12 +455,8 @@ def _read_parquet(path: Path) -> Table:
         raise SourceError(f"{path}: not a readable Parquet file ({reason})") from error
     if frame.empty:
         raise SourceError(f"{path}: no data rows")
-    cells = pd.DataFrame(
-        {i: frame.iloc[:, i].astype("str").fillna("").str.strip() for i in range(frame.shape[1])}
-    )
-    return Table(
-        str(path), [str(c) for c in frame.columns], cells, np.arange(1, len(frame) + 1), "row"
-    )
+    cells = pd.DataFrame({i: frame.iloc[:, i].astype("str").fillna("").str.strip() for i in range(frame.shape[1])})
+    return Table(str(path), [str(c) for c in frame.columns], cells, np.arange(1, len(frame) + 1), "row")
 
 
 def contract_frame(contract: schemas.TableContract, columns: Mapping[str, object]) -> pd.DataFrame:
@@ -536,10 +516,7 @@ def _fold_yfinance_header(table: Table) -> tuple[Table, str | None]:
     where = f"{table.file}: {table.unit} {table.rows[0]}"
     named = sorted({validate_ticker(value, where) for value in cells.iloc[0, 1:] if value})
     if len(named) != 1:
-        raise table.error(
-            f"yfinance layout with {len(named)} tickers ({', '.join(named)}); "
-            "save one file per ticker"
-        )
+        raise table.error(f"yfinance layout with {len(named)} tickers ({', '.join(named)}); save one file per ticker")
     if len(cells) == 2:
         raise table.error("no data rows (only a header)")
     body = cells.iloc[2:].reset_index(drop=True)
@@ -588,17 +565,11 @@ def _parse_prices(table: Table, ticker: str | None) -> PriceFile:
     if named is not None and ticker is not None and named != ticker.upper():
         raise table.error(f"holds ticker {named!r}, not {ticker!r}")
     ticker = ticker or named
-    required = (
-        _REQUIRED_PRICE_COLUMNS if ticker is not None else (*_REQUIRED_PRICE_COLUMNS, "ticker")
-    )
+    required = _REQUIRED_PRICE_COLUMNS if ticker is not None else (*_REQUIRED_PRICE_COLUMNS, "ticker")
     columns = table.columns(PRICE_COLUMNS, required)
     close = columns["close"].numbers()
     dividend = columns["dividend"].numbers().fillna(0.0) if "dividend" in columns else 0.0
-    split = (
-        columns["split_ratio"].numbers()
-        if "split_ratio" in columns
-        else pd.Series(1.0, index=close.index)
-    )
+    split = columns["split_ratio"].numbers() if "split_ratio" in columns else pd.Series(1.0, index=close.index)
     frame = pd.DataFrame(
         {
             "ticker": ticker if ticker is not None else columns["ticker"].tickers(),
@@ -616,13 +587,9 @@ def _parse_prices(table: Table, ticker: str | None) -> PriceFile:
     duplicated = frame.duplicated(["ticker", "date"], keep=False)
     if duplicated.any():
         first = frame[duplicated].iloc[0]
-        same = np.flatnonzero(
-            duplicated & (frame["ticker"] == first["ticker"]) & (frame["date"] == first["date"])
-        )
+        same = np.flatnonzero(duplicated & (frame["ticker"] == first["ticker"]) & (frame["date"] == first["date"]))
         whose = f" for {first['ticker']}" if ticker is None else ""
-        raise table.error(
-            f"duplicate date {first['date'].date()}{whose} ({table.located(list(same))})"
-        )
+        raise table.error(f"duplicate date {first['date'].date()}{whose} ({table.located(list(same))})")
     stated = (
         _stated_types(table, columns["instrument_type"], frame["ticker"].astype(str))
         if "instrument_type" in columns
@@ -703,8 +670,7 @@ class CsvMarketSource(MarketSource):
             absent = sorted(set(tickers) - set(long["ticker"]))
             if absent:
                 raise SourceError(
-                    f"{self.path}: no rows for ticker{'s' if len(absent) > 1 else ''} "
-                    f"{', '.join(map(repr, absent))}"
+                    f"{self.path}: no rows for ticker{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent))}"
                 )
             prices = long[long["ticker"].isin(tickers)]
         start, end = pd.Timestamp(request.start), pd.Timestamp(request.end)
@@ -753,9 +719,7 @@ class CsvMarketSource(MarketSource):
             )
         if len(paths) > 1:
             names = ", ".join(p.name for p in paths)
-            raise SourceError(
-                f"ticker {ticker!r} has {len(paths)} files in {self.path} ({names}); keep one"
-            )
+            raise SourceError(f"ticker {ticker!r} has {len(paths)} files in {self.path} ({names}); keep one")
         path = resolve_inside(self.path, paths[0].name)  # a symlink must not lead outside
         parsed = _parse_prices(read_table(path), ticker)
         self._folder_types[ticker] = parsed.types
@@ -804,16 +768,11 @@ class CsvNewsSource(Source):
     def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
         self._check_dataset(dataset)
         news = self._parse()
-        in_window = news[
-            (news["date"] >= pd.Timestamp(request.start))
-            & (news["date"] <= pd.Timestamp(request.end))
-        ]
+        in_window = news[(news["date"] >= pd.Timestamp(request.start)) & (news["date"] <= pd.Timestamp(request.end))]
         requested = in_window["ticker"].isin(request.tickers)
         outside = in_window.loc[~requested, "ticker"].value_counts().sort_index()
         self.outside_universe = {str(t): int(n) for t, n in outside.items()}
-        chosen = in_window[requested].sort_values(
-            ["date", "ticker", "published_at", "news_id"], kind="stable"
-        )
+        chosen = in_window[requested].sort_values(["date", "ticker", "published_at", "news_id"], kind="stable")
         return contract_frame(schemas.NEWS, chosen)
 
     def _parse(self) -> pd.DataFrame:
@@ -832,17 +791,12 @@ class CsvNewsSource(Source):
                 f"calendar; give the post a date ({table.located([first])})"
             )
         derived = pd.Series(
-            [
-                "csv:" + digest(t, p.isoformat(), h)
-                for t, p, h in zip(ticker, published, headline, strict=True)
-            ],
+            ["csv:" + digest(t, p.isoformat(), h) for t, p, h in zip(ticker, published, headline, strict=True)],
             index=ticker.index,
             dtype="str",
         )
         news_id = (
-            columns["news_id"].text.where(columns["news_id"].text != "", derived)
-            if "news_id" in columns
-            else derived
+            columns["news_id"].text.where(columns["news_id"].text != "", derived) if "news_id" in columns else derived
         )
         duplicated = news_id.duplicated(keep=False)
         if duplicated.any():

@@ -29,9 +29,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: Sent with every request we make ourselves: feed hosts may block anonymous clients.
-USER_AGENT = (
-    f"bentley-budget-bot/{__version__} (personal finance research pipeline; news feed reader)"
-)
+USER_AGENT = f"bentley-budget-bot/{__version__} (personal finance research pipeline; news feed reader)"
 
 _TRANSIENT_STATUS = 429
 _CURL = "curl_cffi.requests.exceptions"
@@ -119,9 +117,7 @@ def call_with_retries(
             if not is_transient(exc):
                 raise
             last = exc
-    raise TransientSourceError(
-        f"{what}: gave up after {policy.max_attempts} attempts: {last}"
-    ) from last
+    raise TransientSourceError(f"{what}: gave up after {policy.max_attempts} attempts: {last}") from last
 
 
 class RateLimiter:

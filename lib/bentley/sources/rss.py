@@ -65,9 +65,7 @@ _NEWS_DTYPES = {
 # --------------------------------------------------------------------------- shared news helpers
 
 
-def news_frame(
-    rows: Iterable[Mapping[str, Any]], request: FetchRequest, calendar: str
-) -> pd.DataFrame:
+def news_frame(rows: Iterable[Mapping[str, Any]], request: FetchRequest, calendar: str) -> pd.DataFrame:
     """Headline rows in the NEWS contract, for the request's tickers and session window.
 
     `rows` carry every NEWS column but `date`, which is the session of `published_at`. One row
@@ -202,9 +200,7 @@ class RssNewsSource(Source):
                     problems.append(f"feed file {feed.url!r} not found under {self.data_dir}")
             except SourceError as exc:
                 problems.append(str(exc))
-        detail = (
-            "; ".join(problems) or f"{len(self.feeds)} feeds configured; remote feeds not contacted"
-        )
+        detail = "; ".join(problems) or f"{len(self.feeds)} feeds configured; remote feeds not contacted"
         return Health(component=f"source:{self.name}", ok=not problems, detail=detail)
 
     # ---------------------------------------------------------------- internals
@@ -213,16 +209,10 @@ class RssNewsSource(Source):
         """headline -> the requested tickers it names, by symbol or company name."""
         patterns = {
             ticker: [_word(ticker)]
-            + (
-                [_word(self.company_names[ticker], re.IGNORECASE)]
-                if ticker in self.company_names
-                else []
-            )
+            + ([_word(self.company_names[ticker], re.IGNORECASE)] if ticker in self.company_names else [])
             for ticker in tickers
         }
-        return lambda headline: [
-            t for t, found in patterns.items() if any(p.search(headline) for p in found)
-        ]
+        return lambda headline: [t for t, found in patterns.items() if any(p.search(headline) for p in found)]
 
     @staticmethod
     def _locations(feed: Feed, tickers: list[str]) -> list[tuple[str, str | None]]:
@@ -233,21 +223,14 @@ class RssNewsSource(Source):
         """
         if TICKER_PLACEHOLDER in feed.url:
             remote = _is_remote(feed.url)
-            return [
-                (feed.url.replace(TICKER_PLACEHOLDER, quote(t, safe="") if remote else t), t)
-                for t in tickers
-            ]
+            return [(feed.url.replace(TICKER_PLACEHOLDER, quote(t, safe="") if remote else t), t) for t in tickers]
         if not feed.ticker:
             return [(feed.url, None)]
         return [(feed.url, validate_ticker(feed.ticker.strip(), f"feed {feed.url!r}: ticker"))]
 
-    def _read(
-        self, location: str, owners: list[str] | None, named: Callable[[str], list[str]]
-    ) -> list[dict[str, Any]]:
+    def _read(self, location: str, owners: list[str] | None, named: Callable[[str], list[str]]) -> list[dict[str, Any]]:
         """Rows of one feed; an unreachable or unreadable feed is recorded in `failures`."""
-        path = (
-            None if _is_remote(location) else resolve_inside(self.data_dir, location)
-        )  # escapes raise
+        path = None if _is_remote(location) else resolve_inside(self.data_dir, location)  # escapes raise
         try:
             content = self._download(location) if path is None else _read_local(path)
         except (TransientSourceError, requests.RequestException, OSError) as exc:
@@ -265,11 +248,7 @@ class RssNewsSource(Source):
                 len(parsed.entries),
             )
         publisher = _text_construct(parsed.feed, "title") or location
-        return [
-            row
-            for entry in parsed.entries
-            for row in self._entry_rows(entry, publisher, owners, named)
-        ]
+        return [row for entry in parsed.entries for row in self._entry_rows(entry, publisher, owners, named)]
 
     def _download(self, url: str) -> bytes:
         return self._calls.call(lambda: self._get(url, self._timeout_s), what=f"feed {url}")

@@ -245,9 +245,7 @@ class _Market:
     shocks: np.ndarray  # (n, 5) standard normals, columns _SHOCK.._VOLUME
 
 
-def _garch(
-    z: np.ndarray, omega: np.ndarray, alpha: np.ndarray, beta: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _garch(z: np.ndarray, omega: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """GARCH(1,1) innovations and conditional variances for standard normals z (series x sessions).
 
     The only loop over sessions, vectorized across series on a session-major copy. Starts at
@@ -270,9 +268,7 @@ def _market(seed: int, n: int) -> _Market:
     shocks = np.random.default_rng([seed, 0]).standard_normal((n, 5))
     alpha, beta = _MARKET_GARCH
     omega = _MARKET_DAILY_VAR * (1.0 - alpha - beta)
-    eps, var = _garch(
-        shocks[None, :, _SHOCK], np.array([omega]), np.array([alpha]), np.array([beta])
-    )
+    eps, var = _garch(shocks[None, :, _SHOCK], np.array([omega]), np.array([alpha]), np.array([beta]))
     return _Market(eps=eps[0], var=var[0], shocks=shocks)
 
 
@@ -284,9 +280,7 @@ def _round_price(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ohlc(
-    close: np.ndarray, ret: np.ndarray, sigma: np.ndarray, shocks: np.ndarray
-) -> tuple[np.ndarray, ...]:
+def _ohlc(close: np.ndarray, ret: np.ndarray, sigma: np.ndarray, shocks: np.ndarray) -> tuple[np.ndarray, ...]:
     """Open, high, low around a close path (unrounded, same shape as close).
 
     The open is the close undone by the day's model return plus an overnight gap, so it sits
@@ -410,27 +404,19 @@ def _stock_bars(seed: int, market: _Market, tickers: Sequence[str], signal: floa
     beta, idio_vol, alpha = param("beta"), param("idio_vol"), param("garch_alpha")
     shocks = _ticker_shocks(seed, tickers, n)
     idio_var = idio_vol**2 / _TRADING_DAYS
-    eps, var = _garch(
-        shocks[..., _SHOCK], idio_var * (1.0 - _IDIO_PERSISTENCE), alpha, _IDIO_PERSISTENCE - alpha
-    )
+    eps, var = _garch(shocks[..., _SHOCK], idio_var * (1.0 - _IDIO_PERSISTENCE), alpha, _IDIO_PERSISTENCE - alpha)
     sector = _sector_factors(seed, market, [p.sector for p in profiles])
     shock = beta * market.eps + sector + eps
     shock[:, :1] = 0.0  # the first session anchors the start price
     ret = np.log1p(param("drift")) / _TRADING_DAYS + _weekly_reversal(shock, signal)
     ret[:, :1] = 0.0
 
-    split_offsets = np.array(
-        [-1 if p.split_offset is None else p.split_offset for p in profiles], dtype=int
-    )
+    split_offsets = np.array([-1 if p.split_offset is None else p.split_offset for p in profiles], dtype=int)
     split_days = _schedule(n, split_offsets, SPLIT_PERIOD)
-    dividend_days = (
-        _schedule(n, param("dividend_offset")[:, 0].astype(int), _DIVIDEND_PERIOD) & ~split_days
-    )
+    dividend_days = _schedule(n, param("dividend_offset")[:, 0].astype(int), _DIVIDEND_PERIOD) & ~split_days
     quarterly = np.where(dividend_days, param("dividend_yield") / 4, 0.0)
     # P_t = P_{t-1} * (e^r - q) on an ex-date: the holder's total return stays e^r.
-    log_price = np.log(param("start_price")) + np.cumsum(
-        ret + np.log1p(-quarterly * np.exp(-ret)), axis=1
-    )
+    log_price = np.log(param("start_price")) + np.cumsum(ret + np.log1p(-quarterly * np.exp(-ret)), axis=1)
     ratios = _split_ratios(log_price, split_offsets)
     cumulative_split = np.exp(np.cumsum(np.log(ratios), axis=1))
     close = np.exp(log_price) / cumulative_split
@@ -439,9 +425,7 @@ def _stock_bars(seed: int, market: _Market, tickers: Sequence[str], signal: floa
     sector_var = _SECTOR_VOL**2 / _TRADING_DAYS * market.var / _MARKET_DAILY_VAR
     sigma = np.sqrt(beta**2 * market.var + sector_var + var)
     open_, high, low = _ohlc(close, ret, sigma, shocks)
-    volume = np.round(
-        param("volume_level") * _activity(ret, sigma, shocks) * cumulative_split
-    ).astype(np.int64)
+    volume = np.round(param("volume_level") * _activity(ret, sigma, shocks) * cumulative_split).astype(np.int64)
     return _Bars(
         open=_round_price(open_),
         high=_round_price(high),
@@ -469,9 +453,7 @@ def _simulate(seed: int, n: int, tickers: Sequence[str], benchmark: str, signal:
     if benchmark not in tickers:
         return bars
     index, at = _index_bars(market), list(tickers).index(benchmark)
-    return _Bars(
-        **{f: np.insert(getattr(bars, f), at, getattr(index, f)[0], axis=0) for f in _BAR_FIELDS}
-    )
+    return _Bars(**{f: np.insert(getattr(bars, f), at, getattr(index, f)[0], axis=0) for f in _BAR_FIELDS})
 
 
 def _adjusted_close(close: np.ndarray, dividend: np.ndarray, split_ratio: np.ndarray) -> np.ndarray:
@@ -781,9 +763,7 @@ class SampleNewsSource(_SampleCompanion):
         columns["published_at"] = pd.DatetimeIndex(columns["published_at"]).tz_localize("UTC")
         return _frame(schemas.NEWS, columns)
 
-    def _next_moves(
-        self, request: FetchRequest, tickers: list[str], window: pd.DatetimeIndex
-    ) -> np.ndarray:
+    def _next_moves(self, request: FetchRequest, tickers: list[str], window: pd.DatetimeIndex) -> np.ndarray:
         """(sessions, tickers) next-session total log-return in units of the ticker's daily vol.
 
         Built from as-traded close, dividend and split (not adj_close, which depends on the
@@ -794,25 +774,17 @@ class SampleNewsSource(_SampleCompanion):
         following = _next_session(request.end, self.calendar) or request.end
         prices = self._prices(FetchRequest(request.start, following, tuple(tickers)))
         later = prices.groupby("ticker")[["close", "dividend", "split_ratio"]].shift(-1)
-        prices["move"] = np.log(
-            (later["close"] + later["dividend"]) * later["split_ratio"] / prices["close"]
-        )
-        moves = prices.pivot(index="date", columns="ticker", values="move").reindex(
-            index=window, columns=tickers
-        )
+        prices["move"] = np.log((later["close"] + later["dividend"]) * later["split_ratio"] / prices["close"])
+        moves = prices.pivot(index="date", columns="ticker", values="move").reindex(index=window, columns=tickers)
         annual_vol = np.array([_profile(self.seed, t).total_vol for t in tickers])
         return moves.fillna(0.0).to_numpy() / (annual_vol / np.sqrt(_TRADING_DAYS))
 
-    def _headlines(
-        self, ticker: str, days: pd.DatetimeIndex, first: int, move: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def _headlines(self, ticker: str, days: pd.DatetimeIndex, first: int, move: np.ndarray) -> dict[str, np.ndarray]:
         """One ticker's headlines in the window (published_at still naive UTC).
 
         The random draws cover every session since the epoch, so a date's news is window-free.
         """
-        u = np.random.default_rng([self.seed, _crc(ticker), _NEWS_TAG]).random(
-            (len(days), _NEWS_DRAWS)
-        )[first:]
+        u = np.random.default_rng([self.seed, _crc(ticker), _NEWS_TAG]).random((len(days), _NEWS_DRAWS))[first:]
         count = (u[:, 0] < _NEWS_CHANCE).astype(int) + (u[:, 0] < _TWO_HEADLINES_CHANCE)
         rows, slot = np.nonzero(np.arange(2) < count[:, None])
         draw = u[rows[:, None], 1 + 4 * slot[:, None] + np.arange(4)]  # (headlines, 4)
@@ -824,26 +796,18 @@ class SampleNewsSource(_SampleCompanion):
             for k, templates in HEADLINE_TEMPLATES.items()
         }
         headline = [
-            rendered[k][int(x * len(rendered[k]))]
-            for k, x in zip(tone.tolist(), draw[:, 1].tolist(), strict=True)
+            rendered[k][int(x * len(rendered[k]))] for k, x in zip(tone.tolist(), draw[:, 1].tolist(), strict=True)
         ]
         dates = days[first:][rows]
-        ids = [
-            _digest(ticker, d, s)
-            for d, s in zip(dates.strftime("%Y-%m-%d"), slot.tolist(), strict=True)
-        ]
+        ids = [_digest(ticker, d, s) for d, s in zip(dates.strftime("%Y-%m-%d"), slot.tolist(), strict=True)]
         minutes = (draw[:, 3] * 480).astype(int)  # 12:00-20:00 UTC on the session date
         return {
             "news_id": np.array(ids, dtype=object),
             "ticker": np.full(len(rows), ticker, dtype=object),
-            "published_at": (
-                dates + pd.Timedelta(hours=12) + pd.to_timedelta(minutes, unit="min")
-            ).to_numpy(),
+            "published_at": (dates + pd.Timedelta(hours=12) + pd.to_timedelta(minutes, unit="min")).to_numpy(),
             "date": dates.to_numpy(),
             "headline": np.array(headline, dtype=object),
-            "publisher": np.array(_PUBLISHERS, dtype=object)[
-                (draw[:, 2] * len(_PUBLISHERS)).astype(int)
-            ],
+            "publisher": np.array(_PUBLISHERS, dtype=object)[(draw[:, 2] * len(_PUBLISHERS)).astype(int)],
             "url": np.array([f"https://news.example/sample/{i}" for i in ids], dtype=object),
         }
 
@@ -941,9 +905,7 @@ def _payday(day: dt.date) -> dt.date:
     return day - dt.timedelta(days=max(0, day.weekday() - 4))
 
 
-def _month_ledger(
-    seed: int, year: int, month: int
-) -> list[tuple[dt.date, str, float, str, str | None]]:
+def _month_ledger(seed: int, year: int, month: int) -> list[tuple[dt.date, str, float, str, str | None]]:
     """All rows (date, account, amount, description, category) of one month, by date.
 
     Seeded by (seed, year, month) alone, so a month never depends on the requested window.
@@ -983,11 +945,7 @@ def _month_ledger(
         if week <= last
     ]
     for spend in _SPENDING:
-        count = (
-            int(rng.integers(spend.count[0], spend.count[1] + 1))
-            if rng.random() < spend.chance
-            else 0
-        )
+        count = int(rng.integers(spend.count[0], spend.count[1] + 1)) if rng.random() < spend.chance else 0
         rows += [
             (
                 on(int(rng.integers(1, last + 1))),
@@ -1000,8 +958,7 @@ def _month_ledger(
         ]
     missing = rng.random(len(rows)) < _UNCATEGORIZED_SHARE
     rows = [
-        (d, a, x, s, None if miss and c != "income" else c)
-        for (d, a, x, s, c), miss in zip(rows, missing, strict=True)
+        (d, a, x, s, None if miss and c != "income" else c) for (d, a, x, s, c), miss in zip(rows, missing, strict=True)
     ]
 
     card = -round(sum(x for _, a, x, _, _ in rows if a == "credit_card"), 2)
@@ -1041,9 +998,7 @@ class SamplePortfolioSource(_SampleCompanion):
             if request.start <= row[0] <= request.end
         ]
         names = schemas.TRANSACTIONS.column_names
-        return _frame(
-            schemas.TRANSACTIONS, {name: [row[k] for row in rows] for k, name in enumerate(names)}
-        )
+        return _frame(schemas.TRANSACTIONS, {name: [row[k] for row in rows] for k, name in enumerate(names)})
 
     def _holdings(self, request: FetchRequest) -> pd.DataFrame:
         """Positions bought at the first sample session, in shares as of `as_of` (after splits)."""
@@ -1055,15 +1010,11 @@ class SamplePortfolioSource(_SampleCompanion):
         prices = self._prices(FetchRequest(self.epoch, as_of, tuple(tickers)))
         if tickers and prices.empty:
             raise ValueError(f"no sample session between the epoch {self.epoch} and as_of {as_of}")
-        bought = prices.groupby("ticker").agg(
-            price=("close", "first"), splits=("split_ratio", "prod")
-        )
+        bought = prices.groupby("ticker").agg(price=("close", "first"), splits=("split_ratio", "prod"))
         rows = []
         for ticker in tickers:
             u = np.random.default_rng([self.seed, _crc(ticker), _HOLDINGS_TAG]).random(5)
-            accounts = (
-                ("brokerage",) if u[0] < 0.5 else ("ira",) if u[0] < 0.75 else ("brokerage", "ira")
-            )
+            accounts = ("brokerage",) if u[0] < 0.5 else ("ira",) if u[0] < 0.75 else ("brokerage", "ira")
             for i, account in enumerate(accounts):
                 shares = 10 + round(290 * u[1 + i])
                 cost = shares * bought.at[ticker, "price"] * (0.8 + 0.45 * u[3 + i])
@@ -1071,6 +1022,4 @@ class SamplePortfolioSource(_SampleCompanion):
                 rows.append((as_of, account, ticker, float(held), round(cost, 2)))
         rows.sort(key=lambda row: (row[1], row[2]))
         names = schemas.HOLDINGS.column_names
-        return _frame(
-            schemas.HOLDINGS, {name: [row[k] for row in rows] for k, name in enumerate(names)}
-        )
+        return _frame(schemas.HOLDINGS, {name: [row[k] for row in rows] for k, name in enumerate(names)})

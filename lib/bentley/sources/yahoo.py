@@ -79,11 +79,7 @@ _LOGGED_ERROR = re.compile(r"\[([^\]]*)\]:\s*(.+)", re.DOTALL)
 
 def _reason(exc: BaseException) -> str:
     """A failure as one line for `failures`: our own errors by message, others with their type."""
-    return (
-        str(exc)
-        if isinstance(exc, (SourceError, TransientSourceError))
-        else f"{type(exc).__name__}: {exc}"
-    )
+    return str(exc) if isinstance(exc, (SourceError, TransientSourceError)) else f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- yfinance errors
@@ -129,15 +125,11 @@ def _by_ticker(raw: pd.DataFrame | None, tickers: Sequence[str]) -> pd.DataFrame
     if isinstance(raw.columns, pd.MultiIndex):
         if "Ticker" in raw.columns.names:
             return raw
-        return raw.set_axis(
-            raw.columns.set_names(["Price", "Ticker"]), axis=1
-        )  # group_by="column" order
+        return raw.set_axis(raw.columns.set_names(["Price", "Ticker"]), axis=1)  # group_by="column" order
     if raw.columns.empty:
         return raw
     if len(tickers) != 1:
-        raise SourceError(
-            f"yfinance returned single-level columns for {len(tickers)} tickers: {list(tickers)}"
-        )
+        raise SourceError(f"yfinance returned single-level columns for {len(tickers)} tickers: {list(tickers)}")
     return pd.concat({tickers[0]: raw}, axis=1, names=["Ticker", "Price"])
 
 
@@ -147,9 +139,7 @@ def _ticker_prices(raw: pd.DataFrame, ticker: str) -> pd.DataFrame:
     Rows without any of Open/High/Low/Close are padding from other tickers' dates. A Stock
     Splits value of 0 (or missing) means no split, so the ratio is 1.
     """
-    if not isinstance(raw.columns, pd.MultiIndex) or ticker not in raw.columns.get_level_values(
-        "Ticker"
-    ):
+    if not isinstance(raw.columns, pd.MultiIndex) or ticker not in raw.columns.get_level_values("Ticker"):
         return _empty_prices()
     block = raw.xs(ticker, axis=1, level="Ticker").reindex(columns=list(_PRICE_COLUMNS))
     block = block.dropna(subset=_OHLC, how="all")
@@ -215,8 +205,7 @@ class YahooMarketSource(MarketSource):
     def available_tickers(self) -> list[str]:
         if self.tickers is None:
             raise SourceError(
-                "universe.tickers must list the tickers for the yahoo source: "
-                "Yahoo cannot enumerate a universe"
+                "universe.tickers must list the tickers for the yahoo source: Yahoo cannot enumerate a universe"
             )
         return list(self.tickers)
 

@@ -65,11 +65,19 @@ def backtest_audit(
     if best is not None:
         config = backtest.sweep_parameters(sweep_table, best)
         best_targets = strategy.sweep_builder(targets.index.min())(config)
-        runs.append((backtest.SWEEP_BEST, backtest.run_backtest(best_targets, market, **backtest_kwargs), best_targets,
-                     strategy.sweep_scores(config)))
+        runs.append(
+            (
+                backtest.SWEEP_BEST,
+                backtest.run_backtest(best_targets, market, **backtest_kwargs),
+                best_targets,
+                strategy.sweep_scores(config),
+            )
+        )
     return Audit(
-        positions=pd.concat([backtest.position_rows(run, aimed, scores, run_id, name)
-                             for name, run, aimed, scores in runs], ignore_index=True),
+        positions=pd.concat(
+            [backtest.position_rows(run, aimed, scores, run_id, name) for name, run, aimed, scores in runs],
+            ignore_index=True,
+        ),
         equity=pd.concat([backtest.equity_rows(run, run_id, name) for name, run, _, _ in runs], ignore_index=True),
     )
 

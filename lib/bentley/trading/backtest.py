@@ -95,15 +95,36 @@ TRADE_COLUMNS: tuple[str, ...] = ("date", "ticker", "weight_before", "weight_aft
 EVENT_COLUMNS: tuple[str, ...] = ("date", "ticker", "rule", "requested", "allowed")
 #: Columns of the audit tables backtest_positions and backtest_equity (`position_rows`, `equity_rows`).
 POSITION_COLUMNS: tuple[str, ...] = (
-    "run_id", "strategy", "date", "ticker", "score", "target_weight", "weight_before", "weight_after", "weight",
+    "run_id",
+    "strategy",
+    "date",
+    "ticker",
+    "score",
+    "target_weight",
+    "weight_before",
+    "weight_after",
+    "weight",
     "traded_value",
 )
 EQUITY_COLUMNS: tuple[str, ...] = (
-    "run_id", "strategy", "date", "gross_return", "cost", "net_return", "equity", "turnover", "gross_exposure",
+    "run_id",
+    "strategy",
+    "date",
+    "gross_return",
+    "cost",
+    "net_return",
+    "equity",
+    "turnover",
+    "gross_exposure",
 )
 #: The sweep table's metric columns, after config and the grid parameters.
 SWEEP_METRICS: tuple[str, ...] = (
-    "annual_return", "annual_volatility", "sharpe_ratio", "max_drawdown", "turnover", "cost_drag",
+    "annual_return",
+    "annual_volatility",
+    "sharpe_ratio",
+    "max_drawdown",
+    "turnover",
+    "cost_drag",
 )
 #: The sweep table's last columns: the returns each row rests on, and its PSR and DSR.
 SWEEP_EVIDENCE: tuple[str, ...] = ("n_obs", "psr", "dsr")
@@ -215,8 +236,12 @@ class Market:
         for leg in legs:
             leg[~np.isfinite(leg)] = 0.0  # before the listing: nothing held can move
         return _Paths(
-            close_return=legs[0], overnight=legs[1], intraday=legs[2],
-            open_ok=open_ok, close_ok=close_ok, inverse_dollar_volume=inverse,
+            close_return=legs[0],
+            overnight=legs[1],
+            intraday=legs[2],
+            open_ok=open_ok,
+            close_ok=close_ok,
+            inverse_dollar_volume=inverse,
         )
 
 
@@ -400,8 +425,14 @@ def _simulate(
             if decision.events:
                 events.append((t, decision.events))
     path = _Path(
-        held=held, before=before, after=after, equity=equity, at_execution=at_execution,
-        gross=gross, cost=cost, inverse_volume=inverse_volume,
+        held=held,
+        before=before,
+        after=after,
+        equity=equity,
+        at_execution=at_execution,
+        gross=gross,
+        cost=cost,
+        inverse_volume=inverse_volume,
     )
     return path, events
 
@@ -555,7 +586,9 @@ def summary_sentence(
     if ours_sharpe is None or bench_sharpe is None:
         verdict = "not comparable with the benchmark's Sharpe of"
     else:
-        verdict = "ahead of the benchmark's Sharpe of" if ours_sharpe > bench_sharpe else "behind the benchmark's Sharpe of"
+        verdict = (
+            "ahead of the benchmark's Sharpe of" if ours_sharpe > bench_sharpe else "behind the benchmark's Sharpe of"
+        )
     return (
         f"After costs the strategy returned {risk.text(*figure('strategy', 'annual_return'), '.1%')} a year at "
         f"{risk.text(*figure('strategy', 'annual_volatility'), '.1%')} volatility (Sharpe "
@@ -591,14 +624,19 @@ def position_rows(
     """
     sessions, tickers = result.weights.index, result.weights.columns
     target = np.nan_to_num(targets.reindex(index=sessions, columns=tickers).to_numpy(dtype=np.float64, na_value=np.nan))
-    score = (np.full(target.shape, np.nan) if scores is None
-             else scores.reindex(index=sessions, columns=tickers).to_numpy(dtype=np.float64, na_value=np.nan))
-    before, after, held = (frame.to_numpy(dtype=np.float64) for frame in
-                           (result.weights_before, result.weights_after, result.weights))
+    score = (
+        np.full(target.shape, np.nan)
+        if scores is None
+        else scores.reindex(index=sessions, columns=tickers).to_numpy(dtype=np.float64, na_value=np.nan)
+    )
+    before, after, held = (
+        frame.to_numpy(dtype=np.float64) for frame in (result.weights_before, result.weights_after, result.weights)
+    )
     traded = np.zeros(target.shape)
     trades = result.trades
-    traded[sessions.get_indexer(trades["date"]), tickers.get_indexer(trades["ticker"])] = (
-        trades["traded_value"].to_numpy(dtype=np.float64))
+    traded[sessions.get_indexer(trades["date"]), tickers.get_indexer(trades["ticker"])] = trades[
+        "traded_value"
+    ].to_numpy(dtype=np.float64)
     row, column = np.nonzero((target != 0) | (before != 0) | (after != 0) | (held != 0) | (traded != 0))
     return pd.DataFrame(
         {
@@ -787,8 +825,9 @@ def exposure_turnover_chart(result: BacktestResult, window: int = 21) -> Figure:
     top.set_title("Exposure and turnover")
     charts.legend_outside(top)
     bottom.plot(result.turnover.index, result.turnover, linewidth=0.5, color="grey", label="Daily")
-    bottom.plot(result.turnover.index, result.turnover.rolling(window).mean(), linewidth=1.2,
-                label=f"{window}-session mean")
+    bottom.plot(
+        result.turnover.index, result.turnover.rolling(window).mean(), linewidth=1.2, label=f"{window}-session mean"
+    )
     bottom.yaxis.set_major_formatter(PercentFormatter(1.0))
     bottom.set_ylabel("Turnover Σ|Δw|")
     bottom.set_xlabel("Session")
@@ -802,16 +841,26 @@ def cost_drag_chart(result: BacktestResult, minimums: MinObservations) -> Figure
     fig, ax = charts.figure(9, 4)
     ax.plot(result.gross_equity.index, result.gross_equity, label="Before costs", linewidth=1.0)
     ax.plot(result.equity.index, result.equity, label="After costs", linewidth=1.0)
-    ax.fill_between(result.equity.index, result.equity.to_numpy(), result.gross_equity.to_numpy(), alpha=0.25,
-                    color="tab:red", label="Costs")
-    ax.set_title(f"Cost drag: {drag:.2%} a year" if drag is not None else f"Cost drag a year: {risk.text(None, note, '')}")
+    ax.fill_between(
+        result.equity.index,
+        result.equity.to_numpy(),
+        result.gross_equity.to_numpy(),
+        alpha=0.25,
+        color="tab:red",
+        label="Costs",
+    )
+    ax.set_title(
+        f"Cost drag: {drag:.2%} a year" if drag is not None else f"Cost drag a year: {risk.text(None, note, '')}"
+    )
     ax.set_xlabel("Session")
     ax.set_ylabel("Equity (USD)")
     charts.legend_outside(ax)
     return fig
 
 
-def tearsheet_sentences(result: BacktestResult, benchmark_returns: pd.Series, minimums: MinObservations) -> dict[str, str]:
+def tearsheet_sentences(
+    result: BacktestResult, benchmark_returns: pd.Series, minimums: MinObservations
+) -> dict[str, str]:
     """One sentence under each tearsheet chart (keys: drawdown, monthly, exposure, costs), saying
     what the chart shows in figures, so a reader need not read it off the axes."""
     frame = pd.DataFrame({"strategy": result.returns})
@@ -822,12 +871,15 @@ def tearsheet_sentences(result: BacktestResult, benchmark_returns: pd.Series, mi
     drawdown = (
         f"The deepest fall from a peak was {worst.min():.1%} (on {pd.Timestamp(bottom):%Y-%m-%d}); "
         f"the benchmark's was {drawn[BENCHMARK_STRATEGY].min():.1%}."
-        if bottom is not None else "No session to measure a drawdown on yet."
+        if bottom is not None
+        else "No session to measure a drawdown on yet."
     )
     months = monthly_returns(result.returns).stack()
     monthly = (
         f"{(months > 0).sum()} of {len(months)} months gained; the best {months.max():+.1%}, "
-        f"the worst {months.min():+.1%}." if len(months) else "No complete month yet."
+        f"the worst {months.min():+.1%}."
+        if len(months)
+        else "No complete month yet."
     )
     exposure = (
         f"On average {result.exposure['gross'].mean():.0%} of the equity was invested and "
@@ -836,9 +888,8 @@ def tearsheet_sentences(result: BacktestResult, benchmark_returns: pd.Series, mi
     )
     drag, note = published_cost_drag(result, minimums)
     paid = result.gross_equity.iloc[-1] - result.equity.iloc[-1]
-    costs = (
-        f"Costs took {paid:,.0f} USD from the final equity"
-        + (f", {drag:.2%} a year." if drag is not None else f"; a yearly figure is n/a ({note}).")
+    costs = f"Costs took {paid:,.0f} USD from the final equity" + (
+        f", {drag:.2%} a year." if drag is not None else f"; a yearly figure is n/a ({note})."
     )
     return {"drawdown": drawdown, "monthly": monthly, "exposure": exposure, "costs": costs}
 
@@ -848,7 +899,7 @@ def tearsheet_sentences(result: BacktestResult, benchmark_returns: pd.Series, mi
 
 
 def config_name(params: Mapping[str, float]) -> str:
-    """"entry_threshold=0.05,model_weight=0.4": a configuration's label, in grid order."""
+    """ "entry_threshold=0.05,model_weight=0.4": a configuration's label, in grid order."""
     return ",".join(f"{name}={value}" for name, value in params.items())
 
 
@@ -931,7 +982,9 @@ def published_sweep(table: pd.DataFrame, minimums: MinObservations) -> pd.DataFr
     plain average of what was traded, always stays): what is stored and shown."""
     out = table.copy()
     for column in ("annual_return", "annual_volatility", "sharpe_ratio", "max_drawdown", "cost_drag", "psr", "dsr"):
-        values = [risk.published(v, int(n), column, minimums)[0] for v, n in zip(out[column], out["n_obs"], strict=True)]
+        values = [
+            risk.published(v, int(n), column, minimums)[0] for v, n in zip(out[column], out["n_obs"], strict=True)
+        ]
         out[column] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     return out
 
@@ -952,8 +1005,15 @@ def sweep_heatmap(table: pd.DataFrame, x: str, y: str, metric: str = "sharpe_rat
                 if np.isfinite(values[i, j]):
                     # the stubs type image.norm as the abstract Norm (ArrayLike out); a scalar in is one out
                     bright = bool(np.asarray(image.norm(values[i, j])) > 0.6)  # viridis turns yellow: dark text there
-                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="black" if bright else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{values[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if bright else "white",
+                    )
     ax.set_xticks(range(grid.shape[1]), [str(v) for v in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [str(v) for v in grid.index])
     ax.set_xlabel(x)
@@ -983,30 +1043,44 @@ def overfitting_note(table: pd.DataFrame, minimums: MinObservations, confidence:
     n = len(table)
     best = best_configuration(table)
     if best is None:
-        return f"{n} configurations were tried and none has a Sharpe ratio (their returns do not vary): nothing to select."
+        return (
+            f"{n} configurations were tried and none has a Sharpe ratio (their returns do not vary): nothing to select."
+        )
     sharpe = table["sharpe_ratio"].astype(np.float64)
     n_obs = int(best["n_obs"])
     best_sharpe, note = risk.published(best["sharpe_ratio"], n_obs, "sharpe_ratio", minimums)
     if note:
-        return (f"{n} configurations were tried; their Sharpe ratios are n/a ({note}), so neither a best "
-                "configuration nor whether it beats luck can be told yet.")
+        return (
+            f"{n} configurations were tried; their Sharpe ratios are n/a ({note}), so neither a best "
+            "configuration nor whether it beats luck can be told yet."
+        )
     median, _ = risk.published(float(sharpe.median()), n_obs, "sharpe_ratio", minimums)
     bar = luck_bar(table) * math.sqrt(TRADING_DAYS)
-    head = (f"{n} configurations were tried; the best ({md_escape(best['config'])}) has a Sharpe ratio of "
-            f"{best_sharpe:.2f} against a median of {risk.text(median, None, '.2f')}")
+    head = (
+        f"{n} configurations were tried; the best ({md_escape(best['config'])}) has a Sharpe ratio of "
+        f"{best_sharpe:.2f} against a median of {risk.text(median, None, '.2f')}"
+    )
     if math.isfinite(bar):
-        head += (f", where the best of {n} configurations with no skill and this spread of results would show "
-                 f"about {bar:.2f}")
+        head += (
+            f", where the best of {n} configurations with no skill and this spread of results would show "
+            f"about {bar:.2f}"
+        )
     dsr, dsr_note = risk.published(best["dsr"], n_obs, "dsr", minimums)
     if dsr_note:
         verdict = f"DSR n/a ({dsr_note}): whether it is more than luck cannot be told yet."
     elif dsr is None:
-        verdict = ("DSR n/a: fewer than two configurations have a Sharpe ratio, so there is no spread to judge luck by."
-                   if not math.isfinite(bar) else "DSR n/a: the skewness and kurtosis of its returns leave it undefined.")
+        verdict = (
+            "DSR n/a: fewer than two configurations have a Sharpe ratio, so there is no spread to judge luck by."
+            if not math.isfinite(bar)
+            else "DSR n/a: the skewness and kurtosis of its returns leave it undefined."
+        )
     else:
         shown, limit = _versus(dsr, confidence)
-        verdict = (f"DSR {shown} ≥ {limit}: the best of {n} configurations is likely more than luck." if dsr >= confidence
-                   else f"DSR {shown} < {limit}: the best of {n} configurations is indistinguishable from luck.")
+        verdict = (
+            f"DSR {shown} ≥ {limit}: the best of {n} configurations is likely more than luck."
+            if dsr >= confidence
+            else f"DSR {shown} < {limit}: the best of {n} configurations is indistinguishable from luck."
+        )
     return f"{head}. {verdict}"
 
 
@@ -1034,18 +1108,36 @@ def selection_metrics(
     bar = luck_bar(table) if len(table) else math.nan
     trials = float(len(table))
     # strategy -> (its psr, dsr, trials in SELECTION_METRICS order, what its rows rest on)
-    figures: dict[str, tuple[tuple[float, float, float], str | None]] = {strategy: (
-        (float(risk.probabilistic_sharpe_ratio(*args)), float(risk.probabilistic_sharpe_ratio(*args, benchmark=bar)),
-         trials), None)}
+    figures: dict[str, tuple[tuple[float, float, float], str | None]] = {
+        strategy: (
+            (
+                float(risk.probabilistic_sharpe_ratio(*args)),
+                float(risk.probabilistic_sharpe_ratio(*args, benchmark=bar)),
+                trials,
+            ),
+            None,
+        )
+    }
     best = best_configuration(table)
     if best is not None:
-        figures[SWEEP_BEST] = ((float(best["psr"]), float(best["dsr"]), trials),
-                               f"{best['config']}: the best Sharpe ratio of {len(table)} configurations")
+        figures[SWEEP_BEST] = (
+            (float(best["psr"]), float(best["dsr"]), trials),
+            f"{best['config']}: the best Sharpe ratio of {len(table)} configurations",
+        )
     rows = []
     for name, (values, named) in figures.items():
         for metric, value in zip(SELECTION_METRICS, values, strict=True):
             shown, note = risk.published(value, n_obs, metric, minimums)
-            rows.append({"run_id": run_id, "strategy": name, "metric": metric,
-                         "value": np.nan if shown is None else shown, "window_start": returns.index.min(),
-                         "window_end": returns.index.max(), "n_obs": n_obs, "note": note or named})
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "strategy": name,
+                    "metric": metric,
+                    "value": np.nan if shown is None else shown,
+                    "window_start": returns.index.min(),
+                    "window_end": returns.index.max(),
+                    "n_obs": n_obs,
+                    "note": note or named,
+                }
+            )
     return pd.DataFrame(rows, columns=["run_id", "strategy", "metric", *risk.LONG_COLUMNS[3:]])

@@ -69,10 +69,31 @@ from bentley.warehouse import Warehouse
 Execution = Literal["next_open", "next_close"]
 _EXECUTION_COLUMN: dict[str, str] = {"next_open": "open", "next_close": "close"}
 
-ORDER_COLUMNS = ["order_id", "portfolio", "decided_on", "ticker", "quantity", "target_weight",
-                 "reference_price", "status", "run_id"]
-FILL_COLUMNS = ["fill_id", "order_id", "portfolio", "date", "ticker", "quantity", "price", "commission",
-                "slippage", "impact", "cash_change", "run_id"]
+ORDER_COLUMNS = [
+    "order_id",
+    "portfolio",
+    "decided_on",
+    "ticker",
+    "quantity",
+    "target_weight",
+    "reference_price",
+    "status",
+    "run_id",
+]
+FILL_COLUMNS = [
+    "fill_id",
+    "order_id",
+    "portfolio",
+    "date",
+    "ticker",
+    "quantity",
+    "price",
+    "commission",
+    "slippage",
+    "impact",
+    "cash_change",
+    "run_id",
+]
 POSITION_COLUMNS = ["as_of", "ticker", "portfolio", "quantity", "price", "market_value", "weight"]
 VALUE_COLUMNS = ["portfolio", "date", "cash", "positions_value", "equity", "daily_return", "costs", "run_id"]
 
@@ -173,10 +194,15 @@ def run_paper_day(
     state = _state_before(warehouse, portfolio, day, values, initial_cash)
     later_days = values.loc[values["date"] > day, "date"]
 
-    decided = _read(warehouse, "orders", where={"portfolio": portfolio}, end=(day - _ONE_DAY).date(),
-                    date_column="decided_on")
-    after_state = _read(warehouse, "fills", where={"portfolio": portfolio},
-                        start=None if state.date is None else (state.date + _ONE_DAY).date())
+    decided = _read(
+        warehouse, "orders", where={"portfolio": portfolio}, end=(day - _ONE_DAY).date(), date_column="decided_on"
+    )
+    after_state = _read(
+        warehouse,
+        "fills",
+        where={"portfolio": portfolio},
+        start=None if state.date is None else (state.date + _ONE_DAY).date(),
+    )
     # Not filled by the state date: still pending, or filled on this day (or later) by an earlier run.
     pending = decided[(decided["status"] == "pending") | decided["order_id"].isin(after_state["order_id"])]
 
@@ -202,8 +228,14 @@ def run_paper_day(
     orders_filled = orders_filled[ORDER_COLUMNS].reset_index(drop=True)
 
     stored = {
-        "orders": _read(warehouse, "orders", where={"portfolio": portfolio}, start=day.date(), end=day.date(),
-                        date_column="decided_on"),
+        "orders": _read(
+            warehouse,
+            "orders",
+            where={"portfolio": portfolio},
+            start=day.date(),
+            end=day.date(),
+            date_column="decided_on",
+        ),
         "fills": after_state[after_state["date"] <= day],
         "positions": _read(warehouse, "positions", start=day.date(), end=day.date(), date_column="as_of"),
         "portfolio_values": values[values["date"] == day],
@@ -218,8 +250,17 @@ def run_paper_day(
             warehouse.upsert("positions", positions, conn=conn)
             warehouse.upsert("portfolio_values", value, conn=conn)
     reconcile(warehouse, portfolio, day)
-    return PaperDay(portfolio=portfolio, as_of=day, orders_new=orders_new, orders_filled=orders_filled,
-                    fills=fills, positions=positions, value=value, dividends=dividends, written=later_days.empty)
+    return PaperDay(
+        portfolio=portfolio,
+        as_of=day,
+        orders_new=orders_new,
+        orders_filled=orders_filled,
+        fills=fills,
+        positions=positions,
+        value=value,
+        dividends=dividends,
+        written=later_days.empty,
+    )
 
 
 def reconcile(warehouse: Warehouse, portfolio: str, as_of: dt.date | str | pd.Timestamp) -> None:
@@ -240,14 +281,16 @@ def reconcile(warehouse: Warehouse, portfolio: str, as_of: dt.date | str | pd.Ti
     if values.empty or values["date"].iloc[-1] != day:
         raise ReconciliationError(f"{where}: no portfolio_values row")
     row = values.iloc[-1]
-    positions = _read(warehouse, "positions", where={"portfolio": portfolio}, start=day.date(), end=day.date(),
-                      date_column="as_of")
+    positions = _read(
+        warehouse, "positions", where={"portfolio": portfolio}, start=day.date(), end=day.date(), date_column="as_of"
+    )
     fills = _read(warehouse, "fills", where={"portfolio": portfolio}, end=day.date())
     orders = _read(warehouse, "orders")
     matched = fills.merge(orders, on="order_id", how="left", suffixes=("", "_order"), indicator=True)
     starts = [*fills["date"], *matched["decided_on"].dropna()]
-    prices = _read(warehouse, "prices", tickers=sorted(set(fills["ticker"])),
-                   start=min(starts, default=day).date(), end=day.date())
+    prices = _read(
+        warehouse, "prices", tickers=sorted(set(fills["ticker"])), start=min(starts, default=day).date(), end=day.date()
+    )
 
     tolerance = _VALUE_TOLERANCE * max(abs(float(row["equity"])), 1.0)
     problems = [
@@ -257,8 +300,9 @@ def reconcile(warehouse: Warehouse, portfolio: str, as_of: dt.date | str | pd.Ti
     first_day = values["date"].iloc[0]
     shares, dividend_cash = _ledger(prices, fills, pd.Series(dtype=np.float64))  # from nothing held
     problems += _position_problems(positions, shares)
-    expected = (float(fills.loc[fills["date"] > first_day, "cash_change"].sum())
-                + float(dividend_cash[dividend_cash.index > first_day].sum()))
+    expected = float(fills.loc[fills["date"] > first_day, "cash_change"].sum()) + float(
+        dividend_cash[dividend_cash.index > first_day].sum()
+    )
     moved = float(row["cash"]) - float(values["cash"].iloc[0])
     if abs(moved - expected) > tolerance:
         problems.append(
@@ -278,14 +322,16 @@ def paper_returns(warehouse: Warehouse, portfolio: str) -> pd.Series:
 def orders_summary(day: PaperDay) -> pd.DataFrame:
     """The day's new orders for the report: side, shares, reference price and value."""
     orders = day.orders_new
-    return pd.DataFrame({
-        "ticker": orders["ticker"],
-        "side": np.where(orders["quantity"] > 0, "buy", "sell"),
-        "quantity": orders["quantity"].abs(),
-        "reference_price": orders["reference_price"],
-        "value": (orders["quantity"] * orders["reference_price"]).abs(),
-        "target_weight": orders["target_weight"],
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "ticker": orders["ticker"],
+            "side": np.where(orders["quantity"] > 0, "buy", "sell"),
+            "quantity": orders["quantity"].abs(),
+            "reference_price": orders["reference_price"],
+            "value": (orders["quantity"] * orders["reference_price"]).abs(),
+            "target_weight": orders["target_weight"],
+        }
+    ).reset_index(drop=True)
 
 
 def ledger_sentence(day: PaperDay) -> str:
@@ -305,8 +351,12 @@ def ledger_sentence(day: PaperDay) -> str:
 # ------------------------------------------------------------------------------- books
 
 #: The tables of a book, with the column that dates their rows; `rebook` deletes from each.
-BOOK_TABLES: dict[str, str] = {"orders": "decided_on", "fills": "date", "positions": "as_of",
-                               "portfolio_values": "date"}
+BOOK_TABLES: dict[str, str] = {
+    "orders": "decided_on",
+    "fills": "date",
+    "positions": "as_of",
+    "portfolio_values": "date",
+}
 
 
 @dataclass(frozen=True)
@@ -354,20 +404,28 @@ def _book_choice(portfolio: str, day: pd.Timestamp, last_booked: pd.Timestamp | 
     """`choose_book` given the book's last booked session (None: nothing booked yet)."""
     on = f"{day:%Y-%m-%d}"
     if last_booked is None:
-        return BookChoice(portfolio, f"The paper book {portfolio!r} has no session booked yet: this run starts it on {on}.")
+        return BookChoice(
+            portfolio, f"The paper book {portfolio!r} has no session booked yet: this run starts it on {on}."
+        )
     up_to = f"{last_booked:%Y-%m-%d}"
     if last_booked < day:
         return BookChoice(portfolio, f"This run books {on} into the paper book {portfolio!r}, booked up to {up_to}.")
     if last_booked == day:
-        return BookChoice(portfolio, f"This run books {on} again into the paper book {portfolio!r}, whose latest "
-                                     "session it is: the same inputs rewrite the same rows.")
+        return BookChoice(
+            portfolio,
+            f"This run books {on} again into the paper book {portfolio!r}, whose latest "
+            "session it is: the same inputs rewrite the same rows.",
+        )
     name = f"{portfolio}@{on}"
-    return BookChoice(name, (
-        f"The paper book {portfolio!r} has sessions booked up to {up_to}, after this run's session {on}: this run "
-        f"books into {name!r}, which starts on {on}. To replay {portfolio!r} itself from this date, delete its "
-        f"sessions from then on with `{rebook_command(portfolio, day)}` and run the pipeline for each session "
-        "from there."
-    ))
+    return BookChoice(
+        name,
+        (
+            f"The paper book {portfolio!r} has sessions booked up to {up_to}, after this run's session {on}: this run "
+            f"books into {name!r}, which starts on {on}. To replay {portfolio!r} itself from this date, delete its "
+            f"sessions from then on with `{rebook_command(portfolio, day)}` and run the pipeline for each session "
+            "from there."
+        ),
+    )
 
 
 def rebook_command(portfolio: str, from_date: dt.date | str | pd.Timestamp) -> str:
@@ -431,15 +489,22 @@ def _state_before(
         return _State(date=None, cash=float(initial_cash), equity=np.nan, held=pd.Series(dtype=np.float64))
     last = before.iloc[-1]
     date = pd.Timestamp(last["date"])
-    positions = _read(warehouse, "positions", where={"portfolio": portfolio}, start=date.date(), end=date.date(),
-                      date_column="as_of")
+    positions = _read(
+        warehouse, "positions", where={"portfolio": portfolio}, start=date.date(), end=date.date(), date_column="as_of"
+    )
     held = positions.set_index("ticker")["quantity"].astype(np.float64)
     return _State(date=date, cash=float(last["cash"]), equity=float(last["equity"]), held=held)
 
 
 def _fills(
-    pending: pd.DataFrame, prices: pd.DataFrame, after: pd.Timestamp | None, day: pd.Timestamp,
-    costs: Costs, execution: Execution, portfolio: str, run_id: str,
+    pending: pd.DataFrame,
+    prices: pd.DataFrame,
+    after: pd.Timestamp | None,
+    day: pd.Timestamp,
+    costs: Costs,
+    execution: Execution,
+    portfolio: str,
+    run_id: str,
 ) -> pd.DataFrame:
     """Pending orders at the first session after max(decision, state date), up to `day`, with a price."""
     column = _EXECUTION_COLUMN[execution]
@@ -470,12 +535,23 @@ def _fills(
         impact = costs.impact_coefficient * traded / dollar_volume * traded
     commission = traded * costs.commission_bps / 1e4
     slippage = traded * costs.slippage_bps / 1e4
-    return pd.DataFrame({
-        "fill_id": [fill_id(o) for o in chosen["order_id"]], "order_id": chosen["order_id"], "portfolio": portfolio,
-        "date": chosen["date"], "ticker": chosen["ticker"], "quantity": quantity, "price": price,
-        "commission": commission, "slippage": slippage, "impact": impact,
-        "cash_change": -quantity * price - (commission + slippage + impact), "run_id": run_id,
-    }, columns=FILL_COLUMNS)
+    return pd.DataFrame(
+        {
+            "fill_id": [fill_id(o) for o in chosen["order_id"]],
+            "order_id": chosen["order_id"],
+            "portfolio": portfolio,
+            "date": chosen["date"],
+            "ticker": chosen["ticker"],
+            "quantity": quantity,
+            "price": price,
+            "commission": commission,
+            "slippage": slippage,
+            "impact": impact,
+            "cash_change": -quantity * price - (commission + slippage + impact),
+            "run_id": run_id,
+        },
+        columns=FILL_COLUMNS,
+    )
 
 
 def _split_factors(trades: pd.DataFrame, prices: pd.DataFrame) -> np.ndarray:
@@ -518,36 +594,63 @@ def _closes(prices: pd.DataFrame, day: pd.Timestamp, needed: list[str], portfoli
     close = today.set_index("ticker")["close"].astype(np.float64)
     missing = [t for t in needed if t not in close.index]
     if missing:
-        raise ValueError(
-            f"portfolio {portfolio!r}: no close on {day:%Y-%m-%d} for held or targeted tickers {missing}"
-        )
+        raise ValueError(f"portfolio {portfolio!r}: no close on {day:%Y-%m-%d} for held or targeted tickers {missing}")
     return close
 
 
 def _mark(
-    held: pd.Series, close: pd.Series, cash: float, state: _State, fills: pd.DataFrame, day: pd.Timestamp,
-    portfolio: str, run_id: str,
+    held: pd.Series,
+    close: pd.Series,
+    cash: float,
+    state: _State,
+    fills: pd.DataFrame,
+    day: pd.Timestamp,
+    portfolio: str,
+    run_id: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Positions at the day's close and the portfolio_values row (return against the state's equity)."""
     price = close.reindex(held.index)
     market_value = held * price
     equity = cash + float(market_value.sum())
-    positions = pd.DataFrame({
-        "as_of": day, "ticker": held.index, "portfolio": portfolio, "quantity": held.to_numpy(),
-        "price": price.to_numpy(), "market_value": market_value.to_numpy(),
-        "weight": (market_value / equity).to_numpy(),
-    }, columns=POSITION_COLUMNS)
-    value = pd.DataFrame([{
-        "portfolio": portfolio, "date": day, "cash": cash, "positions_value": float(market_value.sum()),
-        "equity": equity, "daily_return": equity / state.equity - 1.0,
-        "costs": float((fills["commission"] + fills["slippage"] + fills["impact"]).sum()), "run_id": run_id,
-    }], columns=VALUE_COLUMNS)
+    positions = pd.DataFrame(
+        {
+            "as_of": day,
+            "ticker": held.index,
+            "portfolio": portfolio,
+            "quantity": held.to_numpy(),
+            "price": price.to_numpy(),
+            "market_value": market_value.to_numpy(),
+            "weight": (market_value / equity).to_numpy(),
+        },
+        columns=POSITION_COLUMNS,
+    )
+    value = pd.DataFrame(
+        [
+            {
+                "portfolio": portfolio,
+                "date": day,
+                "cash": cash,
+                "positions_value": float(market_value.sum()),
+                "equity": equity,
+                "daily_return": equity / state.equity - 1.0,
+                "costs": float((fills["commission"] + fills["slippage"] + fills["impact"]).sum()),
+                "run_id": run_id,
+            }
+        ],
+        columns=VALUE_COLUMNS,
+    )
     return positions, value
 
 
 def _orders(
-    target: pd.Series, held: pd.Series, close: pd.Series, equity: float, day: pd.Timestamp,
-    portfolio: str, run_id: str, filled_later: pd.Series,
+    target: pd.Series,
+    held: pd.Series,
+    close: pd.Series,
+    equity: float,
+    day: pd.Timestamp,
+    portfolio: str,
+    run_id: str,
+    filled_later: pd.Series,
 ) -> pd.DataFrame:
     tickers = sorted(set(target.index) | set(held.index))
     weight = target.reindex(tickers, fill_value=0.0)
@@ -556,12 +659,20 @@ def _orders(
     quantity = shares - current
     trade = quantity.abs() > _SHARES_TOLERANCE
     ids = [order_id(portfolio, day, t) for t in quantity.index[trade]]
-    return pd.DataFrame({
-        "order_id": ids, "portfolio": portfolio, "decided_on": day, "ticker": quantity.index[trade],
-        "quantity": quantity[trade].to_numpy(), "target_weight": weight[trade].to_numpy(),
-        "reference_price": close.reindex(quantity.index[trade]).to_numpy(),
-        "status": np.where(pd.Index(ids).isin(filled_later), "filled", "pending"), "run_id": run_id,
-    }, columns=ORDER_COLUMNS)
+    return pd.DataFrame(
+        {
+            "order_id": ids,
+            "portfolio": portfolio,
+            "decided_on": day,
+            "ticker": quantity.index[trade],
+            "quantity": quantity[trade].to_numpy(),
+            "target_weight": weight[trade].to_numpy(),
+            "reference_price": close.reindex(quantity.index[trade]).to_numpy(),
+            "status": np.where(pd.Index(ids).isin(filled_later), "filled", "pending"),
+            "run_id": run_id,
+        },
+        columns=ORDER_COLUMNS,
+    )
 
 
 def _refuse_untradable(
@@ -591,7 +702,10 @@ _KEYS = {"orders": "order_id", "fills": "fill_id", "positions": "ticker", "portf
 
 
 def _check_overwrite(
-    stored: dict[str, pd.DataFrame], computed: dict[str, pd.DataFrame], portfolio: str, day: pd.Timestamp,
+    stored: dict[str, pd.DataFrame],
+    computed: dict[str, pd.DataFrame],
+    portfolio: str,
+    day: pd.Timestamp,
     later_days: pd.Series,
 ) -> None:
     """Refuse a write an upsert cannot make right, and any change to a day later days built on."""
@@ -628,8 +742,9 @@ def _differing(old: pd.DataFrame, new: pd.DataFrame) -> list[object]:
     for column in new.columns.drop("run_id", errors="ignore"):
         a, b = old.loc[keys, column], new.loc[keys, column]
         if pd.api.types.is_float_dtype(b):
-            same &= np.isclose(a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64),
-                               rtol=1e-12, atol=0.0, equal_nan=True)
+            same &= np.isclose(
+                a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64), rtol=1e-12, atol=0.0, equal_nan=True
+            )
         else:
             same &= a.to_numpy() == b.to_numpy()
     return list(keys[~same])
@@ -654,37 +769,64 @@ def _fill_problems(matched: pd.DataFrame, prices: pd.DataFrame, portfolio: str) 
     problems = []
     orphan = matched["_merge"] == "left_only"
     if orphan.any():
-        problems.append("fills without an order: " + _examples(
-            [f"{f} (order {o})" for f, o in zip(matched.loc[orphan, "fill_id"], matched.loc[orphan, "order_id"], strict=True)]
-        ))
+        problems.append(
+            "fills without an order: "
+            + _examples(
+                [
+                    f"{f} (order {o})"
+                    for f, o in zip(matched.loc[orphan, "fill_id"], matched.loc[orphan, "order_id"], strict=True)
+                ]
+            )
+        )
     found = matched[~orphan].reset_index(drop=True)
     foreign = found[(found["portfolio_order"] != portfolio) | (found["ticker_order"] != found["ticker"])]
     if len(foreign):
-        problems.append("fills whose order has another portfolio or ticker: " + _examples(
-            [f"{f} ({t} vs order {p}/{to})" for f, t, p, to in
-             zip(foreign["fill_id"], foreign["ticker"], foreign["portfolio_order"], foreign["ticker_order"], strict=True)]
-        ))
+        problems.append(
+            "fills whose order has another portfolio or ticker: "
+            + _examples(
+                [
+                    f"{f} ({t} vs order {p}/{to})"
+                    for f, t, p, to in zip(
+                        foreign["fill_id"],
+                        foreign["ticker"],
+                        foreign["portfolio_order"],
+                        foreign["ticker_order"],
+                        strict=True,
+                    )
+                ]
+            )
+        )
     unfilled = found[found["status"] != "filled"]
     if len(unfilled):
-        problems.append("fills whose order is not marked filled: " + _examples(
-            [f"{o} ({s})" for o, s in zip(unfilled["order_id"], unfilled["status"], strict=True)]
-        ))
+        problems.append(
+            "fills whose order is not marked filled: "
+            + _examples([f"{o} ({s})" for o, s in zip(unfilled["order_id"], unfilled["status"], strict=True)])
+        )
     if len(found):
         expected = found["quantity_order"].to_numpy(dtype=np.float64) * _split_factors(found, prices)
         actual = found["quantity"].to_numpy(dtype=np.float64)
         wrong = ~np.isclose(actual, expected, rtol=_SHARES_TOLERANCE, atol=_SHARES_TOLERANCE)
         if wrong.any():
-            problems.append("fill quantities differ from their orders': " + _examples(
-                [f"{f} {t} {a:g} vs {e:g}" for f, t, a, e in
-                 zip(found["fill_id"][wrong], found["ticker"][wrong], actual[wrong], expected[wrong], strict=True)]
-            ))
+            problems.append(
+                "fill quantities differ from their orders': "
+                + _examples(
+                    [
+                        f"{f} {t} {a:g} vs {e:g}"
+                        for f, t, a, e in zip(
+                            found["fill_id"][wrong], found["ticker"][wrong], actual[wrong], expected[wrong], strict=True
+                        )
+                    ]
+                )
+            )
     costs = matched["commission"] + matched["slippage"] + matched["impact"]
     cash_change = -matched["quantity"] * matched["price"] - costs
-    off = ~np.isclose(matched["cash_change"].to_numpy(dtype=np.float64), cash_change.to_numpy(dtype=np.float64),
-                      rtol=1e-12, atol=1e-9)
+    off = ~np.isclose(
+        matched["cash_change"].to_numpy(dtype=np.float64), cash_change.to_numpy(dtype=np.float64), rtol=1e-12, atol=1e-9
+    )
     if off.any():
-        problems.append("fill cash changes differ from -quantity x price - costs: "
-                        + _examples(list(matched.loc[off, "fill_id"])))
+        problems.append(
+            "fill cash changes differ from -quantity x price - costs: " + _examples(list(matched.loc[off, "fill_id"]))
+        )
     return problems
 
 
@@ -696,9 +838,12 @@ def _position_problems(positions: pd.DataFrame, shares: pd.Series) -> list[str]:
     wrong = ~np.isclose(a.to_numpy(), b.to_numpy(), rtol=_SHARES_TOLERANCE, atol=_SHARES_TOLERANCE)
     if not wrong.any():
         return []
-    return ["positions differ from the fills' cumulative (split adjusted) shares: " + _examples(
-        [f"{t} holds {x:g}, fills give {y:g}" for t, x, y in zip(tickers[wrong], a[wrong], b[wrong], strict=True)]
-    )]
+    return [
+        "positions differ from the fills' cumulative (split adjusted) shares: "
+        + _examples(
+            [f"{t} holds {x:g}, fills give {y:g}" for t, x, y in zip(tickers[wrong], a[wrong], b[wrong], strict=True)]
+        )
+    ]
 
 
 def _examples(items: list[object]) -> str:

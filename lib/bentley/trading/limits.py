@@ -42,8 +42,10 @@ class Limits:
     @classmethod
     def from_params(cls, settings: Any) -> Limits:
         return cls(
-            max_position_weight=settings.max_position_weight, max_gross_exposure=settings.max_gross_exposure,
-            max_daily_turnover=settings.max_daily_turnover, daily_loss_limit=settings.daily_loss_limit,
+            max_position_weight=settings.max_position_weight,
+            max_gross_exposure=settings.max_gross_exposure,
+            max_daily_turnover=settings.max_daily_turnover,
+            daily_loss_limit=settings.daily_loss_limit,
         )
 
 
@@ -72,12 +74,15 @@ class Decision:
         labels = np.asarray(list(tickers), dtype=object)
         if not self.events:
             return pd.DataFrame(columns=list(EVENT_COLUMNS))
-        return pd.DataFrame({
-            "ticker": np.concatenate([labels[e.positions] for e in self.events]),
-            "rule": np.concatenate([np.full(e.positions.size, e.rule, dtype=object) for e in self.events]),
-            "requested": np.concatenate([e.requested for e in self.events]),
-            "allowed": np.concatenate([e.allowed for e in self.events]),
-        }, columns=list(EVENT_COLUMNS))
+        return pd.DataFrame(
+            {
+                "ticker": np.concatenate([labels[e.positions] for e in self.events]),
+                "rule": np.concatenate([np.full(e.positions.size, e.rule, dtype=object) for e in self.events]),
+                "requested": np.concatenate([e.requested for e in self.events]),
+                "allowed": np.concatenate([e.allowed for e in self.events]),
+            },
+            columns=list(EVENT_COLUMNS),
+        )
 
 
 def apply_limits(previous: np.ndarray, target: np.ndarray, session_return: float, limits: Limits) -> Decision:

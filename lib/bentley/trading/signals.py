@@ -50,14 +50,23 @@ def _wide(rows: pd.DataFrame, column: str, sessions: pd.Index, tickers: pd.Index
 
 def model_component(predictions: pd.DataFrame, sessions: pd.Index, tickers: pd.Index) -> pd.DataFrame:
     """2p − 1 per session and ticker; 0 where the model has no probability."""
-    rows = predictions.assign(edge=2.0 * predictions["proba_up"].astype(np.float64) - 1.0) if len(predictions) else predictions
+    rows = (
+        predictions.assign(edge=2.0 * predictions["proba_up"].astype(np.float64) - 1.0)
+        if len(predictions)
+        else predictions
+    )
     return _wide(rows, "edge", sessions, tickers)
 
 
-def technical_component(events: pd.DataFrame, sessions: pd.Index, tickers: pd.Index, decay_sessions: int) -> pd.DataFrame:
+def technical_component(
+    events: pd.DataFrame, sessions: pd.Index, tickers: pd.Index, decay_sessions: int
+) -> pd.DataFrame:
     """Σ direction × strength of the day's rule events, fading linearly to 0 after `decay_sessions`."""
-    rows = events.assign(push=events["direction"].astype(np.float64) * events["strength"].astype(np.float64)) \
-        if len(events) else events
+    rows = (
+        events.assign(push=events["direction"].astype(np.float64) * events["strength"].astype(np.float64))
+        if len(events)
+        else events
+    )
     daily = _wide(rows, "push", sessions, tickers).to_numpy()
     kernel = 1.0 - np.arange(decay_sessions) / decay_sessions  # today 1, then 1 - k/decay
     faded = np.zeros_like(daily)
@@ -85,8 +94,11 @@ def with_model_weight(weights: Mapping[str, float], model_weight: float) -> dict
     if others <= 0:
         return {"model": 1.0, "technical": 0.0, "sentiment": 0.0}
     rest = 1.0 - model_weight
-    return {"model": model_weight, "technical": rest * weights["technical"] / others,
-            "sentiment": rest * weights["sentiment"] / others}
+    return {
+        "model": model_weight,
+        "technical": rest * weights["technical"] / others,
+        "sentiment": rest * weights["sentiment"] / others,
+    }
 
 
 def contributions(components: Mapping[str, pd.DataFrame], weights: Mapping[str, float]) -> dict[str, pd.DataFrame]:
@@ -134,8 +146,9 @@ def target_weights(
     with np.errstate(invalid="ignore", divide="ignore"):
         weights = np.where(total > 0, side * size / total, 0.0)
     if vol_target is not None:
-        weights *= _vol_scale(weights, returns.reindex_like(scores).to_numpy(dtype=np.float64),
-                              vol_target, vol_window, max_gross)[:, None]
+        weights *= _vol_scale(
+            weights, returns.reindex_like(scores).to_numpy(dtype=np.float64), vol_target, vol_window, max_gross
+        )[:, None]
     return pd.DataFrame(weights, index=scores.index, columns=scores.columns)
 
 
@@ -147,10 +160,10 @@ def _vol_scale(weights: np.ndarray, returns: np.ndarray, target: float, window: 
         return scale
     clean = np.nan_to_num(returns)
     windows = sliding_window_view(clean, window, axis=0)  # (sessions - window + 1, tickers, window)
-    path = np.einsum("stw,st->sw", windows, weights[window - 1:])  # each day's weights over its past
+    path = np.einsum("stw,st->sw", windows, weights[window - 1 :])  # each day's weights over its past
     vol = path.std(axis=1, ddof=1) * np.sqrt(TRADING_DAYS)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale[window - 1:] = np.where(vol > 0, np.minimum(target / vol, cap), 1.0)
+        scale[window - 1 :] = np.where(vol > 0, np.minimum(target / vol, cap), 1.0)
     return scale
 
 
@@ -166,4 +179,3 @@ def signal_rows(
     out["target_weight"] = target.reindex(scores.columns).fillna(0.0).to_numpy()
     out["weight"] = held.reindex(scores.columns).fillna(0.0).to_numpy()
     return out[list(SIGNAL_COLUMNS)]
-

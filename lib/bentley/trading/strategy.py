@@ -52,8 +52,14 @@ class Strategy:
     def targets(self, scores: pd.DataFrame, base: pd.DataFrame, entry_threshold: float) -> pd.DataFrame:
         s = self.settings
         return signals.target_weights(
-            scores, base, self.returns, entry_threshold=entry_threshold, long_only=s.long_only,
-            vol_target=s.vol_target, vol_window=s.vol_window, max_gross=s.limits.max_gross_exposure,
+            scores,
+            base,
+            self.returns,
+            entry_threshold=entry_threshold,
+            long_only=s.long_only,
+            vol_target=s.vol_target,
+            vol_window=s.vol_window,
+            max_gross=s.limits.max_gross_exposure,
         )
 
     def backtest_targets(self) -> pd.DataFrame:
@@ -64,7 +70,8 @@ class Strategy:
         """The logical date's weights before limits: the score gates, the optimizer sizes."""
         base = pd.DataFrame(
             np.broadcast_to(optimizer_weights.reindex(self.tickers).fillna(0.0).to_numpy(), self.scores.shape),
-            index=self.sessions, columns=self.tickers,
+            index=self.sessions,
+            columns=self.tickers,
         )
         return self.targets(self.scores, base, self.settings.entry_threshold).loc[pd.Timestamp(day)]
 
@@ -113,8 +120,11 @@ def build_strategy(
     returns = returns[tickers]
     sessions = returns.index
     events = technical_lib.technical_signals(
-        features, prices, feature_settings,
-        rsi_overbought=technical_settings.rsi_overbought, rsi_oversold=technical_settings.rsi_oversold,
+        features,
+        prices,
+        feature_settings,
+        rsi_overbought=technical_settings.rsi_overbought,
+        rsi_oversold=technical_settings.rsi_oversold,
     )
     components = {
         "model": signals.model_component(model_history, sessions, tickers),
@@ -124,8 +134,13 @@ def build_strategy(
     weights = trade.signal_weights.model_dump()
     parts = signals.contributions(components, weights)
     return Strategy(
-        sessions=sessions, tickers=tickers, returns=returns, components=components, contributions=parts,
-        scores=parts["model"] + parts["technical"] + parts["sentiment"], settings=trade,
+        sessions=sessions,
+        tickers=tickers,
+        returns=returns,
+        components=components,
+        contributions=parts,
+        scores=parts["model"] + parts["technical"] + parts["sentiment"],
+        settings=trade,
     )
 
 
@@ -176,8 +191,14 @@ def benchmark_returns(prices: pd.DataFrame, benchmark: str, index: pd.Index) -> 
     return returns[benchmark].reindex(pd.DatetimeIndex(index)).rename(benchmark)
 
 
-def paper_metrics(returns: pd.Series, benchmark: pd.Series, risk_free_rate: float, run_id: str,
-                  portfolio: str, minimums: MinObservations) -> pd.DataFrame:
+def paper_metrics(
+    returns: pd.Series,
+    benchmark: pd.Series,
+    risk_free_rate: float,
+    run_id: str,
+    portfolio: str,
+    minimums: MinObservations,
+) -> pd.DataFrame:
     """risk_metrics rows for scope `portfolio:<name>` from the paper book's daily returns (empty before two).
 
     A young book has few returns: its Sharpe ratio and the other annualized figures are
@@ -196,8 +217,9 @@ def signals_sentence(today: pd.DataFrame, entry_threshold: float, model_history:
     leader = today.sort_values("score", ascending=False).iloc[0]
     drivers = {name: float(leader[name]) for name in signals.COMPONENTS}
     main = max(drivers, key=lambda name: abs(drivers[name]))
-    model_note = "" if len(model_history) else (
-        " No champion has predicted yet, so the model component is 0 for every ticker.")
+    model_note = (
+        "" if len(model_history) else (" No champion has predicted yet, so the model component is 0 for every ticker.")
+    )
     return (
         f"{len(held)} of {len(today)} tickers clear the entry threshold {entry_threshold:g} and are held, "
         f"{held['weight'].sum():.0%} of equity in total. "
@@ -210,9 +232,11 @@ def paper_sentence(returns: pd.Series, performance: pd.DataFrame, portfolio: str
     """The paper book's performance so far (Markdown; the scope is escaped text, not code: a code
     span shows backslashes as written, and math is parsed before code spans)."""
     if performance.empty:
-        return (f"The paper portfolio has {returns.dropna().size} daily return(s) so far; its figures appear in "
-                f"`risk_metrics` (scope {md_escape(f'portfolio:{portfolio}')}) once it has two, each with a value "
-                "once it rests on enough returns (until then the row's note says how many it needs).")
+        return (
+            f"The paper portfolio has {returns.dropna().size} daily return(s) so far; its figures appear in "
+            f"`risk_metrics` (scope {md_escape(f'portfolio:{portfolio}')}) once it has two, each with a value "
+            "once it rests on enough returns (until then the row's note says how many it needs)."
+        )
     n = int(performance["n_obs"].iloc[0])
     return (
         f"Over {n} daily returns the paper portfolio returned {risk.row_text(performance, 'cumulative_return', '+.2%')}, "
@@ -227,8 +251,12 @@ def paper_chart(returns: pd.Series, benchmark: pd.Series, portfolio: str) -> Fig
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     ax.plot((1 + returns.fillna(0)).cumprod(), label=f"paper portfolio '{portfolio}'", linewidth=1.4)
-    ax.plot((1 + benchmark.reindex(returns.index).fillna(0)).cumprod(), label=str(benchmark.name), color="black",
-            linewidth=1.0)
+    ax.plot(
+        (1 + benchmark.reindex(returns.index).fillna(0)).cumprod(),
+        label=str(benchmark.name),
+        color="black",
+        linewidth=1.0,
+    )
     ax.set_title("Paper portfolio: growth of 1 since its first booked session")
     ax.set_ylabel("Growth of 1")
     ax.legend(loc="best", fontsize=8)

@@ -65,9 +65,7 @@ MEAN_MONTHLY_SPENDING = round((1745.50 + 1815.25 + 1960.00) / 3, 2)  # 1840.25
 
 def make_ledger() -> pd.DataFrame:
     """The hand-made ledger in the TRANSACTIONS contract (category missing as None)."""
-    frame = pd.DataFrame(
-        LEDGER_ROWS, columns=["txn_id", "date", "account", "amount", "description", "category"]
-    )
+    frame = pd.DataFrame(LEDGER_ROWS, columns=["txn_id", "date", "account", "amount", "description", "category"])
     frame["date"] = pd.to_datetime(frame["date"])
     return frame
 
@@ -110,10 +108,7 @@ def test_given_categories_are_kept_even_where_a_rule_matches(categorized) -> Non
     rows = _by_id(categorized[0])
     given = make_ledger()["category"].notna().to_numpy()
     assert (categorized[0]["category_method"].to_numpy()[given] == "given").all()
-    assert (
-        categorized[0]["category_final"].to_numpy()[given]
-        == make_ledger()["category"].to_numpy()[given]
-    ).all()
+    assert (categorized[0]["category_final"].to_numpy()[given] == make_ledger()["category"].to_numpy()[given]).all()
     assert rows.loc["t03", "category_final"] == "dining"  # the STARBUCKS rule says coffee
     assert np.isnan(rows.loc["t03", "model_confidence"])
 
@@ -123,9 +118,7 @@ def test_rules_take_precedence_over_the_model(categorized) -> None:
     assert rows.loc["t10", ["category_final", "category_method"]].tolist() == ["housing", "rule"]
     assert rows.loc["t12", ["category_final", "category_method"]].tolist() == ["coffee", "rule"]
     # Without the rule, the model would have called the same row dining.
-    model, _ = budget.train_classifier(
-        make_ledger().dropna(subset=["category"]), CLASSIFIER, holdout_share=0.0
-    )
+    model, _ = budget.train_classifier(make_ledger().dropna(subset=["category"]), CLASSIFIER, holdout_share=0.0)
     assert model.predict(make_ledger().iloc[[11]])[0] == "dining"
 
 
@@ -137,7 +130,10 @@ def test_the_model_fills_the_rest_and_reports_its_holdout(categorized) -> None:
     assert set(frame["category_method"]) == {"given", "rule", "model"}
     assert frame["category_final"].notna().all()
     assert (metrics["n_given"], metrics["n_rule"], metrics["n_model"], metrics["n_none"]) == (
-        16, 2, 1, 0,
+        16,
+        2,
+        1,
+        0,
     )
     # 16 labelled rows; the single travel row always trains; 25 % of the other 15 is tested.
     assert (metrics["n_labelled"], metrics["n_test"], metrics["n_train"]) == (16, 4, 12)
@@ -165,7 +161,8 @@ def test_without_two_given_categories_nothing_is_guessed() -> None:
     rows = _by_id(frame)
     assert rows.loc["t04", "category_final"] == "income"  # rules still apply
     assert rows.loc["t07", ["category_final", "category_method"]].tolist() == [
-        budget.UNCATEGORIZED, "none",
+        budget.UNCATEGORIZED,
+        "none",
     ]
     assert np.isnan(metrics["accuracy"]) and metrics["n_model"] == 0
 
@@ -216,9 +213,7 @@ def test_the_estimator_loader_accepts_only_sklearn_classifiers(path: str, monkey
 
 def test_the_estimator_loader_builds_seeded_classifiers() -> None:
     assert budget.estimator_class("sklearn.linear_model.LogisticRegression") is LogisticRegression
-    model = budget.build_estimator(
-        {"class": "sklearn.linear_model.LogisticRegression", "kwargs": {"C": 3.0}}, seed=7
-    )
+    model = budget.build_estimator({"class": "sklearn.linear_model.LogisticRegression", "kwargs": {"C": 3.0}}, seed=7)
     assert model.get_params()["C"] == 3.0 and model.get_params()["random_state"] == 7
     tree = budget.build_estimator("sklearn.tree.DecisionTreeClassifier", seed=5)
     assert tree.get_params()["random_state"] == 5
@@ -230,19 +225,24 @@ def test_the_estimator_loader_builds_seeded_classifiers() -> None:
 def test_monthly_spending_exact_numbers_and_flags(categorized) -> None:
     monthly = budget.monthly_spending(categorized[0], LIMITS, TRANSFERS)
     assert list(monthly.columns) == [
-        "month", "category", "spent", "budget_limit", "over", "over_budget",
+        "month",
+        "category",
+        "spent",
+        "budget_limit",
+        "over",
+        "over_budget",
     ]
     got = monthly.set_index(["month", "category"])
     expected_spent = {
         ("2024-01", "housing"): 1500.00,
-        ("2024-01", "groceries"): 200.00,   # 120 given + 80 filled by the model
+        ("2024-01", "groceries"): 200.00,  # 120 given + 80 filled by the model
         ("2024-01", "dining"): 45.50,
         ("2024-01", "coffee"): 0.00,
         ("2024-01", "travel"): 0.00,
-        ("2024-02", "housing"): 1500.00,    # by rule
-        ("2024-02", "groceries"): 190.00,   # 210 less a 20 refund
+        ("2024-02", "housing"): 1500.00,  # by rule
+        ("2024-02", "groceries"): 190.00,  # 210 less a 20 refund
         ("2024-02", "dining"): 95.00,
-        ("2024-02", "coffee"): 30.25,       # by rule
+        ("2024-02", "coffee"): 30.25,  # by rule
         ("2024-02", "travel"): 0.00,
         ("2024-03", "housing"): 1500.00,
         ("2024-03", "groceries"): 60.00,
@@ -282,9 +282,7 @@ def test_savings_rate_numbers(categorized) -> None:
     assert rates["income"].tolist() == [3000.00, 3000.00, 3000.00]
     assert rates["spending"].tolist() == [1745.50, 1815.25, 1960.00]
     assert rates["savings"].tolist() == [1254.50, 1184.75, 1040.00]
-    np.testing.assert_allclose(
-        rates["savings_rate"], [1254.50 / 3000, 1184.75 / 3000, 1040.00 / 3000], rtol=1e-12
-    )
+    np.testing.assert_allclose(rates["savings_rate"], [1254.50 / 3000, 1184.75 / 3000, 1040.00 / 3000], rtol=1e-12)
 
 
 def test_savings_rate_is_nan_without_income(categorized) -> None:
@@ -313,9 +311,7 @@ GYM = {"description": "Gym", "amount": 30.0, "day_of_month": 15}
 
 
 def test_investable_cash_arithmetic(categorized) -> None:
-    row = budget.investable_cash(
-        categorized[0], dt.date(2024, 3, 31), 1, [RENT, GYM], 30, TRANSFERS
-    ).iloc[0]
+    row = budget.investable_cash(categorized[0], dt.date(2024, 3, 31), 1, [RENT, GYM], 30, TRANSFERS).iloc[0]
     assert row["as_of"] == pd.Timestamp("2024-03-31")
     assert row["cash"] == CASH_END_OF_MARCH  # the card's unpaid balance already lowers it
     assert row["monthly_expenses"] == MEAN_MONTHLY_SPENDING == 1840.25
@@ -356,9 +352,7 @@ def test_bills_inside_and_outside_the_horizon() -> None:
     assert month["amount"].sum() == 1530.00
     # Due on as_of itself is past; day 31 falls on the last day of a 30-day month.
     end_of_month = {"description": "Insurance", "amount": 90.0, "day_of_month": 31}
-    assert budget.upcoming_bills([end_of_month], as_of, 30)["due"].tolist() == [
-        pd.Timestamp("2024-04-30")
-    ]
+    assert budget.upcoming_bills([end_of_month], as_of, 30)["due"].tolist() == [pd.Timestamp("2024-04-30")]
     # A long horizon counts each monthly occurrence.
     assert budget.upcoming_bills([RENT], as_of, 61)["amount"].sum() == 3000.00
     assert budget.upcoming_bills([RENT], dt.date(2024, 4, 1), 0).empty
@@ -384,9 +378,7 @@ def make_prices() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "ticker": ["AAA", "AAA", "AAA", "BBB", "BBB"],
-            "date": pd.to_datetime(
-                ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-02", "2024-01-04"]
-            ),
+            "date": pd.to_datetime(["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-02", "2024-01-04"]),
             "close": [100.0, 51.0, 52.0, 10.0, 11.0],
             "adj_close": [50.0, 51.0, 52.0, 9.5, 11.0],
             "split_ratio": [1.0, 2.0, 1.0, 1.0, 1.0],
@@ -475,9 +467,7 @@ def test_outputs_match_the_warehouse_tables(categorized) -> None:
 
     frame = categorized[0]
     assert list(budget.category_table(frame).columns) == columns("transaction_categories")
-    assert list(budget.monthly_spending(frame, LIMITS, TRANSFERS).columns) == columns(
-        "budget_monthly"
-    )
+    assert list(budget.monthly_spending(frame, LIMITS, TRANSFERS).columns) == columns("budget_monthly")
     nw = budget.net_worth(frame, pd.DataFrame(columns=["as_of", "ticker", "quantity"]), make_prices())
     assert list(nw.columns) == columns("net_worth")
     cash = budget.investable_cash(frame, dt.date(2024, 3, 31), 6, [RENT], 30)
@@ -519,16 +509,25 @@ def test_the_savings_sentence_leaves_the_month_in_progress_out(categorized) -> N
     assert savings["complete"].tolist() == [True, True, False]
     assert budget.trailing_savings_rate(savings) == pytest.approx((1254.50 + 1184.75) / 6000)
     sentence = budget.savings_sentence(savings)
-    assert sentence == ("Over the last 2 months the household earned 6,000 USD, spent 3,561 USD and saved 40.7% of "
-                        "its income. 2024-03 is still in progress (1,960 USD spent so far) and is left out until it "
-                        "ends.")
+    assert sentence == (
+        "Over the last 2 months the household earned 6,000 USD, spent 3,561 USD and saved 40.7% of "
+        "its income. 2024-03 is still in progress (1,960 USD spent so far) and is left out until it "
+        "ends."
+    )
     done = budget.mark_complete(budget.savings_rate(categorized[0], TRANSFERS), dt.date(2024, 3, 31))
     assert done["complete"].all() and "in progress" not in budget.savings_sentence(done)
 
 
 def test_the_savings_table_labels_the_partial_month_instead_of_income_zero() -> None:
-    savings = pd.DataFrame({"month": ["2026-11", "2026-12"], "income": [9242.23, 0.0], "spending": [5783.64, 2695.74],
-                            "savings": [3458.59, -2695.74], "savings_rate": [0.374, np.nan]})
+    savings = pd.DataFrame(
+        {
+            "month": ["2026-11", "2026-12"],
+            "income": [9242.23, 0.0],
+            "spending": [5783.64, 2695.74],
+            "savings": [3458.59, -2695.74],
+            "savings_rate": [0.374, np.nan],
+        }
+    )
     shown = budget.savings_table(budget.mark_complete(savings, dt.date(2026, 12, 2)))
     assert shown["month"].tolist() == ["2026-11", "2026-12 (in progress)"]
     assert shown.iloc[1][["income", "savings", "savings_rate"]].tolist() == ["", "", ""]
@@ -540,9 +539,19 @@ def test_the_savings_table_labels_the_partial_month_instead_of_income_zero() -> 
 
 
 def test_the_investable_sentence_says_what_is_kept_and_what_is_left() -> None:
-    cash = pd.DataFrame([{"as_of": pd.Timestamp("2026-12-02"), "cash": 36425.28, "monthly_expenses": 6019.3,
-                          "emergency_fund": 36115.8, "upcoming_bills": 3236.17, "investable_cash": 0.0,
-                          "shortfall": 2926.69}])
+    cash = pd.DataFrame(
+        [
+            {
+                "as_of": pd.Timestamp("2026-12-02"),
+                "cash": 36425.28,
+                "monthly_expenses": 6019.3,
+                "emergency_fund": 36115.8,
+                "upcoming_bills": 3236.17,
+                "investable_cash": 0.0,
+                "shortfall": 2926.69,
+            }
+        ]
+    )
     text = budget.investable_sentence(cash, 6, 30)
     assert text.startswith("Of 36,425 USD cash, 36,116 USD kept as the emergency fund (6 months of 6,019 USD")
     assert "**2,927 USD** more must be saved first" in text

@@ -170,9 +170,7 @@ def test_skew_and_excess_kurtosis_are_scipy_bias_corrected(
         )
 
 
-def test_parametric_and_cornish_fisher_var_by_hand(
-    table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]
-) -> None:
+def test_parametric_and_cornish_fisher_var_by_hand(table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]) -> None:
     returns, _ = market
     z = stats.norm.ppf(0.05)
     for scope in returns.columns:
@@ -184,15 +182,14 @@ def test_parametric_and_cornish_fisher_var_by_hand(
         np.testing.assert_allclose(table.loc[scope, "var_95_cornish_fisher"], mu + z_cf * sd, rtol=RTOL)
 
 
-def test_vectorized_equals_one_column_at_a_time(
-    table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]
-) -> None:
+def test_vectorized_equals_one_column_at_a_time(table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]) -> None:
     """Scopes never leak into each other: each column alone gives the same row."""
     returns, bench = market
     for scope in returns.columns:
         alone = risk.risk_metrics(returns[[scope]], bench, RF_ANNUAL, garch=False)
         pd.testing.assert_series_equal(
-            alone.loc[scope, list(METRICS)].astype(float), table.loc[scope, list(METRICS)].astype(float),
+            alone.loc[scope, list(METRICS)].astype(float),
+            table.loc[scope, list(METRICS)].astype(float),
             rtol=1e-12,
         )
 
@@ -331,8 +328,17 @@ def test_returns_from_prices_keeps_gaps_and_window() -> None:
         {
             "ticker": ["A"] * 5 + ["B"] * 4,
             "date": pd.to_datetime(
-                ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05",
-                 "2024-01-01", "2024-01-02", "2024-01-04", "2024-01-05"]
+                [
+                    "2024-01-01",
+                    "2024-01-02",
+                    "2024-01-03",
+                    "2024-01-04",
+                    "2024-01-05",
+                    "2024-01-01",
+                    "2024-01-02",
+                    "2024-01-04",
+                    "2024-01-05",
+                ]
             ),
             "adj_close": [100.0, 110.0, 99.0, 99.0, 108.9, 50.0, 55.0, 60.0, 66.0],
         }
@@ -368,23 +374,32 @@ def test_long_metrics_rows(table: pd.DataFrame) -> None:
 # Publishing: figures only where they mean something
 
 
-FOUR_DAYS = pd.DataFrame({"portfolio:paper": [0.011, 0.009, 0.012, 0.010]},
-                         index=pd.bdate_range("2025-06-02", periods=4, name="date"))
+FOUR_DAYS = pd.DataFrame(
+    {"portfolio:paper": [0.011, 0.009, 0.012, 0.010]}, index=pd.bdate_range("2025-06-02", periods=4, name="date")
+)
 
 
 def test_published_holds_back_a_figure_below_its_minimum_and_says_why() -> None:
     assert risk.published(14.03, 4, "sharpe_ratio", MINIMUMS) == (
-        None, "4 daily returns: too few for a Sharpe ratio; 63 needed")
+        None,
+        "4 daily returns: too few for a Sharpe ratio; 63 needed",
+    )
     assert risk.published(1.2, 63, "sharpe_ratio", MINIMUMS) == (1.2, None)
     assert risk.published(-0.05, 1, "max_drawdown", MINIMUMS) == (
-        None, "1 daily return: too few for a maximum drawdown; 2 needed")
+        None,
+        "1 daily return: too few for a maximum drawdown; 2 needed",
+    )
     assert risk.published(-0.01, 62, "var_95_historical", MINIMUMS)[0] is None
-    assert risk.published(0.3, 62, "dsr", MINIMUMS)[1] == "62 daily returns: too few for a deflated Sharpe ratio; 63 needed"
+    assert (
+        risk.published(0.3, 62, "dsr", MINIMUMS)[1]
+        == "62 daily returns: too few for a deflated Sharpe ratio; 63 needed"
+    )
     assert risk.published(0.042, 4, "cumulative_return", MINIMUMS) == (0.042, None), "a realized return is a fact"
     assert risk.published(16.0, 4, "trials", MINIMUMS) == (16.0, None)
     assert risk.published(math.nan, 500, "sharpe_ratio", MINIMUMS) == (None, None), "undefined, not too short"
     assert risk.text(*risk.published(14.03, 4, "sharpe_ratio", MINIMUMS), ".2f") == (
-        "n/a (4 daily returns: too few for a Sharpe ratio; 63 needed)")
+        "n/a (4 daily returns: too few for a Sharpe ratio; 63 needed)"
+    )
     assert risk.text(1.234, None, ".2f") == "1.23" and risk.text(None, None, ".2f") == "n/a"
     assert set(risk.PUBLISHED) >= set(METRICS) - {"cumulative_return"}, "every other metric has a minimum"
 
@@ -437,16 +452,21 @@ def reference_psr(sr: float, n: int, skew: float, kurtosis: float, sr_star: floa
 def reference_sr0(n_trials: int, variance: float) -> float:
     """Bailey & López de Prado (2014): √V[SR_n]·((1−γ)Φ⁻¹(1−1/N) + γΦ⁻¹(1−1/(N·e)))."""
     g = EULER_MASCHERONI
-    return math.sqrt(variance) * ((1 - g) * PHI.inv_cdf(1 - 1 / n_trials) + g * PHI.inv_cdf(1 - 1 / (n_trials * math.e)))
+    return math.sqrt(variance) * (
+        (1 - g) * PHI.inv_cdf(1 - 1 / n_trials) + g * PHI.inv_cdf(1 - 1 / (n_trials * math.e))
+    )
 
 
-@pytest.mark.parametrize(("sr", "n", "skew", "kurtosis", "sr_star"), [
-    (0.1, 252, 0.0, 3.0, 0.0),
-    (0.05, 1250, -1.2, 8.5, 0.0),
-    (-0.03, 63, 0.4, 4.2, 0.0),
-    (0.2, 500, -0.8, 6.0, 0.05),
-    (0.08, 100, 1.5, 12.0, 0.1),
-])
+@pytest.mark.parametrize(
+    ("sr", "n", "skew", "kurtosis", "sr_star"),
+    [
+        (0.1, 252, 0.0, 3.0, 0.0),
+        (0.05, 1250, -1.2, 8.5, 0.0),
+        (-0.03, 63, 0.4, 4.2, 0.0),
+        (0.2, 500, -0.8, 6.0, 0.05),
+        (0.08, 100, 1.5, 12.0, 0.1),
+    ],
+)
 def test_psr_equals_the_reference(sr: float, n: int, skew: float, kurtosis: float, sr_star: float) -> None:
     ours = risk.probabilistic_sharpe_ratio(sr, n, skew, kurtosis, sr_star)
     assert ours == pytest.approx(reference_psr(sr, n, skew, kurtosis, sr_star), rel=1e-12, abs=1e-15)
@@ -466,12 +486,16 @@ def test_dsr_reproduces_the_papers_numerical_example() -> None:
     V[SR_n] = 1/2 annualized, skewness −3, kurtosis 10: SR0 ≈ 0.1132 (per day), DSR ≈ 0.9004."""
     per_day = math.sqrt(250)
     assert risk.expected_max_sharpe(100, 0.5 / 250) == pytest.approx(0.1132, abs=5e-5)
-    assert risk.deflated_sharpe_ratio(2.5 / per_day, 1250, -3.0, 10.0, 100, 0.5 / 250) == pytest.approx(0.9004, abs=5e-5)
+    assert risk.deflated_sharpe_ratio(2.5 / per_day, 1250, -3.0, 10.0, 100, 0.5 / 250) == pytest.approx(
+        0.9004, abs=5e-5
+    )
 
 
 def test_psr_dsr_edge_cases_and_arrays() -> None:
     assert risk.expected_max_sharpe(1, 0.01) == 0.0, "one trial: no selection, the DSR is the PSR against 0"
-    assert risk.deflated_sharpe_ratio(0.1, 252, 0.0, 3.0, 1, math.nan) == risk.probabilistic_sharpe_ratio(0.1, 252, 0.0, 3.0)
+    assert risk.deflated_sharpe_ratio(0.1, 252, 0.0, 3.0, 1, math.nan) == risk.probabilistic_sharpe_ratio(
+        0.1, 252, 0.0, 3.0
+    )
     with pytest.raises(ValueError, match="at least one trial"):
         risk.expected_max_sharpe(0, 0.01)
     assert math.isnan(risk.probabilistic_sharpe_ratio(0.1, 1, 0.0, 3.0)), "one return: no PSR"
@@ -481,7 +505,9 @@ def test_psr_dsr_edge_cases_and_arrays() -> None:
     np.testing.assert_allclose(many, [reference_psr(0.1, 252, 0, 3, 0), reference_psr(-0.1, 252, 0, 3, 0)], rtol=1e-12)
 
 
-def test_sharpe_statistics_are_the_risk_tables_moments(table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]) -> None:
+def test_sharpe_statistics_are_the_risk_tables_moments(
+    table: pd.DataFrame, market: tuple[pd.DataFrame, pd.Series]
+) -> None:
     returns, _ = market
     ours = risk.sharpe_statistics(returns, RF_ANNUAL)
     for scope in ("PLAIN", "GAPS", "LATE"):

@@ -129,10 +129,17 @@ def test_daily_sentiment_counts_shares_and_mean() -> None:
     daily = daily_sentiment(scored)
 
     assert list(daily.columns) == [
-        "ticker", "date", "mean_compound", "n_headlines", "positive_share", "negative_share",
+        "ticker",
+        "date",
+        "mean_compound",
+        "n_headlines",
+        "positive_share",
+        "negative_share",
     ]
     assert daily[["ticker", "date"]].astype(str).values.tolist() == [
-        ["AAA", "2024-03-04"], ["AAA", "2024-03-05"], ["BBB", "2024-03-05"],
+        ["AAA", "2024-03-04"],
+        ["AAA", "2024-03-05"],
+        ["BBB", "2024-03-05"],
     ]
     first = daily.iloc[0]
     assert first["n_headlines"] == 5
@@ -273,16 +280,15 @@ def test_headlines_html_escapes_every_cell() -> None:
 def test_trend_chart_is_titled_and_labelled() -> None:
     dates = pd.bdate_range("2024-01-01", periods=40)
     rng = np.random.default_rng(1)
-    daily = pd.concat(
-        [daily_from(t, dates, rng.uniform(-1, 1, len(dates))) for t in ("AAA", "BBB", "CCC")]
-    )
+    daily = pd.concat([daily_from(t, dates, rng.uniform(-1, 1, len(dates))) for t in ("AAA", "BBB", "CCC")])
     fig = trend_chart(daily, tickers=["AAA", "BBB"])
     try:
         ax = fig.axes[0]
         assert "20-session" in ax.get_title()
         assert ax.get_xlabel() and ax.get_ylabel()
         assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == [
-            "AAA", "BBB",
+            "AAA",
+            "BBB",
         ]
     finally:
         plt.close(fig)

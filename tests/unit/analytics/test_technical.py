@@ -213,12 +213,8 @@ def test_no_lookahead_signals_do_not_change_when_later_rows_are_removed() -> Non
     assert full["strength"].between(0, 1).all()
 
     for cutoff in features["date"].drop_duplicates().iloc[[25, 100, 217, 399]]:
-        truncated = technical_signals(
-            features[features["date"] <= cutoff], prices[prices["date"] <= cutoff], SETTINGS
-        )
-        pd.testing.assert_frame_equal(
-            truncated, full[full["date"] <= cutoff].reset_index(drop=True)
-        )
+        truncated = technical_signals(features[features["date"] <= cutoff], prices[prices["date"] <= cutoff], SETTINGS)
+        pd.testing.assert_frame_equal(truncated, full[full["date"] <= cutoff].reset_index(drop=True))
 
 
 def test_crosses_alternate_per_ticker() -> None:
@@ -255,7 +251,9 @@ def test_current_signals_use_exchange_sessions() -> None:
     )
     current = current_signals(signals, "2024-03-29", lookback_sessions=5)
     assert current[["ticker", "date"]].astype(str).values.tolist() == [
-        ["CCC", "2024-03-28"], ["BBB", "2024-03-28"], ["AAA", "2024-03-22"],
+        ["CCC", "2024-03-28"],
+        ["BBB", "2024-03-28"],
+        ["AAA", "2024-03-22"],
     ]
     assert current_signals(signals, "2024-03-28", lookback_sessions=1)["ticker"].tolist() == ["CCC", "BBB"]
     with pytest.raises(ValueError):

@@ -24,34 +24,76 @@ def warehouse(tmp_path: Path) -> Warehouse:
     store.dispose()
 
 
-def seed_book(warehouse: Warehouse, portfolio: str = "paper", as_of: dt.date = PREVIOUS, cash: float = 10_000.0,
-              positions: dict[str, tuple[float, float]] | None = None) -> float:
+def seed_book(
+    warehouse: Warehouse,
+    portfolio: str = "paper",
+    as_of: dt.date = PREVIOUS,
+    cash: float = 10_000.0,
+    positions: dict[str, tuple[float, float]] | None = None,
+) -> float:
     """Write a booked close: positions {ticker: (quantity, close)} and the portfolio_values row; the equity."""
     positions = positions if positions is not None else {"AAA": (100.0, 100.0), "BBB": (200.0, 50.0)}
     value = sum(q * p for q, p in positions.values())
     equity = cash + value
-    rows = pd.DataFrame([{"as_of": pd.Timestamp(as_of), "portfolio": portfolio, "ticker": t, "quantity": q,
-                          "price": p, "market_value": q * p, "weight": q * p / equity}
-                         for t, (q, p) in positions.items()])
+    rows = pd.DataFrame(
+        [
+            {
+                "as_of": pd.Timestamp(as_of),
+                "portfolio": portfolio,
+                "ticker": t,
+                "quantity": q,
+                "price": p,
+                "market_value": q * p,
+                "weight": q * p / equity,
+            }
+            for t, (q, p) in positions.items()
+        ]
+    )
     if len(rows):
         warehouse.upsert("positions", rows)
-    warehouse.upsert("portfolio_values", pd.DataFrame([{
-        "portfolio": portfolio, "date": pd.Timestamp(as_of), "cash": cash, "positions_value": value,
-        "equity": equity, "daily_return": 0.0, "costs": 0.0, "run_id": "seed"}]))
+    warehouse.upsert(
+        "portfolio_values",
+        pd.DataFrame(
+            [
+                {
+                    "portfolio": portfolio,
+                    "date": pd.Timestamp(as_of),
+                    "cash": cash,
+                    "positions_value": value,
+                    "equity": equity,
+                    "daily_return": 0.0,
+                    "costs": 0.0,
+                    "run_id": "seed",
+                }
+            ]
+        ),
+    )
     return equity
 
 
-def crafted_bars(paths: dict[str, list[float]], start: pd.Timestamp = OPEN_UTC, minutes: int = 1,
-                 first_open: dict[str, float] | None = None) -> pd.DataFrame:
+def crafted_bars(
+    paths: dict[str, list[float]],
+    start: pd.Timestamp = OPEN_UTC,
+    minutes: int = 1,
+    first_open: dict[str, float] | None = None,
+) -> pd.DataFrame:
     """Bars whose closes follow `paths`; each bar opens at the previous close (or `first_open`)."""
     rows = []
     for ticker, closes in paths.items():
         previous = (first_open or {}).get(ticker, closes[0])
         for i, close in enumerate(closes):
             bar_open = previous
-            rows.append({"ts": start + pd.Timedelta(minutes=minutes * i), "ticker": ticker, "open": bar_open,
-                         "high": max(bar_open, close) + 0.01, "low": min(bar_open, close) - 0.01, "close": close,
-                         "volume": 1000.0})
+            rows.append(
+                {
+                    "ts": start + pd.Timedelta(minutes=minutes * i),
+                    "ticker": ticker,
+                    "open": bar_open,
+                    "high": max(bar_open, close) + 0.01,
+                    "low": min(bar_open, close) - 0.01,
+                    "close": close,
+                    "volume": 1000.0,
+                }
+            )
             previous = close
     return pd.DataFrame(rows).sort_values(["ts", "ticker"]).reset_index(drop=True)
 

@@ -28,7 +28,10 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
 
 def test_replay_plays_files_of_a_folder_in_timestamp_order(tmp_path: Path) -> None:
     bars = crafted_bars({"AAA": [100, 101, 102, 103], "BBB": [50, 49, 48, 47]})
-    late, early = bars[bars["ts"] >= OPEN_UTC + pd.Timedelta(minutes=2)], bars[bars["ts"] < OPEN_UTC + pd.Timedelta(minutes=2)]
+    late, early = (
+        bars[bars["ts"] >= OPEN_UTC + pd.Timedelta(minutes=2)],
+        bars[bars["ts"] < OPEN_UTC + pd.Timedelta(minutes=2)],
+    )
     _csv(late, tmp_path / "a_late.csv")  # read first, plays last
     (tmp_path / "sub").mkdir()
     early.iloc[::-1].to_parquet(tmp_path / "sub" / "z_early.parquet")  # rows shuffled inside the file too
@@ -50,16 +53,22 @@ def test_replay_speed_factor_waits_between_batches(tmp_path: Path) -> None:
     assert waits == [5.0, 5.0]  # 300 s of bars at 60x
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    (lambda f: f.drop(columns="volume"), "missing column(s) volume"),
-    (lambda f: f.assign(ts=f["ts"].dt.tz_localize(None).astype(str)), "field ts: not an ISO timestamp with a UTC offset"),
-    (lambda f: f.assign(high=f["low"] - 1), "field high: below the open, close or low"),
-    (lambda f: f.assign(volume=-1.0), "field volume: negative"),
-    (lambda f: f.assign(close="abc"), "field close: not a finite number"),
-    (lambda f: f.assign(open=0.0, low=0.0), "field open: not a positive price"),
-    (lambda f: f.assign(ticker=["", *f["ticker"][1:]]), "field ticker: empty in row(s) 1"),
-    (lambda f: pd.concat([f, f.head(1)]), "field ts: the same (ts, ticker) appears more than once"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda f: f.drop(columns="volume"), "missing column(s) volume"),
+        (
+            lambda f: f.assign(ts=f["ts"].dt.tz_localize(None).astype(str)),
+            "field ts: not an ISO timestamp with a UTC offset",
+        ),
+        (lambda f: f.assign(high=f["low"] - 1), "field high: below the open, close or low"),
+        (lambda f: f.assign(volume=-1.0), "field volume: negative"),
+        (lambda f: f.assign(close="abc"), "field close: not a finite number"),
+        (lambda f: f.assign(open=0.0, low=0.0), "field open: not a positive price"),
+        (lambda f: f.assign(ticker=["", *f["ticker"][1:]]), "field ticker: empty in row(s) 1"),
+        (lambda f: pd.concat([f, f.head(1)]), "field ts: the same (ts, ticker) appears more than once"),
+    ],
+)
 def test_a_bad_file_is_named_with_its_ticker_and_field(tmp_path: Path, change, expected: str) -> None:
     bars = change(crafted_bars({"AAA": [100, 101]}))
     path = tmp_path / "day.csv"
@@ -96,8 +105,13 @@ def sample() -> SampleIntradayBars:
 def test_sample_intraday_bars_agree_with_the_daily_bars(sample: SampleIntradayBars, day: dt.date) -> None:
     bars = sample.session_bars(day)
     daily = sample.daily(day).set_index("ticker")
-    per = bars.groupby("ticker").agg(open=("open", "first"), high=("high", "max"), low=("low", "min"),
-                                     close=("close", "last"), volume=("volume", "sum"))
+    per = bars.groupby("ticker").agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
+    )
     for field in ("open", "high", "low", "close", "volume"):
         assert per[field].to_dict() == pytest.approx(daily[field].astype(float).to_dict(), abs=1e-9), field
     assert (bars["high"] <= bars["ticker"].map(daily["high"]) + 1e-12).all()

@@ -31,22 +31,40 @@ def test_plans_reduce_in_whole_shares_and_flatten_everything(state: StreamState)
 
 def test_ids_are_the_brokers_scheme_with_the_instant(state: StreamState) -> None:
     oid = intraday_order_id("paper", OPEN_UTC, "AAA")
-    assert oid == intraday_order_id("paper", OPEN_UTC.tz_convert("America/New_York"), "AAA")  # the instant, not the zone
+    assert oid == intraday_order_id(
+        "paper", OPEN_UTC.tz_convert("America/New_York"), "AAA"
+    )  # the instant, not the zone
     assert oid != intraday_order_id("paper", OPEN_UTC + pd.Timedelta(minutes=1), "AAA")
     assert oid != order_id("paper", DAY, "AAA") and len(oid) == 32
 
 
 def test_orders_fill_at_the_last_price_reconcile_and_rewrite_nothing(warehouse: Warehouse, state: StreamState) -> None:
     trades = plan("flatten", state, OPEN_UTC, reduce_fraction=0.5)
-    orders, fills = orders_and_fills(trades, state, OPEN_UTC, portfolio="paper", commission_bps=1.0,
-                                     slippage_bps=5.0, reason="flatten", run_id="watch-paper-20240603")
+    orders, fills = orders_and_fills(
+        trades,
+        state,
+        OPEN_UTC,
+        portfolio="paper",
+        commission_bps=1.0,
+        slippage_bps=5.0,
+        reason="flatten",
+        run_id="watch-paper-20240603",
+    )
     aaa = fills.set_index("ticker").loc["AAA"]
     assert aaa["price"] == 90.0 and aaa["commission"] == pytest.approx(101 * 90 * 1e-4)
     assert aaa["cash_change"] == pytest.approx(101 * 90 - 101 * 90 * 6e-4)
     assert reconcile_intraday(orders, fills) == []
     for _ in range(2):  # a rerun of the batch: same ids, same rows
-        again = orders_and_fills(trades, state, OPEN_UTC, portfolio="paper", commission_bps=1.0, slippage_bps=5.0,
-                                 reason="flatten", run_id="watch-paper-20240603")
+        again = orders_and_fills(
+            trades,
+            state,
+            OPEN_UTC,
+            portfolio="paper",
+            commission_bps=1.0,
+            slippage_bps=5.0,
+            reason="flatten",
+            run_id="watch-paper-20240603",
+        )
         warehouse.upsert(intraday_orders, again[0])
         warehouse.upsert(intraday_fills, again[1])
     assert warehouse.count("intraday_orders") == 2 and warehouse.count("intraday_fills") == 2

@@ -14,11 +14,25 @@ NOW = dt.datetime(2024, 6, 3, 15, 0, tzinfo=dt.UTC)  # 11:00 New York, in the se
 
 
 def _beat(warehouse: Warehouse, status: str, age_s: float, bar_age_min: float | None) -> None:
-    warehouse.upsert(watch_heartbeats, pd.DataFrame([{
-        "watch_id": "host:1:abc", "host": "host", "pid": 1, "portfolio": "paper", "source": "yahoo",
-        "session": pd.Timestamp("2024-06-03"), "started_at": NOW - dt.timedelta(hours=1),
-        "heartbeat_at": NOW - dt.timedelta(seconds=age_s), "status": status,
-        "last_bar_ts": None if bar_age_min is None else NOW - dt.timedelta(minutes=bar_age_min)}]))
+    warehouse.upsert(
+        watch_heartbeats,
+        pd.DataFrame(
+            [
+                {
+                    "watch_id": "host:1:abc",
+                    "host": "host",
+                    "pid": 1,
+                    "portfolio": "paper",
+                    "source": "yahoo",
+                    "session": pd.Timestamp("2024-06-03"),
+                    "started_at": NOW - dt.timedelta(hours=1),
+                    "heartbeat_at": NOW - dt.timedelta(seconds=age_s),
+                    "status": status,
+                    "last_bar_ts": None if bar_age_min is None else NOW - dt.timedelta(minutes=bar_age_min),
+                }
+            ]
+        ),
+    )
 
 
 def _status(warehouse: Warehouse) -> str:

@@ -22,9 +22,18 @@ CLOSE = OPEN_UTC + pd.Timedelta(hours=6, minutes=30)
 def _run(warehouse: Warehouse, paths: dict[str, list[float]], **context: object) -> list:
     seed_book(warehouse)  # AAA 100 x 100, BBB 200 x 50, cash 10,000: equity 30,000
     state = StreamState.start(load_book(warehouse, "paper", DAY))
-    ctx = RiskContext(**{"portfolio": "paper", "daily_loss_limit": 0.03, "var_1d": -0.02,
-                         "daily_vol": {"AAA": 0.01, "BBB": 0.01}, "expected_tickers": ("AAA", "BBB"),
-                         "session_open": OPEN_UTC, "session_close": CLOSE, **context})
+    ctx = RiskContext(
+        **{
+            "portfolio": "paper",
+            "daily_loss_limit": 0.03,
+            "var_1d": -0.02,
+            "daily_vol": {"AAA": 0.01, "BBB": 0.01},
+            "expected_tickers": ("AAA", "BBB"),
+            "session_open": OPEN_UTC,
+            "session_close": CLOSE,
+            **context,
+        }
+    )
     found = []
     for batch in split_batches(validate_bars(crafted_bars(paths, first_open={t: p[0] for t, p in paths.items()}))):
         found = evaluate(state.update(batch), state, ctx, RULES)
@@ -41,8 +50,7 @@ def test_a_calm_session_fires_nothing(warehouse: Warehouse) -> None:
 
 def test_daily_loss_names_the_positions_responsible(warehouse: Warehouse) -> None:
     # AAA -8% (-800), BBB -2% (-200): 1,000 of 30,000 = -3.33% < -3%
-    found = _run(warehouse, {"AAA": [100.0, 96.0, 92.0], "BBB": [50.0, 49.5, 49.0]},
-                 daily_vol={}, var_1d=math.nan)
+    found = _run(warehouse, {"AAA": [100.0, 96.0, 92.0], "BBB": [50.0, 49.5, 49.0]}, daily_vol={}, var_1d=math.nan)
     loss = [f for f in found if f.rule == "watch_daily_loss"]
     assert len(loss) == 1 and loss[0].scope == "portfolio:paper"
     assert loss[0].value == pytest.approx(-1000 / 30000) and loss[0].threshold == 0.03
@@ -79,8 +87,13 @@ def test_a_stale_feed_during_the_session(warehouse: Warehouse) -> None:
 
 
 def test_a_jump_that_looks_like_a_bad_tick(warehouse: Warehouse) -> None:
-    found = _run(warehouse, {"AAA": [100.0, 100.1, 120.0], "BBB": [50.0, 50.0, 50.0]},
-                 daily_vol={}, daily_loss_limit=0.5, var_1d=math.nan)
+    found = _run(
+        warehouse,
+        {"AAA": [100.0, 100.1, 120.0], "BBB": [50.0, 50.0, 50.0]},
+        daily_vol={},
+        daily_loss_limit=0.5,
+        var_1d=math.nan,
+    )
     assert _rules(found) == {"watch_bad_tick"} and found[0].scope == "AAA"
 
 
@@ -92,12 +105,27 @@ def test_findings_feed_the_alert_episodes(warehouse: Warehouse) -> None:
 
 def test_the_stored_var_and_volatility_are_the_latest_before_the_session(warehouse: Warehouse) -> None:
     rows = []
-    for run, end, var, vol in (("r1", "2024-05-30", -0.01, 0.16), ("r2", "2024-05-31", -0.02, 0.32),
-                               ("r3", "2024-06-03", -0.09, 0.99)):  # r3 is the session's own: not read
-        rows += [{"run_id": run, "scope": "portfolio:paper", "metric": "var_95_historical", "value": var,
-                  "window_end": pd.Timestamp(end)},
-                 {"run_id": run, "scope": "AAA", "metric": "annual_volatility", "value": vol,
-                  "window_end": pd.Timestamp(end)}]
+    for run, end, var, vol in (
+        ("r1", "2024-05-30", -0.01, 0.16),
+        ("r2", "2024-05-31", -0.02, 0.32),
+        ("r3", "2024-06-03", -0.09, 0.99),
+    ):  # r3 is the session's own: not read
+        rows += [
+            {
+                "run_id": run,
+                "scope": "portfolio:paper",
+                "metric": "var_95_historical",
+                "value": var,
+                "window_end": pd.Timestamp(end),
+            },
+            {
+                "run_id": run,
+                "scope": "AAA",
+                "metric": "annual_volatility",
+                "value": vol,
+                "window_end": pd.Timestamp(end),
+            },
+        ]
     warehouse.upsert("risk_metrics", pd.DataFrame(rows))
     var, vols = stored_risk(warehouse, "paper", ["AAA", "BBB"], DAY, "var_95_historical")
     assert var == -0.02 and vols == {"AAA": pytest.approx(0.32 / math.sqrt(252))}

@@ -29,8 +29,10 @@ def test_the_book_is_read_from_the_previous_close(warehouse: Warehouse) -> None:
 def test_incremental_state_equals_a_recomputation_after_each_batch(warehouse: Warehouse) -> None:
     seed_book(warehouse)
     book = load_book(warehouse, "paper", DAY)
-    bars = crafted_bars({"AAA": walk(100.5, 30, 1), "BBB": walk(49.0, 30, 2), "CCC": walk(10.0, 30, 3)},
-                        first_open={"AAA": 100.2, "BBB": 49.5})
+    bars = crafted_bars(
+        {"AAA": walk(100.5, 30, 1), "BBB": walk(49.0, 30, 2), "CCC": walk(10.0, 30, 3)},
+        first_open={"AAA": 100.2, "BBB": 49.5},
+    )
     bars = validate_bars(bars.drop(index=bars[(bars["ticker"] == "BBB")].index[5:9]))  # BBB misses 4 bars
     extra = {"CCC": 9.9}
     state = StreamState.start(book, extra)
@@ -71,7 +73,8 @@ def test_fills_move_holdings_and_cash_but_not_the_mark(warehouse: Warehouse) -> 
     state = StreamState.start(load_book(warehouse, "paper", DAY))
     state.update(validate_bars(crafted_bars({"AAA": [90.0], "BBB": [45.0]})))
     before = state.equity
-    state.apply_fills(pd.DataFrame({"ticker": ["AAA"], "quantity": [-100.0], "price": [90.0],
-                                   "cash_change": [100 * 90.0 - 1.0]}))
+    state.apply_fills(
+        pd.DataFrame({"ticker": ["AAA"], "quantity": [-100.0], "price": [90.0], "cash_change": [100 * 90.0 - 1.0]})
+    )
     assert "AAA" not in state.quantities and state.equity == pytest.approx(before - 1.0)
     assert state.snapshot(state.last_ts).position_pnl == {"AAA": -1000.0, "BBB": -1000.0}  # realised + held

@@ -29,8 +29,9 @@ TABLES = ("intraday_marks", "intraday_risk", "alerts", "intraday_orders", "intra
 
 
 def _recording(folder: Path) -> Path:
-    bars = crafted_bars({"AAA": [100.0 - i for i in range(20)], "BBB": [50.0] * 20},
-                        first_open={"AAA": 100.0, "BBB": 50.0})
+    bars = crafted_bars(
+        {"AAA": [100.0 - i for i in range(20)], "BBB": [50.0] * 20}, first_open={"AAA": 100.0, "BBB": 50.0}
+    )
     path = folder / "day.csv"
     bars.assign(ts=bars["ts"].map(lambda t: t.isoformat())).to_csv(path, index=False)
     return path
@@ -39,10 +40,20 @@ def _recording(folder: Path) -> Path:
 def _watcher(warehouse: Warehouse, recording: Path, sent: list | None = None, mode: str = "flatten") -> watch.Watcher:
     settings = watch_settings(overrides=[f"on_loss_limit={mode}", "source.kind=replay", f"source.path={recording}"])
     return watch.Watcher(
-        warehouse, settings, portfolio="paper", daily_loss_limit=0.03, costs=COSTS,
-        source=ReplayBarSource(recording), tickers=[], calendar="XNYS", renotify_minutes=240, webhook=WEBHOOK,
-        webhook_url="http://127.0.0.1:9/hook" if sent is not None else None, say=lambda _line: None,
-        send=(lambda url, due, **kw: sent.append(list(due["rule"])) or True) if sent is not None else None)
+        warehouse,
+        settings,
+        portfolio="paper",
+        daily_loss_limit=0.03,
+        costs=COSTS,
+        source=ReplayBarSource(recording),
+        tickers=[],
+        calendar="XNYS",
+        renotify_minutes=240,
+        webhook=WEBHOOK,
+        webhook_url="http://127.0.0.1:9/hook" if sent is not None else None,
+        say=lambda _line: None,
+        send=(lambda url, due, **kw: sent.append(list(due["rule"])) or True) if sent is not None else None,
+    )
 
 
 def _tables(warehouse: Warehouse) -> dict[str, pd.DataFrame]:
@@ -55,7 +66,8 @@ def recording(tmp_path: Path) -> Path:
 
 
 def test_a_crafted_day_opens_one_loss_episode_at_the_breach_minute_and_flattens(
-        warehouse: Warehouse, recording: Path) -> None:
+    warehouse: Warehouse, recording: Path
+) -> None:
     seed_book(warehouse)
     sent: list = []
     result = _watcher(warehouse, recording, sent).run_session(DAY)
@@ -63,7 +75,9 @@ def test_a_crafted_day_opens_one_loss_episode_at_the_breach_minute_and_flattens(
     alerts = warehouse.read("alerts")
     loss = alerts[alerts["rule"] == "watch_daily_loss"]
     assert len(loss) == 1 and loss["first_seen_at"].iloc[0] == BREACH
-    assert loss["status"].iloc[0] == "resolved" and loss["resolved_at"].iloc[0] == OPEN_UTC + pd.Timedelta(hours=6, minutes=30)
+    assert loss["status"].iloc[0] == "resolved" and loss["resolved_at"].iloc[0] == OPEN_UTC + pd.Timedelta(
+        hours=6, minutes=30
+    )
     assert "AAA" in loss["message"].iloc[0]
     assert sum(rules.count("watch_daily_loss") for rules in sent) == 1  # the webhook got it once
     orders, fills = warehouse.read("intraday_orders"), warehouse.read("intraday_fills")
@@ -89,8 +103,9 @@ def test_a_second_replay_of_the_day_writes_nothing_new(warehouse: Warehouse, rec
 
 
 @pytest.mark.parametrize("killed_after", [3, 10, 11, 17])  # before, at and after the breach batch
-def test_a_restart_resumes_with_no_duplicate_mark_alert_or_order(tmp_path: Path, recording: Path,
-                                                                 killed_after: int) -> None:
+def test_a_restart_resumes_with_no_duplicate_mark_alert_or_order(
+    tmp_path: Path, recording: Path, killed_after: int
+) -> None:
     stores = {}
     for name, stops in (("straight", [None]), ("restarted", [killed_after, None])):
         store = Warehouse(f"sqlite:///{tmp_path / f'{name}.db'}")
@@ -107,21 +122,51 @@ def test_a_second_watch_on_the_same_store_exits_3(tmp_path: Path, recording: Pat
     store = Warehouse(f"sqlite:///{tmp_path / 'out' / 'warehouse.db'}")
     assert store.acquire_lease(watch.WATCH_LEASE, "elsewhere:1:abc", "watch:elsewhere", 600).acquired
     store.dispose()
-    code = cli.main(["--root", str(ROOT), "watch", "--outputs", str(tmp_path / "out"), "--day", DAY.isoformat(),
-                       "--set", "warehouse.url=null", "--set", "watch.source.kind=replay",
-                       "--set", f"watch.source.path={recording}"])
+    code = cli.main(
+        [
+            "--root",
+            str(ROOT),
+            "watch",
+            "--outputs",
+            str(tmp_path / "out"),
+            "--day",
+            DAY.isoformat(),
+            "--set",
+            "warehouse.url=null",
+            "--set",
+            "watch.source.kind=replay",
+            "--set",
+            f"watch.source.path={recording}",
+        ]
+    )
     assert code == EXIT_BUSY
 
 
-def test_the_cli_replays_a_day_and_releases_its_lease(tmp_path: Path, recording: Path,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_replays_a_day_and_releases_its_lease(
+    tmp_path: Path, recording: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("BENTLEY_WAREHOUSE_URL", raising=False)
     store = Warehouse(f"sqlite:///{tmp_path / 'out' / 'warehouse.db'}")
     seed_book(store)
-    code = cli.main(["--root", str(ROOT), "watch", "--outputs", str(tmp_path / "out"), "--day", DAY.isoformat(),
-                       "--set", "warehouse.url=null", "--set", "watch.source.kind=replay",
-                       "--set", f"watch.source.path={recording}", "--set", "watch.on_loss_limit=reduce"])
+    code = cli.main(
+        [
+            "--root",
+            str(ROOT),
+            "watch",
+            "--outputs",
+            str(tmp_path / "out"),
+            "--day",
+            DAY.isoformat(),
+            "--set",
+            "warehouse.url=null",
+            "--set",
+            "watch.source.kind=replay",
+            "--set",
+            f"watch.source.path={recording}",
+            "--set",
+            "watch.on_loss_limit=reduce",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     assert code == 0, lines
     assert store.count("intraday_marks") == 20 and store.read("leases").empty
@@ -141,7 +186,9 @@ def test_market_hours_come_from_the_calendar() -> None:
     assert not watch.in_session(dt.datetime(2024, 11, 29, 18, 30, tzinfo=utc), "XNYS", zone)
     # Both DST changes: the open moves in UTC, stays 09:30 in New York
     for before, after in ((dt.date(2024, 3, 8), dt.date(2024, 3, 11)), (dt.date(2024, 11, 1), dt.date(2024, 11, 4))):
-        opens = [watch.market_state(dt.datetime.combine(d, dt.time(17), utc), "XNYS", zone)[1][0] for d in (before, after)]
+        opens = [
+            watch.market_state(dt.datetime.combine(d, dt.time(17), utc), "XNYS", zone)[1][0] for d in (before, after)
+        ]
         assert {o.tz_convert(zone).strftime("%H:%M") for o in opens} == {"09:30"}
         assert opens[0].hour != opens[1].hour
     saturday = dt.datetime(2024, 6, 1, 15, 0, tzinfo=utc)

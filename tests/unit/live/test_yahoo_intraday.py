@@ -31,7 +31,13 @@ def test_the_recorded_frame_becomes_bars_in_the_contract() -> None:
     assert bars["ts"].min() == pd.Timestamp("2024-06-03 13:30", tz="UTC")  # 09:30 EDT, the bar's start
     assert bars.groupby("ticker").size().to_dict() == {"AAA": 6, "BBB": 5}  # BBB's missing bar is not padded; ZZZZ none
     first = bars[(bars["ticker"] == "AAA")].iloc[0]
-    assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (99.95, 100.1, 99.9, 100.0, 100.0)
+    assert (first["open"], first["high"], first["low"], first["close"], first["volume"]) == (
+        99.95,
+        100.1,
+        99.9,
+        100.0,
+        100.0,
+    )
 
 
 def test_polling_hands_out_complete_bars_once() -> None:
@@ -45,22 +51,33 @@ def test_polling_hands_out_complete_bars_once() -> None:
     def sleep(_s: float) -> None:
         clock["now"] += dt.timedelta(minutes=15)
 
-    source = YahooIntradayBars(["AAA", "BBB"], HTTP, interval="5m", download=download, now=lambda: clock["now"],
-                               sleep=sleep, stop=lambda: clock["now"] > dt.datetime(2024, 6, 3, 14, 30, tzinfo=dt.UTC))
+    source = YahooIntradayBars(
+        ["AAA", "BBB"],
+        HTTP,
+        interval="5m",
+        download=download,
+        now=lambda: clock["now"],
+        sleep=sleep,
+        stop=lambda: clock["now"] > dt.datetime(2024, 6, 3, 14, 30, tzinfo=dt.UTC),
+    )
     stamps = [b["ts"].iloc[0] for b in source.batches(DAY)]
     assert stamps == sorted(set(stamps)) and len(stamps) == 6  # each bar once, in order, over several polls
     assert calls[0]["interval"] == "5m" and calls[0]["start"] == "2024-06-03" and calls[0]["end"] == "2024-06-04"
     assert len(calls) >= 2
 
 
-@pytest.mark.parametrize(("interval", "start", "end", "problem"), [
-    ("1m", dt.date(2024, 6, 1), dt.date(2024, 6, 10), "at most 7 days of 1m"),
-    ("1m", dt.date(2024, 4, 1), dt.date(2024, 4, 2), "last 30 days only"),
-    ("5m", dt.date(2024, 3, 1), dt.date(2024, 3, 2), "last 60 days only"),
-    ("2m", DAY, DAY, "interval must be one of"),
-])
-def test_yahoo_period_limits_are_refused_before_a_request(interval: str, start: dt.date, end: dt.date,
-                                                           problem: str) -> None:
+@pytest.mark.parametrize(
+    ("interval", "start", "end", "problem"),
+    [
+        ("1m", dt.date(2024, 6, 1), dt.date(2024, 6, 10), "at most 7 days of 1m"),
+        ("1m", dt.date(2024, 4, 1), dt.date(2024, 4, 2), "last 30 days only"),
+        ("5m", dt.date(2024, 3, 1), dt.date(2024, 3, 2), "last 60 days only"),
+        ("2m", DAY, DAY, "interval must be one of"),
+    ],
+)
+def test_yahoo_period_limits_are_refused_before_a_request(
+    interval: str, start: dt.date, end: dt.date, problem: str
+) -> None:
     with pytest.raises(ValueError, match=problem):
         check_yahoo_window(interval, start, end, today=dt.date(2024, 6, 10))
     check_yahoo_window("60m", dt.date(2023, 1, 2), dt.date(2024, 6, 10), today=dt.date(2024, 6, 10))

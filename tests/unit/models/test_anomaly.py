@@ -55,9 +55,7 @@ def _market(n: int = 300, seed: int = 1, outlier: tuple[str, int] | None = ("BBB
         adj_close = 100.0 * np.cumprod(1.0 + np.nan_to_num(ret))
         close = adj_close * 1.25  # a dividend-style adjustment factor of 0.8
         features.append(
-            pd.DataFrame(
-                {"ticker": ticker, "date": dates, "ret_1d": ret, "ret_5d": 0.0, "volume_z_21": volume_z}
-            )
+            pd.DataFrame({"ticker": ticker, "date": dates, "ret_1d": ret, "ret_5d": 0.0, "volume_z_21": volume_z})
         )
         prices.append(
             pd.DataFrame(
@@ -127,9 +125,7 @@ def test_robust_z_is_per_ticker() -> None:
     z = anomaly.robust_zscores(inputs, ["x"])
     assert z.index.equals(inputs.index)
     by_b = inputs["ticker"] == "BBB"
-    np.testing.assert_allclose(
-        z.loc[by_b, "x"], (inputs.loc[by_b, "x"] - 30.0) / (MAD_SCALE * 10.0), rtol=1e-12
-    )
+    np.testing.assert_allclose(z.loc[by_b, "x"], (inputs.loc[by_b, "x"] - 30.0) / (MAD_SCALE * 10.0), rtol=1e-12)
 
 
 def test_planted_outlier_gets_a_large_robust_z() -> None:
@@ -176,9 +172,7 @@ def test_rolling_min_periods_uses_the_rows_available() -> None:
 
 def test_rolling_window_has_no_lookahead() -> None:
     rng = np.random.default_rng(7)
-    inputs = pd.concat(
-        [_normal_inputs(120, rng, "AAA"), _normal_inputs(120, rng, "BBB")], ignore_index=True
-    )
+    inputs = pd.concat([_normal_inputs(120, rng, "AAA"), _normal_inputs(120, rng, "BBB")], ignore_index=True)
     before = anomaly.robust_zscores(inputs, COLUMNS, window=30)
     cut = inputs["date"].iloc[80]
     changed = inputs.copy()
@@ -258,7 +252,7 @@ def test_isolation_forest_without_window_uses_every_earlier_session() -> None:
     scores = _forest(inputs, window=None)
     starts = np.flatnonzero(_block_starts(inputs["date"], FOREST["refit_sessions"]))
     assert scores.loc[: starts[0] - 1, "if_score"].isna().all()  # nothing before the first refit date
-    assert scores.loc[starts[0]:, "if_score"].notna().all()
+    assert scores.loc[starts[0] :, "if_score"].notna().all()
     assert scores["if_flag"].iloc[planted]
 
 
@@ -307,7 +301,7 @@ def test_isolation_forest_scores_a_new_ticker_once_it_has_history() -> None:
     newcomer = _normal_inputs(int((dates >= listed).sum()), np.random.default_rng(4), "CCC")
     newcomer["date"] = dates[dates >= listed].to_numpy()
     scores = _forest(pd.concat([inputs, newcomer], ignore_index=True))
-    ccc = scores.iloc[len(inputs):]
+    ccc = scores.iloc[len(inputs) :]
     next_refit = dates[(dates > listed) & _block_starts(dates, FOREST["refit_sessions"])].iloc[0]
     first_scored = newcomer.loc[ccc["if_score"].first_valid_index() - len(inputs), "date"]
     assert first_scored == next_refit  # no past to scale it by until the first forest that saw it
@@ -325,9 +319,7 @@ def test_detect_anomalies_table() -> None:
     assert len(table) == len(inputs) == 2 * (300 - 3)
     assert not table.duplicated(["ticker", "date"]).any()
 
-    pd.testing.assert_series_equal(
-        table["flag"], table["z_flag"] | table["if_flag"], check_names=False
-    )
+    pd.testing.assert_series_equal(table["flag"], table["z_flag"] | table["if_flag"], check_names=False)
     expected_method = np.where(
         table["z_flag"] & table["if_flag"],
         "both",
@@ -360,9 +352,7 @@ def test_top_anomalies_ordering() -> None:
     table = anomaly.detect_anomalies(features, prices, window=60, contamination=0.02)
     top = anomaly.top_anomalies(table, n=5)
     assert 0 < len(top) <= 5
-    assert {"ticker", "date", "ret_1d", "volume_z", "range_pct", "max_abs_z", "if_score"} <= set(
-        top.columns
-    )
+    assert {"ticker", "date", "ret_1d", "volume_z", "range_pct", "max_abs_z", "if_score"} <= set(top.columns)
     assert top["ticker"].iloc[0] == "BBB"
     assert top["date"].iloc[0] == features["date"].iloc[250]
     z = top["max_abs_z"].dropna().to_numpy()

@@ -29,10 +29,12 @@ def _data(recent_hits: float, sessions: int = 300, tickers: int = 4) -> lifecycl
     """Labelled rows whose `signal` is right everywhere except on the last 21 sessions."""
     rng = np.random.default_rng(0)
     dates = pd.bdate_range("2024-01-01", periods=sessions)
-    frame = pd.DataFrame({
-        "ticker": np.repeat([f"T{i}" for i in range(tickers)], sessions),
-        "date": np.tile(dates, tickers),
-    })
+    frame = pd.DataFrame(
+        {
+            "ticker": np.repeat([f"T{i}" for i in range(tickers)], sessions),
+            "date": np.tile(dates, tickers),
+        }
+    )
     frame["label"] = rng.integers(0, 2, len(frame)).astype(float)
     frame["fwd_return"] = np.where(frame["label"] == 1, 0.01, -0.01)
     right = np.ones(len(frame), dtype=bool)
@@ -41,7 +43,12 @@ def _data(recent_hits: float, sessions: int = 300, tickers: int = 4) -> lifecycl
     frame["signal"] = np.where(right, frame["label"], 1 - frame["label"]) * 0.6 + 0.2
     frame["noise"] = rng.normal(size=len(frame))
     walk_forward = splits.purged_walk_forward(
-        np.sort(frame["date"].unique()), refit_every_months=1, min_folds=2, horizon=5, embargo=0, holdout_sessions=40,
+        np.sort(frame["date"].unique()),
+        refit_every_months=1,
+        min_folds=2,
+        horizon=5,
+        embargo=0,
+        holdout_sessions=40,
         min_train_sessions=100,
     )
     return lifecycle.TrainingData(frame=frame, feature_cols=FEATURES, walk_forward=walk_forward)
@@ -49,9 +56,17 @@ def _data(recent_hits: float, sessions: int = 300, tickers: int = 4) -> lifecycl
 
 def _champion(train_end: str, holdout_accuracy: float = 1.0, features: list[str] = FEATURES) -> RegisteredVersion:
     return RegisteredVersion(
-        name="direction", version="3", run_id="r", source="runs:/r/model",
-        tags={"features": ",".join(features), "train_start": "2024-01-01", "train_end": train_end,
-              "holdout_accuracy": str(holdout_accuracy), "sha256": "0" * 64},
+        name="direction",
+        version="3",
+        run_id="r",
+        source="runs:/r/model",
+        tags={
+            "features": ",".join(features),
+            "train_start": "2024-01-01",
+            "train_end": train_end,
+            "holdout_accuracy": str(holdout_accuracy),
+            "sha256": "0" * 64,
+        },
     )
 
 
@@ -59,7 +74,9 @@ def _champion(train_end: str, holdout_accuracy: float = 1.0, features: list[str]
 def test_monitoring_flags_retraining_when_accuracy_drops_beyond_the_limit(recent_hits, required):
     ml = load_config().ml  # max_degradation 0.10, recent_sessions 21
     data = _data(recent_hits)
-    monitoring = lifecycle.monitor_champion(ColumnModel(), _champion("2024-06-28"), data, ml, "run", dt.date(2025, 1, 1))
+    monitoring = lifecycle.monitor_champion(
+        ColumnModel(), _champion("2024-06-28"), data, ml, "run", dt.date(2025, 1, 1)
+    )
     row = monitoring.row
     assert row["n_recent"] == 4 * 21
     assert row["retraining_required"] is required
@@ -96,15 +113,21 @@ def test_the_dataset_sentence_names_the_accuracy_to_beat():
     holdout = data.rows(data.walk_forward.holdout.test)["label"]
     up = holdout.mean()
     sentence = lifecycle.dataset_sentence(data)
-    assert f"On the {len(holdout)} holdout rows, always predicting '{'up' if up >= 0.5 else 'down'}' is right " \
-           f"{max(up, 1 - up):.1%} of the time: the accuracy any model must beat." in sentence
+    assert (
+        f"On the {len(holdout)} holdout rows, always predicting '{'up' if up >= 0.5 else 'down'}' is right "
+        f"{max(up, 1 - up):.1%} of the time: the accuracy any model must beat." in sentence
+    )
     assert "baseline" not in sentence
 
 
 @pytest.mark.parametrize(
     ("champion", "retrain", "flagged", "trains", "phrase"),
-    [(None, False, False, True, "No champion"), ("c", True, False, True, "ml.retrain"),
-     ("c", False, False, False, "kept without training"), ("c", False, True, False, "asks for retraining")],
+    [
+        (None, False, False, True, "No champion"),
+        ("c", True, False, True, "ml.retrain"),
+        ("c", False, False, False, "kept without training"),
+        ("c", False, True, False, "asks for retraining"),
+    ],
 )
 def test_training_reason(champion, retrain, flagged, trains, phrase):
     version = _champion("2024-06-28") if champion else None

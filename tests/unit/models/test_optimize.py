@@ -23,6 +23,7 @@ from bentley.models.optimize import Constraints as _Constraints
 
 matplotlib.use("Agg")
 
+
 def Constraints(**given: object) -> _Constraints:  # noqa: N802 - reads like the class it builds
     """The class has no defaults (params hold them); tests state only what they vary."""
     base: dict[str, object] = {"long_only": True, "max_weight": 1.0, "min_names": 1, "risk_free_rate": 0.0}
@@ -344,7 +345,9 @@ def test_only_tradable_tickers_enter_the_universe() -> None:
     kept, excluded = optimize.optimization_universe(returns, proba, min_history=150, tradable=["AAA", "CCC"])
     assert list(kept.columns) == ["AAA", "CCC"]
     assert excluded.set_index("ticker")["reason"].to_dict() == {
-        "BBB": optimize.NOT_TRADABLE, "^IDX": optimize.NOT_TRADABLE, "SPX": optimize.NOT_TRADABLE,
+        "BBB": optimize.NOT_TRADABLE,
+        "^IDX": optimize.NOT_TRADABLE,
+        "SPX": optimize.NOT_TRADABLE,
     }
     kept, excluded = optimize.optimization_universe(returns, proba, min_history=150)  # the convention alone
     assert list(kept.columns) == ["AAA", "BBB", "CCC"]
@@ -381,7 +384,10 @@ def test_max_sharpe_matches_a_direct_scipy_solution() -> None:
         return -(w @ m - 0.02) / np.sqrt(w @ sigma @ w)
 
     reference = minimize(
-        negative_sharpe, np.full(3, 1 / 3), method="SLSQP", bounds=[(0.0, 0.6)] * 3,
+        negative_sharpe,
+        np.full(3, 1 / 3),
+        method="SLSQP",
+        bounds=[(0.0, 0.6)] * 3,
         constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
         options={"ftol": 1e-14, "maxiter": 500},
     )
@@ -502,8 +508,11 @@ def test_target_weights_table_has_every_ticker() -> None:
     [
         ({"max_weight": 0.35, "min_names": 4}, ("optimize.min_names",), "lower optimize.min_names below 4"),
         ({"max_weight": 0.25, "min_names": 1}, ("optimize.max_weight",), "raise optimize.max_weight above 25%"),
-        ({"max_weight": 0.25, "min_names": 4, "long_only": False}, ("optimize.max_weight", "optimize.min_names"),
-         "raise optimize.max_weight above 25% or lower optimize.min_names below 4"),
+        (
+            {"max_weight": 0.25, "min_names": 4, "long_only": False},
+            ("optimize.max_weight", "optimize.min_names"),
+            "raise optimize.max_weight above 25% or lower optimize.min_names below 4",
+        ),
     ],
 )
 def test_constraints_that_leave_one_portfolio_are_reported_not_credited_to_a_method(
@@ -520,7 +529,10 @@ def test_constraints_that_leave_one_portfolio_are_reported_not_credited_to_a_met
     np.testing.assert_allclose(result.weights, 0.25)
     assert result.method == "equal_weight"
     assert _statuses(result.attempts) == {
-        "max_sharpe": "not tried", "min_volatility": "not tried", "hrp": "not tried", "equal_weight": "used",
+        "max_sharpe": "not tried",
+        "min_volatility": "not tried",
+        "hrp": "not tried",
+        "equal_weight": "used",
     }
     assert result.attempts["reason"].str.contains("one portfolio only").all()
     freedom = result.freedom

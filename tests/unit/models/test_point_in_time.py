@@ -46,16 +46,22 @@ def data() -> lifecycle.TrainingData:
     """
     rng = np.random.default_rng(0)
     dates = pd.bdate_range("2024-01-01", periods=300)
-    frame = pd.DataFrame({"ticker": np.repeat([f"T{i}" for i in range(4)], len(dates)),
-                          "date": np.tile(dates, 4)})
+    frame = pd.DataFrame({"ticker": np.repeat([f"T{i}" for i in range(4)], len(dates)), "date": np.tile(dates, 4)})
     frame["label"] = rng.integers(0, 2, len(frame)).astype(float)
     frame["fwd_return"] = np.where(frame["label"] == 1, 0.01, -0.01)
     frame["signal"] = frame["label"] * 0.6 + 0.2 + rng.normal(scale=0.3, size=len(frame))
     inputs = ["signal", "noise", *(f"noise{i}" for i in range(7))]
     for name in inputs[1:]:
         frame[name] = rng.normal(size=len(frame))
-    walk_forward = splits.purged_walk_forward(np.sort(frame["date"].unique()), refit_every_months=3, min_folds=2,
-                                              horizon=5, embargo=0, holdout_sessions=40, min_train_sessions=100)
+    walk_forward = splits.purged_walk_forward(
+        np.sort(frame["date"].unique()),
+        refit_every_months=3,
+        min_folds=2,
+        horizon=5,
+        embargo=0,
+        holdout_sessions=40,
+        min_train_sessions=100,
+    )
     return lifecycle.TrainingData(frame=frame, feature_cols=inputs, walk_forward=walk_forward)
 
 
@@ -68,29 +74,59 @@ def ml():
     return defaults.model_copy(update={"registered_model": MODEL, "promotion": promotion})
 
 
-def _quick(store: ModelStore, run_id: str, as_of: str, *, candidate: str = "logistic", promoted: bool = False,
-           seed: int = 0, extra: dict[str, str] | None = None) -> RegisteredVersion:
+def _quick(
+    store: ModelStore,
+    run_id: str,
+    as_of: str,
+    *,
+    candidate: str = "logistic",
+    promoted: bool = False,
+    seed: int = 0,
+    extra: dict[str, str] | None = None,
+) -> RegisteredVersion:
     """A small registered version with the tags a training run writes, trained 'as of' `as_of`."""
     rng = np.random.default_rng(seed)
     x = pd.DataFrame(rng.normal(size=(200, 2)), columns=["signal", "noise"])
     model = LogisticRegression().fit(x, (x["signal"] > 0).astype(float))
-    tags = {lifecycle.FEATURES_TAG: "signal,noise", lifecycle.TRAIN_START_TAG: "2020-01-02",
-            lifecycle.TRAIN_END_TAG: as_of, **({lifecycle.DATA_AS_OF_TAG: as_of} if as_of else {}), **(extra or {})}
+    tags = {
+        lifecycle.FEATURES_TAG: "signal,noise",
+        lifecycle.TRAIN_START_TAG: "2020-01-02",
+        lifecycle.TRAIN_END_TAG: as_of,
+        **({lifecycle.DATA_AS_OF_TAG: as_of} if as_of else {}),
+        **(extra or {}),
+    }
     if promoted:
         tags.update({"promotion_decision": "promoted", lifecycle.PROMOTED_FOR_TAG: as_of})
     return store.log_candidate(
-        model_name=MODEL, candidate=candidate, model=model, example=x, params={"seed": seed},
-        fold_metrics=pd.DataFrame({"split": ["fold 1"], "roc_auc": [0.6]}), holdout_metrics={"roc_auc": 0.6},
-        importances=pd.DataFrame({"feature": ["signal"], "importance": [0.1]}), config={},
-        pipeline_run_id=run_id, version_tags=tags, parent_run_id=None,
+        model_name=MODEL,
+        candidate=candidate,
+        model=model,
+        example=x,
+        params={"seed": seed},
+        fold_metrics=pd.DataFrame({"split": ["fold 1"], "roc_auc": [0.6]}),
+        holdout_metrics={"roc_auc": 0.6},
+        importances=pd.DataFrame({"feature": ["signal"], "importance": [0.1]}),
+        config={},
+        pipeline_run_id=run_id,
+        version_tags=tags,
+        parent_run_id=None,
     )
 
 
 def _train_and_register(store, data, ml, choice, run_id):
     results = lifecycle.train_candidates(data, ml)
     importance = {name: lifecycle.importances(result, data, ml) for name, result in results.items()}
-    versions = lifecycle.register_candidates(store, results, importance, data, ml, choice, run_id=run_id,
-                                             config={"ml": {"seed": ml.seed}}, parent_run_id=None)
+    versions = lifecycle.register_candidates(
+        store,
+        results,
+        importance,
+        data,
+        ml,
+        choice,
+        run_id=run_id,
+        config={"ml": {"seed": ml.seed}},
+        parent_run_id=None,
+    )
     return results, versions
 
 

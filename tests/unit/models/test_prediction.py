@@ -108,7 +108,12 @@ def _planted(kind: str, n_tickers: int = 40, n_dates: int = 200, n_features: int
 def _walk_forward(frame: pd.DataFrame):
     labelled = frame.loc[frame["label"].notna(), "date"]
     return purged_walk_forward(
-        labelled, refit_every_months=1, min_folds=3, horizon=HORIZON, embargo=2, holdout_sessions=60,
+        labelled,
+        refit_every_months=1,
+        min_folds=3,
+        horizon=HORIZON,
+        embargo=2,
+        holdout_sessions=60,
         min_train_sessions=50,
     )
 
@@ -161,9 +166,7 @@ def test_inputs_do_not_depend_on_a_tickers_price_level(prices, sentiment, settin
     is_nova = scaled["ticker"] == "NOVA"
     for column in ("open", "high", "low", "close", "adj_close"):
         scaled.loc[is_nova, column] *= 37.0
-    again = model_frame(
-        compute_features(scaled, settings), scaled, sentiment, horizon=HORIZON, exclude=[BENCHMARK]
-    )
+    again = model_frame(compute_features(scaled, settings), scaled, sentiment, horizon=HORIZON, exclude=[BENCHMARK])
     names = feature_names(frame)
     np.testing.assert_allclose(again[names], frame[names], rtol=1e-7, atol=1e-10)
 
@@ -171,7 +174,10 @@ def test_inputs_do_not_depend_on_a_tickers_price_level(prices, sentiment, settin
 def test_sentiment_is_merged_and_filled(frame, sentiment):
     merged = frame.merge(
         sentiment.assign(date=sentiment["date"].astype(frame["date"].dtype)),
-        on=["ticker", "date"], how="left", suffixes=("", "_raw"), indicator=True,
+        on=["ticker", "date"],
+        how="left",
+        suffixes=("", "_raw"),
+        indicator=True,
     )
     with_news = (merged["_merge"] == "both").to_numpy()
     assert 0 < with_news.sum() < len(frame)  # sparse: most days have no headline
@@ -196,12 +202,16 @@ def test_forward_return_and_label_by_hand():
         }
     )
     sentiment = pd.DataFrame(
-        {"ticker": ["B"], "date": [days[1]], "mean_compound": ["0.5"], "n_headlines": [3],
-         "positive_share": [1.0], "negative_share": [0.0]}
+        {
+            "ticker": ["B"],
+            "date": [days[1]],
+            "mean_compound": ["0.5"],
+            "n_headlines": [3],
+            "positive_share": [1.0],
+            "negative_share": [0.0],
+        }
     )
-    out = model_frame(
-        features.iloc[::-1], prices.iloc[::-1], sentiment, horizon=2, exclude=["IDX"]
-    )  # any row order
+    out = model_frame(features.iloc[::-1], prices.iloc[::-1], sentiment, horizon=2, exclude=["IDX"])  # any row order
     assert out["ticker"].tolist() == ["A"] * 4 + ["B"] * 4
     assert out["date"].tolist() == [*days, *days]
     # two rows later within the ticker, never across tickers; a flat return is "not up"
@@ -222,9 +232,7 @@ def test_features_at_t_do_not_change_when_later_prices_change(prices, sentiment,
     for column in ("open", "high", "low", "close", "adj_close"):
         shocked.loc[later, column] *= 1.5
     shocked.loc[later, "volume"] *= 3
-    again = model_frame(
-        compute_features(shocked, settings), shocked, sentiment, horizon=HORIZON, exclude=[BENCHMARK]
-    )
+    again = model_frame(compute_features(shocked, settings), shocked, sentiment, horizon=HORIZON, exclude=[BENCHMARK])
     names = feature_names(frame)
     upto = (frame["date"] <= t).to_numpy()
     assert again[["ticker", "date"]].equals(frame[["ticker", "date"]])
@@ -245,9 +253,7 @@ def test_unlabelled_rows_are_each_tickers_latest(frame):
     assert rows.groupby("ticker").size().to_dict() == dict.fromkeys(TICKERS, HORIZON)
     latest = frame.groupby("ticker")["date"].max()
     assert rows.groupby("ticker")["date"].max().equals(latest)
-    assert rows.groupby("ticker")["date"].min().gt(
-        frame.dropna(subset=["label"]).groupby("ticker")["date"].max()
-    ).all()
+    assert rows.groupby("ticker")["date"].min().gt(frame.dropna(subset=["label"]).groupby("ticker")["date"].max()).all()
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,8 +311,12 @@ def test_metrics_equal_sklearn_and_scipy():
     fwd_return = rng.normal(0.0, 0.02, n)
     proba = np.clip(0.5 + 8 * fwd_return + rng.normal(0.0, 0.15, n), 0.0, 1.0)
     frame = pd.DataFrame(
-        {"date": np.repeat(pd.bdate_range("2024-01-01", periods=60), 10), "proba": proba,
-         "fwd_return": fwd_return, "label": (fwd_return > 0).astype(float)}
+        {
+            "date": np.repeat(pd.bdate_range("2024-01-01", periods=60), 10),
+            "proba": proba,
+            "fwd_return": fwd_return,
+            "label": (fwd_return > 0).astype(float),
+        }
     )
     y, predicted = frame["label"].astype(int), (proba >= 0.5).astype(int)
     got = classification_metrics(frame)
@@ -341,8 +351,12 @@ def test_long_short_hit_rate_by_hand():
 
 def test_undefined_metrics_are_nan_without_warnings():
     one_class = pd.DataFrame(
-        {"date": pd.to_datetime(["2024-01-02"] * 3), "label": [1.0, 1.0, 1.0],
-         "proba": [0.5, 0.5, 0.5], "fwd_return": [0.01, 0.02, 0.03]}
+        {
+            "date": pd.to_datetime(["2024-01-02"] * 3),
+            "label": [1.0, 1.0, 1.0],
+            "proba": [0.5, 0.5, 0.5],
+            "fwd_return": [0.01, 0.02, 0.03],
+        }
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -420,7 +434,8 @@ def test_shuffled_labels_score_chance_while_real_labels_do_not(nonlinear):
     again = shuffled_label_scores(nonlinear, names, logistic, wf.holdout, "roc_auc", permutations=4, seed=7)
     assert abs(again.mean() - 0.5) < 0.03
     np.testing.assert_array_equal(  # seeded
-        again, shuffled_label_scores(nonlinear, names, logistic, wf.holdout, "roc_auc", permutations=4, seed=7))
+        again, shuffled_label_scores(nonlinear, names, logistic, wf.holdout, "roc_auc", permutations=4, seed=7)
+    )
 
 
 def _scored(n_sessions: int, per_session: int, right: np.ndarray, seed: int = 0) -> pd.DataFrame:
@@ -436,7 +451,9 @@ def _scored(n_sessions: int, per_session: int, right: np.ndarray, seed: int = 0)
 def test_the_bootstrap_interval_on_known_cases():
     perfect = _scored(50, 4, np.ones(50, dtype=bool))
     assert bootstrap_interval(perfect, "roc_auc", block_sessions=5, resamples=200, confidence=0.9, seed=1) == (
-        pytest.approx(1.0), pytest.approx(1.0))
+        pytest.approx(1.0),
+        pytest.approx(1.0),
+    )
     mixed = _scored(100, 10, np.arange(100) % 2 == 0)  # half the sessions right, half wrong: accuracy 0.5
     low, high = bootstrap_interval(mixed, "accuracy", block_sessions=1, resamples=500, confidence=0.9, seed=1)
     assert low < 0.5 < high
@@ -446,8 +463,9 @@ def test_the_bootstrap_interval_on_known_cases():
     wider = bootstrap_interval(mixed, "accuracy", block_sessions=10, resamples=500, confidence=0.9, seed=1)
     assert wider == bootstrap_interval(mixed, "accuracy", block_sessions=10, resamples=500, confidence=0.9, seed=1)
     assert wider[1] - wider[0] < high - low  # ten-session blocks alternate right/wrong: less spread
-    assert np.isnan(bootstrap_interval(mixed.head(30), "accuracy", block_sessions=5, resamples=50, confidence=0.9,
-                                       seed=1)).all()  # three sessions: one block, nothing to resample
+    assert np.isnan(
+        bootstrap_interval(mixed.head(30), "accuracy", block_sessions=5, resamples=50, confidence=0.9, seed=1)
+    ).all()  # three sessions: one block, nothing to resample
 
 
 def test_majority_rate_and_metric_value():
@@ -510,7 +528,12 @@ def test_the_sample_pipeline_trains_and_predicts_end_to_end(frame):
     names = feature_names(frame)
     labelled = frame.loc[frame["label"].notna(), "date"]
     wf = purged_walk_forward(
-        labelled, refit_every_months=1, min_folds=3, horizon=HORIZON, embargo=2, holdout_sessions=60,
+        labelled,
+        refit_every_months=1,
+        min_folds=3,
+        horizon=HORIZON,
+        embargo=2,
+        holdout_sessions=60,
         min_train_sessions=120,
     )
     with warnings.catch_warnings():
@@ -519,7 +542,6 @@ def test_the_sample_pipeline_trains_and_predicts_end_to_end(frame):
         latest = predict(result.model, unlabelled_rows(frame), names)
     assert len(result.fold_metrics) == len(wf.folds) >= 3 and result.holdout_metrics["n"] == 60 * len(TICKERS)
     assert len(latest) == HORIZON * len(TICKERS) and latest["proba_up"].between(0, 1).all()
-
 
 
 def test_the_fitted_model_equals_a_plain_pipeline_fit(linear):
@@ -538,6 +560,4 @@ def test_the_fitted_model_equals_a_plain_pipeline_fit(linear):
     assert ours.model[0].statistics_[names.index("f2")] == 0.0
     np.testing.assert_allclose(ours.model[1].scale_, reference[1].scale_, rtol=1e-12)
     test = holey[holey["date"].isin(wf.holdout.test)]
-    np.testing.assert_allclose(
-        ours.holdout_predictions["proba"], reference.predict_proba(test[names])[:, 1], rtol=1e-9
-    )
+    np.testing.assert_allclose(ours.holdout_predictions["proba"], reference.predict_proba(test[names])[:, 1], rtol=1e-9)

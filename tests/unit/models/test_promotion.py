@@ -18,8 +18,10 @@ from bentley.tracking import RegisteredVersion
 
 HORIZON = 5
 LOGISTIC = {"class": "sklearn.linear_model.LogisticRegression", "kwargs": {"max_iter": 1000}}
-BOOSTED = {"class": "sklearn.ensemble.HistGradientBoostingClassifier",
-           "kwargs": {"max_iter": 30, "min_samples_leaf": 40, "early_stopping": False}}
+BOOSTED = {
+    "class": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "kwargs": {"max_iter": 30, "min_samples_leaf": 40, "early_stopping": False},
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,16 +36,28 @@ def _ml(**promotion: object) -> SimpleNamespace:
     """The default `ml` params for small data: 19 refits (the fewest that allow p = 0.05), 200
     resamples, and a holdout-size floor the data here meets, so the statistics decide."""
     defaults = load_config().ml
-    settings = defaults.promotion.model_copy(update={"permutations": 19, "bootstrap": 200, "min_holdout_rows": 100,
-                                                     **promotion})
-    models = {"logistic": defaults.models["logistic"].model_copy(update={"kwargs": LOGISTIC["kwargs"]}),
-              "boosted": defaults.models["boosted"].model_copy(update={"kwargs": BOOSTED["kwargs"]})}
-    return defaults.model_copy(update={"promotion": settings, "models": models, "embargo": 5,
-                                       "holdout_sessions": 60, "min_train_sessions": 100, "registered_model": "m"})
+    settings = defaults.promotion.model_copy(
+        update={"permutations": 19, "bootstrap": 200, "min_holdout_rows": 100, **promotion}
+    )
+    models = {
+        "logistic": defaults.models["logistic"].model_copy(update={"kwargs": LOGISTIC["kwargs"]}),
+        "boosted": defaults.models["boosted"].model_copy(update={"kwargs": BOOSTED["kwargs"]}),
+    }
+    return defaults.model_copy(
+        update={
+            "promotion": settings,
+            "models": models,
+            "embargo": 5,
+            "holdout_sessions": 60,
+            "min_train_sessions": 100,
+            "registered_model": "m",
+        }
+    )
 
 
-def _frame(seed: int, *, signal: float = 0.0, n_tickers: int = 4, n_dates: int = 260, n_features: int = 6,
-           kind: str = "linear") -> pd.DataFrame:
+def _frame(
+    seed: int, *, signal: float = 0.0, n_tickers: int = 4, n_dates: int = 260, n_features: int = 6, kind: str = "linear"
+) -> pd.DataFrame:
     """A model frame shaped like market data: a common market move and a drift (the label is up
     40-75% of the time), 5-session forward returns that overlap, persistent inputs (AR(1) with
     0.97) beside white noise. With `signal` 0 the label is independent of every input."""
@@ -55,7 +69,7 @@ def _frame(seed: int, *, signal: float = 0.0, n_tickers: int = 4, n_dates: int =
         for j in range(0, n_features, 2):  # persistent inputs
             x[:, j] = pd.Series(x[:, j]).ewm(alpha=0.03).mean().to_numpy() * 6
         daily = drift + market + rng.normal(0, 0.015, n_dates + HORIZON)
-        fwd_return = np.convolve(daily, np.ones(HORIZON), "valid")[1: n_dates + 1]
+        fwd_return = np.convolve(daily, np.ones(HORIZON), "valid")[1 : n_dates + 1]
         if signal:
             driver = x[:, 1] if kind == "linear" else np.abs(x[:, 1]) - 0.6745
             fwd_return = fwd_return + signal * 0.03 * driver
@@ -71,8 +85,13 @@ def _frame(seed: int, *, signal: float = 0.0, n_tickers: int = 4, n_dates: int =
 def _data(frame: pd.DataFrame, ml: SimpleNamespace, refit_every_months: int = 6) -> lifecycle.TrainingData:
     labelled = np.sort(frame.loc[frame["label"].notna(), "date"].unique())
     walk_forward = splits.purged_walk_forward(
-        labelled, refit_every_months=refit_every_months, min_folds=1, horizon=ml.horizon, embargo=ml.embargo,
-        holdout_sessions=ml.holdout_sessions, min_train_sessions=ml.min_train_sessions,
+        labelled,
+        refit_every_months=refit_every_months,
+        min_folds=1,
+        horizon=ml.horizon,
+        embargo=ml.embargo,
+        holdout_sessions=ml.holdout_sessions,
+        min_train_sessions=ml.min_train_sessions,
     )
     return lifecycle.TrainingData(frame=frame, feature_cols=prediction.feature_names(frame), walk_forward=walk_forward)
 
@@ -114,7 +133,8 @@ def test_a_planted_signal_is_promoted():
     assert evidence.ci[0] > 0.5 and evidence.metrics["accuracy"] > evidence.majority_rate
     assert decision.verdict.startswith("Promoted as the first champion: its AUC of ")
     assert "is matched or beaten by 0% of 19 models of its class trained on shuffled labels (p = 0.05 ≤ 0.05)" in (
-        decision.verdict)
+        decision.verdict
+    )
 
 
 class _Store:
@@ -161,7 +181,9 @@ def test_the_control_refits_the_winning_candidates_own_class(monkeypatch):
     assert refitted == ["HistGradientBoostingClassifier", "LogisticRegression"]  # challenger, then champion
     assert outcome.decision.challenger.model_class == "HistGradientBoostingClassifier"
     assert outcome.decision.champion.model_class == "LogisticRegression"
-    assert "HistGradientBoostingClassifier (the class of the challenger, `boosted`)" in lifecycle.control_sentence(outcome)
+    assert "HistGradientBoostingClassifier (the class of the challenger, `boosted`)" in lifecycle.control_sentence(
+        outcome
+    )
     assert abs(outcome.decision.challenger.null.mean() - 0.5) < 0.05  # the control: no information, no skill
     row = outcome.row.iloc[0]
     assert row["p_value"] == pytest.approx(outcome.decision.challenger.p_value)
@@ -213,8 +235,9 @@ def test_train_candidates_gives_what_evaluate_candidate_gives():
         results = lifecycle.train_candidates(data, ml, workers=workers)
         for name, spec in lifecycle.model_specs(ml).items():
             ours = results[name]
-            theirs = prediction.evaluate_candidate(data.frame, data.feature_cols, name, spec, data.walk_forward,
-                                                   seed=ml.seed)
+            theirs = prediction.evaluate_candidate(
+                data.frame, data.feature_cols, name, spec, data.walk_forward, seed=ml.seed
+            )
             pd.testing.assert_frame_equal(ours.fold_metrics, theirs.fold_metrics)
             pd.testing.assert_frame_equal(ours.out_of_sample, theirs.out_of_sample)
             pd.testing.assert_frame_equal(ours.holdout_predictions, theirs.holdout_predictions)
@@ -230,26 +253,40 @@ def test_the_shuffled_label_null_is_the_refits_of_the_class():
     data = _data(_frame(2, n_tickers=4, n_features=6), ml)
     split = data.walk_forward.holdout
     boosted = prediction.build_estimator("b", BOOSTED, seed=7)
-    expected = prediction.shuffled_label_scores(data.frame, data.feature_cols, boosted, split, "roc_auc",
-                                                permutations=6, seed=7)
-    np.testing.assert_array_equal(lifecycle.shuffled_label_null(
-        data.frame, data.feature_cols, boosted, split, "roc_auc", permutations=6, seed=7, workers=2), expected)
+    expected = prediction.shuffled_label_scores(
+        data.frame, data.feature_cols, boosted, split, "roc_auc", permutations=6, seed=7
+    )
+    np.testing.assert_array_equal(
+        lifecycle.shuffled_label_null(
+            data.frame, data.feature_cols, boosted, split, "roc_auc", permutations=6, seed=7, workers=2
+        ),
+        expected,
+    )
 
     tight = {"class": LOGISTIC["class"], "kwargs": {"max_iter": 100_000, "tol": 1e-12}}
     logistic = prediction.build_estimator("l", tight, seed=7)
     assert lifecycle._is_plain_logistic(logistic[-1])
     messages: list[str] = []
-    ours = lifecycle.shuffled_label_null(data.frame, data.feature_cols, logistic, split, "roc_auc", permutations=30,
-                                         seed=7, progress=messages.append)
-    reference = prediction.shuffled_label_scores(data.frame, data.feature_cols, logistic, split, "roc_auc",
-                                                 permutations=30, seed=7)
+    ours = lifecycle.shuffled_label_null(
+        data.frame, data.feature_cols, logistic, split, "roc_auc", permutations=30, seed=7, progress=messages.append
+    )
+    reference = prediction.shuffled_label_scores(
+        data.frame, data.feature_cols, logistic, split, "roc_auc", permutations=30, seed=7
+    )
     np.testing.assert_allclose(ours, reference, atol=1e-4)  # a pair of holdout rows at most changes order
     assert messages == ["shuffled labels: 30 logistic refits solved together"]
     assert abs(ours.mean() - 0.5) < 0.05
 
 
-@pytest.mark.parametrize("kwargs", [{"l1_ratio": 1.0, "solver": "saga"}, {"solver": "liblinear"},
-                                    {"class_weight": "balanced"}, {"fit_intercept": False}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"l1_ratio": 1.0, "solver": "saga"},
+        {"solver": "liblinear"},
+        {"class_weight": "balanced"},
+        {"fit_intercept": False},
+    ],
+)
 def test_only_a_plain_l2_logistic_regression_is_solved_in_one_go(kwargs):
     from sklearn.linear_model import LogisticRegression
 

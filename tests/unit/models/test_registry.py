@@ -18,14 +18,29 @@ from bentley.tracking import ModelStore, tracking_uri
 PROMOTION = load_config().ml.promotion.model_copy(update={"margin": 0.01})  # the default gates and evidence
 
 
-def _evidence(auc: float = 0.62, *, balanced: float = 0.56, accuracy: float = 0.60, majority: float = 0.55,
-              reached: int = 0, refits: int = 100, ci: tuple[float, float] = (0.56, 0.68), rows: int = 500,
-              up: bool = True) -> registry.Evidence:
+def _evidence(
+    auc: float = 0.62,
+    *,
+    balanced: float = 0.56,
+    accuracy: float = 0.60,
+    majority: float = 0.55,
+    reached: int = 0,
+    refits: int = 100,
+    ci: tuple[float, float] = (0.56, 0.68),
+    rows: int = 500,
+    up: bool = True,
+) -> registry.Evidence:
     """A holdout record whose p-value is (1 + reached) / (1 + refits)."""
     null = np.r_[np.full(reached, auc + 0.01), np.full(refits - reached, 0.5)]
     return registry.Evidence(
-        metric="roc_auc", metrics={"roc_auc": auc, "balanced_accuracy": balanced, "accuracy": accuracy, "n": rows},
-        null=null, ci=ci, confidence=0.9, majority_rate=majority, majority_up=up, model_class="LogisticRegression",
+        metric="roc_auc",
+        metrics={"roc_auc": auc, "balanced_accuracy": balanced, "accuracy": accuracy, "n": rows},
+        null=null,
+        ci=ci,
+        confidence=0.9,
+        majority_rate=majority,
+        majority_up=up,
+        model_class="LogisticRegression",
     )
 
 
@@ -72,21 +87,35 @@ def test_the_real_data_case_is_noise_and_the_verdict_says_why_in_words():
         "(p = 0.12 > 0.05); resampling the holdout puts its AUC between 0.490 and 0.700 (90% of the time), not "
         "clearly above the 0.500 of a coin flip; its accuracy 67.2% equals always predicting 'up' (67.2%)."
     )
-    for part in ("189 holdout rows < 300", "p-value 0.12 > 0.05", "90% CI of roc_auc [0.4900, 0.7000] not above",
-                 "accuracy 0.6720 <= majority-class rate 0.6720"):
+    for part in (
+        "189 holdout rows < 300",
+        "p-value 0.12 > 0.05",
+        "90% CI of roc_auc [0.4900, 0.7000] not above",
+        "accuracy 0.6720 <= majority-class rate 0.6720",
+    ):
         assert part in decision.reason
-    relaxed = PROMOTION.model_copy(update={"gates": {"roc_auc": 0.5, "balanced_accuracy": 0.5}, "min_holdout_rows": 1,
-                                           "max_p_value": 1.0, "ci_lower_above_no_skill": False,
-                                           "beat_majority": False})
+    relaxed = PROMOTION.model_copy(
+        update={
+            "gates": {"roc_auc": 0.5, "balanced_accuracy": 0.5},
+            "min_holdout_rows": 1,
+            "max_p_value": 1.0,
+            "ci_lower_above_no_skill": False,
+            "beat_majority": False,
+        }
+    )
     flow = registry.decide(evidence, None, promotion=relaxed)  # the ci profile: measured, not required
     assert flow.promoted
-    assert "(p = 0.12, not required here)" in flow.verdict and "p-value 0.12 <= 1 (100 shuffled-label refits) (not " \
-        "required)" in flow.reason
+    assert (
+        "(p = 0.12, not required here)" in flow.verdict
+        and "p-value 0.12 <= 1 (100 shuffled-label refits) (not required)" in flow.reason
+    )
     assert "not clearly above the 0.500 of a coin flip (not required here)" in flow.verdict
     assert "equals always predicting 'up' (67.2%) (not required here)" in flow.verdict
 
 
-@pytest.mark.parametrize(("refits", "reached", "p"), [(100, 0, 1 / 101), (100, 11, 12 / 101), (19, 19, 1.0), (4, 2, 0.6)])
+@pytest.mark.parametrize(
+    ("refits", "reached", "p"), [(100, 0, 1 / 101), (100, 11, 12 / 101), (19, 19, 1.0), (4, 2, 0.6)]
+)
 def test_the_permutation_p_value_counts_the_model_among_the_draws(refits, reached, p):
     evidence = _evidence(reached=reached, refits=refits)
     assert evidence.reached == reached
@@ -95,16 +124,28 @@ def test_the_permutation_p_value_counts_the_model_among_the_draws(refits, reache
 
 def test_a_shuffled_label_score_tying_the_model_counts_as_reaching_it():
     evidence = registry.Evidence(
-        metric="roc_auc", metrics={"roc_auc": 0.6, "n": 400}, null=np.array([0.6, 0.1 + 0.5, 0.59999, 0.4]),
-        ci=(0.5, 0.7), confidence=0.9, majority_rate=0.5, majority_up=True, model_class="X",
+        metric="roc_auc",
+        metrics={"roc_auc": 0.6, "n": 400},
+        null=np.array([0.6, 0.1 + 0.5, 0.59999, 0.4]),
+        ci=(0.5, 0.7),
+        confidence=0.9,
+        majority_rate=0.5,
+        majority_up=True,
+        model_class="X",
     )
     assert evidence.reached == 2 and evidence.p_value == pytest.approx(3 / 5)
 
 
 def test_accuracy_as_the_metric_has_the_majority_rate_as_no_skill():
     evidence = registry.Evidence(
-        metric="accuracy", metrics={"accuracy": 0.66, "roc_auc": 0.6, "balanced_accuracy": 0.6, "n": 400},
-        null=np.full(50, 0.6), ci=(0.62, 0.7), confidence=0.9, majority_rate=0.64, majority_up=False, model_class="X",
+        metric="accuracy",
+        metrics={"accuracy": 0.66, "roc_auc": 0.6, "balanced_accuracy": 0.6, "n": 400},
+        null=np.full(50, 0.6),
+        ci=(0.62, 0.7),
+        confidence=0.9,
+        majority_rate=0.64,
+        majority_up=False,
+        model_class="X",
     )
     assert evidence.no_skill == 0.64
     decision = registry.decide(evidence, None, promotion=PROMOTION.model_copy(update={"metric": "accuracy"}))
@@ -127,7 +168,9 @@ def test_challenger_must_beat_the_champion_by_the_margin(challenger, champion, p
 
 
 def test_an_unfit_champion_is_not_compared():
-    decision = registry.decide(_evidence(0.9), None, promotion=PROMOTION, champion_unfit="it was trained on holdout dates")
+    decision = registry.decide(
+        _evidence(0.9), None, promotion=PROMOTION, champion_unfit="it was trained on holdout dates"
+    )
     assert not decision.promoted
     assert "trained on holdout dates" in decision.reason and "trained on holdout dates" in decision.verdict
 
@@ -171,11 +214,17 @@ def _fitted(model, seed: int):
 
 def _register(store: ModelStore, model, example, candidate: str):
     return store.log_candidate(
-        model_name="direction", candidate=candidate, model=model, example=example,
-        params={"ml": {"horizon": 5}}, fold_metrics=pd.DataFrame({"split": ["fold 1"], "roc_auc": [0.6]}),
+        model_name="direction",
+        candidate=candidate,
+        model=model,
+        example=example,
+        params={"ml": {"horizon": 5}},
+        fold_metrics=pd.DataFrame({"split": ["fold 1"], "roc_auc": [0.6]}),
         holdout_metrics={"roc_auc": 0.6, "accuracy": 0.55},
         importances=pd.DataFrame({"feature": ["f1"], "importance": [0.1]}),
-        config={"ml": {"horizon": 5}}, pipeline_run_id="r1", version_tags={"horizon": "5"},
+        config={"ml": {"horizon": 5}},
+        pipeline_run_id="r1",
+        version_tags={"horizon": "5"},
         parent_run_id=None,
     )
 

@@ -10,8 +10,14 @@ import pytest
 
 from bentley.models.splits import Split, WalkForward, purged_walk_forward, refit_starts, rows_in
 
-PARAMS = {"refit_every_months": 1, "min_folds": 3, "horizon": 5, "embargo": 3, "holdout_sessions": 40,
-          "min_train_sessions": 60}
+PARAMS = {
+    "refit_every_months": 1,
+    "min_folds": 3,
+    "horizon": 5,
+    "embargo": 3,
+    "holdout_sessions": 40,
+    "min_train_sessions": 60,
+}
 
 
 def _sessions(n: int, start: str = "2021-01-04") -> np.ndarray:
@@ -24,12 +30,17 @@ def _all_splits(wf: WalkForward) -> list[Split]:
 
 def test_small_example_has_the_exact_dates():
     days = _sessions(100)  # 2021-01-04 .. 2021-05-21: months start at indices 0, 20, 40, 63, 85
-    wf = purged_walk_forward(days, refit_every_months=1, min_folds=2, horizon=2, embargo=1, holdout_sessions=10,
-                             min_train_sessions=15)
+    wf = purged_walk_forward(
+        days, refit_every_months=1, min_folds=2, horizon=2, embargo=1, holdout_sessions=10, min_train_sessions=15
+    )
     # gap 3; holdout = the last 10 dates (90..99), trained on 0..86; CV ends at 87. The February
     # refit (index 20) trains on 0..16 (17 >= 15 dates); January's (index 0) has none.
-    assert [s.name for s in wf.refits] == ["refit 2021-02-01", "refit 2021-03-01", "refit 2021-04-01",
-                                           "refit 2021-05-03"]
+    assert [s.name for s in wf.refits] == [
+        "refit 2021-02-01",
+        "refit 2021-03-01",
+        "refit 2021-04-01",
+        "refit 2021-05-03",
+    ]
     np.testing.assert_array_equal(wf.refits[0].train, days[0:17])
     np.testing.assert_array_equal(wf.refits[0].test, days[20:40])
     np.testing.assert_array_equal(wf.refits[2].train, days[0:60])
@@ -132,8 +143,15 @@ def test_too_few_folds_is_an_error_with_the_numbers():
     with pytest.raises(ValueError) as error:
         purged_walk_forward(days, **{**PARAMS, "min_folds": 10})
     message = str(error.value)
-    for part in ("at least 10 folds", "200 labelled sessions give 4", "every 1 month", "at least 60 training",
-                 "horizon 5", "embargo 3", "holdout 40"):
+    for part in (
+        "at least 10 folds",
+        "200 labelled sessions give 4",
+        "every 1 month",
+        "at least 60 training",
+        "horizon 5",
+        "embargo 3",
+        "holdout 40",
+    ):
         assert part in message
     with pytest.raises(ValueError, match="give 0"):
         purged_walk_forward(days[:50], **PARAMS)

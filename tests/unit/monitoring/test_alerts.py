@@ -39,8 +39,18 @@ def params() -> SimpleNamespace:
 
 def kpi_table(*rows: tuple) -> pd.DataFrame:
     """A KPI table from (kpi, scope, value[, detail]) tuples."""
-    records = [{"run_id": "r", "kpi": r[0], "scope": r[1], "value": float(r[2]), "unit": "",
-                "detail": r[3] if len(r) > 3 else "", "measured_at": pd.Timestamp(NOW)} for r in rows]
+    records = [
+        {
+            "run_id": "r",
+            "kpi": r[0],
+            "scope": r[1],
+            "value": float(r[2]),
+            "unit": "",
+            "detail": r[3] if len(r) > 3 else "",
+            "measured_at": pd.Timestamp(NOW),
+        }
+        for r in rows
+    ]
     return pd.DataFrame(records, columns=list(kpis.KPI_COLUMNS))
 
 
@@ -51,17 +61,28 @@ def kpi_table(*rows: tuple) -> pd.DataFrame:
 CASES = [
     ("pipeline_failures", ("consecutive_failures", "pipeline", 4), ("consecutive_failures", "pipeline", 3), "pipeline"),
     ("model_degradation", ("degradation", "m", 0.1001), ("degradation", "m", 0.10), "m"),
-    ("trading_loss", ("latest_daily_return", "paper", -0.0301, "session 2025-06-02"),
-     ("latest_daily_return", "paper", -0.0299, "session 2025-06-02"), "paper"),
+    (
+        "trading_loss",
+        ("latest_daily_return", "paper", -0.0301, "session 2025-06-02"),
+        ("latest_daily_return", "paper", -0.0299, "session 2025-06-02"),
+        "paper",
+    ),
     ("resource_use", ("cpu_use", "host", 0.91), ("cpu_use", "host", 0.90), "cpu"),
     ("resource_use", ("memory_use", "host", 0.95), ("memory_use", "host", 0.89), "memory"),
     ("data_delay", ("minutes_since_ingest", "ingest", 60.5), ("minutes_since_ingest", "ingest", 60.0), "ingest"),
-    ("stage_slow", ("stage_duration_ratio", "features", 1.51, "median of 5 successful runs"),
-     ("stage_duration_ratio", "features", 1.49, "median of 5 successful runs"), "features"),
-    ("retraining_required", ("retraining_required", "m", 1.0, "accuracy fell"), ("retraining_required", "m", 0.0),
-     "m"),
-    ("disk_use", ("disk_use", "host", 0.81, "filesystem of /o"), ("disk_use", "host", 0.79, "filesystem of /o"),
-     "disk"),
+    (
+        "stage_slow",
+        ("stage_duration_ratio", "features", 1.51, "median of 5 successful runs"),
+        ("stage_duration_ratio", "features", 1.49, "median of 5 successful runs"),
+        "features",
+    ),
+    ("retraining_required", ("retraining_required", "m", 1.0, "accuracy fell"), ("retraining_required", "m", 0.0), "m"),
+    (
+        "disk_use",
+        ("disk_use", "host", 0.81, "filesystem of /o"),
+        ("disk_use", "host", 0.79, "filesystem of /o"),
+        "disk",
+    ),
 ]
 
 
@@ -79,8 +100,14 @@ def test_each_rule_fires_above_its_threshold_and_not_below(params, rule, firing,
 
 def test_linked_thresholds_come_from_their_settings(params):
     assert alerts.rule_thresholds(params) == {
-        "pipeline_failures": 3.0, "model_degradation": 0.10, "trading_loss": 0.03, "resource_use": 0.90,
-        "data_delay": 60.0, "stage_slow": 1.5, "retraining_required": None, "disk_use": 0.80,
+        "pipeline_failures": 3.0,
+        "model_degradation": 0.10,
+        "trading_loss": 0.03,
+        "resource_use": 0.90,
+        "data_delay": 60.0,
+        "stage_slow": 1.5,
+        "retraining_required": None,
+        "disk_use": 0.80,
     }
     stricter = settings("workflow.alert_after_failures=1", "trade.limits.daily_loss_limit=0.01")
     table = kpi_table(("consecutive_failures", "pipeline", 2), ("latest_daily_return", "paper", -0.02, "session x"))
@@ -89,8 +116,9 @@ def test_linked_thresholds_come_from_their_settings(params):
 
 
 def everything_firing() -> pd.DataFrame:
-    return kpi_table(*[case[1] for case in CASES], ("stage_duration_s", "features", 30.0),
-                     ("stage_baseline_s", "features", 10.0))
+    return kpi_table(
+        *[case[1] for case in CASES], ("stage_duration_s", "features", 30.0), ("stage_baseline_s", "features", 10.0)
+    )
 
 
 def test_disabled_rules_never_fire(params):
@@ -106,7 +134,9 @@ def test_disabled_rules_never_fire(params):
 def test_disk_beyond_the_resource_threshold_fires_both_disk_rules(params):
     found = alerts.evaluate_rules(kpi_table(("disk_use", "host", 0.95, "filesystem of /o")), params)
     assert found[["rule", "scope", "severity"]].values.tolist() == [
-        ["resource_use", "disk", "critical"], ["disk_use", "disk", "warning"]]
+        ["resource_use", "disk", "critical"],
+        ["disk_use", "disk", "warning"],
+    ]
 
 
 def test_unmeasured_kpis_never_fire(params):
@@ -132,34 +162,60 @@ def test_a_young_books_unpublished_figures_fire_nothing(params):
     """Three daily returns of a book on a losing streak: the KPIs that are not published (NaN with
     the reason) raise no alert; only the realized daily loss, a published fact, is judged."""
     dates = pd.bdate_range("2025-05-28", periods=4)
-    values = pd.DataFrame({"portfolio": "paper", "date": dates, "equity": [100_000, 99_000, 98_500, 98_400],
-                           "daily_return": [math.nan, -0.01, -500 / 99_000, -100 / 98_500]})
-    history = History(pd.DataFrame(columns=["run_id", "status", "started_at", "ended_at", "duration_s"]),
-                      pd.DataFrame(columns=["run_id", "stage", "attempt", "status", "duration_s", "started_at",
-                                            "ended_at"]), portfolio_values=values, dataset_dates={})
-    table = kpis.kpi_table(history, params, run_id="now", logical_date=NOW.date(), now=NOW,
-                           resources=Resources(0.1, 0.1, 0.1))
+    values = pd.DataFrame(
+        {
+            "portfolio": "paper",
+            "date": dates,
+            "equity": [100_000, 99_000, 98_500, 98_400],
+            "daily_return": [math.nan, -0.01, -500 / 99_000, -100 / 98_500],
+        }
+    )
+    history = History(
+        pd.DataFrame(columns=["run_id", "status", "started_at", "ended_at", "duration_s"]),
+        pd.DataFrame(columns=["run_id", "stage", "attempt", "status", "duration_s", "started_at", "ended_at"]),
+        portfolio_values=values,
+        dataset_dates={},
+    )
+    table = kpis.kpi_table(
+        history, params, run_id="now", logical_date=NOW.date(), now=NOW, resources=Resources(0.1, 0.1, 0.1)
+    )
     paper = table[table["scope"] == "paper"].set_index("kpi")
-    assert math.isnan(paper.loc["sharpe_ratio", "value"]) and "too few for a Sharpe ratio" in paper.loc["sharpe_ratio", "detail"]
+    assert (
+        math.isnan(paper.loc["sharpe_ratio", "value"])
+        and "too few for a Sharpe ratio" in paper.loc["sharpe_ratio", "detail"]
+    )
     assert alerts.evaluate_rules(table, params).empty
 
 
 def test_stage_slow_message_names_the_stage_and_its_numbers(params):
     found = alerts.evaluate_rules(everything_firing(), params).set_index("rule")
     assert found.loc["stage_slow", "message"] == (
-        "Stage features took 30.0 s, 1.51 times its median of 5 successful runs (10.0 s; limit 1.5x).")
+        "Stage features took 30.0 s, 1.51 times its median of 5 successful runs (10.0 s; limit 1.5x)."
+    )
 
 
 def test_pipeline_failures_from_the_run_ledger(params):
     """Four failed runs before a run that failed too: 5 > 3 fires; a success in between does not."""
+
     def ledger(statuses: list[str]) -> pd.DataFrame:
         start = pd.Timestamp(NOW) - pd.Timedelta(hours=len(statuses) + 1)
-        rows = [{"run_id": f"r{i}", "status": s, "started_at": start + pd.Timedelta(hours=i)}
-                for i, s in enumerate(statuses)]
+        rows = [
+            {"run_id": f"r{i}", "status": s, "started_at": start + pd.Timedelta(hours=i)}
+            for i, s in enumerate(statuses)
+        ]
         return pd.DataFrame([*rows, {"run_id": "now", "status": "running", "started_at": pd.Timestamp(NOW)}])
 
-    stages = pd.DataFrame({"run_id": ["now"], "stage": ["etl"], "attempt": [1], "status": ["failed"],
-                           "duration_s": [1.0], "started_at": [pd.Timestamp(NOW)], "ended_at": [pd.Timestamp(NOW)]})
+    stages = pd.DataFrame(
+        {
+            "run_id": ["now"],
+            "stage": ["etl"],
+            "attempt": [1],
+            "status": ["failed"],
+            "duration_s": [1.0],
+            "started_at": [pd.Timestamp(NOW)],
+            "ended_at": [pd.Timestamp(NOW)],
+        }
+    )
     resources = Resources(0.1, 0.1, 0.1)
 
     def fired(statuses: list[str]) -> pd.DataFrame:
@@ -185,8 +241,11 @@ class Store:
 
     def active(self) -> pd.DataFrame:
         live = [r for r in self.rows.values() if r["status"] == "active"]
-        return pd.DataFrame(live, columns=list(alerts.ALERT_COLUMNS)) if live else pd.DataFrame(
-            columns=list(alerts.ALERT_COLUMNS))
+        return (
+            pd.DataFrame(live, columns=list(alerts.ALERT_COLUMNS))
+            if live
+            else pd.DataFrame(columns=list(alerts.ALERT_COLUMNS))
+        )
 
     def check(self, findings: pd.DataFrame, at: dt.datetime, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows, to_send = alerts.reconcile(self.active(), findings, at, RENOTIFY, run_id)
@@ -196,8 +255,18 @@ class Store:
 
 
 def finding(rule: str = "data_delay", scope: str = "ingest", value: float = 90.0) -> pd.DataFrame:
-    return pd.DataFrame([{"rule": rule, "scope": scope, "severity": "warning", "value": value, "threshold": 60.0,
-                          "message": f"late by {value:g} minutes"}])
+    return pd.DataFrame(
+        [
+            {
+                "rule": rule,
+                "scope": scope,
+                "severity": "warning",
+                "value": value,
+                "threshold": 60.0,
+                "message": f"late by {value:g} minutes",
+            }
+        ]
+    )
 
 
 NO_FINDINGS = pd.DataFrame(columns=list(alerts.FINDING_COLUMNS))
@@ -230,7 +299,11 @@ def test_a_repeated_alert_is_deduplicated_then_renotified_after_renotify_minutes
     assert len(store.rows) == 1
     assert to_send["alert_id"].tolist() == ["data_delay:ingest:20250602T200000Z"]
     row = rows.iloc[0]
-    assert (row["notifications"], row["last_sent_at"], row["first_seen_at"]) == (2, pd.Timestamp(due), pd.Timestamp(NOW))
+    assert (row["notifications"], row["last_sent_at"], row["first_seen_at"]) == (
+        2,
+        pd.Timestamp(due),
+        pd.Timestamp(NOW),
+    )
 
 
 def test_a_cleared_condition_resolves_the_episode_and_a_new_firing_opens_another():
@@ -421,22 +494,34 @@ def test_deliver_marks_nothing_sent_when_the_webhook_fails(serve, params):
     active = pd.DataFrame(columns=list(alerts.ALERT_COLUMNS))
     rows, to_send = alerts.reconcile(active, finding(), NOW, RENOTIFY, "run-1")
     hook = serve([400])
-    kept, sentence = alerts.deliver(rows, to_send, active, url=hook.url, webhook=params.monitor.webhook,
-                                    run_id="run-1", now=NOW, sleep=lambda s: None)
+    kept, sentence = alerts.deliver(
+        rows,
+        to_send,
+        active,
+        url=hook.url,
+        webhook=params.monitor.webhook,
+        run_id="run-1",
+        now=NOW,
+        sleep=lambda s: None,
+    )
     assert kept.iloc[0]["notifications"] == 0 and "next run" in sentence and TOKEN not in sentence
     fine = serve([])
-    kept, sentence = alerts.deliver(rows, to_send, active, url=fine.url, webhook=params.monitor.webhook,
-                                    run_id="run-1", now=NOW)
+    kept, sentence = alerts.deliver(
+        rows, to_send, active, url=fine.url, webhook=params.monitor.webhook, run_id="run-1", now=NOW
+    )
     assert kept.iloc[0]["notifications"] == 1 and "sent to the webhook" in sentence
-    _, sentence = alerts.deliver(rows, to_send, active, url=None, webhook=params.monitor.webhook, run_id="run-1",
-                                 now=NOW)
+    _, sentence = alerts.deliver(
+        rows, to_send, active, url=None, webhook=params.monitor.webhook, run_id="run-1", now=NOW
+    )
     assert "BENTLEY_ALERT_WEBHOOK_URL" in sentence
 
 
 def test_webhook_url_comes_from_the_environment_variable(params):
     monitor = params.monitor
-    assert alerts.webhook_url(monitor, {"BENTLEY_ALERT_WEBHOOK_URL": " https://hooks.example/x "}) == \
-        "https://hooks.example/x"
+    assert (
+        alerts.webhook_url(monitor, {"BENTLEY_ALERT_WEBHOOK_URL": " https://hooks.example/x "})
+        == "https://hooks.example/x"
+    )
     assert alerts.webhook_url(monitor, {}) is None
     assert alerts.webhook_url(monitor, {"BENTLEY_ALERT_WEBHOOK_URL": "  "}) is None
 
@@ -445,7 +530,11 @@ def test_the_monitor_and_the_watch_each_reconcile_only_their_own_episodes() -> N
     """The monitor stage never resolves a `runner watch` episode for lack of a finding, and back."""
     from bentley.monitoring.alerts import episodes_of
 
-    active = pd.DataFrame({"rule": ["watch_daily_loss", "pipeline_failures", "watch_stale_feed", "disk_use"],
-                           "scope": ["portfolio:paper", "pipeline", "NOVA", "disk"]})
+    active = pd.DataFrame(
+        {
+            "rule": ["watch_daily_loss", "pipeline_failures", "watch_stale_feed", "disk_use"],
+            "scope": ["portfolio:paper", "pipeline", "NOVA", "disk"],
+        }
+    )
     assert episodes_of(active, watch=False)["rule"].tolist() == ["pipeline_failures", "disk_use"]
     assert episodes_of(active, watch=True)["rule"].tolist() == ["watch_daily_loss", "watch_stale_feed"]

@@ -103,8 +103,14 @@ def test_discrete_feature_uses_unique_edges():
 
 @pytest.mark.parametrize(
     ("value", "status"),
-    [(0.0, "stable"), (0.099, "stable"), (0.1, "moderate"), (0.25, "moderate"),
-     (0.2501, "significant"), (float("nan"), "insufficient data")],
+    [
+        (0.0, "stable"),
+        (0.099, "stable"),
+        (0.1, "moderate"),
+        (0.25, "moderate"),
+        (0.2501, "significant"),
+        (float("nan"), "insufficient data"),
+    ],
 )
 def test_psi_status(value, status):
     assert psi_status(value) == status
@@ -169,11 +175,7 @@ def test_feature_psi_with_no_columns_is_empty_but_shaped():
 
 def _long_frame() -> pd.DataFrame:
     dates = pd.bdate_range("2024-01-01", periods=30)
-    rows = [
-        {"ticker": t, "date": d, "x": float(i)}
-        for i, d in enumerate(dates)
-        for t in ("BBB", "AAA")
-    ]
+    rows = [{"ticker": t, "date": d, "x": float(i)} for i, d in enumerate(dates) for t in ("BBB", "AAA")]
     frame = pd.DataFrame(rows)
     return frame.sample(frac=1.0, random_state=7).reset_index(drop=True)  # shuffled
 

@@ -55,8 +55,13 @@ def warehouse(outputs: Path) -> Iterator[Warehouse]:
 
 
 def run_row(run_id: str, status: str, started: dt.datetime, minutes: float = 3.0) -> dict:
-    return {"run_id": run_id, "status": status, "logical_date": dt.date(2025, 6, 2), "started_at": started,
-            "ended_at": started + dt.timedelta(minutes=minutes)}
+    return {
+        "run_id": run_id,
+        "status": status,
+        "logical_date": dt.date(2025, 6, 2),
+        "started_at": started,
+        "ended_at": started + dt.timedelta(minutes=minutes),
+    }
 
 
 def by_component(checks: list[Check]) -> dict[str, Check]:
@@ -84,10 +89,15 @@ def test_no_runs_yet_is_degraded(warehouse: Warehouse, config: Config) -> None:
 
 
 def test_a_recent_successful_run_is_ok(warehouse: Warehouse, config: Config) -> None:
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("old-failure", "failed", NOW - dt.timedelta(hours=5)),
-        run_row("sched-20250603T1405Z", "success", NOW - dt.timedelta(minutes=55)),
-    ]))
+    warehouse.upsert(
+        "pipeline_runs",
+        pd.DataFrame(
+            [
+                run_row("old-failure", "failed", NOW - dt.timedelta(hours=5)),
+                run_row("sched-20250603T1405Z", "success", NOW - dt.timedelta(minutes=55)),
+            ]
+        ),
+    )
     check = last_run(warehouse, config, NOW)
     assert check.status == "ok", check.detail
     assert check.data["run_id"] == "sched-20250603T1405Z" and check.data["age_minutes"] == 52.0
@@ -103,24 +113,29 @@ def test_a_run_that_started_before_the_latest_due_tick_is_degraded_naming_that_t
     warehouse.upsert("pipeline_runs", pd.DataFrame([run_row("r1", "success", NOW - dt.timedelta(minutes=124))]))
     check = last_run(warehouse, config, NOW)
     assert check.status == "degraded"
-    assert check.detail == ("run r1 (success) started 2025-06-03 08:56 EDT; "
-                            "no run for tick sched-20250603T1405Z (2025-06-03 10:05 EDT)")
+    assert check.detail == (
+        "run r1 (success) started 2025-06-03 08:56 EDT; no run for tick sched-20250603T1405Z (2025-06-03 10:05 EDT)"
+    )
     assert check.data["missed_ticks"] == 1 and check.data["first_missed_run_id"] == "sched-20250603T1405Z"
 
 
 FRIDAY_LAST_TICK = ny("2025-06-06", "15:05")  # the last tick before the weekend
 
 
-@pytest.mark.parametrize("now", [ny("2025-06-06", "20:00"), ny("2025-06-07", "12:00"), ny("2025-06-08", "23:00"),
-                                 ny("2025-06-09", "10:09")],
-                         ids=["friday-evening", "saturday", "sunday", "monday-before-the-first-tick-is-late"])
+@pytest.mark.parametrize(
+    "now",
+    [ny("2025-06-06", "20:00"), ny("2025-06-07", "12:00"), ny("2025-06-08", "23:00"), ny("2025-06-09", "10:09")],
+    ids=["friday-evening", "saturday", "sunday", "monday-before-the-first-tick-is-late"],
+)
 def test_the_run_of_fridays_last_tick_is_still_current_over_the_weekend(
     now: dt.datetime, warehouse: Warehouse, config: Config
 ) -> None:
     """No tick is due while the market is closed, so no run is missing however many wall hours pass
     (the old rule, older than 2 x every_minutes, read degraded every night and weekend)."""
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("sched-20250606T1905Z", "success", FRIDAY_LAST_TICK + dt.timedelta(seconds=1))]))
+    warehouse.upsert(
+        "pipeline_runs",
+        pd.DataFrame([run_row("sched-20250606T1905Z", "success", FRIDAY_LAST_TICK + dt.timedelta(seconds=1))]),
+    )
     check = last_run(warehouse, config, now)
     assert check.status == "ok", check.detail
     assert check.data["missed_ticks"] == 0 and check.data["age_minutes"] > 4 * 60
@@ -128,27 +143,32 @@ def test_the_run_of_fridays_last_tick_is_still_current_over_the_weekend(
 
 def test_a_missed_weekday_tick_is_degraded_and_named(warehouse: Warehouse, config: Config) -> None:
     """13:10 with the latest run at 11:05: the 12:05 tick started nothing (and 13:05, 5 min ago, neither)."""
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("sched-20250603T1505Z", "success", ny("2025-06-03", "11:05"))]))
+    warehouse.upsert(
+        "pipeline_runs", pd.DataFrame([run_row("sched-20250603T1505Z", "success", ny("2025-06-03", "11:05"))])
+    )
     check = last_run(warehouse, config, ny("2025-06-03", "13:10"))
     assert check.status == "degraded"
-    assert check.detail == ("run sched-20250603T1505Z (success) started 2025-06-03 11:05 EDT; "
-                            "no run for tick sched-20250603T1605Z (2025-06-03 12:05 EDT) and 1 later tick")
+    assert check.detail == (
+        "run sched-20250603T1505Z (success) started 2025-06-03 11:05 EDT; "
+        "no run for tick sched-20250603T1605Z (2025-06-03 12:05 EDT) and 1 later tick"
+    )
     assert check.data["missed_ticks"] == 2 and check.data["first_missed_run_id"] == "sched-20250603T1605Z"
 
 
 def test_a_tick_has_a_few_minutes_grace_to_start(warehouse: Warehouse, config: Config) -> None:
     """At 13:09 the 13:05 tick may still be starting (slow poll, clock skew): not missed yet."""
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("sched-20250603T1605Z", "success", ny("2025-06-03", "12:05"))]))
+    warehouse.upsert(
+        "pipeline_runs", pd.DataFrame([run_row("sched-20250603T1605Z", "success", ny("2025-06-03", "12:05"))])
+    )
     assert last_run(warehouse, config, ny("2025-06-03", "13:09")).status == "ok"
     late = last_run(warehouse, config, ny("2025-06-03", "13:11"))
     assert late.status == "degraded" and "sched-20250603T1705Z" in late.detail
 
 
 def test_a_manual_run_after_the_latest_tick_counts(warehouse: Warehouse, config: Config) -> None:
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("20250603T163000Z-abcdef", "success", ny("2025-06-03", "12:30"))]))
+    warehouse.upsert(
+        "pipeline_runs", pd.DataFrame([run_row("20250603T163000Z-abcdef", "success", ny("2025-06-03", "12:30"))])
+    )
     check = last_run(warehouse, config, ny("2025-06-03", "13:04"))
     assert check.status == "ok", check.detail
 
@@ -156,8 +176,9 @@ def test_a_manual_run_after_the_latest_tick_counts(warehouse: Warehouse, config:
 def test_in_every_day_mode_the_weekend_has_ticks_too(warehouse: Warehouse, config: Config) -> None:
     """`sessions_only: false` puts every day on the grid, so the same rule flags a Saturday gap."""
     daily = config.model_copy(update={"schedule": config.schedule.model_copy(update={"sessions_only": False})})
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("sched-20250607T1505Z", "success", ny("2025-06-07", "11:05"))]))
+    warehouse.upsert(
+        "pipeline_runs", pd.DataFrame([run_row("sched-20250607T1505Z", "success", ny("2025-06-07", "11:05"))])
+    )
     assert last_run(warehouse, daily, ny("2025-06-07", "12:00")).status == "ok"
     check = last_run(warehouse, daily, ny("2025-06-07", "13:10"))
     assert check.status == "degraded" and "no run for tick sched-20250607T1605Z" in check.detail
@@ -166,10 +187,15 @@ def test_in_every_day_mode_the_weekend_has_ticks_too(warehouse: Warehouse, confi
 
 @pytest.mark.parametrize("status", ["failed", "crashed"])
 def test_a_failed_or_crashed_latest_run_is_degraded(status: str, warehouse: Warehouse, config: Config) -> None:
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        run_row("earlier", "success", NOW - dt.timedelta(minutes=70)),
-        run_row("latest", status, NOW - dt.timedelta(minutes=10)),
-    ]))
+    warehouse.upsert(
+        "pipeline_runs",
+        pd.DataFrame(
+            [
+                run_row("earlier", "success", NOW - dt.timedelta(minutes=70)),
+                run_row("latest", status, NOW - dt.timedelta(minutes=10)),
+            ]
+        ),
+    )
     check = last_run(warehouse, config, NOW)
     assert (check.status, check.detail) == ("degraded", f"run latest {status}")
 
@@ -178,16 +204,28 @@ def test_a_failed_or_crashed_latest_run_is_degraded(status: str, warehouse: Ware
 
 
 def heartbeat(scheduler_id: str, at: dt.datetime, status: str = "running") -> dict:
-    return {"scheduler_id": scheduler_id, "host": "h", "pid": 1, "started_at": at - dt.timedelta(hours=1),
-            "heartbeat_at": at, "next_fire_at": dt.datetime(2025, 6, 3, 15, 5, tzinfo=dt.UTC),
-            "last_run_id": "sched-20250603T1405Z", "status": status}
+    return {
+        "scheduler_id": scheduler_id,
+        "host": "h",
+        "pid": 1,
+        "started_at": at - dt.timedelta(hours=1),
+        "heartbeat_at": at,
+        "next_fire_at": dt.datetime(2025, 6, 3, 15, 5, tzinfo=dt.UTC),
+        "last_run_id": "sched-20250603T1405Z",
+        "status": status,
+    }
 
 
 def test_a_fresh_heartbeat_is_ok(warehouse: Warehouse, config: Config) -> None:
-    warehouse.upsert("scheduler_heartbeats", pd.DataFrame([
-        heartbeat("gone:1:aaa", NOW - dt.timedelta(days=2)),  # killed -9 long ago: still says running
-        heartbeat("alive:2:bbb", NOW - dt.timedelta(seconds=20)),
-    ]))
+    warehouse.upsert(
+        "scheduler_heartbeats",
+        pd.DataFrame(
+            [
+                heartbeat("gone:1:aaa", NOW - dt.timedelta(days=2)),  # killed -9 long ago: still says running
+                heartbeat("alive:2:bbb", NOW - dt.timedelta(seconds=20)),
+            ]
+        ),
+    )
     check = check_scheduler(warehouse, config.schedule, NOW)
     assert check.status == "ok", check.detail
     assert "alive:2:bbb beat 20 s ago" in check.detail and "next fire 2025-06-03 15:05 UTC" in check.detail
@@ -206,8 +244,9 @@ def test_a_cleanly_stopped_scheduler_is_not_expected(warehouse: Warehouse, confi
     assert not health.schedule_expected(warehouse)
 
 
-def test_without_a_schedule_missed_ticks_do_not_count(warehouse: Warehouse, config: Config, outputs: Path,
-                                                      root: Path) -> None:
+def test_without_a_schedule_missed_ticks_do_not_count(
+    warehouse: Warehouse, config: Config, outputs: Path, root: Path
+) -> None:
     """A user who runs the pipeline by hand is not "degraded" because the scheduler's ticks pass:
     yesterday's ingest with its prices up to date, and a run 2 h ago, are fine; a scheduler that
     died without saying so makes the ticks since then due."""
@@ -235,10 +274,12 @@ def test_the_tracking_check_of_a_sqlite_store_does_not_start_mlflow(tmp_path: Pa
         conn.execute("INSERT INTO experiments VALUES (7, ?, 'active')", (config.tracking.experiment,))
     check = health.check_tracking(config, tmp_path)
     assert check.status == "ok" and check.data["experiment_id"] == "7"
-    code = ("import sys; from pathlib import Path; from bentley.config import load_config; "
-            "from bentley.monitoring import health; "
-            f"c = health.check_tracking(load_config(), Path({str(tmp_path)!r})); "
-            "assert c.status == 'ok', c; assert 'mlflow' not in sys.modules, 'MLflow was imported'")
+    code = (
+        "import sys; from pathlib import Path; from bentley.config import load_config; "
+        "from bentley.monitoring import health; "
+        f"c = health.check_tracking(load_config(), Path({str(tmp_path)!r})); "
+        "assert c.status == 'ok', c; assert 'mlflow' not in sys.modules, 'MLflow was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -253,8 +294,7 @@ def test_a_stale_heartbeat_is_degraded(warehouse: Warehouse, config: Config) -> 
 
 
 def ingest_row(run_id: str, status: str, ended: dt.datetime) -> dict:
-    return {"run_id": run_id, "stage": "ingest", "attempt": 1, "status": status, "started_at": ended,
-            "ended_at": ended}
+    return {"run_id": run_id, "stage": "ingest", "attempt": 1, "status": status, "started_at": ended, "ended_at": ended}
 
 
 def prices_for(day: str) -> pd.DataFrame:
@@ -263,9 +303,16 @@ def prices_for(day: str) -> pd.DataFrame:
 
 def test_fresh_prices_and_a_recent_ingest_are_ok(warehouse: Warehouse, config: Config) -> None:
     warehouse.upsert("prices", prices_for("2025-06-02"))
-    warehouse.upsert("stage_runs", pd.DataFrame([ingest_row("a", "success", NOW - dt.timedelta(minutes=90)),
-                                                 ingest_row("b", "cached", NOW - dt.timedelta(minutes=20)),
-                                                 ingest_row("c", "failed", NOW - dt.timedelta(minutes=1))]))
+    warehouse.upsert(
+        "stage_runs",
+        pd.DataFrame(
+            [
+                ingest_row("a", "success", NOW - dt.timedelta(minutes=90)),
+                ingest_row("b", "cached", NOW - dt.timedelta(minutes=20)),
+                ingest_row("c", "failed", NOW - dt.timedelta(minutes=1)),
+            ]
+        ),
+    )
     check = freshness(warehouse, config, NOW)
     assert check.status == "ok", check.detail
     assert check.data["latest_price_date"] == dt.date(2025, 6, 2) and check.data["ingest_age_minutes"] == 20.0
@@ -278,8 +325,10 @@ def test_old_prices_or_an_ingest_missing_due_ticks_are_degraded(warehouse: Wareh
     check = freshness(warehouse, config, NOW)
     assert check.status == "degraded"
     assert "latest prices are for 2025-05-30; the latest closed session is 2025-06-02" in check.detail
-    assert ("last ingest 20.9 h ago; no ingest for tick sched-20250602T1905Z (2025-06-02 15:05 EDT) and 1 later "
-            "tick, 19.9 h overdue (limit 60 min)") in check.detail
+    assert (
+        "last ingest 20.9 h ago; no ingest for tick sched-20250602T1905Z (2025-06-02 15:05 EDT) and 1 later "
+        "tick, 19.9 h overdue (limit 60 min)"
+    ) in check.detail
     assert check.data["first_missed_run_id"] == "sched-20250602T1905Z"
 
 
@@ -293,19 +342,25 @@ def test_an_ingest_is_late_only_from_the_first_tick_that_brought_none(warehouse:
     assert check.data["ingest_age_minutes"] == 61.0 and check.data["overdue_minutes"] == 55.0
     late = freshness(warehouse, config, NOW + dt.timedelta(minutes=6))
     assert late.status == "degraded"
-    assert late.detail == ("last ingest 67 min ago; no ingest for tick sched-20250603T1405Z (2025-06-03 10:05 EDT), "
-                           "61 min overdue (limit 60 min)")
+    assert late.detail == (
+        "last ingest 67 min ago; no ingest for tick sched-20250603T1405Z (2025-06-03 10:05 EDT), "
+        "61 min overdue (limit 60 min)"
+    )
 
 
-@pytest.mark.parametrize("now", [ny("2025-06-06", "20:00"), ny("2025-06-07", "12:00"), ny("2025-06-08", "23:00")],
-                         ids=["friday-evening", "saturday", "sunday"])
+@pytest.mark.parametrize(
+    "now",
+    [ny("2025-06-06", "20:00"), ny("2025-06-07", "12:00"), ny("2025-06-08", "23:00")],
+    ids=["friday-evening", "saturday", "sunday"],
+)
 def test_the_ingest_of_fridays_last_tick_stays_fresh_over_the_weekend(
     now: dt.datetime, warehouse: Warehouse, config: Config
 ) -> None:
     """The closed market's wall hours do not count: no tick has fired since that ingest."""
     warehouse.upsert("prices", prices_for("2025-06-06"))
-    warehouse.upsert("stage_runs", pd.DataFrame([ingest_row("a", "success", FRIDAY_LAST_TICK + dt.timedelta(
-        minutes=1))]))
+    warehouse.upsert(
+        "stage_runs", pd.DataFrame([ingest_row("a", "success", FRIDAY_LAST_TICK + dt.timedelta(minutes=1))])
+    )
     check = freshness(warehouse, config, now)
     assert check.status == "ok", check.detail
     assert check.detail.endswith("ago, none due since") and check.data["overdue_minutes"] == 0.0
@@ -317,8 +372,10 @@ def test_a_weekday_ingest_that_missed_a_tick_is_degraded(warehouse: Warehouse, c
     warehouse.upsert("stage_runs", pd.DataFrame([ingest_row("a", "success", ny("2025-06-03", "11:06"))]))
     check = freshness(warehouse, config, ny("2025-06-03", "13:10"))
     assert check.status == "degraded"
-    assert check.detail == ("last ingest 2.1 h ago; no ingest for tick sched-20250603T1605Z (2025-06-03 12:05 EDT) "
-                            "and 1 later tick, 65 min overdue (limit 60 min)")
+    assert check.detail == (
+        "last ingest 2.1 h ago; no ingest for tick sched-20250603T1605Z (2025-06-03 12:05 EDT) "
+        "and 1 later tick, 65 min overdue (limit 60 min)"
+    )
 
 
 def test_no_data_yet_is_degraded(warehouse: Warehouse, config: Config) -> None:
@@ -330,8 +387,9 @@ def test_no_data_yet_is_degraded(warehouse: Warehouse, config: Config) -> None:
 
 
 @pytest.mark.parametrize(("used_share", "status"), [(0.5, "ok"), (0.85, "degraded"), (0.95, "down")])
-def test_disk_thresholds_come_from_the_monitor_rules(used_share: float, status: str, tmp_path: Path,
-                                                     config: Config) -> None:
+def test_disk_thresholds_come_from_the_monitor_rules(
+    used_share: float, status: str, tmp_path: Path, config: Config
+) -> None:
     total = 1000 * 2**30
     free = int(total * (1 - used_share))
 
@@ -377,8 +435,11 @@ def test_an_unreachable_warehouse_is_down_and_everything_else_still_reports(
     tmp_path: Path, root: Path, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BENTLEY_WAREHOUSE_PASSWORD", "s3cret-pw")
-    unreachable = config.model_copy(update={"warehouse": config.warehouse.model_copy(
-        update={"url": "postgresql+psycopg://bentley@127.0.0.1:1/nowhere"})})
+    unreachable = config.model_copy(
+        update={
+            "warehouse": config.warehouse.model_copy(update={"url": "postgresql+psycopg://bentley@127.0.0.1:1/nowhere"})
+        }
+    )
     checks = health.run_checks(unreachable, tmp_path / "outputs", root, now=NOW)
     found = by_component(checks)
     assert [c.component for c in checks] == list(health.COMPONENTS)
@@ -393,14 +454,16 @@ def test_an_unreachable_warehouse_is_down_and_everything_else_still_reports(
 def test_a_sqlite_warehouse_that_cannot_be_opened_is_down(tmp_path: Path, config: Config) -> None:
     garbage = tmp_path / "warehouse.db"
     garbage.write_text("not a SQLite database, just text " * 20)
-    broken = config.model_copy(update={"warehouse": config.warehouse.model_copy(
-        update={"url": f"sqlite:///{garbage}"})})
+    broken = config.model_copy(
+        update={"warehouse": config.warehouse.model_copy(update={"url": f"sqlite:///{garbage}"})}
+    )
     check, warehouse = health.open_warehouse(broken, tmp_path)
     assert warehouse is None and check.status == "down", check.detail
 
 
-def test_a_working_setup_reports_ok_from_the_warehouse_and_tracking(outputs: Path, warehouse: Warehouse,
-                                                                    root: Path, config: Config) -> None:
+def test_a_working_setup_reports_ok_from_the_warehouse_and_tracking(
+    outputs: Path, warehouse: Warehouse, root: Path, config: Config
+) -> None:
     from bentley.tracking import PipelineTracker, tracking_uri
 
     PipelineTracker(tracking_uri(None, outputs), config.tracking.experiment, outputs)  # creates the store
@@ -434,8 +497,9 @@ def test_tracking_health_creates_no_store_of_any_kind(tmp_path: Path, config: Co
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing created"
 
 
-def test_an_unreachable_tracking_server_is_degraded_without_its_password(tmp_path: Path, config: Config,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_tracking_server_is_degraded_without_its_password(
+    tmp_path: Path, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bentley:s3cret-pw@127.0.0.1:1/mlflow")
     check = health.check_tracking(config, tmp_path)
     assert check.status == "degraded"
@@ -452,8 +516,9 @@ def test_only_bentley_tracking_talks_to_mlflow() -> None:
 
 
 def test_a_source_that_cannot_be_built_makes_sources_degraded(tmp_path: Path, config: Config) -> None:
-    sources = config.sources.model_copy(update={
-        "market": config.sources.market.model_copy(update={"kind": "csv", "path": "../outside"})})
+    sources = config.sources.model_copy(
+        update={"market": config.sources.market.model_copy(update={"kind": "csv", "path": "../outside"})}
+    )
     check = health.check_sources(config.model_copy(update={"sources": sources}), tmp_path)
     assert check.status == "degraded" and check.detail.startswith("market (csv): ")
     assert check.data["news"]["ok"] is True
@@ -508,8 +573,12 @@ def test_health_is_503_when_a_check_is_down(server: tuple[str, Checks]) -> None:
     code, body = get(f"{url}/health")
     assert code == 503 and body["status"] == "down"
     code, disk = get(f"{url}/health/disk")
-    assert code == 503 and disk == {"component": "disk", "status": "down", "detail": "97% in use",
-                                    "data": {"used_share": 0.97}}
+    assert code == 503 and disk == {
+        "component": "disk",
+        "status": "down",
+        "detail": "97% in use",
+        "data": {"used_share": 0.97},
+    }
     assert get(f"{url}/health/scheduler")[0] == 200  # degraded still answers 200
 
 
@@ -529,13 +598,16 @@ def test_the_server_logs_nothing(server: tuple[str, Checks], capfd: pytest.Captu
     assert capfd.readouterr().err == ""
 
 
-@pytest.mark.parametrize(("latest", "now", "surely"), [
-    ("2025-06-03", ny("2025-06-03", "11:00"), True),   # today's prices: nothing can be newer
-    ("2025-06-02", ny("2025-06-03", "11:00"), False),  # the market is open: ask the calendar
-    ("2025-06-02", ny("2025-06-03", "08:00"), True),   # before today's open, yesterday's close is the latest
-    ("2025-06-06", ny("2025-06-09", "08:00"), True),   # Friday's prices on Monday morning
-    ("2025-06-06", ny("2025-06-07", "15:00"), True),   # Friday's prices on Saturday
-    ("2025-06-05", ny("2025-06-07", "15:00"), False),  # Thursday's on Saturday: the calendar decides
-])
+@pytest.mark.parametrize(
+    ("latest", "now", "surely"),
+    [
+        ("2025-06-03", ny("2025-06-03", "11:00"), True),  # today's prices: nothing can be newer
+        ("2025-06-02", ny("2025-06-03", "11:00"), False),  # the market is open: ask the calendar
+        ("2025-06-02", ny("2025-06-03", "08:00"), True),  # before today's open, yesterday's close is the latest
+        ("2025-06-06", ny("2025-06-09", "08:00"), True),  # Friday's prices on Monday morning
+        ("2025-06-06", ny("2025-06-07", "15:00"), True),  # Friday's prices on Saturday
+        ("2025-06-05", ny("2025-06-07", "15:00"), False),  # Thursday's on Saturday: the calendar decides
+    ],
+)
 def test_fresh_prices_need_no_exchange_calendar(latest: str, now: dt.datetime, surely: bool, config: Config) -> None:
     assert health._surely_current(dt.date.fromisoformat(latest), now, config.workflow) is surely

@@ -31,8 +31,16 @@ def ts(minutes_ago: float) -> pd.Timestamp:
 
 def ledger(statuses: list[str | None], current: str = CURRENT) -> pd.DataFrame:
     """pipeline_runs: earlier runs one hour apart (oldest first), then the current run, running."""
-    rows = [{"run_id": f"r{i}", "status": s, "started_at": ts(60 * (len(statuses) - i) + 30),
-             "ended_at": ts(60 * (len(statuses) - i) + 20), "duration_s": 600.0} for i, s in enumerate(statuses)]
+    rows = [
+        {
+            "run_id": f"r{i}",
+            "status": s,
+            "started_at": ts(60 * (len(statuses) - i) + 30),
+            "ended_at": ts(60 * (len(statuses) - i) + 20),
+            "duration_s": 600.0,
+        }
+        for i, s in enumerate(statuses)
+    ]
     rows.append({"run_id": current, "status": "running", "started_at": ts(10), "ended_at": None, "duration_s": None})
     frame = pd.DataFrame(rows)
     frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True)
@@ -44,7 +52,9 @@ def stage_rows(rows: list[tuple]) -> pd.DataFrame:
     """stage_runs from (run_id, stage, attempt, status, duration_s, started minutes ago)."""
     frame = pd.DataFrame(rows, columns=["run_id", "stage", "attempt", "status", "duration_s", "ago"])
     frame["started_at"] = [ts(a) for a in frame["ago"]]
-    frame["ended_at"] = [ts(a) + pd.Timedelta(seconds=d) for a, d in zip(frame["ago"], frame["duration_s"], strict=True)]
+    frame["ended_at"] = [
+        ts(a) + pd.Timedelta(seconds=d) for a, d in zip(frame["ago"], frame["duration_s"], strict=True)
+    ]
     return frame.drop(columns="ago")
 
 
@@ -79,10 +89,13 @@ def test_a_success_breaks_the_streak_and_a_healthy_current_run_adds_nothing():
 
 def test_a_retried_stage_counts_by_its_last_attempt_and_the_monitor_rows_not_at_all():
     runs = ledger(["failed"])
-    stages = stage_rows([
-        (CURRENT, "ingest", 1, "failed", 3.0, 9), (CURRENT, "ingest", 2, "success", 3.0, 8),
-        (CURRENT, "monitor", 1, "failed", 1.0, 1),
-    ])
+    stages = stage_rows(
+        [
+            (CURRENT, "ingest", 1, "failed", 3.0, 9),
+            (CURRENT, "ingest", 2, "success", 3.0, 8),
+            (CURRENT, "monitor", 1, "failed", 1.0, 1),
+        ]
+    )
     outcomes = kpis.run_outcomes(runs, stages, CURRENT)
     assert outcomes.loc[outcomes["current"], "outcome"].tolist() == [None]
     assert kpis.consecutive_failures(outcomes) == 1
@@ -129,8 +142,11 @@ def test_stage_ratio_against_the_median_of_the_last_successful_executions():
 
 
 def test_stage_ratio_needs_three_baseline_executions():
-    rows = [("r0", "etl", 1, "success", 10.0, 300), ("r1", "etl", 1, "success", 10.0, 200),
-            (CURRENT, "etl", 1, "success", 50.0, 5)]
+    rows = [
+        ("r0", "etl", 1, "success", 10.0, 300),
+        ("r1", "etl", 1, "success", 10.0, 200),
+        (CURRENT, "etl", 1, "success", 50.0, 5),
+    ]
     table = kpis.stage_durations(stage_rows(rows), CURRENT, baseline_runs=20)
     assert table["baseline_n"].tolist() == [2]
     assert math.isnan(table["ratio"].iloc[0])
@@ -147,12 +163,14 @@ def test_no_stage_rows_give_an_empty_table():
 
 
 def test_minutes_since_the_last_successful_or_cached_ingest():
-    stages = stage_rows([
-        ("r0", "ingest", 1, "success", 60.0, 240),  # ended 239 minutes ago
-        ("r1", "ingest", 1, "cached", 60.0, 121),  # ended 120 minutes ago
-        ("r2", "ingest", 1, "failed", 60.0, 31),  # failures do not refresh anything
-        ("r2", "etl", 1, "success", 60.0, 11),
-    ])
+    stages = stage_rows(
+        [
+            ("r0", "ingest", 1, "success", 60.0, 240),  # ended 239 minutes ago
+            ("r1", "ingest", 1, "cached", 60.0, 121),  # ended 120 minutes ago
+            ("r2", "ingest", 1, "failed", 60.0, 31),  # failures do not refresh anything
+            ("r2", "etl", 1, "success", 60.0, 11),
+        ]
+    )
     minutes, last = kpis.minutes_since_ingest(stages, NOW)
     assert minutes == pytest.approx(120.0)
     assert last == ts(120)
@@ -173,14 +191,22 @@ def test_session_lag_counts_exchange_sessions():
 
 
 def monitoring_rows() -> pd.DataFrame:
-    return pd.DataFrame({
-        "run_id": ["r1", "r0", "r2"], "model_name": ["m", "m", "m"], "model_version": ["1", "1", "2"],
-        "as_of": pd.to_datetime(["2025-05-01", "2025-05-01", "2025-06-02"]),
-        "holdout_accuracy": [0.60, 0.60, 0.62], "recent_accuracy": [0.57, 0.59, 0.50],
-        "degradation": [0.05, 1 - 0.59 / 0.60, 1 - 0.50 / 0.62], "n_recent": [105, 105, 105],
-        "max_psi": [0.05, 0.04, 0.31], "drifted_features": [0, 0, 2], "retraining_required": [False, False, True],
-        "reason": ["ok", "ok", "accuracy dropped"],
-    })
+    return pd.DataFrame(
+        {
+            "run_id": ["r1", "r0", "r2"],
+            "model_name": ["m", "m", "m"],
+            "model_version": ["1", "1", "2"],
+            "as_of": pd.to_datetime(["2025-05-01", "2025-05-01", "2025-06-02"]),
+            "holdout_accuracy": [0.60, 0.60, 0.62],
+            "recent_accuracy": [0.57, 0.59, 0.50],
+            "degradation": [0.05, 1 - 0.59 / 0.60, 1 - 0.50 / 0.62],
+            "n_recent": [105, 105, 105],
+            "max_psi": [0.05, 0.04, 0.31],
+            "drifted_features": [0, 0, 2],
+            "retraining_required": [False, False, True],
+            "reason": ["ok", "ok", "accuracy dropped"],
+        }
+    )
 
 
 def test_model_trend_orders_by_as_of_then_run_start():
@@ -221,7 +247,9 @@ def book(returns: list[float]) -> pd.DataFrame:
 def test_paper_sharpe_drawdown_and_return_match_empyrical(rf_annual):
     perf = kpis.paper_performance(book(RETURNS), rf_annual)
     series = pd.Series(RETURNS, index=pd.bdate_range("2025-05-02", periods=len(RETURNS)))
-    assert perf["sharpe_ratio"] == pytest.approx(ep.sharpe_ratio(series, risk_free=per_period_rate(rf_annual)), rel=1e-12)
+    assert perf["sharpe_ratio"] == pytest.approx(
+        ep.sharpe_ratio(series, risk_free=per_period_rate(rf_annual)), rel=1e-12
+    )
     assert perf["max_drawdown"] == pytest.approx(ep.max_drawdown(series), rel=1e-12)
     assert perf["cumulative_return"] == pytest.approx(ep.cum_returns_final(series), rel=1e-12)
     assert perf["latest_daily_return"] == 0.012
@@ -242,8 +270,9 @@ def test_a_young_books_sharpe_kpi_is_na_with_the_reason(params):
     """Eight returns: the Sharpe ratio is computable (empyrical has one) but not published."""
     perf = kpis.paper_performance(book(RETURNS), 0.02)
     assert math.isfinite(perf["sharpe_ratio"])
-    rows = kpis.paper_kpis(History(ledger([]), NO_STAGES, portfolio_values=book(RETURNS)), "paper", 0.02,
-                           params.risk.min_observations)
+    rows = kpis.paper_kpis(
+        History(ledger([]), NO_STAGES, portfolio_values=book(RETURNS)), "paper", 0.02, params.risk.min_observations
+    )
     table = pd.DataFrame(rows).set_index("kpi")
     assert math.isnan(table.loc["sharpe_ratio", "value"])
     assert table.loc["sharpe_ratio", "detail"] == "8 daily returns: too few for a Sharpe ratio; 63 needed"
@@ -254,16 +283,20 @@ def test_a_young_books_sharpe_kpi_is_na_with_the_reason(params):
     sentence = kpis.paper_sentence(full, "paper")
     assert sentence.endswith("Its Sharpe ratio is n/a (8 daily returns: too few for a Sharpe ratio; 63 needed).")
     assert kpis.kpi_display(full).set_index("kpi").loc["sharpe_ratio", "value"] == "n/a"
-    one = kpis.paper_kpis(History(ledger([]), NO_STAGES, portfolio_values=book([-0.05])), "paper", 0.0,
-                          params.risk.min_observations)
+    one = kpis.paper_kpis(
+        History(ledger([]), NO_STAGES, portfolio_values=book([-0.05])), "paper", 0.0, params.risk.min_observations
+    )
     drawdown = pd.DataFrame(one).set_index("kpi").loc["max_drawdown"]
     assert math.isnan(drawdown["value"]) and drawdown["detail"].startswith("1 daily return: too few")
 
 
 def test_a_book_with_enough_returns_publishes_its_sharpe(params):
     long_book = book(list(np.tile(RETURNS, 8)))  # 64 returns
-    rows = pd.DataFrame(kpis.paper_kpis(History(ledger([]), NO_STAGES, portfolio_values=long_book), "paper", 0.02,
-                                        params.risk.min_observations)).set_index("kpi")
+    rows = pd.DataFrame(
+        kpis.paper_kpis(
+            History(ledger([]), NO_STAGES, portfolio_values=long_book), "paper", 0.02, params.risk.min_observations
+        )
+    ).set_index("kpi")
     assert rows.loc["sharpe_ratio", "value"] == pytest.approx(kpis.paper_performance(long_book, 0.02)["sharpe_ratio"])
     assert rows.loc["sharpe_ratio", "detail"] == "64 daily return(s), risk-free 2.00% a year"
     sentence = kpis.paper_sentence(rows.reset_index().assign(run_id="r"), "paper")
@@ -275,15 +308,23 @@ def test_a_book_with_enough_returns_publishes_its_sharpe(params):
 
 
 def test_kpi_table_has_the_warehouse_columns_and_every_group(params):
-    stages = stage_rows([
-        *[(f"r{i}", "etl", 1, "success", 10.0, 300 - 60 * i) for i in range(3)],
-        ("r2", "ingest", 1, "success", 5.0, 95),
-        (CURRENT, "etl", 1, "success", 20.0, 5),
-    ])
-    history = History(ledger(["success", "failed", "success"]), stages, model_monitoring=monitoring_rows(),
-                      portfolio_values=book(RETURNS), dataset_dates={"prices": dt.date(2025, 5, 30), "news": None})
-    table = kpis.kpi_table(history, params, run_id=CURRENT, logical_date=dt.date(2025, 6, 2), now=NOW,
-                           resources=RESOURCES)
+    stages = stage_rows(
+        [
+            *[(f"r{i}", "etl", 1, "success", 10.0, 300 - 60 * i) for i in range(3)],
+            ("r2", "ingest", 1, "success", 5.0, 95),
+            (CURRENT, "etl", 1, "success", 20.0, 5),
+        ]
+    )
+    history = History(
+        ledger(["success", "failed", "success"]),
+        stages,
+        model_monitoring=monitoring_rows(),
+        portfolio_values=book(RETURNS),
+        dataset_dates={"prices": dt.date(2025, 5, 30), "news": None},
+    )
+    table = kpis.kpi_table(
+        history, params, run_id=CURRENT, logical_date=dt.date(2025, 6, 2), now=NOW, resources=RESOURCES
+    )
     assert tuple(table.columns) == kpis.KPI_COLUMNS
     assert not table.duplicated(["run_id", "kpi", "scope"]).any()
     assert (table["run_id"] == CURRENT).all() and (table["measured_at"] == pd.Timestamp(NOW)).all()
@@ -300,10 +341,14 @@ def test_kpi_table_has_the_warehouse_columns_and_every_group(params):
 
 
 def test_first_run_ever_gives_a_table_and_no_chart_errors(params):
-    history = History(pd.DataFrame(columns=["run_id", "status", "started_at", "ended_at", "duration_s"]), NO_STAGES,
-                      dataset_dates={"prices": None, "news": None})
-    table = kpis.kpi_table(history, params, run_id=CURRENT, logical_date=dt.date(2025, 6, 2), now=NOW,
-                           resources=RESOURCES)
+    history = History(
+        pd.DataFrame(columns=["run_id", "status", "started_at", "ended_at", "duration_s"]),
+        NO_STAGES,
+        dataset_dates={"prices": None, "news": None},
+    )
+    table = kpis.kpi_table(
+        history, params, run_id=CURRENT, logical_date=dt.date(2025, 6, 2), now=NOW, resources=RESOURCES
+    )
     assert math.isnan(kpis.kpi_value(table, "success_rate"))
     assert kpis.kpi_value(table, "consecutive_failures") == 0
     assert kpis.durations_chart(kpis.stage_durations(NO_STAGES, CURRENT, 4)) is None
@@ -317,8 +362,14 @@ def test_first_run_ever_gives_a_table_and_no_chart_errors(params):
 
 def test_kpi_table_refuses_a_naive_now(params):
     with pytest.raises(ValueError, match="timezone-aware"):
-        kpis.kpi_table(History(ledger([]), NO_STAGES), params, run_id=CURRENT, logical_date=dt.date(2025, 6, 2),
-                       now=NOW.replace(tzinfo=None), resources=RESOURCES)
+        kpis.kpi_table(
+            History(ledger([]), NO_STAGES),
+            params,
+            run_id=CURRENT,
+            logical_date=dt.date(2025, 6, 2),
+            now=NOW.replace(tzinfo=None),
+            resources=RESOURCES,
+        )
 
 
 def test_host_resources_are_shares(tmp_path):
@@ -336,8 +387,10 @@ def test_load_history_stops_data_at_the_logical_date_and_kpis_round_trip(tmp_pat
 
     warehouse = Warehouse(f"sqlite:///{tmp_path / 'w.db'}")
     warehouse.upsert("portfolio_values", book(RETURNS))  # sessions 2025-05-01 .. 2025-05-13
-    warehouse.upsert("prices", pd.DataFrame({"ticker": "A", "date": pd.to_datetime(["2025-05-08", "2025-05-13"]),
-                                             "adj_close": [1.0, 1.1]}))
+    warehouse.upsert(
+        "prices",
+        pd.DataFrame({"ticker": "A", "date": pd.to_datetime(["2025-05-08", "2025-05-13"]), "adj_close": [1.0, 1.1]}),
+    )
     warehouse.upsert("model_monitoring", monitoring_rows())
     logical = dt.date(2025, 5, 9)
     history = kpis.load_history(warehouse, params, logical)

@@ -45,32 +45,57 @@ def cron_matches(cron: str, moment: dt.datetime) -> bool:
                 return True
         return False
 
-    return (field_has(minute, moment.minute) and field_has(hour, moment.hour)
-            and field_has(weekday, (moment.weekday() + 1) % 7, days))
+    return (
+        field_has(minute, moment.minute)
+        and field_has(hour, moment.hour)
+        and field_has(weekday, (moment.weekday() + 1) % 7, days)
+    )
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({}, "5 10-15 * * MON-FRI"),
-    ({"every_minutes": 15, "offset_minutes": 0}, "0,15,30,45 9-16 * * MON-FRI"),
-    ({"every_minutes": 120, "offset_minutes": 30}, "30 10,12,14 * * MON-FRI"),
-    ({"every_minutes": 45, "offset_minutes": 5}, "5,20,35,50 9-15 * * MON-FRI"),
-    ({"sessions_only": False}, "5 * * * *"),
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, "5 10-15 * * MON-FRI"),
+        ({"every_minutes": 15, "offset_minutes": 0}, "0,15,30,45 9-16 * * MON-FRI"),
+        ({"every_minutes": 120, "offset_minutes": 30}, "30 10,12,14 * * MON-FRI"),
+        ({"every_minutes": 45, "offset_minutes": 5}, "5,20,35,50 9-15 * * MON-FRI"),
+        ({"sessions_only": False}, "5 * * * *"),
+    ],
+)
 def test_the_cron_line_covers_every_tick_of_a_month(config: Config, changes: dict, expected: str) -> None:
     chosen = with_schedule(config, **changes)
     cron = cron_for(chosen)
     assert cron == expected
     zone = ZoneInfo(chosen.workflow.timezone)
-    ticks = fire_times(dt.datetime(2025, 3, 1, tzinfo=dt.UTC), dt.datetime(2025, 4, 30, tzinfo=dt.UTC),
-                       chosen.schedule, chosen.workflow)  # across the spring DST change
+    ticks = fire_times(
+        dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+        dt.datetime(2025, 4, 30, tzinfo=dt.UTC),
+        chosen.schedule,
+        chosen.workflow,
+    )  # across the spring DST change
     assert ticks
     assert all(cron_matches(cron, t.fire_at.astimezone(zone)) for t in ticks)
 
 
 def export(tmp_path: Path, root: Path, *args: str) -> tuple[str, str]:
     out = tmp_path / "dags"
-    code = cli.main(["--root", str(root), "export", "airflow", "--out", str(out), "--profile", "ci",
-                     "--python", "/opt/bentley/.venv/bin/python", "--project", "/opt/bentley", *args])
+    code = cli.main(
+        [
+            "--root",
+            str(root),
+            "export",
+            "airflow",
+            "--out",
+            str(out),
+            "--profile",
+            "ci",
+            "--python",
+            "/opt/bentley/.venv/bin/python",
+            "--project",
+            "/opt/bentley",
+            *args,
+        ]
+    )
     assert code == 0
     return (out / "bentley_pipeline.py").read_text(), (out / "README.md").read_text()
 
@@ -88,11 +113,24 @@ def test_the_dag_file_declares_every_stage_with_its_pipeline_settings(tmp_path: 
     spec = load_pipeline(root / "params" / "pipeline.yaml")
     default_timeout = load_config("ci", root=root).workflow.max_execution_time_minutes
     stages = literal(source, "STAGES")
-    assert list(stages) == ["ingest", "etl", "features", "sentiment", "risk", "budget", "technical", "anomalies",
-                            "train", "optimize", "trade", "monitor"]  # a topological order
+    assert list(stages) == [
+        "ingest",
+        "etl",
+        "features",
+        "sentiment",
+        "risk",
+        "budget",
+        "technical",
+        "anomalies",
+        "train",
+        "optimize",
+        "trade",
+        "monitor",
+    ]  # a topological order
     for name, declared in spec.stages.items():
         assert stages[name] == {
-            "upstream": list(declared.upstream), "retries": declared.retries,
+            "upstream": list(declared.upstream),
+            "retries": declared.retries,
             "timeout_minutes": declared.timeout_minutes or default_timeout,
             "trigger_rule": declared.trigger,
         }
@@ -111,12 +149,11 @@ def test_every_task_calls_the_runner_cli(tmp_path: Path, root: Path) -> None:
     assert "session_gate failed: this run has no run id, nothing to do" in source
     assert '"finish", *OUTPUTS_ARGS' in source and '"gate", "--profile", PROFILE' in source
     assert literal(source, "OUTPUTS") == "/mnt/shared/bentley"
-    assert 'os.environ.get("BENTLEY_PYTHON", \'/opt/bentley/.venv/bin/python\')' in source
+    assert "os.environ.get(\"BENTLEY_PYTHON\", '/opt/bentley/.venv/bin/python')" in source
     assert "import bentley" not in source and "notebook" not in source.lower().replace("stage notebook", "")
 
 
-def test_catch_up_all_becomes_airflow_catchup_from_the_export_date(tmp_path: Path, root: Path,
-                                                                   config: Config) -> None:
+def test_catch_up_all_becomes_airflow_catchup_from_the_export_date(tmp_path: Path, root: Path, config: Config) -> None:
     source, _ = export(tmp_path, root)
     assert "catchup=False" in source
     assert "fromisoformat('2000-01-01')" in source  # no catch-up: manual runs may ask for any past session

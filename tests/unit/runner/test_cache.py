@@ -33,7 +33,9 @@ def package(tmp_path: Path) -> Path:
 @pytest.fixture
 def notebook(tmp_path: Path) -> Path:
     path = tmp_path / "stage.ipynb"
-    nb = new_notebook(cells=[new_markdown_cell("# Stage"), new_code_cell("%matplotlib inline\nfrom bentley import stage\nx = 1")])
+    nb = new_notebook(
+        cells=[new_markdown_cell("# Stage"), new_code_cell("%matplotlib inline\nfrom bentley import stage\nx = 1")]
+    )
     nbformat.write(nb, path)
     return path
 
@@ -42,16 +44,21 @@ def stage_for(notebook: Path, **extra) -> Stage:
     return Stage(name="s", notebook=notebook, upstream=("u",), sections=(), timeout_s=60, retries=0, **extra)
 
 
-def key_of(notebook: Path, package: Path, params: dict | None = None, upstream: dict | None = None,
-           **extra) -> cache.StageKey:
+def key_of(
+    notebook: Path, package: Path, params: dict | None = None, upstream: dict | None = None, **extra
+) -> cache.StageKey:
     builder = cache.KeyBuilder(notebook.parent, load_config(), package_root=package)
-    return builder.key(stage_for(notebook, **extra), {"run_id": "r1", "logical_date": "2025-06-02", **(params or {})},
-                       upstream or {"u": "fp1"})
+    return builder.key(
+        stage_for(notebook, **extra),
+        {"run_id": "r1", "logical_date": "2025-06-02", **(params or {})},
+        upstream or {"u": "fp1"},
+    )
 
 
 def entry_for(key: cache.StageKey, updated_at: dt.datetime = NOW) -> cache.CacheEntry:
-    return cache.CacheEntry("s", key.key, "fp", key.components, {"table:prices": {"rows": 3, "digest": 1}},
-                            "earlier", updated_at)
+    return cache.CacheEntry(
+        "s", key.key, "fp", key.components, {"table:prices": {"rows": 3, "digest": 1}}, "earlier", updated_at
+    )
 
 
 def decide(key: cache.StageKey, entry: cache.CacheEntry | None, notebook: Path, **kwargs) -> cache.Decision:
@@ -61,8 +68,13 @@ def decide(key: cache.StageKey, entry: cache.CacheEntry | None, notebook: Path, 
 
 def test_the_module_closure_follows_relative_and_lazy_imports(notebook: Path, package: Path) -> None:
     modules = key_of(notebook, package).components["modules"]
-    assert sorted(modules) == ["bentley/__init__.py", "bentley/helpers.py", "bentley/stage.py",
-                               "bentley/sub/__init__.py", "bentley/sub/deep.py"]
+    assert sorted(modules) == [
+        "bentley/__init__.py",
+        "bentley/helpers.py",
+        "bentley/stage.py",
+        "bentley/sub/__init__.py",
+        "bentley/sub/deep.py",
+    ]
 
 
 def test_an_unchanged_stage_is_up_to_date(notebook: Path, package: Path) -> None:
@@ -81,8 +93,7 @@ def test_an_unchanged_stage_is_up_to_date(notebook: Path, package: Path) -> None
         ("upstream", "upstream products changed: u"),
     ],
 )
-def test_each_kind_of_change_is_a_miss_that_names_it(change: str, reason: str, notebook: Path,
-                                                     package: Path) -> None:
+def test_each_kind_of_change_is_a_miss_that_names_it(change: str, reason: str, notebook: Path, package: Path) -> None:
     before = key_of(notebook, package)
     params, upstream = None, None
     if change == "notebook":
@@ -117,11 +128,23 @@ def test_force_missing_products_and_age(notebook: Path, package: Path) -> None:
     assert decide(key, None, notebook).reason == "no earlier successful run"
     missing = decide(key, entry, notebook, missing_product="table prices is empty or missing")
     assert missing.run and missing.reason == "product missing: table prices is empty or missing"
-    aged = cache.decide(stage_for(notebook, cache_max_age_s=3600), key, entry_for(key, NOW - dt.timedelta(hours=2)),
-                        force=False, now=NOW, missing_product=None)
+    aged = cache.decide(
+        stage_for(notebook, cache_max_age_s=3600),
+        key,
+        entry_for(key, NOW - dt.timedelta(hours=2)),
+        force=False,
+        now=NOW,
+        missing_product=None,
+    )
     assert aged.run and "120 min old" in aged.reason
-    fresh = cache.decide(stage_for(notebook, cache_max_age_s=3600), key, entry_for(key, NOW - dt.timedelta(minutes=5)),
-                         force=False, now=NOW, missing_product=None)
+    fresh = cache.decide(
+        stage_for(notebook, cache_max_age_s=3600),
+        key,
+        entry_for(key, NOW - dt.timedelta(minutes=5)),
+        force=False,
+        now=NOW,
+        missing_product=None,
+    )
     assert not fresh.run
     never = cache.decide(stage_for(notebook, cache=False), key, entry, force=False, now=NOW, missing_product=None)
     assert never.run and "cache: false" in never.reason
@@ -130,8 +153,10 @@ def test_force_missing_products_and_age(notebook: Path, package: Path) -> None:
 def test_live_sources_are_never_cached_and_file_sources_hash_their_content(tmp_path: Path) -> None:
     live = load_config("live")
     digests, reason = cache.source_digests(live, tmp_path)
-    assert reason == ("market source yahoo is live (fetched on every run); "
-                      "news source rss is live (fetched on every run): always runs")
+    assert reason == (
+        "market source yahoo is live (fetched on every run); "
+        "news source rss is live (fetched on every run): always runs"
+    )
     data = tmp_path / "data"
     data.mkdir()
     (data / "prices.csv").write_text("ticker,date,close\nAAA,2025-06-02,1\n")

@@ -37,14 +37,17 @@ def test_a_tick_goes_ahead_as_the_ticks_own_run(config: Config) -> None:
     assert payload["args"] == "--run-id sched-20250602T1405Z --logical-date 2025-06-02"
 
 
-@pytest.mark.parametrize(("at", "why"), [
-    (ny("2025-06-02", "10:06"), "not on the grid"),
-    (ny("2025-06-02", "09:05"), "before the open"),
-    (ny("2025-06-02", "16:05"), "after the close"),
-    (ny("2025-07-04", "11:05"), "Independence Day"),
-    (ny("2025-06-07", "11:05"), "a Saturday"),
-    (ny("2025-11-28", "13:05"), "after the 13:00 early close"),
-])
+@pytest.mark.parametrize(
+    ("at", "why"),
+    [
+        (ny("2025-06-02", "10:06"), "not on the grid"),
+        (ny("2025-06-02", "09:05"), "before the open"),
+        (ny("2025-06-02", "16:05"), "after the close"),
+        (ny("2025-07-04", "11:05"), "Independence Day"),
+        (ny("2025-06-07", "11:05"), "a Saturday"),
+        (ny("2025-11-28", "13:05"), "after the 13:00 early close"),
+    ],
+)
 def test_anything_else_on_the_cron_grid_is_skipped(config: Config, at: dt.datetime, why: str) -> None:
     decision = scheduled(config, at)
     assert not decision.go, why
@@ -86,18 +89,27 @@ def test_catch_up_all_keeps_the_latest_max_catch_up_ticks(config: Config) -> Non
 
 def test_a_backfill_of_a_tick_is_never_too_late(config: Config) -> None:
     at = ny("2025-06-02", "10:05")
-    assert scheduled(with_schedule(config, catch_up="none"), at, now=at + dt.timedelta(days=90),
-                     run_type="backfill").go
+    assert scheduled(with_schedule(config, catch_up="none"), at, now=at + dt.timedelta(days=90), run_type="backfill").go
 
 
 def test_a_manual_run_is_for_the_session_of_its_date(config: Config) -> None:
     saturday = dt.datetime(2025, 1, 4, tzinfo=UTC)
-    decision = decide(config, run_type="manual", at=saturday, orchestrator_run_id="manual__2025-01-04",
-                      now=dt.datetime(2026, 1, 1, tzinfo=UTC))
+    decision = decide(
+        config,
+        run_type="manual",
+        at=saturday,
+        orchestrator_run_id="manual__2025-01-04",
+        now=dt.datetime(2026, 1, 1, tzinfo=UTC),
+    )
     assert decision.go and decision.logical_date == dt.date(2025, 1, 3)
     assert decision.run_id.startswith("airflow-20250104T000000Z-")
-    again = decide(config, run_type="manual", at=saturday, orchestrator_run_id="manual__2025-01-04",
-                   now=dt.datetime(2026, 2, 1, tzinfo=UTC))
+    again = decide(
+        config,
+        run_type="manual",
+        at=saturday,
+        orchestrator_run_id="manual__2025-01-04",
+        now=dt.datetime(2026, 2, 1, tzinfo=UTC),
+    )
     assert again.run_id == decision.run_id  # a cleared task rejoins its run
     other = decide(config, run_type="manual", at=saturday, orchestrator_run_id="manual__other", now=saturday)
     assert other.run_id != decision.run_id
@@ -120,14 +132,22 @@ def test_a_scheduled_run_without_a_date_is_skipped(config: Config) -> None:
 
 
 def gate(tmp_path: Path, root: Path, *args: str) -> int:
-    return cli.main(["--root", str(root), "gate", "--outputs", str(tmp_path), "--orchestrator-run-id", "af-1",
-                     *args])
+    return cli.main(["--root", str(root), "gate", "--outputs", str(tmp_path), "--orchestrator-run-id", "af-1", *args])
 
 
-def test_the_cli_prints_one_json_line_or_exits_99(tmp_path: Path, root: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code = gate(tmp_path, root, "--run-type", "scheduled", "--at", "2025-06-02T14:05:00+00:00",
-                "--now", "2025-06-02T14:06:00+00:00")
+def test_the_cli_prints_one_json_line_or_exits_99(
+    tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = gate(
+        tmp_path,
+        root,
+        "--run-type",
+        "scheduled",
+        "--at",
+        "2025-06-02T14:05:00+00:00",
+        "--now",
+        "2025-06-02T14:06:00+00:00",
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads(captured.out.strip().splitlines()[-1])["run_id"] == "sched-20250602T1405Z"
@@ -139,13 +159,25 @@ def test_the_cli_prints_one_json_line_or_exits_99(tmp_path: Path, root: Path,
     assert "skip: 2025-06-02 10:06 EDT is not a fire time" in captured.err
 
 
-def test_the_cli_sets_retraining_as_the_scheduler_does(tmp_path: Path, root: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_sets_retraining_as_the_scheduler_does(
+    tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
-    warehouse.upsert("model_monitoring", pd.DataFrame([
-        {"run_id": "r1", "model_name": "m", "model_version": "3", "as_of": dt.date(2025, 5, 30),
-         "retraining_required": True, "reason": "accuracy fell 12%"},
-    ]))
+    warehouse.upsert(
+        "model_monitoring",
+        pd.DataFrame(
+            [
+                {
+                    "run_id": "r1",
+                    "model_name": "m",
+                    "model_version": "3",
+                    "as_of": dt.date(2025, 5, 30),
+                    "retraining_required": True,
+                    "reason": "accuracy fell 12%",
+                },
+            ]
+        ),
+    )
     warehouse.dispose()
     code = gate(tmp_path, root, "--run-type", "manual", "--at", "2025-06-02T00:00:00+00:00")
     captured = capsys.readouterr()
@@ -155,8 +187,9 @@ def test_the_cli_sets_retraining_as_the_scheduler_does(tmp_path: Path, root: Pat
     assert "needs retraining (accuracy fell 12%)" in captured.err
 
 
-def test_a_time_without_an_offset_is_a_usage_error(tmp_path: Path, root: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_time_without_an_offset_is_a_usage_error(
+    tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         gate(tmp_path, root, "--run-type", "scheduled", "--at", "2025-06-02T14:05:00")
     assert exit_info.value.code == 2

@@ -122,7 +122,10 @@ def _run_as_nobody(root: Path, env: dict[str, str], outputs: Path) -> dict:
     )
     done = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-c", script],
-        cwd=root, env={**env, "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}, capture_output=True, text=True,
+        cwd=root,
+        env={**env, "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"},
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -146,32 +149,40 @@ def test_a_read_only_outputs_folder_is_refused(root: Path, clean_env: dict[str, 
     before = tree(shared_tmp)
     found = _run_as_nobody(root, clean_env, outputs)
     message = found["message"]
-    assert message == (f"outputs folder {outputs} is not writable: Permission denied (--outputs or BENTLEY_OUTPUTS); "
-                       "nothing was written")
+    assert message == (
+        f"outputs folder {outputs} is not writable: Permission denied (--outputs or BENTLEY_OUTPUTS); "
+        "nothing was written"
+    )
     assert found["elapsed"] < TIMEOUT_S + SLACK_S
     assert tree(shared_tmp) == before
 
 
-def test_an_outputs_folder_that_cannot_be_created_is_refused(root: Path, clean_env: dict[str, str],
-                                                             shared_tmp: Path) -> None:
+def test_an_outputs_folder_that_cannot_be_created_is_refused(
+    root: Path, clean_env: dict[str, str], shared_tmp: Path
+) -> None:
     outputs = shared_tmp / "store" / "outputs"
     found = _run_as_nobody(root, clean_env, outputs)
-    assert found["message"] == (f"outputs folder {outputs} cannot be created: {shared_tmp} is not writable: "
-                                "Permission denied (--outputs or BENTLEY_OUTPUTS); nothing was written")
+    assert found["message"] == (
+        f"outputs folder {outputs} cannot be created: {shared_tmp} is not writable: "
+        "Permission denied (--outputs or BENTLEY_OUTPUTS); nothing was written"
+    )
     assert tree(shared_tmp) == []
 
 
-def test_an_existing_warehouse_file_that_is_read_only_is_refused(root: Path, clean_env: dict[str, str],
-                                                                 shared_tmp: Path) -> None:
+def test_an_existing_warehouse_file_that_is_read_only_is_refused(
+    root: Path, clean_env: dict[str, str], shared_tmp: Path
+) -> None:
     outputs = shared_tmp / "outputs"
     Warehouse.from_settings(None, outputs).dispose()  # root's warehouse.db, mode 644
     outputs.chmod(0o777)  # the folder is writable for uid 65534, the file is not
     before = tree(shared_tmp)
     found = _run_as_nobody(root, clean_env, outputs)
     message = found["message"]
-    assert message == (f"warehouse sqlite:///{outputs / 'warehouse.db'} is not writable: Permission denied (the "
-                       "default under --outputs or BENTLEY_OUTPUTS; BENTLEY_WAREHOUSE_URL points elsewhere); "
-                       "nothing was written")
+    assert message == (
+        f"warehouse sqlite:///{outputs / 'warehouse.db'} is not writable: Permission denied (the "
+        "default under --outputs or BENTLEY_OUTPUTS; BENTLEY_WAREHOUSE_URL points elsewhere); "
+        "nothing was written"
+    )
     assert found["elapsed"] < TIMEOUT_S + SLACK_S
     assert tree(shared_tmp) == before
 
@@ -182,8 +193,10 @@ def test_a_read_only_run_folder_is_refused(root: Path, clean_env: dict[str, str]
     outputs.chmod(0o777)
     (outputs / "runs").mkdir(mode=0o755)  # left by a run as root
     message = _run_as_nobody(root, clean_env, outputs)["message"]
-    assert message == (f"outputs folder {outputs}: {outputs / 'runs'} is not writable (--outputs or "
-                       "BENTLEY_OUTPUTS); nothing was written")
+    assert message == (
+        f"outputs folder {outputs}: {outputs / 'runs'} is not writable (--outputs or "
+        "BENTLEY_OUTPUTS); nothing was written"
+    )
 
 
 @pytest.fixture()
@@ -191,8 +204,14 @@ def read_only_store(tmp_path: Path) -> Iterator[Path]:
     """An existing store on a tmpfs remounted read-only (needs root allowed to mount)."""
     mount_point = tmp_path / "ro"
     mount_point.mkdir()
-    mounted = os.geteuid() == 0 and shutil.which("mount") is not None and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not mounted:
         pytest.skip("cannot mount a tmpfs here")
     try:
@@ -210,8 +229,10 @@ def test_a_store_on_a_read_only_file_system_is_refused(config: Config, read_only
     outputs = read_only_store
     before = tree(outputs)
     message = refusal(config, outputs)
-    assert message == (f"outputs folder {outputs} is not writable: Read-only file system (--outputs or "
-                       "BENTLEY_OUTPUTS); nothing was written")
+    assert message == (
+        f"outputs folder {outputs} is not writable: Read-only file system (--outputs or "
+        "BENTLEY_OUTPUTS); nothing was written"
+    )
     with pytest.raises(InfraError, match="^warehouse sqlite:///.* is not writable: Read-only file system \\(X\\)"):
         infra.check_warehouse(resolve_url(None, outputs), TIMEOUT_S, "X")
     assert tree(outputs) == before
@@ -220,8 +241,9 @@ def test_a_store_on_a_read_only_file_system_is_refused(config: Config, read_only
 # --------------------------------------------------------------------------- the warehouse
 
 
-def test_a_refused_warehouse_is_named_without_its_password(config: Config, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_warehouse_is_named_without_its_password(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BENTLEY_WAREHOUSE_URL", "postgresql+psycopg://u@127.0.0.1:1/db")
     monkeypatch.setenv("BENTLEY_WAREHOUSE_PASSWORD", "s3cret-pw")
     message = refusal(config, tmp_path / "outputs")
@@ -233,24 +255,29 @@ def test_a_refused_warehouse_is_named_without_its_password(config: Config, tmp_p
 
 
 @pytest.mark.parametrize("scheme", ["postgresql+psycopg", "mysql+pymysql"])
-def test_a_silent_warehouse_fails_within_the_timeout(config: Config, tmp_path: Path, silent_port: int,
-                                                     monkeypatch: pytest.MonkeyPatch, scheme: str) -> None:
+def test_a_silent_warehouse_fails_within_the_timeout(
+    config: Config, tmp_path: Path, silent_port: int, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
     monkeypatch.setenv("BENTLEY_WAREHOUSE_URL", f"{scheme}://u:pw@127.0.0.1:{silent_port}/db")
     message = refusal(config, tmp_path / "outputs")
-    assert message == (f"cannot connect to warehouse {scheme}://u:***@127.0.0.1:{silent_port}/db: no answer within "
-                       f"{TIMEOUT_S:g} s (BENTLEY_WAREHOUSE_URL); nothing was written")
+    assert message == (
+        f"cannot connect to warehouse {scheme}://u:***@127.0.0.1:{silent_port}/db: no answer within "
+        f"{TIMEOUT_S:g} s (BENTLEY_WAREHOUSE_URL); nothing was written"
+    )
     assert tree(tmp_path) == []
 
 
 def test_a_warehouse_from_params_names_params_and_the_variable(config: Config, tmp_path: Path) -> None:
-    pointed = config.model_copy(update={"warehouse": config.warehouse.model_copy(
-        update={"url": "postgresql+psycopg://u@127.0.0.1:1/db"})})
+    pointed = config.model_copy(
+        update={"warehouse": config.warehouse.model_copy(update={"url": "postgresql+psycopg://u@127.0.0.1:1/db"})}
+    )
     message = refusal(pointed, tmp_path / "outputs")
     assert "(params warehouse.url; BENTLEY_WAREHOUSE_URL overrides it)" in message
 
 
-def test_a_server_warehouse_must_accept_writes(config: Config, tmp_path: Path, postgres_server,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_warehouse_must_accept_writes(
+    config: Config, tmp_path: Path, postgres_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real PostgreSQL: reachable and writable passes; a user who may only read is refused."""
     import psycopg
 
@@ -262,8 +289,9 @@ def test_a_server_warehouse_must_accept_writes(config: Config, tmp_path: Path, p
     check_infrastructure(config, tmp_path / "outputs", timeout_s=TIMEOUT_S)  # no tables yet: connecting is enough
     Warehouse.from_settings(None, tmp_path / "outputs").dispose()
     check_infrastructure(config, tmp_path / "outputs", timeout_s=TIMEOUT_S)  # the probe on `leases` passes
-    admin = psycopg.connect(host=str(postgres_server.folder), port=postgres_server.port, user="postgres",
-                            dbname="bentley", autocommit=True)
+    admin = psycopg.connect(
+        host=str(postgres_server.folder), port=postgres_server.port, user="postgres", dbname="bentley", autocommit=True
+    )
     try:
         admin.execute("CREATE ROLE infra_reader LOGIN PASSWORD 'reader-pw'")
         admin.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO infra_reader")
@@ -285,49 +313,69 @@ def test_a_server_warehouse_must_accept_writes(config: Config, tmp_path: Path, p
 def test_a_refused_tracking_server_is_named(config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     message = refusal(config, tmp_path / "outputs")
-    assert message == ("cannot connect to MLflow store http://127.0.0.1:1: Connection refused (MLFLOW_TRACKING_URI); "
-                       "nothing was written")
+    assert message == (
+        "cannot connect to MLflow store http://127.0.0.1:1: Connection refused (MLFLOW_TRACKING_URI); "
+        "nothing was written"
+    )
     assert tree(tmp_path) == []
 
 
-def test_a_silent_tracking_server_fails_within_the_timeout(config: Config, tmp_path: Path, silent_port: int,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_silent_tracking_server_fails_within_the_timeout(
+    config: Config, tmp_path: Path, silent_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:pw@127.0.0.1:{silent_port}")
     message = refusal(config, tmp_path / "outputs")
-    assert message == (f"cannot connect to MLflow store http://user:***@127.0.0.1:{silent_port}: no answer within "
-                       f"{TIMEOUT_S:g} s (MLFLOW_TRACKING_URI); nothing was written")
+    assert message == (
+        f"cannot connect to MLflow store http://user:***@127.0.0.1:{silent_port}: no answer within "
+        f"{TIMEOUT_S:g} s (MLFLOW_TRACKING_URI); nothing was written"
+    )
     assert tree(tmp_path) == []
 
 
 def test_mlflow_client_timeouts_are_bounded_unless_the_user_chose(clean_env: dict[str, str], root: Path) -> None:
     """MLflow's defaults (120 s, 7 retries) made a refused server cost 254 s; ours are set on import."""
-    show = "import os, bentley.tracking; print(os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'], " \
-           "os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'])"
-    ours = subprocess.run([sys.executable, "-c", show], env=clean_env, cwd=root, capture_output=True, text=True,
-                          check=True)
+    show = (
+        "import os, bentley.tracking; print(os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'], "
+        "os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'])"
+    )
+    ours = subprocess.run(
+        [sys.executable, "-c", show], env=clean_env, cwd=root, capture_output=True, text=True, check=True
+    )
     assert ours.stdout.split() == ["10", "2"]
-    theirs = subprocess.run([sys.executable, "-c", show], env={**clean_env, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"},
-                            cwd=root, capture_output=True, text=True, check=True)
+    theirs = subprocess.run(
+        [sys.executable, "-c", show],
+        env={**clean_env, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"},
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert theirs.stdout.split() == ["60", "2"]
 
 
 # --------------------------------------------------------------------------- bounds
 
 
-def test_a_check_that_hangs_is_abandoned_at_the_timeout(config: Config, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_check_that_hangs_is_abandoned_at_the_timeout(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the drivers' timeouts do not cover (DNS, a hung network file system) is bounded too."""
     monkeypatch.setattr(infra, "check_outputs", lambda _outputs: time.sleep(30))
     message = refusal(config, tmp_path / "outputs")
-    assert message == (f"outputs folder {tmp_path / 'outputs'} did not answer within {TIMEOUT_S:g} s "
-                       "(--outputs or BENTLEY_OUTPUTS); nothing was written")
+    assert message == (
+        f"outputs folder {tmp_path / 'outputs'} did not answer within {TIMEOUT_S:g} s "
+        "(--outputs or BENTLEY_OUTPUTS); nothing was written"
+    )
 
 
 def test_driver_timeouts_per_dialect() -> None:
     assert driver_timeouts(make_url("sqlite:///w.db"), 10, 30) == {"timeout": 30}
     assert driver_timeouts(make_url("postgresql+psycopg://u@h/db"), 0.5, 9) == {"connect_timeout": 2}
     assert driver_timeouts(make_url("mysql+pymysql://u@h/db"), 2.5, 600) == {
-        "connect_timeout": 3, "read_timeout": 600, "write_timeout": 600}
+        "connect_timeout": 3,
+        "read_timeout": 600,
+        "write_timeout": 600,
+    }
     assert driver_timeouts(make_url("postgresql+psycopg://u@h/db?connect_timeout=30"), 10, 10) == {}
 
 
@@ -352,8 +400,9 @@ def stop_signal() -> Iterator[Callable[[float], None]]:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def test_a_stop_request_abandons_a_wait_on_a_silent_service(silent_port: int,
-                                                            stop_signal: Callable[[float], None]) -> None:
+def test_a_stop_request_abandons_a_wait_on_a_silent_service(
+    silent_port: int, stop_signal: Callable[[float], None]
+) -> None:
     def ask() -> bytes:
         with socket.create_connection(("127.0.0.1", silent_port)) as conn:
             return conn.recv(1)  # never answered: only the signal ends the wait
@@ -373,6 +422,7 @@ def test_a_stop_request_outside_a_wait_changes_nothing(stop_signal: Callable[[fl
 
 def test_a_local_call_is_never_cut_off(stop_signal: Callable[[float], None]) -> None:
     """A local store's call writes files (its first one migrates the database): it runs to its end."""
+
     def write_slowly() -> str:
         time.sleep(0.6)  # the stop request arrives here
         return "written"
@@ -395,6 +445,7 @@ def test_failure_lines_for_storage_errors_and_none_for_bugs(tmp_path: Path) -> N
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "manifest.json"))
     assert infra.failure_line(full) == f"{tmp_path / 'manifest.json'}: No space left on device"
     assert infra.failure_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) == (
-        "storage failed: No space left on device")
+        "storage failed: No space left on device"
+    )
     assert infra.failure_line(KeyError("status")) is None
     assert infra.failure_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None

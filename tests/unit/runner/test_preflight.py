@@ -46,12 +46,14 @@ def check(
     now: dt.datetime = NOW,
 ) -> None:
     chosen = [s for s in dag if selected is None or s.name in selected]
-    check_run(config, day, logical_date_given=given, stages_arg=stages_arg, selected=chosen, run_id=run_id,
-              root=root, now=now)
+    check_run(
+        config, day, logical_date_given=given, stages_arg=stages_arg, selected=chosen, run_id=run_id, root=root, now=now
+    )
 
 
-def refusal(error: type[Exception], config: Config, root: Path, dag: Sequence[Stage], *args: dt.date,
-            **kwargs: Any) -> str:
+def refusal(
+    error: type[Exception], config: Config, root: Path, dag: Sequence[Stage], *args: dt.date, **kwargs: Any
+) -> str:
     """The one-line message `check` refuses with."""
     with pytest.raises(error) as refused:
         check(config, root, dag, *args, **kwargs)
@@ -70,8 +72,10 @@ def test_the_default_params_pass(config: Config, root: Path, dag: list[Stage]) -
 
 
 def test_a_holiday_names_the_nearest_sessions(config: Config, root: Path, dag: list[Stage]) -> None:
-    expected = ("logical date 2026-11-26 is not an XNYS session; the nearest sessions are 2026-11-25 and "
-                "2026-11-27: pass one of them as --logical-date")
+    expected = (
+        "logical date 2026-11-26 is not an XNYS session; the nearest sessions are 2026-11-25 and "
+        "2026-11-27: pass one of them as --logical-date"
+    )
     assert refusal(ParamsError, config, root, dag, dt.date(2026, 11, 26)) == expected
     # On the holiday itself it is still "no session", not "not closed yet".
     on_the_day = dt.datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
@@ -104,8 +108,7 @@ def test_a_scheduled_tick_runs_for_its_own_open_session(config: Config, root: Pa
     tick, today = "sched-20261203T1505Z", dt.date(2026, 12, 3)  # 10:05 New York
     fired = dt.datetime(2026, 12, 3, 15, 6, tzinfo=UTC)
     check(config, root, dag, today, run_id=tick, now=fired)
-    assert "has not closed yet" in refusal(ParamsError, config, root, dag, dt.date(2026, 12, 4), run_id=tick,
-                                           now=fired)
+    assert "has not closed yet" in refusal(ParamsError, config, root, dag, dt.date(2026, 12, 4), run_id=tick, now=fired)
     assert "has not closed yet" in refusal(ParamsError, config, root, dag, today, run_id=tick, now=NOW)  # not fired
     off_grid = "sched-20261203T1507Z"
     assert "has not closed yet" in refusal(ParamsError, config, root, dag, today, run_id=off_grid, now=fired)
@@ -142,8 +145,7 @@ def test_a_window_before_the_sample_epoch_names_both_dates(config: Config, root:
     check(params(root, "history.years=1"), root, dag, dt.date(2004, 6, 1))
 
 
-def test_a_csv_source_leaves_the_start_of_its_data_to_the_ingest(root: Path, dag: list[Stage],
-                                                                   tmp_path: Path) -> None:
+def test_a_csv_source_leaves_the_start_of_its_data_to_the_ingest(root: Path, dag: list[Stage], tmp_path: Path) -> None:
     folder = exports(tmp_path, "NOVA", "QBIT", "MEDX", "BBIX")
     check(params(root, "sources.market.kind=csv", f"sources.market.path={folder}"), root, dag, dt.date(2004, 6, 1))
 
@@ -174,10 +176,10 @@ def test_too_few_tickers_for_min_names(root: Path, dag: list[Stage]) -> None:
     check(two, root, dag, selected=["ingest", "etl"])  # no selected stage reads `optimize`
     small_sample = params(root, "sample.n_tickers=2")
     assert "(NOVA, QBIT; from sample.n_tickers 2): raise sample.n_tickers" in refusal(
-        ParamsError, small_sample, root, dag)
+        ParamsError, small_sample, root, dag
+    )
     with_benchmark = params(root, "universe.tickers=[NOVA, QBIT, BBIX]")
-    assert "the universe has 2 ticker(s) besides the benchmark BBIX" in refusal(
-        ParamsError, with_benchmark, root, dag)
+    assert "the universe has 2 ticker(s) besides the benchmark BBIX" in refusal(ParamsError, with_benchmark, root, dag)
 
 
 def test_an_empty_universe_is_refused(root: Path, dag: list[Stage]) -> None:
@@ -202,8 +204,9 @@ def test_unknown_sample_tickers_are_refused_with_suggestions(root: Path, dag: li
         "CURA, PTRL, SOLR, BANQ, LEDG, X0009..X0012 and the benchmark BBIX"
     )
     # Every built-in company, the generated names up to n_tickers and any benchmark name are known.
-    check(params(root, "universe.tickers=[CURA, LEDG, X0012]", "sample.n_tickers=12",
-                 "universe.benchmark=SPY"), root, dag)
+    check(
+        params(root, "universe.tickers=[CURA, LEDG, X0012]", "sample.n_tickers=12", "universe.benchmark=SPY"), root, dag
+    )
 
 
 def exports(folder: Path, *tickers: str) -> Path:
@@ -241,16 +244,26 @@ def test_a_csv_folder_needs_the_benchmark_and_enough_files(root: Path, dag: list
 # --------------------------------------------------------------------------- through the CLI
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--logical-date", "2026-11-26"], "logical date 2026-11-26 is not an XNYS session"),
-    (["--stages", ""], "--stages names no stage"),
-    (["--set", "universe.tickers=[NOVA, QBIT]", "--set", "optimize.min_names=3"], "optimize.min_names is 3"),
-])
-def test_the_cli_exits_2_with_one_line_and_writes_nothing(args: list[str], expected: str, root: Path,
-                                                          clean_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--logical-date", "2026-11-26"], "logical date 2026-11-26 is not an XNYS session"),
+        (["--stages", ""], "--stages names no stage"),
+        (["--set", "universe.tickers=[NOVA, QBIT]", "--set", "optimize.min_names=3"], "optimize.min_names is 3"),
+    ],
+)
+def test_the_cli_exits_2_with_one_line_and_writes_nothing(
+    args: list[str], expected: str, root: Path, clean_env: dict[str, str], tmp_path: Path
+) -> None:
     outputs = tmp_path / "outputs"
-    result = subprocess.run([sys.executable, "-m", "runner", "run", "--profile", "ci", "--outputs", str(outputs),
-                             *args], cwd=root, env=clean_env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "run", "--profile", "ci", "--outputs", str(outputs), *args],
+        cwd=root,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert result.stdout == ""

@@ -98,9 +98,17 @@ def test_both_ends_of_the_trading_window_are_included(config: Config) -> None:
 
 
 def test_market_hours_narrower_than_the_session_win(config: Config) -> None:
-    narrow = config.model_copy(update={"workflow": config.workflow.model_copy(update={
-        "market_hours": config.workflow.market_hours.model_copy(update={"open": dt.time(11), "close": dt.time(14)}),
-    })})
+    narrow = config.model_copy(
+        update={
+            "workflow": config.workflow.model_copy(
+                update={
+                    "market_hours": config.workflow.market_hours.model_copy(
+                        update={"open": dt.time(11), "close": dt.time(14)}
+                    ),
+                }
+            )
+        }
+    )
     assert hours(ticks_on("2025-06-02", narrow)) == ["11:05", "12:05", "13:05"]
 
 
@@ -142,7 +150,10 @@ def test_next_and_previous_ticks_step_over_weekends_and_holidays(config: Config)
     assert next_tick(ny("2025-06-02", "10:05"), s, w).fire_at == ny("2025-06-02", "11:05")  # strictly after
     back = previous_ticks(ny("2025-06-02", "10:30"), 3, s, w)
     assert [t.fire_at for t in back] == [
-        ny("2025-05-30", "14:05"), ny("2025-05-30", "15:05"), ny("2025-06-02", "10:05")]
+        ny("2025-05-30", "14:05"),
+        ny("2025-05-30", "15:05"),
+        ny("2025-06-02", "10:05"),
+    ]
     assert previous_ticks(ny("2025-06-02", "10:05"), 1, s, w)[0].fire_at == ny("2025-06-02", "10:05")  # inclusive
 
 
@@ -161,15 +172,30 @@ def test_the_runner_uses_the_librarys_fire_time_math() -> None:
     """One grid for the scheduler and the health checks; runner.schedule re-exports its names."""
     from bentley import schedule_times
 
-    for name in ("Tick", "day_ticks", "fire_times", "next_tick", "previous_ticks", "upcoming_ticks", "due_ticks",
-                 "run_id_for", "fire_at_from_run_id", "trading_window", "RUN_ID_PREFIX", "DUE_WINDOW"):
+    for name in (
+        "Tick",
+        "day_ticks",
+        "fire_times",
+        "next_tick",
+        "previous_ticks",
+        "upcoming_ticks",
+        "due_ticks",
+        "run_id_for",
+        "fire_at_from_run_id",
+        "trading_window",
+        "RUN_ID_PREFIX",
+        "DUE_WINDOW",
+    ):
         assert getattr(sched, name) is getattr(schedule_times, name), name
 
 
 def test_the_trading_window_is_market_hours_inside_the_session(config: Config) -> None:
     from bentley.schedule_times import trading_window
 
-    assert trading_window(dt.date(2025, 6, 2), config.workflow) == (ny("2025-06-02", "09:30"), ny("2025-06-02", "16:00"))
+    assert trading_window(dt.date(2025, 6, 2), config.workflow) == (
+        ny("2025-06-02", "09:30"),
+        ny("2025-06-02", "16:00"),
+    )
     assert trading_window(dt.date(2025, 11, 28), config.workflow)[1] == ny("2025-11-28", "13:00")
     assert trading_window(dt.date(2025, 7, 4), config.workflow) is None
 
@@ -212,7 +238,8 @@ def test_catch_up_latest_runs_the_most_recent_missed_tick_only(config: Config) -
     s, w = config.schedule, config.workflow
     now = ny("2025-06-02", "13:30")
     assert [t.fire_at for t in due_ticks(ny("2025-05-30", "12:05"), now, s, w, catch_up="latest")] == [
-        ny("2025-06-02", "13:05")]
+        ny("2025-06-02", "13:05")
+    ]
     assert due_ticks(ny("2025-06-02", "13:05"), now, s, w, catch_up="latest") == []
     assert [t.fire_at for t in due_ticks(None, now, s, w, catch_up="latest")] == [ny("2025-06-02", "13:05")]
     overnight = due_ticks(ny("2025-06-02", "14:05"), ny("2025-06-02", "22:00"), s, w, catch_up="latest")
@@ -223,9 +250,13 @@ def test_catch_up_all_runs_every_missed_tick_in_order_capped_to_the_latest(confi
     s, w = config.schedule, config.workflow
     now = ny("2025-06-02", "12:30")
     missed = due_ticks(ny("2025-05-30", "13:05"), now, s, w, catch_up="all", max_catch_up=24)
-    assert [t.fire_at for t in missed] == [ny("2025-05-30", "14:05"), ny("2025-05-30", "15:05"),
-                                           ny("2025-06-02", "10:05"), ny("2025-06-02", "11:05"),
-                                           ny("2025-06-02", "12:05")]
+    assert [t.fire_at for t in missed] == [
+        ny("2025-05-30", "14:05"),
+        ny("2025-05-30", "15:05"),
+        ny("2025-06-02", "10:05"),
+        ny("2025-06-02", "11:05"),
+        ny("2025-06-02", "12:05"),
+    ]
     capped = due_ticks(ny("2025-05-30", "13:05"), now, s, w, catch_up="all", max_catch_up=2)
     assert [t.fire_at for t in capped] == [ny("2025-06-02", "11:05"), ny("2025-06-02", "12:05")]
     assert due_ticks(ny("2025-06-02", "12:05"), now, s, w, catch_up="all") == []
@@ -237,7 +268,8 @@ def test_catch_up_defaults_come_from_params(config: Config) -> None:
     assert config.schedule.catch_up == "latest"
     now = ny("2025-06-02", "13:30")
     assert due_ticks(ny("2025-06-02", "10:05"), now, config.schedule, config.workflow) == due_ticks(
-        ny("2025-06-02", "10:05"), now, config.schedule, config.workflow, catch_up="latest")
+        ny("2025-06-02", "10:05"), now, config.schedule, config.workflow, catch_up="latest"
+    )
     with pytest.raises(ValueError, match="unknown catch_up"):
         due_ticks(None, now, config.schedule, config.workflow, catch_up="sometimes")
 
@@ -251,19 +283,25 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_dry_run_prints_the_next_fire_times_and_touches_nothing(tmp_path: Path, root: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dry_run_prints_the_next_fire_times_and_touches_nothing(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("BENTLEY_WAREHOUSE_URL", raising=False)
     outputs = tmp_path / "out"
     console = Console(record=True, width=200, file=io.StringIO())
-    code = sched.command(parse(["--dry-run", "4", "--now", "2025-11-27T09:00", "--outputs", str(outputs)]),
-                         root, console)
+    code = sched.command(
+        parse(["--dry-run", "4", "--now", "2025-11-27T09:00", "--outputs", str(outputs)]), root, console
+    )
     text = console.export_text()
     assert code == 0
     lines = [line.split() for line in text.splitlines() if line.strip().startswith("sched-")]
     # Thanksgiving (closed), then the early close on Friday, then Monday
-    assert [line[0] for line in lines] == ["sched-20251128T1505Z", "sched-20251128T1605Z", "sched-20251128T1705Z",
-                                           "sched-20251201T1505Z"]
+    assert [line[0] for line in lines] == [
+        "sched-20251128T1505Z",
+        "sched-20251128T1605Z",
+        "sched-20251128T1705Z",
+        "sched-20251201T1505Z",
+    ]
     assert lines[0][1:4] == ["2025-11-28", "10:05", "EST"]
     assert lines[0][4:7] == ["2025-11-28", "15:05", "UTC"]
     assert lines[-1][-1] == "2025-12-01"  # logical date
@@ -316,10 +354,20 @@ class FakeRuns:
     def __call__(self, tick: Tick, overrides: list[str], stop: threading.Event) -> int:
         self.calls.append((tick.run_id, tick.logical_date, list(overrides)))
         if self.code != sched.EXIT_BUSY:
-            self.warehouse.upsert("pipeline_runs", pd.DataFrame([{
-                "run_id": tick.run_id, "status": "success" if self.code == 0 else "failed",
-                "logical_date": tick.logical_date, "started_at": tick.fire_at, "ended_at": tick.fire_at,
-            }]))
+            self.warehouse.upsert(
+                "pipeline_runs",
+                pd.DataFrame(
+                    [
+                        {
+                            "run_id": tick.run_id,
+                            "status": "success" if self.code == 0 else "failed",
+                            "logical_date": tick.logical_date,
+                            "started_at": tick.fire_at,
+                            "ended_at": tick.fire_at,
+                        }
+                    ]
+                ),
+            )
         if self.stop_after is not None and len(self.calls) >= self.stop_after:
             stop.set()
         return self.code
@@ -332,19 +380,35 @@ def warehouse(tmp_path: Path) -> Warehouse:
     w.dispose()
 
 
-def scheduler(config: Config, warehouse: Warehouse, runs: FakeRuns, clock: FrozenClock, tmp_path: Path,
-              overrides: tuple[str, ...] = ()) -> tuple[Scheduler, Console]:
+def scheduler(
+    config: Config,
+    warehouse: Warehouse,
+    runs: FakeRuns,
+    clock: FrozenClock,
+    tmp_path: Path,
+    overrides: tuple[str, ...] = (),
+) -> tuple[Scheduler, Console]:
     console = Console(record=True, width=240, file=io.StringIO())
-    return Scheduler(config, tmp_path, runs, console, overrides=overrides, clock=clock, warehouse=warehouse,
-                     scheduler_id="testhost:1:abc"), console
+    return Scheduler(
+        config,
+        tmp_path,
+        runs,
+        console,
+        overrides=overrides,
+        clock=clock,
+        warehouse=warehouse,
+        scheduler_id="testhost:1:abc",
+    ), console
 
 
-def test_the_loop_fires_the_due_tick_once_and_writes_heartbeats(config: Config, warehouse: Warehouse,
-                                                                 tmp_path: Path) -> None:
+def test_the_loop_fires_the_due_tick_once_and_writes_heartbeats(
+    config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
     runs = FakeRuns(warehouse)
     clock = FrozenClock(ny("2025-06-02", "10:04:50"), until=ny("2025-06-02", "10:06:30"))
-    loop, console = scheduler(with_schedule(config, catch_up="none"), warehouse, runs, clock, tmp_path,
-                              overrides=("sample.n_tickers=3",))
+    loop, console = scheduler(
+        with_schedule(config, catch_up="none"), warehouse, runs, clock, tmp_path, overrides=("sample.n_tickers=3",)
+    )
     assert loop.loop() == 0
     assert runs.calls == [("sched-20250602T1405Z", dt.date(2025, 6, 2), ["sample.n_tickers=3"])]
     beat = warehouse.read("scheduler_heartbeats").iloc[0]
@@ -365,13 +429,19 @@ def test_the_loop_catches_up_on_start_then_waits(config: Config, warehouse: Ware
 
 
 @pytest.mark.parametrize("status", ["interrupted", "crashed", "running"])
-def test_a_tick_whose_run_did_not_finish_runs_again(status: str, config: Config, warehouse: Warehouse,
-                                                    tmp_path: Path) -> None:
-    warehouse.upsert("pipeline_runs", pd.DataFrame([
-        {"run_id": "sched-20250530T1905Z", "status": "success"},
-        {"run_id": "sched-20250602T1405Z", "status": status},
-        {"run_id": "20250602T150000Z-abcdef", "status": "success"},  # a manual run is not a tick
-    ]))
+def test_a_tick_whose_run_did_not_finish_runs_again(
+    status: str, config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    warehouse.upsert(
+        "pipeline_runs",
+        pd.DataFrame(
+            [
+                {"run_id": "sched-20250530T1905Z", "status": "success"},
+                {"run_id": "sched-20250602T1405Z", "status": status},
+                {"run_id": "20250602T150000Z-abcdef", "status": "success"},  # a manual run is not a tick
+            ]
+        ),
+    )
     runs = FakeRuns(warehouse)
     loop, _ = scheduler(config, warehouse, runs, FrozenClock(ny("2025-06-02", "10:45")), tmp_path)
     assert loop.last_done() == ny("2025-05-30", "15:05")
@@ -390,10 +460,12 @@ def test_a_run_stopped_by_the_scheduler_says_so(config: Config, warehouse: Wareh
     assert warehouse.read("scheduler_heartbeats")["status"].tolist() == ["stopped"]
 
 
-def test_a_busy_tick_is_logged_with_its_holder_and_not_retried(config: Config, warehouse: Warehouse,
-                                                               tmp_path: Path) -> None:
-    warehouse.upsert("leases", pd.DataFrame([{"name": "pipeline", "holder": "otherhost:77:def",
-                                              "run_id": "manual-1", "version": 1}]))
+def test_a_busy_tick_is_logged_with_its_holder_and_not_retried(
+    config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    warehouse.upsert(
+        "leases", pd.DataFrame([{"name": "pipeline", "holder": "otherhost:77:def", "run_id": "manual-1", "version": 1}])
+    )
     runs = FakeRuns(warehouse, code=sched.EXIT_BUSY)
     clock = FrozenClock(ny("2025-06-02", "10:04:59"), until=ny("2025-06-02", "10:08"))
     loop, console = scheduler(with_schedule(config, catch_up="none"), warehouse, runs, clock, tmp_path)
@@ -402,39 +474,66 @@ def test_a_busy_tick_is_logged_with_its_holder_and_not_retried(config: Config, w
     assert "tick sched-20250602T1405Z skipped: otherhost:77:def (run manual-1) is running" in console.export_text()
 
 
-def test_retraining_required_adds_the_override_to_that_run(config: Config, warehouse: Warehouse,
-                                                           tmp_path: Path) -> None:
-    warehouse.upsert("model_monitoring", pd.DataFrame([
-        {"run_id": "r1", "model_name": "m", "model_version": "3", "as_of": dt.date(2025, 5, 29),
-         "retraining_required": False, "reason": "fine"},
-        {"run_id": "r2", "model_name": "m", "model_version": "3", "as_of": dt.date(2025, 5, 30),
-         "retraining_required": True, "reason": "accuracy fell 12%"},
-    ]))
+def test_retraining_required_adds_the_override_to_that_run(
+    config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    warehouse.upsert(
+        "model_monitoring",
+        pd.DataFrame(
+            [
+                {
+                    "run_id": "r1",
+                    "model_name": "m",
+                    "model_version": "3",
+                    "as_of": dt.date(2025, 5, 29),
+                    "retraining_required": False,
+                    "reason": "fine",
+                },
+                {
+                    "run_id": "r2",
+                    "model_name": "m",
+                    "model_version": "3",
+                    "as_of": dt.date(2025, 5, 30),
+                    "retraining_required": True,
+                    "reason": "accuracy fell 12%",
+                },
+            ]
+        ),
+    )
     runs = FakeRuns(warehouse, stop_after=1)
-    loop, console = scheduler(config, warehouse, runs, FrozenClock(ny("2025-06-02", "10:05:01")), tmp_path,
-                              overrides=("a.b=1",))
+    loop, console = scheduler(
+        config, warehouse, runs, FrozenClock(ny("2025-06-02", "10:05:01")), tmp_path, overrides=("a.b=1",)
+    )
     loop.loop()
     assert runs.calls[0][2] == ["a.b=1", "ml.retrain=true"]
     assert "needs retraining (accuracy fell 12%); this run sets ml.retrain=true" in console.export_text()
 
 
-def test_no_retraining_override_when_the_latest_row_is_fine(config: Config, warehouse: Warehouse,
-                                                            tmp_path: Path) -> None:
-    warehouse.upsert("model_monitoring", pd.DataFrame([
-        {"run_id": "r1", "model_name": "m", "as_of": dt.date(2025, 5, 29), "retraining_required": True},
-        {"run_id": "r2", "model_name": "m", "as_of": dt.date(2025, 5, 30), "retraining_required": False},
-    ]))
+def test_no_retraining_override_when_the_latest_row_is_fine(
+    config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    warehouse.upsert(
+        "model_monitoring",
+        pd.DataFrame(
+            [
+                {"run_id": "r1", "model_name": "m", "as_of": dt.date(2025, 5, 29), "retraining_required": True},
+                {"run_id": "r2", "model_name": "m", "as_of": dt.date(2025, 5, 30), "retraining_required": False},
+            ]
+        ),
+    )
     runs = FakeRuns(warehouse, stop_after=1)
     loop, _ = scheduler(config, warehouse, runs, FrozenClock(ny("2025-06-02", "10:05:01")), tmp_path)
     loop.loop()
     assert runs.calls[0][2] == []
 
 
-def test_once_runs_the_latest_past_tick_when_nothing_is_due(config: Config, warehouse: Warehouse,
-                                                            tmp_path: Path) -> None:
+def test_once_runs_the_latest_past_tick_when_nothing_is_due(
+    config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
     runs = FakeRuns(warehouse, code=1)
-    loop, _ = scheduler(with_schedule(config, catch_up="none"), warehouse, runs,
-                        FrozenClock(ny("2025-06-02", "10:45")), tmp_path)
+    loop, _ = scheduler(
+        with_schedule(config, catch_up="none"), warehouse, runs, FrozenClock(ny("2025-06-02", "10:45")), tmp_path
+    )
     assert loop.once() == 1, "the run's exit code"
     assert [c[0] for c in runs.calls] == ["sched-20250602T1405Z"]
     assert warehouse.read("scheduler_heartbeats").empty, "--once keeps no heartbeat"
@@ -447,13 +546,17 @@ def test_once_treats_busy_as_done_elsewhere(config: Config, warehouse: Warehouse
     assert "tick sched-20250602T1405Z skipped: another runner is running" in console.export_text()
 
 
-@pytest.mark.parametrize("error", [
-    "ParamsError: params/default.yaml:3: sample.seed: bad",
-    # A data cell `[/]` or `[bold]` in an error used to crash the console and end the scheduler.
-    "ValueError: data/prices/NOVA.csv:3: close: '[/]' and '[bold]x' are not numbers",
-])
-def test_a_tick_that_raises_does_not_end_the_loop(error: str, config: Config, warehouse: Warehouse,
-                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        "ParamsError: params/default.yaml:3: sample.seed: bad",
+        # A data cell `[/]` or `[bold]` in an error used to crash the console and end the scheduler.
+        "ValueError: data/prices/NOVA.csv:3: close: '[/]' and '[bold]x' are not numbers",
+    ],
+)
+def test_a_tick_that_raises_does_not_end_the_loop(
+    error: str, config: Config, warehouse: Warehouse, tmp_path: Path
+) -> None:
     from bentley.config import ParamsError
 
     kind, message = error.split(": ", 1)
@@ -472,14 +575,14 @@ def test_a_tick_that_raises_does_not_end_the_loop(error: str, config: Config, wa
         scheduler(config, warehouse, broken, FrozenClock(ny("2025-06-02", "10:45")), tmp_path)[0].once()
 
 
-def test_the_stop_event_ends_the_loop_with_status_stopped(config: Config, warehouse: Warehouse,
-                                                          tmp_path: Path) -> None:
+def test_the_stop_event_ends_the_loop_with_status_stopped(config: Config, warehouse: Warehouse, tmp_path: Path) -> None:
     runs = FakeRuns(warehouse)
     stop = threading.Event()
     stop.set()  # e.g. SIGTERM before the first poll
     console = Console(record=True, width=200, file=io.StringIO())
-    loop = Scheduler(config, tmp_path, runs, console, clock=FrozenClock(ny("2025-06-02", "10:05:01")),
-                     stop=stop, warehouse=warehouse)
+    loop = Scheduler(
+        config, tmp_path, runs, console, clock=FrozenClock(ny("2025-06-02", "10:05:01")), stop=stop, warehouse=warehouse
+    )
     assert loop.loop() == 0
     assert runs.calls == []
     beats = warehouse.read("scheduler_heartbeats")

@@ -35,8 +35,15 @@ def test_notebook_imports_are_the_top_level_imports_of_its_code_cells(tmp_path: 
         parameters="import not_in_the_parameters_cell\nrun_id = None",
     )
     assert execute.notebook_imports(path) == (
-        "json", "bentley", "bentley.reporting", "bentley.stage", "bentley.models", "bentley.models.lifecycle",
-        "os.path", "x")
+        "json",
+        "bentley",
+        "bentley.reporting",
+        "bentley.stage",
+        "bentley.models",
+        "bentley.models.lifecycle",
+        "os.path",
+        "x",
+    )
     assert execute.code_cells(path) == 5 + 1  # papermill adds the injected-parameters cell
 
 
@@ -53,11 +60,17 @@ def test_the_real_notebooks_warm_what_they_import(root: Path) -> None:
 
 def test_the_breakdown_shares_each_cells_time_by_its_samples(tmp_path: Path) -> None:
     timing = tmp_path / "s.timing.json"
-    timing.write_text(json.dumps({"cells": [
-        {"import": 9, "compute": 1, "cpu_s": 0.5},
-        {"compute": 1, "charts": 2, "report": 1, "cpu_s": 1.0},
-        {"cpu_s": 0.25},  # too short to be sampled
-    ]}))
+    timing.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"import": 9, "compute": 1, "cpu_s": 0.5},
+                    {"compute": 1, "charts": 2, "report": 1, "cpu_s": 1.0},
+                    {"cpu_s": 0.25},  # too short to be sampled
+                ]
+            }
+        )
+    )
     parts = execute.breakdown([1.0, 4.0, 0.5], timing)
     assert parts == {"import": 0.9, "compute": 0.1 + 1.0 + 0.5, "charts": 2.0, "report": 1.0, "cpu": 1.75}
     assert execute.breakdown([1.0, 2.0], None) == {"import": 0.0, "compute": 3.0, "charts": 0.0, "report": 0.0}
@@ -101,14 +114,23 @@ def test_the_parameters_cell_is_read_as_papermill_reads_it(root: Path) -> None:
     assert parameters_cell_names(json.dumps(odd).encode()) is None  # papermill decides
 
 
-def test_progress_lines_reach_the_terminal_every_few_seconds(tmp_path: Path, root: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_lines_reach_the_terminal_every_few_seconds(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from types import SimpleNamespace
 
     stages = build_dag(load_pipeline(root / "params" / "pipeline.yaml"), root, 30, "pipeline.yaml")
     train = next(s for s in stages if s.name == "train")
-    ctx = StageContext(stage="train", run_id="r", logical_date=None, profile="ci", outputs=tmp_path,  # type: ignore[arg-type]
-                       root=root, params=SimpleNamespace(), interactive=False)
+    ctx = StageContext(
+        stage="train",
+        run_id="r",
+        logical_date=None,
+        profile="ci",
+        outputs=tmp_path,  # type: ignore[arg-type]
+        root=root,
+        params=SimpleNamespace(),
+        interactive=False,
+    )
     console = Console(record=True, width=200)
     progress = _Progress(console, ctx.run_dir, enabled=True)
     clock = [1000.0]

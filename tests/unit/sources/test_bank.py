@@ -30,18 +30,14 @@ CARD = LEDGER / "card.qfx"
 BROKERAGE = LEDGER / "brokerage.qfx"
 TRANSACTIONS_CSV = LEDGER / "transactions.csv"
 HOLDINGS = FIXTURES / "holdings.csv"
-JANUARY = FetchRequest(
-    dt.date(2024, 1, 1), dt.date(2024, 1, 31), ("NOVA", "QBIT"), as_of=dt.date(2024, 1, 12)
-)
+JANUARY = FetchRequest(dt.date(2024, 1, 1), dt.date(2024, 1, 31), ("NOVA", "QBIT"), as_of=dt.date(2024, 1, 12))
 
 
 def transactions(path: Path | None, request: FetchRequest = JANUARY) -> pd.DataFrame:
     return FilePortfolioSource(transactions=path, holdings=None).fetch("transactions", request)
 
 
-def holdings(
-    path: Path | None, request: FetchRequest = JANUARY
-) -> tuple[pd.DataFrame, FilePortfolioSource]:
+def holdings(path: Path | None, request: FetchRequest = JANUARY) -> tuple[pd.DataFrame, FilePortfolioSource]:
     source = FilePortfolioSource(transactions=None, holdings=path)
     return source.fetch("holdings", request), source
 
@@ -139,12 +135,7 @@ def test_csv_transactions() -> None:
         "checking",
     ]
     assert frame["txn_id"].is_unique  # two identical coffees are two transactions
-    expected = (
-        "csv:"
-        + hashlib.sha1(
-            b"transactions.csv|2024-01-02|1234.5|ACME CORP PAYROLL|checking|0"
-        ).hexdigest()
-    )
+    expected = "csv:" + hashlib.sha1(b"transactions.csv|2024-01-02|1234.5|ACME CORP PAYROLL|checking|0").hexdigest()
     assert frame["txn_id"].iloc[0] == expected
     assert transactions(TRANSACTIONS_CSV)["txn_id"].tolist() == frame["txn_id"].tolist()
 
@@ -190,9 +181,7 @@ def test_non_utf8_transaction_csv(tmp_path: Path) -> None:
     content = "Date,Amount,Description,Account\n01/02/2024,5,Caf\u00e9,checking\n".encode("cp1252")
     path = write(tmp_path, "export.csv", content)
     offset = content.index(b"\xe9")
-    assert f"export.csv: not UTF-8 text (byte 0xe9 at offset {offset}, line 2)" in source_error(
-        transactions, path
-    )
+    assert f"export.csv: not UTF-8 text (byte 0xe9 at offset {offset}, line 2)" in source_error(transactions, path)
 
 
 # --------------------------------------------------------------------------- OFX and QFX
@@ -208,9 +197,7 @@ def test_ofx_bank_statement() -> None:
     ]
     assert frame["amount"].tolist() == [-45.0, 1900.0, -1250.0]
     # 23:00 at -05:00 is the next day in UTC; the bank's own date is kept.
-    assert frame["date"].tolist() == list(
-        pd.to_datetime(["2024-01-03", "2024-01-05", "2024-01-08"])
-    )
+    assert frame["date"].tolist() == list(pd.to_datetime(["2024-01-03", "2024-01-05", "2024-01-08"]))
     assert frame["description"].tolist() == [
         "CITY POWER & LIGHT - ELECTRIC BILL DEC",
         "ACME CORP PAYROLL",
@@ -255,9 +242,7 @@ def test_a_folder_inside_the_ledger_folder_is_an_error(tmp_path: Path) -> None:
     (tmp_path / ".gitkeep").touch()
     assert len(transactions(tmp_path)) == 3
     (tmp_path / "2023").mkdir()
-    assert f"{tmp_path}: '2023' is a folder; files in subfolders are not read" in source_error(
-        transactions, tmp_path
-    )
+    assert f"{tmp_path}: '2023' is a folder; files in subfolders are not read" in source_error(transactions, tmp_path)
 
 
 def test_overlapping_statements_are_merged(tmp_path: Path) -> None:
@@ -268,12 +253,8 @@ def test_overlapping_statements_are_merged(tmp_path: Path) -> None:
 
 def test_window_filters_transactions() -> None:
     frame = transactions(LEDGER, FetchRequest(dt.date(2024, 1, 4), dt.date(2024, 1, 8)))
-    assert frame["date"].min() == pd.Timestamp("2024-01-04") and frame[
-        "date"
-    ].max() == pd.Timestamp("2024-01-08")
-    december = transactions(
-        TRANSACTIONS_CSV, FetchRequest(dt.date(2023, 12, 1), dt.date(2023, 12, 31))
-    )
+    assert frame["date"].min() == pd.Timestamp("2024-01-04") and frame["date"].max() == pd.Timestamp("2024-01-08")
+    december = transactions(TRANSACTIONS_CSV, FetchRequest(dt.date(2023, 12, 1), dt.date(2023, 12, 31)))
     assert december["description"].tolist() == ["CITY POWER & LIGHT"]
 
 
@@ -319,9 +300,7 @@ def test_broken_ofx_names_the_file_and_the_complaint(
 
 def test_transaction_paths(tmp_path: Path) -> None:
     assert "no such file or folder" in source_error(transactions, tmp_path / "missing.ofx")
-    assert "not a .csv, .ofx or .qfx file" in source_error(
-        transactions, write(tmp_path, "ledger.xlsx", b"PK")
-    )
+    assert "not a .csv, .ofx or .qfx file" in source_error(transactions, write(tmp_path, "ledger.xlsx", b"PK"))
     empty = transactions(None)
     assert empty.empty
     assert_contract(empty, schemas.TRANSACTIONS)
@@ -376,9 +355,7 @@ def test_malformed_holdings(tmp_path: Path, content: str, problem: str) -> None:
 
 def test_holdings_need_as_of_and_a_path() -> None:
     no_date = FetchRequest(dt.date(2024, 1, 1), dt.date(2024, 1, 31), ("NOVA",))
-    assert "holdings are a snapshot; the request needs as_of" in source_error(
-        holdings, HOLDINGS, no_date
-    )
+    assert "holdings are a snapshot; the request needs as_of" in source_error(holdings, HOLDINGS, no_date)
     empty, _ = holdings(None)
     assert empty.empty
     assert_contract(empty, schemas.HOLDINGS)

@@ -51,9 +51,7 @@ YAHOO_HEADER = "Date,Open,High,Low,Close,Adj Close,Volume"
 GOOD_ROWS = ("2024-01-02,10,11,9,10.5,10.5,1000", "2024-01-03,10.5,11.5,10,11,11,1200")
 
 
-def request(
-    start: str = "2024-01-01", end: str = "2024-01-31", tickers: tuple[str, ...] = ALL
-) -> FetchRequest:
+def request(start: str = "2024-01-01", end: str = "2024-01-31", tickers: tuple[str, ...] = ALL) -> FetchRequest:
     return FetchRequest(dt.date.fromisoformat(start), dt.date.fromisoformat(end), tickers)
 
 
@@ -91,9 +89,7 @@ def yahoo(*rows: str, header: str = YAHOO_HEADER) -> str:
 def fetch_nova(folder: Path, content: str | bytes) -> pd.DataFrame:
     """NOVA.csv with `content`, all of 2024 fetched from a folder source."""
     write(folder, "NOVA.csv", content)
-    return CsvMarketSource(folder, BENCHMARK).fetch(
-        "prices", request("2024-01-01", "2024-12-31", ("NOVA",))
-    )
+    return CsvMarketSource(folder, BENCHMARK).fetch("prices", request("2024-01-01", "2024-12-31", ("NOVA",)))
 
 
 def raises(text: str) -> AbstractContextManager[pytest.ExceptionInfo[SourceError]]:
@@ -116,9 +112,7 @@ def test_folder_prices_follow_the_contract() -> None:
 def test_folder_and_long_files_give_identical_frames() -> None:
     folder = CsvMarketSource(FOLDER, BENCHMARK).fetch("prices", request())
     for path in (LONG_CSV, LONG_PARQUET):
-        pd.testing.assert_frame_equal(
-            CsvMarketSource(path, BENCHMARK).fetch("prices", request()), folder
-        )
+        pd.testing.assert_frame_equal(CsvMarketSource(path, BENCHMARK).fetch("prices", request()), folder)
 
 
 def test_yahoo_export_with_offsets_splits_and_dividends() -> None:
@@ -126,15 +120,11 @@ def test_yahoo_export_with_offsets_splits_and_dividends() -> None:
     prices = CsvMarketSource(FOLDER, BENCHMARK).fetch("prices", request(tickers=("NOVA", "QBIT")))
     nova = prices[prices["ticker"] == "NOVA"].set_index("date")
     assert list(nova.index) == list(SESSIONS)  # local dates, not shifted to UTC
-    assert nova["split_ratio"].to_dict() == {
-        d: (2.0 if d == pd.Timestamp("2024-01-10") else 1.0) for d in SESSIONS
-    }
+    assert nova["split_ratio"].to_dict() == {d: (2.0 if d == pd.Timestamp("2024-01-10") else 1.0) for d in SESSIONS}
     assert nova.loc["2024-01-09", "adj_close"] == pytest.approx(nova.loc["2024-01-09", "close"] / 2)
     assert nova.loc["2024-01-10", "volume"] == 2 * (1_000_000 + 12_345 * 6)
     qbit = prices[prices["ticker"] == "QBIT"].set_index("date")
-    assert qbit["dividend"].to_dict() == {
-        d: (0.25 if d == pd.Timestamp("2024-01-08") else 0.0) for d in SESSIONS
-    }
+    assert qbit["dividend"].to_dict() == {d: (0.25 if d == pd.Timestamp("2024-01-08") else 0.0) for d in SESSIONS}
     assert (qbit["split_ratio"] == 1.0).all()
 
 
@@ -157,9 +147,7 @@ ROW = "2024-01-02,10,11,9,10.5,10.25,1000"
         ("Volume,Adj_Close,Close,Low,High,Open,Date", "1000,10.25,10.5,9,11,10,2024-01-02"),
     ],
 )
-def test_headers_match_whatever_their_case_spaces_and_underscores(
-    tmp_path: Path, header: str, row: str
-) -> None:
+def test_headers_match_whatever_their_case_spaces_and_underscores(tmp_path: Path, header: str, row: str) -> None:
     prices = fetch_nova(tmp_path, yahoo(row, header=header))
     fields = ["date", "open", "high", "low", "close", "adj_close", "volume"]
     assert prices[fields].values.tolist() == [[SESSIONS[0], 10.0, 11.0, 9.0, 10.5, 10.25, 1000]]
@@ -177,9 +165,7 @@ def test_yfinance_download_layout(tmp_path: Path) -> None:
         [SESSIONS[1], 11.0, 11.0, 1200],
     ]
     with raises("NOVA.csv: column 'Close' has text where a number belongs (line 5: 'x')"):
-        fetch_nova(
-            tmp_path, yahoo(rows[0], "2024-01-03,x,1,1,1,1", header=YFINANCE_HEADER.format("NOVA"))
-        )
+        fetch_nova(tmp_path, yahoo(rows[0], "2024-01-03,x,1,1,1,1", header=YFINANCE_HEADER.format("NOVA")))
     with raises("NOVA.csv: holds ticker 'QBIT', not 'NOVA'"):
         fetch_nova(tmp_path, yahoo(*rows, header=YFINANCE_HEADER.format("QBIT")))
     two = "Price,Close,Close\nTicker,NOVA,QBIT\nDate,,\n2024-01-02,1,2\n"
@@ -226,7 +212,11 @@ def test_a_type_column_states_each_tickers_type(tmp_path: Path) -> None:
     )
     source = CsvMarketSource(long, BENCHMARK)
     assert source.instrument_types(["SPX", "VFIAX", "QQQ", "NOVA", "^VIX"]) == {
-        "SPX": "index", "VFIAX": "fund", "QQQ": "etf", "NOVA": "equity", "^VIX": "index",
+        "SPX": "index",
+        "VFIAX": "fund",
+        "QQQ": "etf",
+        "NOVA": "equity",
+        "^VIX": "index",
     }
     assert list(source.fetch("prices", request(tickers=("SPX",))).columns) == schemas.PRICES.column_names
     folder = tmp_path / "folder"
@@ -258,13 +248,17 @@ def test_a_bad_type_names_the_file_column_line_and_ticker(tmp_path: Path) -> Non
     )
     with raises(f"{path}: column 'type' gives ticker 'NOVA' two types: 'equity' (line 2) and 'index' (line 3)"):
         CsvMarketSource(path, BENCHMARK).fetch("prices", request(tickers=("NOVA",)))
-    nova = write(tmp_path / "folder", "NOVA.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,1,stock", header=YAHOO_HEADER + ",type"))
+    nova = write(
+        tmp_path / "folder", "NOVA.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,1,stock", header=YAHOO_HEADER + ",type")
+    )
     with raises(f"{nova}: column 'type', line 2, ticker 'NOVA': 'stock' is not an instrument type"):
         CsvMarketSource(nova.parent, BENCHMARK).instrument_types(["NOVA"])
 
 
 def test_two_type_columns_are_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, "NOVA.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,1,etf,etf", header=YAHOO_HEADER + ",type,Quote Type"))
+    path = write(
+        tmp_path, "NOVA.csv", yahoo("2024-01-02,10,11,9,10.5,10.5,1,etf,etf", header=YAHOO_HEADER + ",type,Quote Type")
+    )
     with raises(f"{path}: columns 'type' and 'Quote Type' are both the 'instrument_type' column"):
         CsvMarketSource(tmp_path, BENCHMARK).instrument_types(["NOVA"])
 
@@ -303,15 +297,7 @@ def test_daylight_saving_offsets_are_not_mixed(tmp_path: Path) -> None:
 
 
 def test_byte_order_mark_and_blank_lines_are_accepted(tmp_path: Path) -> None:
-    content = (
-        "\ufeff"
-        + YAHOO_HEADER
-        + "\r\n"
-        + GOOD_ROWS[0]
-        + "\r\n\r\n,,,,,,\r\n"
-        + GOOD_ROWS[1]
-        + "\r\n"
-    ).encode()
+    content = ("\ufeff" + YAHOO_HEADER + "\r\n" + GOOD_ROWS[0] + "\r\n\r\n,,,,,,\r\n" + GOOD_ROWS[1] + "\r\n").encode()
     assert len(fetch_nova(tmp_path, content)) == 2
 
 
@@ -338,9 +324,7 @@ def test_long_file_is_reread_when_it_changes(tmp_path: Path) -> None:
     path = write(tmp_path, "long.csv", LONG_CSV.read_text())
     source = CsvMarketSource(path, BENCHMARK)
     assert source.available_tickers() == ["NOVA", "QBIT"]
-    write(
-        tmp_path, "long.csv", "date,ticker,open,high,low,close,volume\n2024-01-02,ZETA,1,1,1,1,1\n"
-    )
+    write(tmp_path, "long.csv", "date,ticker,open,high,low,close,volume\n2024-01-02,ZETA,1,1,1,1,1\n")
     assert source.available_tickers() == ["ZETA"]
 
 
@@ -418,9 +402,7 @@ def test_health() -> None:
         (yahoo(GOOD_ROWS[0], '2024-01-03,"10,11,9,10.5,10.5,1000'), "not valid CSV"),
     ],
 )
-def test_malformed_price_files_name_the_file_and_the_problem(
-    tmp_path: Path, content: str, problem: str
-) -> None:
+def test_malformed_price_files_name_the_file_and_the_problem(tmp_path: Path, content: str, problem: str) -> None:
     with pytest.raises(SourceError) as error:
         fetch_nova(tmp_path, content)
     assert str(error.value).startswith(f"{tmp_path / 'NOVA.csv'}: ")
@@ -428,11 +410,7 @@ def test_malformed_price_files_name_the_file_and_the_problem(
 
 
 def test_non_utf8_bytes_give_their_offset(tmp_path: Path) -> None:
-    content = (
-        yahoo(*GOOD_ROWS, header=YAHOO_HEADER + ",Note")
-        .replace("1000\n", "1000,Caf\u00e9\n")
-        .encode("latin-1")
-    )
+    content = yahoo(*GOOD_ROWS, header=YAHOO_HEADER + ",Note").replace("1000\n", "1000,Caf\u00e9\n").encode("latin-1")
     offset = content.index(b"\xe9")
     with raises(f"NOVA.csv: not UTF-8 text (byte 0xe9 at offset {offset}, line 2)"):
         fetch_nova(tmp_path, content)
@@ -508,9 +486,7 @@ def test_parquet_errors_name_the_row(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- news
 
 
-def news(
-    tickers: tuple[str, ...] = ("NOVA", "QBIT"), path: Path = NEWS
-) -> tuple[pd.DataFrame, CsvNewsSource]:
+def news(tickers: tuple[str, ...] = ("NOVA", "QBIT"), path: Path = NEWS) -> tuple[pd.DataFrame, CsvNewsSource]:
     source = CsvNewsSource(path)
     return source.fetch("news", request(tickers=tickers)), source
 
@@ -519,18 +495,10 @@ def test_news_follow_the_contract_and_belong_to_sessions() -> None:
     frame, source = news()
     assert_contract(frame, schemas.NEWS)
     by_url = frame.set_index("url")
-    assert by_url.loc["https://news.example/nova/1", "date"] == pd.Timestamp(
-        "2024-01-02"
-    )  # 09:30 New York
-    assert by_url.loc["https://news.example/nova/2", "date"] == pd.Timestamp(
-        "2024-01-08"
-    )  # Friday after the close
-    assert by_url.loc["https://news.example/qbit/1", "date"] == pd.Timestamp(
-        "2024-01-08"
-    )  # Saturday
-    assert by_url.loc["https://news.example/nova/2", "published_at"] == pd.Timestamp(
-        "2024-01-05 21:15", tz="UTC"
-    )
+    assert by_url.loc["https://news.example/nova/1", "date"] == pd.Timestamp("2024-01-02")  # 09:30 New York
+    assert by_url.loc["https://news.example/nova/2", "date"] == pd.Timestamp("2024-01-08")  # Friday after the close
+    assert by_url.loc["https://news.example/qbit/1", "date"] == pd.Timestamp("2024-01-08")  # Saturday
+    assert by_url.loc["https://news.example/nova/2", "published_at"] == pd.Timestamp("2024-01-05 21:15", tz="UTC")
     undated = frame[frame["url"].isna()].iloc[0]  # naive timestamp: UTC
     assert undated["published_at"] == pd.Timestamp("2024-01-09 12:00", tz="UTC")
     assert pd.isna(undated["publisher"]) and undated["ticker"] == "QBIT"
@@ -550,9 +518,7 @@ def test_news_ids_are_derived_and_stable() -> None:
 
 def test_headlines_stay_plain_text() -> None:
     frame, _ = news()
-    assert "<b>Nova</b> &amp; partners <script>alert(1)</script> expand margins" in set(
-        frame["headline"]
-    )
+    assert "<b>Nova</b> &amp; partners <script>alert(1)</script> expand margins" in set(frame["headline"])
 
 
 def test_news_with_ids_and_dates(tmp_path: Path) -> None:
@@ -765,15 +731,12 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(
         CsvMarketSource(tmp_path, BENCHMARK).fetch("prices", request(tickers=("NOVA",)))
 
 
-def test_a_file_over_the_row_limit_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_over_the_row_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(files, "MAX_FILE_ROWS", 2)
     assert len(fetch_nova(tmp_path, yahoo(*GOOD_ROWS))) == 2  # exactly at the limit
     three = yahoo(*GOOD_ROWS, "2024-01-04,10,11,9,10.5,10.5,1000")
     with raises(
-        f"{tmp_path / 'NOVA.csv'}: more than 2 data rows, the limit for one source file "
-        "(sources.file_limits.max_rows)"
+        f"{tmp_path / 'NOVA.csv'}: more than 2 data rows, the limit for one source file (sources.file_limits.max_rows)"
     ):
         fetch_nova(tmp_path, three)
     path = tmp_path / "long.parquet"

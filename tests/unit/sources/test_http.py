@@ -104,9 +104,7 @@ def test_backoff_is_capped_full_jitter() -> None:
 
 def test_retries_then_succeeds() -> None:
     flaky, delays = Flaky(http_error(503), YFRateLimitError()), []
-    result = call_with_retries(
-        flaky, RetryPolicy(4, 0.5, 10.0), what="x", sleep=delays.append, rng=random.Random(0)
-    )
+    result = call_with_retries(flaky, RetryPolicy(4, 0.5, 10.0), what="x", sleep=delays.append, rng=random.Random(0))
     assert (result, flaky.calls, len(delays)) == ("ok", 3, 2)
 
 
@@ -114,9 +112,7 @@ def test_gives_up_naming_what_and_the_last_error() -> None:
     last = http_error(429)
     flaky = Flaky(TimeoutError("first"), last)
     with pytest.raises(TransientSourceError) as caught:
-        call_with_retries(
-            flaky, RetryPolicy(2, 0.0, 0.0), what="feed https://x/rss", sleep=lambda _: None
-        )
+        call_with_retries(flaky, RetryPolicy(2, 0.0, 0.0), what="feed https://x/rss", sleep=lambda _: None)
     assert flaky.calls == 2
     assert str(caught.value) == "feed https://x/rss: gave up after 2 attempts: 429 error"
     assert caught.value.__cause__ is last
@@ -132,9 +128,7 @@ def test_non_transient_error_raises_at_once_unchanged() -> None:
 
 
 def test_policy_from_settings() -> None:
-    settings = Http(
-        timeout_s=3, max_attempts=4, backoff_base_s=0.5, backoff_max_s=8, requests_per_second=2
-    )
+    settings = Http(timeout_s=3, max_attempts=4, backoff_base_s=0.5, backoff_max_s=8, requests_per_second=2)
     assert RetryPolicy.from_settings(settings) == RetryPolicy(max_attempts=4, base=0.5, cap=8.0)
 
 
@@ -195,9 +189,7 @@ def test_rate_limiter_rejects_zero_rate() -> None:
 
 
 def test_throttled_caller_waits_before_every_attempt() -> None:
-    settings = Http(
-        timeout_s=1, max_attempts=3, backoff_base_s=0, backoff_max_s=0, requests_per_second=1e9
-    )
+    settings = Http(timeout_s=1, max_attempts=3, backoff_base_s=0, backoff_max_s=0, requests_per_second=1e9)
     caller = ThrottledCaller(settings, sleep=lambda _: None)
     waits: list[float] = []
     caller.limiter.wait = lambda cost=1.0: waits.append(cost)  # type: ignore[method-assign]

@@ -21,9 +21,7 @@ from bentley.sources.base import FetchRequest, SourceError
 from bentley.sources.rss import RssNewsSource, plain_text, session_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
-HTTP = Http(
-    timeout_s=9, max_attempts=3, backoff_base_s=0.5, backoff_max_s=2.0, requests_per_second=1e9
-)
+HTTP = Http(timeout_s=9, max_attempts=3, backoff_base_s=0.5, backoff_max_s=2.0, requests_per_second=1e9)
 NAMES = {
     "NOVA": "Nova Systems",
     "QBIT": "Qubit Labs",
@@ -70,9 +68,7 @@ def one_item_feed(url: str) -> bytes:
 
 def source(feeds: list[Feed], data_dir: Path, **kwargs: Any) -> RssNewsSource:
     kwargs.setdefault("company_names", NAMES)
-    return RssNewsSource(
-        feeds, data_dir, HTTP, sleep=lambda _: None, rng=random.Random(0), **kwargs
-    )
+    return RssNewsSource(feeds, data_dir, HTTP, sleep=lambda _: None, rng=random.Random(0), **kwargs)
 
 
 def fetch(
@@ -143,9 +139,7 @@ def test_atom_file_html_title_becomes_text(data_dir: Path) -> None:
         "BANQ raises its dividend": ("BANQ", "2020-03-13"),
     }
     assert set(news["publisher"]) == {"Atom Desk"}
-    assert news.loc[news["ticker"] == "LEDG", "published_at"].item() == pd.Timestamp(
-        "2020-03-12T15:00:00Z"
-    )
+    assert news.loc[news["ticker"] == "LEDG", "published_at"].item() == pd.Timestamp("2020-03-12T15:00:00Z")
 
 
 def test_feed_with_a_ticker_owns_all_its_dated_items(data_dir: Path) -> None:
@@ -157,15 +151,11 @@ def test_feed_with_a_ticker_owns_all_its_dated_items(data_dir: Path) -> None:
 
 def test_a_feed_ticker_must_be_a_ticker(data_dir: Path) -> None:
     src = source([Feed(url="feeds/feed_rss.xml", ticker="MED X")], data_dir)
-    with pytest.raises(
-        SourceError, match=r"^feed 'feeds/feed_rss.xml': ticker: 'MED X' is not a ticker symbol"
-    ):
+    with pytest.raises(SourceError, match=r"^feed 'feeds/feed_rss.xml': ticker: 'MED X' is not a ticker symbol"):
         fetch(src)
 
 
-def test_an_oversized_feed_file_is_a_configuration_error(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_oversized_feed_file_is_a_configuration_error(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not a failure of one feed: the settings point at the wrong file."""
     monkeypatch.setattr(files, "MAX_FILE_BYTES", 100)
     with pytest.raises(SourceError, match=r"bytes, over the limit of 100 bytes for one source file"):
@@ -192,9 +182,7 @@ def test_without_company_names_only_symbols_match(data_dir: Path) -> None:
 def test_an_item_naming_two_tickers_is_a_row_each() -> None:
     both = one_item_feed("x").replace(b"Quarterly results", b"QBIT and MEDX sign a deal")
     news = fetch(
-        source(
-            [Feed(url="https://wire.example/rss", ticker=None)], Path("."), fetch=FakeFetch(both)
-        ),
+        source([Feed(url="https://wire.example/rss", ticker=None)], Path("."), fetch=FakeFetch(both)),
         ("QBIT", "MEDX"),
     )
     assert news["ticker"].tolist() == ["MEDX", "QBIT"] and news["news_id"].is_unique
@@ -260,9 +248,7 @@ def test_unreachable_feeds_are_failures_not_exceptions() -> None:
     ]
     src = source(feeds, Path("."), fetch=fake)
     assert fetch(src).empty
-    assert (
-        fake.urls == ["https://gone.example/rss"] + ["https://slow.example/rss"] * HTTP.max_attempts
-    )
+    assert fake.urls == ["https://gone.example/rss"] + ["https://slow.example/rss"] * HTTP.max_attempts
     assert src.failures["https://gone.example/rss"] == "cannot read the feed: 404 Not Found"
     assert "gave up after 3 attempts" in src.failures["https://slow.example/rss"]
 
@@ -277,9 +263,7 @@ def test_a_broken_feed_is_recorded_and_the_others_load(data_dir: Path) -> None:
     assert src.failures["feeds/broken.xml"].startswith("not an RSS or Atom feed:")
 
 
-def test_a_malformed_feed_with_entries_is_used(
-    data_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_malformed_feed_with_entries_is_used(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     truncated = (FIXTURES / "feed_rss.xml").read_bytes().replace(b"</channel>\n</rss>", b"")
     (data_dir / "feeds" / "truncated.xml").write_bytes(truncated)
     src = source([Feed(url="feeds/truncated.xml", ticker=None)], data_dir)
@@ -313,9 +297,7 @@ def test_health_checks_local_files_only(data_dir: Path) -> None:
         fetch=fake,
     )
     assert ok.health().ok and fake.urls == []
-    bad = source(
-        [Feed(url="feeds/nope.xml", ticker=None), Feed(url="../out.xml", ticker=None)], data_dir
-    )
+    bad = source([Feed(url="feeds/nope.xml", ticker=None), Feed(url="../out.xml", ticker=None)], data_dir)
     health = bad.health()
     assert not health.ok and "nope.xml" in health.detail and "escapes" in health.detail
 

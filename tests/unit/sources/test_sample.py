@@ -80,9 +80,7 @@ def test_prices_contract() -> None:
 
 
 def test_news_contract() -> None:
-    news = SampleNewsSource(SEED, EPOCH).fetch(
-        "news", FetchRequest(dt.date(2020, 1, 1), dt.date(2020, 3, 31), DEFAULT)
-    )
+    news = SampleNewsSource(SEED, EPOCH).fetch("news", FetchRequest(dt.date(2020, 1, 1), dt.date(2020, 3, 31), DEFAULT))
     assert len(news) > 0
     assert_contract(news, schemas.NEWS)
 
@@ -96,9 +94,7 @@ def test_transactions_contract() -> None:
 
 
 def test_holdings_contract() -> None:
-    request = FetchRequest(
-        dt.date(2020, 1, 1), dt.date(2020, 3, 31), DEFAULT, as_of=dt.date(2020, 3, 31)
-    )
+    request = FetchRequest(dt.date(2020, 1, 1), dt.date(2020, 3, 31), DEFAULT, as_of=dt.date(2020, 3, 31))
     holdings = SamplePortfolioSource(SEED, EPOCH).fetch("holdings", request)
     assert len(holdings) > 0
     assert_contract(holdings, schemas.HOLDINGS)
@@ -135,9 +131,7 @@ def test_unsupported_dataset_raises() -> None:
 
 
 def test_windows_before_the_epoch_raise() -> None:
-    early = FetchRequest(
-        dt.date(2009, 12, 1), dt.date(2010, 3, 1), DEFAULT, as_of=dt.date(2009, 12, 31)
-    )
+    early = FetchRequest(dt.date(2009, 12, 1), dt.date(2010, 3, 1), DEFAULT, as_of=dt.date(2009, 12, 31))
     with pytest.raises(ValueError, match="epoch"):
         market().fetch("prices", early)
     with pytest.raises(ValueError, match="epoch"):
@@ -210,9 +204,7 @@ def test_fetches_are_deterministic() -> None:
         (*DEFAULT, "X0042", BENCHMARK),
         as_of=dt.date(2021, 6, 30),
     )
-    pd.testing.assert_frame_equal(
-        market().fetch("prices", request), market().fetch("prices", request)
-    )
+    pd.testing.assert_frame_equal(market().fetch("prices", request), market().fetch("prices", request))
     pd.testing.assert_frame_equal(
         SampleNewsSource(SEED, EPOCH).fetch("news", request),
         SampleNewsSource(SEED, EPOCH).fetch("news", request),
@@ -281,11 +273,7 @@ def test_ohlc_is_consistent() -> None:
     assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
     assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
     assert (frame[["open", "high", "low", "close", "adj_close"]] > 0).all().all()
-    assert (
-        (frame["volume"] >= 0).all()
-        and (frame["dividend"] >= 0).all()
-        and (frame["split_ratio"] > 0).all()
-    )
+    assert (frame["volume"] >= 0).all() and (frame["dividend"] >= 0).all() and (frame["split_ratio"] > 0).all()
 
 
 def test_magnitudes_are_realistic() -> None:
@@ -312,9 +300,7 @@ def test_volume_is_higher_on_big_moves() -> None:
 def test_every_150_sessions_of_the_default_universe_hold_a_split() -> None:
     frame = prices("2010-01-04", "2016-12-30")
     days = pd.DatetimeIndex(frame["date"].unique())
-    split_rows = days.get_indexer(
-        pd.DatetimeIndex(frame.loc[frame["split_ratio"] != 1, "date"].unique()).sort_values()
-    )
+    split_rows = days.get_indexer(pd.DatetimeIndex(frame.loc[frame["split_ratio"] != 1, "date"].unique()).sort_values())
     gaps = np.diff(np.concatenate([[-1], split_rows, [len(days)]]))
     assert gaps.max() <= 150
     assert set(frame.loc[frame["split_ratio"] != 1, "split_ratio"]) <= {1.5, 2.0, 3.0}
@@ -327,9 +313,7 @@ def test_split_days_show_in_raw_not_in_adjusted_returns() -> None:
     splits = frame[frame["split_ratio"] != 1]
     assert len(splits) >= 1
     for _, row in splits.iterrows():
-        assert row["raw"] == pytest.approx(
-            1 / row["split_ratio"] - 1, abs=0.15
-        )  # -33 %, -50 % or -67 %
+        assert row["raw"] == pytest.approx(1 / row["split_ratio"] - 1, abs=0.15)  # -33 %, -50 % or -67 %
         assert abs(row["adjusted"]) < 0.2
 
 
@@ -404,9 +388,7 @@ def test_news_does_not_depend_on_the_window_or_other_tickers() -> None:
     source = SampleNewsSource(SEED, EPOCH)
     year = source.fetch("news", FetchRequest(dt.date(2020, 1, 1), dt.date(2020, 12, 31), DEFAULT))
     march = source.fetch("news", FetchRequest(dt.date(2020, 3, 1), dt.date(2020, 3, 31), ("CURA",)))
-    expected = year[(year["ticker"] == "CURA") & (year["date"].dt.month == 3)].reset_index(
-        drop=True
-    )
+    expected = year[(year["ticker"] == "CURA") & (year["date"].dt.month == 3)].reset_index(drop=True)
     pd.testing.assert_frame_equal(march, expected)
 
 
@@ -446,11 +428,7 @@ def test_transactions_look_like_a_household() -> None:
     assert rows["txn_id"].is_unique
     assert (rows["amount"].round(2) == rows["amount"]).all()
     income = rows[rows["category"] == "income"]
-    assert (
-        len(income) == 24
-        and (income["amount"] > 0).all()
-        and (income["account"] == "checking").all()
-    )
+    assert len(income) == 24 and (income["amount"] > 0).all() and (income["account"] == "checking").all()
     rent = rows[rows["category"] == "housing"]
     assert (rent["date"].dt.day == 1).all() and (rent["amount"] < 0).all()
     assert rows["description"].str.contains("WHOLEFDS|TRADER JOE|SAFEWAY|KROGER").any()
@@ -503,9 +481,7 @@ def test_holdings_are_plausible_and_follow_splits() -> None:
     assert (paid_per_original_share / bought_at).between(0.75, 1.3).all()
     merged = early.merge(late, on=["account", "ticker"], suffixes=("_early", "_late"))
     assert (merged["cost_basis_early"] == merged["cost_basis_late"]).all()
-    assert (
-        merged["quantity_late"] > merged["quantity_early"]
-    ).all()  # every default ticker has split since
+    assert (merged["quantity_late"] > merged["quantity_early"]).all()  # every default ticker has split since
 
 
 def test_holdings_need_as_of() -> None:

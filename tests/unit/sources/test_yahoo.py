@@ -30,17 +30,13 @@ from bentley.sources.base import FetchRequest, SourceError
 from bentley.sources.yahoo import YahooMarketSource, YahooNewsSource
 
 FIXTURES = Path(__file__).parent / "fixtures"
-HTTP = Http(
-    timeout_s=12, max_attempts=3, backoff_base_s=1.0, backoff_max_s=4.0, requests_per_second=1e9
-)
+HTTP = Http(timeout_s=12, max_attempts=3, backoff_base_s=1.0, backoff_max_s=4.0, requests_per_second=1e9)
 WINDOW = (dt.date(2020, 8, 27), dt.date(2020, 9, 1))
 MISSING_REASON = "possibly delisted; no timezone found"
 
 
 def recorded() -> pd.DataFrame:
-    frame = pd.read_csv(
-        FIXTURES / "yfinance_download.csv", header=[0, 1], index_col=0, parse_dates=True
-    )
+    frame = pd.read_csv(FIXTURES / "yfinance_download.csv", header=[0, 1], index_col=0, parse_dates=True)
     assert frame.columns.names == ["Price", "Ticker"] and frame.index.name == "Date"
     return frame
 
@@ -101,17 +97,11 @@ class FakeDownload:
         return [call["tickers"] for call in self.calls]
 
 
-def market(
-    download: Callable[..., Any], tickers: list[str] | None = None, **kwargs: Any
-) -> YahooMarketSource:
-    return YahooMarketSource(
-        tickers, HTTP, download=download, sleep=lambda _: None, rng=random.Random(0), **kwargs
-    )
+def market(download: Callable[..., Any], tickers: list[str] | None = None, **kwargs: Any) -> YahooMarketSource:
+    return YahooMarketSource(tickers, HTTP, download=download, sleep=lambda _: None, rng=random.Random(0), **kwargs)
 
 
-def fetch_prices(
-    source: YahooMarketSource, *tickers: str, window: tuple[dt.date, dt.date] = WINDOW
-) -> pd.DataFrame:
+def fetch_prices(source: YahooMarketSource, *tickers: str, window: tuple[dt.date, dt.date] = WINDOW) -> pd.DataFrame:
     return source.fetch("prices", FetchRequest(window[0], window[1], tickers))
 
 
@@ -120,9 +110,7 @@ def assert_contract(frame: pd.DataFrame, contract: schemas.TableContract) -> Non
     kinds = {
         "str": lambda d: pd.api.types.is_object_dtype(d) or pd.api.types.is_string_dtype(d),
         "date": lambda d: d == np.dtype("datetime64[ns]"),
-        "timestamp": lambda d: (
-            isinstance(d, pd.DatetimeTZDtype) and str(d.tz) == "UTC" and d.unit == "ns"
-        ),
+        "timestamp": lambda d: isinstance(d, pd.DatetimeTZDtype) and str(d.tz) == "UTC" and d.unit == "ns",
         "float": lambda d: d == np.float64,
         "int": lambda d: d == np.int64,
     }
@@ -185,9 +173,7 @@ def test_several_tickers_with_one_unknown_to_yahoo() -> None:
     prices = fetch_prices(source, "ZZZZ", "BBB", "AAA")
     assert_contract(prices, schemas.PRICES)
     assert prices.groupby("ticker").size().to_dict() == {"AAA": 4, "BBB": 4}
-    assert prices[["ticker", "date"]].equals(
-        prices[["ticker", "date"]].sort_values(["ticker", "date"])
-    )
+    assert prices[["ticker", "date"]].equals(prices[["ticker", "date"]].sort_values(["ticker", "date"]))
     assert source.failures == {"ZZZZ": MISSING_REASON}
     assert download.tickers == [["AAA", "BBB", "ZZZZ"]]
 
@@ -199,9 +185,7 @@ def test_an_empty_ticker_without_a_logged_reason() -> None:
 
 
 def test_reads_yfinance_0_2_shared_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(
-        sys.modules, "yfinance.shared", SimpleNamespace(_ERRORS={"ZZZZ": "delisted (0.2)"})
-    )
+    monkeypatch.setitem(sys.modules, "yfinance.shared", SimpleNamespace(_ERRORS={"ZZZZ": "delisted (0.2)"}))
     source = market(FakeDownload(recorded()))
     fetch_prices(source, "AAA", "ZZZZ")
     assert source.failures == {"ZZZZ": "delisted (0.2)"}
@@ -260,20 +244,14 @@ def test_padding_rows_dropped_and_missing_actions_filled() -> None:
 
 
 def test_rows_outside_the_window_are_dropped() -> None:
-    prices = fetch_prices(
-        market(FakeDownload(recorded())), "AAA", window=(dt.date(2020, 8, 28), dt.date(2020, 8, 31))
-    )
+    prices = fetch_prices(market(FakeDownload(recorded())), "AAA", window=(dt.date(2020, 8, 28), dt.date(2020, 8, 31)))
     assert prices["date"].dt.strftime("%m-%d").tolist() == ["08-28", "08-31"]
 
 
 def test_transient_call_failures_are_retried() -> None:
-    download = FakeDownload(
-        TimeoutError("read timed out"), requests.ConnectionError("reset"), recorded()
-    )
+    download = FakeDownload(TimeoutError("read timed out"), requests.ConnectionError("reset"), recorded())
     slept: list[float] = []
-    source = YahooMarketSource(
-        None, HTTP, download=download, sleep=slept.append, rng=random.Random(0)
-    )
+    source = YahooMarketSource(None, HTTP, download=download, sleep=slept.append, rng=random.Random(0))
     prices = fetch_prices(source, "AAA", "BBB")
     assert len(download.calls) == 3
     assert set(prices["ticker"]) == {"AAA", "BBB"} and source.failures == {}
@@ -287,9 +265,7 @@ def test_a_batch_that_keeps_failing_fails_its_tickers_only() -> None:
     assert fetch_prices(source, "AAA", "BBB").empty
     assert len(download.calls) == HTTP.max_attempts
     assert set(source.failures) == {"AAA", "BBB"}
-    assert source.failures["AAA"].startswith(
-        "yahoo prices AAA..BBB: gave up after 3 attempts: Too Many Requests"
-    )
+    assert source.failures["AAA"].startswith("yahoo prices AAA..BBB: gave up after 3 attempts: Too Many Requests")
 
 
 def test_a_non_transient_call_error_is_not_retried() -> None:
@@ -325,9 +301,7 @@ def test_a_ticker_rate_limited_every_time_fails_with_the_give_up_message() -> No
     prices = fetch_prices(source, "AAA", "BBB")
     assert set(prices["ticker"]) == {"AAA"}
     assert download.tickers == [["AAA", "BBB"], ["BBB"], ["BBB"]]
-    assert (
-        source.failures["BBB"] == f"yahoo prices AAA..BBB: gave up after 3 attempts: BBB: {limited}"
-    )
+    assert source.failures["BBB"] == f"yahoo prices AAA..BBB: gave up after 3 attempts: BBB: {limited}"
 
 
 def test_batches_of_fifty() -> None:
@@ -358,9 +332,7 @@ def test_available_tickers_and_health_stay_offline() -> None:
     assert listed.available_tickers() == ["AAA", "BBB"]
     assert listed.health().ok and listed.health().component == "source:yahoo"
     unlisted = market(download)
-    with pytest.raises(
-        SourceError, match="universe.tickers must list the tickers for the yahoo source"
-    ):
+    with pytest.raises(SourceError, match="universe.tickers must list the tickers for the yahoo source"):
         unlisted.available_tickers()
     assert not unlisted.health().ok
     assert download.calls == []
@@ -371,7 +343,9 @@ def test_instrument_types_follow_yahoos_caret_convention_offline() -> None:
     download = FakeDownload(recorded())
     source = market(download, ["AAA", "^GSPC"])
     assert source.instrument_types(["AAA", "^GSPC", "^VIX"]) == {
-        "AAA": "equity", "^GSPC": "index", "^VIX": "index",
+        "AAA": "equity",
+        "^GSPC": "index",
+        "^VIX": "index",
     }
     assert download.calls == []
 
@@ -442,9 +416,7 @@ def news_source(by_ticker: dict[str, Any], calls: list[str] | None = None) -> Ya
 def fetch_news(
     source: YahooNewsSource, *tickers: str, start: str = "2024-03-01", end: str = "2024-03-15"
 ) -> pd.DataFrame:
-    return source.fetch(
-        "news", FetchRequest(dt.date.fromisoformat(start), dt.date.fromisoformat(end), tickers)
-    )
+    return source.fetch("news", FetchRequest(dt.date.fromisoformat(start), dt.date.fromisoformat(end), tickers))
 
 
 def test_news_in_both_json_shapes() -> None:
@@ -473,9 +445,7 @@ def test_news_in_both_json_shapes() -> None:
 
 
 def test_news_session_dates() -> None:
-    news = fetch_news(
-        news_source({"ACME": [NEW_SHAPE, OLD_SHAPE, BEFORE_CLOSE]}), "ACME"
-    ).set_index("news_id")
+    news = fetch_news(news_source({"ACME": [NEW_SHAPE, OLD_SHAPE, BEFORE_CLOSE]}), "ACME").set_index("news_id")
     dates = news["date"].dt.strftime("%Y-%m-%d").to_dict()
     assert dates == {
         "yahoo:ACME:early": "2024-03-08",  # before the close: that session
@@ -485,9 +455,7 @@ def test_news_session_dates() -> None:
 
 
 def test_news_window_is_by_session_date() -> None:
-    news = fetch_news(
-        news_source({"ACME": [NEW_SHAPE, OLD_SHAPE, BEFORE_CLOSE]}), "ACME", end="2024-03-08"
-    )
+    news = fetch_news(news_source({"ACME": [NEW_SHAPE, OLD_SHAPE, BEFORE_CLOSE]}), "ACME", end="2024-03-08")
     assert news["news_id"].tolist() == ["yahoo:ACME:early"]
 
 

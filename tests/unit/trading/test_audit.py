@@ -47,9 +47,11 @@ def market_and_targets(n: int = 200, seed: int = 11) -> tuple[Market, pd.DataFra
     opened = close * np.exp(rng.normal(0, 0.008, (n, 4)))
     opened[[30, 31, 90], 1] = np.nan  # BBB
     volume = rng.uniform(2e4, 2e5, (n, 4))
-    market = Market(open=pd.DataFrame(opened, index=dates, columns=names),
-                    close=pd.DataFrame(close, index=dates, columns=names),
-                    dollar_volume=pd.DataFrame(close * volume, index=dates, columns=names))
+    market = Market(
+        open=pd.DataFrame(opened, index=dates, columns=names),
+        close=pd.DataFrame(close, index=dates, columns=names),
+        dollar_volume=pd.DataFrame(close * volume, index=dates, columns=names),
+    )
     scores = pd.DataFrame(rng.uniform(-1, 1, (n, 4)), index=dates, columns=names)
     targets = (scores.clip(lower=0) * 0.8).where(scores > 0.2, 0.0)
     targets["ZZZ"] = 0.0
@@ -72,10 +74,16 @@ def stored(tmp_path: Path, backtest: Backtest, run_id: str = "r1") -> Warehouse:
     _, targets, scores, result, benchmark = backtest
     bench = bt.benchmark_result(result, benchmark)
     rows = audit.Audit(
-        positions=pd.concat([bt.position_rows(result, targets, scores, run_id, "signal"),
-                             bt.position_rows(bench, bench.weights, None, run_id, "benchmark")], ignore_index=True),
-        equity=pd.concat([bt.equity_rows(result, run_id, "signal"), bt.equity_rows(bench, run_id, "benchmark")],
-                         ignore_index=True),
+        positions=pd.concat(
+            [
+                bt.position_rows(result, targets, scores, run_id, "signal"),
+                bt.position_rows(bench, bench.weights, None, run_id, "benchmark"),
+            ],
+            ignore_index=True,
+        ),
+        equity=pd.concat(
+            [bt.equity_rows(result, run_id, "signal"), bt.equity_rows(bench, run_id, "benchmark")], ignore_index=True
+        ),
     )
     warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
     audit.store(warehouse, run_id, rows)
@@ -99,13 +107,17 @@ def test_sql_rebuilds_returns_equity_annual_return_sharpe_and_turnover(tmp_path,
     reference = result if strategy == "signal" else bt.benchmark_result(result, benchmark)
     warehouse = stored(tmp_path, backtest)
 
-    curve = sql(warehouse, """
+    curve = sql(
+        warehouse,
+        """
         SELECT date, net_return, equity, turnover,
                equity / LAG(equity) OVER (ORDER BY date) - 1 AS equity_return,
                (SELECT equity FROM backtest_equity WHERE run_id = :run AND strategy = :strategy ORDER BY date LIMIT 1)
                  AS capital
         FROM backtest_equity WHERE run_id = :run AND strategy = :strategy ORDER BY date""",
-                run="r1", strategy=strategy)
+        run="r1",
+        strategy=strategy,
+    )
     net = curve["net_return"].iloc[1:].to_numpy()
     np.testing.assert_allclose(net, reference.returns.to_numpy(), rtol=0, atol=1e-10)
     # equity = capital x Π(1 + net), a missing return being a flat day
@@ -117,35 +129,57 @@ def test_sql_rebuilds_returns_equity_annual_return_sharpe_and_turnover(tmp_path,
 
     # Sharpe: mean / std (ddof=1) of the excess returns, annualized, in SQL aggregates
     rf = (1 + RF_ANNUAL) ** (1 / 252) - 1
-    moments = sql(warehouse, """
+    moments = sql(
+        warehouse,
+        """
         SELECT COUNT(net_return) AS n, SUM(net_return - :rf) AS s, SUM((net_return - :rf) * (net_return - :rf)) AS ss,
                MIN(CASE WHEN net_return IS NOT NULL THEN date END) AS first_return,
                MAX(CASE WHEN net_return IS NOT NULL THEN date END) AS last_return
-        FROM backtest_equity WHERE run_id = :run AND strategy = :strategy""", run="r1", strategy=strategy, rf=rf).iloc[0]
+        FROM backtest_equity WHERE run_id = :run AND strategy = :strategy""",
+        run="r1",
+        strategy=strategy,
+        rf=rf,
+    ).iloc[0]
     n, s, ss = int(moments["n"]), moments["s"], moments["ss"]
     sharpe = (s / n) / math.sqrt((ss - s * s / n) / (n - 1)) * math.sqrt(252)
     assert n == figure.loc["sharpe_ratio", "n_obs"]
     assert sharpe == pytest.approx(figure.loc["sharpe_ratio", "value"], rel=0, abs=1e-10)
     # annual return: CAGR over the sessions from the first to the last return, gaps included (risk.py)
-    sessions = int(sql(warehouse, """
+    sessions = int(
+        sql(
+            warehouse,
+            """
         SELECT COUNT(*) AS n FROM backtest_equity WHERE run_id = :run AND strategy = :strategy
-          AND date BETWEEN :first AND :last""", run="r1", strategy=strategy,
-                       first=moments["first_return"], last=moments["last_return"])["n"].iloc[0])
+          AND date BETWEEN :first AND :last""",
+            run="r1",
+            strategy=strategy,
+            first=moments["first_return"],
+            last=moments["last_return"],
+        )["n"].iloc[0]
+    )
     growth = curve["equity"].iloc[-1] / curve["equity"].iloc[0]
     assert growth ** (252 / sessions) - 1 == pytest.approx(figure.loc["annual_return", "value"], rel=0, abs=1e-10)
     assert growth - 1 == pytest.approx(figure.loc["cumulative_return", "value"], rel=0, abs=1e-10)
 
     # turnover: Σ|weight_after − weight_before| per session over the stored position rows
-    traded = sql(warehouse, """
+    traded = sql(
+        warehouse,
+        """
         SELECT date, SUM(ABS(weight_after - weight_before)) AS turnover, SUM(ABS(weight)) AS gross
         FROM backtest_positions WHERE run_id = :run AND strategy = :strategy GROUP BY date""",
-                 run="r1", strategy=strategy)
+        run="r1",
+        strategy=strategy,
+    )
     by_date = traded.assign(date=pd.to_datetime(traded["date"])).set_index("date")
     turnover = by_date["turnover"].reindex(reference.turnover.index, fill_value=0.0)
     np.testing.assert_allclose(turnover, reference.turnover, rtol=0, atol=1e-10)
     np.testing.assert_allclose(curve["turnover"].iloc[1:], reference.turnover, rtol=0, atol=1e-10)
-    mean_turnover = sql(warehouse, "SELECT AVG(turnover) AS t FROM backtest_equity WHERE run_id = :run AND strategy = :s",
-                        run="r1", s=strategy)["t"].iloc[0]
+    mean_turnover = sql(
+        warehouse,
+        "SELECT AVG(turnover) AS t FROM backtest_equity WHERE run_id = :run AND strategy = :s",
+        run="r1",
+        s=strategy,
+    )["t"].iloc[0]
     assert mean_turnover == pytest.approx(reference.turnover.mean(), rel=0, abs=1e-10)
     gross = by_date["gross"].reindex(reference.exposure.index, fill_value=0.0)
     np.testing.assert_allclose(gross, reference.exposure["gross"], rtol=0, atol=1e-10)
@@ -174,9 +208,16 @@ def test_position_rows_are_the_non_zero_pairs_with_the_backtests_values(backtest
     rows = bt.position_rows(result, targets, scores, "r1", "signal")
     assert list(rows.columns) == list(bt.POSITION_COLUMNS)
     assert "ZZZ" not in set(rows["ticker"]), "a ticker never wanted, held or traded has no row"
-    grid = {name: frame.stack() for name, frame in
-            (("target_weight", targets), ("weight_before", result.weights_before),
-             ("weight_after", result.weights_after), ("weight", result.weights), ("score", scores))}
+    grid = {
+        name: frame.stack()
+        for name, frame in (
+            ("target_weight", targets),
+            ("weight_before", result.weights_before),
+            ("weight_after", result.weights_after),
+            ("weight", result.weights),
+            ("score", scores),
+        )
+    }
     full = pd.DataFrame(grid)
     traded = result.trades.set_index(["date", "ticker"])["traded_value"]
     full["traded_value"] = traded.reindex(full.index, fill_value=0.0)
@@ -217,8 +258,10 @@ def test_a_store_replaces_the_runs_rows_and_leaves_other_runs_alone(tmp_path, ba
     warehouse.upsert("backtest_equity", other)
     before = warehouse.count("backtest_positions"), warehouse.count("backtest_equity")
     shorter = run_backtest(targets.iloc[:120], market, **KWARGS)
-    rows = audit.Audit(positions=bt.position_rows(shorter, targets, scores, "r1", "signal"),
-                       equity=bt.equity_rows(shorter, "r1", "signal"))
+    rows = audit.Audit(
+        positions=bt.position_rows(shorter, targets, scores, "r1", "signal"),
+        equity=bt.equity_rows(shorter, "r1", "signal"),
+    )
     for _ in range(2):  # a rerun writes the same rows again
         audit.store(warehouse, "r1", rows)
         equity = warehouse.read("backtest_equity", where={"run_id": "r1"})
@@ -245,15 +288,28 @@ def test_backtest_audit_stores_the_sweeps_best_as_the_sweep_scored_it() -> None:
     sessions = pd.DatetimeIndex(sorted(pd.to_datetime(prices["date"].unique())))
     rng = np.random.default_rng(1)
     tickers = sorted(set(prices["ticker"]) - {"BBIX"})
-    history = pd.DataFrame([(t, d, rng.uniform(0.3, 0.7)) for d in sessions[150:] for t in tickers],
-                           columns=["ticker", "date", "proba_up"])  # a model component that moves the scores
+    history = pd.DataFrame(
+        [(t, d, rng.uniform(0.3, 0.7)) for d in sessions[150:] for t in tickers], columns=["ticker", "date", "proba_up"]
+    )  # a model component that moves the scores
     strategy = strategy_lib.build_strategy(
-        prices, compute_features(prices, config.features), pd.DataFrame(columns=["ticker", "date", "mean_compound"]),
-        history, trade=trade, feature_settings=config.features, technical_settings=config.technical, benchmark="BBIX")
+        prices,
+        compute_features(prices, config.features),
+        pd.DataFrame(columns=["ticker", "date", "mean_compound"]),
+        history,
+        trade=trade,
+        feature_settings=config.features,
+        technical_settings=config.technical,
+        benchmark="BBIX",
+    )
     start = strategy_lib.backtest_start(history, strategy.sessions)
     market = Market.from_prices(prices[prices["ticker"] != "BBIX"])
-    run = {"execution": trade.execution, "costs": trade.costs, "limits": Limits.from_params(trade.limits),
-           "risk_free_rate": RF_ANNUAL, "capital": trade.capital}
+    run = {
+        "execution": trade.execution,
+        "costs": trade.costs,
+        "limits": Limits.from_params(trade.limits),
+        "risk_free_rate": RF_ANNUAL,
+        "capital": trade.capital,
+    }
     targets = strategy.backtest_targets().loc[start:]
     result = run_backtest(targets, market, **run)
     benchmark = strategy_lib.benchmark_returns(prices, "BBIX", result.returns.index)

@@ -44,8 +44,11 @@ def random_market(n: int = 60, tickers: int = 4, seed: int = 7) -> Market:
     close = 50 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, (n, tickers)), axis=0))
     gap = np.exp(rng.normal(0, 0.01, (n, tickers)))
     volume = rng.uniform(1e5, 1e6, (n, tickers))
-    return Market(open=wide(close * gap, dates, names), close=wide(close, dates, names),
-                  dollar_volume=wide(close * volume, dates, names))
+    return Market(
+        open=wide(close * gap, dates, names),
+        close=wide(close, dates, names),
+        dollar_volume=wide(close * volume, dates, names),
+    )
 
 
 def random_targets(market: Market, seed: int = 3) -> pd.DataFrame:
@@ -54,10 +57,18 @@ def random_targets(market: Market, seed: int = 3) -> pd.DataFrame:
     return pd.DataFrame(weights, index=market.close.index, columns=market.close.columns)
 
 
-def run(targets: pd.DataFrame, market: Market, *, execution: str = "next_close", costs: Costs = FREE,
-        limits: Limits = LOOSE, capital: float = 10_000.0) -> BacktestResult:
-    return run_backtest(targets, market, execution=execution, costs=costs, limits=limits,
-                        risk_free_rate=RF_ANNUAL, capital=capital)
+def run(
+    targets: pd.DataFrame,
+    market: Market,
+    *,
+    execution: str = "next_close",
+    costs: Costs = FREE,
+    limits: Limits = LOOSE,
+    capital: float = 10_000.0,
+) -> BacktestResult:
+    return run_backtest(
+        targets, market, execution=execution, costs=costs, limits=limits, risk_free_rate=RF_ANNUAL, capital=capital
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +76,9 @@ def one_asset() -> Market:
     dates = pd.bdate_range("2024-03-04", periods=6, name="date")
     close = [100.0, 101.0, 99.0, 102.0, 103.0, 100.0]
     opened = [99.0, 100.5, 100.0, 98.0, 104.0, 101.0]
-    return Market(open=wide(opened, dates, ["A"]), close=wide(close, dates, ["A"]),
-                  dollar_volume=wide([1e6] * 6, dates, ["A"]))
+    return Market(
+        open=wide(opened, dates, ["A"]), close=wide(close, dates, ["A"]), dollar_volume=wide([1e6] * 6, dates, ["A"])
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,8 +181,9 @@ def test_no_lookahead_prices_after_t_change_nothing_up_to_t(execution: str) -> N
     def shocked(frame: pd.DataFrame) -> pd.DataFrame:
         return frame * np.where(later[:, None], rng.uniform(0.5, 2.0, frame.shape), 1.0)
 
-    changed = Market(open=shocked(market.open), close=shocked(market.close),
-                     dollar_volume=shocked(market.dollar_volume))
+    changed = Market(
+        open=shocked(market.open), close=shocked(market.close), dollar_volume=shocked(market.dollar_volume)
+    )
     a = run(targets, market, execution=execution, costs=costs, limits=limits)
     b = run(targets, changed, execution=execution, costs=costs, limits=limits)
     end = market.close.index[cut]
@@ -193,7 +206,9 @@ def test_zero_costs_gross_equals_net_and_identity_holds() -> None:
     pd.testing.assert_series_equal(free.returns, free.gross_returns, check_names=False)
     np.testing.assert_allclose(free.equity.to_numpy(), free.gross_equity.to_numpy(), rtol=1e-13)
     assert bt.cost_drag(free) == pytest.approx(0.0, abs=1e-13)
-    paid = run(random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1))
+    paid = run(
+        random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1)
+    )
     np.testing.assert_allclose(1 + paid.returns, (1 + paid.gross_returns) * (1 - paid.costs), rtol=1e-13)
     assert paid.costs.sum() > 0 and bt.cost_drag(paid) > 0
     trades = paid.trades
@@ -264,15 +279,18 @@ def test_targets_must_match_the_market() -> None:
 
 def test_market_from_prices_adjusts_open_and_keeps_raw_dollar_volume() -> None:
     dates = pd.bdate_range("2024-01-02", periods=3)
-    prices = pd.DataFrame({
-        "ticker": ["B", "B", "B", "A", "A", "A"],
-        "date": list(dates) * 2,
-        "open": [200.0, 202.0, 101.0, 10.0, 10.5, 11.0],
-        "high": np.nan, "low": np.nan,
-        "close": [201.0, 204.0, 103.0, 10.2, 10.8, 11.1],  # B splits 2:1 on the third day
-        "adj_close": [100.5, 102.0, 103.0, 10.2, 10.8, 11.1],
-        "volume": [1000, 1100, 2400, 50, 60, 70],
-    })
+    prices = pd.DataFrame(
+        {
+            "ticker": ["B", "B", "B", "A", "A", "A"],
+            "date": list(dates) * 2,
+            "open": [200.0, 202.0, 101.0, 10.0, 10.5, 11.0],
+            "high": np.nan,
+            "low": np.nan,
+            "close": [201.0, 204.0, 103.0, 10.2, 10.8, 11.1],  # B splits 2:1 on the third day
+            "adj_close": [100.5, 102.0, 103.0, 10.2, 10.8, 11.1],
+            "volume": [1000, 1100, 2400, 50, 60, 70],
+        }
+    )
     market = Market.from_prices(prices)
     assert list(market.close.columns) == ["A", "B"]
     np.testing.assert_allclose(market.open["B"], [200 * 100.5 / 201, 202 * 102 / 204, 101.0])
@@ -333,10 +351,21 @@ def test_daily_loss_limit_fires_after_a_planted_loss() -> None:
 
 def test_backtest_metrics_are_the_risk_stage_metrics_and_match_empyrical() -> None:
     market = random_market(n=300, tickers=5)
-    result = run(random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1))
+    result = run(
+        random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1)
+    )
     benchmark = market.returns.mean(axis=1)
     long = bt.backtest_metrics(result, benchmark, RF_ANNUAL, run_id="r1", strategy="ma", minimums=MINIMUMS, garch=False)
-    assert list(long.columns) == ["run_id", "strategy", "metric", "value", "window_start", "window_end", "n_obs", "note"]
+    assert list(long.columns) == [
+        "run_id",
+        "strategy",
+        "metric",
+        "value",
+        "window_start",
+        "window_end",
+        "n_obs",
+        "note",
+    ]
     assert set(long["strategy"]) == {"ma", "benchmark"}
     ours = long[long["strategy"] == "ma"].set_index("metric")["value"]
     reference = risk.risk_metrics(result.returns.to_frame("ma"), benchmark, RF_ANNUAL, garch=False).loc["ma"]
@@ -351,12 +380,17 @@ def test_backtest_metrics_are_the_risk_stage_metrics_and_match_empyrical() -> No
 
 def test_tearsheet_helpers() -> None:
     market = random_market(n=300, tickers=5)
-    result = run(random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1))
+    result = run(
+        random_targets(market), market, costs=Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=0.1)
+    )
     benchmark = market.returns.mean(axis=1)
     figures = [
-        bt.equity_chart(result, benchmark, log_scale=True), bt.drawdown_chart(result, benchmark),
-        bt.monthly_returns_heatmap(result.returns), bt.rolling_sharpe_chart(result.returns, RF_ANNUAL, MINIMUMS, window=63),
-        bt.exposure_turnover_chart(result), bt.cost_drag_chart(result, MINIMUMS),
+        bt.equity_chart(result, benchmark, log_scale=True),
+        bt.drawdown_chart(result, benchmark),
+        bt.monthly_returns_heatmap(result.returns),
+        bt.rolling_sharpe_chart(result.returns, RF_ANNUAL, MINIMUMS, window=63),
+        bt.exposure_turnover_chart(result),
+        bt.cost_drag_chart(result, MINIMUMS),
     ]
     assert all(isinstance(f, Figure) for f in figures)
     monthly = bt.monthly_returns(result.returns)
@@ -375,8 +409,9 @@ def test_tearsheet_helpers() -> None:
     paid = result.gross_equity.iloc[-1] - result.equity.iloc[-1]
     assert notes["costs"].startswith(f"Costs took {paid:,.0f} USD") and "a year." in notes["costs"]
     assert f"{result.turnover.mean():.1%} of it traded per session" in notes["exposure"]
-    annual = risk.risk_metrics(pd.DataFrame({"g": result.gross_returns, "n": result.returns}),
-                               benchmark, 0.0, garch=False)["annual_return"]
+    annual = risk.risk_metrics(
+        pd.DataFrame({"g": result.gross_returns, "n": result.returns}), benchmark, 0.0, garch=False
+    )["annual_return"]
     assert bt.cost_drag(result) == pytest.approx(annual["g"] - annual["n"], rel=1e-12)
 
 
@@ -393,8 +428,13 @@ def momentum_builder(market: Market):
     return build
 
 
-SWEEP_KWARGS = {"execution": "next_open", "costs": Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=None),
-                "limits": LOOSE, "risk_free_rate": RF_ANNUAL, "capital": 1e5}
+SWEEP_KWARGS = {
+    "execution": "next_open",
+    "costs": Costs(commission_bps=1.0, slippage_bps=5.0, impact_coefficient=None),
+    "limits": LOOSE,
+    "risk_free_rate": RF_ANNUAL,
+    "capital": 1e5,
+}
 GRID = {"lookback": [5, 10, 20], "threshold": [0.0, 0.05]}
 
 
@@ -437,11 +477,21 @@ def test_sweep_psr_and_dsr_are_the_papers_formulas_on_each_configuration() -> No
 def sweep_table(dsr: float, *, n_obs: int = 500, sharpe: tuple[float, ...] = (1.5, 0.5, 0.2, -0.3)) -> pd.DataFrame:
     """A crafted sweep table: the first configuration is the best, with the given DSR."""
     n = len(sharpe)
-    return pd.DataFrame({
-        "config": [f"k={i}" for i in range(n)], "k": list(range(n)), "annual_return": 0.1, "annual_volatility": 0.2,
-        "sharpe_ratio": list(sharpe), "max_drawdown": -0.1, "turnover": 0.05, "cost_drag": 0.01, "n_obs": n_obs,
-        "psr": [0.99, 0.8, 0.6, 0.3][:n], "dsr": [dsr, 0.1, 0.05, 0.01][:n],
-    })
+    return pd.DataFrame(
+        {
+            "config": [f"k={i}" for i in range(n)],
+            "k": list(range(n)),
+            "annual_return": 0.1,
+            "annual_volatility": 0.2,
+            "sharpe_ratio": list(sharpe),
+            "max_drawdown": -0.1,
+            "turnover": 0.05,
+            "cost_drag": 0.01,
+            "n_obs": n_obs,
+            "psr": [0.99, 0.8, 0.6, 0.3][:n],
+            "dsr": [dsr, 0.1, 0.05, 0.01][:n],
+        }
+    )
 
 
 def test_the_verdict_follows_from_the_dsr_and_prints_it() -> None:
@@ -454,9 +504,13 @@ def test_the_verdict_follows_from_the_dsr_and_prints_it() -> None:
     assert skill.endswith("DSR 0.97 ≥ 0.95: the best of 4 configurations is likely more than luck.")
     close = bt.overfitting_note(sweep_table(0.9496), MINIMUMS, 0.95)
     assert "DSR 0.9496 < 0.9500" in close, "a verdict near the bar shows the digits that decide it"
-    assert "none has a Sharpe ratio" in bt.overfitting_note(sweep_table(math.nan, sharpe=(math.nan,) * 4), MINIMUMS, 0.95)
+    assert "none has a Sharpe ratio" in bt.overfitting_note(
+        sweep_table(math.nan, sharpe=(math.nan,) * 4), MINIMUMS, 0.95
+    )
     alone = bt.overfitting_note(sweep_table(math.nan, sharpe=(1.0, math.nan, math.nan, math.nan)), MINIMUMS, 0.95)
-    assert alone.endswith("DSR n/a: fewer than two configurations have a Sharpe ratio, so there is no spread to judge luck by.")
+    assert alone.endswith(
+        "DSR n/a: fewer than two configurations have a Sharpe ratio, so there is no spread to judge luck by."
+    )
 
 
 def test_selection_metrics_rows_for_the_signal_and_the_sweeps_best() -> None:
@@ -464,16 +518,31 @@ def test_selection_metrics_rows_for_the_signal_and_the_sweeps_best() -> None:
     table = bt.sweep(momentum_builder(market), GRID, market, **SWEEP_KWARGS)
     signal = run_backtest(momentum_builder(market)({"lookback": 15, "threshold": 0.02}), market, **SWEEP_KWARGS)
     rows = bt.selection_metrics(signal, table, RF_ANNUAL, "r1", "signal", MINIMUMS)
-    assert list(rows.columns) == ["run_id", "strategy", "metric", "value", "window_start", "window_end", "n_obs", "note"]
+    assert list(rows.columns) == [
+        "run_id",
+        "strategy",
+        "metric",
+        "value",
+        "window_start",
+        "window_end",
+        "n_obs",
+        "note",
+    ]
     assert rows[["strategy", "metric"]].values.tolist() == [
-        ["signal", "psr"], ["signal", "dsr"], ["signal", "trials"],
-        [bt.SWEEP_BEST, "psr"], [bt.SWEEP_BEST, "dsr"], [bt.SWEEP_BEST, "trials"]]
+        ["signal", "psr"],
+        ["signal", "dsr"],
+        ["signal", "trials"],
+        [bt.SWEEP_BEST, "psr"],
+        [bt.SWEEP_BEST, "dsr"],
+        [bt.SWEEP_BEST, "trials"],
+    ]
     value = rows.set_index(["strategy", "metric"])["value"]
     moments = risk.sharpe_statistics(signal.returns.to_frame("s"), RF_ANNUAL).loc["s"]
     args = (moments["sharpe"], 199, moments["skew"], moments["kurtosis"])
     assert value[("signal", "psr")] == pytest.approx(risk.probabilistic_sharpe_ratio(*args), rel=1e-12)
     assert value[("signal", "dsr")] == pytest.approx(
-        risk.probabilistic_sharpe_ratio(*args, benchmark=bt.luck_bar(table)), rel=1e-12)
+        risk.probabilistic_sharpe_ratio(*args, benchmark=bt.luck_bar(table)), rel=1e-12
+    )
     best = table.loc[table["sharpe_ratio"].idxmax()]
     assert value[(bt.SWEEP_BEST, "dsr")] == best["dsr"] and value[("signal", "trials")] == 6
     notes = rows.set_index("strategy")["note"]
@@ -481,8 +550,9 @@ def test_selection_metrics_rows_for_the_signal_and_the_sweeps_best() -> None:
     assert (notes[bt.SWEEP_BEST] == f"{best['config']}: the best Sharpe ratio of 6 configurations").all()
     assert (rows["window_start"] == signal.returns.index[0]).all() and (rows["n_obs"] == 199).all()
     with pytest.raises(ValueError, match="backtest's 98 sessions"):
-        shorter = run_backtest(momentum_builder(market)({"lookback": 15, "threshold": 0.02}).iloc[:99], market,
-                               **SWEEP_KWARGS)
+        shorter = run_backtest(
+            momentum_builder(market)({"lookback": 15, "threshold": 0.02}).iloc[:99], market, **SWEEP_KWARGS
+        )
         bt.selection_metrics(shorter, table, RF_ANNUAL, "r1", "signal", MINIMUMS)
 
 
@@ -496,7 +566,10 @@ def test_a_backtest_shorter_than_the_minimum_publishes_no_annualized_figure() ->
     assert math.isnan(sharpe["value"]) and sharpe["note"] == "40 daily returns: too few for a Sharpe ratio; 63 needed"
     sentence = bt.summary_sentence(result, benchmark, RF_ANNUAL, MINIMUMS)
     assert "n/a (40 daily returns: too few for a Sharpe ratio; 63 needed)" in sentence and "in total" in sentence
-    assert bt.published_cost_drag(result, MINIMUMS) == (None, "40 daily returns: too few for an annual cost drag; 63 needed")
+    assert bt.published_cost_drag(result, MINIMUMS) == (
+        None,
+        "40 daily returns: too few for an annual cost drag; 63 needed",
+    )
     table = bt.sweep(build, GRID, market, **SWEEP_KWARGS)
     shown = bt.published_sweep(table, MINIMUMS)
     assert table["sharpe_ratio"].notna().all(), "computed..."
@@ -504,8 +577,10 @@ def test_a_backtest_shorter_than_the_minimum_publishes_no_annualized_figure() ->
         assert shown[column].isna().all(), f"...but not published: {column}"
     assert shown["max_drawdown"].notna().all() and shown["turnover"].equals(table["turnover"])
     note = bt.overfitting_note(table, MINIMUMS, 0.95)
-    assert note == ("6 configurations were tried; their Sharpe ratios are n/a (40 daily returns: too few for a Sharpe "
-                    "ratio; 63 needed), so neither a best configuration nor whether it beats luck can be told yet.")
+    assert note == (
+        "6 configurations were tried; their Sharpe ratios are n/a (40 daily returns: too few for a Sharpe "
+        "ratio; 63 needed), so neither a best configuration nor whether it beats luck can be told yet."
+    )
     rows = bt.selection_metrics(result, table, RF_ANNUAL, "r1", "signal", MINIMUMS).set_index(["strategy", "metric"])
     assert rows.loc[("signal", "dsr"), "note"] == "40 daily returns: too few for a deflated Sharpe ratio; 63 needed"
     assert math.isnan(rows.loc[(bt.SWEEP_BEST, "psr"), "value"]) and rows.loc[("signal", "trials"), "value"] == 6

@@ -41,19 +41,32 @@ TABLES = ("orders", "fills", "positions", "portfolio_values")
 
 def _bars(ticker: str, opens: list[float], closes: list[float], days: pd.DatetimeIndex = DAYS) -> pd.DataFrame:
     opens, closes = np.asarray(opens, dtype=np.float64), np.asarray(closes, dtype=np.float64)
-    return pd.DataFrame({
-        "ticker": ticker, "date": days, "open": opens, "high": np.maximum(opens, closes) + 1,
-        "low": np.minimum(opens, closes) - 1, "close": closes, "adj_close": closes, "volume": VOLUME,
-        "dividend": 0.0, "split_ratio": 1.0, "source": "test",
-    })
+    return pd.DataFrame(
+        {
+            "ticker": ticker,
+            "date": days,
+            "open": opens,
+            "high": np.maximum(opens, closes) + 1,
+            "low": np.minimum(opens, closes) - 1,
+            "close": closes,
+            "adj_close": closes,
+            "volume": VOLUME,
+            "dividend": 0.0,
+            "split_ratio": 1.0,
+            "source": "test",
+        }
+    )
 
 
 def _prices() -> pd.DataFrame:
-    return pd.concat([
-        _bars("AAA", [99, 101, 103, 105, 107, 109], [100, 102, 104, 106, 108, 110]),
-        _bars("BBB", [51, 49, 47, 45, 43, 41], [50, 48, 46, 44, 42, 40]),
-        _bars("CCC", [20, 21, 22, 23, 24], [20, 21, 22, 23, 24], days=DAYS[1:]),  # no bar on D1
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            _bars("AAA", [99, 101, 103, 105, 107, 109], [100, 102, 104, 106, 108, 110]),
+            _bars("BBB", [51, 49, 47, 45, 43, 41], [50, 48, 46, 44, 42, 40]),
+            _bars("CCC", [20, 21, 22, 23, 24], [20, 21, 22, 23, 24], days=DAYS[1:]),  # no bar on D1
+        ],
+        ignore_index=True,
+    )
 
 
 @pytest.fixture()
@@ -63,10 +76,25 @@ def warehouse(tmp_path: Path) -> Warehouse:
     return store
 
 
-def _run(warehouse: Warehouse, day: pd.Timestamp, weights: pd.Series = WEIGHTS, execution: str = "next_open",
-         run_id: str = "r1", costs: Costs = COSTS, portfolio: str = "paper") -> broker.PaperDay:
-    return run_paper_day(warehouse, weights, portfolio=portfolio, as_of=day, initial_cash=CASH, costs=costs,
-                         execution=execution, run_id=run_id)  # type: ignore[arg-type]
+def _run(
+    warehouse: Warehouse,
+    day: pd.Timestamp,
+    weights: pd.Series = WEIGHTS,
+    execution: str = "next_open",
+    run_id: str = "r1",
+    costs: Costs = COSTS,
+    portfolio: str = "paper",
+) -> broker.PaperDay:
+    return run_paper_day(
+        warehouse,
+        weights,
+        portfolio=portfolio,
+        as_of=day,
+        initial_cash=CASH,
+        costs=costs,
+        execution=execution,
+        run_id=run_id,
+    )  # type: ignore[arg-type]
 
 
 def _snapshot(warehouse: Warehouse) -> dict[str, pd.DataFrame]:
@@ -167,13 +195,19 @@ def test_reruns_change_nothing(warehouse: Warehouse) -> None:
 
 def test_a_rerun_that_would_leave_stale_rows_or_rewrite_history_is_refused(warehouse: Warehouse) -> None:
     _run(warehouse, D1)
-    with pytest.raises(ValueError, match=r"portfolio 'paper' on 2025-01-06: a rerun would leave rows .*orders.*"
-                                         r"`runner paper rebook --portfolio paper --from 2025-01-06`"):
+    with pytest.raises(
+        ValueError,
+        match=r"portfolio 'paper' on 2025-01-06: a rerun would leave rows .*orders.*"
+        r"`runner paper rebook --portfolio paper --from 2025-01-06`",
+    ):
         _run(warehouse, D1, weights=pd.Series({"AAA": 0.456}))
     _run(warehouse, D2)
-    with pytest.raises(ValueError, match=r"recomputing this day changes orders .* later days up to 2025-01-07 were booked on it: "
-                                         r"delete them and replay from here with "
-                                         r"`runner paper rebook --portfolio paper --from 2025-01-06`"):
+    with pytest.raises(
+        ValueError,
+        match=r"recomputing this day changes orders .* later days up to 2025-01-07 were booked on it: "
+        r"delete them and replay from here with "
+        r"`runner paper rebook --portfolio paper --from 2025-01-06`",
+    ):
         _run(warehouse, D1, weights=pd.Series({"AAA": 0.4, "BBB": 0.3}))
 
 
@@ -204,10 +238,17 @@ def test_a_target_of_zero_closes_the_position(warehouse: Warehouse) -> None:
 
 
 def _record_types(warehouse: Warehouse, types: dict[str, str]) -> None:
-    warehouse.upsert("instruments", pd.DataFrame({
-        "ticker": list(types), "instrument_type": list(types.values()), "source": "test",
-        "updated_at": pd.Timestamp("2025-01-06", tz="UTC"),
-    }))
+    warehouse.upsert(
+        "instruments",
+        pd.DataFrame(
+            {
+                "ticker": list(types),
+                "instrument_type": list(types.values()),
+                "source": "test",
+                "updated_at": pd.Timestamp("2025-01-06", tz="UTC"),
+            }
+        ),
+    )
 
 
 def test_an_index_is_never_bought_but_a_book_holding_one_may_sell_it(warehouse: Warehouse) -> None:
@@ -271,8 +312,11 @@ def ledger(warehouse: Warehouse) -> Warehouse:
 def test_reconciliation_catches_a_tampered_fill_quantity(ledger: Warehouse) -> None:
     aaa = fills_table.c.ticker == "AAA"
     _tamper(ledger, sa.update(fills_table).where(aaa).values(quantity=46.0))
-    with pytest.raises(ReconciliationError, match=r"portfolio 'paper' on 2025-01-07: .*fill quantities differ"
-                                                  r".*AAA 46 vs 45.*AAA holds 45, fills give 46"):
+    with pytest.raises(
+        ReconciliationError,
+        match=r"portfolio 'paper' on 2025-01-07: .*fill quantities differ"
+        r".*AAA 46 vs 45.*AAA holds 45, fills give 46",
+    ):
         reconcile(ledger, "paper", D2)
 
 
@@ -322,23 +366,33 @@ def test_a_failure_mid_write_leaves_nothing_half_written(warehouse: Warehouse, m
 def _raw(warehouse: Warehouse, portfolio: str) -> dict[str, list[tuple]]:
     """A book's rows in every ledger table exactly as stored (SQLite text dates, doubles)."""
     with warehouse.engine.connect() as conn:
-        return {table: conn.exec_driver_sql(f"SELECT * FROM {table} WHERE portfolio = ? ORDER BY 1, 2, 3",
-                                            (portfolio,)).fetchall() for table in TABLES}
+        return {
+            table: conn.exec_driver_sql(
+                f"SELECT * FROM {table} WHERE portfolio = ? ORDER BY 1, 2, 3", (portfolio,)
+            ).fetchall()
+            for table in TABLES
+        }
 
 
 def _content(warehouse: Warehouse, portfolio: str) -> dict[str, pd.DataFrame]:
     """A book's rows without its name and the ids derived from it: what two books can share."""
-    return {table: warehouse.read(table, where={"portfolio": portfolio})
-            .drop(columns=["portfolio", "order_id", "fill_id"], errors="ignore") for table in TABLES}
+    return {
+        table: warehouse.read(table, where={"portfolio": portfolio}).drop(
+            columns=["portfolio", "order_id", "fill_id"], errors="ignore"
+        )
+        for table in TABLES
+    }
 
 
 def test_the_main_book_is_chosen_unless_it_has_later_sessions(warehouse: Warehouse) -> None:
     assert broker.choose_book(warehouse, "paper", D2) == BookChoice(
-        "paper", "The paper book 'paper' has no session booked yet: this run starts it on 2025-01-07.")
+        "paper", "The paper book 'paper' has no session booked yet: this run starts it on 2025-01-07."
+    )
     _run(warehouse, D1)
     _run(warehouse, D2)
     assert broker.choose_book(warehouse, "paper", D3) == BookChoice(
-        "paper", "This run books 2025-01-08 into the paper book 'paper', booked up to 2025-01-07.")
+        "paper", "This run books 2025-01-08 into the paper book 'paper', booked up to 2025-01-07."
+    )
     assert broker.choose_book(warehouse, "paper", D2).name == "paper"  # its latest day: rebooked in place
     assert broker.choose_book(warehouse, "paper", "2025-01-06") == BookChoice(
         "paper@2025-01-06",
@@ -379,8 +433,16 @@ def test_a_backdated_day_books_its_own_book_as_a_fresh_store_would(warehouse: Wa
 
 
 def _events(*pairs: tuple[str, pd.Timestamp]) -> pd.DataFrame:
-    return pd.DataFrame({"run_id": [r for r, _ in pairs], "date": [d for _, d in pairs], "ticker": "AAA",
-                         "rule": "max_position_weight", "requested": 0.5, "allowed": 0.4})
+    return pd.DataFrame(
+        {
+            "run_id": [r for r, _ in pairs],
+            "date": [d for _, d in pairs],
+            "ticker": "AAA",
+            "rule": "max_position_weight",
+            "requested": 0.5,
+            "allowed": 0.4,
+        }
+    )
 
 
 def test_rebook_deletes_exactly_the_rows_from_the_date_on_and_a_replay_reproduces_them(
@@ -392,8 +454,9 @@ def test_rebook_deletes_exactly_the_rows_from_the_date_on_and_a_replay_reproduce
     # The events of the runs that booked D3 and D4 go; other runs' events stay.
     warehouse.upsert("risk_limit_events", _events(("r1", D2), ("r2", D3), ("r3", D4), ("o2", D3), ("elsewhere", D3)))
     booked, other = _raw(warehouse, "paper"), _raw(warehouse, "other")
-    filled_on_d3 = warehouse.read("orders", where={"portfolio": "paper"}, start=D2.date(), end=D2.date(),
-                                  date_column="decided_on")
+    filled_on_d3 = warehouse.read(
+        "orders", where={"portfolio": "paper"}, start=D2.date(), end=D2.date(), date_column="decided_on"
+    )
 
     summary = rebook(warehouse, "paper", D3)
 
@@ -460,4 +523,5 @@ def test_a_sharpe_ratio_of_four_booked_sessions_is_stored_as_null_with_the_reaso
     sentence = strategy.paper_sentence(returns, stored.reset_index(), "paper")
     assert sentence == (
         f"Over 3 daily returns the paper portfolio returned {raw['cumulative_return']:+.2%}, with a max drawdown of "
-        f"{raw['max_drawdown']:.2%}; its Sharpe ratio is n/a (3 daily returns: too few for a Sharpe ratio; 63 needed).")
+        f"{raw['max_drawdown']:.2%}; its Sharpe ratio is n/a (3 daily returns: too few for a Sharpe ratio; 63 needed)."
+    )

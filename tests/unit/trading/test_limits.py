@@ -24,8 +24,7 @@ def test_a_target_within_every_limit_passes_unchanged():
 
 
 def test_max_position_weight_clips_and_records():
-    decision = apply_limits(np.array([0.4, 0.0]), np.array([0.6, 0.0]), 0.0,
-                            Limits(0.4, 1.0, 10.0, 0.03))
+    decision = apply_limits(np.array([0.4, 0.0]), np.array([0.6, 0.0]), 0.0, Limits(0.4, 1.0, 10.0, 0.03))
     np.testing.assert_allclose(decision.weights, [0.4, 0.0])
     assert decision.events_frame(["A", "B"]).values.tolist() == [["A", "max_position_weight", 0.6, 0.4]]
 
@@ -46,7 +45,10 @@ def test_daily_loss_limit_blocks_new_risk_but_lets_positions_shrink():
     np.testing.assert_allclose(decision.weights, [0.3, 0.1, 0.0, 0.0])
     frame = decision.events_frame(["A", "B", "C", "D"])
     assert list(zip(frame["ticker"], frame["rule"], strict=True)) == [
-        ("A", "daily_loss_limit"), ("C", "daily_loss_limit"), ("D", "daily_loss_limit")]
+        ("A", "daily_loss_limit"),
+        ("C", "daily_loss_limit"),
+        ("D", "daily_loss_limit"),
+    ]
     calm = apply_limits(previous, target, -0.029, limits)
     np.testing.assert_allclose(calm.weights, target)
 

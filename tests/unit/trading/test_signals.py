@@ -30,8 +30,9 @@ def test_model_component_is_two_p_minus_one_and_zero_without_a_prediction():
 
 def test_score_is_the_sum_of_normalized_contributions():
     rng = np.random.default_rng(1)
-    components = {name: pd.DataFrame(rng.uniform(-1, 1, (30, 3)), index=SESSIONS, columns=TICKERS)
-                  for name in signals.COMPONENTS}
+    components = {
+        name: pd.DataFrame(rng.uniform(-1, 1, (30, 3)), index=SESSIONS, columns=TICKERS) for name in signals.COMPONENTS
+    }
     doubled = {name: 2 * w for name, w in WEIGHTS.items()}
     parts = signals.contributions(components, doubled)
     total = signals.score(components, doubled)
@@ -51,14 +52,17 @@ def test_target_weights_gate_on_the_threshold_and_follow_the_base():
     scores = pd.DataFrame([[0.2, 0.04, 0.3]] * 30, index=SESSIONS, columns=TICKERS)
     base = pd.DataFrame([[1.0, 5.0, 3.0]] * 30, index=SESSIONS, columns=TICKERS)
     returns = pd.DataFrame(0.0, index=SESSIONS, columns=TICKERS)
-    weights = signals.target_weights(scores, base, returns, entry_threshold=0.05, long_only=True,
-                                     vol_target=None, vol_window=10, max_gross=1.0)
+    weights = signals.target_weights(
+        scores, base, returns, entry_threshold=0.05, long_only=True, vol_target=None, vol_window=10, max_gross=1.0
+    )
     assert weights.iloc[0].tolist() == pytest.approx([0.25, 0.0, 0.75])
-    shorting = signals.target_weights(-scores, base, returns, entry_threshold=0.05, long_only=False,
-                                      vol_target=None, vol_window=10, max_gross=1.0)
+    shorting = signals.target_weights(
+        -scores, base, returns, entry_threshold=0.05, long_only=False, vol_target=None, vol_window=10, max_gross=1.0
+    )
     assert shorting.iloc[0].tolist() == pytest.approx([-0.25, 0.0, -0.75])
-    flat = signals.target_weights(scores * 0, base, returns, entry_threshold=0.05, long_only=True,
-                                  vol_target=None, vol_window=10, max_gross=1.0)
+    flat = signals.target_weights(
+        scores * 0, base, returns, entry_threshold=0.05, long_only=True, vol_target=None, vol_window=10, max_gross=1.0
+    )
     assert (flat == 0).all().all()
 
 
@@ -67,30 +71,34 @@ def test_volatility_target_scales_the_book_and_never_levers_past_the_cap():
     returns = pd.DataFrame(rng.normal(0, 0.02, (30, 3)), index=SESSIONS, columns=TICKERS)
     scores = pd.DataFrame(1.0, index=SESSIONS, columns=TICKERS)
     base = pd.DataFrame(1.0, index=SESSIONS, columns=TICKERS)
-    weights = signals.target_weights(scores, base, returns, entry_threshold=0.0, long_only=True,
-                                     vol_target=0.10, vol_window=10, max_gross=1.0)
+    weights = signals.target_weights(
+        scores, base, returns, entry_threshold=0.0, long_only=True, vol_target=0.10, vol_window=10, max_gross=1.0
+    )
     day = SESSIONS[-1]
     book = returns.loc[:day].tail(10).mean(axis=1)  # equal weights of 1/3
     expected_scale = min(0.10 / (book.std(ddof=1) * np.sqrt(TRADING_DAYS)), 1.0)
     assert weights.loc[day].sum() == pytest.approx(expected_scale)
-    levered = signals.target_weights(scores, base, returns * 0.01, entry_threshold=0.0, long_only=True,
-                                     vol_target=0.10, vol_window=10, max_gross=1.0)
+    levered = signals.target_weights(
+        scores, base, returns * 0.01, entry_threshold=0.0, long_only=True, vol_target=0.10, vol_window=10, max_gross=1.0
+    )
     assert levered.iloc[-1].sum() == pytest.approx(1.0), "a quiet market hits the gross cap, not 100x"
 
 
 def test_signals_at_t_ignore_everything_after_t():
     rng = np.random.default_rng(4)
     returns = pd.DataFrame(rng.normal(0, 0.02, (30, 3)), index=SESSIONS, columns=TICKERS)
-    tone = pd.DataFrame({"ticker": np.repeat(TICKERS, 30), "date": np.tile(SESSIONS, 3),
-                         "mean_compound": rng.uniform(-1, 1, 90)})
+    tone = pd.DataFrame(
+        {"ticker": np.repeat(TICKERS, 30), "date": np.tile(SESSIONS, 3), "mean_compound": rng.uniform(-1, 1, 90)}
+    )
     cut = SESSIONS[19]
 
     def decide(r: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
         component = signals.sentiment_component(t, SESSIONS, TICKERS, halflife=3)
         scores = signals.score({"model": component * 0, "technical": component * 0, "sentiment": component}, WEIGHTS)
         base = signals.inverse_volatility(r, 10)
-        return signals.target_weights(scores, base, r, entry_threshold=0.0, long_only=True,
-                                      vol_target=0.15, vol_window=10, max_gross=1.0)
+        return signals.target_weights(
+            scores, base, r, entry_threshold=0.0, long_only=True, vol_target=0.15, vol_window=10, max_gross=1.0
+        )
 
     before = decide(returns, tone)
     later_returns = returns.copy()

@@ -33,15 +33,30 @@ def _book(prices: pd.DataFrame, days: list[pd.Timestamp], folder) -> dict[str, p
     features = compute_features(prices, CONFIG.features)
     empty = pd.DataFrame(columns=["ticker", "date", "mean_compound"])
     history = pd.DataFrame(columns=["ticker", "date", "proba_up"])
-    strategy = strategy_lib.build_strategy(prices, features, empty, history, trade=TRADE,
-                                           feature_settings=CONFIG.features, technical_settings=CONFIG.technical,
-                                           benchmark=BENCHMARK)
+    strategy = strategy_lib.build_strategy(
+        prices,
+        features,
+        empty,
+        history,
+        trade=TRADE,
+        feature_settings=CONFIG.features,
+        technical_settings=CONFIG.technical,
+        benchmark=BENCHMARK,
+    )
     optimizer = pd.Series(0.25, index=strategy.tickers)
     for day in days:
         target = strategy.live_target(optimizer, day)
         decide = strategy_lib.LimitedTarget(target, Limits.from_params(TRADE.limits))
-        paper = broker.run_paper_day(warehouse, decide, portfolio="paper", as_of=day, initial_cash=100_000.0,
-                                     costs=TRADE.costs, execution=TRADE.execution, run_id="test")
+        paper = broker.run_paper_day(
+            warehouse,
+            decide,
+            portfolio="paper",
+            as_of=day,
+            initial_cash=100_000.0,
+            costs=TRADE.costs,
+            execution=TRADE.execution,
+            run_id="test",
+        )
     today = strategy.today(target, decide, day)
     warehouse.dispose()
     return {"signals": today, "orders": paper.orders_new, "fills": paper.fills}
@@ -72,4 +87,6 @@ def test_the_live_target_is_limited_and_its_events_recorded(tmp_path):
     weights = decide(pd.Series(dtype=float), 0.0)
     assert weights.to_dict() == pytest.approx({"AAA": 0.4, "BBB": 0.1})
     events = decide.events("run", "2025-01-02")
-    assert events[["ticker", "rule", "requested", "allowed"]].values.tolist() == [["AAA", "max_position_weight", 0.6, 0.4]]
+    assert events[["ticker", "rule", "requested", "allowed"]].values.tolist() == [
+        ["AAA", "max_position_weight", 0.6, 0.4]
+    ]
