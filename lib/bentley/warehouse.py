@@ -104,6 +104,9 @@ news = sa.Table(
     sa.Column("publisher", sa.String(128)),
     sa.Column("url", sa.Text),
     sa.Column("source", sa.String(32)),
+    # news | social: headlines and posts share one table and one scorer, told apart here.
+    sa.Column("source_kind", sa.String(16), nullable=True, comment="NULL: news (rows from before social)"),
+    sa.Column("author", sa.String(128), nullable=True),  # a social post's author; NULL for headlines
 )
 
 transactions = sa.Table(
@@ -482,6 +485,8 @@ orders = sa.Table(
     sa.Column("reference_price", FLOAT64),  # the decision day's close
     sa.Column("status", sa.String(16)),  # pending | filled
     sa.Column("run_id", sa.String(64)),
+    sa.Column("decided_at", TIMESTAMP, nullable=True),  # intraday (runner watch) orders: the deciding batch
+    sa.Column("reason", sa.String(32), nullable=True),  # intraday: reduce | flatten; NULL: the trade stage
 )
 
 fills = sa.Table(
@@ -499,6 +504,9 @@ fills = sa.Table(
     sa.Column("impact", FLOAT64),
     sa.Column("cash_change", FLOAT64),  # -(quantity x price) - costs
     sa.Column("run_id", sa.String(64)),
+    sa.Column(
+        "filled_at", TIMESTAMP, nullable=True
+    ),  # intraday (runner watch) fills; NULL: at the session's open/close
 )
 
 positions = sa.Table(
