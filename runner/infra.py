@@ -82,6 +82,7 @@ def check_infrastructure(config: Config, outputs: Path, *, timeout_s: float) -> 
     _bounded(lambda: check_outputs(outputs), timeout_s, f"outputs folder {outputs}", OUTPUTS_SETTING)
     url = resolve_url(config.warehouse.url, outputs)
     setting = _origin(WAREHOUSE_ENV, config.warehouse.url, "warehouse.url")
+    _import_driver(url)
     _bounded(lambda: check_warehouse(url, timeout_s, setting), timeout_s, _warehouse_name(url), setting)
     uri = tracking_uri(config.tracking.uri, outputs)
     setting = _origin(TRACKING_ENV, config.tracking.uri, "tracking.uri")
@@ -141,6 +142,14 @@ def _write_problem(folder: Path) -> str | None:
 # --------------------------------------------------------------------------- the warehouse
 
 
+def _import_driver(url: URL) -> None:
+    """Import the URL's database driver before the clock starts: on a loaded machine importing
+    psycopg can take a second, which is not the server's silence. A missing or unknown driver is
+    left for `check_warehouse` to name."""
+    with contextlib.suppress(Exception):
+        url.get_dialect().import_dbapi()
+
+
 def check_warehouse(url: URL, timeout_s: float, setting: str) -> None:
     """The warehouse answers and accepts writes, through a transaction that is rolled back.
 
@@ -162,7 +171,8 @@ def check_warehouse(url: URL, timeout_s: float, setting: str) -> None:
         return
     import sqlalchemy as sa
 
-    from bentley.warehouse import driver_timeouts, leases
+    from bentley.warehouse import driver_timeouts
+    from bentley.warehouse.tables import leases
 
     try:
         engine = sa.create_engine(

@@ -11,9 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from bentley import warehouse as warehouse_module
+from bentley.warehouse import convert as warehouse_convert
 from bentley.warehouse import Warehouse, resolve_url
-from bentley.warehouse import news as news_table
-from bentley.warehouse import prices as prices_table
+from bentley.warehouse.dialects import upsert_statement
+from bentley.warehouse.tables import news as news_table
+from bentley.warehouse.tables import prices as prices_table
 
 
 def prices(close: float, days: int = 3) -> pd.DataFrame:
@@ -153,7 +155,7 @@ def test_the_last_row_of_a_duplicated_key_wins(warehouse: Warehouse) -> None:
 
 
 def test_chunked_loads_round_trip_exactly(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(warehouse_module, "_CHUNK_ROWS", 7)
+    monkeypatch.setattr(warehouse_convert, "_CHUNK_ROWS", 7)
     frame = pd.concat([prices(10.0 + i / 3, days=10).assign(ticker=f"T{i:02d}") for i in range(5)], ignore_index=True)
     frame.loc[[3, 17, 44], "adj_close"] = np.nan
     frame.loc[[5, 30], "volume"] = None  # an int column with gaps (float64 with NaN)
@@ -222,7 +224,7 @@ def test_mysql_statement_is_batched_by_pymysql() -> None:
     from sqlalchemy.dialects import mysql
 
     columns = list(prices(1.0).columns)
-    statement = warehouse_module._upsert_statement(mysql.dialect(), prices_table, columns, ["ticker", "date"])
+    statement = upsert_statement(mysql.dialect(), prices_table, columns, ["ticker", "date"])
     assert RE_INSERT_VALUES.match(statement), statement
     assert "ON DUPLICATE KEY UPDATE open = VALUES(open)" in statement and "%s" in statement
 
