@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import talib
 from numpy.lib.stride_tricks import sliding_window_view
+
+if TYPE_CHECKING:
+    from bentley.config import Features
 
 #: Sessions per year, used to annualize daily return volatility.
 TRADING_DAYS = 252
@@ -40,7 +43,7 @@ def _unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(int(v) for v in values))
 
 
-def feature_columns(settings: Any) -> list[str]:
+def feature_columns(settings: Features) -> list[str]:
     """Names of the feature columns, in output order, as the settings define them.
 
     Names carry the period wherever the period is configurable per column (lists)
@@ -142,7 +145,7 @@ def adjusted_ohlcv(prices: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _check_settings(settings: Any) -> None:
+def _check_settings(settings: Features) -> None:
     """Reject windows the return statistics cannot use (TA-Lib checks its own periods)."""
     if min(settings.return_horizons, default=1) < 1:
         raise ValueError(f"return_horizons must be >= 1, got {settings.return_horizons}")
@@ -205,7 +208,7 @@ def _zscore(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _ticker_features(
-    close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray, settings: Any
+    close: np.ndarray, high: np.ndarray, low: np.ndarray, volume: np.ndarray, settings: Features
 ) -> dict[str, np.ndarray]:
     """All features of one ticker, keyed by column name, from its adjusted series."""
     features: dict[str, np.ndarray] = {}
@@ -257,7 +260,7 @@ def _ticker_slices(codes: np.ndarray) -> Iterator[slice]:
             yield slice(int(start), int(stop))
 
 
-def compute_features(prices: pd.DataFrame, settings: Any) -> pd.DataFrame:
+def compute_features(prices: pd.DataFrame, settings: Features) -> pd.DataFrame:
     """Indicator, return and volatility features per (ticker, date), from adjusted prices.
 
     One output row per input row with an adjusted close, sorted by ticker and
@@ -293,7 +296,7 @@ def compute_features(prices: pd.DataFrame, settings: Any) -> pd.DataFrame:
     return out
 
 
-def latest_summary(features: pd.DataFrame, settings: Any) -> pd.DataFrame:
+def latest_summary(features: pd.DataFrame, settings: Features) -> pd.DataFrame:
     """The last session's headline features per ticker, rounded for a report table."""
     columns = [
         f"rsi_{settings.rsi_period}",

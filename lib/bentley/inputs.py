@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bentley import adjustment
 from bentley.sources.base import default_instrument_type, tradable_only
 
+if TYPE_CHECKING:
+    from bentley.stage import Params
+    from bentley.warehouse import Warehouse
 
-def universe_tickers(params: Any) -> list[str] | None:
+
+def universe_tickers(params: Params) -> list[str] | None:
     """`universe.tickers` plus the benchmark, or None for every ticker in the table."""
     if params.universe.tickers is None:
         return None
@@ -20,7 +24,7 @@ def universe_tickers(params: Any) -> list[str] | None:
 
 
 def instrument_types(
-    warehouse: Any, tickers: Iterable[str] | None, overrides: Mapping[str, str] | None = None
+    warehouse: Warehouse, tickers: Iterable[str] | None, overrides: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """ticker -> instrument type as of the warehouse, for `tickers` (None: every ticker recorded).
 
@@ -36,7 +40,7 @@ def instrument_types(
     return {t: known.get(t, default_instrument_type(t)) for t in names}
 
 
-def tradable_tickers(warehouse: Any, params: Any) -> list[str]:
+def tradable_tickers(warehouse: Warehouse, params: Params) -> list[str]:
     """The run's tickers that may be held, ordered, optimized or be model rows, in universe order.
 
     The one place that decides it: the universe without the benchmark and without any ticker
@@ -47,13 +51,13 @@ def tradable_tickers(warehouse: Any, params: Any) -> list[str]:
     return tradable_only(types, types, params.universe.benchmark)
 
 
-def load_window(warehouse: Any, params: Any, logical_date: dt.date, table: str) -> pd.DataFrame:
+def load_window(warehouse: Warehouse, params: Params, logical_date: dt.date, table: str) -> pd.DataFrame:
     """Rows of `table` for the universe within the history window ending at the logical date."""
     start, end = params.history.window(logical_date)
     return warehouse.read(table, tickers=universe_tickers(params), start=start, end=end)
 
 
-def load_prices(warehouse: Any, params: Any, logical_date: dt.date) -> pd.DataFrame:
+def load_prices(warehouse: Warehouse, params: Params, logical_date: dt.date) -> pd.DataFrame:
     """Prices of the window with `adj_close` adjusted as of the logical date.
 
     The warehouse keeps prices as traded (bentley.adjustment); only the splits and
@@ -74,7 +78,7 @@ def with_run_id(frame: pd.DataFrame, run_id: str, columns: list[str]) -> pd.Data
     return out
 
 
-def latest_predictions(warehouse: Any, logical_date: dt.date, lookback_days: int = 14) -> pd.DataFrame:
+def latest_predictions(warehouse: Warehouse, logical_date: dt.date, lookback_days: int = 14) -> pd.DataFrame:
     """The newest train run's predictions for the latest session on or before the logical date.
 
     Empty when no champion has predicted in the last `lookback_days` (a stale forecast is no
@@ -89,7 +93,7 @@ def latest_predictions(warehouse: Any, logical_date: dt.date, lookback_days: int
     return rows[rows["predicted_at"] == rows["predicted_at"].max()].reset_index(drop=True)
 
 
-def investable_cash(warehouse: Any, logical_date: dt.date) -> float:
+def investable_cash(warehouse: Warehouse, logical_date: dt.date) -> float:
     """The budget stage's investable cash as of the logical date (or the latest before it)."""
     rows = warehouse.read("investable_cash", end=logical_date, date_column="as_of")
     if rows.empty:
@@ -97,7 +101,7 @@ def investable_cash(warehouse: Any, logical_date: dt.date) -> float:
     return float(rows.sort_values("as_of")["investable_cash"].iloc[-1])
 
 
-def model_history(warehouse: Any, model_name: str, version: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+def model_history(warehouse: Warehouse, model_name: str, version: str, start: dt.date, end: dt.date) -> pd.DataFrame:
     """One model version's point-in-time probabilities: its out-of-sample CV rows, then live rows.
 
     For a session predicted more than once (live rows of several runs), the newest wins.
@@ -111,7 +115,7 @@ def model_history(warehouse: Any, model_name: str, version: str, start: dt.date,
     return rows.drop_duplicates(["ticker", "date"], keep="last").sort_values(["ticker", "date"]).reset_index(drop=True)
 
 
-def target_weights(warehouse: Any, run_id: str) -> pd.Series:
+def target_weights(warehouse: Warehouse, run_id: str) -> pd.Series:
     """The optimize stage's weights of this run, ticker -> weight."""
     rows = warehouse.read("target_weights", where={"run_id": run_id})
     if rows.empty:

@@ -19,8 +19,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeAlias
 
 from bentley import calendar, config
 from bentley.lake import Lake, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -32,6 +31,56 @@ RESULTS_DIR = "stage_results"
 WARM_IMPORTS: tuple[str, ...] = ("bentley.warehouse",)
 
 
+class StageParams:
+    """The params sections a stage declared in `params/pipeline.yaml`, as their typed models.
+
+    `ctx.params.trade` is a `config.Trade`, so the library functions a notebook calls get
+    (and mypy checks) the models, not plain data. A section the stage did not declare is not
+    there: reading it raises an error that says where to declare it, instead of a silent
+    default from another stage's view of the params.
+    """
+
+    workflow: config.Workflow
+    sample: config.Sample
+    universe: config.Universe
+    sources: config.Sources
+    history: config.History
+    etl: config.Etl
+    features: config.Features
+    technical: config.Technical
+    risk: config.Risk
+    sentiment: config.Sentiment
+    budget: config.Budget
+    anomaly: config.Anomaly
+    ml: config.Ml
+    optimize: config.Optimize
+    trade: config.Trade
+    warehouse: config.Warehouse
+    tracking: config.Tracking
+    runner: config.Runner
+    schedule: config.Schedule
+    monitor: config.Monitor
+    watch: config.Watch
+
+    def __init__(self, **sections: config.Section) -> None:
+        self.__dict__.update(sections)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when `name` is not a declared section of this stage.
+        raise AttributeError(
+            f"params section {name!r} is not available to this stage: add it to the stage's `sections` "
+            "in params/pipeline.yaml"
+        )
+
+    def sections(self) -> dict[str, config.Section]:
+        """The declared sections by name, in declaration order."""
+        return dict(self.__dict__)
+
+
+#: What library functions that read several sections take: a stage's params or the whole Config.
+Params: TypeAlias = StageParams | config.Config
+
+
 @dataclass
 class StageContext:
     stage: str
@@ -40,7 +89,7 @@ class StageContext:
     profile: str
     outputs: Path
     root: Path  # the project folder: source paths in params resolve under it
-    params: SimpleNamespace
+    params: StageParams
     interactive: bool
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
@@ -72,7 +121,9 @@ class StageContext:
 
     def resolved_params(self) -> dict[str, Any]:
         """The stage's params sections as plain data: what a model run logs as its config."""
-        return {name: section.model_dump(mode="json", by_alias=True) for name, section in vars(self.params).items()}
+        return {
+            name: section.model_dump(mode="json", by_alias=True) for name, section in self.params.sections().items()
+        }
 
     @property
     def mlflow_parent_run_id(self) -> str | None:
@@ -168,7 +219,7 @@ def open_stage(
     """Build the context from the notebook's parameters (None means: work it out)."""
     missing = [name for name, value in sections.items() if value is None]
     loaded = config.load_config(profile) if missing else None
-    typed: dict[str, Any] = {}
+    typed: dict[str, config.Section] = {}
     for name, value in sections.items():
         if value is not None and not isinstance(value, dict):
             raise TypeError(
@@ -177,9 +228,10 @@ def open_stage(
             )
         model = config.section_model(name)
         typed[name] = getattr(loaded, name) if value is None else model.model_validate(value)
+    params = StageParams(**typed)
     interactive = run_id is None
     if logical_date is None:
-        market = typed["workflow"].calendar if "workflow" in typed else calendar.DEFAULT_CALENDAR
+        market = params.workflow.calendar if "workflow" in typed else calendar.DEFAULT_CALENDAR
         logical = calendar.latest_closed_session(dt.datetime.now(dt.UTC), market)
     else:
         logical = dt.date.fromisoformat(str(logical_date))
@@ -193,7 +245,7 @@ def open_stage(
         profile=profile,
         outputs=outputs,
         root=config.project_root(),
-        params=SimpleNamespace(**typed),
+        params=params,
         interactive=interactive,
     )
 
