@@ -123,7 +123,7 @@ def classifier_parts(spec: Any) -> tuple[str, dict[str, Any]]:
     return path, dict(kwargs or {})
 
 
-def build_estimator(spec: Any, seed: int = 0) -> BaseEstimator:
+def build_estimator(spec: Any, seed: int) -> BaseEstimator:
     """The classifier a spec describes; seeded through `random_state` unless kwargs set it."""
     path, kwargs = classifier_parts(spec)
     estimator = estimator_class(path)(**kwargs)
@@ -176,7 +176,7 @@ def model_text(frame: pd.DataFrame) -> list[str]:
     return [f"{text} {'__in__' if inflow else '__out__'}" for text, inflow in zip(description, incoming, strict=True)]
 
 
-def make_pipeline(classifier_spec: Any, seed: int = 0) -> Pipeline:
+def make_pipeline(classifier_spec: Any, seed: int) -> Pipeline:
     """text (`model_text`) -> char n-gram TF-IDF -> the configured classifier.
 
     Character n-grams within words (2-4) match merchant names through the store numbers,
@@ -222,7 +222,7 @@ def _holdout(y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def train_classifier(
-    labelled: pd.DataFrame, classifier_spec: Any, holdout_share: float, seed: int = 0
+    labelled: pd.DataFrame, classifier_spec: Any, holdout_share: float, seed: int
 ) -> tuple[Pipeline, dict[str, float]]:
     """Fit the category model on labelled rows; report its accuracy on a seeded holdout.
 

@@ -423,7 +423,7 @@ def risk_metrics(
     returns: pd.DataFrame,
     benchmark: pd.Series,
     risk_free_annual: float,
-    garch: bool = True,
+    garch: bool,
 ) -> pd.DataFrame:
     """One row per scope (column of `returns`): METRICS, then n_obs, window_start, window_end.
 
@@ -803,8 +803,8 @@ def holdings_weights(holdings: pd.DataFrame, last_prices: pd.Series) -> pd.Serie
 # Time series tables for the report
 
 
-def rolling_volatility(returns: pd.DataFrame, window: int = 63, min_periods: int | None = None) -> pd.DataFrame:
-    """Annualized rolling volatility per scope (ddof=1, √252).
+def rolling_volatility(returns: pd.DataFrame, window: int, min_periods: int | None = None) -> pd.DataFrame:
+    """Annualized rolling volatility per scope (ddof=1, √252) over `window` sessions (params `risk.rolling_window`).
 
     By default a window needs all `window` returns (a gap gives NaN until it leaves the
     window); pass min_periods to accept fewer.
@@ -813,7 +813,7 @@ def rolling_volatility(returns: pd.DataFrame, window: int = 63, min_periods: int
 
 
 def rolling_beta(
-    returns: pd.DataFrame, benchmark: pd.Series, window: int = 63, min_periods: int | None = None
+    returns: pd.DataFrame, benchmark: pd.Series, window: int, min_periods: int | None = None
 ) -> pd.DataFrame:
     """Rolling beta per scope: rolling cov(r, b) / rolling var(b) over sessions where both exist.
 
@@ -871,22 +871,25 @@ def correlation(returns: pd.DataFrame, min_periods: int = 20) -> pd.DataFrame:
 # Stress
 
 
+#: The stress table's "worst week": this many consecutive sessions of the benchmark.
+WORST_WEEK_SESSIONS = 5
+
+
 def stress_table(
     returns: pd.DataFrame,
     benchmark: pd.Series,
     weights: pd.Series,
-    shock: float = -0.10,
+    shock: float,
     *,
     portfolio_value: float,
-    window: int = 5,
 ) -> pd.DataFrame:
     """What the current holdings would lose in a market shock, per ticker and in total.
 
     Rows: the weighted tickers, then "portfolio". Columns:
     weight, held_value (weight × portfolio_value), beta (full-sample, as in risk_metrics),
     shock_return = beta × shock and shock_value = shock_return × held_value (the move a
-    benchmark fall of `shock` implies through beta); then the worst `window`-session run of
-    the benchmark in the data (worst_week_start/end, benchmark_worst_week) replayed on the
+    benchmark fall of `shock`, params `risk.market_shock`, implies through beta); then the worst
+    `WORST_WEEK_SESSIONS`-session run of the benchmark in the data (worst_week_start/end, benchmark_worst_week) replayed on the
     holdings: worst_week_return is each ticker's actual compounded return over those same
     sessions (a gap counts as flat) and worst_week_value = worst_week_return × held_value.
 
@@ -910,6 +913,7 @@ def stress_table(
     start = end = pd.NaT
     bench_week = np.nan
     week = np.full(len(tickers), np.nan)
+    window = WORST_WEEK_SESSIONS
     if len(bench) >= window:
         compounded = sliding_window_view(1.0 + bench.to_numpy(), window).prod(axis=1) - 1.0
         worst = int(np.argmin(compounded))

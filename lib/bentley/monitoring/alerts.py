@@ -9,7 +9,8 @@ Three steps, each a plain function:
    a value never fires: one that could not be measured, one too short to be published
    (`bentley.analytics.risk.published`: NaN with the reason as detail), or a NULL read back
    from the warehouse. An absent number is not evidence of a problem, and alerting on it
-   would page someone about an empty book.
+   would page someone about an empty book. Each rule is data, a row of `RULES` (the KPI it
+   reads, the comparison, the sentence), and one function evaluates them all.
 2. `reconcile(active_alerts, findings, now, renotify_minutes, run_id)` -> (rows to upsert into
    `alerts`, rows to send). The table holds one row per alert *episode*: a rule starting to fire
    for a scope opens a new active row (and sends it); while it keeps firing the row stays active
@@ -17,8 +18,9 @@ Three steps, each a plain function:
    `renotify_minutes` have passed since `last_sent_at`; when it stops firing the episode is
    resolved. A later firing opens a new episode (a new `alert_id`).
 3. `send_webhook(url, alerts, ...)` POSTs `{"alerts": [...], "run_id": ..., "sent_at": ...}`
-   as JSON with urllib, retrying connection errors, timeouts, 5xx and 429 with exponential
-   backoff. It never raises and never logs the URL (webhook URLs carry tokens). When delivery
+   as JSON with requests (redirects not followed), retrying connection errors, timeouts, 5xx
+   and 429 with the project's one retry helper (`bentley.retry`). It never raises and never
+   logs the URL (webhook URLs carry tokens). When delivery
    fails, `mark_unsent` puts the episodes back as not sent, so the next run tries again instead
    of waiting `renotify_minutes`.
 
@@ -34,18 +36,21 @@ import json
 import logging
 import math
 import os
+import random
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+import requests
 
 from bentley.config import LINKED_THRESHOLDS
 from bentley.monitoring import kpis as kpis_lib
+from bentley.retry import Backoff, retry_call
+from bentley.sources.http import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +81,81 @@ _ID_LENGTH = 64
 #: A server's Retry-After is honoured up to this many seconds.
 _MAX_RETRY_AFTER_S = 60.0
 
-#: resource_use looks at these KPIs, one alert scope each.
-_RESOURCES = {"cpu": "cpu_use", "memory": "memory_use", "disk": "disk_use"}
-_RESOURCE_NAMES = {"cpu": "CPU", "memory": "Memory", "disk": "Disk"}
-
 
 # --------------------------------------------------------------------------------------------
 # Rules
+
+#: When a KPI row fires: `above` its threshold, a `loss_beyond` the threshold (value < -threshold),
+#: or `flagged` (value > 0; the rule has no threshold). Strict: a value at the threshold is quiet.
+Comparison = Literal["above", "loss_beyond", "flagged"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alert rule as data: which KPI rows it reads, when a row fires, and what it says.
+
+    `message` is a `str.format` template over the KPI row: `value`, `loss` (-value), `threshold`,
+    `scope`, `detail`, `and_detail` (", detail" or nothing), `because` (": detail." or ".") and
+    `lookups`, other KPIs of the same scope by name. `scope` replaces the KPI row's scope when
+    the alert is about something else than the row (`resource_use` reads "host" rows of three
+    KPIs and alerts on "cpu", "memory" and "disk"). The threshold is not here: it comes from the
+    rule's params, or from the linked setting (`config.LINKED_THRESHOLDS`, see `rule_thresholds`).
+    """
+
+    name: str
+    kpi: str
+    comparison: Comparison
+    message: str
+    scope: str | None = None
+    lookups: Mapping[str, str] = field(default_factory=dict)
+
+
+#: Every alert rule, evaluated by `_check`; a rule may read several KPIs (one row each), in order.
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "pipeline_failures",
+        "consecutive_failures",
+        "above",
+        "{value:.0f} pipeline runs in a row have failed (alert after more than {threshold:g}).",
+    ),
+    Rule(
+        "model_degradation",
+        "degradation",
+        "above",
+        "Model {scope} is {value:.1%} less accurate on recent sessions than on its holdout (limit {threshold:.1%}).",
+    ),
+    Rule(
+        "trading_loss",
+        "latest_daily_return",
+        "loss_beyond",
+        "Paper portfolio {scope} lost {loss:.2%} on its latest {detail} (daily loss limit {threshold:.2%}).",
+    ),
+    # CPU's detail is sustained use and whose processes (see monitoring.resources)
+    Rule("resource_use", "cpu_use", "above", "CPU use is at {value:.0%}{and_detail} (limit {threshold:.0%}).", "cpu"),
+    Rule("resource_use", "memory_use", "above", "Memory use is at {value:.0%} (limit {threshold:.0%}).", "memory"),
+    Rule("resource_use", "disk_use", "above", "Disk use is at {value:.0%} (limit {threshold:.0%}).", "disk"),
+    Rule(
+        "data_delay",
+        "minutes_since_ingest",
+        "above",
+        "The last successful ingest finished {value:.0f} minutes ago (limit {threshold:g} minutes).",
+    ),
+    Rule(
+        "stage_slow",
+        "stage_duration_ratio",
+        "above",
+        "Stage {scope} took {seconds:.1f} s, {value:.2f} times its {detail} ({median:.1f} s; limit {threshold:g}x).",
+        lookups={"seconds": "stage_duration_s", "median": "stage_baseline_s"},
+    ),
+    Rule("retraining_required", "retraining_required", "flagged", "Model {scope} requires retraining{because}"),
+    Rule(
+        "disk_use",
+        "disk_use",
+        "above",
+        "The outputs disk is {value:.0%} full ({detail}) (limit {threshold:.0%}).",
+        "disk",
+    ),
+)
 
 
 def _setting(params: Any, dotted: str) -> Any:
@@ -102,17 +175,6 @@ def rule_thresholds(params: Any) -> dict[str, float | None]:
     return out
 
 
-def _finding(rule: str, scope: str, severity: str, value: float, threshold: float | None, message: str) -> dict:
-    return {
-        "rule": rule,
-        "scope": scope,
-        "severity": severity,
-        "value": float(value),
-        "threshold": math.nan if threshold is None else float(threshold),
-        "message": message,
-    }
-
-
 def _rows(kpis: pd.DataFrame, kpi: str) -> pd.DataFrame:
     """The KPI's rows that have a number: NaN, None and anything not numeric are left out."""
     values = pd.to_numeric(kpis["value"], errors="coerce").astype(np.float64)
@@ -120,116 +182,46 @@ def _rows(kpis: pd.DataFrame, kpi: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def _detail(kpis: pd.DataFrame, kpi: str, scope: str) -> str:
-    rows = kpis[(kpis["kpi"] == kpi) & (kpis["scope"] == scope)]
-    return str(rows["detail"].iloc[0]) if len(rows) and pd.notna(rows["detail"].iloc[0]) else ""
+def _fires(comparison: Comparison, value: float, threshold: float | None, rule: str) -> bool:
+    if comparison == "flagged":
+        return value > 0
+    if threshold is None:  # config refuses a rule without one; a table edit could still get here
+        raise ValueError(f"alert rule {rule!r} compares with a threshold, and has none")
+    return value > threshold if comparison == "above" else value < -threshold
 
 
-def _check(rule: str, kpis: pd.DataFrame, threshold: float | None, severity: str) -> list[dict]:
-    """The findings of one enabled rule."""
+def _check(name: str, kpis: pd.DataFrame, threshold: float | None, severity: str) -> list[dict]:
+    """The findings of one enabled rule: each of its KPI rows that fires, with its sentence."""
+    rules = [rule for rule in RULES if rule.name == name]
+    if not rules:  # a name config accepts but nothing here evaluates is a bug, not a silent no-op
+        raise ValueError(f"no evaluation for alert rule {name!r}")
     found = []
-    if rule == "pipeline_failures":
-        for r in _rows(kpis, "consecutive_failures").itertuples():
-            if r.value > threshold:
-                found.append(
-                    _finding(
-                        rule,
-                        r.scope,
-                        severity,
-                        r.value,
-                        threshold,
-                        f"{int(r.value)} pipeline runs in a row have failed (alert after more than {threshold:g}).",
-                    )
-                )
-    elif rule == "model_degradation":
-        for r in _rows(kpis, "degradation").itertuples():
-            if r.value > threshold:
-                found.append(
-                    _finding(
-                        rule,
-                        r.scope,
-                        severity,
-                        r.value,
-                        threshold,
-                        f"Model {r.scope} is {r.value:.1%} less accurate on recent sessions than "
-                        f"on its holdout (limit {threshold:.1%}).",
-                    )
-                )
-    elif rule == "trading_loss":
-        for r in _rows(kpis, "latest_daily_return").itertuples():
-            assert threshold is not None, "trading_loss takes trade.limits.daily_loss_limit, a required number"
-            if r.value < -threshold:
-                found.append(
-                    _finding(
-                        rule,
-                        r.scope,
-                        severity,
-                        r.value,
-                        threshold,
-                        f"Paper portfolio {r.scope} lost {-r.value:.2%} on its latest {r.detail} "
-                        f"(daily loss limit {threshold:.2%}).",
-                    )
-                )
-    elif rule in ("resource_use", "disk_use"):
-        kinds = _RESOURCES if rule == "resource_use" else {"disk": "disk_use"}
-        for scope, kpi in kinds.items():
-            for r in _rows(kpis, kpi).itertuples():
-                if r.value > threshold:
-                    what = (
-                        f"{_RESOURCE_NAMES[scope]} use is at {r.value:.0%}"
-                        if rule == "resource_use"
-                        else f"The outputs disk is {r.value:.0%} full ({r.detail})"
-                    )
-                    if scope == "cpu" and r.detail:  # sustained, and whose processes (see monitoring.resources)
-                        what += f", {r.detail}"
-                    found.append(
-                        _finding(rule, scope, severity, r.value, threshold, f"{what} (limit {threshold:.0%}).")
-                    )
-    elif rule == "data_delay":
-        for r in _rows(kpis, "minutes_since_ingest").itertuples():
-            if r.value > threshold:
-                found.append(
-                    _finding(
-                        rule,
-                        r.scope,
-                        severity,
-                        r.value,
-                        threshold,
-                        f"The last successful ingest finished {r.value:.0f} minutes ago (limit {threshold:g} minutes).",
-                    )
-                )
-    elif rule == "stage_slow":
-        for r in _rows(kpis, "stage_duration_ratio").itertuples():
-            if r.value > threshold:
-                seconds = kpis_lib.kpi_value(kpis, "stage_duration_s", r.scope)
-                median = kpis_lib.kpi_value(kpis, "stage_baseline_s", r.scope)
-                found.append(
-                    _finding(
-                        rule,
-                        r.scope,
-                        severity,
-                        r.value,
-                        threshold,
-                        f"Stage {r.scope} took {seconds:.1f} s, {r.value:.2f} times its {r.detail} "
-                        f"({median:.1f} s; limit {threshold:g}x).",
-                    )
-                )
-    elif rule == "retraining_required":
-        for r in _rows(kpis, "retraining_required").itertuples():
-            if r.value > 0:
-                reason = _detail(kpis, "retraining_required", r.scope).strip().rstrip(".")
-                found.append(
-                    _finding(
-                        rule,
-                        r.scope,
-                        severity,
-                        r.value,
-                        threshold,
-                        f"Model {r.scope} requires retraining" + (f": {reason}." if reason else "."),
-                    )
-                )
-    else:  # a name config accepts but nothing here evaluates is a bug, not a silent no-op
-        raise ValueError(f"no evaluation for alert rule {rule!r}")
+    for rule in rules:
+        for row in _rows(kpis, rule.kpi).itertuples():
+            if not _fires(rule.comparison, row.value, threshold, name):
+                continue
+            detail = "" if row.detail is None or pd.isna(row.detail) else str(row.detail)
+            reason = detail.strip().rstrip(".")
+            message = rule.message.format(
+                value=row.value,
+                loss=-row.value,
+                threshold=threshold,
+                scope=row.scope,
+                detail=detail,
+                and_detail=f", {detail}" if detail else "",
+                because=f": {reason}." if reason else ".",
+                **{key: kpis_lib.kpi_value(kpis, kpi, row.scope) for key, kpi in rule.lookups.items()},
+            )
+            found.append(
+                {
+                    "rule": name,
+                    "scope": rule.scope or row.scope,
+                    "severity": severity,
+                    "value": float(row.value),
+                    "threshold": math.nan if threshold is None else float(threshold),
+                    "message": message,
+                }
+            )
     return found
 
 
@@ -412,10 +404,10 @@ def log_lines(rows: pd.DataFrame) -> list[str]:
     return [f"ALERT [{r.severity}] {r.rule} {r.scope}: {r.message}" for r in active.itertuples()]
 
 
-def alerts_display(rows: pd.DataFrame, timezone: str = "UTC") -> pd.DataFrame:
+def alerts_display(rows: pd.DataFrame, timezone: str) -> pd.DataFrame:
     """Alerts for a report: active first (critical before warning), then resolved by this run.
 
-    `first_seen_at` is shown in `timezone` (the warehouse keeps UTC).
+    `first_seen_at` is shown in `timezone`, params `workflow.timezone` (the warehouse keeps UTC).
     """
     columns = ["status", "severity", "rule", "scope", "message", "value", "threshold", "first_seen_at", "notifications"]
     if rows.empty:
@@ -484,19 +476,38 @@ def webhook_payload(
     }
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A webhook that redirects is misconfigured: following it would re-send as GET, without the body."""
+def _status(error: BaseException) -> int | None:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+
+def _retry_after(error: BaseException) -> float:
+    """A 429's Retry-After in seconds (capped at `_MAX_RETRY_AFTER_S`), the floor of the next wait; else 0."""
+    response = getattr(error, "response", None)
+    if _status(error) != 429 or response is None:
+        return 0.0
+    value = str(response.headers.get("Retry-After") or "").strip()
+    return min(float(value), _MAX_RETRY_AFTER_S) if value.isdigit() else 0.0
 
 
 def _problem(error: BaseException) -> str:
-    """What went wrong, without the URL: the exception type and, for OS errors, errno's text."""
-    reason = getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error
-    if isinstance(reason, OSError) and reason.strerror:
-        return f"{type(reason).__name__}: {reason.strerror}"
-    return type(reason).__name__
+    """What went wrong, without the URL (requests puts it in its messages): the HTTP status, or
+    the exception type and the operating system's words for the cause ("Connection refused").
+
+    requests wraps urllib3's error (in `args[0]`), which was raised from the socket's.
+    """
+    status = _status(error)
+    if status is not None:
+        return f"HTTP {status}"
+    cause: BaseException | None = error
+    for _ in range(10):  # a few layers deep; a cycle of causes must not loop forever
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and not isinstance(cause, requests.RequestException) and cause.strerror:
+            return f"{type(error).__name__}: {cause.strerror}"
+        wrapped = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = cause.__cause__ or wrapped or cause.__context__
+    return type(error).__name__
 
 
 def send_webhook(
@@ -505,16 +516,19 @@ def send_webhook(
     *,
     run_id: str | None = None,
     sent_at: dt.datetime | None = None,
-    timeout_s: float = 5.0,
-    max_attempts: int = 3,
-    backoff_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
+    timeout_s: float,
+    max_attempts: int,
+    backoff_s: float,
+    sleep: Callable[[float], object] = time.sleep,
+    rng: random.Random | None = None,
 ) -> bool:
     """POST the alerts as JSON; True once a 2xx answers, False otherwise. Never raises.
 
-    Connection errors, timeouts, 5xx and 429 are retried up to `max_attempts` attempts in all,
-    waiting backoff_s * 2**(n-1) after attempt n (at least a 429's Retry-After, capped at 60 s);
-    other 4xx and redirects fail at once. Log lines never contain the URL.
+    Only http and https URLs are contacted. Connection errors, timeouts, 5xx and 429 are retried
+    up to `max_attempts` attempts in all (`bentley.retry`: capped exponential waits from
+    `backoff_s` with full jitter, at least a 429's Retry-After, capped at 60 s); other 4xx and
+    redirects fail at once: a webhook that redirects is misconfigured, and following it would
+    re-send as GET without the body. Log lines never contain the URL (it carries a token).
     """
     try:
         scheme = urlsplit(url).scheme
@@ -523,45 +537,53 @@ def send_webhook(
             return False
         stamp = sent_at or dt.datetime.now(dt.UTC)
         body = json.dumps(webhook_payload(alerts, run_id=run_id, sent_at=stamp), allow_nan=False).encode()
-        opener = urllib.request.build_opener(_NoRedirect)
     except Exception as error:  # noqa: BLE001 - delivery must never stop the stage
         log.warning("alert webhook not sent: payload could not be built (%s)", type(error).__name__)
         return False
-    count = len(alerts)
-    for attempt in range(1, max_attempts + 1):
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "bentley-monitor"}
+    count, attempts = len(alerts), 0
+
+    def post() -> requests.Response:
+        nonlocal attempts
+        attempts += 1
+        response = requests.post(
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", "User-Agent": "bentley-monitor"},
+            timeout=timeout_s,
+            allow_redirects=False,
         )
-        delay = backoff_s * 2 ** (attempt - 1)
-        try:
-            with opener.open(request, timeout=timeout_s) as response:
-                response.read()
-                status = response.status
-            if 200 <= status < 300:
-                log.info("alert webhook: %d alert(s) delivered (HTTP %d, attempt %d)", count, status, attempt)
-                return True
-            problem, retry = f"HTTP {status}", False
-        except urllib.error.HTTPError as error:
-            status = error.code
-            retry_after = error.headers.get("Retry-After") if error.headers else None
-            error.close()
-            problem, retry = f"HTTP {status}", status >= 500 or status == 429
-            if status == 429 and retry_after and retry_after.strip().isdigit():
-                delay = max(delay, min(float(retry_after), _MAX_RETRY_AFTER_S))
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            problem, retry = _problem(error), True
-        except Exception as error:  # noqa: BLE001 - e.g. http.client.BadStatusLine: the server spoke garbage
-            problem, retry = type(error).__name__, True
-        if not retry or attempt == max_attempts:
-            log.warning(
-                "alert webhook failed after %d attempt(s): %s; %d alert(s) not delivered", attempt, problem, count
-            )
-            return False
+        response.close()
+        if not 200 <= response.status_code < 300:  # raise_for_status lets a redirect through
+            raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
+        return response
+
+    def on_retry(attempt: int, error: BaseException, wait: float) -> None:
         log.info(
-            "alert webhook attempt %d of %d failed (%s); retrying in %.1f s", attempt, max_attempts, problem, delay
+            "alert webhook attempt %d of %d failed (%s); retrying in %.1f s",
+            attempt,
+            max_attempts,
+            _problem(error),
+            wait,
         )
-        sleep(delay)
-    return False
+
+    try:
+        response = retry_call(
+            post,
+            attempts=max_attempts,
+            backoff=Backoff(base_s=backoff_s, cap_s=_MAX_RETRY_AFTER_S),
+            retryable=is_transient,
+            at_least=_retry_after,
+            on_retry=on_retry,
+            sleep=sleep,
+            rng=rng,
+        )
+    except Exception as error:  # noqa: BLE001 - delivery must never stop the stage
+        log.warning(
+            "alert webhook failed after %d attempt(s): %s; %d alert(s) not delivered", attempts, _problem(error), count
+        )
+        return False
+    log.info("alert webhook: %d alert(s) delivered (HTTP %d, attempt %d)", count, response.status_code, attempts)
+    return True
 
 
 def deliver(

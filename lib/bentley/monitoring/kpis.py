@@ -675,7 +675,7 @@ _STATUS_COLOURS = {
 MIN_CHARTED_RUNS = 3
 
 
-def run_history_chart(outcomes: pd.DataFrame, last_n: int, timezone: str = "UTC") -> Figure | None:
+def run_history_chart(outcomes: pd.DataFrame, last_n: int, timezone: str) -> Figure | None:
     """The last `last_n` runs: duration bars coloured by status, start times in `timezone`.
 
     None while fewer than `MIN_CHARTED_RUNS` runs have a duration (a chart of one or two bars

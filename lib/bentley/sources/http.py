@@ -4,8 +4,8 @@ Only failures that can heal by waiting are retried (HTTP 429 and 5xx, timeouts, 
 connections). Anything else, a 404 or a parse error, is a fact about the request and is
 raised at once, so a typo in a ticker or a URL costs one request, not `max_attempts`.
 
-Delays use capped exponential backoff with full jitter (delay_k ~ U(0, min(cap, base * 2**k))):
-clients that failed together do not retry together.
+The waits are those of every retry in the project (`bentley.retry`: capped exponential
+backoff with full jitter), so clients that failed together do not retry together.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import requests
 
 from bentley import __version__
+from bentley.retry import Backoff, retry_call
 from bentley.sources.base import TransientSourceError
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def is_transient(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often to try and how long to wait in between (seconds)."""
+    """How often to try and how long to wait in between (seconds): `params.sources.http`."""
 
     max_attempts: int
     base: float
@@ -87,10 +88,14 @@ class RetryPolicy:
     def from_settings(cls, http: Http) -> RetryPolicy:
         return cls(max_attempts=http.max_attempts, base=http.backoff_base_s, cap=http.backoff_max_s)
 
+    @property
+    def backoff(self) -> Backoff:
+        """The waits, as every retry in the project draws them (`bentley.retry.Backoff`)."""
+        return Backoff(base_s=self.base, cap_s=self.cap)
+
     def delay(self, retry: int, rng: random.Random) -> float:
         """The wait before retry number `retry` (0 for the first retry), full jitter."""
-        # The exponent is bounded so that 2**retry stays a float; min() then takes the cap.
-        return rng.uniform(0.0, min(self.cap, self.base * 2.0 ** min(retry, 1000)))
+        return self.backoff.delay(retry + 1, rng)
 
 
 def call_with_retries(
@@ -101,23 +106,25 @@ def call_with_retries(
     sleep: Callable[[float], object] = time.sleep,
     rng: random.Random | None = None,
 ) -> T:
-    """`fn()`, retried on transient failures; other errors propagate unchanged at once.
+    """`fn()`, retried on transient failures (`bentley.retry.retry_call`); other errors propagate unchanged at once.
 
     After `policy.max_attempts` transient failures, raise TransientSourceError naming `what`
     and the last error (chained), so a caller can record it as one ticker's or feed's failure.
     """
-    rng = rng or random.Random()
-    last: BaseException | None = None
-    for attempt in range(policy.max_attempts):
-        if attempt:
-            sleep(policy.delay(attempt - 1, rng))
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            last = exc
-    raise TransientSourceError(f"{what}: gave up after {policy.max_attempts} attempts: {last}") from last
+    try:
+        return retry_call(
+            fn,
+            attempts=policy.max_attempts,
+            backoff=policy.backoff,
+            retryable=is_transient,
+            sleep=sleep,
+            rng=rng or random.Random(),
+        )
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        # retry_call gives up on a transient failure only after the last attempt
+        raise TransientSourceError(f"{what}: gave up after {policy.max_attempts} attempts: {exc}") from exc
 
 
 class RateLimiter:

@@ -118,7 +118,7 @@ def test_rules_take_precedence_over_the_model(categorized) -> None:
     assert rows.loc["t10", ["category_final", "category_method"]].tolist() == ["housing", "rule"]
     assert rows.loc["t12", ["category_final", "category_method"]].tolist() == ["coffee", "rule"]
     # Without the rule, the model would have called the same row dining.
-    model, _ = budget.train_classifier(make_ledger().dropna(subset=["category"]), CLASSIFIER, holdout_share=0.0)
+    model, _ = budget.train_classifier(make_ledger().dropna(subset=["category"]), CLASSIFIER, holdout_share=0.0, seed=0)
     assert model.predict(make_ledger().iloc[[11]])[0] == "dining"
 
 
@@ -152,7 +152,7 @@ def test_the_holdout_is_stratified_and_seeded() -> None:
     assert first["stratified"] == 1.0
     assert first["n_test"] == 16 and first["n_train"] == 48
     with pytest.raises(ValueError, match="holdout_share"):
-        budget.train_classifier(labelled, CLASSIFIER, holdout_share=1.0)
+        budget.train_classifier(labelled, CLASSIFIER, holdout_share=1.0, seed=0)
 
 
 def test_without_two_given_categories_nothing_is_guessed() -> None:

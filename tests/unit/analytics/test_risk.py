@@ -228,7 +228,7 @@ def test_garch_fit_failure_is_nan_with_a_warning(monkeypatch: pytest.MonkeyPatch
     dates = pd.bdate_range("2022-01-03", periods=150)
     returns = pd.DataFrame({"FAILS": rng.normal(0, 0.01, 150)}, index=dates)
     with pytest.warns(RiskWarning, match="GARCH fit failed.*FAILS"):
-        out = risk.risk_metrics(returns, pd.Series(rng.normal(0, 0.01, 150), index=dates), 0.0)
+        out = risk.risk_metrics(returns, pd.Series(rng.normal(0, 0.01, 150), index=dates), 0.0, garch=True)
     assert np.isnan(out.loc["FAILS", "var_95_garch"])
 
 
@@ -641,7 +641,9 @@ def test_charts_have_titles_and_labels(table: pd.DataFrame, market: tuple[pd.Dat
     returns, bench = market
     figures = [
         risk.correlation_heatmap(risk.correlation(returns)),
-        risk.rolling_chart(risk.rolling_volatility(returns), "Rolling 63-session volatility", "Annualized volatility"),
+        risk.rolling_chart(
+            risk.rolling_volatility(returns, 63), "Rolling 63-session volatility", "Annualized volatility"
+        ),
         risk.drawdown_chart(risk.drawdowns(returns[["PLAIN"]])),
     ]
     try:

@@ -9,16 +9,19 @@ import http.server
 import json
 import logging
 import math
+import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import get_args
 
 import pandas as pd
 import pytest
+import requests
 
-from bentley.config import load_config
+from bentley.config import AlertRuleName, load_config
 from bentley.monitoring import alerts, kpis
 from bentley.monitoring.kpis import History, Resources
 
@@ -194,6 +197,39 @@ def test_stage_slow_message_names_the_stage_and_its_numbers(params):
     )
 
 
+def test_every_rule_says_what_fired_with_its_numbers(params):
+    found = alerts.evaluate_rules(everything_firing(), params)
+    assert {(r.rule, r.scope): r.message for r in found.itertuples()} == {
+        ("model_degradation", "m"): (
+            "Model m is 10.0% less accurate on recent sessions than on its holdout (limit 10.0%)."
+        ),
+        ("pipeline_failures", "pipeline"): "4 pipeline runs in a row have failed (alert after more than 3).",
+        ("resource_use", "cpu"): "CPU use is at 91% (limit 90%).",
+        ("resource_use", "memory"): "Memory use is at 95% (limit 90%).",
+        ("trading_loss", "paper"): (
+            "Paper portfolio paper lost 3.01% on its latest session 2025-06-02 (daily loss limit 3.00%)."
+        ),
+        ("data_delay", "ingest"): "The last successful ingest finished 60 minutes ago (limit 60 minutes).",
+        ("disk_use", "disk"): "The outputs disk is 81% full (filesystem of /o) (limit 80%).",
+        ("retraining_required", "m"): "Model m requires retraining: accuracy fell.",
+        ("stage_slow", "features"): (
+            "Stage features took 30.0 s, 1.51 times its median of 5 successful runs (10.0 s; limit 1.5x)."
+        ),
+    }
+    busy = alerts.evaluate_rules(kpi_table(("cpu_use", "host", 0.97, "used by others: 97% now")), params)
+    assert busy["message"].tolist() == ["CPU use is at 97%, used by others: 97% now (limit 90%)."]
+
+
+def test_every_rule_config_accepts_is_in_the_rules_table_and_nothing_else():
+    """A rule name params accept but the table lacks would silently never fire."""
+    assert {rule.name for rule in alerts.RULES} == set(get_args(AlertRuleName))
+
+
+def test_a_rule_missing_from_the_table_is_an_error_not_silence(params):
+    with pytest.raises(ValueError, match="no evaluation for alert rule 'nope'"):
+        alerts._check("nope", everything_firing(), 1.0, "warning")
+
+
 def test_pipeline_failures_from_the_run_ledger(params):
     """Four failed runs before a run that failed too: 5 > 3 fires; a success in between does not."""
 
@@ -359,6 +395,7 @@ class Hook(http.server.ThreadingHTTPServer):
 
     def __init__(self, statuses: list[int], delay_s: float = 0.0) -> None:
         self.statuses, self.delay_s = list(statuses), delay_s
+        self.location = ""  # where a 3xx answer points
         self.bodies: list[dict] = []
         self.headers_seen: list[dict] = []
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -384,6 +421,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         if status == 429:
             self.send_header("Retry-After", "2")
+        if 300 <= status < 400:
+            self.send_header("Location", self.server.location)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -415,9 +454,18 @@ def sent_alerts() -> pd.DataFrame:
     return to_send
 
 
+SEED = 5
+
+
 def send(url: str, sleeps: list[float], **kwargs) -> bool:
-    options = {"timeout_s": 2.0, "max_attempts": 3, "backoff_s": 0.5, **kwargs}
+    options = {"timeout_s": 2.0, "max_attempts": 3, "backoff_s": 0.5, "rng": random.Random(SEED), **kwargs}
     return alerts.send_webhook(url, sent_alerts(), run_id="run-1", sent_at=NOW, sleep=sleeps.append, **options)
+
+
+def waits(*ceilings: float) -> list[float]:
+    """The waits `send` draws before its retries: full jitter under capped doubling ceilings."""
+    rng = random.Random(SEED)
+    return [rng.uniform(0.0, ceiling) for ceiling in ceilings]
 
 
 def test_the_payload_arrives_as_json(serve):
@@ -437,13 +485,13 @@ def test_the_payload_arrives_as_json(serve):
 def test_a_500_then_200_is_retried_and_succeeds(serve):
     hook, sleeps = serve([500]), []
     assert send(hook.url, sleeps) is True
-    assert len(hook.bodies) == 2 and sleeps == [0.5]
+    assert len(hook.bodies) == 2 and sleeps == waits(0.5)
 
 
 def test_a_429_waits_at_least_its_retry_after(serve):
     hook, sleeps = serve([429, 503]), []
     assert send(hook.url, sleeps) is True
-    assert len(hook.bodies) == 3 and sleeps == [2.0, 1.0]
+    assert len(hook.bodies) == 3 and sleeps == [2.0, waits(0.5, 1.0)[1]]  # Retry-After: 2 beats a draw <= 0.5
 
 
 def test_a_400_is_not_retried(serve):
@@ -455,13 +503,13 @@ def test_a_400_is_not_retried(serve):
 def test_persistent_5xx_gives_up_after_max_attempts(serve):
     hook, sleeps = serve([502, 502, 502, 502]), []
     assert send(hook.url, sleeps) is False
-    assert len(hook.bodies) == 3 and sleeps == [0.5, 1.0]
+    assert len(hook.bodies) == 3 and sleeps == waits(0.5, 1.0)
 
 
 def test_a_timeout_is_retried(serve):
     hook, sleeps = serve([], delay_s=0.6), []
     assert send(hook.url, sleeps, timeout_s=0.2, max_attempts=2) is False
-    assert sleeps == [0.5]
+    assert sleeps == waits(0.5)
 
 
 def test_an_unreachable_port_returns_false_without_raising():
@@ -470,20 +518,53 @@ def test_an_unreachable_port_returns_false_without_raising():
         port = probe.getsockname()[1]
     sleeps: list[float] = []
     assert send(f"http://127.0.0.1:{port}/hooks/{TOKEN}", sleeps) is False
-    assert sleeps == [0.5, 1.0]
+    assert sleeps == waits(0.5, 1.0)
 
 
-def test_a_non_http_url_is_refused():
-    assert send(f"file:///tmp/{TOKEN}", []) is False
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/hostname",
+        f"ftp://user:{TOKEN}@127.0.0.1/hooks",
+        f"gopher://127.0.0.1:70/_POST%20/hooks/{TOKEN}",
+        f"gopher:{TOKEN}",
+        f"127.0.0.1/hooks/{TOKEN}",  # no scheme at all
+    ],
+)
+def test_only_http_and_https_urls_are_contacted(url, monkeypatch, caplog):
+    """The scheme guard, observed: nothing reaches the HTTP client (no request, no file read),
+    nothing is retried, and the log says why. Without the guard, requests is called with the URL."""
+    calls: list[str] = []
+
+    def record(self, method, url, *args, **kwargs):
+        calls.append(url)
+        raise AssertionError("the webhook contacted a URL that is not http(s)")
+
+    monkeypatch.setattr(requests.Session, "request", record)
+    sleeps: list[float] = []
+    caplog.set_level(logging.INFO, logger="bentley.monitoring.alerts")
+    assert send(url, sleeps) is False
+    assert calls == [] and sleeps == []
+    assert "the URL must be http or https" in caplog.text and TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_nor_retried(serve, status):
+    """Following would re-send elsewhere (a 301/302 even as a GET without the body)."""
+    hook, elsewhere, sleeps = serve([status]), serve([]), []
+    hook.location = elsewhere.url
+    assert send(hook.url, sleeps) is False
+    assert len(hook.bodies) == 1 and elsewhere.bodies == [] and sleeps == []
 
 
 def test_the_url_never_appears_in_the_log(serve, caplog):
     caplog.set_level(logging.DEBUG, logger="bentley.monitoring.alerts")
-    ok, refused = serve([500]), serve([400])
+    ok, refused, redirect = serve([500]), serve([400]), serve([302])
+    redirect.location = ok.url
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}/hooks/{TOKEN}"
-    for url in (ok.url, refused.url, dead, f"ftp://user:{TOKEN}@example.invalid/"):
+    for url in (ok.url, refused.url, dead, f"ftp://user:{TOKEN}@example.invalid/", redirect.url):
         send(url, [])
     assert caplog.records  # something was said about every attempt
     text = caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from types import SimpleNamespace
 
 import empyrical as ep
@@ -357,7 +358,7 @@ def test_first_run_ever_gives_a_table_and_no_chart_errors(params):
     assert "No stage" in kpis.durations_sentence(kpis.stage_durations(NO_STAGES, CURRENT, 4), 1.5)
     assert "No pipeline run" in kpis.pipeline_sentence(table, 4)
     outcomes = kpis.run_outcomes(history.pipeline_runs, NO_STAGES, CURRENT)
-    assert kpis.run_history_chart(outcomes, 20) is None, "the current run alone, still going: nothing to chart"
+    assert kpis.run_history_chart(outcomes, 20, "UTC") is None, "the current run alone, still going: nothing to chart"
 
 
 def test_kpi_table_refuses_a_naive_now(params):
@@ -372,10 +373,72 @@ def test_kpi_table_refuses_a_naive_now(params):
         )
 
 
-def test_host_resources_are_shares(tmp_path):
+class FakeProcess:
+    """A psutil.Process with a fixed CPU use (percent of one core) and CPU seconds so far."""
+
+    def __init__(self, pid: int, percent: float, cpu_s: float = 0.0, name: str = "python", cmd: tuple = ()) -> None:
+        self.pid, self.percent, self.cpu_s = pid, percent, cpu_s
+        self.info = {"name": name, "username": "ci", "cmdline": list(cmd)}
+        self.started = time.time() - 100.0  # alive 100 s: all its CPU seconds fall in the 5-minute window
+        self.kids: list[FakeProcess] = []
+        self.up: FakeProcess | None = None
+
+    def parent(self) -> FakeProcess | None:
+        return self.up
+
+    def children(self, recursive: bool = False) -> list[FakeProcess]:
+        return self.kids
+
+    def cpu_percent(self, interval: float | None = None) -> float:
+        return self.percent
+
+    def cpu_times(self) -> SimpleNamespace:
+        return SimpleNamespace(user=self.cpu_s, system=0.0, children_user=0.0, children_system=0.0)
+
+    def create_time(self) -> float:
+        return self.started
+
+
+def test_host_resources_are_the_shares_psutil_and_df_give(tmp_path, monkeypatch, params):
+    """A crafted host: 2 cores, 80% busy now of which this pipeline (runner + kernel) uses 20% of
+    one core; a 5-minute load of 1.2 of which the pipeline's 60 CPU seconds are 0.2; memory
+    37.5% used; a disk with 600 used, 200 available and 200 reserved for root."""
+    import os
+    import shutil
+
+    import psutil
+
+    from bentley.monitoring import resources
+
+    runner, kernel = FakeProcess(1, 0.0, cpu_s=30.0), FakeProcess(2, 20.0, cpu_s=30.0)
+    runner.kids, kernel.up = [kernel], runner
+    other = FakeProcess(3, 150.0, name="stress", cmd=("/usr/bin/stress", "--cpu", "2"))
+    monkeypatch.setattr(psutil, "Process", lambda: kernel)
+    monkeypatch.setattr(psutil, "process_iter", lambda attrs: iter([runner, kernel, other]))
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval: 80.0)
+    monkeypatch.setattr(psutil, "cpu_count", lambda: 2)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=37.5))
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 1.2, 9.0))
+    usage = SimpleNamespace(total=1000, used=600, free=200)
+    real_disk_use = resources.disk_use
+    monkeypatch.setattr(resources, "disk_use", lambda path: real_disk_use(path, lambda where: usage))
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: pytest.fail("the crafted disk was not used"))
+
     measured = kpis.host_resources(tmp_path / "not" / "created", cpu_interval_s=0.05)
-    for share in (measured.cpu, measured.memory, measured.disk):
-        assert 0.0 <= share <= 1.0
+    # sample: (80 - 20 / 2 cores) / 100 = 0.70; sustained: 1.2 / 2 - 60 s / (300 s * 2) = 0.50; the lower
+    assert measured.cpu == pytest.approx(0.50, abs=1e-12)
+    assert measured.cpu_detail == (
+        "used by processes other than this pipeline: 70% now, 50% over 5 min; busiest: stress --cpu 2 (pid 3, ci) 150%"
+    )
+    assert measured.memory == 0.375
+    assert measured.disk == 0.75  # as df: used / (used + available), not (total - free) / total = 0.8
+    assert measured.disk_path == str(tmp_path / "not" / "created")
+    table = kpis.kpi_table(
+        History(ledger([]), NO_STAGES), params, run_id=CURRENT, logical_date=NOW.date(), now=NOW, resources=measured
+    )
+    value = table.set_index(["kpi", "scope"])["value"]
+    assert value[("cpu_use", "host")] == pytest.approx(0.50, abs=1e-12)
+    assert (value[("memory_use", "host")], value[("disk_use", "host")]) == (0.375, 0.75)
 
 
 # --------------------------------------------------------------------------------------------
