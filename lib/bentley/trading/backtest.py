@@ -518,7 +518,7 @@ def backtest_metrics(
     strategy: str,
     *,
     minimums: MinObservations,
-    garch: bool = True,
+    garch: bool,
 ) -> pd.DataFrame:
     """Warehouse rows for the strategy and the benchmark over the same sessions.
 
@@ -783,7 +783,13 @@ def monthly_returns_heatmap(returns: pd.Series) -> Figure:
     return fig
 
 
-def rolling_sharpe(returns: pd.Series, risk_free_rate: float, window: int = 126) -> pd.Series:
+#: Tearsheet conventions, not settings (no params key): a half-year rolling Sharpe ratio and a
+#: month's mean turnover, as QuantStats draws them.
+ROLLING_SHARPE_SESSIONS = 126
+TURNOVER_MEAN_SESSIONS = 21
+
+
+def rolling_sharpe(returns: pd.Series, risk_free_rate: float, window: int) -> pd.Series:
     """Annualized Sharpe over a rolling window, risk.py's definition (excess returns, ddof=1)."""
     excess = returns - risk.per_period_rate(risk_free_rate)
     rolling = excess.rolling(window)
@@ -791,7 +797,7 @@ def rolling_sharpe(returns: pd.Series, risk_free_rate: float, window: int = 126)
 
 
 def rolling_sharpe_chart(
-    returns: pd.Series, risk_free_rate: float, minimums: MinObservations, window: int = 126
+    returns: pd.Series, risk_free_rate: float, minimums: MinObservations, window: int = ROLLING_SHARPE_SESSIONS
 ) -> Figure:
     """Rolling annualized Sharpe ratio with the whole period's as a reference line, drawn only
     when `risk.published` lets it out (the title says why otherwise)."""
@@ -813,7 +819,7 @@ def rolling_sharpe_chart(
     return fig
 
 
-def exposure_turnover_chart(result: BacktestResult, window: int = 21) -> Figure:
+def exposure_turnover_chart(result: BacktestResult, window: int = TURNOVER_MEAN_SESSIONS) -> Figure:
     """Gross and net exposure at each close above, daily turnover and its rolling mean below."""
     from matplotlib.ticker import PercentFormatter
 
