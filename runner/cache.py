@@ -15,6 +15,9 @@ A product is what a stage wrote: warehouse tables and lake partitions, each with
 order-free content digest of the rows written (bentley.stage). Its fingerprint is the hash
 of those digests, so an upstream stage that reran and wrote the same rows leaves its
 downstream stages up to date (an early cutoff, as in Bazel).
+
+`CacheStore` keeps each stage's last successful execution in the warehouse table `stage_cache`
+(its key parts, products and fingerprint); it is the only code that reads or writes that table.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ import importlib.metadata
 import json
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bentley.config import Config, canonical_json, flatten
 from runner.dag import Stage
+
+if TYPE_CHECKING:
+    from bentley.warehouse import Warehouse
 
 PROJECT_DISTRIBUTION = "bentley-budget-bot"
 #: Parameters that name the run rather than shape its result.
@@ -68,6 +74,68 @@ class CacheEntry:
     products: dict[str, dict[str, int]]
     run_id: str
     updated_at: dt.datetime
+
+
+class CacheStore:
+    """`stage_cache`: what the cache remembers of each stage's last successful execution.
+
+    A run reads every entry once (`entries`), drops a stage's entry just before the stage
+    executes (its products are about to change, so a crash mid-stage never leaves an entry
+    describing products that are gone) and stores the new one when it succeeds.
+    """
+
+    def __init__(self, warehouse: Warehouse, outputs: Path) -> None:
+        self.warehouse = warehouse
+        self.outputs = outputs
+
+    def entries(self) -> dict[str, CacheEntry]:
+        """Every stage's entry, by stage name."""
+        frame = self.warehouse.read("stage_cache")
+        return {
+            row["stage"]: CacheEntry(
+                stage=row["stage"],
+                key=row["cache_key"],
+                fingerprint=row["fingerprint"],
+                components=json.loads(row["components"]),
+                products=json.loads(row["products"]),
+                run_id=row["run_id"],
+                updated_at=row["updated_at"].to_pydatetime(),
+            )
+            for row in frame.to_dict("records")
+        }
+
+    def missing_product(self, entry: CacheEntry) -> str | None:
+        """The first product of the entry that is gone (a dropped table, an emptied partition)."""
+        for product, written in entry.products.items():
+            kind, _, name = product.partition(":")
+            if kind == "table" and written.get("rows") and not self.warehouse.has_rows(name):
+                return f"table {name} is empty or missing"
+            if kind == "lake" and not any((self.outputs / "lake" / name).glob("*.parquet")):
+                return f"lake partition {name} has no files"
+        return None
+
+    def invalidate(self, stage: str) -> None:
+        """A stage about to run changes its products: its old entry no longer describes them."""
+        self.warehouse.delete_where("stage_cache", stage=stage)
+
+    def store(
+        self, stage: str, key: StageKey, products: Mapping[str, Mapping[str, int]], run_id: str, now: dt.datetime
+    ) -> str:
+        """Remember a successful execution: its key parts and products; returns the products' fingerprint."""
+        import pandas as pd
+
+        fingerprint = products_fingerprint(products)
+        row = {
+            "stage": stage,
+            "cache_key": key.key,
+            "fingerprint": fingerprint,
+            "components": json.dumps(key.components, sort_keys=True),
+            "products": json.dumps(products, sort_keys=True),
+            "run_id": run_id,
+            "updated_at": now,
+        }
+        self.warehouse.upsert("stage_cache", pd.DataFrame([row]))
+        return fingerprint
 
 
 @dataclass(frozen=True)
@@ -224,16 +292,23 @@ def source_digests(config: Config, root: Path) -> tuple[dict[str, str], str | No
     data_dir = root / sources.data_dir
     digests: dict[str, str] = {}
     live = []
-    paths = {
+    social = sources.social
+    social_urls = [feed.url for feed in social.feeds if "://" in feed.url] if social.kind == "social" else []
+    paths: dict[str, Sequence[str | None]] = {
         "market": [sources.market.path] if sources.market.kind == "csv" else [],
         "news": [sources.news.path] if sources.news.kind == "csv" else [],
         "portfolio": (
             [sources.portfolio.transactions, sources.portfolio.holdings] if sources.portfolio.kind == "files" else []
         ),
+        "social": (
+            [f.path for f in social.files] + [feed.url for feed in social.feeds if "://" not in feed.url]
+            if social.kind == "social"
+            else []
+        ),
     }
-    for name in ("market", "news", "portfolio"):
+    for name in ("market", "news", "portfolio", "social"):
         kind = getattr(sources, name).kind
-        if kind in _LIVE_SOURCE_KINDS:
+        if kind in _LIVE_SOURCE_KINDS or (name == "social" and social_urls):
             live.append(f"{name} source {kind} is live (fetched on every run)")
             continue
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bentley.warehouse import Warehouse
+from tests.tiny_pipeline import write_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -17,36 +18,14 @@ NOW = "2025-06-02T10:30:00-04:00"  # a Monday session: the latest tick is 10:05 
 RUN_ID = "sched-20250602T1405Z"
 
 
-def throwaway_pipeline(folder: Path, stages: dict[str, tuple[str, list[str]]]) -> Path:
-    """A pipeline.yaml of tiny notebooks: stage -> (code, upstream)."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-    lines = ["stages:"]
-    for name, (body, upstream) in stages.items():
-        parameters = new_code_cell('run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"')
-        parameters.metadata["tags"] = ["parameters"]
-        notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), parameters, new_code_cell(body)])
-        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        path = folder / f"{name}.ipynb"
-        nbformat.write(notebook, path)
-        lines.append(
-            f"  {name}: {{notebook: {path}, upstream: {json.dumps(upstream)}, sections: [], "
-            "timeout_minutes: 2, retries: 0}"
-        )
-    pipeline = folder / "pipeline.yaml"
-    pipeline.write_text("\n".join(lines) + "\n")
-    return pipeline
-
-
 def test_two_schedulers_at_once_run_each_tick_once(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     executions = tmp_path / "executions.txt"
     record = f"open({str(executions)!r}, 'a').write(run_id + ' ' + logical_date + ' {{stage}}\\n')"
-    pipeline = throwaway_pipeline(
+    pipeline = write_pipeline(
         tmp_path,
         {
-            "slow": ("import time\ntime.sleep(3)\n" + record.replace("{stage}", "slow"), []),
-            "after": (record.replace("{stage}", "after"), ["slow"]),
+            "slow": {"code": "import time\ntime.sleep(3)\n" + record.replace("{stage}", "slow")},
+            "after": {"code": record.replace("{stage}", "after"), "upstream": ["slow"]},
         },
     )
     outputs = tmp_path / "out"
@@ -107,11 +86,11 @@ def test_sigterm_lets_the_running_stage_finish_then_the_scheduler_stops(
     import signal
     import urllib.request
 
-    pipeline = throwaway_pipeline(
+    pipeline = write_pipeline(
         tmp_path,
         {
-            "slow": ("import time\ntime.sleep(4)", []),
-            "after": ("print('after')", ["slow"]),
+            "slow": {"code": "import time\ntime.sleep(4)"},
+            "after": {"code": "print('after')", "upstream": ["slow"]},
         },
     )
     outputs = tmp_path / "out"

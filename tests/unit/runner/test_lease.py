@@ -1,20 +1,17 @@
-"""The run lease, retry backoff and product digests: the pieces a crash-safe run relies on."""
+"""The run lease and product digests: the pieces a crash-safe run relies on."""
 
 from __future__ import annotations
 
 import datetime as dt
-import random
 import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bentley.config import RetryPolicy
 from bentley.stage import frame_digest
 from bentley.warehouse import Warehouse
 from runner.lease import holder_alive
-from runner.pipeline import backoff_delay
 
 T0 = dt.datetime(2025, 6, 2, 14, 5, tzinfo=dt.UTC)
 
@@ -52,15 +49,6 @@ def test_holder_alive_checks_pids_on_this_host_only() -> None:
     assert holder_alive(f"{host}:1:abc"), "pid 1 exists"
     assert not holder_alive(f"{host}:999999999:abc")
     assert holder_alive("another-machine:999999999:abc"), "only its heartbeat can tell"
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    policy = RetryPolicy(backoff_base_s=2, backoff_max_s=10)
-    rng = random.Random(7)
-    for attempt, capped in [(1, 2), (2, 4), (3, 8), (4, 10), (9, 10)]:
-        delays = [backoff_delay(policy, attempt, rng) for _ in range(200)]
-        assert min(delays) >= capped / 2 and max(delays) <= capped
-        assert max(delays) - min(delays) > capped / 4, "jittered, not fixed"
 
 
 def test_frame_digest_ignores_row_and_column_order_but_not_values() -> None:

@@ -15,7 +15,7 @@ from bentley.config import load_pipeline
 from bentley.stage import StageContext, progress_file
 from runner import execute
 from runner.dag import build_dag, critical_path, parameters_cell_names
-from runner.pipeline import _Progress
+from runner.dag_loop import Progress
 
 
 def _notebook(path: Path, *sources: str, parameters: str = "run_id = None") -> Path:
@@ -132,7 +132,7 @@ def test_progress_lines_reach_the_terminal_every_few_seconds(
         interactive=False,
     )
     console = Console(record=True, width=200)
-    progress = _Progress(console, ctx.run_dir, enabled=True)
+    progress = Progress(console, ctx.run_dir, enabled=True)
     clock = [1000.0]
     monkeypatch.setattr("runner.pipeline.time.monotonic", lambda: clock[0])
     progress.started(train)
@@ -148,7 +148,7 @@ def test_progress_lines_reach_the_terminal_every_few_seconds(
     clock[0] += 31
     progress.poll([train])
     assert console.export_text(clear=False).splitlines()[-1] == "· train 37 s: running"
-    quiet = _Progress(Console(record=True), ctx.run_dir, enabled=False)
+    quiet = Progress(Console(record=True), ctx.run_dir, enabled=False)
     quiet.started(train)
     clock[0] += 60
     quiet.poll([train])
