@@ -15,6 +15,9 @@
 (g) Speed (issue 19, bench/speed.py): the default pipeline into a fresh folder (<= 45 s), forced
     (<= 30 s) and unchanged (<= 1 s), train's share of the fresh run (<= 8 s), the ci profile
     whole (<= 20 s); wall and CPU seconds, medians.
+(h) Watch (issue 20, bench/watch.py): one session of 500 tickers x 390 one-minute bars replayed
+    (<= 20 s, <= 1 GB peak), per-batch processing (median <= 50 ms), and a loss-limit breach to
+    its alert row and webhook POST (<= 1 s).
 
 Targets (2-core machine): (a) <= 60 s per pipeline, <= 2 s for a no-change rerun; (b) <= 20 s and <= 2 GB peak RSS;
 (c) >= 200k rows/s into SQLite; (d) every risk metric for 500 tickers x 10 years in <= 5 s,
@@ -43,6 +46,7 @@ from bench.speed import ROOT as SPEED_ROOT
 from bench.speed import bench as bench_speed
 from bench.train import bench_train
 from bench.upsert import bench_upserts
+from bench.watch import bench_watch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -115,6 +119,7 @@ def main() -> int:
         "train": bench_train(args.tickers, args.years, args.repeats),
         "backtest": bench_backtest(args.tickers, args.years, args.repeats),
         "speed": bench_speed([SPEED_ROOT], args.repeats)[str(SPEED_ROOT)],
+        "watch": bench_watch(args.tickers, 390, args.repeats),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["measured_at"].replace(":", "").replace("-", "")
@@ -134,6 +139,7 @@ def main() -> int:
             results["speed"][name]["meets_target"]
             for name in ("default_fresh", "default_forced", "default_no_change", "train_default", "ci_pipeline")
         ),
+        *(results["watch"][name]["meets_target"] for name in ("replay", "batch", "alert_latency")),
     )
     return 0 if all(met) else 1
 

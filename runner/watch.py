@@ -1,7 +1,8 @@
 """`runner watch`: the intraday risk watch on the paper book, for as long as it is left running.
 
     bars (watch.source) -> stream state -> risk rules -> alert episodes, webhook, de-risking
-                        -> intraday_marks, intraday_risk, intraday orders and fills
+                        -> intraday_marks, intraday_risk, the ledger's orders and fills
+                        -> at the close: the intraday report (outputs/intraday/), linked from the home page
 
 * Market hours come from the exchange calendar (`bentley.calendar.session_hours`: holidays give
   no session, early closes end it early, DST is in the exchange's own hours). Outside them the
@@ -16,7 +17,15 @@
   replay gives the same episode ids, and reruns upsert rows over themselves.
 * Webhook delivery happens after the batch commits (at most once per due alert; a failed POST
   puts the episode back as unsent, as the monitor does).
-* `--day DATE` replays one session now (sample or replay sources) and exits.
+* De-risking orders and fills go to the ledger's `orders`/`fills` (`bentley.live.derisk`), which
+  the daily paper book books. A session the book has already booked (a replay of a past day) is
+  watched and alerted on, but not de-risked: its ledger is closed, and later days rest on it.
+* At the session's close (and whenever a replay completes it) the watch renders the end-of-day
+  report (`bentley.live.report`) from the warehouse and rebuilds the home page that links it. A
+  watch restarted after the close of a session it left unfinished resolves that session's open
+  episodes at the close and renders the report when it idles.
+* `--day DATE` replays one session now (sample or replay sources) and exits: on a session the
+  warehouse already holds, it re-feeds it, writes nothing, and renders its report again.
 
 The arguments are declared in `runner.cli` with the other verbs, so `runner --help` does not
 import pandas; `command` is the entry point.
@@ -103,6 +112,7 @@ class Watcher:
         source: Any,
         tickers: list[str],
         calendar: str,
+        timezone: str,
         renotify_minutes: float,
         webhook: Any = None,
         webhook_url: str | None = None,
@@ -110,15 +120,21 @@ class Watcher:
         say: Callable[[str], None] = print,
         watch_id: str | None = None,
         send: Callable[..., Any] | None = None,
+        benchmark: str | None = None,
+        outputs: Path | None = None,
+        execution: str = "next_open",
     ) -> None:
         self.warehouse, self.settings = warehouse, settings
         self.portfolio, self.daily_loss_limit, self.costs = portfolio, daily_loss_limit, costs
         self.source, self.tickers, self.calendar = source, sorted(set(tickers)), calendar
+        self.timezone = timezone
         self.renotify_minutes, self.webhook, self.webhook_url = renotify_minutes, webhook, webhook_url
         self.lake_folder, self.say = lake_folder, say
         self.watch_id = watch_id or f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = dt.datetime.now(UTC)
         self._send = send
+        self.benchmark, self.outputs, self.execution = benchmark, outputs, execution
+        self._derisk_blocked: str | None = None
         self._last_beat = -math.inf
         self._active_rows: pd.DataFrame | None = None
         self.status: str = "starting"
@@ -135,7 +151,7 @@ class Watcher:
     ) -> SessionResult:
         from bentley.live.bars import session_window, split_batches
         from bentley.live.rules import RiskContext, stored_risk
-        from bentley.live.stream import StreamState, load_book, previous_closes
+        from bentley.live.stream import StreamState, load_book, opening_orders, previous_closes
 
         stop = stop or threading.Event()
         self._active_rows = None
@@ -145,18 +161,25 @@ class Watcher:
             result.messages.append(f"{day} is not a session")
             return result
         book = load_book(self.warehouse, self.portfolio, day)
-        tickers = sorted(set(self.tickers) | set(book.quantities))
-        extra = previous_closes(self.warehouse, [t for t in tickers if t not in book.prev_close], day)
-        state = StreamState.start(book, extra)
+        # The broker fills the pending daily orders at this session's open (next_open): so does the book.
+        opening = opening_orders(self.warehouse, self.portfolio, day) if self.execution == "next_open" else {}
+        tickers = sorted(set(self.tickers) | set(book.quantities) | set(opening))
+        closes_for = [*tickers, *([self.benchmark] if self.benchmark and self.benchmark not in tickers else [])]
+        extra = previous_closes(self.warehouse, [t for t in closes_for if t not in book.prev_close], day)
+        state = StreamState.start(
+            book, extra, opening, opening_cost_bps=self.costs.commission_bps + self.costs.slippage_bps
+        )
         var, vols = stored_risk(self.warehouse, self.portfolio, tickers, day, self.settings.rules.var_breach.metric)
         context = RiskContext(self.portfolio, self.daily_loss_limit, var, vols, tuple(tickers), window[0], window[1])
         run_id = self.run_id(day)
+        self._derisk_blocked = self._booked(day)
 
         marks = self.warehouse.read("intraday_marks", where={"portfolio": self.portfolio, "session": day})
         resume_after = None if marks.empty else pd.Timestamp(marks["ts"].max())
         seen: list[pd.DataFrame] = []
         if resume_after is not None:
-            fills = self.warehouse.read("intraday_fills", where={"portfolio": self.portfolio, "date": day})
+            fills = self.warehouse.read("fills", where={"portfolio": self.portfolio, "date": day})
+            fills = fills[fills["filled_at"].notna()]
             by_ts = {pd.Timestamp(ts): group for ts, group in fills.groupby("filled_at")} if len(fills) else {}
             for batch in split_batches(self.source.session_bars(day)):
                 ts = pd.Timestamp(batch["ts"].iloc[0])
@@ -191,16 +214,29 @@ class Watcher:
         if not stopped:
             result.completed = True
             self._close_session(window[1], run_id)
+            self.write_report(day)
         if self.lake_folder is not None and seen and self.settings.record_bars:
             from bentley.live.bars import write_bars
 
-            write_bars(pd.concat(seen, ignore_index=True), self.lake_folder)
+            write_bars(pd.concat(seen, ignore_index=True), self.lake_folder, self.timezone)
         self.say(
             f"{day}: {result.batches} batch(es) written, {result.alerts_opened} alert episode(s) opened, "
             f"{result.orders} order(s); equity {state.equity:,.2f} ({state.equity - book.equity:+,.2f})"
             + ("" if result.completed else " · stopped before the session's end")
         )
         return result
+
+    def _booked(self, day: dt.date) -> str | None:
+        """Why the watch must not de-risk `day` (the book has booked it or a later session), or None."""
+        values = self.warehouse.read(
+            "portfolio_values", where={"portfolio": self.portfolio}, start=day, columns=["date"]
+        )
+        if values.empty:
+            return None
+        return (
+            f"the paper book {self.portfolio!r} is booked up to {pd.Timestamp(values['date'].max()):%Y-%m-%d}: "
+            f"{day} is not de-risked (its ledger is closed; `runner paper rebook` reopens it)"
+        )
 
     def _check_resume(self, state: Any, marks: pd.DataFrame) -> None:
         last = marks.sort_values("ts").iloc[-1]
@@ -233,21 +269,27 @@ class Watcher:
 
     def _process(self, snapshot: Any, state: Any, context: Any, run_id: str, result: SessionResult) -> None:
         from bentley.live import derisk, rules
-        from bentley.live.tables import intraday_fills, intraday_marks, intraday_orders, intraday_risk
+        from bentley.live.tables import intraday_marks, intraday_risk
         from bentley.monitoring import alerts as alerts_lib
 
         found = rules.evaluate(snapshot, state, context, self.settings.rules)
         active = self._active()
-        rows, due = alerts_lib.reconcile(
-            active, rules.findings_frame(found), snapshot.ts.to_pydatetime(), self.renotify_minutes, run_id
-        )
+        if found or len(active):
+            rows, due = alerts_lib.reconcile(
+                active, rules.findings_frame(found), snapshot.ts.to_pydatetime(), self.renotify_minutes, run_id
+            )
+        else:  # nothing firing, nothing open: most batches of a quiet day
+            rows = due = pd.DataFrame(columns=list(alerts_lib.ALERT_COLUMNS))
         known = set(active["alert_id"]) if len(active) else set()
         opened = rows[(rows["status"] == alerts_lib.ACTIVE) & ~rows["alert_id"].isin(known)] if len(rows) else rows
         result.alerts_opened += len(opened)
         orders: pd.DataFrame | None = None
         fills: pd.DataFrame | None = None
         mode = self.settings.on_loss_limit
-        if mode != "alert" and len(opened) and (opened["rule"] == "watch_daily_loss").any():
+        breached = bool(len(opened)) and bool((opened["rule"] == "watch_daily_loss").any())
+        if breached and mode != "alert" and self._derisk_blocked is not None:
+            self.say(f"{snapshot.ts.isoformat()}: {mode}: not done: {self._derisk_blocked}")
+        elif breached and mode != "alert":
             trades = derisk.plan(mode, state, snapshot.ts, reduce_fraction=self.settings.reduce_fraction)
             if len(trades):
                 orders, fills = derisk.orders_and_fills(
@@ -287,8 +329,8 @@ class Watcher:
             if len(rows):
                 self.warehouse.upsert("alerts", rows, conn=conn)
             if orders is not None:
-                self.warehouse.upsert(intraday_orders, orders, conn=conn)
-                self.warehouse.upsert(intraday_fills, fills, conn=conn)
+                self.warehouse.upsert("orders", orders, conn=conn)
+                self.warehouse.upsert("fills", fills, conn=conn)
         self._remember(rows)
         if orders is not None and fills is not None:
             state.apply_fills(fills)
@@ -325,25 +367,44 @@ class Watcher:
             self._remember(unsent)
 
     def _risk_rows(self, snapshot: Any, state: Any, context: Any, day: dt.date, run_id: str) -> pd.DataFrame:
+        """The batch's intraday_risk rows: the book's figures, the benchmark's return, and three per
+        held ticker, built column-wise (hundreds of tickers, every batch)."""
+        import numpy as np
+
         book = f"portfolio:{self.portfolio}"
         rules = self.settings.rules
-        rows = [
-            ("pnl_pct", book, snapshot.pnl_pct, -self.daily_loss_limit),
-            ("drawdown", book, snapshot.drawdown, -float(rules.drawdown.threshold)),
-            ("realised_vol", book, snapshot.realised_vol, math.nan),
-            ("var_1d", book, context.var_1d, math.nan),
-        ]
-        for ticker in sorted(state.quantities):
-            ticker_state = state.tickers[ticker]
-            move = ticker_state.day_return
-            vol = context.daily_vol.get(ticker, math.nan)
-            rows += [
-                ("day_return", ticker, move, math.nan),
-                ("move_sigma", ticker, move / vol if vol > 0 else math.nan, float(rules.vol_move.threshold)),
-                ("realised_vol", ticker, ticker_state.realised_vol, math.nan),
-            ]
-        frame = pd.DataFrame(rows, columns=["metric", "scope", "value", "threshold"])
-        return frame.assign(ts=snapshot.ts, session=pd.Timestamp(day), run_id=run_id)
+        metrics = ["pnl_pct", "drawdown", "realised_vol", "var_1d"]
+        scopes = [book] * 4
+        values = [snapshot.pnl_pct, snapshot.drawdown, snapshot.realised_vol, context.var_1d]
+        thresholds = [-self.daily_loss_limit, -float(rules.drawdown.threshold), math.nan, math.nan]
+        benchmark = state.tickers.get(self.benchmark) if self.benchmark else None
+        if benchmark is not None and benchmark.last_ts is not None:  # the report's benchmark line
+            metrics.append("benchmark_return")
+            scopes.append(str(self.benchmark))
+            values.append(benchmark.day_return)
+            thresholds.append(math.nan)
+        held = sorted(state.quantities)
+        n = len(held)
+        moves = np.fromiter((state.tickers[t].day_return for t in held), np.float64, n)
+        vols = np.fromiter((context.daily_vol.get(t, math.nan) for t in held), np.float64, n)
+        sigma = np.divide(moves, vols, out=np.full(n, math.nan), where=vols > 0)
+        realised = np.fromiter((state.tickers[t].realised_vol for t in held), np.float64, n)
+        nan = np.full(n, math.nan)
+        return pd.DataFrame(
+            {
+                "metric": pd.array(
+                    [*metrics, *["day_return"] * n, *["move_sigma"] * n, *["realised_vol"] * n], dtype="string"
+                ),
+                "scope": pd.array([*scopes, *held * 3], dtype="string"),
+                "value": np.concatenate([np.asarray(values, dtype=np.float64), moves, sigma, realised]),
+                "threshold": np.concatenate(
+                    [np.asarray(thresholds, dtype=np.float64), nan, np.full(n, float(rules.vol_move.threshold)), nan]
+                ),
+                "ts": snapshot.ts,
+                "session": pd.Timestamp(day),
+                "run_id": pd.array([run_id] * (len(metrics) + 3 * n), dtype="string"),
+            }
+        )
 
     def _close_session(self, close: pd.Timestamp, run_id: str) -> None:
         """The session is over: the watch's episodes still open are resolved at the close."""
@@ -356,6 +417,39 @@ class Watcher:
         rows, _ = alerts_lib.reconcile(active, empty, close.to_pydatetime(), self.renotify_minutes, run_id)
         self.warehouse.upsert("alerts", rows)
         self._remember(rows)
+
+    def write_report(self, day: dt.date) -> Path | None:
+        """Render the session's intraday report and rebuild the home page that links it (without an
+        outputs folder: nothing). A failure is said, never raised: the watch goes on."""
+        from bentley import home
+        from bentley.live.report import write_intraday_report
+        from runner.pipeline import all_manifests
+
+        if self.outputs is None:
+            return None
+        try:
+            path = write_intraday_report(
+                self.warehouse, self.outputs, self.portfolio, day, self.benchmark, self.timezone
+            )
+            home.write_home(self.outputs, all_manifests(self.outputs))
+        except Exception as exc:  # noqa: BLE001 - a report must not stop the watch
+            self.say(f"warning: the intraday report of {day} was not written: {type(exc).__name__}: {exc}")
+            return None
+        self.say(f"{day}: intraday report {path}")
+        return path
+
+    def finish_unfinished(self, day: dt.date, close: pd.Timestamp) -> None:
+        """After the close of a session the watch marked but did not finish (killed, restarted after the
+        close): resolve its open episodes at the close and render its report, as the close would have."""
+        from bentley.live.report import report_path
+
+        if self.outputs is not None and report_path(self.outputs, self.portfolio, day).is_file():
+            return
+        if self.warehouse.read("intraday_marks", where={"portfolio": self.portfolio, "session": day}).empty:
+            return
+        self._active_rows = None
+        self._close_session(close, self.run_id(day))
+        self.write_report(day)
 
     def beat(
         self,
@@ -486,6 +580,9 @@ def command(
         try:
             portfolio = settings.portfolio or config.trade.paper.portfolio
             tickers = watch_tickers(config, settings, root)
+            benchmark = config.universe.benchmark
+            if tickers and benchmark not in tickers:
+                tickers.append(benchmark)  # the report draws the day against it
             source = build_source(config, settings, tickers, root, stop)
             watcher = Watcher(
                 warehouse,
@@ -496,12 +593,16 @@ def command(
                 source=source,
                 tickers=tickers,
                 calendar=config.workflow.calendar,
+                timezone=config.workflow.timezone,
                 renotify_minutes=config.monitor.renotify_minutes,
                 webhook=config.monitor.webhook,
                 webhook_url=webhook_url(config.monitor),
                 say=say,
                 watch_id=holder,
                 lake_folder=outputs / "lake" / "raw" / settings.source.kind / "intraday_bars",
+                benchmark=benchmark,
+                outputs=outputs,
+                execution=config.trade.execution,
             )
             done = threading.Event()
             beating = _heartbeats(watcher, done)
@@ -552,6 +653,8 @@ def _loop(
             if args.once:
                 return
             continue
+        if window is not None and pd.Timestamp(moment) >= window[1]:
+            watcher.finish_unfinished(day, window[1])
         opening = next_open(moment, calendar, zone)
         watcher.beat("idle", force=True)
         if args.once or opening != announced:  # say it once per idle spell, not every poll

@@ -58,7 +58,11 @@ def figure(
     fig.bentley_fixed_layout = True  # type: ignore[attr-defined]  # `reporting.show`: one draw, no tight bbox
     room = (1.9 if legend else 0.25) if right is None else right
     fig.subplots_adjust(left=left / width, right=1 - room / width, bottom=bottom / height, top=1 - top / height)
-    axes = fig.subplots(rows, cols, **subplots)
+    # A title's height fixed just above its axes: left automatic, matplotlib measures the bounding
+    # box of every tick label at each draw to lift a title over any that reach above the axes,
+    # which these charts never have (no ticks on top); that measuring cost ~0.03 s per axes.
+    with plt.rc_context({"axes.titley": 1.0}):
+        axes = fig.subplots(rows, cols, **subplots)
     return fig, axes
 
 

@@ -221,6 +221,38 @@ class NewsSourceSettings(Section):
         return self
 
 
+#: A social platform's name: part of every post's id, and the `publisher` reports show.
+Platform = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]
+
+
+class SocialFile(Section):
+    path: str  # an export (.json, .jsonl, .csv) relative to sources.data_dir
+    platform: Platform  # stocktwits, reddit, ...: a post is identified by (platform, id)
+
+
+class SocialFeed(Section):
+    url: str  # http(s) URL or a file under sources.data_dir; `{ticker}` expands per ticker
+    ticker: str | None  # null: match cashtags ($MSFT) in each item's title and summary
+    platform: Platform
+
+
+class SocialSourceSettings(Section):
+    """`none`, `sample` (synthetic posts), `social` (exported posts and social RSS/Atom feeds)."""
+
+    kind: Literal["none", "sample", "social"]
+    files: list[SocialFile]
+    feeds: list[SocialFeed]
+    #: A longer post refuses its whole file or feed (untrusted text). At most 64: a post is stored
+    #: in `news.headline`, a TEXT column that holds 64 KB on MySQL/MariaDB.
+    max_post_kb: Annotated[float, Field(gt=0, le=64)]
+
+    @model_validator(mode="after")
+    def _inputs_for_kind(self) -> SocialSourceSettings:
+        if self.kind == "social" and not (self.files or self.feeds):
+            raise ValueError("kind social needs at least one file or feed")
+        return self
+
+
 class PortfolioSourceSettings(Section):
     """`sample`, or `files`: bank/broker exports (transactions CSV/OFX/QFX, holdings CSV)."""
 
@@ -248,6 +280,7 @@ class Sources(Section):
     data_dir: str  # relative source paths resolve here and may not escape it
     market: MarketSourceSettings
     news: NewsSourceSettings
+    social: SocialSourceSettings
     portfolio: PortfolioSourceSettings
     http: Http
     file_limits: FileLimits
@@ -380,6 +413,7 @@ class Budget(Section):
     rules: list[BudgetRule]
     classifier: EstimatorSpec
     holdout_share: Annotated[float, Field(gt=0, lt=1)]
+    seed: int  # the holdout split
     limits: dict[str, PositiveFloat]  # monthly budget per category, USD
     emergency_fund_months: Annotated[float, Field(ge=0)]
     bills: list[Bill]

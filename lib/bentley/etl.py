@@ -3,7 +3,10 @@
 Cleaning only normalizes form (types, case, optional columns); it never invents or
 drops observations. Validation runs on every dataset before anything is written: one
 error anywhere stops the stage with the warehouse untouched. Loads are upserts on the
-natural keys, one transaction per table, so a rerun changes nothing.
+natural keys, one transaction per table, so a rerun changes nothing. Headlines (dataset
+`news`) and social posts (dataset `social`) are validated apart and loaded together into
+`news`, told apart by `source_kind` (a headline file written before social posts existed
+has no such column: its rows are news).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pandas as pd
 
 from bentley import adjustment, calendar, schemas, sync, validation
 from bentley.lake import Lake
-from bentley.schemas import DATASET_ROLES, TableContract
+from bentley.schemas import DATASET_ROLES, DATASET_TABLES, TableContract
 from bentley.sync import read_cursors
 from bentley.validation import CheckResult
 
@@ -100,12 +103,15 @@ def validate(
     )
     universe = sorted(set(cleaned["prices"]["ticker"]))
     for dataset, contract, checks in (
-        ("news", schemas.NEWS, validation.news_checks(universe)),
+        ("news", schemas.NEWS, validation.news_checks(universe, "news")),
+        ("social", schemas.NEWS, validation.news_checks(universe, "social")),
         ("transactions", schemas.TRANSACTIONS, validation.transaction_checks()),
         ("holdings", schemas.HOLDINGS, validation.holding_checks(universe)),
     ):
         cleaned[dataset] = clean_generic(frames[dataset], contract)
         results += validation.run_checks(dataset, cleaned[dataset], contract, checks)
+    kinds = cleaned["news"]["source_kind"].astype(object)
+    cleaned["news"]["source_kind"] = kinds.where(kinds.notna(), "news")
     return cleaned, results
 
 
@@ -120,16 +126,26 @@ def latest_rows(frame: pd.DataFrame, contract: TableContract, source: str) -> pd
 def load(
     params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], results: list[CheckResult], run_id: str
 ) -> EtlResult:
-    """Raise on any error check; otherwise upsert each table and record the checks."""
+    """Raise on any error check; otherwise upsert each table and record the checks.
+
+    Datasets that share a table (news and social posts) are upserted together, in one
+    transaction, and reported as one row of that table.
+    """
     validation.raise_on_errors("etl", results)
-    rows = []
+    tables: dict[str, list[pd.DataFrame]] = {}
     for dataset, role in DATASET_ROLES.items():
         contract = schemas.RAW_DATASETS[dataset]
         table = latest_rows(cleaned[dataset], contract, getattr(params.sources, role).kind)
         if dataset == "prices":
             table = adjustment.rows_to_store(table)  # as traded: adjusted when read, as of the reader's date
-        written = warehouse.upsert(dataset, table)
-        rows.append({"table": dataset, "rows_upserted": written, "rows_in_table": warehouse.count(dataset)})
+        tables.setdefault(DATASET_TABLES[dataset], []).append(table)
+    rows = []
+    for name, parts in tables.items():
+        non_empty = [part for part in parts if len(part)] or parts[:1]
+        written = warehouse.upsert(
+            name, pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
+        )
+        rows.append({"table": name, "rows_upserted": written, "rows_in_table": warehouse.count(name)})
     checks = validation.results_table(results, run_id)
     warehouse.upsert("data_quality", checks)
     warehouse.upsert("sync_state", advanced_cursors(params, warehouse, cleaned, run_id))
@@ -137,7 +153,7 @@ def load(
 
 
 #: Datasets fetched incrementally, and whether their cursor is per ticker.
-INCREMENTAL = {"prices": True, "news": True, "transactions": False}
+INCREMENTAL = {"prices": True, "news": True, "social": True, "transactions": False}
 
 
 def advanced_cursors(params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str) -> pd.DataFrame:

@@ -6,7 +6,8 @@ today's signals and orders, active alerts, the champion model and its verdict, h
 source's data is, and links to every report. Then the run history: profile, logical date,
 status, what ran, and each run's `--set` overrides; runs that executed nothing (every stage up
 to date) and runs of a few stages are folded below the full ones. Notebooks run in JupyterLab
-(`runs/interactive-*`) are listed apart.
+(`runs/interactive-*`) are listed apart, and so are the latest end-of-day reports of the intraday
+watch (`intraday/<session>_<book>.html`, written by `runner watch` at each close).
 
 The overview reads the warehouse once, when a run finishes, and is kept next to the run's
 manifest (`runs/<run>/overview.json`); while a run is going, the page is rebuilt from the
@@ -31,6 +32,10 @@ STAGE_DONE = ("success", "cached")
 FINAL = ("success", "failed", "interrupted", "crashed")
 #: Sessions shown in the home page's small charts.
 SPARK_POINTS = 260
+#: The folder of the intraday watch's end-of-day reports (`bentley.live.report`), under outputs.
+INTRADAY_DIR = "intraday"
+#: Intraday reports linked from the home page, newest sessions first.
+INTRADAY_SHOWN = 7
 
 _CSS = """
 :root{--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa;--accent:#0969da}
@@ -324,8 +329,17 @@ def write_home(outputs: Path, manifests: Sequence[Mapping[str, Any]], *, refresh
     overview = None
     if latest is not None:
         overview = overview_for(outputs, latest, refresh=latest["run_id"] == refresh_run)
-    page = home_html(manifests, latest, overview, interactive_runs(outputs), stages)
+    page = home_html(manifests, latest, overview, interactive_runs(outputs), stages, intraday_reports(outputs))
     return atomic_write_text(outputs / "index.html", page)
+
+
+def intraday_reports(outputs: Path) -> list[dict[str, str]]:
+    """The intraday watch's reports, newest session first: session, book and link (relative to outputs)."""
+    found = []
+    for path in sorted((Path(outputs) / INTRADAY_DIR).glob("*_*.html"), reverse=True):
+        session, _, book = path.stem.partition("_")
+        found.append({"session": session, "portfolio": book, "href": f"{INTRADAY_DIR}/{path.name}"})
+    return found
 
 
 def home_html(
@@ -334,6 +348,7 @@ def home_html(
     overview: Mapping[str, Any] | None,
     interactive: Sequence[Mapping[str, Any]] = (),
     stages: Mapping[str, set[str]] | None = None,
+    intraday: Sequence[Mapping[str, str]] = (),
 ) -> str:
     esc = html.escape
     parts = ["<h1>Bentley Budget Bot</h1>"]
@@ -360,6 +375,7 @@ def home_html(
         )
     else:
         parts.append(_overview_html(latest, overview))
+    parts.append(_intraday_html(intraday))
     parts.append(_runs_html(manifests, pipeline_stages(manifests) if stages is None else stages))
     parts.append(_interactive_html(interactive))
     return _page("Bentley Budget Bot", "\n".join(parts))
@@ -683,6 +699,26 @@ def _runs_html(manifests: Sequence[Mapping[str, Any]], stages: Mapping[str, set[
             f"{''.join(folded)}</tbody></table></details>"
         )
     return "\n".join(parts)
+
+
+def _intraday_html(reports: Sequence[Mapping[str, str]]) -> str:
+    esc = html.escape
+    if not reports:
+        return ""
+    links = "".join(
+        f"<li><a href='{esc(r['href'])}'>{esc(r['session'])}</a> {esc(r['portfolio'])}</li>"
+        for r in reports[:INTRADAY_SHOWN]
+    )
+    more = (
+        f"<p class='note'>{len(reports) - INTRADAY_SHOWN} older report(s) in <code>{INTRADAY_DIR}/</code>.</p>"
+        if len(reports) > INTRADAY_SHOWN
+        else ""
+    )
+    return (
+        "<h2>Intraday watch</h2><p class='note'>End-of-day reports of <code>runner watch</code>: the book's "
+        f"equity through the session against the benchmark, the alert timeline and the orders.</p><ul>{links}</ul>"
+        + more
+    )
 
 
 def _interactive_html(interactive: Sequence[Mapping[str, Any]]) -> str:

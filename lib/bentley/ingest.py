@@ -39,6 +39,7 @@ from bentley.sources import (
     market_source,
     news_source,
     portfolio_source,
+    social_source,
 )
 from bentley.sources.base import TRADABLE_TYPES, SourceError
 
@@ -134,7 +135,7 @@ def with_resolved_universe(config: Any, root: Path) -> Any:
 def ingest(
     params: SimpleNamespace, lake: Lake, warehouse: Any, logical_date: dt.date, run_id: str, root: Path
 ) -> IngestResult:
-    """Fetch prices (universe + benchmark), news, transactions and holdings; write the lake."""
+    """Fetch prices (universe + benchmark), news, social posts, transactions and holdings; write the lake."""
     window = params.history.window(logical_date)
     settings = params.sources.market
     data_dir = root / params.sources.data_dir
@@ -144,6 +145,7 @@ def ingest(
     sources: dict[str, Source] = {
         "market": market,
         "news": news_source(params, data_dir),
+        "social": social_source(params, data_dir),
         "portfolio": portfolio_source(params, data_dir),
     }
     cursors = {d: sync.read_cursors(warehouse, sources[r].name, d) for d, r in DATASET_ROLES.items()}
@@ -161,6 +163,8 @@ def ingest(
     _enforce_failure_threshold(market, len(set(universe) | {benchmark}), settings.max_failed_share)
     news_plan = sync.plan_fetch(universe, cursors["news"], window, overlap, full, cal)
     frames["news"] = _fetch_planned(sources["news"], "news", news_plan, logical_date)
+    social_plan = sync.plan_fetch(universe, cursors["social"], window, overlap, full, cal)
+    frames["social"] = _fetch_planned(sources["social"], "social", social_plan, logical_date)
     txn_plan = sync.plan_fetch([sync.ALL_TICKERS], cursors["transactions"], window, overlap, full, cal)
     txn_start = txn_plan.starts[sync.ALL_TICKERS]
     frames["transactions"] = sources["portfolio"].fetch(
@@ -184,6 +188,7 @@ def ingest(
         fetched_from = {
             "prices": min(starts.values(), default=window[0]),
             "news": min(news_plan.starts.values(), default=window[0]),
+            "social": min(social_plan.starts.values(), default=window[0]),
             "transactions": txn_start,
             "holdings": logical_date,
         }[dataset]

@@ -45,11 +45,16 @@ NEWS = TableContract(
         "ticker": "str",
         "published_at": "timestamp",  # UTC
         "date": "date",  # the session the headline belongs to
-        "headline": "str",  # plain text; never rendered as HTML
-        "publisher": "str",
+        "headline": "str",  # plain text; never rendered as HTML (a social post's body)
+        "publisher": "str",  # a social post's platform
         "url": "str",
+        "source_kind": "str",  # news | social (SOURCE_KINDS); a missing value reads as news
+        "author": "str",  # a social post's author; missing for headlines
     },
 )
+
+#: What `news.source_kind` may say: headlines and social posts share the table and the scorer.
+SOURCE_KINDS: tuple[str, ...] = ("news", "social")
 
 TRANSACTIONS = TableContract(
     name="transactions",
@@ -76,12 +81,18 @@ HOLDINGS = TableContract(
     },
 )
 
-RAW_DATASETS: dict[str, TableContract] = {c.name: c for c in (PRICES, NEWS, TRANSACTIONS, HOLDINGS)}
+#: The raw datasets sources deliver and their contracts. `social` (posts) has the news
+#: contract and loads into the `news` table, told apart by `source_kind` (`DATASET_TABLES`).
+RAW_DATASETS: dict[str, TableContract] = {c.name: c for c in (PRICES, NEWS, TRANSACTIONS, HOLDINGS)} | {"social": NEWS}
+
+#: The warehouse table each raw dataset loads into.
+DATASET_TABLES: dict[str, str] = {dataset: contract.name for dataset, contract in RAW_DATASETS.items()}
 
 #: Which `sources.<role>` serves each raw dataset.
 DATASET_ROLES: dict[str, str] = {
     "prices": "market",
     "news": "news",
+    "social": "social",
     "transactions": "portfolio",
     "holdings": "portfolio",
 }

@@ -251,7 +251,7 @@ def open_stage(
 
 
 def _kinds(sources: Any) -> dict[str, str]:
-    return {name: getattr(sources, name).kind for name in ("market", "news", "portfolio")}
+    return {name: getattr(sources, name).kind for name in ("market", "news", "portfolio", "social")}
 
 
 def _describe(sources: Any) -> str:

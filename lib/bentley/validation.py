@@ -303,16 +303,28 @@ def price_checks(
     ]
 
 
-def news_checks(universe: Iterable[str]) -> list[Check]:
+def news_checks(universe: Iterable[str], source_kind: str) -> list[Check]:
+    """Checks of headlines (`source_kind` news) or social posts (`source_kind` social), which share a contract.
+
+    `wrong_source_kind` keeps the two apart in the `news` table: a headline source may leave
+    `source_kind` out (it reads as news), a post must say social.
+    """
     tickers = set(universe)
+    what = "headlines" if source_kind == "news" else "posts"
     return [
         Check("duplicate_keys", "error", lambda f: f.duplicated(["_lake_file", "news_id"], keep=False)),
         Check("missing_values", "error", lambda f: f[["news_id", "ticker", "date", "headline"]].isna().any(axis=1)),
         Check(
+            "wrong_source_kind",
+            "error",
+            lambda f: f["source_kind"].astype(object).where(f["source_kind"].notna(), "news") != source_kind,
+            f"every row of this dataset must have source_kind {source_kind}",
+        ),
+        Check(
             "ticker_outside_universe",
             "warning",
             lambda f: ~f["ticker"].isin(tickers),
-            lambda failed: "headlines for tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"]))),
+            lambda failed: f"{what} for tickers outside the universe: " + ", ".join(sorted(set(failed["ticker"]))),
         ),
     ]
 
@@ -346,8 +358,9 @@ def holding_checks(universe: Iterable[str]) -> list[Check]:
 
 
 def _optional(contract: TableContract, column: str) -> bool:
-    """Columns a source may omit (ETL fills them): adj_close, dividend, split_ratio, category."""
-    return column in {"adj_close", "dividend", "split_ratio", "category", "publisher", "url"}
+    """Columns a source may omit (ETL fills them): adj_close, dividend, split_ratio, category,
+    and the news columns a headline file written before social posts lacks."""
+    return column in {"adj_close", "dividend", "split_ratio", "category", "publisher", "url", "source_kind", "author"}
 
 
 def _examples(failed: pd.DataFrame) -> list[dict]:

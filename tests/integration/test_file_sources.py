@@ -69,6 +69,7 @@ def file_run(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: di
         "sources.portfolio.kind=files",
         "sources.portfolio.transactions=ledger",
         "sources.portfolio.holdings=holdings.csv",
+        "sources.social.kind=none",
     ]
     args = ["run", "--profile", "ci", "--logical-date", LOGICAL_DATE.isoformat(), "--outputs", str(outputs)]
     for setting in settings:

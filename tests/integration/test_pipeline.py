@@ -23,6 +23,7 @@ from bentley import calendar, inputs
 from bentley.config import load_config
 from bentley.warehouse import Warehouse
 from tests.pipeline_facts import STAGES, table_fingerprints
+from tests.tiny_pipeline import write_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ TITLES = {
     "features": "Features: technical indicators and returns",
     "technical": "Technical analysis: trend, momentum, volatility and volume signals",
     "risk": "Portfolio risk: returns, volatility, drawdowns, VaR and stress",
-    "sentiment": "News sentiment: headline tone and next-day returns",
+    "sentiment": "News and social sentiment: tone and next-day returns",
     "budget": "Budget: spending, savings, net worth and investable cash",
     "anomalies": "Anomalies: unusual days in returns, volume and range",
     "train": "Train: return-direction models, champion and challenger",
@@ -358,27 +359,6 @@ def test_status_and_dag_verbs(first_run, outputs: Path, root: Path, clean_env: d
     assert re.search(r"1\. ingest\s+<- -", dag.stdout) and re.search(r"2\. etl\s+<- ingest", dag.stdout)
 
 
-def scratch_pipeline(tmp_path: Path, stages: dict[str, tuple[str, list[str], float]]) -> Path:
-    """A pipeline.yaml of throwaway notebooks: stage -> (code, upstream, timeout_minutes)."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-    lines = ["stages:"]
-    for name, (body, upstream, timeout) in stages.items():
-        parameters = new_code_cell('run_id = None\nlogical_date = None\noutputs_dir = None\nprofile = "default"')
-        parameters.metadata["tags"] = ["parameters"]
-        notebook = new_notebook(cells=[new_markdown_cell(f"# {name}"), parameters, new_code_cell(body)])
-        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nbformat.write(notebook, tmp_path / f"{name}.ipynb")
-        lines.append(
-            f"  {name}: {{notebook: {tmp_path / (name + '.ipynb')}, upstream: {json.dumps(upstream)}, sections: [], "
-            f"timeout_minutes: {timeout}, retries: 0}}"
-        )
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text("\n".join(lines) + "\n")
-    return pipeline
-
-
 def run_scratch(tmp_path: Path, pipeline: Path, run_id: str, root: Path, env: dict[str, str]):
     outputs = tmp_path / "out"
     result = run_cli(
@@ -403,11 +383,11 @@ def run_scratch(tmp_path: Path, pipeline: Path, run_id: str, root: Path, env: di
 def test_a_failing_stage_fails_the_run_and_skips_downstream(
     tmp_path: Path, root: Path, clean_env: dict[str, str]
 ) -> None:
-    pipeline = scratch_pipeline(
+    pipeline = write_pipeline(
         tmp_path,
         {
-            "boom": ('raise ValueError("planted failure for the test")', [], 2),
-            "after": ("print('never runs')", ["boom"], 2),
+            "boom": {"code": 'raise ValueError("planted failure for the test")'},
+            "after": {"code": "print('never runs')", "upstream": ["boom"]},
         },
     )
     result, outputs, manifest = run_scratch(tmp_path, pipeline, "bad", root, clean_env)
@@ -429,7 +409,7 @@ def test_a_failing_stage_fails_the_run_and_skips_downstream(
 def test_a_stage_over_its_time_limit_is_killed(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
     pid_file = tmp_path / "kernel.pid"
     body = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"
-    pipeline = scratch_pipeline(tmp_path, {"slow": (body, [], 0.1)})
+    pipeline = write_pipeline(tmp_path, {"slow": {"code": body, "timeout": 0.1}})
     result, _, manifest = run_scratch(tmp_path, pipeline, "slow", root, clean_env)
     assert result.returncode == 1
     assert "timed out after 6 s" in result.stdout

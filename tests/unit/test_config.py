@@ -364,3 +364,25 @@ def test_history_years_past_year_one_is_a_params_error() -> None:
     cfg = load_config(overrides=["history.years=3000"])
     with pytest.raises(ParamsError, match=r"^history\.years 3000 reaches back past year 1 from 2025-06-02$"):
         cfg.history.window(dt.date(2025, 6, 2))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["sources.social.kind=social"], "kind social needs at least one file or feed"),
+        (
+            ["sources.social.kind=social", "sources.social.files=[{path: p.json, platform: '<b>x</b>'}]"],
+            "sources.social.files.0.platform",
+        ),
+        (["sources.social.kind=tweets"], "sources.social.kind"),
+        (["sources.social.max_post_kb=1024"], "sources.social.max_post_kb"),  # over news.headline's 64 KB
+    ],
+)
+def test_social_settings_are_checked(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ParamsError, match=re.escape(expected)):
+        load_config("default", overrides)
+
+
+def test_the_default_profile_has_sample_posts_and_live_none() -> None:
+    assert load_config().sources.social.kind == "sample"
+    assert load_config("live").sources.social.kind == "none"

@@ -90,6 +90,28 @@ def test_interactive_runs_are_listed_apart(tmp_path: Path) -> None:
     )
 
 
+def test_the_latest_intraday_reports_are_linked_newest_first(tmp_path: Path) -> None:
+    folder = tmp_path / home.INTRADAY_DIR
+    folder.mkdir()
+    days = [f"2024-06-{d:02d}" for d in range(3, 12)]
+    for day in days:
+        (folder / f"{day}_paper.html").write_text("<p>report</p>")
+    (folder / "2024-06-12_paper@2024-06-03.html").write_text("<p>report</p>")
+    home.write_home(tmp_path, [])
+    soup = BeautifulSoup((tmp_path / "index.html").read_text(), "html.parser")
+    section = soup.find("h2", string="Intraday watch")
+    links = [(a["href"], a.text) for a in section.find_next("ul").find_all("a")]
+    assert links[0] == ("intraday/2024-06-12_paper@2024-06-03.html", "2024-06-12")
+    assert links[1:] == [(f"intraday/{d}_paper.html", d) for d in reversed(days[-6:])]  # 7 shown
+    assert "3 older report(s) in intraday/" in section.find_next("p", class_="note").find_next("p").text
+    assert all((tmp_path / href).is_file() for href, _ in links)
+
+
+def test_no_intraday_section_without_reports(tmp_path: Path) -> None:
+    home.write_home(tmp_path, [])
+    assert "Intraday watch" not in (tmp_path / "index.html").read_text()
+
+
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
     """An outputs folder with one complete run and the warehouse rows its overview reads."""

@@ -217,3 +217,33 @@ def test_the_etl_stage_runs_the_new_checks_with_its_params(sample: pd.DataFrame)
     assert [(r.dataset, r.check_name) for r in results if not r.passed] == [("prices", "zero_volume")]
     with pytest.raises(validation.ValidationFailed, match=r"prices\.zero_volume: 1 of"):
         validation.raise_on_errors("etl", results)
+
+
+def test_headlines_and_posts_are_kept_apart_by_source_kind() -> None:
+    """A post that says news (or a headline that says social) would be scored as the wrong kind."""
+    rows = pd.DataFrame(
+        {
+            "news_id": ["a", "b", "c"],
+            "ticker": ["NOVA"] * 3,
+            "published_at": pd.to_datetime(["2024-03-04 14:00"] * 3, utc=True),
+            "date": pd.to_datetime(["2024-03-04"] * 3),
+            "headline": ["x", "y", "z"],
+            "publisher": ["p"] * 3,
+            "url": [None] * 3,
+            "source_kind": [None, "news", "social"],
+            "author": [None, None, "ann"],
+            "_lake_file": ["f"] * 3,
+        }
+    )
+    checks = {
+        kind: {
+            r.check_name: r.n_failed
+            for r in validation.run_checks(kind, rows, schemas.NEWS, validation.news_checks(["NOVA"], kind))
+        }
+        for kind in ("news", "social")
+    }
+    assert checks["news"]["wrong_source_kind"] == 1  # the missing kind is news; "social" is not
+    assert checks["social"]["wrong_source_kind"] == 2
+    old = rows.drop(columns=["source_kind", "author"])  # a lake file from before social posts
+    results = validation.run_checks("news", old, schemas.NEWS, validation.news_checks(["NOVA"], "news"))
+    assert all(r.passed for r in results)

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from bentley import warehouse as warehouse_module
-from bentley.warehouse import convert as warehouse_convert
 from bentley.warehouse import Warehouse, resolve_url
+from bentley.warehouse import convert as warehouse_convert
 from bentley.warehouse.dialects import upsert_statement
 from bentley.warehouse.tables import news as news_table
 from bentley.warehouse.tables import prices as prices_table

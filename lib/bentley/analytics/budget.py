@@ -269,7 +269,7 @@ def categorize(
     rules: Iterable[Any] | None,
     classifier_spec: Any,
     holdout_share: float,
-    seed: int = 0,
+    seed: int,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """The ledger with ``category_final``, ``category_method`` and ``model_confidence``.
 

@@ -1,4 +1,4 @@
-"""Headline sentiment: VADER scores, daily aggregates, and their link to next-day returns.
+"""Headline and social-post sentiment: VADER scores, daily aggregates, and their link to next-day returns.
 
 VADER is a lexicon-and-rules scorer built for short social-media text. It reads
 headlines well enough but knows nothing about finance: "shares" counts as positive
@@ -13,13 +13,20 @@ notebook cell), and building it costs a few milliseconds.
 
 Headlines are plain text (the `news` contract) and come from third parties, so
 `headlines_html` escapes every cell: a headline is never rendered as markup.
+
+Social posts share the `news` table (`source_kind` social; a missing kind is news) and are
+scored the same way, since VADER was built for that kind of text. Their tone is reported
+beside the headlines' and pooled with it (`tone_by_kind`, `tone_by_kind_chart`), but
+`sentiment_daily`, the model's sentiment input, stays the headlines' own: a few posts are
+noisier than a headline and would change what the model's `n_headlines` counts. Posts are
+untrusted text too and go through the same escaping.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +46,11 @@ NEGATIVE_THRESHOLD = -0.05
 #: Label of the pooled row of `next_day_correlation`.
 POOLED = "ALL"
 
+#: The tone charts' smoothing: a rolling mean over about a trading month of sessions, drawn once a
+#: line has this many days with text. A reading aid for the report, not a parameter of any result.
+TREND_SESSIONS = 20
+TREND_MIN_DAYS = 5
+
 #: Finance-term adjustments to VADER's lexicon (valences on VADER's -4..+4 scale).
 #: VADER matches lower-case whole tokens and does not stem, so inflections are
 #: listed separately. "guidance" and "shares" are set to 0: they are neutral nouns
@@ -46,6 +58,21 @@ POOLED = "ALL"
 _KEY = ["ticker", "date"]
 _DAILY_COLUMNS = ["ticker", "date", "mean_compound", "n_headlines", "positive_share", "negative_share"]
 _EXTREME_COLUMNS = ["ticker", "date", "compound", "headline"]
+_EXTREME_POST_COLUMNS = ["ticker", "date", "compound", "author", "headline"]
+
+#: What each kind of text is called in reports; `ALL_KINDS` is both together.
+NEWS, SOCIAL, ALL_KINDS = "news", "social", "all"
+KIND_LABELS = {NEWS: "news headlines", SOCIAL: "social posts", ALL_KINDS: "news and social together"}
+_TONE_COLUMNS = [
+    "kind",
+    "texts",
+    "ticker_days",
+    "mean_compound",
+    "positive_share",
+    "negative_share",
+    "next_day_correlation",
+    "p_value",
+]
 
 
 def _analyzer(lexicon_updates: Mapping[str, float] | None) -> SentimentIntensityAnalyzer:
@@ -200,19 +227,133 @@ def next_day_correlation(daily: pd.DataFrame, prices: pd.DataFrame) -> pd.DataFr
     return out
 
 
-def extreme_headlines(scored: pd.DataFrame, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+def source_kinds(news: pd.DataFrame) -> pd.Series:
+    """Each row's `source_kind`, news where it is missing (rows loaded before social posts,
+    or a frame without the column)."""
+    if "source_kind" not in news:
+        return pd.Series(NEWS, index=news.index, dtype=object)
+    kinds = news["source_kind"].astype(object)
+    return kinds.where(kinds.notna(), NEWS)
+
+
+def of_kind(scored: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows of one kind (`NEWS` or `SOCIAL`), or every row for `ALL_KINDS`."""
+    if kind == ALL_KINDS:
+        return scored
+    if kind not in (NEWS, SOCIAL):
+        raise ValueError(f"unknown kind {kind!r}; one of {NEWS}, {SOCIAL}, {ALL_KINDS}")
+    return scored[source_kinds(scored) == kind]
+
+
+def tone_by_kind(
+    scored: pd.DataFrame,
+    prices: pd.DataFrame,
+    positive_threshold: float = POSITIVE_THRESHOLD,
+    negative_threshold: float = NEGATIVE_THRESHOLD,
+) -> pd.DataFrame:
+    """News tone, social tone and both together: one row each, in that order.
+
+    Columns: `kind` (the `KIND_LABELS` label), `texts` (scored headlines or posts),
+    `ticker_days`, `mean_compound` (over texts), the positive and negative shares of texts
+    (the `daily_sentiment` thresholds), and the pooled `next_day_correlation` of each
+    ticker-day's mean tone with the next session's return, with its `p_value`
+    (`next_day_correlation`). A kind without texts has zeros and missing values, not an error.
+    """
+    rows = []
+    for kind in (NEWS, SOCIAL, ALL_KINDS):
+        texts = of_kind(scored, kind)
+        texts = texts[texts["compound"].notna()]
+        daily = daily_sentiment(texts, positive_threshold, negative_threshold)
+        pooled = next_day_correlation(daily, prices).set_index("ticker").loc[POOLED]
+        compound = texts["compound"].astype(np.float64)
+        rows.append(
+            {
+                "kind": KIND_LABELS[kind],
+                "texts": len(texts),
+                "ticker_days": len(daily),
+                "mean_compound": float(compound.mean()) if len(texts) else math.nan,
+                "positive_share": float((compound >= positive_threshold).mean()) if len(texts) else math.nan,
+                "negative_share": float((compound <= negative_threshold).mean()) if len(texts) else math.nan,
+                "next_day_correlation": float(pooled["correlation"]),
+                "p_value": float(pooled["p_value"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=_TONE_COLUMNS).astype({"texts": np.int64, "ticker_days": np.int64})
+
+
+def _daily_tone(scored: pd.DataFrame) -> pd.Series:
+    """Mean compound of each date's texts over every ticker, by date."""
+    rows = scored[scored["compound"].notna()]
+    dates = pd.to_datetime(rows["date"]).astype("datetime64[ns]")
+    return rows["compound"].astype(np.float64).groupby(dates).mean().sort_index()
+
+
+def tone_by_kind_chart(scored: pd.DataFrame, window: int = TREND_SESSIONS, min_periods: int = TREND_MIN_DAYS) -> Figure:
+    """Rolling `window`-session mean of the daily tone of headlines, of posts and of both.
+
+    Each day's tone is the mean compound of that kind's texts over every ticker; days without
+    texts of a kind are missing for it, and a line needs `min_periods` days before it is drawn.
+    """
+    from bentley import charts
+
+    wide = pd.DataFrame({KIND_LABELS[kind]: _daily_tone(of_kind(scored, kind)) for kind in (NEWS, SOCIAL, ALL_KINDS)})
+    rolling = wide.sort_index().rolling(window, min_periods=min(min_periods, window)).mean()
+    fig, ax = charts.figure(9, 4, left=0.95)
+    charts.plot_series(ax, rolling, emphasize=[KIND_LABELS[ALL_KINDS]])
+    ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_title(f"News and social tone: rolling {window}-session mean of daily VADER compound, all tickers")
+    ax.set_xlabel("Session")
+    ax.set_ylabel("Mean compound score (-1 to +1)")
+    charts.date_axis(ax)
+    charts.legend_outside(ax)
+    return fig
+
+
+def tone_by_kind_sentence(tone: pd.DataFrame) -> str:
+    """The tone table in words: how headlines and posts read, apart and together."""
+    rows = tone.set_index("kind")
+    news, social, both = (rows.loc[KIND_LABELS[k]] for k in (NEWS, SOCIAL, ALL_KINDS))
+    if social["texts"] == 0:
+        return (
+            f"No social posts in the window (`sources.social`); the {int(news['texts']):,} headlines "
+            f"average {news['mean_compound']:+.3f}."
+        )
+    if news["texts"] == 0:
+        return f"No headlines in the window; the {int(social['texts']):,} social posts average {social['mean_compound']:+.3f}."
+    return (
+        f"{int(news['texts']):,} headlines average {news['mean_compound']:+.3f} and {int(social['texts']):,} "
+        f"social posts {social['mean_compound']:+.3f} (VADER compound, -1 to +1); together "
+        f"{both['mean_compound']:+.3f}. Posts are shorter and more opinionated than headlines, so read a "
+        "gap between the two as a difference in voice as much as in view."
+    )
+
+
+def extreme_headlines(
+    scored: pd.DataFrame, n: int = 5, columns: Sequence[str] = tuple(_EXTREME_COLUMNS)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The `n` most positive and `n` most negative headlines: (ticker, date, compound, headline).
 
     Only headlines on the right side of zero qualify, so a quiet period shows
     fewer rows instead of presenting neutral headlines as "most negative". Ties
     are broken by date (latest first) and then ticker, so the tables are stable.
+    `columns` picks what the tables show (they must include ticker, date and compound).
     """
-    rows = scored.loc[scored["compound"].notna(), _EXTREME_COLUMNS]
+    rows = scored.loc[scored["compound"].notna(), list(columns)]
     ordered = rows.sort_values(["compound", "date", "ticker"], ascending=[False, False, True], kind="mergesort")
     positive = ordered[ordered["compound"] > 0].head(n).reset_index(drop=True)
     ordered = rows.sort_values(["compound", "date", "ticker"], ascending=[True, False, True], kind="mergesort")
     negative = ordered[ordered["compound"] < 0].head(n).reset_index(drop=True)
     return positive, negative
+
+
+def extreme_posts(scored: pd.DataFrame, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The `n` most positive and most negative social posts, with their authors: (ticker, date,
+    compound, author, post). Like `extreme_headlines`; shown through `headlines_html`."""
+    posts = of_kind(scored, SOCIAL)
+    if "author" not in posts:
+        posts = posts.assign(author=None)
+    positive, negative = extreme_headlines(posts, n, _EXTREME_POST_COLUMNS)
+    return positive.rename(columns={"headline": "post"}), negative.rename(columns={"headline": "post"})
 
 
 def _cell(value: object) -> str:
@@ -250,8 +391,8 @@ def headlines_html(frame: pd.DataFrame) -> str:
 def trend_chart(
     daily: pd.DataFrame,
     tickers: Iterable[str] | None = None,
-    window: int = 20,
-    min_periods: int = 5,
+    window: int = TREND_SESSIONS,
+    min_periods: int = TREND_MIN_DAYS,
 ) -> Figure:
     """Rolling `window`-session mean of each ticker's daily mean compound.
 
@@ -276,7 +417,7 @@ def trend_chart(
     return fig
 
 
-def trend_sentence(daily: pd.DataFrame, window: int = 20, min_periods: int = 5) -> str:
+def trend_sentence(daily: pd.DataFrame, window: int = TREND_SESSIONS, min_periods: int = TREND_MIN_DAYS) -> str:
     """Which ticker's headlines read most positive and most negative lately (the chart's last values)."""
     wide = daily.pivot(index="date", columns="ticker", values="mean_compound").sort_index()
     last = (

@@ -319,7 +319,7 @@ def technical_signals(
 def current_signals(
     signals: pd.DataFrame,
     as_of: dt.date | str | pd.Timestamp,
-    lookback_sessions: int = 5,
+    lookback_sessions: int,
     calendar: str = DEFAULT_CALENDAR,
 ) -> pd.DataFrame:
     """Signals from the last `lookback_sessions` exchange sessions up to `as_of` (inclusive).
@@ -440,24 +440,30 @@ def price_panel_chart(
 
     if signals is not None:
         mine = signals[signals["ticker"] == ticker]
-        position = {name: i for i, name in enumerate(RULES)}  # one colour per rule in every chart
+        rules, dates, values = mine["rule"].astype(str).to_numpy(), mine["date"].to_numpy(), mine["value"].to_numpy()
         palette = plt.get_cmap("tab10")
-        for rule, events in mine.groupby("rule", sort=False):
-            ax = axes[_PANEL[str(rule)]]
-            marker = "^" if RULES[str(rule)].direction > 0 else "v"
-            ax.scatter(
-                events["date"],
-                events["value"],
-                marker=marker,
-                s=45,
-                color=palette(position[str(rule)] % 10),
-                edgecolors="black",
-                linewidths=0.4,
+        for position, (rule, spec) in enumerate(RULES.items()):  # one colour per rule in every chart
+            fired = rules == rule
+            if not fired.any():
+                continue
+            # Markers on a line without a line: one artist drawn in one call, where a scatter
+            # builds a collection with a path and colour per point (~15 ms each, 8 per chart).
+            axes[_PANEL[rule]].plot(
+                dates[fired],
+                values[fired],
+                linestyle="none",
+                marker="^" if spec.direction > 0 else "v",
+                markersize=6.7,  # the area of the scatter's s=45
+                markerfacecolor=palette(position % 10),
+                markeredgecolor="black",
+                markeredgewidth=0.4,
                 zorder=5,
-                label=str(rule).replace("_", " "),
+                label=rule.replace("_", " "),
             )
 
-    for ax in (ax_price, ax_rsi, ax_macd):
+    for ax in (ax_price, ax_rsi, ax_macd):  # labels placed, not measured against every tick label at each draw
+        ax.yaxis.set_label_coords(-0.075, 0.5)  # and the three panels' labels aligned
+        ax.xaxis.set_label_coords(0.5, -0.3)
         charts.legend_outside(ax)
     return fig
 

@@ -194,7 +194,7 @@ class ReplayBarSource:
         self,
         path: str | Path,
         *,
-        speed: float = 0.0,
+        speed: float,
         calendar: str = DEFAULT_CALENDAR,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
@@ -244,10 +244,10 @@ def read_bar_file(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"ts": str, "ticker": str})
 
 
-def write_bars(bars: pd.DataFrame, folder: Path, timezone: str = "America/New_York") -> list[Path]:
+def write_bars(bars: pd.DataFrame, folder: Path, timezone: str) -> list[Path]:
     """Bars as the lake keeps them: one Parquet file per session date,
     `<folder>/ingest_date=YYYY-MM-DD/bars.parquet` (the lake's partition naming, so retention
-    prunes them), each written whole and atomically. `ReplayBarSource(folder)` plays them back.
+    prunes them), each written whole and atomically. `ReplayBarSource(folder, speed)` plays them back.
     """
     import io
 
@@ -330,7 +330,7 @@ class SampleIntradayBars:
         market: Any,
         tickers: Sequence[str],
         *,
-        interval: str = "5m",
+        interval: str,
         calendar: str = DEFAULT_CALENDAR,
         seed: int | None = None,
     ) -> None:
@@ -455,8 +455,8 @@ class YahooIntradayBars:
         tickers: Sequence[str],
         http: Http,
         *,
-        interval: str = "5m",
-        poll_s: float = 30.0,
+        interval: str,
+        poll_s: float,
         calendar: str = DEFAULT_CALENDAR,
         download: Callable[..., pd.DataFrame | None] | None = None,
         now: Callable[[], dt.datetime] | None = None,

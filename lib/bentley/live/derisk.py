@@ -18,22 +18,11 @@ decision *instant* in place of the date: `intraday_order_id(portfolio, ts, ticke
 (those hash "YYYY-MM-DD"), and the fill id is `broker.fill_id(order_id)`. Rerunning a batch
 therefore produces the same rows, and an upsert writes nothing new.
 
-Writing them into the same ledger tables (`orders`, `fills`) needs these changes, which is why
-they go to `intraday_orders`/`intraday_fills` (bentley.live.tables) for now:
-
-1. warehouse.py: `orders` gains `sa.Column("decided_at", TIMESTAMP)` and `fills` gains
-   `sa.Column("filled_at", TIMESTAMP)`, both nullable (NULL = a daily row); `_add_missing_columns`
-   adds them to existing stores.
-2. broker.run_paper_day(T): (a) read T's intraday fills (`fills.date == T and filled_at IS NOT
-   NULL`) and pass them to `_ledger` with the daily fills, and add their cash changes to `cash`,
-   so T's close marks what the book really held; (b) leave intraday rows out of the
-   `_check_overwrite` comparison (`stored["orders"]` / `stored["fills"]` filtered on
-   `decided_at IS NULL` / `filled_at IS NULL`), otherwise a rerun of T would call them stale;
-   (c) the costs of `portfolio_values` for T include the intraday fills' costs.
-3. broker.reconcile needs no change: intraday orders are `filled`, same-day (split factor 1),
-   and their fills' cash changes are in the cash identity once (2a) holds.
-4. broker.rebook/Warehouse.delete_book_from: nothing new (rows are keyed by portfolio and date).
-5. ORDER_COLUMNS / FILL_COLUMNS gain the two columns, None for daily rows.
+They are rows of the ledger's own `orders` and `fills` (`decided_at`/`filled_at` set, `reason`
+reduce or flatten, `decided_on`/`date` the session): the daily paper book
+(`bentley.trading.broker.run_paper_day`) books them into the session's positions, cash and
+costs, and `broker.reconcile` checks them like every fill; `broker.rebook` deletes them with the
+book.
 """
 
 from __future__ import annotations
@@ -164,26 +153,3 @@ def orders_and_fills(
             }
         )
     return pd.DataFrame(order_rows, columns=ORDER_COLUMNS), pd.DataFrame(fill_rows, columns=FILL_COLUMNS)
-
-
-def reconcile_intraday(orders: pd.DataFrame, fills: pd.DataFrame) -> list[str]:
-    """Problems in the intraday ledger: fills without a filled order of the same ticker and quantity,
-    and cash changes that are not −quantity × price − costs. Empty: it reconciles."""
-    problems = []
-    merged = fills.merge(orders, on="order_id", how="left", suffixes=("", "_order"), indicator=True)
-    orphan = merged["_merge"] == "left_only"
-    if orphan.any():
-        problems.append(f"fills without an order: {', '.join(merged.loc[orphan, 'fill_id'])}")
-    found = merged[~orphan]
-    wrong = found[
-        (found["ticker"] != found["ticker_order"])
-        | (found["status"] != "filled")
-        | ~np.isclose(found["quantity"], found["quantity_order"])
-    ]
-    if len(wrong):
-        problems.append(f"fills not matching their order: {', '.join(wrong['fill_id'])}")
-    expected = -fills["quantity"] * fills["price"] - (fills["commission"] + fills["slippage"] + fills["impact"])
-    off = ~np.isclose(fills["cash_change"], expected, rtol=1e-12, atol=1e-9)
-    if off.any():
-        problems.append(f"fill cash changes off: {', '.join(fills.loc[off, 'fill_id'])}")
-    return problems

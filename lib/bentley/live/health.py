@@ -29,8 +29,8 @@ def check_watch(
     heartbeat_s: float,
     stale_minutes: float,
     now: dt.datetime,
-    calendar: str = "XNYS",
-    timezone: str = "America/New_York",
+    calendar: str,
+    timezone: str,
 ) -> Check:
     if not warehouse.has_rows("watch_heartbeats"):
         return Check(

@@ -20,8 +20,15 @@ tests prove the incremental state equals it after every batch.
 Prices are as traded, like the ledger's. A split effective on the session is not applied to
 the book intraday (the daily broker applies it when it books the day); a book holding a ticker
 with a split that day is marked wrong until then, and the bad-tick rule flags its first bar.
-Orders the daily run decided at the previous close and fills at this session's open are not in
-the intraday book (it holds what the previous close held).
+
+Orders the daily run decided before the session and the broker fills at its open
+(`trade.execution: next_open`; `opening_orders`) are in the intraday book: each fills at its
+ticker's first bar's open, with commission and slippage, before that bar is marked. So the
+book watched, and any de-risking decided on it, holds what the daily booking will hold (a
+flatten leaves nothing, not a position the morning's fills opened). The daily broker prices them
+from the prices table (its open, and impact), so the day's booked cash can differ from the
+last mark by that much. Orders filled at the close (`next_close`) trade after the session: the
+intraday book cannot hold them.
 """
 
 from __future__ import annotations
@@ -62,6 +69,20 @@ def load_book(warehouse: Warehouse, portfolio: str, day: dt.date) -> Book:
     held = {str(t): float(q) for t, q in zip(positions["ticker"], positions["quantity"], strict=True) if q != 0}
     closes = {str(t): float(p) for t, p in zip(positions["ticker"], positions["price"], strict=True)}
     return Book(portfolio, as_of, float(last["cash"]), float(last["equity"]), held, closes)
+
+
+def opening_orders(warehouse: Warehouse, portfolio: str, day: dt.date) -> dict[str, float]:
+    """Shares per ticker of the daily orders still pending before `day` (decided earlier, not intraday):
+    what the broker fills at the session's open under `next_open`."""
+    orders = warehouse.read(
+        "orders",
+        where={"portfolio": portfolio, "status": "pending"},
+        end=day - dt.timedelta(days=1),
+        date_column="decided_on",
+    )
+    orders = orders[orders["decided_at"].isna()]
+    summed = orders.groupby("ticker")["quantity"].sum()
+    return {str(t): float(q) for t, q in summed.items() if q != 0}
 
 
 def previous_closes(warehouse: Warehouse, tickers: list[str], day: dt.date) -> dict[str, float]:
@@ -132,10 +153,26 @@ class StreamState:
     last_ts: pd.Timestamp | None = None
     n_batches: int = 0
     realised: dict[str, float] = field(default_factory=dict)  # ticker -> P&L of intraday sales vs previous close
+    opening: dict[str, float] = field(default_factory=dict)  # ticker -> shares filled at its first bar's open
+    opening_cost_bps: float = 0.0  # commission + slippage on those fills
 
     @classmethod
-    def start(cls, book: Book, extra_closes: dict[str, float] | None = None) -> StreamState:
-        state = cls(book=book, quantities=dict(book.quantities), cash=book.cash)
+    def start(
+        cls,
+        book: Book,
+        extra_closes: dict[str, float] | None = None,
+        opening: dict[str, float] | None = None,
+        opening_cost_bps: float = 0.0,
+    ) -> StreamState:
+        """The state at the open: the book, previous closes of tickers it does not hold, and the daily
+        orders filled at the open (`opening_orders`, applied at each ticker's first bar)."""
+        state = cls(
+            book=book,
+            quantities=dict(book.quantities),
+            cash=book.cash,
+            opening=dict(opening or {}),
+            opening_cost_bps=opening_cost_bps,
+        )
         closes = {**(extra_closes or {}), **book.prev_close}
         for ticker, close in closes.items():
             state.tickers[ticker] = TickerState(last_price=close, prev_close=close)
@@ -171,6 +208,10 @@ class StreamState:
             if state.last_ts is None:
                 state.first_open = bar_open
                 r = math.log(close / bar_open)
+                shares = self.opening.pop(ticker, 0.0)
+                if shares:  # the daily order the broker fills at the open, before this bar is marked
+                    traded = abs(shares * bar_open)
+                    self._fill(ticker, shares, bar_open, -shares * bar_open - traded * self.opening_cost_bps / 1e4)
             else:
                 r = math.log(close / state.last_price)
             quantity = self.quantities.get(ticker, 0.0)
@@ -227,21 +268,23 @@ class StreamState:
         for ticker, quantity, fill_price, cash_change in zip(
             fills["ticker"], fills["quantity"], fills["price"], fills["cash_change"], strict=True
         ):
-            state = self.tickers.setdefault(ticker, TickerState(last_price=math.nan))
-            if math.isfinite(state.prev_close):
-                self.realised[ticker] = self.realised.get(ticker, 0.0) - float(quantity) * (
-                    float(fill_price) - state.prev_close
-                )
-            held = self.quantities.get(ticker, 0.0) + float(quantity)
-            price = state.last_price if math.isfinite(state.last_price) else 0.0
-            self.positions_value += float(quantity) * price
-            self.cash += float(cash_change)
-            if abs(held) < 1e-9:
-                self.quantities.pop(ticker, None)
-            else:
-                self.quantities[ticker] = held
+            self._fill(ticker, float(quantity), float(fill_price), float(cash_change))
         # Costs lower the equity; the next bar's return is measured from here.
         self.last_equity = self.equity
+
+    def _fill(self, ticker: str, quantity: float, fill_price: float, cash_change: float) -> None:
+        """One fill: holdings and cash change, valued at the ticker's last price (not the fill's)."""
+        state = self.tickers.setdefault(ticker, TickerState(last_price=math.nan))
+        if math.isfinite(state.prev_close):
+            self.realised[ticker] = self.realised.get(ticker, 0.0) - quantity * (fill_price - state.prev_close)
+        held = self.quantities.get(ticker, 0.0) + quantity
+        price = state.last_price if math.isfinite(state.last_price) else 0.0
+        self.positions_value += quantity * price
+        self.cash += cash_change
+        if abs(held) < 1e-9:
+            self.quantities.pop(ticker, None)
+        else:
+            self.quantities[ticker] = held
 
     def staleness_minutes(self, now: pd.Timestamp, tickers: list[str]) -> dict[str, float]:
         """Minutes since each ticker's last bar (inf: no bar yet this session)."""

@@ -303,11 +303,11 @@ def detect_anomalies(
     features: pd.DataFrame,
     prices: pd.DataFrame,
     *,
-    z_threshold: float = 4.0,
-    contamination: float = 0.01,
-    seed: int = 0,
-    window: int | None = 252,
-    refit_sessions: int = 126,
+    z_threshold: float,
+    contamination: float,
+    seed: int,
+    window: int | None,
+    refit_sessions: int,
 ) -> pd.DataFrame:
     """Both detectors on every complete (ticker, date): one row per row of `anomaly_inputs`.
 

@@ -23,6 +23,11 @@ its own on data as of D; either way it never moves an alias, which belong to the
 
 MLflow is reached only through the `ModelStore` passed in (bentley.tracking).
 
+`run_training` is the stage: every step above in that order, its warehouse rows written as
+they exist, returned as a `TrainingOutcome` whose `show_*` methods are the report's
+sections. The notebook makes that one call and shows the result; whatever branches (a
+champion or none, training or not, a decision or not) happens here, where tests reach it.
+
 Cost follows the data (issue 19). The fits are independent, so the walk-forward refits of
 every candidate, the shuffled-label refits and the candidates' importances run on a pool
 of threads (`workers`), each fit on one OpenMP/BLAS thread: scikit-learn releases the GIL
@@ -31,7 +36,11 @@ OpenMP pool per fit did. A logistic regression's shuffled-label refits are solve
 (`_logistic_null`): the labels' mean is the same in every permutation, so all the problems
 share a starting point and a curvature bound, and one matrix product per iteration steps
 them all to their optimum, the model `LogisticRegression` defines, solved more tightly
-than its own solver's tolerance. Registration (serialization, digest, MLflow) runs in the
+than its own solver's tolerance. Any other class's refits stop as soon as the test is
+decided (`registry.refits_to_decide`: enough refits reached the score that the p-value
+exceeds its maximum whatever the rest would score), so a challenger without skill costs
+about ten refits instead of `permutations`, with the decision the full count gives.
+Registration (serialization, digest, MLflow) runs in the
 background while the challenger's evidence is computed (`register_candidates(...,
 background=True)`). A long step reports how far it is through `progress` (the stage's
 `StageContext.progress`): "refit 3/17 boosted", "shuffled labels 40/100".
@@ -634,9 +643,11 @@ def holdout_evidence(
     """
     settings = ml.promotion
     rate, up = prediction.majority_rate(scored["label"])
+    metrics = prediction.classification_metrics(scored)
+    value = metrics.get(settings.metric, math.nan)
     return registry.Evidence(
         metric=settings.metric,
-        metrics=prediction.classification_metrics(scored),
+        metrics=metrics,
         null=shuffled_label_null(
             data.frame,
             features,
@@ -647,6 +658,10 @@ def holdout_evidence(
             seed=ml.seed,
             progress=progress,
             workers=workers,
+            value=value,
+            stop_after=registry.refits_to_decide(settings.permutations, settings.max_p_value)
+            if math.isfinite(value)
+            else None,
         ),
         ci=prediction.bootstrap_interval(
             scored,
@@ -660,6 +675,7 @@ def holdout_evidence(
         majority_rate=rate,
         majority_up=up,
         model_class=type(template[-1]).__name__,
+        permutations=settings.permutations,
     )
 
 
@@ -674,13 +690,20 @@ def shuffled_label_null(
     seed: int,
     progress: Progress | None = None,
     workers: int | None = None,
+    value: float | None = None,
+    stop_after: int | None = None,
 ) -> np.ndarray:
     """`prediction.shuffled_label_scores`, computed faster: the same permutations (the same
     generator, seed and order), the same refits of the template's class on the split's
     training rows, scored on its test rows.
 
     A plain L2 logistic regression (`_is_plain_logistic`) has all its refits solved together
-    (`_logistic_null`); any other class is refitted once per permutation on a pool of threads.
+    (`_logistic_null`), all of them, since they cost little more than one. Any other class
+    is refitted once per permutation on a pool of threads, and with `value` (the model's own
+    score) and `stop_after` (`registry.refits_to_decide`) the refits stop at the first
+    permutation, in order, at which `stop_after` of them have reached `value`: the test's
+    outcome is settled then (module docstring of `registry`), and the scores up to there are
+    returned. The cut depends on the permutations only, never on which thread finished first.
     """
     say = progress or _quiet
     data = prediction._labelled(frame, feature_cols)
@@ -710,6 +733,7 @@ def shuffled_label_null(
         return score(fitted.predict_proba(z_test)[:, list(fitted.classes_).index(1.0)])
 
     scores = np.empty(permutations)
+    reached = 0
     with _pool(workers) as pool:
         futures = [pool.submit(refit, labels) for labels in shuffled]
         step = max(1, permutations // 10)
@@ -717,6 +741,14 @@ def shuffled_label_null(
             scores[i] = future.result()
             if (i + 1) % step == 0 or i + 1 == permutations:
                 say(f"shuffled labels: refit {i + 1}/{permutations} of {type(classifier).__name__}")
+            if value is None or stop_after is None:
+                continue
+            reached += int(registry.reaches(scores[i : i + 1], value)[0])
+            if reached >= stop_after:
+                for pending in futures[i + 1 :]:
+                    pending.cancel()
+                say(f"shuffled labels: {reached} of {i + 1} refits reached the model's score, the test is decided")
+                return scores[: i + 1]
     return scores
 
 
@@ -962,9 +994,15 @@ def control_sentence(outcome: Outcome) -> str:
     evidence = outcome.decision.challenger
     low, high = np.percentile(evidence.null, [5, 95])
     metric = evidence.metric
+    stopped = (
+        f" (of the {evidence.permutations} planned: the test was decided once {evidence.reached} of them had "
+        "reached the challenger's score, so the rest were not fitted)"
+        if evidence.stopped_early
+        else ""
+    )
     return (
         f"{evidence.model_class} (the class of the challenger, `{outcome.candidate}`) refitted "
-        f"{evidence.null.size} times on shuffled training labels: mean holdout {metric} "
+        f"{evidence.null.size} times{stopped} on shuffled training labels: mean holdout {metric} "
         f"{evidence.null.mean():.3f}, 5–95% of the refits between {low:.3f} and {high:.3f}; no information "
         f"scores {evidence.no_skill:.3f}. A mean clearly above that means information reaches the model "
         f"another way than through the labels. The challenger's {evidence.value:.3f} is matched or beaten by "
@@ -1096,6 +1134,205 @@ def _float_tag(tags: Mapping[str, str], key: str) -> float:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class TrainingOutcome:
+    """What one run of the train stage did, in the order it did it, and how to show it.
+
+    `run_training` fills it; the notebook only displays it, section by section (`show_*`),
+    so the lifecycle's branches (a champion or none, training or not, a decision or not,
+    predictions or not) live here, each display saying what happened when a step did not run.
+    """
+
+    ml: Any
+    data: TrainingData
+    choice: ChampionChoice  # this run's champion before anything was trained, and why
+    monitoring: Monitoring | None  # None: no champion to monitor
+    trains: bool
+    training_reason: str
+    results: dict[str, prediction.CandidateResult]  # empty when nothing was trained
+    importance: dict[str, pd.DataFrame]
+    decision: Outcome | None  # None when nothing was trained
+    predictor: RegisteredVersion | None  # the version that predicts for this date after the decision
+    predicted: pd.DataFrame | None  # its predictions (None: no model may predict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The numbers the runner logs to MLflow for this stage."""
+        frame = self.data.frame
+        numbers: dict[str, float] = {
+            "rows": len(frame),
+            "labelled_rows": int(frame["label"].notna().sum()),
+            "inputs": len(self.data.feature_cols),
+            "backdated": self.choice.backdated,
+            "candidates_trained": len(self.results),
+        }
+        if self.monitoring is not None:
+            numbers["champion_recent_accuracy"] = self.monitoring.row["recent_accuracy"]
+            numbers["retraining_required"] = self.monitoring.retraining_required
+        if self.decision is not None:
+            evidence = self.decision.decision.challenger
+            numbers["promoted"] = self.decision.decision.promoted
+            numbers.update({f"challenger_holdout_{k}": v for k, v in self.decision.table.iloc[:, 0].items()})
+            numbers[f"shuffled_label_{evidence.metric}"] = float(evidence.null.mean())
+            numbers["shuffled_label_refits"] = evidence.null.size
+        if self.predicted is not None and self.predictor is not None:
+            numbers["predictions"] = len(self.predicted)
+            numbers["champion_version"] = float(self.predictor.version)
+        return {name: float(value) for name, value in numbers.items()}
+
+    def show_dataset(self) -> None:
+        """The splits table and the dataset in one sentence."""
+        from bentley import reporting
+
+        _display(split_table(self.data))
+        reporting.say(dataset_sentence(self.data))
+
+    def show_monitoring(self) -> None:
+        """The champion's input drift (when there is a champion) and what monitoring concluded."""
+        from bentley import reporting
+        from bentley.monitoring import drift
+
+        if self.monitoring is not None:
+            reporting.show(drift.drift_chart(self.monitoring.drift.head(15)))
+        note = f" Monitoring: {self.monitoring.row['reason']}." if self.monitoring is not None else ""
+        reporting.say(self.choice.reason + note)
+
+    def show_training(self) -> None:
+        """Why this run trains or not; the candidates' CV summary, fold chart and importances."""
+        from bentley import reporting
+
+        reporting.say(self.training_reason)
+        if not self.results:
+            reporting.say("No candidate was trained in this run.")
+            return
+        _display(reporting.rounded(cv_summary(self.results), 4))
+        reporting.show(fold_chart(self.results, self.ml.promotion.metric))
+        for name, table in self.importance.items():
+            reporting.show(importance_chart(table, name))
+
+    def show_decision(self) -> None:
+        """Both models' holdout record side by side, and the decision in words."""
+        from bentley import reporting
+
+        if self.decision is None:
+            champion = self.choice.version
+            kept = f"Champion {reporting.md_escape(champion.label)} stays." if champion is not None else ""
+            reporting.say(" ".join(filter(None, ["No challenger this run.", kept])))
+            return
+        _display(reporting.rounded(self.decision.table, 4))
+        reporting.say(
+            f"**{reporting.md_escape(self.decision.challenger.label)}** — "
+            f"{reporting.md_escape(self.decision.decision.verdict)}"
+        )
+
+    def show_control(self) -> None:
+        """The shuffled-label refits against the challenger (and champion), and what they say."""
+        from bentley import reporting
+
+        if self.decision is None:
+            reporting.say("No training, no control.")
+            return
+        reporting.show(noise_chart(self.decision))
+        reporting.say(control_sentence(self.decision))
+
+    def show_predictions(self) -> None:
+        """The newest session's predictions, and which version made them and why."""
+        from bentley import reporting
+
+        if self.predicted is not None:
+            _display(reporting.rounded(latest_view(self.predicted), 3))
+        reporting.say(predictions_sentence(self.predicted, self.predictor, self.choice, self.decision, self.ml))
+
+
+def _display(frame: pd.DataFrame) -> None:
+    """A table in the report, through the report's table style (`reporting.use_report_style`)."""
+    from IPython.display import display
+
+    display(frame)
+
+
+def run_training(
+    ctx: Any, store: ModelStore, progress: Progress | None = None, workers: int | None = None
+) -> TrainingOutcome:
+    """The train stage for `ctx` (a `bentley.stage.StageContext`): every step, in the order of
+    the module docstring, with its warehouse rows written as soon as they exist.
+
+    1. The model frame and purged splits from the run's features, prices and sentiment.
+    2. This run's champion (`usable_champion`), loaded through the checksum check, and its
+       monitoring (`model_monitoring`).
+    3. Training when `ml.retrain` asks for it or no champion may be used: every candidate's
+       walk-forward refits, importances, registration (in the background) and the decision
+       against the champion (`model_decisions`, and the challenger's walk-forward rows in
+       `predictions`).
+    4. The model that predicts after the decision scores the unlabelled sessions (`predictions`).
+    """
+    from bentley import inputs
+
+    ml = ctx.params.ml
+    warehouse = ctx.warehouse
+    prices = inputs.load_prices(warehouse, ctx.params, ctx.logical_date)
+    features = inputs.load_window(warehouse, ctx.params, ctx.logical_date, "features")
+    sentiment = inputs.load_window(warehouse, ctx.params, ctx.logical_date, "sentiment_daily")
+    tradable = inputs.tradable_tickers(warehouse, ctx.params)
+    data = training_data(features, prices, sentiment, ml, ctx.params.universe.benchmark, tradable)
+
+    choice = usable_champion(store, ml, ctx.logical_date, ctx.run_id)
+    model_before = store.load(choice.version) if choice.version is not None else None
+    monitoring = None
+    if choice.version is not None:
+        monitoring = monitor_champion(model_before, choice.version, data, ml, ctx.run_id, ctx.logical_date)
+        warehouse.upsert("model_monitoring", monitoring.frame)
+
+    trains, reason = training_reason(choice, ml.retrain, monitoring)
+    results: dict[str, prediction.CandidateResult] = {}
+    importance: dict[str, pd.DataFrame] = {}
+    outcome = None
+    if trains:
+        results = train_candidates(data, ml, progress=progress, workers=workers)
+        importance = all_importances(results, data, ml, workers=workers)
+        versions = register_candidates(  # serialization, SHA-256 and MLflow overlap the evidence below
+            store,
+            results,
+            importance,
+            data,
+            ml,
+            choice,
+            run_id=ctx.run_id,
+            config=ctx.resolved_params(),
+            parent_run_id=ctx.mlflow_parent_run_id,
+            background=True,
+        )
+        outcome = promote(
+            store, results, versions, choice, model_before, data, ml, ctx.run_id, progress=progress, workers=workers
+        )
+        warehouse.upsert("model_decisions", outcome.row)
+        warehouse.upsert(
+            "predictions", walk_forward_predictions(results[outcome.candidate], outcome.challenger, ml, ctx.run_id)
+        )
+
+    predictor, model = champion_after(store, outcome, choice, model_before)
+    predicted = None
+    if predictor is not None:
+        predicted = latest_predictions(model, predictor, data, ml, ctx.run_id)
+        warehouse.upsert("predictions", predicted)
+    return TrainingOutcome(
+        ml=ml,
+        data=data,
+        choice=choice,
+        monitoring=monitoring,
+        trains=trains,
+        training_reason=reason,
+        results=results,
+        importance=importance,
+        decision=outcome,
+        predictor=predictor,
+        predicted=predicted,
+    )
 
 
 # --------------------------------------------------------------------------- charts

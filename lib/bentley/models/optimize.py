@@ -43,7 +43,7 @@ import logging
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -297,13 +297,13 @@ class Constraints:
     risk_free_rate: float
 
     @classmethod
-    def from_params(cls, settings: object) -> Constraints:
+    def from_params(cls, settings: Any) -> Constraints:
         """From the `optimize` params section (the only place their defaults live)."""
         return cls(
             long_only=settings.long_only,
-            max_weight=settings.max_weight,  # type: ignore[attr-defined]
+            max_weight=settings.max_weight,
             min_names=settings.min_names,
-            risk_free_rate=settings.risk_free_rate,  # type: ignore[attr-defined]
+            risk_free_rate=settings.risk_free_rate,
         )
 
     def __post_init__(self) -> None:

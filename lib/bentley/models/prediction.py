@@ -46,7 +46,6 @@ import pandas as pd
 from scipy import stats
 from sklearn.base import clone, is_classifier
 from sklearn.impute import SimpleImputer
-from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -646,10 +645,56 @@ def feature_importances(
         if np.unique(y).size < 2:
             importance = std = np.full(X.shape[1], np.nan)
         else:
-            result = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats, random_state=seed)
-            importance, std = result.importances_mean, result.importances_std
+            importance, std = _permutation_auc(model, X, y, seed=seed, n_repeats=n_repeats)
     table = pd.DataFrame({"feature": list(X.columns), "importance": importance, "std": std, "method": method})
     return table.sort_values("importance", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+
+
+#: Rows per `predict_proba` call when scoring permuted copies (bounds the stacked matrix's memory).
+_PERMUTED_ROWS_PER_CALL = 200_000
+
+
+def _permutation_auc(
+    model: Pipeline, X: pd.DataFrame, y: np.ndarray, *, seed: int, n_repeats: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the drop in ROC AUC when each column is shuffled: the numbers
+    `sklearn.inspection.permutation_importance(model, X, y, scoring="roc_auc", n_repeats,
+    random_state=seed)` gives, at a fraction of its cost.
+
+    The shuffles are sklearn's, draw for draw (one seed drawn from `seed`, a RandomState per
+    column, each repeat shuffling the already shuffled column again), so a table does not
+    change with the implementation. What differs is the scoring: sklearn predicts each
+    permuted copy on its own, and a boosted model's `predict_proba` costs about the same for
+    500 rows as for 50,000 (a Python step per tree), so 90 calls of one holdout took ~1 s
+    where one call on the 90 copies stacked takes ~0.1 s. AUC is computed on ranks
+    (`_roc_auc`), the value sklearn's scorer gives.
+    """
+    x = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    rows, columns = x.shape
+    labels = np.asarray(y, dtype=np.float64).astype(np.int64)
+    dates = np.zeros(rows)
+
+    def auc(proba: np.ndarray) -> float:
+        return _roc_auc(_Scored(labels, proba, np.zeros(rows), dates))
+
+    baseline = auc(_proba_up(model, x, X.columns))
+    seed_all = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
+    copies = []
+    for column in range(columns):
+        state, order, values = np.random.RandomState(seed_all), np.arange(rows), x[:, column].copy()
+        for _ in range(n_repeats):
+            state.shuffle(order)
+            values = values[order]
+            permuted = x.copy()
+            permuted[:, column] = values
+            copies.append(permuted)
+    per_call = max(1, _PERMUTED_ROWS_PER_CALL // max(rows, 1))
+    proba = np.concatenate(
+        [_proba_up(model, np.vstack(copies[i : i + per_call]), X.columns) for i in range(0, len(copies), per_call)]
+    )
+    scores = np.array([auc(block) for block in proba.reshape(len(copies), rows)]).reshape(columns, n_repeats)
+    drops = baseline - scores
+    return drops.mean(axis=1), drops.std(axis=1)
 
 
 def predict(model: Pipeline, frame: pd.DataFrame, feature_cols: Sequence[str]) -> pd.DataFrame:

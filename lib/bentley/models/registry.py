@@ -118,6 +118,14 @@ class Evidence:
     majority_rate: float  # accuracy of always predicting the rows' more common label
     majority_up: bool  # that label is "up"
     model_class: str  # the estimator class behind `null`
+    permutations: int = 0  # refits asked for (`ml.promotion.permutations`); more than `null` holds
+    # when the test stopped once its outcome was decided (`refits_to_decide`); 0: as many as `null`
+
+    @property
+    def stopped_early(self) -> bool:
+        """The shuffled-label refits stopped before `permutations`: enough of them had reached the
+        value that the p-value exceeds the maximum whatever the rest would have scored."""
+        return 0 < self.null.size < self.permutations
 
     @property
     def value(self) -> float:
@@ -130,7 +138,7 @@ class Evidence:
     @property
     def reached(self) -> int:
         """Shuffled-label refits scoring at least the model's value (a tie counts as reaching it)."""
-        return int(np.sum(self.null >= self.value - _TOLERANCE))
+        return int(np.sum(reaches(self.null, self.value)))
 
     @property
     def p_value(self) -> float:
@@ -144,9 +152,38 @@ class Evidence:
         return (1 + self.reached) / (1 + self.null.size)
 
     @property
+    def p_value_resolution(self) -> float:
+        """The smallest p-value the refits done can give, 1 / (1 + refits): a p-value is only known
+        to this step (with 100 refits: 0.0099)."""
+        return 1.0 / (1 + self.null.size)
+
+    @property
     def no_skill(self) -> float:
         """The promotion metric of a model without skill on these rows."""
         return self.majority_rate if self.metric == "accuracy" else NO_SKILL[self.metric]
+
+
+def reaches(scores: np.ndarray, value: float) -> np.ndarray:
+    """Which shuffled-label scores match or beat `value` (a tie counts as reaching it)."""
+    return np.asarray(scores) >= value - _TOLERANCE
+
+
+def refits_to_decide(permutations: int, max_p_value: float) -> int | None:
+    """How many shuffled-label refits reaching a model's value settle its test: once that many
+    have, p = (1 + reached) / (1 + permutations) exceeds `max_p_value` whatever the remaining
+    refits score, so they need not be fitted (None: never settled early, as when the maximum
+    is 1 and the p-value is recorded, not required).
+
+    This is the sequential Monte Carlo test of Besag & Clifford (1991) with the fixed-count
+    test's own decision: it stops only when the fixed test's outcome is already certain, so the
+    decision, and so the test's size and power, are exactly those of `permutations` refits. A
+    model that passes always gets every refit. With 100 refits and a maximum of 0.05 a model
+    fails as soon as 5 refits reach it; a model without skill does so after about 10 refits.
+    """
+    if max_p_value >= 1:
+        return None
+    most_reached = math.floor(max_p_value * (1 + permutations) - 1 + 1e-9)  # still passing with this many
+    return max(1, most_reached + 1) if most_reached + 1 <= permutations else None
 
 
 @dataclass(frozen=True)
@@ -230,13 +267,23 @@ def _evidence_checks(evidence: Evidence, promotion: Promotion) -> list[_Check]:
     p, refits, most = evidence.p_value, evidence.null.size, promotion.max_p_value
     if math.isfinite(p):
         passed, required = p <= most, most < 1  # a maximum of 1 records the p-value without requiring it
+        stopped = (
+            f" of {evidence.permutations} planned, stopped once {evidence.reached} reached it"
+            if evidence.stopped_early
+            else ""
+        )
         checks.append(
             _Check(
                 passed if required else None,
-                f"p-value {p:.2g} {'<=' if passed else '>'} {most:g} ({refits} shuffled-label refits)"
+                f"p-value {p:.2g} {'<=' if passed else '>'} {most:g} ({refits} shuffled-label refits{stopped})"
                 f"{'' if required else ' (not required)'}",
                 f"its {word} of {_plain(metric, evidence.value)} on {rows} holdout rows is matched or beaten by "
                 f"{evidence.reached / refits:.0%} of {refits} models of its class trained on shuffled labels "
+                + (
+                    f"(the {evidence.permutations} planned stopped there: no later one could change the outcome) "
+                    if evidence.stopped_early
+                    else ""
+                )
                 + (
                     f"(p = {p:.2g} {'≤' if passed else '>'} {most:g})"
                     if required

@@ -1,4 +1,4 @@
-"""Source adapters, chosen per kind of data by `sources.<market|news|portfolio>.kind`.
+"""Source adapters, chosen per kind of data by `sources.<market|news|social|portfolio>.kind`.
 
 Adapters are imported lazily: a run on sample data never imports yfinance or feedparser.
 A source's `name` is its kind, which is also its folder in the lake and its key in
@@ -39,6 +39,7 @@ __all__ = [
     "market_source",
     "news_source",
     "portfolio_source",
+    "social_source",
     "validate_ticker",
 ]
 
@@ -99,6 +100,33 @@ def news_source(params: Params, data_dir: Path) -> Source:
     from bentley.sources.yahoo import YahooNewsSource
 
     return YahooNewsSource(params.sources.http, calendar=params.workflow.calendar)
+
+
+def social_source(params: Params, data_dir: Path) -> Source:
+    """Social posts (dataset `social`, loaded into `news` with `source_kind` social)."""
+    _apply_file_limits(params)
+    settings = params.sources.social
+    if settings.kind == "sample":
+        from bentley.sources.sample import SampleSocialSource
+
+        return SampleSocialSource(
+            seed=params.sample.seed,
+            epoch=params.sample.epoch,
+            calendar=params.workflow.calendar,
+            signal=params.sample.signal,
+        )
+    from bentley.sources.social import NoSocialSource, SocialSource, post_limit_bytes
+
+    if settings.kind == "none":
+        return NoSocialSource()
+    return SocialSource(
+        settings.files,
+        settings.feeds,
+        data_dir,
+        params.sources.http,
+        max_post_bytes=post_limit_bytes(settings.max_post_kb),
+        calendar=params.workflow.calendar,
+    )
 
 
 def portfolio_source(params: Params, data_dir: Path) -> Source:

@@ -410,6 +410,8 @@ def _read_csv(path: Path) -> Table:
             f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}, "
             f"line {line}); save the file as UTF-8"
         ) from error
+    # A field may be as long as the file (a social post's body); the file's size is the bound.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FILE_BYTES))
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     records: list[list[str]] = []
     lines: list[int] = []
@@ -742,15 +744,16 @@ class CsvMarketSource(MarketSource):
 # --------------------------------------------------------------------------- news
 
 
-#: News columns; only ticker, published_at and headline are required.
-NEWS_COLUMNS: dict[str, tuple[str, ...]] = {name: () for name in schemas.NEWS.column_names}
+#: News columns; only ticker, published_at and headline are required. `source_kind` is not
+#: read: every row of this source is a headline (social posts come from `sources.social`).
+NEWS_COLUMNS: dict[str, tuple[str, ...]] = {name: () for name in schemas.NEWS.column_names if name != "source_kind"}
 _REQUIRED_NEWS_COLUMNS = ("ticker", "published_at", "headline")
 
 
 class CsvNewsSource(Source):
     """Exported posts in the news schema, one CSV.
 
-    news_id, date, publisher and url are optional: a missing id is derived from
+    news_id, date, publisher, url and author are optional: a missing id is derived from
     (ticker, published_at, headline), a missing date is the session the post belongs to
     (`session_for`). Headlines are kept as plain text: markup in them is text, never parsed.
     Posts of tickers outside the request are not returned; `outside_universe` counts them
@@ -812,5 +815,7 @@ class CsvNewsSource(Source):
                 "headline": columns["headline"].strings(),
                 "publisher": columns["publisher"].strings() if "publisher" in columns else None,
                 "url": columns["url"].strings() if "url" in columns else None,
+                "source_kind": "news",
+                "author": columns["author"].strings() if "author" in columns else None,
             }
         )

@@ -1,4 +1,4 @@
-"""News headlines from RSS and Atom feeds, and the news helpers the yahoo source shares.
+"""News headlines and social posts from RSS and Atom feeds, and the news helpers the yahoo source shares.
 
 Feeds come from `sources.news.feeds`. A url is fetched over HTTP(S) (rate-limited, transient
 failures retried) or, if it is not http(s), read as a file under `sources.data_dir`. A url
@@ -15,6 +15,12 @@ once, as a browser would display it (``AT&amp;T`` becomes ``AT&T``).
 
 A headline belongs to the first session whose close is after it was published (`session_for`):
 news after the close or on a holiday can only move the next session's prices.
+
+Social feeds (Reddit, StockTwits) go through the same reader (`SocialFeedReader`, used by
+`bentley.sources.social`): their items are posts, matched to tickers by cashtags (`$MSFT`) in
+the title and summary instead of bare symbols, stored with `source_kind` social, the author and
+an id derived from the platform and the entry's id, and a feed with a post over the size limit
+is refused whole.
 """
 
 from __future__ import annotations
@@ -48,9 +54,10 @@ from bentley.sources.base import (
 )
 from bentley.sources.files import check_size
 from bentley.sources.http import ThrottledCaller, fetch_url
+from bentley.sources.social import cashtag_finder, oversize_message, post_author, social_news_id
 
 if TYPE_CHECKING:
-    from bentley.config import Feed, Http
+    from bentley.config import Feed, Http, SocialFeed
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +75,14 @@ _NEWS_DTYPES = {
 def news_frame(rows: Iterable[Mapping[str, Any]], request: FetchRequest, calendar: str) -> pd.DataFrame:
     """Headline rows in the NEWS contract, for the request's tickers and session window.
 
-    `rows` carry every NEWS column but `date`, which is the session of `published_at`. One row
-    per `news_id` (two feeds may carry the same item), sorted by ticker and publication time.
+    `rows` carry every NEWS column but `date`, which is the session of `published_at`; a row
+    without `source_kind` is a headline (news) and one without `author` has none. One row per
+    `news_id` (two feeds may carry the same item), sorted by ticker and publication time.
     """
     columns = [name for name in schemas.NEWS.column_names if name != "date"]
     frame = pd.DataFrame(list(rows), columns=columns)
+    frame["source_kind"] = frame["source_kind"].astype(object).where(frame["source_kind"].notna(), "news")
+    frame["author"] = frame["author"].astype(object).where(frame["author"].notna(), None)
     frame["published_at"] = pd.to_datetime(frame["published_at"], utc=True)
     frame["date"] = session_for(frame["published_at"], calendar)
     inside = frame["date"].between(pd.Timestamp(request.start), pd.Timestamp(request.end))
@@ -215,7 +225,7 @@ class RssNewsSource(Source):
         return lambda headline: [t for t, found in patterns.items() if any(p.search(headline) for p in found)]
 
     @staticmethod
-    def _locations(feed: Feed, tickers: list[str]) -> list[tuple[str, str | None]]:
+    def _locations(feed: Feed | SocialFeed, tickers: list[str]) -> list[tuple[str, str | None]]:
         """(url or path, the ticker its items belong to, or None to match each title).
 
         A feed's own `ticker` must be a ticker symbol (`TICKER_PATTERN`): it is stored with
@@ -264,18 +274,99 @@ class RssNewsSource(Source):
         if published is None or not headline:
             self.skipped += 1
             return []
-        tickers = owners if owners is not None else named(headline)
+        tickers = owners if owners is not None else named(self._match_text(entry, headline))
         if not tickers:
             self.unmatched += 1
         identity = entry.get("id") or entry.get("link") or f"{headline}\n{published.isoformat()}"
+        return [self._row(entry, ticker, identity, published, headline, publisher) for ticker in tickers]
+
+    def _match_text(self, entry: Mapping[str, Any], headline: str) -> str:
+        """What a ticker-less feed's item is matched on: its headline."""
+        return headline
+
+    def _row(
+        self,
+        entry: Mapping[str, Any],
+        ticker: str,
+        identity: str,
+        published: pd.Timestamp,
+        headline: str,
+        publisher: str,
+    ) -> dict[str, Any]:
+        """One NEWS row of an item for one ticker (`date` is added by `news_frame`)."""
+        return {
+            "news_id": _news_id(ticker, identity),
+            "ticker": ticker,
+            "published_at": published,
+            "headline": headline,
+            "publisher": publisher,
+            "url": entry.get("link") or None,
+            "source_kind": "news",
+            "author": None,
+        }
+
+
+class SocialFeedReader(RssNewsSource):
+    """Posts from Reddit/StockTwits-style RSS/Atom feeds, for `bentley.sources.social`.
+
+    Differs from headlines in four ways: an item of a ticker-less feed belongs to the requested
+    tickers its title or summary names as cashtags (`$MSFT`, `$BRK.B`; `$100` is a price, not
+    a ticker); `news_id` comes from the feed's platform and the entry's id, so the same post
+    read twice is one row; `publisher` is the platform and `author` the entry's author; and a
+    feed in which a post for the requested tickers is longer than `max_post_bytes` is refused
+    whole (one line in `failures`, nothing of it returned). `rows` returns the rows of one feed; `SocialSource` frames them.
+    """
+
+    def __init__(self, data_dir: Path, http: Http, *, max_post_bytes: int, **kwargs: Any) -> None:
+        super().__init__([], data_dir, http, **kwargs)
+        self.max_post_bytes = max_post_bytes
+        self._platform = ""
+
+    def rows(self, feed: SocialFeed, tickers: list[str]) -> list[dict[str, Any]]:
+        """The rows of `feed` for the requested `tickers` (sorted); problems go to `failures`."""
+        self._platform = feed.platform
+        named = self._ticker_finder(tickers)
         return [
-            {
-                "news_id": _news_id(ticker, identity),
-                "ticker": ticker,
-                "published_at": published,
-                "headline": headline,
-                "publisher": publisher,
-                "url": entry.get("link") or None,
-            }
-            for ticker in tickers
+            row
+            for location, owner in self._locations(feed, tickers)
+            for row in self._read(location, [owner] if owner else None, named)
         ]
+
+    def _ticker_finder(self, tickers: list[str]) -> Callable[[str], list[str]]:
+        return cashtag_finder(tickers)
+
+    def _match_text(self, entry: Mapping[str, Any], headline: str) -> str:
+        return f"{headline} {_text_construct(entry, 'summary')}"
+
+    def _read(self, location: str, owners: list[str] | None, named: Callable[[str], list[str]]) -> list[dict[str, Any]]:
+        rows = super()._read(location, owners, named)
+        for row in rows:
+            size = len(row["headline"].encode("utf-8"))
+            if size > self.max_post_bytes:
+                self.failures[location] = oversize_message(
+                    f"feed {location}", row["_post_id"], size, self.max_post_bytes
+                )
+                log.warning("%s", self.failures[location])
+                return []
+        return rows
+
+    def _row(
+        self,
+        entry: Mapping[str, Any],
+        ticker: str,
+        identity: str,
+        published: pd.Timestamp,
+        headline: str,
+        publisher: str,
+    ) -> dict[str, Any]:
+        return {
+            "news_id": social_news_id(self._platform, identity, ticker),
+            "ticker": ticker,
+            "published_at": published,
+            "headline": headline,
+            "publisher": self._platform,
+            "url": entry.get("link") or None,
+            "source_kind": "social",
+            "author": post_author(entry.get("author")),
+            "_post_id": identity,
+        }

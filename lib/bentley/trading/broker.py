@@ -32,6 +32,15 @@ the prices table and the target weights:
    held or ordered. Selling one down stays allowed, so a book from before instrument types
    can only move toward holding none.
 
+Intraday de-risking (`runner watch`, `bentley.live.derisk`) writes into the same `orders` and
+`fills`: rows with a `decided_at`/`filled_at` instant, status filled, dated the session
+(`decided_on`/`date`), ids hashed from (portfolio, instant, ticker). The broker never fills or
+recomputes them; it books them: the intraday fills dated after the state date and up to T trade
+on their session in step 3 like the session's other fills (so T's positions, cash and costs hold
+them, and `reconcile` checks them like any fill), and a rerun of T leaves them out of what it
+compares, since it does not produce them. `rebook` deletes them with the book (with the watch's
+marks), as they were decided on the book it deletes.
+
 Everything of T is written in one transaction, then `reconcile` checks the ledger and raises
 `ReconciliationError`. Rerunning the latest booked day recomputes the same rows and upserts
 them over themselves; a rerun that would leave rows of T the new computation does not produce
@@ -54,7 +63,7 @@ import datetime as dt
 import hashlib
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -94,6 +103,8 @@ FILL_COLUMNS = [
     "cash_change",
     "run_id",
 ]
+#: The intraday fills' instant (`runner watch`); NULL on the trade stage's fills.
+INTRADAY_FILL_COLUMNS = [*FILL_COLUMNS, "filled_at"]
 POSITION_COLUMNS = ["as_of", "ticker", "portfolio", "quantity", "price", "market_value", "weight"]
 VALUE_COLUMNS = ["portfolio", "date", "cash", "positions_value", "equity", "daily_return", "costs", "run_id"]
 
@@ -120,6 +131,8 @@ class PaperDay:
     value: pd.DataFrame  # the portfolio_values row
     dividends: float  # cash credited for ex-dates after the previous booked day
     written: bool  # False: a past day, recomputed and found identical to the ledger
+    # The watch's de-risking fills booked with these (after the previous booked day, up to as_of)
+    intraday_fills: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INTRADAY_FILL_COLUMNS))
 
     @property
     def cash(self) -> float:
@@ -135,7 +148,8 @@ class PaperDay:
 
     @property
     def n_fills(self) -> int:
-        return len(self.fills)
+        """Every fill booked on the day: the trade stage's and the watch's intraday ones."""
+        return len(self.fills) + len(self.intraday_fills)
 
 
 @dataclass(frozen=True)
@@ -197,12 +211,17 @@ def run_paper_day(
     decided = _read(
         warehouse, "orders", where={"portfolio": portfolio}, end=(day - _ONE_DAY).date(), date_column="decided_on"
     )
+    decided = decided[~_intraday(decided, "decided_at")]  # filled when decided: never pending
     after_state = _read(
         warehouse,
         "fills",
         where={"portfolio": portfolio},
         start=None if state.date is None else (state.date + _ONE_DAY).date(),
     )
+    watched = _intraday(after_state, "filled_at")
+    intraday = after_state[watched & (after_state["date"] <= day)]
+    intraday = intraday.reindex(columns=INTRADAY_FILL_COLUMNS).reset_index(drop=True)
+    after_state = after_state[~watched]
     # Not filled by the state date: still pending, or filled on this day (or later) by an earlier run.
     pending = decided[(decided["status"] == "pending") | decided["order_id"].isin(after_state["order_id"])]
 
@@ -211,13 +230,14 @@ def run_paper_day(
     prices = _read(warehouse, "prices", tickers=tickers, start=first.date(), end=day.date())
 
     fills = _fills(pending, prices, state.date, day, costs, execution, portfolio, run_id)
+    booked = pd.concat([fills, intraday[FILL_COLUMNS]], ignore_index=True) if len(intraday) else fills
     window = prices if state.date is None else prices[prices["date"] > state.date]
-    held, dividend_cash = _ledger(window, fills, state.held)
+    held, dividend_cash = _ledger(window, booked, state.held)
     held = held[held.abs() > _SHARES_TOLERANCE]
     dividends = float(dividend_cash.sum())
-    cash = state.cash + float(fills["cash_change"].sum()) + dividends
+    cash = state.cash + float(booked["cash_change"].sum()) + dividends
     close = _closes(prices, day, sorted(held.index), portfolio)
-    positions, value = _mark(held, close, cash, state, fills, day, portfolio, run_id)
+    positions, value = _mark(held, close, cash, state, booked, day, portfolio, run_id)
     target = _target(decide(positions.set_index("ticker")["weight"], float(value["daily_return"].iloc[0])), portfolio)
     close = _closes(prices, day, sorted(set(held.index) | set(target.index[target != 0])), portfolio)
 
@@ -227,15 +247,11 @@ def run_paper_day(
     orders_filled = pending[pending["order_id"].isin(fills["order_id"])].assign(status="filled")
     orders_filled = orders_filled[ORDER_COLUMNS].reset_index(drop=True)
 
+    stored_orders = _read(
+        warehouse, "orders", where={"portfolio": portfolio}, start=day.date(), end=day.date(), date_column="decided_on"
+    )
     stored = {
-        "orders": _read(
-            warehouse,
-            "orders",
-            where={"portfolio": portfolio},
-            start=day.date(),
-            end=day.date(),
-            date_column="decided_on",
-        ),
+        "orders": stored_orders[~_intraday(stored_orders, "decided_at")],
         "fills": after_state[after_state["date"] <= day],
         "positions": _read(warehouse, "positions", start=day.date(), end=day.date(), date_column="as_of"),
         "portfolio_values": values[values["date"] == day],
@@ -260,6 +276,7 @@ def run_paper_day(
         value=value,
         dividends=dividends,
         written=later_days.empty,
+        intraday_fills=intraday,
     )
 
 
@@ -268,9 +285,9 @@ def reconcile(warehouse: Warehouse, portfolio: str, as_of: dt.date | str | pd.Ti
 
     (a) cash + Σ quantity × price of the positions equals the equity of the portfolio_values
         row (and its positions_value), within 1e-6 × equity;
-    (b) every fill up to as_of has an order of the same portfolio and ticker, marked filled,
-        whose quantity times the split ratios between decision and fill is the fill's, and
-        its cash change is −quantity × price − costs;
+    (b) every fill up to as_of (the watch's intraday ones too) has an order of the same
+        portfolio and ticker, marked filled, whose quantity times the split ratios between
+        decision and fill is the fill's, and its cash change is −quantity × price − costs;
     (c) the positions equal the fills' cumulative shares, split adjusted;
     (d) cash moved since the first booked day by exactly the fills' cash changes plus the
         dividends on the shares the fills imply.
@@ -341,8 +358,9 @@ def ledger_sentence(day: PaperDay) -> str:
     change = "its first day" if pd.isna(daily) else f"{daily:+.2%} on the day"
     costs = float(day.value["costs"].iloc[0])
     verified = "" if day.written else " (a past day: recomputed and verified, not rewritten)"
+    watched = f", {len(day.intraday_fills)} of them the intraday watch's de-risking" if len(day.intraday_fills) else ""
     return (
-        f"Paper portfolio {md_escape(repr(day.portfolio))} on {day.as_of:%Y-%m-%d}: {day.n_fills} fills "
+        f"Paper portfolio {md_escape(repr(day.portfolio))} on {day.as_of:%Y-%m-%d}: {day.n_fills} fills{watched} "
         f"(costs {costs:,.2f}), dividends {day.dividends:,.2f}, {day.n_orders} new orders for the next session; "
         f"cash {day.cash:,.2f}, equity {day.equity:,.2f} ({change}){verified}."
     )
@@ -357,6 +375,10 @@ BOOK_TABLES: dict[str, str] = {
     "positions": "as_of",
     "portfolio_values": "date",
 }
+#: The watch's marks of a book (`runner watch` resumes after the last one): `rebook` deletes them
+#: with the intraday orders and fills, so replaying a session's watch on the rebuilt book
+#: (`runner watch --day`) decides again instead of finding the session done.
+WATCH_TABLES: dict[str, str] = {"intraday_marks": "session"}
 
 
 @dataclass(frozen=True)
@@ -379,10 +401,16 @@ class RebookSummary:
     def sentence(self) -> str:
         """One line for the CLI: what went, and what to run next."""
         counts = ", ".join(f"{n} {table}" for table, n in self.deleted.items())
+        watched = (
+            " Sessions the intraday watch had marked are replayed by `runner watch --day DATE` before "
+            "the pipeline books them (its de-risking orders went with the book)."
+            if any(self.deleted.get(table) for table in WATCH_TABLES)
+            else ""
+        )
         return (
             f"Deleted the rows of portfolio {self.portfolio!r} dated on or after {self.from_date:%Y-%m-%d}: "
             f"{counts}; {self.reopened} earlier order(s) are pending again. Run the pipeline for "
-            f"{self.from_date:%Y-%m-%d} and each later session to replay the book."
+            f"{self.from_date:%Y-%m-%d} and each later session to replay the book.{watched}"
         )
 
 
@@ -439,7 +467,9 @@ def rebook(warehouse: Warehouse, portfolio: str, from_date: dt.date | str | pd.T
     Every row of the book dated on or after `from_date` goes (`BOOK_TABLES`), with the
     `risk_limit_events` of the runs whose booked days go (that table has no portfolio column:
     a run's events are tied to its book by the run id and date of the book's
-    `portfolio_values` row). Orders decided before `from_date` whose fills are deleted become
+    `portfolio_values` row). The watch's intraday orders and fills of those sessions go with
+    the book's (they are rows of `orders`/`fills` dated the session), and so do its marks
+    (`WATCH_TABLES`): they were decided on the holdings being deleted. Orders decided before `from_date` whose fills are deleted become
     pending again, as they were before those days were booked, so booking `from_date` again
     fills them again. Everything happens in one transaction: a failure deletes nothing.
     Raises ValueError for a portfolio without booked rows.
@@ -448,7 +478,7 @@ def rebook(warehouse: Warehouse, portfolio: str, from_date: dt.date | str | pd.T
     if _read(warehouse, "portfolio_values", where={"portfolio": portfolio}).empty:
         books = ", ".join(repr(name) for name in warehouse.distinct("portfolio_values", "portfolio")) or "none"
         raise ValueError(f"portfolio {portfolio!r} has no booked rows, nothing to rebook (booked portfolios: {books})")
-    reopened, deleted = warehouse.delete_book_from(portfolio, day.date(), BOOK_TABLES)
+    reopened, deleted = warehouse.delete_book_from(portfolio, day.date(), {**BOOK_TABLES, **WATCH_TABLES})
     return RebookSummary(portfolio=portfolio, from_date=day, deleted=deleted, reopened=reopened)
 
 
@@ -470,6 +500,11 @@ def _read(warehouse: Warehouse, table: str, **filters: Any) -> pd.DataFrame:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _intraday(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Rows the intraday watch wrote: their `decided_at`/`filled_at` instant is set."""
+    return frame[column].notna()
 
 
 def _target(weights: pd.Series, portfolio: str) -> pd.Series:

@@ -525,40 +525,6 @@ intraday_risk = sa.Table(
     sa.Column("run_id", sa.String(64)),
 )
 
-intraday_orders = sa.Table(
-    "intraday_orders",
-    metadata,
-    _key("order_id"),  # deterministic: (portfolio, decided_at, ticker)
-    sa.Column("portfolio", sa.String(64)),
-    sa.Column("decided_on", sa.Date),  # the session
-    sa.Column("decided_at", TIMESTAMP),  # the batch that decided it
-    sa.Column("ticker", sa.String(32)),
-    sa.Column("quantity", FLOAT64),
-    sa.Column("target_weight", FLOAT64),
-    sa.Column("reference_price", FLOAT64),  # the last price when decided
-    sa.Column("status", sa.String(16)),  # filled (paper de-risking fills at once)
-    sa.Column("reason", sa.String(32)),  # reduce | flatten
-    sa.Column("run_id", sa.String(64)),
-)
-
-intraday_fills = sa.Table(
-    "intraday_fills",
-    metadata,
-    _key("fill_id"),
-    sa.Column("order_id", sa.String(64)),
-    sa.Column("portfolio", sa.String(64)),
-    sa.Column("date", sa.Date),
-    sa.Column("filled_at", TIMESTAMP),
-    sa.Column("ticker", sa.String(32)),
-    sa.Column("quantity", FLOAT64),
-    sa.Column("price", FLOAT64),
-    sa.Column("commission", FLOAT64),
-    sa.Column("slippage", FLOAT64),
-    sa.Column("impact", FLOAT64),
-    sa.Column("cash_change", FLOAT64),
-    sa.Column("run_id", sa.String(64)),
-)
-
 #: One row per `runner watch` process: `runner health` reads its heartbeat, session and last bar.
 watch_heartbeats = sa.Table(
     "watch_heartbeats",

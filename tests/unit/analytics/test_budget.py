@@ -157,7 +157,7 @@ def test_the_holdout_is_stratified_and_seeded() -> None:
 
 def test_without_two_given_categories_nothing_is_guessed() -> None:
     ledger = make_ledger().assign(category=None)
-    frame, metrics = budget.categorize(ledger, RULES, CLASSIFIER, holdout_share=0.25)
+    frame, metrics = budget.categorize(ledger, RULES, CLASSIFIER, holdout_share=0.25, seed=0)
     rows = _by_id(frame)
     assert rows.loc["t04", "category_final"] == "income"  # rules still apply
     assert rows.loc["t07", ["category_final", "category_method"]].tolist() == [
@@ -171,7 +171,7 @@ def test_the_sample_household_is_categorized_accurately() -> None:
     start, end = dt.date(2000, 1, 3), dt.date(2001, 12, 31)
     source = SamplePortfolioSource(seed=42, epoch=start)
     ledger = source.fetch("transactions", FetchRequest(start, end, ("NOVA",), as_of=end))
-    frame, metrics = budget.categorize(ledger, RULES[:2], CLASSIFIER, holdout_share=0.25)
+    frame, metrics = budget.categorize(ledger, RULES[:2], CLASSIFIER, holdout_share=0.25, seed=0)
     assert metrics["accuracy"] >= 0.8
     assert metrics["macro_f1"] >= 0.6
     assert metrics["stratified"] == 1.0
@@ -207,7 +207,7 @@ def test_the_estimator_loader_accepts_only_sklearn_classifiers(path: str, monkey
     with pytest.raises(ValueError, match="classifier"):
         budget.estimator_class(path)
     with pytest.raises(ValueError, match="classifier"):
-        budget.categorize(make_ledger(), RULES, {"class": path, "kwargs": {}}, 0.25)
+        budget.categorize(make_ledger(), RULES, {"class": path, "kwargs": {}}, 0.25, 0)
     assert spy.calls == []
 
 

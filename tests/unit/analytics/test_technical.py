@@ -287,8 +287,9 @@ def test_price_panel_chart_has_titles_labels_and_markers() -> None:
         assert {"SMA 50", "SMA 200", "Bollinger band"} <= labels
         assert any(label.startswith("rsi") for label in labels)
         rule_labels = {rule.replace("_", " ") for rule in RULES}
-        markers = [c for ax in fig.axes for c in ax.collections if c.get_label() in rule_labels]
-        assert sum(len(c.get_offsets()) for c in markers) == (signals["ticker"] == "AAA").sum()
+        markers = [line for ax in fig.axes for line in ax.lines if line.get_label() in rule_labels]
+        assert all(line.get_linestyle() == "None" and line.get_marker() in ("^", "v") for line in markers)
+        assert sum(len(line.get_xdata()) for line in markers) == (signals["ticker"] == "AAA").sum()
     finally:
         plt.close(fig)
 

@@ -35,7 +35,7 @@ def test_replay_plays_files_of_a_folder_in_timestamp_order(tmp_path: Path) -> No
     _csv(late, tmp_path / "a_late.csv")  # read first, plays last
     (tmp_path / "sub").mkdir()
     early.iloc[::-1].to_parquet(tmp_path / "sub" / "z_early.parquet")  # rows shuffled inside the file too
-    source = ReplayBarSource(tmp_path)
+    source = ReplayBarSource(tmp_path, speed=0)
     batches = list(source.batches(DAY))
     assert [b["ts"].iloc[0] for b in batches] == [OPEN_UTC + pd.Timedelta(minutes=i) for i in range(4)]
     assert all(list(b["ticker"]) == ["AAA", "BBB"] for b in batches)
@@ -74,7 +74,7 @@ def test_a_bad_file_is_named_with_its_ticker_and_field(tmp_path: Path, change, e
     path = tmp_path / "day.csv"
     bars.to_csv(path, index=False)
     with pytest.raises(BarError) as caught:
-        ReplayBarSource(path).bars()
+        ReplayBarSource(path, speed=0).bars()
     message = str(caught.value)
     assert message.startswith(str(path)) and expected in message
     if "ticker AAA" not in expected and "row(s)" not in expected and "missing" not in expected:
@@ -89,9 +89,9 @@ def test_naive_datetimes_are_refused_in_memory_too() -> None:
 
 def test_written_bars_replay_identically(tmp_path: Path) -> None:
     bars = crafted_bars({"AAA": [100, 101, 99], "BBB": [50, 51, 52]})
-    files = write_bars(bars, tmp_path / "lake")
+    files = write_bars(bars, tmp_path / "lake", "America/New_York")
     assert [f.parent.name for f in files] == ["ingest_date=2024-06-03"]
-    replayed = ReplayBarSource(tmp_path / "lake").bars()
+    replayed = ReplayBarSource(tmp_path / "lake", speed=0).bars()
     pd.testing.assert_frame_equal(replayed, validate_bars(bars))
 
 

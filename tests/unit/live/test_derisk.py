@@ -1,4 +1,4 @@
-"""De-risking orders: whole shares, the broker's id scheme with an instant, idempotent, reconciling."""
+"""De-risking orders: whole shares, the broker's id scheme with an instant, idempotent, in the ledger's tables."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import pandas as pd
 import pytest
 
 from bentley.live.bars import validate_bars
-from bentley.live.derisk import intraday_order_id, orders_and_fills, plan, reconcile_intraday
+from bentley.live.derisk import intraday_order_id, orders_and_fills, plan
 from bentley.live.stream import StreamState, load_book
-from bentley.live.tables import intraday_fills, intraday_orders
 from bentley.trading.broker import order_id
 from bentley.warehouse import Warehouse
 
@@ -38,24 +37,13 @@ def test_ids_are_the_brokers_scheme_with_the_instant(state: StreamState) -> None
     assert oid != order_id("paper", DAY, "AAA") and len(oid) == 32
 
 
-def test_orders_fill_at_the_last_price_reconcile_and_rewrite_nothing(warehouse: Warehouse, state: StreamState) -> None:
+def test_orders_fill_at_the_last_price_into_the_ledger_and_rewrite_nothing(
+    warehouse: Warehouse, state: StreamState
+) -> None:
     trades = plan("flatten", state, OPEN_UTC, reduce_fraction=0.5)
-    orders, fills = orders_and_fills(
-        trades,
-        state,
-        OPEN_UTC,
-        portfolio="paper",
-        commission_bps=1.0,
-        slippage_bps=5.0,
-        reason="flatten",
-        run_id="watch-paper-20240603",
-    )
-    aaa = fills.set_index("ticker").loc["AAA"]
-    assert aaa["price"] == 90.0 and aaa["commission"] == pytest.approx(101 * 90 * 1e-4)
-    assert aaa["cash_change"] == pytest.approx(101 * 90 - 101 * 90 * 6e-4)
-    assert reconcile_intraday(orders, fills) == []
-    for _ in range(2):  # a rerun of the batch: same ids, same rows
-        again = orders_and_fills(
+
+    def rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+        return orders_and_fills(
             trades,
             state,
             OPEN_UTC,
@@ -65,12 +53,18 @@ def test_orders_fill_at_the_last_price_reconcile_and_rewrite_nothing(warehouse: 
             reason="flatten",
             run_id="watch-paper-20240603",
         )
-        warehouse.upsert(intraday_orders, again[0])
-        warehouse.upsert(intraday_fills, again[1])
-    assert warehouse.count("intraday_orders") == 2 and warehouse.count("intraday_fills") == 2
-    stored = warehouse.read("intraday_fills")
-    assert set(stored["fill_id"]) == set(fills["fill_id"])
-    assert stored["filled_at"].iloc[0] == OPEN_UTC
-    assert reconcile_intraday(warehouse.read("intraday_orders"), stored) == []
-    broken = fills.assign(cash_change=fills["cash_change"] + 1.0)
-    assert "cash changes off" in reconcile_intraday(orders, broken)[0]
+
+    orders, fills = rows()
+    aaa = fills.set_index("ticker").loc["AAA"]
+    assert aaa["price"] == 90.0 and aaa["commission"] == pytest.approx(101 * 90 * 1e-4)
+    assert aaa["cash_change"] == pytest.approx(101 * 90 - 101 * 90 * 6e-4)
+    for _ in range(2):  # a rerun of the batch: same ids, same rows
+        again = rows()
+        warehouse.upsert("orders", again[0])
+        warehouse.upsert("fills", again[1])
+    assert warehouse.count("orders") == 2 and warehouse.count("fills") == 2
+    stored_orders, stored = warehouse.read("orders"), warehouse.read("fills")
+    assert set(stored["fill_id"]) == set(fills["fill_id"]) and set(stored["order_id"]) == set(stored_orders["order_id"])
+    assert (stored["filled_at"] == OPEN_UTC).all() and (stored["date"] == pd.Timestamp(DAY)).all()
+    assert (stored_orders["decided_at"] == OPEN_UTC).all() and (stored_orders["decided_on"] == pd.Timestamp(DAY)).all()
+    assert set(stored_orders["status"]) == {"filled"} and set(stored_orders["reason"]) == {"flatten"}

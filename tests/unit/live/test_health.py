@@ -36,7 +36,9 @@ def _beat(warehouse: Warehouse, status: str, age_s: float, bar_age_min: float | 
 
 
 def _status(warehouse: Warehouse) -> str:
-    return check_watch(warehouse, heartbeat_s=10, stale_minutes=15, now=NOW).status
+    return check_watch(
+        warehouse, heartbeat_s=10, stale_minutes=15, now=NOW, calendar="XNYS", timezone="America/New_York"
+    ).status
 
 
 def test_the_watch_component(warehouse: Warehouse) -> None:

@@ -55,6 +55,7 @@ def test_polling_hands_out_complete_bars_once() -> None:
         ["AAA", "BBB"],
         HTTP,
         interval="5m",
+        poll_s=30.0,
         download=download,
         now=lambda: clock["now"],
         sleep=sleep,

@@ -14,6 +14,8 @@ from bentley.models.anomaly import ANOMALY_COLUMNS, MAD_SCALE
 matplotlib.use("Agg")
 
 COLUMNS = ["ret_1d", "volume_z", "range_pct"]
+#: detect_anomalies' settings (params/default.yaml `anomaly`), with a 60-session window for short series.
+DETECT = {"z_threshold": 4.0, "contamination": 0.01, "seed": 0, "window": 60, "refit_sessions": 126}
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,9 +313,13 @@ def test_isolation_forest_scores_a_new_ticker_once_it_has_history() -> None:
 # Combined table
 
 
+def detect(features: pd.DataFrame, prices: pd.DataFrame, **overrides: object) -> pd.DataFrame:
+    return anomaly.detect_anomalies(features, prices, **{**DETECT, **overrides})  # type: ignore[arg-type]
+
+
 def test_detect_anomalies_table() -> None:
     features, prices = _market()
-    table = anomaly.detect_anomalies(features, prices, window=60, contamination=0.01, seed=0)
+    table = detect(features, prices)
     inputs = anomaly.anomaly_inputs(features, prices)
     assert list(table.columns) == list(ANOMALY_COLUMNS)
     assert len(table) == len(inputs) == 2 * (300 - 3)
@@ -335,13 +341,13 @@ def test_detect_anomalies_table() -> None:
     assert crash["method"].iloc[0] == "both"
     assert crash["max_abs_z"].iloc[0] > 10.0
 
-    again = anomaly.detect_anomalies(features, prices, window=60, contamination=0.01, seed=0)
+    again = detect(features, prices)
     pd.testing.assert_frame_equal(table, again)
 
 
 def test_detect_anomalies_warm_up_has_no_z_flag() -> None:
     features, prices = _market()
-    table = anomaly.detect_anomalies(features, prices, window=60)
+    table = detect(features, prices)
     first = table.groupby("ticker").head(59)
     assert first[["z_ret", "z_volume", "z_range", "max_abs_z"]].isna().all().all()
     assert not first["z_flag"].any()
@@ -349,7 +355,7 @@ def test_detect_anomalies_warm_up_has_no_z_flag() -> None:
 
 def test_top_anomalies_ordering() -> None:
     features, prices = _market()
-    table = anomaly.detect_anomalies(features, prices, window=60, contamination=0.02)
+    table = detect(features, prices, contamination=0.02)
     top = anomaly.top_anomalies(table, n=5)
     assert 0 < len(top) <= 5
     assert {"ticker", "date", "ret_1d", "volume_z", "range_pct", "max_abs_z", "if_score"} <= set(top.columns)
@@ -386,7 +392,7 @@ def test_anomaly_chart_marks_flagged_days() -> None:
     import matplotlib.pyplot as plt
 
     features, prices = _market()
-    table = anomaly.detect_anomalies(features, prices, window=60)
+    table = detect(features, prices)
     fig = anomaly.anomaly_chart(prices, table, "BBB")
     ax = fig.axes[0]
     assert "BBB" in ax.get_title()
@@ -402,7 +408,7 @@ def test_detect_anomalies_has_no_lookahead() -> None:
     features, prices = _market(n=300)
     settings = {"window": 60, "refit_sessions": 42, "contamination": 0.02, "seed": 3}
     cut = features["date"].iloc[200]
-    before = anomaly.detect_anomalies(features, prices, **settings)
+    before = detect(features, prices, **settings)
 
     rng = np.random.default_rng(5)
     changed_features, changed_prices = features.copy(), prices.copy()
@@ -410,7 +416,7 @@ def test_detect_anomalies_has_no_lookahead() -> None:
     changed_features.loc[later_f, "ret_1d"] = rng.normal(0.0, 0.2, int(later_f.sum()))
     changed_features.loc[later_f, "volume_z_21"] = rng.normal(0.0, 5.0, int(later_f.sum()))
     changed_prices.loc[later_p, "high"] *= 1.5
-    after = anomaly.detect_anomalies(changed_features, changed_prices, **settings)
+    after = detect(changed_features, changed_prices, **settings)
 
     earlier = before["date"] <= cut
     assert before.loc[earlier, "if_score"].notna().sum() > 100

@@ -141,3 +141,25 @@ def test_a_backdated_run_without_a_usable_model_trains_its_own():
     choice = lifecycle.ChampionChoice(None, dt.date(2025, 6, 2), backdated=True, reason="")
     train_now, why = lifecycle.training_reason(choice, False, None)
     assert train_now and "2025-06-02" in why and "backdated" in why
+
+
+def test_the_train_notebook_only_displays_what_the_lifecycle_decided():
+    """Issue 18: the champion/challenger lifecycle is `lifecycle.run_training`; the notebook makes
+    that one call and shows its result, with no branching of its own (a branch there would be
+    logic no test of the library covers)."""
+    import ast
+    import json
+    from pathlib import Path
+
+    notebook = Path(__file__).resolve().parents[3] / "notebooks" / "09_train.ipynb"
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    trees = [ast.parse("".join(c["source"])) for c in cells]
+    branches = [
+        type(node).__name__ for tree in trees for node in ast.walk(tree) if isinstance(node, ast.If | ast.IfExp)
+    ]
+    assert branches == []
+    calls = [ast.unparse(node.func) for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    assert calls.count("lifecycle.run_training") == 1
+    assert {
+        f"training.show_{part}" for part in ("dataset", "monitoring", "training", "decision", "control", "predictions")
+    } <= set(calls)

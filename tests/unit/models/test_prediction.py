@@ -513,6 +513,21 @@ def test_boosted_importances_are_permutation_auc_drops(nonlinear):
     assert not table.set_index("feature")["importance"].equals(other.set_index("feature")["importance"])
 
 
+def test_permutation_importances_are_sklearns_numbers(nonlinear):
+    """The batched scoring gives what `sklearn.inspection.permutation_importance` gives: the same
+    shuffles, the same AUC drops, so a table does not depend on how it was computed."""
+    from sklearn.inspection import permutation_importance
+
+    wf, names = _walk_forward(nonlinear), feature_names(nonlinear)
+    model = evaluate_candidate(nonlinear, names, "boosted", BOOSTED, wf, seed=7).model
+    holdout = _holdout(nonlinear)
+    x, y = holdout[names], holdout["label"].to_numpy()
+    table = feature_importances(model, x, y, seed=3, n_repeats=4, max_rows=len(x)).set_index("feature")
+    theirs = permutation_importance(model, x, y, scoring="roc_auc", n_repeats=4, random_state=3)
+    np.testing.assert_allclose(table.loc[names, "importance"], theirs.importances_mean, atol=1e-12)
+    np.testing.assert_allclose(table.loc[names, "std"], theirs.importances_std, atol=1e-12)
+
+
 def test_predict_gives_probability_and_direction(linear):
     wf, names = _walk_forward(linear), feature_names(linear)
     model = evaluate_candidate(linear, names, "logistic", LOGISTIC, wf, seed=7).model

@@ -4,6 +4,7 @@ stay bit-identical when the data grows by a session."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from types import SimpleNamespace
 
@@ -195,6 +196,27 @@ def test_the_control_refits_the_winning_candidates_own_class(monkeypatch):
     table = outcome.table
     assert table.loc["p_value", "required"] == "<= 0.05" and table.loc["ci_lower", "required"] == "> 0.5"
     assert table.loc["holdout_rows"].iloc[0] == 6 * 60
+
+
+def test_refits_of_a_model_without_skill_stop_once_its_test_is_decided():
+    """A boosted model on pure noise: the shuffled-label refits stop at the first permutation
+    (in order, whatever the threads) at which enough of them reached its score for p to exceed
+    the maximum; the decision is the one all refits give, and the null is their first part."""
+    ml = _ml(permutations=39)  # p <= 0.05 allows at most 1 of 39 refits to reach the score: 2 settle it
+    data = _data(_frame(8, n_tickers=4, n_features=4), ml, refit_every_months=3)
+    result = prediction.evaluate_candidate(data.frame, data.feature_cols, "b", BOOSTED, data.walk_forward, seed=7)
+    template = prediction.build_estimator("b", BOOSTED, seed=ml.seed)
+    evidence = lifecycle.holdout_evidence(template, data.feature_cols, result.holdout_predictions, data, ml, workers=2)
+    full = prediction.shuffled_label_scores(
+        data.frame, data.feature_cols, template, data.walk_forward.holdout, "roc_auc", permutations=39, seed=ml.seed
+    )
+    assert evidence.stopped_early and evidence.permutations == 39 and evidence.reached == 2
+    np.testing.assert_array_equal(evidence.null, full[: evidence.null.size])
+    assert registry.reaches(full[: evidence.null.size], evidence.value).sum() == 2
+    complete = dataclasses.replace(evidence, null=full)
+    assert evidence.p_value > 0.05 and complete.p_value > 0.05
+    decided = registry.decide(evidence, None, promotion=ml.promotion)
+    assert decided.promoted == registry.decide(complete, None, promotion=ml.promotion).promoted is False
 
 
 def _as_of(full: pd.DataFrame, sessions: int) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -122,6 +123,36 @@ def test_the_permutation_p_value_counts_the_model_among_the_draws(refits, reache
     assert evidence.p_value == pytest.approx(p)
 
 
+@pytest.mark.parametrize("max_p", [0.01, 0.05, 0.1, 0.2])
+@pytest.mark.parametrize("permutations", [1, 9, 19, 20, 39, 99, 100, 500])
+def test_stopping_the_refits_early_never_changes_the_decision(permutations, max_p):
+    """Once `refits_to_decide` refits reached the value, every way the remaining refits could
+    score gives a p-value above the maximum; one fewer could still pass when that is possible."""
+    settle = registry.refits_to_decide(permutations, max_p)
+    outcomes = [(1 + reached) / (1 + permutations) <= max_p for reached in range(permutations + 1)]
+    if settle is None:
+        assert all(outcomes[: permutations + 1]) or not any(outcomes)  # nothing to stop for early
+        return
+    assert 1 <= settle <= permutations
+    assert not any(outcomes[settle:])
+    assert settle == 1 or outcomes[settle - 1]
+
+
+def test_a_p_value_that_is_only_recorded_never_stops_the_refits():
+    assert registry.refits_to_decide(100, 1.0) is None
+    assert registry.refits_to_decide(100, 0.05) == 5 and registry.refits_to_decide(19, 0.05) == 1
+
+
+def test_an_early_stop_is_said_in_the_reason_and_the_verdict():
+    stopped = dataclasses.replace(_evidence(reached=5, refits=12), permutations=100)
+    assert stopped.stopped_early and stopped.p_value == pytest.approx(6 / 13)
+    decision = registry.decide(stopped, None, promotion=PROMOTION)
+    assert not decision.promoted
+    assert "(12 shuffled-label refits of 100 planned, stopped once 5 reached it)" in decision.reason
+    assert "the 100 planned stopped there" in decision.verdict
+    assert not _evidence(reached=5, refits=100).stopped_early
+
+
 def test_a_shuffled_label_score_tying_the_model_counts_as_reaching_it():
     evidence = registry.Evidence(
         metric="roc_auc",
@@ -178,7 +209,7 @@ def test_an_unfit_champion_is_not_compared():
 def test_a_decision_row_has_the_model_decisions_columns():
     row = registry.decide(_evidence(), _evidence(0.6), promotion=PROMOTION).as_row()
     key = {"run_id", "model_name", "challenger_version", "champion_version", "decided_at"}
-    assert set(row) == {c.name for c in warehouse.model_decisions.columns} - key
+    assert set(row) == {c.name for c in warehouse.metadata.tables["model_decisions"].columns} - key
     assert row["holdout_rows"] == 500 and row["ci_lower"] == 0.56 and row["majority_rate"] == 0.55
 
 

@@ -15,10 +15,12 @@ import sqlalchemy as sa
 from bentley.analytics import risk
 from bentley.calendar import sessions
 from bentley.config import Costs, MinObservations
+from bentley.live.derisk import intraday_order_id
 from bentley.trading import broker, strategy
 from bentley.trading.broker import (
     BookChoice,
     ReconciliationError,
+    fill_id,
     order_id,
     paper_returns,
     rebook,
@@ -460,7 +462,15 @@ def test_rebook_deletes_exactly_the_rows_from_the_date_on_and_a_replay_reproduce
 
     summary = rebook(warehouse, "paper", D3)
 
-    assert summary.deleted == {"risk_limit_events": 2, "orders": 4, "fills": 4, "positions": 4, "portfolio_values": 2}
+    assert summary.deleted == {
+        "risk_limit_events": 2,
+        "orders": 4,
+        "fills": 4,
+        "positions": 4,
+        "portfolio_values": 2,
+        "intraday_marks": 0,
+    }
+    assert "runner watch" not in summary.sentence()
     assert summary.reopened == len(filled_on_d3) == 2
     assert summary.sentence().startswith("Deleted the rows of portfolio 'paper' dated on or after 2025-01-08: ")
     two_days = Warehouse(f"sqlite:///{tmp_path / 'two.db'}")  # what booking D1 and D2 alone leaves
@@ -525,3 +535,134 @@ def test_a_sharpe_ratio_of_four_booked_sessions_is_stored_as_null_with_the_reaso
         f"Over 3 daily returns the paper portfolio returned {raw['cumulative_return']:+.2%}, with a max drawdown of "
         f"{raw['max_drawdown']:.2%}; its Sharpe ratio is n/a (3 daily returns: too few for a Sharpe ratio; 63 needed)."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The intraday watch's de-risking, in the same ledger
+
+#: 10:00 New York on D3: the watch flattens what the book held at D2's close.
+WATCHED_AT = pd.Timestamp("2025-01-08 15:00", tz="UTC")
+HELD_AT_D2 = {"AAA": 45.0, "BBB": 60.0}
+
+
+def _watch_sells(warehouse: Warehouse, prices: dict[str, float], at: pd.Timestamp = WATCHED_AT) -> pd.DataFrame:
+    """What `runner watch` writes when it flattens: filled orders and their fills at an instant, dated
+    the session, ids from (portfolio, instant, ticker), commission 1 bp and slippage 5 bp, no impact."""
+    session = at.tz_convert("America/New_York").normalize().tz_localize(None)
+    orders, fills = [], []
+    for ticker, price in prices.items():
+        quantity = -HELD_AT_D2[ticker]
+        oid = intraday_order_id("paper", at, ticker)
+        traded = abs(quantity * price)
+        common = {"order_id": oid, "portfolio": "paper", "ticker": ticker, "quantity": quantity, "run_id": "watch"}
+        orders.append(
+            {
+                **common,
+                "decided_on": session,
+                "decided_at": at,
+                "target_weight": 0.0,
+                "reference_price": price,
+                "status": "filled",
+                "reason": "flatten",
+            }
+        )
+        fills.append(
+            {
+                **common,
+                "fill_id": fill_id(oid),
+                "date": session,
+                "filled_at": at,
+                "price": price,
+                "commission": traded * 1e-4,
+                "slippage": traded * 5e-4,
+                "impact": 0.0,
+                "cash_change": -quantity * price - traded * 6e-4,
+            }
+        )
+    warehouse.upsert("orders", pd.DataFrame(orders))
+    warehouse.upsert("fills", pd.DataFrame(fills))
+    return pd.DataFrame(fills)
+
+
+def _store(tmp_path: Path, name: str) -> Warehouse:
+    store = Warehouse(f"sqlite:///{tmp_path / f'{name}.db'}")
+    store.upsert("prices", _prices())
+    return store
+
+
+def test_the_watchs_fills_are_booked_with_their_session_reconciled_and_reruns_change_nothing(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    plain = _store(tmp_path, "plain")  # the same book, never de-risked
+    for store in (warehouse, plain):
+        _run(store, D1)
+        _run(store, D2)
+    sold = _watch_sells(warehouse, {"AAA": 103.5, "BBB": 46.5})
+    without, day3 = _run(plain, D3), _run(warehouse, D3)  # reconciles, or raises
+
+    held = day3.positions.set_index("ticker")["quantity"]
+    held_without = without.positions.set_index("ticker")["quantity"]
+    assert held.to_dict() == (held_without - pd.Series(HELD_AT_D2)).to_dict()  # D2's orders still filled on D3
+    assert day3.cash == pytest.approx(without.cash + sold["cash_change"].sum(), rel=1e-12)
+    assert float(day3.value["costs"].iloc[0]) == pytest.approx(
+        float(without.value["costs"].iloc[0]) + (sold["commission"] + sold["slippage"]).sum(), rel=1e-12
+    )
+    assert day3.n_fills == without.n_fills + 2 and set(day3.intraday_fills["fill_id"]) == set(sold["fill_id"])
+    assert "2 of them the intraday watch's de-risking" in broker.ledger_sentence(day3)
+    stored = warehouse.read("orders", where={"portfolio": "paper"})
+    assert set(stored.loc[stored["decided_at"].notna(), "status"]) == {"filled"}  # never pending, never refilled
+
+    booked = _snapshot(warehouse)
+    assert _run(warehouse, D3, run_id="again").written  # the trade stage rerun for the day: same rows
+    for table in TABLES:
+        pd.testing.assert_frame_equal(
+            warehouse.read(table).drop(columns="run_id", errors="ignore"),
+            booked[table].drop(columns="run_id", errors="ignore"),
+        )
+    _run(warehouse, D4)
+    assert not _run(warehouse, D3).written  # a past day: recomputed with the watch's fills, found identical
+    reconcile(warehouse, "paper", D4)
+    plain.dispose()
+
+
+def test_a_session_the_daily_book_skipped_is_booked_with_the_next_one(warehouse: Warehouse) -> None:
+    _run(warehouse, D1)
+    _run(warehouse, D2)
+    _watch_sells(warehouse, {"AAA": 103.5})
+    day4 = _run(warehouse, D4)  # D3 never booked: its intraday fill trades on D3 within D4's booking
+    assert set(day4.intraday_fills["ticker"]) == {"AAA"}
+    filled_d3 = day4.fills[day4.fills["ticker"] == "AAA"]["quantity"].sum()
+    assert day4.positions.set_index("ticker").loc["AAA", "quantity"] == 45.0 + filled_d3 - 45.0
+
+
+def test_reconciliation_checks_the_watchs_fills_like_any_fill(ledger: Warehouse) -> None:
+    sold = _watch_sells(ledger, {"AAA": 103.5, "BBB": 46.5})
+    _run(ledger, D3)
+    aaa = fills_table.c.fill_id == sold.loc[sold["ticker"] == "AAA", "fill_id"].iloc[0]
+    _tamper(ledger, sa.update(fills_table).where(aaa).values(cash_change=fills_table.c.cash_change + 5.0))
+    with pytest.raises(ReconciliationError, match="fill cash changes differ .*cash moved"):
+        reconcile(ledger, "paper", D3)
+    _tamper(
+        ledger, sa.delete(orders_table).where(orders_table.c.order_id == intraday_order_id("paper", WATCHED_AT, "BBB"))
+    )
+    with pytest.raises(ReconciliationError, match="fills without an order"):
+        reconcile(ledger, "paper", D3)
+
+
+def test_rebook_deletes_the_watchs_orders_fills_and_marks_with_the_book(ledger: Warehouse, tmp_path: Path) -> None:
+    _watch_sells(ledger, {"AAA": 103.5, "BBB": 46.5})
+    mark = {"portfolio": "paper", "ts": WATCHED_AT, "session": D3, "equity": 1.0, "run_id": "watch"}
+    ledger.upsert("intraday_marks", pd.DataFrame([mark]))
+    _run(ledger, D3)
+
+    summary = rebook(ledger, "paper", D3)
+
+    assert summary.deleted["orders"] == 2 + 2 and summary.deleted["fills"] == 2 + 2  # the day's and the watch's
+    assert summary.deleted["intraday_marks"] == 1 and summary.reopened == 2  # D2's orders; the watch's are gone
+    assert "`runner watch --day DATE`" in summary.sentence()
+    assert ledger.read("orders")["decided_at"].isna().all() and ledger.read("fills")["filled_at"].isna().all()
+    two_days = _store(tmp_path, "two")
+    _run(two_days, D1)
+    _run(two_days, D2, run_id="r1")
+    assert _raw(ledger, "paper") == _raw(two_days, "paper")
+    two_days.dispose()

@@ -1,8 +1,4 @@
-"""Deterministic embedded sample data: prices, news, a household ledger and holdings.
-
-The pipeline runs offline on these sources. Reports flag the data as synthetic
-(`synthetic = True`), but it is built to look and behave like the real thing so that every
-stage (validation, adjustment, features, budgeting) meets realistic cases.
+"""Sample prices: daily bars of fictional stocks and a benchmark index.
 
 Price model
     Daily log-returns on NYSE sessions are ``drift_i + beta_i * market + sector + idiosyncratic``.
@@ -42,53 +38,36 @@ Split schedule
     schedule with fixed 2:1/3:1 ratios would shrink as-traded prices ~50-fold over 27 years;
     these ratios keep them plausible. Other names split when a digit of their CRC-32 says so
     (about one in three); splitters start at 120-300 USD, like the growth names that split.
-
-Determinism
-    A ticker's series is a pure function of (seed, epoch, ticker, date): every stream of random
-    numbers is seeded by the seed and a CRC-32 of the ticker (never Python's salted ``hash``),
-    each stream is drawn as one block of rows per session from the first session on or after
-    ``epoch``, and every recursion only looks back. So the rows of a date do not depend on the
-    other tickers requested nor on the window (``adj_close`` aside, see above). News follows the
-    same rule, and the ledger is generated month by month from streams seeded by (seed, year,
-    month). Windows must start on or after ``epoch``.
-
-News
-    Per ticker and session, a headline with probability 0.35 (two with 0.08) from tone
-    templates (`HEADLINE_TEMPLATES`, `headline_tone`). The tone is a noisy read of the ticker's
-    next-session total return, a weak signal: correlation about 0.15.
-
-Household
-    Salary on the 15th and last day, rent on the 1st, utilities, subscriptions, weekly
-    groceries, discretionary card spending, a monthly card payoff and savings transfer. About
-    10 % of expense rows have no category (income and transfers always have one). Holdings are
-    positions bought at the first session after the epoch, their share counts split-adjusted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
-import hashlib
 import itertools
-import re
-import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bentley import schemas
-from bentley.calendar import DEFAULT_CALENDAR, is_session, sessions
+from bentley.calendar import DEFAULT_CALENDAR
 from bentley.sources.base import FetchRequest, MarketSource, Source
+from bentley.sources.sample._common import (
+    _DEFAULT_COMPANIES,
+    _PROFILE_TAG,
+    _TRADING_DAYS,
+    DEFAULT_BENCHMARK,
+    SECTORS,
+    SPLIT_PERIOD,
+    _company,
+    _crc,
+    _frame,
+    _tickers,
+    _window,
+)
 
-DEFAULT_BENCHMARK = "BBIX"
-SECTORS: tuple[str, ...] = ("tech", "health", "energy", "finance", "consumer", "industrials")
-#: Sessions between two splits of the same ticker.
-SPLIT_PERIOD = 1197
-
-_TRADING_DAYS = 252
 _DIVIDEND_PERIOD = 63  # sessions between quarterly ex-dates
 _THREE_FOR_ONE_FROM, _TWO_FOR_ONE_FROM = 240.0, 100.0  # previous close (USD); below: 3-for-2
 _INDEX_START = 1000.0
@@ -102,82 +81,8 @@ _SECTOR_VOL = 0.08
 _REVERSAL_SESSIONS = 5
 DEFAULT_SIGNAL = 0.6
 
-# Tags that keep the random streams of one (seed, ticker) apart.
-_PROFILE_TAG, _NEWS_TAG, _HOLDINGS_TAG, _LEDGER_TAG = 1, 2, 3, 4
 # Columns of the per-session shock blocks (standard normals).
 _SHOCK, _GAP, _HIGH, _LOW, _VOLUME = range(5)
-
-
-@dataclass(frozen=True)
-class _Company:
-    """What a ticker is, independent of the seed."""
-
-    name: str
-    sector: str
-    split_offset: int | None  # session index of the first split, None if it never splits
-    pays_dividend: bool
-
-
-# Split offsets are 1 + SPLIT_PERIOD * (0, 1/2, 1/4, 3/4, 1/8, 5/8, 3/8, 7/8): any leading
-# part of the list (small universes take the first n names) spreads its splits evenly.
-_DEFAULT_COMPANIES: dict[str, _Company] = {
-    "NOVA": _Company("Nova Systems", "tech", 1, False),
-    "QBIT": _Company("Qubit Labs", "tech", 599, False),
-    "MEDX": _Company("Medix Pharmaceuticals", "health", 300, False),
-    "CURA": _Company("Cura Health", "health", 899, True),
-    "PTRL": _Company("Petrolux Energy", "energy", 151, True),
-    "SOLR": _Company("Solaris Power", "energy", 749, False),
-    "BANQ": _Company("Banque Federal", "finance", 450, True),
-    "LEDG": _Company("Ledger Trust", "finance", 1048, True),
-}
-#: Company names of the built-in tickers; `company_name` also covers generated ones.
-COMPANY_NAMES: dict[str, str] = {t: c.name for t, c in _DEFAULT_COMPANIES.items()}
-
-_NAME_SUFFIX = {
-    "tech": "Technologies",
-    "health": "Therapeutics",
-    "energy": "Energy",
-    "finance": "Financial",
-    "consumer": "Brands",
-    "industrials": "Industries",
-}
-
-
-def _crc(text: str) -> int:
-    """Stable 32-bit hash of a name (Python's `hash` is salted per process)."""
-    return zlib.crc32(text.encode())
-
-
-def _company(ticker: str) -> _Company:
-    """Static traits of a ticker; unknown names get theirs from digits of their CRC-32."""
-    if ticker in _DEFAULT_COMPANIES:
-        return _DEFAULT_COMPANIES[ticker]
-    crc = _crc(ticker)
-    sector = SECTORS[crc % len(SECTORS)]
-    crc //= len(SECTORS)
-    splits = crc % 3 == 0
-    crc //= 3
-    pays = crc % 2 == 0
-    crc //= 2
-    return _Company(
-        name=f"{ticker} {_NAME_SUFFIX[sector]}",
-        sector=sector,
-        split_offset=1 + crc % SPLIT_PERIOD if splits else None,
-        pays_dividend=pays,
-    )
-
-
-def company_name(ticker: str) -> str:
-    """The company's display name, e.g. "Nova Systems" for NOVA, "X0009 Energy" otherwise."""
-    return _company(ticker).name
-
-
-def sector_of(ticker: str) -> str:
-    """The ticker's sector, one of `SECTORS`."""
-    return _company(ticker).sector
-
-
-# --------------------------------------------------------------------------- prices
 
 
 @dataclass(frozen=True)
@@ -467,51 +372,6 @@ def _adjusted_close(close: np.ndarray, dividend: np.ndarray, split_ratio: np.nda
     return close * np.exp(from_here - log_factor)
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-_DTYPES: dict[str, str | type] = {
-    "date": "datetime64[ns]",
-    "timestamp": "datetime64[ns, UTC]",
-    "float": "float64",
-    "int": "int64",
-}
-
-
-def _frame(contract: schemas.TableContract, columns: Mapping[str, Any]) -> pd.DataFrame:
-    """A frame with exactly the contract's columns, in its order, with its dtypes."""
-    frame = pd.DataFrame({name: columns[name] for name in contract.column_names})
-    dtypes = {name: _DTYPES[kind] for name, kind in contract.columns.items() if kind in _DTYPES}
-    if frame.empty:  # nothing to infer text columns from: pandas would pick float64
-        dtypes |= {name: object for name, kind in contract.columns.items() if kind == "str"}
-    return frame.astype(dtypes)
-
-
-def _require_epoch(epoch: dt.date, day: dt.date, what: str) -> None:
-    """Sample data begins at the epoch: an earlier date is a configuration error, not "no data"."""
-    if day < epoch:
-        raise ValueError(f"sample data starts at its epoch {epoch}; {what} is {day}")
-
-
-def _window(epoch: dt.date, request: FetchRequest, calendar: str) -> tuple[pd.DatetimeIndex, int]:
-    """Sessions from the first one on or after `epoch` to the request's end, and the window's start.
-
-    Series are always generated from the epoch so that a date's values never depend on the window.
-    """
-    _require_epoch(epoch, request.start, "the request's start")
-    days = sessions(epoch, request.end, calendar)
-    return days, int(days.searchsorted(pd.Timestamp(request.start)))
-
-
-def _tickers(request: FetchRequest) -> list[str]:
-    """Requested tickers, deduplicated and sorted: the output order of every frame."""
-    return sorted(set(request.tickers))
-
-
-def _digest(*parts: object) -> str:
-    """Stable identifier of a row from its natural coordinates."""
-    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()
-
-
 def _prices(
     seed: int, epoch: dt.date, calendar: str, benchmark: str, signal: float, request: FetchRequest
 ) -> pd.DataFrame:
@@ -628,98 +488,6 @@ def _did_you_mean(ticker: str, known: Sequence[str]) -> str:
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
-# --------------------------------------------------------------------------- news
-
-#: Headline templates by tone (+1 positive, -1 negative, 0 neutral).
-HEADLINE_TEMPLATES: dict[int, tuple[str, ...]] = {
-    1: (
-        "{company} beats quarterly estimates as {driver} jumps",
-        "{company} raises full-year guidance on strong {driver}",
-        "{company} shares climb after analyst upgrade",
-        "{company} announces $2 billion share buyback",
-        "{company} wins major multi-year contract",
-        "{company} reports record {driver}",
-        "{company} lifts payout as profits surge",
-        "Analysts see upside for {company} after strong {driver}",
-        "{company} expands margins, topping forecasts",
-        "{company} secures regulatory approval for key product",
-        "Investors cheer {company} as {driver} accelerates",
-        "{company} unveils new product line to strong early demand",
-    ),
-    -1: (
-        "{company} misses estimates as {driver} slows",
-        "{company} cuts outlook, citing weak {driver}",
-        "{company} shares slide after analyst downgrade",
-        "{company} faces regulatory probe over accounting practices",
-        "{company} loses key customer to rival",
-        "{company} warns of margin pressure as costs rise",
-        "{company} CFO departs unexpectedly",
-        "Short sellers target {company} over {driver} concerns",
-        "{company} recalls products after quality complaints",
-        "{company} delays product launch amid supply problems",
-        "{company} hit by lawsuit in patent dispute",
-        "Weak {driver} weighs on {company}",
-    ),
-    0: (
-        "{company} to present at industry conference next week",
-        "{company} schedules quarterly earnings call",
-        "{company} appoints new board member",
-        "{company} completes previously announced reorganization",
-        "{company} files annual report with regulators",
-        "{company} reaffirms guidance for {driver}",
-        "{company} opens new regional office",
-        "{company} holds annual shareholder meeting",
-        "What to watch in {company}'s {driver} this quarter",
-        "{company} names new head of investor relations",
-        "{company} updates investors on {driver} strategy",
-        "{company} prices senior notes offering",
-    ),
-}
-_DRIVERS = {
-    "tech": "cloud revenue",
-    "health": "drug sales",
-    "energy": "production volumes",
-    "finance": "loan growth",
-    "consumer": "same-store sales",
-    "industrials": "order backlog",
-}
-_PUBLISHERS = (
-    "Marketwire Daily",
-    "Capital Courier",
-    "The Ledger Street Journal",
-    "Ticker Times",
-    "Bentley Newswire",
-)
-_TEMPLATE_PATTERNS = [
-    (tone, re.compile(re.escape(t).replace(r"\{company\}", "(.+)").replace(r"\{driver\}", "(.+)")))
-    for tone, templates in HEADLINE_TEMPLATES.items()
-    for t in templates
-]
-_NEWS_CHANCE, _TWO_HEADLINES_CHANCE = 0.35, 0.08  # per ticker and session
-_TONE_LOADING, _TONE_CUT = 0.3, 0.8  # tone score = loading * next move (in sigmas) + logistic noise
-_NEWS_DRAWS = 9  # per session: count, then (tone, template, publisher, minute) for two slots
-
-
-def headline_tone(headline: str) -> int:
-    """Tone (+1, 0, -1) of a sample headline, recovered from its template."""
-    for tone, pattern in _TEMPLATE_PATTERNS:
-        if pattern.fullmatch(headline):
-            return tone
-    raise ValueError(f"not a sample headline: {headline!r}")
-
-
-def _next_session(day: dt.date, calendar: str) -> dt.date | None:
-    """The session after `day`, or None when it lies beyond the calendar's coverage."""
-    for offset in range(1, 15):
-        candidate = day + dt.timedelta(days=offset)
-        try:
-            if is_session(candidate, calendar):
-                return candidate
-        except ValueError:  # exchange_calendars: date out of bounds
-            return None
-    return None
-
-
 class _SampleCompanion(Source):
     """News and portfolio sources that follow the sample market of the same seed and epoch.
 
@@ -739,287 +507,3 @@ class _SampleCompanion(Source):
     def _prices(self, request: FetchRequest) -> pd.DataFrame:
         """The sample market's bars for any name: the universe may come from another market source."""
         return _prices(self.seed, self.epoch, self.calendar, DEFAULT_BENCHMARK, self.signal, request)
-
-
-class SampleNewsSource(_SampleCompanion):
-    """Headlines whose tone weakly anticipates the ticker's next-session return (corr ~0.15).
-
-    Prices come from a `SampleMarketSource` with the same seed and epoch, so news and prices
-    of one configuration agree.
-    """
-
-    datasets = ("news",)
-
-    def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
-        self._check_dataset(dataset)
-        days, first = _window(self.epoch, request, self.calendar)
-        tickers = _tickers(request)
-        moves = self._next_moves(request, tickers, days[first:])
-        parts = [self._headlines(t, days, first, moves[:, j]) for j, t in enumerate(tickers)]
-        columns = {
-            name: np.concatenate([p[name] for p in parts]) if parts else np.array([], dtype=object)
-            for name in schemas.NEWS.column_names
-        }
-        columns["published_at"] = pd.DatetimeIndex(columns["published_at"]).tz_localize("UTC")
-        return _frame(schemas.NEWS, columns)
-
-    def _next_moves(self, request: FetchRequest, tickers: list[str], window: pd.DatetimeIndex) -> np.ndarray:
-        """(sessions, tickers) next-session total log-return in units of the ticker's daily vol.
-
-        Built from as-traded close, dividend and split (not adj_close, which depends on the
-        fetch end), so the move of a date is window-independent. 0 past the calendar's end.
-        """
-        if not tickers or window.empty:
-            return np.zeros((len(window), len(tickers)))
-        following = _next_session(request.end, self.calendar) or request.end
-        prices = self._prices(FetchRequest(request.start, following, tuple(tickers)))
-        later = prices.groupby("ticker")[["close", "dividend", "split_ratio"]].shift(-1)
-        prices["move"] = np.log((later["close"] + later["dividend"]) * later["split_ratio"] / prices["close"])
-        moves = prices.pivot(index="date", columns="ticker", values="move").reindex(index=window, columns=tickers)
-        annual_vol = np.array([_profile(self.seed, t).total_vol for t in tickers])
-        return moves.fillna(0.0).to_numpy() / (annual_vol / np.sqrt(_TRADING_DAYS))
-
-    def _headlines(self, ticker: str, days: pd.DatetimeIndex, first: int, move: np.ndarray) -> dict[str, np.ndarray]:
-        """One ticker's headlines in the window (published_at still naive UTC).
-
-        The random draws cover every session since the epoch, so a date's news is window-free.
-        """
-        u = np.random.default_rng([self.seed, _crc(ticker), _NEWS_TAG]).random((len(days), _NEWS_DRAWS))[first:]
-        count = (u[:, 0] < _NEWS_CHANCE).astype(int) + (u[:, 0] < _TWO_HEADLINES_CHANCE)
-        rows, slot = np.nonzero(np.arange(2) < count[:, None])
-        draw = u[rows[:, None], 1 + 4 * slot[:, None] + np.arange(4)]  # (headlines, 4)
-        score = _TONE_LOADING * move[rows] + np.log(draw[:, 0] / (1.0 - draw[:, 0]))
-        tone = np.where(score > _TONE_CUT, 1, np.where(score < -_TONE_CUT, -1, 0))
-        company = _company(ticker)
-        rendered = {
-            k: [t.format(company=company.name, driver=_DRIVERS[company.sector]) for t in templates]
-            for k, templates in HEADLINE_TEMPLATES.items()
-        }
-        headline = [
-            rendered[k][int(x * len(rendered[k]))] for k, x in zip(tone.tolist(), draw[:, 1].tolist(), strict=True)
-        ]
-        dates = days[first:][rows]
-        ids = [_digest(ticker, d, s) for d, s in zip(dates.strftime("%Y-%m-%d"), slot.tolist(), strict=True)]
-        minutes = (draw[:, 3] * 480).astype(int)  # 12:00-20:00 UTC on the session date
-        return {
-            "news_id": np.array(ids, dtype=object),
-            "ticker": np.full(len(rows), ticker, dtype=object),
-            "published_at": (dates + pd.Timedelta(hours=12) + pd.to_timedelta(minutes, unit="min")).to_numpy(),
-            "date": dates.to_numpy(),
-            "headline": np.array(headline, dtype=object),
-            "publisher": np.array(_PUBLISHERS, dtype=object)[(draw[:, 2] * len(_PUBLISHERS)).astype(int)],
-            "url": np.array([f"https://news.example/sample/{i}" for i in ids], dtype=object),
-        }
-
-
-# --------------------------------------------------------------------------- household ledger
-
-
-@dataclass(frozen=True)
-class _Bill:
-    """A charge on a fixed day of every month (USD at 2000 prices)."""
-
-    day: int
-    description: str
-    category: str
-    account: str
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class _Spend:
-    """Discretionary spending: a number of charges per month at random merchants and days."""
-
-    category: str
-    merchants: tuple[str, ...]
-    low: float
-    high: float
-    count: tuple[int, int]  # inclusive range of charges in a month that has any
-    chance: float = 1.0  # probability that a month has any
-
-
-_BILLS = (
-    _Bill(1, "OAKWOOD PROPERTY MGMT ACH", "housing", "checking", 1250.0, 1250.0),
-    _Bill(3, "NETFLIX.COM", "subscriptions", "credit_card", 12.99, 12.99),
-    _Bill(8, "CITY POWER & LIGHT", "utilities", "checking", 45.0, 130.0),
-    _Bill(9, "SPOTIFY USA", "subscriptions", "credit_card", 9.99, 9.99),
-    _Bill(12, "COMCAST CABLE COMM", "utilities", "checking", 59.99, 59.99),
-    _Bill(17, "PLANET FITNESS CLUB 0412", "subscriptions", "credit_card", 24.99, 24.99),
-    _Bill(20, "VERIZON WIRELESS", "utilities", "checking", 70.0, 90.0),
-)
-_GROCERS = ("WHOLEFDS MKT #10234", "TRADER JOE'S #552", "SAFEWAY #1793", "KROGER #0412")
-_SPENDING = (
-    _Spend(
-        "dining",
-        (
-            "STARBUCKS #2234",
-            "CHIPOTLE 0871",
-            "SQ *BLUE BOTTLE COFFEE",
-            "DOORDASH*THAI BASIL",
-            "PANERA BREAD #6021",
-        ),
-        6.0,
-        60.0,
-        (4, 10),
-    ),
-    _Spend(
-        "transport",
-        ("SHELL OIL 5744", "CHEVRON 0093117", "UBER *TRIP", "MTA*NYCT PAYGO"),
-        8.0,
-        55.0,
-        (2, 6),
-    ),
-    _Spend(
-        "shopping",
-        ("AMAZON.COM*MK1AB2C3", "TARGET 00012345", "BEST BUY 00004721", "HOME DEPOT #6512"),
-        12.0,
-        180.0,
-        (1, 4),
-    ),
-    _Spend(
-        "healthcare",
-        ("CVS/PHARMACY #04321", "WALGREENS #1129", "CITYMD URGENT CARE"),
-        10.0,
-        150.0,
-        (1, 2),
-        0.4,
-    ),
-    _Spend(
-        "travel",
-        ("DELTA AIR 0062345678", "MARRIOTT HOTELS", "AIRBNB * HM4KX2"),
-        120.0,
-        700.0,
-        (1, 3),
-        0.1,
-    ),
-)
-_PAYCHECK = 1900.0  # net, per payday, in 2000; grows with _SALARY_GROWTH a year
-_SALARY_GROWTH, _INFLATION = 0.035, 0.03
-_SAVINGS = 400.0
-_UNCATEGORIZED_SHARE = 0.10  # of expense rows, left for the budget stage to classify
-
-
-def _payday(day: dt.date) -> dt.date:
-    """Payroll lands on the Friday before a weekend date."""
-    return day - dt.timedelta(days=max(0, day.weekday() - 4))
-
-
-def _month_ledger(seed: int, year: int, month: int) -> list[tuple[dt.date, str, float, str, str | None]]:
-    """All rows (date, account, amount, description, category) of one month, by date.
-
-    Seeded by (seed, year, month) alone, so a month never depends on the requested window.
-    The card is paid off and savings topped up from checking, as transfer pairs.
-    """
-    rng = np.random.default_rng([seed, _LEDGER_TAG, year, month])
-    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
-    prices = (1 + _INFLATION) ** (year - 2000)
-    paycheck = _PAYCHECK * (1 + _SALARY_GROWTH) ** (year - 2000)
-
-    def on(day: int) -> dt.date:
-        return dt.date(year, month, min(day, last))
-
-    def cost(low: float, high: float) -> float:
-        return -round(float(rng.uniform(low, high)) * prices, 2)
-
-    rows: list[tuple[dt.date, str, float, str, str | None]] = [
-        (
-            _payday(on(d)),
-            "checking",
-            round(paycheck * (1 + 0.01 * rng.standard_normal()), 2),
-            "ACME CORP PAYROLL",
-            "income",
-        )
-        for d in (15, last)
-    ]
-    rows += [(on(b.day), b.account, cost(b.low, b.high), b.description, b.category) for b in _BILLS]
-    rows += [
-        (
-            on(week + int(rng.integers(7))),
-            "credit_card",
-            cost(55.0, 190.0),
-            str(rng.choice(_GROCERS)),
-            "groceries",
-        )
-        for week in (1, 8, 15, 22, 29)
-        if week <= last
-    ]
-    for spend in _SPENDING:
-        count = int(rng.integers(spend.count[0], spend.count[1] + 1)) if rng.random() < spend.chance else 0
-        rows += [
-            (
-                on(int(rng.integers(1, last + 1))),
-                "credit_card",
-                cost(spend.low, spend.high),
-                str(rng.choice(spend.merchants)),
-                spend.category,
-            )
-            for _ in range(count)
-        ]
-    missing = rng.random(len(rows)) < _UNCATEGORIZED_SHARE
-    rows = [
-        (d, a, x, s, None if miss and c != "income" else c) for (d, a, x, s, c), miss in zip(rows, missing, strict=True)
-    ]
-
-    card = -round(sum(x for _, a, x, _, _ in rows if a == "credit_card"), 2)
-    saved = round(_SAVINGS * prices, -1)
-    rows += [
-        (on(last), "checking", -card, "CHASE CREDIT CRD AUTOPAY", "transfer"),
-        (on(last), "credit_card", card, "AUTOMATIC PAYMENT - THANK YOU", "transfer"),
-        (on(16), "checking", -saved, "ONLINE TRANSFER TO SAV XXXX4821", "transfer"),
-        (on(16), "savings", saved, "ONLINE TRANSFER FROM CHK XXXX1937", "transfer"),
-    ]
-    return sorted(rows, key=lambda row: row[0])
-
-
-def _months(start: dt.date, end: dt.date) -> Iterable[tuple[int, int]]:
-    """(year, month) pairs overlapping [start, end]."""
-    for index in range(start.year * 12 + start.month - 1, end.year * 12 + end.month):
-        yield index // 12, index % 12 + 1
-
-
-class SamplePortfolioSource(_SampleCompanion):
-    """A household's bank and card ledger and its brokerage holdings, deterministic in the seed."""
-
-    datasets = ("transactions", "holdings")
-
-    def fetch(self, dataset: str, request: FetchRequest) -> pd.DataFrame:
-        self._check_dataset(dataset)
-        if dataset == "transactions":
-            return self._transactions(request)
-        return self._holdings(request)
-
-    def _transactions(self, request: FetchRequest) -> pd.DataFrame:
-        _require_epoch(self.epoch, request.start, "the request's start")
-        rows = [
-            (_digest("txn", self.seed, f"{year:04d}-{month:02d}", i), *row)
-            for year, month in _months(request.start, request.end)
-            for i, row in enumerate(_month_ledger(self.seed, year, month))
-            if request.start <= row[0] <= request.end
-        ]
-        names = schemas.TRANSACTIONS.column_names
-        return _frame(schemas.TRANSACTIONS, {name: [row[k] for row in rows] for k, name in enumerate(names)})
-
-    def _holdings(self, request: FetchRequest) -> pd.DataFrame:
-        """Positions bought at the first sample session, in shares as of `as_of` (after splits)."""
-        as_of = request.as_of
-        if as_of is None:
-            raise ValueError("holdings are a snapshot: the request needs as_of")
-        _require_epoch(self.epoch, as_of, "as_of")
-        tickers = _tickers(request)
-        prices = self._prices(FetchRequest(self.epoch, as_of, tuple(tickers)))
-        if tickers and prices.empty:
-            raise ValueError(f"no sample session between the epoch {self.epoch} and as_of {as_of}")
-        bought = prices.groupby("ticker").agg(price=("close", "first"), splits=("split_ratio", "prod"))
-        rows = []
-        for ticker in tickers:
-            u = np.random.default_rng([self.seed, _crc(ticker), _HOLDINGS_TAG]).random(5)
-            accounts = ("brokerage",) if u[0] < 0.5 else ("ira",) if u[0] < 0.75 else ("brokerage", "ira")
-            for i, account in enumerate(accounts):
-                shares = 10 + round(290 * u[1 + i])
-                cost = shares * bought.at[ticker, "price"] * (0.8 + 0.45 * u[3 + i])
-                held = np.floor(shares * bought.at[ticker, "splits"])  # fractions were paid in cash
-                rows.append((as_of, account, ticker, float(held), round(cost, 2)))
-        rows.sort(key=lambda row: (row[1], row[2]))
-        names = schemas.HOLDINGS.column_names
-        return _frame(schemas.HOLDINGS, {name: [row[k] for row in rows] for k, name in enumerate(names)})
