@@ -177,8 +177,12 @@ class KeyBuilder:
         package_root = self.package_root
         pending = sorted(_imported_modules(_notebook_code(notebook)))
         found: dict[str, str] = {}
+        visited: set[str] = set()
         while pending:
             module = pending.pop()
+            if module in visited:
+                continue
+            visited.add(module)
             path = _module_file(package_root, module)
             if path is None or str(path) in found:
                 continue

@@ -151,8 +151,8 @@ def plan_run(request: RunRequest) -> Plan:
         now=dt.datetime.now(dt.UTC),
     )
     config.history.window(logical_date)  # a window that reads the future fails here
-    if config.universe.tickers is None:  # asks the market source; bentley.ingest loads pandera and the sources
-        from bentley.ingest import with_resolved_universe
+    if config.universe.tickers is None:  # asks the market source (bentley.sources, without pandera)
+        from bentley.sources import with_resolved_universe
 
         config = with_resolved_universe(config, request.root)
     run_id = request.run_id or new_run_id()

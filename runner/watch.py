@@ -43,12 +43,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 from runner.outcomes import EXIT_BUSY, EXIT_LEASE_LOST, EXIT_OK
+
+if TYPE_CHECKING:
+    from bentley.config import Config, Watch
+    from bentley.warehouse import Warehouse
 
 WATCH_LEASE = "watch"
 UTC = dt.UTC
@@ -103,8 +107,8 @@ class Watcher:
 
     def __init__(
         self,
-        warehouse: Any,
-        settings: Any,
+        warehouse: Warehouse,
+        settings: Watch,
         *,
         portfolio: str,
         daily_loss_limit: float,
@@ -499,7 +503,7 @@ def _heartbeats(watcher: Watcher, done: threading.Event) -> threading.Thread:
 # --------------------------------------------------------------------------- wiring
 
 
-def build_source(config: Any, settings: Any, tickers: list[str], root: Path, stop: threading.Event) -> Any:
+def build_source(config: Config, settings: Watch, tickers: list[str], root: Path, stop: threading.Event) -> Any:
     from bentley.live import bars
 
     kind = settings.source.kind
@@ -520,6 +524,7 @@ def build_source(config: Any, settings: Any, tickers: list[str], root: Path, sto
     if kind == "replay":
         from bentley.sources.base import resolve_inside
 
+        assert settings.source.path is not None, "the settings validator requires a path for kind replay"
         path = resolve_inside(root / config.sources.data_dir, settings.source.path)
         return bars.ReplayBarSource(
             path, speed=settings.source.speed, calendar=config.workflow.calendar, sleep=lambda s: stop.wait(s)
@@ -535,7 +540,7 @@ def build_source(config: Any, settings: Any, tickers: list[str], root: Path, sto
     )
 
 
-def watch_tickers(config: Any, settings: Any, root: Path) -> list[str]:
+def watch_tickers(config: Config, settings: Watch, root: Path) -> list[str]:
     """watch.tickers, else universe.tickers, else the market source's (the book's holdings join later)."""
     if settings.tickers:
         return list(settings.tickers)
@@ -629,8 +634,8 @@ def command(
 
 def _loop(
     watcher: Watcher,
-    config: Any,
-    settings: Any,
+    config: Config,
+    settings: Watch,
     stop: threading.Event,
     args: argparse.Namespace,
     say: Callable[[str], None],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,6 +22,10 @@ from bentley.lake import Lake
 from bentley.schemas import DATASET_ROLES, DATASET_TABLES, TableContract
 from bentley.sync import read_cursors
 from bentley.validation import CheckResult
+
+if TYPE_CHECKING:
+    from bentley.stage import Params
+    from bentley.warehouse import Warehouse
 
 NUMERIC_PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume", "dividend", "split_ratio"]
 
@@ -32,7 +36,7 @@ class EtlResult:
     loaded: pd.DataFrame
 
 
-def read_lake(params: SimpleNamespace, lake: Lake, logical_date: dt.date) -> dict[str, pd.DataFrame]:
+def read_lake(params: Params, lake: Lake, logical_date: dt.date) -> dict[str, pd.DataFrame]:
     """Every dataset's partition for the logical date, with the file each row came from."""
     frames = {}
     for dataset, role in DATASET_ROLES.items():
@@ -81,7 +85,7 @@ def clean_generic(raw: pd.DataFrame, contract: TableContract) -> pd.DataFrame:
 
 
 def validate(
-    params: SimpleNamespace, frames: dict[str, pd.DataFrame], logical_date: dt.date
+    params: Params, frames: dict[str, pd.DataFrame], logical_date: dt.date
 ) -> tuple[dict[str, pd.DataFrame], list[CheckResult]]:
     """Clean and check every dataset; the cleaned frames come back with the results."""
     cal = params.workflow.calendar
@@ -124,7 +128,7 @@ def latest_rows(frame: pd.DataFrame, contract: TableContract, source: str) -> pd
 
 
 def load(
-    params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], results: list[CheckResult], run_id: str
+    params: Params, warehouse: Warehouse, cleaned: dict[str, pd.DataFrame], results: list[CheckResult], run_id: str
 ) -> EtlResult:
     """Raise on any error check; otherwise upsert each table and record the checks.
 
@@ -156,7 +160,9 @@ def load(
 INCREMENTAL = {"prices": True, "news": True, "social": True, "transactions": False}
 
 
-def advanced_cursors(params: SimpleNamespace, warehouse, cleaned: dict[str, pd.DataFrame], run_id: str) -> pd.DataFrame:
+def advanced_cursors(
+    params: Params, warehouse: Warehouse, cleaned: dict[str, pd.DataFrame], run_id: str
+) -> pd.DataFrame:
     """`sync_state` rows after a successful load: cursors only ever move forward."""
     rows = []
     for dataset, by_ticker in INCREMENTAL.items():

@@ -22,13 +22,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bentley import etl, sync, validation
-from bentley.config import ParamsError
 from bentley.lake import Lake
 from bentley.reporting import md_escape
 from bentley.schemas import DATASET_ROLES, RAW_DATASETS
@@ -39,9 +37,14 @@ from bentley.sources import (
     market_source,
     news_source,
     portfolio_source,
+    resolve_universe,
     social_source,
 )
 from bentley.sources.base import TRADABLE_TYPES, SourceError
+
+if TYPE_CHECKING:
+    from bentley.stage import Params
+    from bentley.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -109,31 +112,8 @@ def instruments_sentence(instruments: pd.DataFrame, benchmark: str) -> str:
     return text
 
 
-def resolve_universe(tickers: list[str] | None, market: MarketSource) -> list[str]:
-    """`universe.tickers`, or every ticker the market source provides when it is null."""
-    return list(tickers) if tickers is not None else market.available_tickers()
-
-
-def with_resolved_universe(config: Any, root: Path) -> Any:
-    """The params with `universe.tickers: null` replaced by the market source's tickers.
-
-    The runner resolves the universe once, before any stage runs, so every stage reads the
-    same explicit list: a profile's stages never pick up tickers another profile (or an
-    older universe) left in a shared warehouse, and a changed file folder changes the
-    params, hence the cache keys.
-    """
-    if config.universe.tickers is not None:
-        return config
-    try:
-        tickers = market_source(config, root / config.sources.data_dir).available_tickers()
-    except (SourceError, OSError, ValueError) as exc:
-        raise ParamsError(f"universe.tickers: null, and the market source cannot list its tickers: {exc}") from None
-    universe = config.universe.model_copy(update={"tickers": tickers})
-    return config.model_copy(update={"universe": universe})
-
-
 def ingest(
-    params: SimpleNamespace, lake: Lake, warehouse: Any, logical_date: dt.date, run_id: str, root: Path
+    params: Params, lake: Lake, warehouse: Warehouse, logical_date: dt.date, run_id: str, root: Path
 ) -> IngestResult:
     """Fetch prices (universe + benchmark), news, social posts, transactions and holdings; write the lake."""
     window = params.history.window(logical_date)

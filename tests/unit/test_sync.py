@@ -87,7 +87,7 @@ def test_a_few_failing_tickers_are_tolerated_and_too_many_fail_by_name() -> None
 
 def test_a_null_universe_is_resolved_to_the_sources_tickers_before_any_stage(root) -> None:
     from bentley.config import load_config
-    from bentley.ingest import with_resolved_universe
+    from bentley.sources import with_resolved_universe
 
     config = load_config("ci", root=root)
     assert config.universe.tickers is None

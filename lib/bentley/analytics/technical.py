@@ -24,7 +24,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,7 +34,11 @@ from matplotlib.figure import Figure
 from bentley.calendar import DEFAULT_CALENDAR, latest_session_on_or_before, sessions_before
 from bentley.reporting import md_escape
 
-#: RSI thresholds used when neither the arguments nor `settings` give them.
+if TYPE_CHECKING:
+    from bentley.config import Features
+
+#: Wilder's RSI guide levels, drawn by `price_panel_chart` when it is not given the technical
+#: stage's thresholds (the features report has no `technical` section); signals always take them.
 RSI_OVERBOUGHT = 70.0
 RSI_OVERSOLD = 30.0
 
@@ -136,7 +140,7 @@ def rules_frame() -> pd.DataFrame:
     )
 
 
-def cross_windows(settings: Any) -> tuple[int, int] | None:
+def cross_windows(settings: Features) -> tuple[int, int] | None:
     """(short, long) SMA windows for golden/death crosses: the smallest and largest >= 50.
 
     Shorter averages cross every few weeks and mean something else (swing
@@ -149,15 +153,10 @@ def cross_windows(settings: Any) -> tuple[int, int] | None:
     return eligible[0], eligible[-1]
 
 
-def rsi_thresholds(
-    settings: Any, overbought: float | None = None, oversold: float | None = None
-) -> tuple[float, float]:
-    """(overbought, oversold): the arguments, else `settings.rsi_overbought/oversold`, else 70/30."""
-    if overbought is None:
-        overbought = getattr(settings, "rsi_overbought", RSI_OVERBOUGHT)
-    if oversold is None:
-        oversold = getattr(settings, "rsi_oversold", RSI_OVERSOLD)
-    ob, os_ = float(overbought), float(oversold)
+def rsi_thresholds(overbought: float | None, oversold: float | None) -> tuple[float, float]:
+    """(overbought, oversold), checked; a missing one is Wilder's guide level (70/30)."""
+    ob = RSI_OVERBOUGHT if overbought is None else float(overbought)
+    os_ = RSI_OVERSOLD if oversold is None else float(oversold)
     if not 0.0 < os_ < ob < 100.0:
         raise ValueError(f"RSI thresholds need 0 < oversold < overbought < 100, got {os_} and {ob}")
     return ob, os_
@@ -247,21 +246,21 @@ def _cross_events(
 def technical_signals(
     features: pd.DataFrame,
     prices: pd.DataFrame,
-    settings: Any,
+    settings: Features,
     *,
-    rsi_overbought: float | None = None,
-    rsi_oversold: float | None = None,
+    rsi_overbought: float,
+    rsi_oversold: float,
 ) -> pd.DataFrame:
     """Every rule event in the history: `ticker, date, rule, direction, strength, value, reference`.
 
     `features` is the features table (`compute_features` output), `prices` gives
     adj_close for the Bollinger rules and the MACD strength scale, and `settings`
-    the features settings (`sma_windows`, `rsi_period`; optionally
-    `rsi_overbought`/`rsi_oversold`, which the keyword arguments override).
+    the features settings (`sma_windows`, `rsi_period`); the RSI thresholds are the
+    technical stage's (`technical.rsi_overbought`/`rsi_oversold`).
     `value` is the indicator that fired and `reference` the level it crossed
     (see `RULES`). Sorted by ticker, date and rule in `RULES` order.
     """
-    ob, os_ = rsi_thresholds(settings, rsi_overbought, rsi_oversold)
+    ob, os_ = rsi_thresholds(rsi_overbought, rsi_oversold)
     frame = _aligned(features, prices)
     ticker = frame["ticker"]
     close = _floats(frame, "adj_close")
@@ -379,7 +378,7 @@ def price_panel_chart(
     features: pd.DataFrame,
     prices: pd.DataFrame,
     ticker: str,
-    settings: Any,
+    settings: Features,
     signals: pd.DataFrame | None = None,
     *,
     rsi_overbought: float | None = None,
@@ -396,7 +395,7 @@ def price_panel_chart(
 
     from bentley import charts
 
-    ob, os_ = rsi_thresholds(settings, rsi_overbought, rsi_oversold)
+    ob, os_ = rsi_thresholds(rsi_overbought, rsi_oversold)
     f = features[features["ticker"] == ticker].set_index("date").sort_index()
     p = prices[prices["ticker"] == ticker].set_index("date").sort_index()
     fig, (ax_price, ax_rsi, ax_macd) = charts.reused_figure(
@@ -469,7 +468,7 @@ def price_panel_chart(
 
 
 def chart_sentence(
-    features: pd.DataFrame, prices: pd.DataFrame, signals: pd.DataFrame, ticker: str, settings: Any
+    features: pd.DataFrame, prices: pd.DataFrame, signals: pd.DataFrame, ticker: str, settings: Features
 ) -> str:
     """What one ticker's panel shows, in a sentence: the close against its averages, RSI, and the
     latest signal (Markdown; the ticker is escaped data)."""
@@ -525,7 +524,7 @@ def current_sentence(current: pd.DataFrame, lookback_sessions: int) -> str:
     )
 
 
-def latest_readings(features: pd.DataFrame, prices: pd.DataFrame, settings: Any) -> pd.DataFrame:
+def latest_readings(features: pd.DataFrame, prices: pd.DataFrame, settings: Features) -> pd.DataFrame:
     """The last session's reading per ticker across the four families of indicators.
 
     Trend: close against the 50/200-day averages and ADX (above 25 reads as a trending

@@ -43,7 +43,7 @@ import logging
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,8 @@ from bentley.sources.base import tradable_only
 
 if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is called
     from matplotlib.figure import Figure
+
+    from bentley.config import Optimize
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +299,7 @@ class Constraints:
     risk_free_rate: float
 
     @classmethod
-    def from_params(cls, settings: Any) -> Constraints:
+    def from_params(cls, settings: Optimize) -> Constraints:
         """From the `optimize` params section (the only place their defaults live)."""
         return cls(
             long_only=settings.long_only,

@@ -40,7 +40,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -51,6 +51,9 @@ from bentley.config import LINKED_THRESHOLDS
 from bentley.monitoring import kpis as kpis_lib
 from bentley.retry import Backoff, retry_call
 from bentley.sources.http import is_transient
+
+if TYPE_CHECKING:
+    from bentley.stage import Params
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +161,14 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _setting(params: Any, dotted: str) -> Any:
+def _setting(params: Params, dotted: str) -> Any:
     value = params
     for part in dotted.split("."):
         value = getattr(value, part)
     return value
 
 
-def rule_thresholds(params: Any) -> dict[str, float | None]:
+def rule_thresholds(params: Params) -> dict[str, float | None]:
     """Each configured rule's threshold: its own, or the linked setting's (`LINKED_THRESHOLDS`)."""
     out: dict[str, float | None] = {}
     for name, rule in params.monitor.rules.items():
@@ -225,7 +228,7 @@ def _check(name: str, kpis: pd.DataFrame, threshold: float | None, severity: str
     return found
 
 
-def evaluate_rules(kpis: pd.DataFrame, params: Any) -> pd.DataFrame:
+def evaluate_rules(kpis: pd.DataFrame, params: Params) -> pd.DataFrame:
     """Findings (FINDING_COLUMNS) of every enabled rule on the KPI table, critical first.
 
     `params` carries `monitor` plus the sections the linked thresholds live in (`workflow`,

@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they
     from matplotlib.figure import Figure
 
     from bentley.config import MinObservations
+    from bentley.stage import Params
+    from bentley.warehouse import Warehouse
 
 #: Columns of `kpi_table`: the rows of the warehouse table monitor_kpis(run_id, kpi, scope).
 KPI_COLUMNS: tuple[str, ...] = ("run_id", "kpi", "scope", "value", "unit", "detail", "measured_at")
@@ -121,7 +123,7 @@ class Resources:
 # Reading (the only functions here that touch the warehouse or the operating system)
 
 
-def load_history(warehouse: Any, params: Any, logical_date: dt.date) -> History:
+def load_history(warehouse: Warehouse, params: Params, logical_date: dt.date) -> History:
     """The run ledger, and as of the logical date: model checks, the paper book, each dataset's latest date.
 
     The ledger is wall-clock history and is read whole; the data tables stop at the logical
@@ -507,7 +509,7 @@ def resource_kpis(resources: Resources) -> list[dict[str, Any]]:
 
 def kpi_table(
     history: History,
-    params: Any,
+    params: Params,
     *,
     run_id: str,
     logical_date: dt.date,

@@ -8,8 +8,7 @@ A source's `name` is its kind, which is also its folder in the lake and its key 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
 from bentley.sources.base import (
     TICKER_PATTERN,
@@ -24,9 +23,7 @@ from bentley.sources.base import (
 
 if TYPE_CHECKING:
     from bentley.config import Config
-
-#: A stage's params (a SimpleNamespace tree) or the validated Config they are built from.
-Params: TypeAlias = "SimpleNamespace | Config"
+    from bentley.stage import Params
 
 __all__ = [
     "TICKER_PATTERN",
@@ -39,8 +36,10 @@ __all__ = [
     "market_source",
     "news_source",
     "portfolio_source",
+    "resolve_universe",
     "social_source",
     "validate_ticker",
+    "with_resolved_universe",
 ]
 
 
@@ -155,3 +154,28 @@ def _apply_file_limits(params: Params) -> None:
     from bentley.sources.files import apply_limits
 
     apply_limits(params.sources.file_limits)
+
+
+def resolve_universe(tickers: list[str] | None, market: MarketSource) -> list[str]:
+    """`universe.tickers`, or every ticker the market source provides when it is null."""
+    return list(tickers) if tickers is not None else market.available_tickers()
+
+
+def with_resolved_universe(config: Config, root: Path) -> Config:
+    """The params with `universe.tickers: null` replaced by the market source's tickers.
+
+    The runner resolves the universe once, before any stage runs, so every stage reads the
+    same explicit list: a profile's stages never pick up tickers another profile (or an
+    older universe) left in a shared warehouse, and a changed file folder changes the
+    params, hence the cache keys.
+    """
+    from bentley.config import ParamsError
+
+    if config.universe.tickers is not None:
+        return config
+    try:
+        tickers = market_source(config, root / config.sources.data_dir).available_tickers()
+    except (SourceError, OSError, ValueError) as exc:
+        raise ParamsError(f"universe.tickers: null, and the market source cannot list its tickers: {exc}") from None
+    universe = config.universe.model_copy(update={"tickers": tickers})
+    return config.model_copy(update={"universe": universe})

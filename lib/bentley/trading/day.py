@@ -32,7 +32,8 @@ from bentley.trading.limits import Limits
 if TYPE_CHECKING:  # matplotlib is imported by the chart helpers only, when they are called
     from matplotlib.figure import Figure
 
-    from bentley.config import MinObservations
+    from bentley.config import MinObservations, Trade
+    from bentley.stage import Params
     from bentley.warehouse import Warehouse
 
 #: The backtest figures the report shows and the runner logs (as `backtest_<metric>`).
@@ -136,7 +137,7 @@ class SignalBacktest:
         return backtest.sweep_heatmap(self.sweep, "entry_threshold", "model_weight")
 
 
-def run_trading_day(warehouse: Warehouse, params: Any, logical_date: dt.date, run_id: str) -> TradingDay:
+def run_trading_day(warehouse: Warehouse, params: Params, logical_date: dt.date, run_id: str) -> TradingDay:
     """Score, limit and book the logical date's session; write `signals`, `risk_limit_events`
     and the paper book's `risk_metrics` rows (the broker writes the ledger).
 
@@ -206,7 +207,7 @@ def run_trading_day(warehouse: Warehouse, params: Any, logical_date: dt.date, ru
     )
 
 
-def champion_history(warehouse: Warehouse, params: Any, logical_date: dt.date) -> pd.DataFrame:
+def champion_history(warehouse: Warehouse, params: Params, logical_date: dt.date) -> pd.DataFrame:
     """The probabilities of the model that predicted last, over the history window: its
     out-of-sample rows then its live ones. Empty when no champion predicted recently, which
     makes the model component 0 (a coin flip) for every ticker and session."""
@@ -217,14 +218,14 @@ def champion_history(warehouse: Warehouse, params: Any, logical_date: dt.date) -
     return inputs.model_history(warehouse, live["model_name"].iloc[0], live["model_version"].iloc[0], start, end)
 
 
-def paper_cash(warehouse: Warehouse, settings: Any, logical_date: dt.date) -> float:
+def paper_cash(warehouse: Warehouse, settings: Trade, logical_date: dt.date) -> float:
     """The cash a new paper book starts with: `trade.paper.initial_cash`, or the budget's
     investable cash when that is null (read only then: fixed paper cash needs no budget)."""
     fixed = settings.paper.initial_cash
     return float(fixed) if fixed is not None else inputs.investable_cash(warehouse, logical_date)
 
 
-def backtest_signal(warehouse: Warehouse, params: Any, day: TradingDay, run_id: str) -> SignalBacktest:
+def backtest_signal(warehouse: Warehouse, params: Params, day: TradingDay, run_id: str) -> SignalBacktest:
     """Backtest the day's strategy and sweep `trade.sweep` around it; write `backtest_metrics`,
     `backtest_sweep` and the audit tables (`backtest_positions`, `backtest_equity`).
 

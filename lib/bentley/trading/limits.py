@@ -21,10 +21,13 @@ weight asked for and the weight allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from bentley.config import TradeLimits
 
 #: Rules in the order they apply; the names recorded for blocked or resized actions.
 RULES: tuple[str, ...] = ("max_position_weight", "max_gross_exposure", "daily_loss_limit", "max_daily_turnover")
@@ -40,7 +43,7 @@ class Limits:
     daily_loss_limit: float  # a positive share of equity: a session return <= -limit stops new risk
 
     @classmethod
-    def from_params(cls, settings: Any) -> Limits:
+    def from_params(cls, settings: TradeLimits) -> Limits:
         return cls(
             max_position_weight=settings.max_position_weight,
             max_gross_exposure=settings.max_gross_exposure,

@@ -36,7 +36,7 @@ from bentley.trading.limits import Decision, Limits, apply_limits
 if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is called
     from matplotlib.figure import Figure
 
-    from bentley.config import MinObservations
+    from bentley.config import Features, MinObservations, Technical, Trade
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Strategy:
     components: dict[str, pd.DataFrame]
     contributions: dict[str, pd.DataFrame]
     scores: pd.DataFrame
-    settings: Any  # the trade params section
+    settings: Trade  # the trade params section
 
     def targets(self, scores: pd.DataFrame, base: pd.DataFrame, entry_threshold: float) -> pd.DataFrame:
         s = self.settings
@@ -101,9 +101,9 @@ def build_strategy(
     sentiment: pd.DataFrame,
     model_history: pd.DataFrame,
     *,
-    trade: Any,
-    feature_settings: Any,
-    technical_settings: Any,
+    trade: Trade,
+    feature_settings: Features,
+    technical_settings: Technical,
     benchmark: str,
     tradable: Collection[str] | None = None,
 ) -> Strategy:

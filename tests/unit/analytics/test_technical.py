@@ -3,8 +3,6 @@ strength, per ticker, and never looks ahead."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,8 +24,11 @@ from bentley.analytics.technical import (
     signal_summary,
     technical_signals,
 )
+from bentley.config import load_config
 
-SETTINGS = SimpleNamespace(sma_windows=[10, 20, 50, 200], rsi_period=14)
+SETTINGS = load_config().features.model_copy(update={"sma_windows": [10, 20, 50, 200], "rsi_period": 14})
+#: The technical stage's RSI thresholds (params/default.yaml `technical`).
+RSI = {"rsi_overbought": 70.0, "rsi_oversold": 30.0}
 
 
 def neutral(ticker: str = "AAA", n: int = 30, start: str = "2024-01-02") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -62,7 +63,7 @@ def fired(signals: pd.DataFrame, rule: str) -> pd.DataFrame:
 
 def test_neutral_features_fire_nothing() -> None:
     features, prices = neutral()
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
     assert signals.empty
     assert list(signals.columns) == SIGNAL_COLUMNS
 
@@ -77,7 +78,7 @@ def test_golden_cross_fires_on_the_crossing_date_only() -> None:
     features.loc[:2, ["sma_50", "sma_200"]] = [[101.0, np.nan]] * 3  # warm-up: no signal on row 3
     dates = features["date"]
 
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
 
     golden, death = fired(signals, "golden_cross"), fired(signals, "death_cross")
     assert golden["date"].tolist() == [dates[10]]
@@ -92,14 +93,14 @@ def test_golden_cross_fires_on_the_crossing_date_only() -> None:
 def test_cross_strength_is_clipped_to_one() -> None:
     features, prices = neutral()
     features.loc[5:, "sma_50"] = 150.0
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
     assert fired(signals, "golden_cross")["strength"].tolist() == [1.0]
 
 
 def test_cross_windows_are_the_smallest_and_largest_from_50() -> None:
     assert cross_windows(SETTINGS) == (50, 200)
-    assert cross_windows(SimpleNamespace(sma_windows=[20, 100, 60, 250, 10])) == (60, 250)
-    assert cross_windows(SimpleNamespace(sma_windows=[10, 20, 50])) is None
+    assert cross_windows(SETTINGS.model_copy(update={"sma_windows": [20, 100, 60, 250, 10]})) == (60, 250)
+    assert cross_windows(SETTINGS.model_copy(update={"sma_windows": [10, 20, 50]})) is None
 
 
 def test_crosses_do_not_leak_between_tickers() -> None:
@@ -112,7 +113,7 @@ def test_crosses_do_not_leak_between_tickers() -> None:
     features = pd.concat([b_features, a_features], ignore_index=True)  # unsorted input
     prices = pd.concat([a_prices, b_prices], ignore_index=True)
 
-    assert technical_signals(features, prices, SETTINGS).empty
+    assert technical_signals(features, prices, SETTINGS, **RSI).empty
 
 
 def test_rsi_overbought_and_oversold_with_documented_strength() -> None:
@@ -120,7 +121,7 @@ def test_rsi_overbought_and_oversold_with_documented_strength() -> None:
     features["rsi_14"] = [50, 65, 69, 76, 80, 72, 68, 71, 45, 25]
     dates = features["date"]
 
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
 
     overbought = fired(signals, "rsi_overbought")
     assert overbought["date"].tolist() == [dates[3], dates[7]]  # entries only, not the stay
@@ -134,7 +135,7 @@ def test_rsi_overbought_and_oversold_with_documented_strength() -> None:
     assert oversold.loc[0, "direction"] == 1
 
 
-def test_rsi_thresholds_from_arguments_or_settings() -> None:
+def test_rsi_thresholds_are_the_arguments() -> None:
     features, prices = neutral(n=10)
     features["rsi_14"] = [50, 65, 69, 76, 80, 72, 68, 71, 45, 25]
     dates = features["date"]
@@ -144,9 +145,6 @@ def test_rsi_thresholds_from_arguments_or_settings() -> None:
     assert overbought["date"].tolist() == [dates[3]]
     assert overbought.loc[0, "strength"] == pytest.approx((76 - 75) / 25)
     assert fired(by_argument, "rsi_oversold").empty
-
-    settings = SimpleNamespace(**vars(SETTINGS), rsi_overbought=75.0, rsi_oversold=20.0)
-    pd.testing.assert_frame_equal(technical_signals(features, prices, settings), by_argument)
     with pytest.raises(ValueError, match="oversold < overbought"):
         technical_signals(features, prices, SETTINGS, rsi_overbought=20, rsi_oversold=30)
 
@@ -158,7 +156,7 @@ def test_macd_crosses_both_ways() -> None:
     prices["adj_close"] = 50.0
     dates = features["date"]
 
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
 
     bearish, bullish = fired(signals, "macd_bearish_cross"), fired(signals, "macd_bullish_cross")
     assert bearish["date"].tolist() == [dates[2]]
@@ -174,7 +172,7 @@ def test_bollinger_breakouts() -> None:
     prices["adj_close"] = [100, 105, 112, 115, 100, 85, 80, 100, 200]
     dates = features["date"]
 
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
 
     up, down = fired(signals, "bollinger_breakout_up"), fired(signals, "bollinger_breakout_down")
     assert up["date"].tolist() == [dates[2], dates[8]]
@@ -208,18 +206,20 @@ def random_market(n: int = 400, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFr
 
 def test_no_lookahead_signals_do_not_change_when_later_rows_are_removed() -> None:
     features, prices = random_market()
-    full = technical_signals(features, prices, SETTINGS)
+    full = technical_signals(features, prices, SETTINGS, **RSI)
     assert set(full["rule"]) == set(RULES)  # the check covers every rule
     assert full["strength"].between(0, 1).all()
 
     for cutoff in features["date"].drop_duplicates().iloc[[25, 100, 217, 399]]:
-        truncated = technical_signals(features[features["date"] <= cutoff], prices[prices["date"] <= cutoff], SETTINGS)
+        truncated = technical_signals(
+            features[features["date"] <= cutoff], prices[prices["date"] <= cutoff], SETTINGS, **RSI
+        )
         pd.testing.assert_frame_equal(truncated, full[full["date"] <= cutoff].reset_index(drop=True))
 
 
 def test_crosses_alternate_per_ticker() -> None:
     features, prices = random_market()
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
     for up, down in (("golden_cross", "death_cross"), ("macd_bullish_cross", "macd_bearish_cross")):
         crosses = signals[signals["rule"].isin([up, down])]
         for _, events in crosses.groupby("ticker"):
@@ -230,9 +230,9 @@ def test_crosses_alternate_per_ticker() -> None:
 def test_duplicate_keys_are_rejected() -> None:
     features, prices = neutral()
     with pytest.raises(ValueError, match="features has duplicate"):
-        technical_signals(pd.concat([features, features.iloc[[3]]]), prices, SETTINGS)
+        technical_signals(pd.concat([features, features.iloc[[3]]]), prices, SETTINGS, **RSI)
     with pytest.raises(ValueError, match="prices has duplicate"):
-        technical_signals(features, pd.concat([prices, prices.iloc[[3]]]), SETTINGS)
+        technical_signals(features, pd.concat([prices, prices.iloc[[3]]]), SETTINGS, **RSI)
 
 
 def test_current_signals_use_exchange_sessions() -> None:
@@ -263,7 +263,7 @@ def test_current_signals_use_exchange_sessions() -> None:
 def test_signal_summary_lists_every_rule() -> None:
     features, prices = neutral(n=10)
     features["rsi_14"] = [50, 65, 69, 76, 80, 72, 68, 71, 45, 25]
-    summary = signal_summary(technical_signals(features, prices, SETTINGS)).set_index("rule")
+    summary = signal_summary(technical_signals(features, prices, SETTINGS, **RSI)).set_index("rule")
 
     assert summary.index.tolist() == list(RULES)
     assert summary.loc["rsi_overbought", "n_signals"] == 2
@@ -276,7 +276,7 @@ def test_signal_summary_lists_every_rule() -> None:
 
 def test_price_panel_chart_has_titles_labels_and_markers() -> None:
     features, prices = random_market(n=120)
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
     fig = price_panel_chart(features, prices, "AAA", SETTINGS, signals)
     try:
         ax_price, ax_rsi, ax_macd = fig.axes
@@ -300,7 +300,7 @@ def test_a_reused_panel_draws_exactly_what_a_new_one_draws() -> None:
     from bentley import charts, reporting
 
     features, prices = random_market(n=300)
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
     charts._POOL.clear()
     fresh_bbb = reporting.figure_png(price_panel_chart(features, prices, "BBB", SETTINGS, signals))
     charts._POOL.clear()
@@ -318,7 +318,7 @@ def test_chart_sentence_reads_the_panel() -> None:
     from bentley.analytics.technical import chart_sentence
 
     features, prices = random_market(n=300)
-    signals = technical_signals(features, prices, SETTINGS)
+    signals = technical_signals(features, prices, SETTINGS, **RSI)
     text = chart_sentence(features, prices, signals, "AAA", SETTINGS)
     assert text.startswith("On ") and "AAA closed at" in text and "50-day average" in text and "RSI" in text
     assert "latest signal is" in text and "in the window" in text

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import get_args
 
 import pandas as pd
@@ -24,19 +23,20 @@ import requests
 from bentley.config import AlertRuleName, load_config
 from bentley.monitoring import alerts, kpis
 from bentley.monitoring.kpis import History, Resources
+from bentley.stage import StageParams
 
 NOW = dt.datetime(2025, 6, 2, 20, 0, tzinfo=dt.UTC)
 RENOTIFY = 240  # minutes, the default
 TOKEN = "T0K3N-s3cr3t"
 
 
-def settings(*overrides: str) -> SimpleNamespace:
+def settings(*overrides: str) -> StageParams:
     cfg = load_config("default", overrides=list(overrides))
-    return SimpleNamespace(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade, risk=cfg.risk)
+    return StageParams(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade, risk=cfg.risk)
 
 
 @pytest.fixture(scope="module")
-def params() -> SimpleNamespace:
+def params() -> StageParams:
     return settings()
 
 

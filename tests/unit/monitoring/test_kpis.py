@@ -18,6 +18,7 @@ from bentley.analytics.risk import per_period_rate
 from bentley.config import load_config
 from bentley.monitoring import kpis
 from bentley.monitoring.kpis import History, Resources
+from bentley.stage import StageParams
 
 matplotlib.use("Agg")
 
@@ -63,9 +64,9 @@ NO_STAGES = stage_rows([])
 
 
 @pytest.fixture(scope="module")
-def params() -> SimpleNamespace:
+def params() -> StageParams:
     cfg = load_config("default", overrides=["monitor.baseline_runs=4"])
-    return SimpleNamespace(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade, risk=cfg.risk)
+    return StageParams(monitor=cfg.monitor, workflow=cfg.workflow, ml=cfg.ml, trade=cfg.trade, risk=cfg.risk)
 
 
 # --------------------------------------------------------------------------------------------

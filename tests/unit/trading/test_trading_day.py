@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -12,6 +11,7 @@ from bentley.config import load_config
 from bentley.features import compute_features
 from bentley.sources import FetchRequest
 from bentley.sources.sample import SampleMarketSource
+from bentley.stage import StageParams
 from bentley.trading import backtest
 from bentley.trading import day as day_lib
 from bentley.warehouse import Warehouse
@@ -23,12 +23,12 @@ LOGICAL = dt.date(2024, 12, 31)
 SATURDAY = dt.date(2024, 12, 28)
 
 
-def _params(initial_cash: float | None = 100_000.0, **trade: object) -> SimpleNamespace:
+def _params(initial_cash: float | None = 100_000.0, **trade: object) -> StageParams:
     """The trade stage's sections, as `StageContext.params` holds them."""
     paper = CONFIG.trade.paper.model_copy(update={"initial_cash": initial_cash})
     settings = CONFIG.trade.model_copy(update={"paper": paper, **trade})
     names = ("workflow", "universe", "history", "features", "technical", "ml", "risk", "warehouse")
-    return SimpleNamespace(trade=settings, **{name: getattr(CONFIG, name) for name in names})
+    return StageParams(trade=settings, **{name: getattr(CONFIG, name) for name in names})
 
 
 @pytest.fixture
