@@ -468,6 +468,43 @@ def test_the_bootstrap_interval_on_known_cases():
     ).all()  # three sessions: one block, nothing to resample
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_auc_interval_equals_sklearns_auc_on_every_drawn_resample(seed: int) -> None:
+    """The vectorized AUC bootstrap gives the interval of sklearn's roc_auc_score computed on each
+    resample scipy draws (ties in the scores, one-class resamples and uneven blocks included)."""
+    rng = np.random.default_rng(seed)
+    sessions, per_session, block = int(rng.integers(8, 60)), int(rng.integers(1, 9)), int(rng.integers(1, 6))
+    dates = np.repeat(pd.bdate_range("2024-01-01", periods=sessions), per_session)
+    frame = pd.DataFrame(
+        {
+            "date": dates,
+            "proba": np.round(rng.random(dates.size), int(rng.integers(1, 4))),  # rounded: many ties
+            "label": (rng.random(dates.size) < rng.uniform(0.2, 0.8)).astype(float),
+            "fwd_return": rng.normal(size=dates.size),
+        }
+    )
+    blocks = pd.factorize(frame["date"], sort=True)[0] // block
+    members = [np.flatnonzero(blocks == b) for b in range(blocks.max() + 1)]
+
+    def sklearn_auc(chosen: np.ndarray) -> float:
+        rows = frame.iloc[np.concatenate([members[int(b)] for b in chosen])]
+        return skm.roc_auc_score(rows["label"], rows["proba"]) if rows["label"].nunique() == 2 else np.nan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        expected = stats.bootstrap(
+            (np.arange(len(members)),),
+            sklearn_auc,
+            n_resamples=200,
+            confidence_level=0.9,
+            method="percentile",
+            vectorized=False,
+            rng=np.random.default_rng(seed),
+        ).confidence_interval
+    got = bootstrap_interval(frame, "roc_auc", block_sessions=block, resamples=200, confidence=0.9, seed=seed)
+    np.testing.assert_allclose(got, (expected.low, expected.high), rtol=0, atol=1e-12)
+
+
 def test_majority_rate_and_metric_value():
     assert majority_rate(np.array([1.0, 1.0, 0.0])) == (pytest.approx(2 / 3), True)
     assert majority_rate(pd.Series([0.0, 0.0, 1.0, np.nan])) == (pytest.approx(2 / 3), False)
