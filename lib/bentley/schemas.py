@@ -1,12 +1,18 @@
-"""Column contracts of the tables that flow between stages.
+"""Column contracts of the raw datasets that flow from sources into the warehouse.
 
-Sources return these columns; validation checks them; the warehouse stores them.
-Keys are the natural keys used for upserts (ARCHITECTURE §5).
+Sources return these columns; validation checks them; etl loads them. Each contract is derived
+from its warehouse table (`bentley.warehouse.tables`, the data dictionary, where every column
+is described): the table's columns in order, less what the loader adds (`source`). Keys are the
+tables' natural keys, used for upserts (ARCHITECTURE §5).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from bentley.warehouse import tables
 
 
 @dataclass(frozen=True)
@@ -20,66 +26,41 @@ class TableContract:
         return list(self.columns)
 
 
-PRICES = TableContract(
-    name="prices",
-    key=("ticker", "date"),
-    columns={
-        "ticker": "str",
-        "date": "date",  # exchange session date
-        "open": "float",  # as traded (not adjusted)
-        "high": "float",
-        "low": "float",
-        "close": "float",  # as traded (not adjusted)
-        "adj_close": "float",  # split- and dividend-adjusted (Yahoo convention)
-        "volume": "int",  # shares as traded
-        "dividend": "float",  # cash per share on the ex-date, else 0
-        "split_ratio": "float",  # new shares per old share on the ex-date, else 1
-    },
-)
+#: Columns the loader adds to a raw dataset's rows (which source delivered them).
+LOADER_COLUMNS: tuple[str, ...] = ("source",)
 
-NEWS = TableContract(
-    name="news",
-    key=("news_id",),
-    columns={
-        "news_id": "str",
-        "ticker": "str",
-        "published_at": "timestamp",  # UTC
-        "date": "date",  # the session the headline belongs to
-        "headline": "str",  # plain text; never rendered as HTML (a social post's body)
-        "publisher": "str",  # a social post's platform
-        "url": "str",
-        "source_kind": "str",  # news | social (SOURCE_KINDS); a missing value reads as news
-        "author": "str",  # a social post's author; missing for headlines
-    },
-)
+
+def logical_dtype(column: sa.Column) -> str:
+    """The contract's dtype of a warehouse column: str, date, timestamp, float or int."""
+    kind = column.type
+    for sql_type, logical in (
+        (sa.DateTime, "timestamp"),
+        (sa.Date, "date"),
+        (sa.Float, "float"),
+        (sa.Integer, "int"),
+        (sa.String, "str"),
+    ):
+        if isinstance(kind, sql_type):
+            return logical
+    raise TypeError(f"{column.table.name}.{column.name}: no logical dtype for {kind!r}")
+
+
+def contract_of(table: sa.Table) -> TableContract:
+    """A raw dataset's contract: its warehouse table's key and columns, less `LOADER_COLUMNS`."""
+    return TableContract(
+        name=table.name,
+        key=tuple(column.name for column in table.primary_key.columns),
+        columns={c.name: logical_dtype(c) for c in table.columns if c.name not in LOADER_COLUMNS},
+    )
+
+
+PRICES = contract_of(tables.prices)
+NEWS = contract_of(tables.news)
+TRANSACTIONS = contract_of(tables.transactions)
+HOLDINGS = contract_of(tables.holdings)
 
 #: What `news.source_kind` may say: headlines and social posts share the table and the scorer.
 SOURCE_KINDS: tuple[str, ...] = ("news", "social")
-
-TRANSACTIONS = TableContract(
-    name="transactions",
-    key=("txn_id",),
-    columns={
-        "txn_id": "str",
-        "date": "date",
-        "account": "str",
-        "amount": "float",  # USD; negative is money out
-        "description": "str",
-        "category": "str",  # may be missing: the budget stage classifies those
-    },
-)
-
-HOLDINGS = TableContract(
-    name="holdings",
-    key=("as_of", "account", "ticker"),
-    columns={
-        "as_of": "date",
-        "account": "str",
-        "ticker": "str",
-        "quantity": "float",
-        "cost_basis": "float",  # total USD paid for the position
-    },
-)
 
 #: The raw datasets sources deliver and their contracts. `social` (posts) has the news
 #: contract and loads into the `news` table, told apart by `source_kind` (`DATASET_TABLES`).

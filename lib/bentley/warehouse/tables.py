@@ -2,7 +2,7 @@
 
 SQLAlchemy Core tables keyed on natural keys (ARCHITECTURE §5) are the schema of record:
 `bentley.warehouse.engine.create_tables` creates them and adds columns a newer release
-declares. Stage contracts (`bentley.schemas`) are checked against these tables by a test.
+declares. The raw datasets' contracts (`bentley.schemas`) are derived from these tables.
 """
 
 from __future__ import annotations
@@ -35,18 +35,18 @@ prices = sa.Table(
     "prices",
     metadata,
     _key("ticker", 32),
-    sa.Column("date", sa.Date, primary_key=True),
-    sa.Column("open", FLOAT64),
+    sa.Column("date", sa.Date, primary_key=True),  # the exchange session
+    sa.Column("open", FLOAT64),  # open, high, low and close as traded (not adjusted)
     sa.Column("high", FLOAT64),
     sa.Column("low", FLOAT64),
     sa.Column("close", FLOAT64, comment="as traded"),
     # NULL: derived when read, as of the reader's logical date (bentley.adjustment); a value
     # is what a source that only delivers adjusted prices gave.
     sa.Column("adj_close", FLOAT64, nullable=True, comment="NULL: adjusted as of the reader's date"),
-    sa.Column("volume", sa.BigInteger),
-    sa.Column("dividend", FLOAT64),
-    sa.Column("split_ratio", FLOAT64),
-    sa.Column("source", sa.String(32)),
+    sa.Column("volume", sa.BigInteger),  # shares as traded
+    sa.Column("dividend", FLOAT64),  # cash per share on the ex-date, else 0
+    sa.Column("split_ratio", FLOAT64),  # new shares per old share on the ex-date, else 1
+    sa.Column("source", sa.String(32)),  # added by the loader (not in the source contract)
 )
 
 news = sa.Table(
@@ -54,10 +54,10 @@ news = sa.Table(
     metadata,
     _key("news_id"),
     sa.Column("ticker", sa.String(32), index=True),
-    sa.Column("published_at", TIMESTAMP),
-    sa.Column("date", sa.Date, index=True),
-    sa.Column("headline", sa.Text),
-    sa.Column("publisher", sa.String(128)),
+    sa.Column("published_at", TIMESTAMP),  # UTC
+    sa.Column("date", sa.Date, index=True),  # the session the text belongs to
+    sa.Column("headline", sa.Text),  # plain text, never rendered as HTML; a social post's body
+    sa.Column("publisher", sa.String(128)),  # a social post's platform
     sa.Column("url", sa.Text),
     sa.Column("source", sa.String(32)),
     # news | social: headlines and posts share one table and one scorer, told apart here.
@@ -71,9 +71,9 @@ transactions = sa.Table(
     _key("txn_id"),
     sa.Column("date", sa.Date, index=True),
     sa.Column("account", sa.String(64)),
-    sa.Column("amount", FLOAT64),
+    sa.Column("amount", FLOAT64),  # USD; negative is money out
     sa.Column("description", sa.Text),
-    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("category", sa.String(64), nullable=True),  # missing: the budget stage classifies it
     sa.Column("source", sa.String(32)),
 )
 
@@ -84,7 +84,7 @@ holdings = sa.Table(
     _key("account"),
     _key("ticker", 32),
     sa.Column("quantity", FLOAT64),
-    sa.Column("cost_basis", FLOAT64),
+    sa.Column("cost_basis", FLOAT64),  # total USD paid for the position
     sa.Column("source", sa.String(32)),
 )
 
