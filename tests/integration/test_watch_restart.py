@@ -18,11 +18,10 @@ import pandas as pd
 import pytest
 
 from bentley.warehouse import Warehouse
+from tests.live_book import DAY, PREVIOUS, crafted_bars, seed_book
 
 pytestmark = pytest.mark.integration
 
-DAY = "2024-06-03"
-OPEN_UTC = pd.Timestamp("2024-06-03 13:30", tz="UTC")
 BARS = 60
 #: Marks stored when each run is killed: early, around the loss breach (bar 19), and after it.
 KILL_AFTER = (8, 19, 40)
@@ -34,17 +33,12 @@ SPEED = 300
 def _recording(folder: Path) -> Path:
     """AAA loses 0.5 a minute from 100 (the book breaches its 3% daily loss at bar 19), BBB and the
     benchmark BBIX are flat."""
-    rows = []
-    paths = {"AAA": [100.0 - 0.5 * (i + 1) for i in range(BARS)], "BBB": [50.0] * BARS, "BBIX": [400.0] * BARS}
-    for ticker, closes in paths.items():
-        previous = {"AAA": 100.0, "BBB": 50.0, "BBIX": 400.0}[ticker]
-        for i, close in enumerate(closes):
-            ts = OPEN_UTC + pd.Timedelta(minutes=i)
-            high, low = max(previous, close) + 0.01, min(previous, close) - 0.01
-            rows.append((ts.isoformat(), ticker, previous, high, low, close, 1000.0))
-            previous = close
+    bars = crafted_bars(
+        {"AAA": [100.0 - 0.5 * (i + 1) for i in range(BARS)], "BBB": [50.0] * BARS, "BBIX": [400.0] * BARS},
+        first_open={"AAA": 100.0, "BBB": 50.0, "BBIX": 400.0},
+    )
     path = folder / "day.csv"
-    pd.DataFrame(rows, columns=["ts", "ticker", "open", "high", "low", "close", "volume"]).to_csv(path, index=False)
+    bars.assign(ts=bars["ts"].map(lambda t: t.isoformat())).to_csv(path, index=False)
     return path
 
 
@@ -53,46 +47,11 @@ def _seed(outputs: Path) -> Path:
     BBB 200 x 50 and 10,000 cash on 2024-05-31."""
     path = outputs / "warehouse.db"
     store = Warehouse(f"sqlite:///{path}")
-    held = {"AAA": (100.0, 100.0), "BBB": (200.0, 50.0)}
-    equity = 10_000.0 + sum(q * p for q, p in held.values())
-    store.upsert(
-        "positions",
-        pd.DataFrame(
-            [
-                {
-                    "as_of": pd.Timestamp("2024-05-31"),
-                    "portfolio": "paper",
-                    "ticker": t,
-                    "quantity": q,
-                    "price": p,
-                    "market_value": q * p,
-                    "weight": q * p / equity,
-                }
-                for t, (q, p) in held.items()
-            ]
-        ),
-    )
-    store.upsert(
-        "portfolio_values",
-        pd.DataFrame(
-            [
-                {
-                    "portfolio": "paper",
-                    "date": pd.Timestamp("2024-05-31"),
-                    "cash": 10_000.0,
-                    "positions_value": equity - 10_000.0,
-                    "equity": equity,
-                    "daily_return": 0.0,
-                    "costs": 0.0,
-                    "run_id": "seed",
-                }
-            ]
-        ),
-    )
+    seed_book(store)
     store.upsert(
         "prices",
         pd.DataFrame(
-            [{"ticker": "BBIX", "date": pd.Timestamp("2024-05-31"), "close": 400.0, "source": "test"}]
+            [{"ticker": "BBIX", "date": pd.Timestamp(PREVIOUS), "close": 400.0, "source": "test"}]
         ),  # the benchmark's previous close: the report draws the day against it
     )
     store.dispose()
@@ -110,7 +69,7 @@ def _watch(root: Path, outputs: Path, recording: Path, speed: float) -> list[str
         "--outputs",
         str(outputs),
         "--day",
-        DAY,
+        DAY.isoformat(),
         "--set",
         "warehouse.url=null",
         "--set",

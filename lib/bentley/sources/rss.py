@@ -359,13 +359,10 @@ class SocialFeedReader(RssNewsSource):
         headline: str,
         publisher: str,
     ) -> dict[str, Any]:
-        return {
+        """A headline's row, as a post: its id, platform, kind and author (and the post id, for dedup)."""
+        return super()._row(entry, ticker, identity, published, headline, publisher) | {
             "news_id": social_news_id(self._platform, identity, ticker),
-            "ticker": ticker,
-            "published_at": published,
-            "headline": headline,
             "publisher": self._platform,
-            "url": entry.get("link") or None,
             "source_kind": "social",
             "author": post_author(entry.get("author")),
             "_post_id": identity,
