@@ -30,12 +30,17 @@ pipeline: $(STAMP)
 	$(PY) -m runner run --profile $(PROFILE) --outputs $(OUTPUTS) $(ARGS)
 
 # The whole suite, as CI runs it: every module is one xdist group (tests/conftest.py).
+# The suite starts hundreds of kernels and runner processes that import lib/ and runner/:
+# compile them once first, so none of them compiles the project again (with
+# PYTHONDONTWRITEBYTECODE set, each one would; compileall writes the bytecode regardless).
 test: $(STAMP)
+	$(PY) -m compileall -q lib runner
 	$(PY) -m pytest $(XDIST) --durations=25 $(ARGS)
 
 # The loop while you edit: unit tests and quick checks; no notebook, no model training,
 # no database server (tests/conftest.py marks what is slow).
 test-fast: $(STAMP)
+	$(PY) -m compileall -q lib runner
 	$(PY) -m pytest $(XDIST) -m "not slow and not servers" --durations=10 $(ARGS)
 
 # ruff check and ruff format --check (rules in pyproject.toml, notebooks included) and mypy on

@@ -18,6 +18,9 @@
 (h) Watch (issue 20, bench/watch.py): one session of 500 tickers x 390 one-minute bars replayed
     (<= 20 s, <= 1 GB peak), per-batch processing (median <= 50 ms), and a loss-limit breach to
     its alert row and webhook POST (<= 1 s).
+(i) Large (issue 19, bench/large.py): the `large` profile (500 tickers x 10 years) through every
+    stage into a fresh folder (<= 5 min, <= 4 GB peak PSS of the runner and its kernels), with
+    each stage's time, breakdown and kernel peak RSS.
 
 Targets (2-core machine): (a) <= 60 s per pipeline, <= 2 s for a no-change rerun; (b) <= 20 s and <= 2 GB peak RSS;
 (c) >= 200k rows/s into SQLite; (d) every risk metric for 500 tickers x 10 years in <= 5 s,
@@ -39,6 +42,7 @@ import tempfile
 from pathlib import Path
 
 from bench.backtest import bench_backtest
+from bench.large import bench_large
 from bench.risk import bench_risk
 from bench.runner import bench_runner
 from bench.sample import END, machine, sample_prices
@@ -120,6 +124,7 @@ def main() -> int:
         "backtest": bench_backtest(args.tickers, args.years, args.repeats),
         "speed": bench_speed([SPEED_ROOT], args.repeats)[str(SPEED_ROOT)],
         "watch": bench_watch(args.tickers, 390, args.repeats),
+        "large": bench_large(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = results["measured_at"].replace(":", "").replace("-", "")
@@ -140,6 +145,7 @@ def main() -> int:
             for name in ("default_fresh", "default_forced", "default_no_change", "train_default", "ci_pipeline")
         ),
         *(results["watch"][name]["meets_target"] for name in ("replay", "batch", "alert_latency")),
+        results["large"]["meets_target"],
     )
     return 0 if all(met) else 1
 

@@ -1,7 +1,8 @@
 """`python -m bench.train`: the train stage's work on 500 tickers x 10 years, timed and sized.
 
 Each repetition runs in a fresh process (so peak RSS is that run's own) and does what the
-train notebook does after loading its tables, with the default params:
+train notebook does after loading its tables, with the params of `--profile` (`large`, the
+500 tickers x 10 years profile, by default):
 
 1. `lifecycle.training_data`: model frame (stationary inputs, labels) and purged splits;
 2. `lifecycle.train_candidates`: every candidate in `ml.models` through the walk-forward
@@ -38,8 +39,8 @@ from bentley.models import lifecycle, prediction, registry
 from bench.sample import sample_prices
 from bentley.tracking import ModelStore, tracking_uri
 
-tickers, years, outputs = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-config = load_config()
+tickers, years, outputs, profile = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+config = load_config(profile)
 prices = sample_prices(tickers, years)
 features = compute_features(prices, config.features)
 rng = np.random.default_rng(7)
@@ -85,12 +86,12 @@ print(json.dumps({
 """
 
 
-def bench_train(tickers: int, years: int, repeats: int) -> dict:
+def bench_train(tickers: int, years: int, repeats: int, profile: str = "large") -> dict:
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as outputs:
             child = subprocess.run(
-                [sys.executable, "-c", CHILD, str(tickers), str(years), outputs],
+                [sys.executable, "-c", CHILD, str(tickers), str(years), outputs, profile],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -100,6 +101,7 @@ def bench_train(tickers: int, years: int, repeats: int) -> dict:
     return {
         "tickers": tickers,
         "years": years,
+        "profile": profile,
         "repeats": repeats,
         "rows": runs[0]["rows"],
         "inputs": runs[0]["inputs"],
@@ -125,8 +127,9 @@ def main() -> int:
     parser.add_argument("--tickers", type=int, default=500)
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()  # the default profile's size: --tickers 8 --years 5
-    result = bench_train(args.tickers, args.years, args.repeats)
+    parser.add_argument("--profile", default="large", help="params profile whose `ml` section is used")
+    args = parser.parse_args()  # the default profile: --tickers 8 --years 5 --profile default
+    result = bench_train(args.tickers, args.years, args.repeats, args.profile)
     print(json.dumps(result, indent=2))
     return 0 if result["meets_target"] else 1
 

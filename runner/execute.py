@@ -36,7 +36,8 @@ runs, every `SAMPLE_S` it looks at the executing thread's stack and counts the s
 import (an import is in progress), charts (matplotlib is drawing), report (IPython is
 formatting a display, or `bentley.reporting` is building a table) or compute, per cell,
 into `<run>/stage_results/<stage>.timing.json`. `breakdown` turns the counts and
-papermill's cell durations into seconds. The sampler only reads stacks; the cell count in
+papermill's cell durations into seconds; the file also keeps the kernel's peak resident
+memory (`peak_rss_mb`, what `bench.large` reports per stage). The sampler only reads stacks; the cell count in
 that file is also how the runner tells how far a running stage is (`cells_done`). The
 same hook lists the modules each cell imported that the warm-up had not (the roots of
 each new subtree of `sys.modules`): the cells' imports the next warm-up includes.
@@ -274,8 +275,10 @@ def _warm(modules, timing_file, interval):
             cell[label] = cell.get(label, 0) + 1
 
     def write():
+        import resource  # ru_maxrss: the kernel's peak resident memory so far, in KiB on Linux
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         text = json.dumps({"warm_s": warm_s, "warmed": len(seen), "interval_s": interval, "cells": state["cells"],
-                           "imported": state["imported"]})
+                           "imported": state["imported"], "peak_rss_mb": round(peak_mb, 1)})
         temporary = timing_file + ".tmp"
         with open(temporary, "w") as handle:
             handle.write(text)

@@ -481,6 +481,7 @@ class Ml(Section):
     min_folds: Annotated[int, Field(ge=2)]  # fewer CV folds before the holdout is an error
     min_train_sessions: PositiveInt  # the first refit trains on at least this many sessions
     holdout_sessions: PositiveInt  # the most recent labelled sessions: the final, untouched test
+    max_train_rows: PositiveInt | None  # a fit draws at most this many training rows (None: all)
     seed: int
     retrain: bool  # false: train only when there is no champion yet; true: train a challenger
     models: dict[str, ModelSpec]  # candidates; the best mean CV `promotion.metric` is the challenger

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from bentley.warehouse import Warehouse, resolve_url
 from bentley.warehouse import convert as warehouse_convert
+from bentley.warehouse import store as warehouse_store
 from bentley.warehouse.dialects import upsert_statement
 from bentley.warehouse.tables import news as news_table
 from bentley.warehouse.tables import prices as prices_table
@@ -165,6 +166,43 @@ def test_chunked_loads_round_trip_exactly(warehouse: Warehouse, monkeypatch: pyt
     pd.testing.assert_series_equal(stored["adj_close"], expected["adj_close"], check_names=False)
     assert stored["volume"].isna().sum() == 2 and stored["volume"].dropna().eq(1000).all()
     assert stored["date"].tolist() == expected["date"].tolist()
+
+
+def test_a_read_in_chunks_equals_a_read_in_one(warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`read` fetches a chunk of rows at a time (memory); the frame, dtypes included, is the one a
+    single fetch gives: floats with gaps, dates, a nullable int, text, booleans NULL in one chunk
+    only, timestamps NULL in a whole chunk."""
+    frame = pd.concat([prices(10.0 + i / 3, days=10).assign(ticker=f"T{i:02d}") for i in range(5)], ignore_index=True)
+    frame.loc[[3, 17, 44], "adj_close"] = np.nan
+    frame.loc[[5, 30], "volume"] = None
+    warehouse.upsert("prices", frame)
+    checks = pd.DataFrame(
+        {
+            "run_id": "r",
+            "dataset": "prices",
+            "check_name": [f"c{k:02d}" for k in range(12)],
+            "severity": "error",
+            "passed": [True, None, False] + [True] * 9,
+            "n_failed": [0, 3, None] + list(range(9)),
+            "n_rows": 10,
+            "examples": None,
+        }
+    )
+    warehouse.upsert("data_quality", checks)
+    runs = pd.DataFrame(
+        {
+            "run_id": [f"r{k:02d}" for k in range(12)],
+            "status": "success",
+            "started_at": [None] * 6 + [pd.Timestamp("2025-06-02 14:00", tz="UTC")] * 6,
+            "logical_date": [dt.date(2025, 6, 2)] * 12,
+        }
+    )
+    warehouse.upsert("pipeline_runs", runs)
+    whole = {table: warehouse.read(table) for table in ("prices", "data_quality", "pipeline_runs")}
+    monkeypatch.setattr(warehouse_store, "READ_CHUNK_ROWS", 6)
+    for table, expected in whole.items():
+        pd.testing.assert_frame_equal(warehouse.read(table), expected)
+        assert len(expected) > 6, table
 
 
 def test_doubles_keep_full_precision(warehouse: Warehouse) -> None:

@@ -135,6 +135,8 @@ def training_data(
         embargo=ml.embargo,
         holdout_sessions=ml.holdout_sessions,
         min_train_sessions=ml.min_train_sessions,
+        max_train_rows=ml.max_train_rows,
+        seed=ml.seed,
     )
     return TrainingData(frame=frame, feature_cols=prediction.feature_names(frame), walk_forward=walk_forward)
 
@@ -164,7 +166,7 @@ def split_table(data: TrainingData) -> pd.DataFrame:
                 "train_to": split.train.max(),
                 "test_from": split.test.min(),
                 "test_to": split.test.max(),
-                "train_rows": len(train),
+                "train_rows": len(train) if split.max_train_rows is None else min(len(train), split.max_train_rows),
                 "test_rows": len(test),
             }
         )
@@ -708,7 +710,7 @@ def shuffled_label_null(
     say = progress or _quiet
     data = prediction._labelled(frame, feature_cols)
     dates = data.rows["date"]
-    train, test = splits.rows_in(dates, split.train), splits.rows_in(dates, split.test)
+    train, test = split.train_rows(dates), splits.rows_in(dates, split.test)
     y_train = data.y[train]
     if np.unique(y_train).size < 2:
         raise ValueError(f"{split.name} (shuffled labels): {y_train.size} training rows hold fewer than two classes")
@@ -1280,6 +1282,7 @@ def run_training(
     sentiment = inputs.load_window(warehouse, ctx.params, ctx.logical_date, "sentiment_daily")
     tradable = inputs.tradable_tickers(warehouse, ctx.params)
     data = training_data(features, prices, sentiment, ml, ctx.params.universe.benchmark, tradable)
+    del features, prices, sentiment  # the model frame holds what training needs; free the rest before fitting
 
     choice = usable_champion(store, ml, ctx.logical_date, ctx.run_id)
     model_before = store.load(choice.version) if choice.version is not None else None

@@ -161,30 +161,37 @@ def model_frame(
     rows = rows.sort_values(_KEY, kind="stable").reset_index(drop=True)
     adj_close = _floats(_lookup(rows, prices, ["adj_close"])["adj_close"])
 
-    inputs: dict[str, np.ndarray] = {}
+    # Each input is written straight into one preallocated matrix: on a million rows, a column
+    # dict stacked afterwards would hold every input twice.
+    kept_features = [name for name in rows.columns.drop(_KEY) if name not in _DROPPED]
+    names = [
+        f"{name}_rel" if _RELATIVE_LEVEL.fullmatch(name) or _PRICE_SCALED.fullmatch(name) else name
+        for name in kept_features
+    ]
+    names += [*SENTIMENT_COLUMNS, "n_headlines", "has_news"]
+    matrix = np.empty((len(rows), len(names)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        for name in rows.columns.drop(_KEY):
-            if name in _DROPPED:
-                continue
+        for column, name in enumerate(kept_features):
             values = _floats(rows[name])
             if _RELATIVE_LEVEL.fullmatch(name):
-                inputs[f"{name}_rel"] = values / adj_close - 1.0
+                np.subtract(values / adj_close, 1.0, out=matrix[:, column])
             elif _PRICE_SCALED.fullmatch(name):
-                inputs[f"{name}_rel"] = values / adj_close
+                np.divide(values, adj_close, out=matrix[:, column])
             else:
-                inputs[name] = values
+                matrix[:, column] = values
 
     news = sentiment[[*_KEY, *SENTIMENT_COLUMNS, "n_headlines"]].assign(has_news=1.0)
     news = _lookup(rows, news, [*SENTIMENT_COLUMNS, "n_headlines", "has_news"])
+    column = len(kept_features)
     for name in SENTIMENT_COLUMNS:
-        inputs[name] = np.nan_to_num(_floats(pd.to_numeric(news[name], errors="coerce")))
+        matrix[:, column] = np.nan_to_num(_floats(pd.to_numeric(news[name], errors="coerce")))
+        column += 1
     count = np.nan_to_num(_floats(pd.to_numeric(news["n_headlines"], errors="coerce")))
-    inputs["n_headlines"] = np.log1p(count)
-    inputs["has_news"] = np.nan_to_num(_floats(news["has_news"]))
+    matrix[:, column] = np.log1p(count)
+    matrix[:, column + 1] = np.nan_to_num(_floats(news["has_news"]))
 
-    matrix = np.column_stack(list(inputs.values()))
     matrix[~np.isfinite(matrix)] = np.nan
-    out = pd.DataFrame(matrix, columns=list(inputs), copy=False)
+    out = pd.DataFrame(matrix, columns=names, copy=False)
     out.insert(0, "ticker", rows["ticker"])
     out.insert(1, "date", rows["date"])
     codes, _ = pd.factorize(rows["ticker"])
@@ -447,17 +454,20 @@ class _Labelled:
 
 
 def _labelled(frame: pd.DataFrame, feature_cols: Sequence[str]) -> _Labelled:
-    rows = frame[np.isfinite(_floats(frame["label"]))].reset_index(drop=True)
-    x = rows[list(feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
+    """The labelled rows: their keys and labels as a frame, their inputs as one matrix (the inputs
+    are not kept twice: a wide frame of a million rows is hundreds of megabytes)."""
+    labelled = np.isfinite(_floats(frame["label"]))
+    rows = frame.loc[labelled, [*_KEY, *LABEL_COLUMNS]].reset_index(drop=True)
+    x = frame.loc[labelled, list(feature_cols)].to_numpy(dtype=np.float64, na_value=np.nan)
     return _Labelled(rows=rows, x=x, y=_floats(rows["label"]))
 
 
 def _fit_and_score(
     data: _Labelled, feature_cols: Sequence[str], name: str, template: Pipeline, split: Split
 ) -> tuple[Pipeline, pd.DataFrame, np.ndarray]:
-    """Fit on the split's training dates; predictions on its test dates; the training mask."""
+    """Fit on the split's training rows (`Split.train_rows`); predictions on its test dates; the training mask."""
     dates = data.rows["date"]
-    train, test = rows_in(dates, split.train), rows_in(dates, split.test)
+    train, test = split.train_rows(dates), rows_in(dates, split.test)
     model = _fit(template, data.x[train], data.y[train], feature_cols, f"{split.name} of model {name!r}")
     predictions = data.rows.loc[test, ["ticker", "date", "label", "fwd_return"]]
     predictions.insert(3, "proba", _proba_up(model, data.x[test], feature_cols))
@@ -542,7 +552,7 @@ def shuffled_label_scores(
     """
     data = _labelled(frame, feature_cols)
     dates = data.rows["date"]
-    train, test = rows_in(dates, split.train), rows_in(dates, split.test)
+    train, test = split.train_rows(dates), rows_in(dates, split.test)
     y_train = data.y[train]
     if np.unique(y_train).size < 2:
         raise ValueError(f"{split.name} (shuffled labels): {y_train.size} training rows hold fewer than two classes")

@@ -23,6 +23,14 @@ touch the final out-of-sample test. The holdout moves with the data's end (it is
 freshest test there is); the refits, and the walk-forward predictions they make, do not.
 Splits are over dates, not rows: every ticker of a date is on the same side, so no
 cross-sectional information leaks between train and test.
+
+A fit may use fewer rows than its training dates hold (`max_train_rows`): a uniform draw
+without replacement among them, seeded. Rows of one date share the market's move, so a
+wide cross-section adds far fewer independent observations than rows, while thinning it
+keeps every training date in play (a rolling window would drop the early years instead).
+The draw depends only on the seed and the split's own training rows, so a refit's rows,
+like its dates, do not change when later data arrives; and every fit of a split (the model,
+its shuffled-label refits) uses the same rows.
 """
 
 from __future__ import annotations
@@ -40,6 +48,27 @@ class Split:
     name: str
     train: np.ndarray
     test: np.ndarray
+    max_train_rows: int | None = None  # a fit draws at most this many of the training dates' rows
+    seed: int = 0  # seeds that draw
+
+    def train_rows(self, date_column: pd.Series) -> np.ndarray:
+        """Boolean mask of the rows a model of this split is fitted on.
+
+        The rows of its training dates; when they are more than `max_train_rows`, that many
+        of them drawn uniformly without replacement by a generator seeded with `seed` (see
+        the module docstring). `date_column` must list the rows in the same order on every
+        call (a model frame's rows are sorted by ticker and date) for the draw to repeat.
+        """
+        mask = rows_in(date_column, self.train)
+        if self.max_train_rows is None:
+            return mask
+        positions = np.flatnonzero(mask)
+        if positions.size <= self.max_train_rows:
+            return mask
+        kept = np.random.default_rng(self.seed).choice(positions.size, self.max_train_rows, replace=False)
+        thinned = np.zeros_like(mask)
+        thinned[positions[kept]] = True
+        return thinned
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,8 @@ def purged_walk_forward(
     embargo: int,
     holdout_sessions: int,
     min_train_sessions: int,
+    max_train_rows: int | None,
+    seed: int,
 ) -> WalkForward:
     """Calendar refits, the CV folds among them and a holdout, over the unique labelled `dates`.
 
@@ -87,8 +118,9 @@ def purged_walk_forward(
     a refit with fewer than `min_train_sessions` training dates is skipped. The holdout is
     the last `holdout_sessions` dates and trains on everything up to gap sessions before
     it; the CV region ends there too, so a fold is a refit starting before that end, with
-    its test block cut at it. Raises ValueError, with the numbers, when fewer than
-    `min_folds` folds fit.
+    its test block cut at it. Every split carries `max_train_rows` and `seed`, which thin
+    its fits' rows (`Split.train_rows`). Raises ValueError, with the numbers, when fewer
+    than `min_folds` folds fit.
     """
     for label, value, least in (
         ("refit_every_months", refit_every_months, 1),
@@ -97,6 +129,7 @@ def purged_walk_forward(
         ("min_train_sessions", min_train_sessions, 1),
         ("horizon", horizon, 0),
         ("embargo", embargo, 0),
+        ("max_train_rows", 1 if max_train_rows is None else max_train_rows, 1),
     ):
         if value < least:
             raise ValueError(f"{label} must be >= {least}, got {value}")
@@ -109,11 +142,17 @@ def purged_walk_forward(
     starts = starts[starts - gap >= min_train_sessions]
     ends = np.append(starts[1:], values.size)[: starts.size]  # each refit predicts up to the next
     refits = [
-        Split(f"refit {pd.Timestamp(values[start]):%Y-%m-%d}", values[: start - gap], values[start:end])
+        Split(
+            f"refit {pd.Timestamp(values[start]):%Y-%m-%d}",
+            values[: start - gap],
+            values[start:end],
+            max_train_rows,
+            seed,
+        )
         for start, end in zip(starts, ends, strict=True)
     ]
     folds = [
-        Split(f"fold {k}", values[: start - gap], values[start : min(end, cv_end)])
+        Split(f"fold {k}", values[: start - gap], values[start : min(end, cv_end)], max_train_rows, seed)
         for k, (start, end) in enumerate(((s, e) for s, e in zip(starts, ends, strict=True) if s < cv_end), start=1)
     ]
     if len(folds) < min_folds:
@@ -123,7 +162,7 @@ def purged_walk_forward(
             f"{min_train_sessions} training sessions, horizon {horizon}, embargo {embargo}, "
             f"holdout {holdout_sessions})"
         )
-    holdout = Split("holdout", values[:cv_end], values[holdout_start:])
+    holdout = Split("holdout", values[:cv_end], values[holdout_start:], max_train_rows, seed)
     return WalkForward(folds=folds, holdout=holdout, refits=refits)
 
 

@@ -30,6 +30,26 @@ class LeaseGrant:
     taken_over: bool = False
 
 
+#: Rows fetched at a time by `Warehouse.read`: a driver row is a tuple of Python objects (about
+#: 30 bytes a value), so a million feature rows fetched at once would hold gigabytes before
+#: conversion; in chunks, only one chunk's objects exist at a time.
+READ_CHUNK_ROWS = 50_000
+
+#: Column kinds converted chunk by chunk (to arrays whose dtype does not depend on the chunk):
+#: the numbers and dates that make up most of a wide table. Other kinds keep their raw values
+#: until the end, so their dtype is inferred from the whole column as before.
+_CONVERTED_PER_CHUNK = frozenset({"float", "date"})
+
+
+def _joined(parts: list[Any], kind: str) -> pd.Series:
+    """One column of `Warehouse.read` from its chunks (see `_CONVERTED_PER_CHUNK`)."""
+    if not parts:
+        return from_driver((), kind)
+    if kind in _CONVERTED_PER_CHUNK:
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return from_driver(parts[0] if len(parts) == 1 else [value for part in parts for value in part], kind)
+
+
 class Warehouse:
     """One engine plus the upserts and reads the stages need."""
 
@@ -175,16 +195,16 @@ class Warehouse:
         for column, value in (where or {}).items():
             query = query.where(target.c[column] == value)
         order = [c for c in target.primary_key.columns]
-        with self.engine.connect() as conn, gc_paused():
+        with self.engine.connect().execution_options(stream_results=True) as conn, gc_paused():
             result = conn.execute(query.order_by(*order))
             names = list(result.keys())
-            rows = result.fetchall()
-            column_values = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-            del rows
-            return pd.DataFrame(
-                {name: from_driver(values, kinds[name]) for name, values in zip(names, column_values, strict=True)},
-                columns=names,
-            )
+            parts: dict[str, list[Any]] = {name: [] for name in names}
+            while rows := result.fetchmany(READ_CHUNK_ROWS):
+                for name, values in zip(names, zip(*rows, strict=True), strict=True):
+                    chunked = kinds[name] in _CONVERTED_PER_CHUNK
+                    parts[name].append(from_driver(values, kinds[name]) if chunked else values)
+                del rows
+        return pd.DataFrame({name: _joined(parts[name], kinds[name]) for name in names}, columns=names)
 
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:

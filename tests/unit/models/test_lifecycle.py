@@ -50,6 +50,8 @@ def _data(recent_hits: float, sessions: int = 300, tickers: int = 4) -> lifecycl
         embargo=0,
         holdout_sessions=40,
         min_train_sessions=100,
+        max_train_rows=None,
+        seed=7,
     )
     return lifecycle.TrainingData(frame=frame, feature_cols=FEATURES, walk_forward=walk_forward)
 

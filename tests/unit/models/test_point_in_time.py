@@ -61,6 +61,8 @@ def data() -> lifecycle.TrainingData:
         embargo=0,
         holdout_sessions=40,
         min_train_sessions=100,
+        max_train_rows=None,
+        seed=7,
     )
     return lifecycle.TrainingData(frame=frame, feature_cols=inputs, walk_forward=walk_forward)
 

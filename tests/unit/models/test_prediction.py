@@ -115,6 +115,8 @@ def _walk_forward(frame: pd.DataFrame):
         embargo=2,
         holdout_sessions=60,
         min_train_sessions=50,
+        max_train_rows=None,
+        seed=7,
     )
 
 
@@ -587,6 +589,8 @@ def test_the_sample_pipeline_trains_and_predicts_end_to_end(frame):
         embargo=2,
         holdout_sessions=60,
         min_train_sessions=120,
+        max_train_rows=None,
+        seed=7,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -83,7 +83,9 @@ def _frame(
     return frame
 
 
-def _data(frame: pd.DataFrame, ml: SimpleNamespace, refit_every_months: int = 6) -> lifecycle.TrainingData:
+def _data(
+    frame: pd.DataFrame, ml: SimpleNamespace, refit_every_months: int = 6, max_train_rows: int | None = None
+) -> lifecycle.TrainingData:
     labelled = np.sort(frame.loc[frame["label"].notna(), "date"].unique())
     walk_forward = splits.purged_walk_forward(
         labelled,
@@ -93,6 +95,8 @@ def _data(frame: pd.DataFrame, ml: SimpleNamespace, refit_every_months: int = 6)
         embargo=ml.embargo,
         holdout_sessions=ml.holdout_sessions,
         min_train_sessions=ml.min_train_sessions,
+        max_train_rows=max_train_rows,
+        seed=ml.seed,
     )
     return lifecycle.TrainingData(frame=frame, feature_cols=prediction.feature_names(frame), walk_forward=walk_forward)
 
@@ -229,12 +233,16 @@ def _as_of(full: pd.DataFrame, sessions: int) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+@pytest.mark.parametrize("max_train_rows", [None, 300], ids=["every-row", "thinned"])
 @pytest.mark.parametrize("spec", [LOGISTIC, BOOSTED], ids=["logistic", "boosted"])
-def test_walk_forward_predictions_are_bit_identical_when_a_session_is_added(spec):
+def test_walk_forward_predictions_are_bit_identical_when_a_session_is_added(spec, max_train_rows):
+    """Also with `ml.max_train_rows`: a refit draws the same rows whatever the data's end."""
     ml = _ml()
     full = _frame(11, signal=0.5, n_dates=330)
     shorter, longer = _as_of(full, 320), _as_of(full, 321)
-    before, after = (_data(frame, ml, refit_every_months=3) for frame in (shorter, longer))
+    before, after = (
+        _data(frame, ml, refit_every_months=3, max_train_rows=max_train_rows) for frame in (shorter, longer)
+    )
     first = prediction.evaluate_candidate(shorter, before.feature_cols, "m", spec, before.walk_forward, seed=7)
     second = prediction.evaluate_candidate(longer, after.feature_cols, "m", spec, after.walk_forward, seed=7)
 
@@ -265,6 +273,43 @@ def test_train_candidates_gives_what_evaluate_candidate_gives():
             pd.testing.assert_frame_equal(ours.holdout_predictions, theirs.holdout_predictions)
             assert ours.holdout_metrics == theirs.holdout_metrics
             assert (ours.train_start, ours.train_end) == (theirs.train_start, theirs.train_end)
+
+
+def test_a_thinned_fit_is_the_model_fitted_on_the_drawn_rows_alone():
+    """With `max_train_rows`, the final model, its holdout predictions and the split table all come
+    from the draw `Split.train_rows` makes: refitting the class on exactly those rows gives the
+    same probabilities, and the shuffled-label refits use those rows too."""
+    ml = _ml()
+    frame = _frame(3, signal=0.8, n_tickers=6)
+    data = _data(frame, ml, max_train_rows=250)
+    holdout = data.walk_forward.holdout
+    result = prediction.evaluate_candidate(data.frame, data.feature_cols, "m", LOGISTIC, data.walk_forward, seed=7)
+
+    labelled = prediction._labelled(data.frame, data.feature_cols)
+    drawn = holdout.train_rows(labelled.rows["date"])
+    assert drawn.sum() == 250 < splits.rows_in(labelled.rows["date"], holdout.train).sum()
+    template = prediction.build_estimator("m", LOGISTIC, seed=7)
+    alone = prediction._fit(template, labelled.x[drawn], labelled.y[drawn], data.feature_cols, "drawn rows")
+    test = splits.rows_in(labelled.rows["date"], holdout.test)
+    np.testing.assert_array_equal(
+        result.holdout_predictions["proba"].to_numpy(), prediction._proba_up(alone, labelled.x[test], data.feature_cols)
+    )
+    assert lifecycle.split_table(data).set_index("split").loc["holdout", "train_rows"] == 250
+
+    boosted = prediction.build_estimator("b", BOOSTED, seed=7)
+    thinned = prediction.shuffled_label_scores(
+        data.frame, data.feature_cols, boosted, holdout, "roc_auc", permutations=3, seed=7
+    )
+    every_row = prediction.shuffled_label_scores(
+        data.frame,
+        data.feature_cols,
+        boosted,
+        dataclasses.replace(holdout, max_train_rows=None),
+        "roc_auc",
+        permutations=3,
+        seed=7,
+    )
+    assert not np.array_equal(thinned, every_row)
 
 
 def test_the_shuffled_label_null_is_the_refits_of_the_class():

@@ -1,6 +1,7 @@
 """Purged walk-forward splits on a calendar schedule: a hand-checked example, refits on the
 first session of scheduled months, the purge gap, no test date in any training set, folds cut
-before the holdout, the holdout at the end, stable refits when data grows, and the errors."""
+before the holdout, the holdout at the end, stable refits when data grows, thinned training
+rows, and the errors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ PARAMS = {
     "embargo": 3,
     "holdout_sessions": 40,
     "min_train_sessions": 60,
+    "max_train_rows": None,
+    "seed": 7,
 }
 
 
@@ -31,7 +34,15 @@ def _all_splits(wf: WalkForward) -> list[Split]:
 def test_small_example_has_the_exact_dates():
     days = _sessions(100)  # 2021-01-04 .. 2021-05-21: months start at indices 0, 20, 40, 63, 85
     wf = purged_walk_forward(
-        days, refit_every_months=1, min_folds=2, horizon=2, embargo=1, holdout_sessions=10, min_train_sessions=15
+        days,
+        refit_every_months=1,
+        min_folds=2,
+        horizon=2,
+        embargo=1,
+        holdout_sessions=10,
+        min_train_sessions=15,
+        max_train_rows=None,
+        seed=7,
     )
     # gap 3; holdout = the last 10 dates (90..99), trained on 0..86; CV ends at 87. The February
     # refit (index 20) trains on 0..16 (17 >= 15 dates); January's (index 0) has none.
@@ -169,3 +180,38 @@ def test_rows_in_masks_the_rows_of_the_given_dates():
     mask = rows_in(column, days[[1, 3]])
     assert mask.dtype == bool
     np.testing.assert_array_equal(mask, [False, False, True, True, False, False, True, True, False, False])
+
+
+def test_a_split_draws_at_most_max_train_rows_of_its_training_rows():
+    """A uniform draw among the training dates' rows only, the same on every call and when later
+    rows arrive (rows sorted by ticker, then date), every training date still in play; a cap
+    the rows do not reach, or none, keeps them all."""
+    days = _sessions(300)
+    wf = purged_walk_forward(days, **{**PARAMS, "max_train_rows": 4_000})
+    split = wf.holdout
+    tickers = [f"T{k:02d}" for k in range(40)]
+
+    def column(n_days: int) -> pd.Series:
+        return pd.DataFrame([(t, d) for t in tickers for d in days[:n_days]], columns=["ticker", "date"])["date"]
+
+    rows = column(280)
+    drawn = split.train_rows(rows)
+    assert drawn.sum() == 4_000
+    assert not (drawn & ~rows_in(rows, split.train)).any()
+    np.testing.assert_array_equal(drawn, split.train_rows(rows))
+    np.testing.assert_array_equal(np.unique(rows[drawn].to_numpy()), split.train)  # ~16 of 40 a date: none left out
+
+    grown = column(300)
+    same_rows = pd.MultiIndex.from_arrays([np.repeat(tickers, 280), rows])[drawn]
+    grown_drawn = split.train_rows(grown)
+    assert pd.MultiIndex.from_arrays([np.repeat(tickers, 300), grown])[grown_drawn].equals(same_rows)
+
+    roomy = purged_walk_forward(days, **{**PARAMS, "max_train_rows": 10**6}).holdout
+    np.testing.assert_array_equal(roomy.train_rows(rows), rows_in(rows, split.train))
+    np.testing.assert_array_equal(
+        purged_walk_forward(days, **PARAMS).holdout.train_rows(rows), rows_in(rows, split.train)
+    )
+    other_seed = purged_walk_forward(days, **{**PARAMS, "max_train_rows": 4_000, "seed": 8}).holdout
+    assert not np.array_equal(other_seed.train_rows(rows), drawn)
+    with pytest.raises(ValueError, match="max_train_rows"):
+        purged_walk_forward(days, **{**PARAMS, "max_train_rows": 0})
