@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -51,10 +51,17 @@ def tradable_tickers(warehouse: Warehouse, params: Params) -> list[str]:
     return tradable_only(types, types, params.universe.benchmark)
 
 
-def load_window(warehouse: Warehouse, params: Params, logical_date: dt.date, table: str) -> pd.DataFrame:
-    """Rows of `table` for the universe within the history window ending at the logical date."""
+def load_window(
+    warehouse: Warehouse,
+    params: Params,
+    logical_date: dt.date,
+    table: str,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of `table` for the universe within the history window ending at the logical date;
+    only `columns` when given (a stage that needs two features of forty reads two)."""
     start, end = params.history.window(logical_date)
-    return warehouse.read(table, tickers=universe_tickers(params), start=start, end=end)
+    return warehouse.read(table, tickers=universe_tickers(params), start=start, end=end, columns=columns)
 
 
 def load_prices(warehouse: Warehouse, params: Params, logical_date: dt.date) -> pd.DataFrame:

@@ -74,9 +74,16 @@ def _floats(series: pd.Series) -> np.ndarray:
 # Inputs
 
 
-def _volume_z_column(features: pd.DataFrame) -> str:
+def feature_columns(available: Sequence[str]) -> list[str]:
+    """The feature-table columns the detectors read, from the table's `available` columns: the
+    keys, `ret_1d` and the one `volume_z_*` column (reading only these spares a wide read)."""
+    return [*_KEY, "ret_1d", _volume_z_column(available)]
+
+
+def _volume_z_column(columns: Sequence[str] | pd.DataFrame) -> str:
     """The one `volume_z_<window>` column; its window is a settings value, so it is looked up."""
-    names = [c for c in features.columns if str(c).startswith("volume_z_")]
+    columns = columns.columns if isinstance(columns, pd.DataFrame) else columns
+    names = [c for c in columns if str(c).startswith("volume_z_")]
     if len(names) != 1:
         raise ValueError(f"features must have exactly one volume_z_* column, found {names}")
     return names[0]

@@ -163,6 +163,10 @@ class Warehouse:
         """The table as it exists in the database (with columns added at run time)."""
         return sa.Table(name, sa.MetaData(), autoload_with=self.engine)
 
+    def column_names(self, name: str) -> list[str]:
+        """The columns `name` has in the database (a wide table's inputs are chosen from them)."""
+        return [column.name for column in self.reflect(name).columns]
+
     def read(
         self,
         table: str,

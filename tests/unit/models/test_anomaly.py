@@ -422,3 +422,10 @@ def test_detect_anomalies_has_no_lookahead() -> None:
     assert before.loc[earlier, "if_score"].notna().sum() > 100
     pd.testing.assert_frame_equal(before[earlier], after[earlier], check_exact=True)
     assert not before[~earlier].equals(after[~earlier])  # the change did reach the later rows
+
+
+def test_the_stage_reads_only_the_feature_columns_the_detectors_use():
+    available = ["ticker", "date", "ret_1d", "rsi_14", "volume_z_21", "sma_20", "obv"]
+    assert anomaly.feature_columns(available) == ["ticker", "date", "ret_1d", "volume_z_21"]
+    with pytest.raises(ValueError, match="exactly one volume_z"):
+        anomaly.feature_columns([*available, "volume_z_63"])
