@@ -146,11 +146,13 @@ def dataset_sentence(data: TrainingData) -> str:
     labels = data.frame["label"]
     holdout = data.rows(data.walk_forward.holdout.test)["label"]
     rate, up = prediction.majority_rate(holdout)
+    cap = data.walk_forward.holdout.max_train_rows
+    thinned = f" Each fit draws at most {cap:,} of its training rows (ml.max_train_rows)." if cap else ""
     return (
         f"{len(data.feature_cols)} inputs, {data.frame['ticker'].nunique()} tickers, {int(labels.notna().sum()):,} "
         f"labelled rows; the label is up on {labels.mean():.1%} of them. On the {len(holdout):,} holdout rows, "
         f"always predicting '{'up' if up else 'down'}' is right {rate:.1%} of the time: the accuracy any model "
-        "must beat."
+        f"must beat.{thinned}"
     )
 
 

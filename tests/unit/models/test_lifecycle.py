@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -119,7 +120,16 @@ def test_the_dataset_sentence_names_the_accuracy_to_beat():
         f"On the {len(holdout)} holdout rows, always predicting '{'up' if up >= 0.5 else 'down'}' is right "
         f"{max(up, 1 - up):.1%} of the time: the accuracy any model must beat." in sentence
     )
-    assert "baseline" not in sentence
+    assert "baseline" not in sentence and "draws" not in sentence
+    capped = dataclasses.replace(
+        data,
+        walk_forward=dataclasses.replace(
+            data.walk_forward, holdout=dataclasses.replace(data.walk_forward.holdout, max_train_rows=5_000)
+        ),
+    )
+    assert lifecycle.dataset_sentence(capped).endswith(
+        "Each fit draws at most 5,000 of its training rows (ml.max_train_rows)."
+    )
 
 
 @pytest.mark.parametrize(
