@@ -67,6 +67,7 @@ def test_every_readme_command_runs(tmp_path: Path, root: Path, clean_env: dict[s
             if "RUN_ID" in command:
                 command = command.replace("RUN_ID", _stopped_run(store, env, root))
             argv = _adapt(command, store, tmp_path)
+            started = time.perf_counter()
             if command.split()[3:] == ["schedule"]:  # long-running
                 code = _run_until_serving(argv, env, root)
             elif command.split()[3:] == ["watch"]:  # live: idles outside market hours, watches inside
@@ -76,9 +77,9 @@ def test_every_readme_command_runs(tmp_path: Path, root: Path, clean_env: dict[s
                 code = done.returncode
                 if code not in DOCUMENTED_EXIT.get(argv[3] if len(argv) > 3 else "", {0}):
                     pytest.fail(f"{command!r} exited {code}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            results.append((command, code))
+            results.append((command, code, time.perf_counter() - started))
     assert len(results) >= 21, results
-    print("\n".join(f"exit {code}  {command}" for command, code in results))  # shown with -s
+    print("\n".join(f"exit {code}  {seconds:5.1f} s  {command}" for command, code, seconds in results))  # with -s
     assert (tmp_path / "sandbox" / "warehouse.db").is_file()
     assert (tmp_path / "dags" / "bentley_pipeline.py").is_file()
 

@@ -445,9 +445,7 @@ def train_candidates(
                 done += 1
                 say(f"training: refit {number}/{len(futures)} of {name} ({done}/{total} fits)")
     return {
-        name: _candidate_result(
-            name, specs[name], [f.result() for f in futures], data.walk_forward, labelled.rows["date"]
-        )
+        name: _candidate_result(name, specs[name], [f.result() for f in futures], data.walk_forward)
         for name, futures in planned.items()
     }
 
@@ -457,10 +455,9 @@ def _candidate_result(
     spec: Mapping[str, Any],
     fitted: Sequence[Any],
     walk_forward: splits.WalkForward,
-    labelled_dates: pd.Series,
 ) -> prediction.CandidateResult:
     """`prediction.evaluate_candidate`'s result from the fits of its refits and holdout, in that order."""
-    out_of_sample = pd.concat([predictions for _, predictions, _ in fitted[:-1]], ignore_index=True)
+    out_of_sample = pd.concat([predictions for _, predictions in fitted[:-1]], ignore_index=True)
     predicted_dates = out_of_sample["date"]
     fold_rows = [
         {
@@ -469,8 +466,8 @@ def _candidate_result(
         }
         for fold in walk_forward.folds
     ]
-    model, holdout, train = fitted[-1]
-    train_dates = labelled_dates[train]
+    model, holdout = fitted[-1]
+    train_dates = walk_forward.holdout.train  # the window, whichever of its rows a capped fit drew
     return prediction.CandidateResult(
         name=name,
         spec=spec,

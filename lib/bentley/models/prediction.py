@@ -440,7 +440,7 @@ class CandidateResult:
     # by the refit before it, trained only on earlier, purged sessions: the point-in-time
     # record a backtest of the model can use, unchanged when later data arrives.
     out_of_sample: pd.DataFrame  # PREDICTION_COLUMNS
-    train_start: pd.Timestamp  # first and last date of the final model's training rows
+    train_start: pd.Timestamp  # first and last date of the final model's training window
     train_end: pd.Timestamp
 
 
@@ -464,14 +464,14 @@ def _labelled(frame: pd.DataFrame, feature_cols: Sequence[str]) -> _Labelled:
 
 def _fit_and_score(
     data: _Labelled, feature_cols: Sequence[str], name: str, template: Pipeline, split: Split
-) -> tuple[Pipeline, pd.DataFrame, np.ndarray]:
-    """Fit on the split's training rows (`Split.train_rows`); predictions on its test dates; the training mask."""
+) -> tuple[Pipeline, pd.DataFrame]:
+    """Fit on the split's training rows (`Split.train_rows`); predictions on its test dates."""
     dates = data.rows["date"]
     train, test = split.train_rows(dates), rows_in(dates, split.test)
     model = _fit(template, data.x[train], data.y[train], feature_cols, f"{split.name} of model {name!r}")
     predictions = data.rows.loc[test, ["ticker", "date", "label", "fwd_return"]]
     predictions.insert(3, "proba", _proba_up(model, data.x[test], feature_cols))
-    return model, predictions.reset_index(drop=True), train
+    return model, predictions.reset_index(drop=True)
 
 
 def evaluate_candidate(
@@ -502,8 +502,8 @@ def evaluate_candidate(
         {"split": fold.name, **classification_metrics(out_of_sample[rows_in(predicted_dates, fold.test)])}
         for fold in walk_forward.folds
     ]
-    model, holdout, train = _fit_and_score(data, feature_cols, name, template, walk_forward.holdout)
-    train_dates = data.rows.loc[train, "date"]
+    model, holdout = _fit_and_score(data, feature_cols, name, template, walk_forward.holdout)
+    train_dates = walk_forward.holdout.train  # the window, whichever of its rows a capped fit drew
     return CandidateResult(
         name=name,
         spec=spec,

@@ -295,6 +295,11 @@ def test_a_thinned_fit_is_the_model_fitted_on_the_drawn_rows_alone():
         result.holdout_predictions["proba"].to_numpy(), prediction._proba_up(alone, labelled.x[test], data.feature_cols)
     )
     assert lifecycle.split_table(data).set_index("split").loc["holdout", "train_rows"] == 250
+    # The model's training window is the split's, whichever of its rows were drawn.
+    assert (result.train_start, result.train_end) == (
+        pd.Timestamp(holdout.train.min()),
+        pd.Timestamp(holdout.train.max()),
+    )
 
     boosted = prediction.build_estimator("b", BOOSTED, seed=7)
     thinned = prediction.shuffled_label_scores(
