@@ -14,7 +14,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup pipeline test test-fast lint format bench lab mlflow-ui report clean distclean
+.PHONY: setup airflow-env pipeline test test-fast lint format bench lab mlflow-ui report clean distclean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name bentley --display-name "Python (bentley)" >/dev/null
 	touch $(STAMP)
+
+# The Apache Airflow environment (.venv-airflow) the Airflow tests run the exported DAG in
+# (tests/airflow_env.py). Those tests build it when it is missing; .ci/run builds it while lint runs.
+airflow-env: $(STAMP)
+	$(PY) -m tests.airflow_env
 
 pipeline: $(STAMP)
 	$(PY) -m runner run --profile $(PROFILE) --outputs $(OUTPUTS) $(ARGS)

@@ -4,10 +4,14 @@ The runner process stays warm; each stage gets a fresh kernel. A watchdog enforc
 stage's wall-clock limit by killing the kernel's whole process group (papermill's own
 timeout is per cell). Whatever happens, the executed notebook is saved first, with
 papermill's error banner when a cell failed, and only then is the failure reported.
+Two fixed costs of papermill are cut from every stage (issue 19): its nbclient client waited
+0.2 s for silence before the first cell (`ready_client_class`), and it rewrote the whole
+notebook before and after every cell (`papermill_engine` saves at most every `SAVE_EVERY_S`
+while cells run, and always at the start and the end).
 
 **Kernels ready to work.** A kernel is warmed before it gets its parameters: the modules
 the stage's notebook imports (`notebook_imports`: the import statements of its code cells),
-the lazy imports those project modules declare (`WARM_IMPORTS`, e.g. the warehouse behind
+the lazy imports the project modules among them declare (`WARM_IMPORTS`, e.g. the warehouse behind
 `StageContext.warehouse`, MLflow behind `ModelStore`) and the modules the stage's cells
 imported in earlier runs of the store (the runner keeps them; see the sampler below) are
 imported, so the import cell costs a dictionary lookup. The warm-up runs silently (`silent=True`: no execution
@@ -156,6 +160,7 @@ def start_kernel(
     for forked in (True, False) if forks is not None and forks.usable else (False,):
         socket_dir = Path(tempfile.mkdtemp(prefix="bentley-kernel-"))
         manager = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=str(socket_dir / "k"))
+        manager.client_factory = ready_client_class()  # papermill's client, ready without a fixed wait
         try:
             if forked:
                 assert forks is not None
@@ -186,6 +191,64 @@ def start_kernel(
     return kernel
 
 
+@lru_cache(maxsize=1)
+def ready_client_class() -> type:
+    """jupyter_client's async kernel client, ready as soon as the kernel is (issue 19).
+
+    Its `wait_for_ready` (what nbclient calls before the first cell) ends with a flush that
+    reads IOPub until 0.2 s pass without a message: a fifth of a second on every stage's
+    critical path, however warm its kernel. This one asks for kernel_info and is ready when
+    IOPub carries the kernel's `idle` status for that very request: the reply proves the shell
+    channel, the status proves IOPub is subscribed, and nothing of that request can follow it.
+    Until both arrive it asks again, as jupyter_client does, and it fails the same way when
+    the kernel dies or the timeout passes.
+    """
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_core.utils import ensure_async
+
+    class ReadyClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout: float | None = None) -> None:
+            deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while True:
+                request = self.kernel_info()
+                reply = await self._reply_to(request)
+                if reply is not None and await self._idle_after(request):
+                    self._handle_kernel_info_reply(reply)
+                    return
+                if not await self.is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+        async def _reply_to(self, request: str) -> dict[str, Any] | None:
+            """The shell reply to `request` within a second (earlier requests' replies skipped)."""
+            try:
+                while True:
+                    msg = await ensure_async(self.shell_channel.get_msg(timeout=1))
+                    if msg["parent_header"].get("msg_id") == request:
+                        return dict(msg)
+            except Empty:
+                return None
+
+        async def _idle_after(self, request: str) -> bool:
+            """Whether IOPub brings the kernel's idle status for `request` (no gap over 0.2 s)."""
+            try:
+                while True:
+                    msg = await ensure_async(self.iopub_channel.get_msg(timeout=0.2))
+                    if (
+                        msg["msg_type"] == "status"
+                        and msg["content"].get("execution_state") == "idle"
+                        and msg["parent_header"].get("msg_id") == request
+                    ):
+                        return True
+            except Empty:
+                return False  # not subscribed in time: ask again
+
+    return ReadyClient
+
+
 @dataclass(frozen=True)
 class WarmUp:
     """What a stage's kernel does before it gets its parameters (module docstring)."""
@@ -201,8 +264,10 @@ SAMPLE_S = 0.005
 #: Runs in the kernel, inside its own globals (never the notebook's namespace).
 _WARM_CODE = r"""
 def _imports(modules, seen=None):
-    # Import `modules`, then the lazy imports the project's modules declare (WARM_IMPORTS) and
-    # theirs; yields after each one, so a caller can interleave other work (the fork server).
+    # Import `modules`, then the lazy imports those of them that are project modules declare
+    # (WARM_IMPORTS) and theirs; yields after each one, so a caller can interleave other work
+    # (the fork server). Only the modules named here count: a kernel forked from a server that
+    # has imported other stages' modules does not warm what those need.
     import importlib, sys
     seen = set() if seen is None else seen
 
@@ -222,8 +287,9 @@ def _imports(modules, seen=None):
     pending = True
     while pending:
         pending = False
-        for module in list(sys.modules.values()):
-            if getattr(module, "__name__", "").partition(".")[0] != "bentley":
+        for named in list(seen):
+            module = sys.modules.get(named)
+            if named.partition(".")[0] != "bentley" or module is None:
                 continue
             for name in getattr(module, "WARM_IMPORTS", ()):
                 if load(name):
@@ -749,6 +815,7 @@ def execute_stage(
             str(stage.notebook),
             str(output),
             parameters=parameters,
+            engine_name=papermill_engine(),
             kernel_name=kernel_name,
             progress_bar=False,
             log_output=False,
@@ -786,6 +853,80 @@ def execute_stage(
         transient=transient,
         breakdown=breakdown(durations, timing_file),
     )
+
+
+#: Seconds the executed notebook on disk may lag the kernel while cells run (`papermill_engine`).
+SAVE_EVERY_S = 2.0
+
+#: The papermill engine the runner registers (`papermill_engine`).
+ENGINE_NAME = "bentley"
+
+
+@lru_cache(maxsize=1)
+def papermill_engine() -> str:
+    """The name of papermill's nbclient engine with sparse saves, registered on first use.
+
+    papermill rewrites the whole output notebook, validated and with every image so far, before
+    and after each cell: some thirty writes for a one-second stage, a tenth of a second of the
+    runner's CPU per stage on its critical path (issue 19). This engine writes when execution
+    starts and ends (so the final notebook, error banner included, is exactly papermill's), and
+    while cells run only when the copy on disk is `SAVE_EVERY_S` old: a long cell starts with
+    the copy on disk at most that much behind, and papermill's own autosave still writes a
+    long cell's output as it comes.
+    """
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+    class SparseSaves(NotebookExecutionManager):
+        def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            with self._only_if_stale():
+                super().cell_start(cell, cell_index, **kwargs)
+
+        def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            with self._only_if_stale():
+                super().cell_complete(cell, cell_index, **kwargs)
+
+        @contextlib.contextmanager
+        def _only_if_stale(self) -> Any:
+            self._sparse = (self.now() - self.last_save_time).total_seconds() < SAVE_EVERY_S
+            try:
+                yield
+            finally:
+                self._sparse = False
+
+        def save(self, **kwargs: Any) -> None:
+            if not getattr(self, "_sparse", False):
+                super().save(**kwargs)
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(
+            cls,
+            nb: Any,
+            kernel_name: str,
+            output_path: str | None = None,
+            progress_bar: bool = True,
+            log_output: bool = False,
+            autosave_cell_every: int = 30,
+            **kwargs: Any,
+        ) -> Any:
+            """papermill's `Engine.execute_notebook`, with the sparse-saving manager."""
+            nb_man = SparseSaves(
+                nb,
+                output_path=output_path,
+                progress_bar=progress_bar,
+                log_output=log_output,
+                autosave_cell_every=autosave_cell_every,
+            )
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register(ENGINE_NAME, Engine)
+    return ENGINE_NAME
 
 
 def transient_error_names() -> frozenset[str]:

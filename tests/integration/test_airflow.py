@@ -1,16 +1,14 @@
 """The exported DAG in a real Apache Airflow: it loads, it mirrors pipeline.yaml, and
 `airflow dags test` on the ci profile gives the same run a local `runner run` gives.
 
-Slow on purpose, and part of `make test`. Airflow gets a virtual environment of its own. The
-requirement is `runner.airflow.AIRFLOW_REQUIREMENT`, installed from the registry. The
-environment is kept in `.venv-airflow` (or `$BENTLEY_AIRFLOW_VENV`) and reused while the
-requirement is unchanged. If pip cannot install Airflow, the test fails with pip's error.
+Slow on purpose, and part of `make test`. Airflow runs in a virtual environment of its own
+(`tests/airflow_env.py`: `.venv-airflow`, built here when `make airflow-env` has not built it
+yet). If pip cannot install Airflow, the test fails with pip's error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from mlflow import MlflowClient
 
 from bentley.config import load_config, load_pipeline
 from bentley.warehouse import Warehouse
-from runner.airflow import AIRFLOW_REQUIREMENT
+from tests.airflow_env import AirflowInstallFailed, airflow_venv
 from tests.pipeline_facts import STAGES, table_fingerprints
 
 pytestmark = pytest.mark.integration
@@ -67,37 +65,6 @@ class Deployment:
     local_outputs: Path
 
 
-def airflow_venv(root: Path) -> Path:
-    """A virtual environment with Airflow, created (or brought up to the requirement) here."""
-    venv = Path(os.environ.get("BENTLEY_AIRFLOW_VENV") or root / ".venv-airflow")
-    marker = venv / ".bentley-requirement"
-    if marker.is_file() and marker.read_text() == AIRFLOW_REQUIREMENT and (venv / "bin" / "airflow").exists():
-        return venv
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
-    done = subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            AIRFLOW_REQUIREMENT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"pip could not install {AIRFLOW_REQUIREMENT} from the registry (exit {done.returncode}):\n"
-            f"{done.stderr[-6000:]}"
-        )
-    marker.write_text(AIRFLOW_REQUIREMENT)
-    return venv
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: dict[str, str]) -> Deployment:
     base = tmp_path_factory.mktemp("airflow")
@@ -126,6 +93,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, root: Path, clean_env: 
     )
     try:
         venv = airflow_venv(root)
+    except AirflowInstallFailed as exc:
+        pytest.fail(str(exc))
     finally:
         output, _ = local.communicate(timeout=900)
     assert local.returncode == 0, output

@@ -167,3 +167,46 @@ def test_a_forked_kernel_is_a_fresh_kernel_of_its_own_that_dies_with_its_server(
     assert not Path(f"/proc/{orphan.pid}").exists(), "closing the server ends the kernels it forked"
     orphan.shutdown()
     assert os.getpid() != orphan.pid
+
+
+def test_a_stage_notebook_keeps_every_output_and_is_written_at_its_start_and_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's papermill engine and kernel client (issue 19): the first cell runs as soon as
+    the kernel is ready, no output is lost for it, and the notebook on disk is rewritten at the
+    start and the end, not around every cell (papermill's own engine writes 2 + 2 x cells times)."""
+    import time
+
+    import nbformat
+    import papermill.engines
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from runner.dag import Stage
+    from runner.execute import SAVE_EVERY_S, WarmUp, execute_stage, resolve_kernel, start_kernel
+
+    source = tmp_path / "stage.ipynb"
+    cells = [new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
+    cells += [new_code_cell(f"print({i} * x)") for i in range(12)]
+    metadata = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    nbformat.write(new_notebook(cells=cells, metadata=metadata), source)
+    writes: list[float] = []
+    write = papermill.engines.write_ipynb
+    monkeypatch.setattr(
+        papermill.engines, "write_ipynb", lambda nb, path: (writes.append(time.monotonic()), write(nb, path))
+    )
+
+    name = resolve_kernel("bentley")
+    kernel = start_kernel(name, tmp_path, WarmUp(modules=("json",)), 1)
+    stage = Stage("s", source, (), (), timeout_s=120, retries=0)
+    clock = time.monotonic()
+    attempt = execute_stage(stage, tmp_path / "out.ipynb", {"x": 3}, kernel=kernel, kernel_name=name, cwd=tmp_path)
+    elapsed = time.monotonic() - clock
+
+    assert attempt.status == "success", attempt.error
+    executed = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if c.cell_type == "code"]
+    printed = [c for c in executed if c.source.startswith("print")]
+    assert [c.outputs[0]["text"] for c in printed] == [f"{3 * i}\n" for i in range(12)]
+    assert [c.execution_count for c in executed] == list(range(1, len(executed) + 1))
+    assert {c.metadata.papermill["status"] for c in executed} == {"completed"}
+    # Between the first and the last write, one more only each time the copy on disk was SAVE_EVERY_S old.
+    assert len(writes) <= 2 + elapsed / SAVE_EVERY_S, (len(writes), elapsed)

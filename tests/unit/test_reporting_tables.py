@@ -245,6 +245,30 @@ def test_a_report_loads_nothing_from_a_network_and_shows_dollars_as_text(tmp_pat
     assert len(body) < 40_000, "a small stylesheet, not JupyterLab's theme"
 
 
+def test_reports_rendered_one_after_another_keep_their_own_title_links_and_cells(tmp_path: Path) -> None:
+    """One exporter renders every report of a process: nothing of one report leaks into the next."""
+
+    def notebook(title: str, text: str) -> Path:
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("x")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}"), cell]
+        path = tmp_path / f"{title}.ipynb"
+        nbformat.write(nb, path)
+        return path
+
+    def read(report: Path) -> tuple[str, list[str], str]:
+        soup = BeautifulSoup(report.read_text(), "html.parser")
+        return soup.title.get_text(), [a["href"] for a in soup.select("nav a")], soup.select_one("pre").get_text()
+
+    risk, budget = notebook("Risk", "risk output"), notebook("Budget", "budget output")
+    first = reporting.export_html(risk, tmp_path / "runs" / "r1" / "reports" / "risk.html")
+    kept = first.read_text()
+    assert read(first) == ("Risk", ["../../../index.html", "../index.html"], "risk output")
+    assert read(reporting.export_html(budget, tmp_path / "budget.html")) == ("Budget", [], "budget output")
+    assert reporting.export_html(risk, tmp_path / "runs" / "r1" / "reports" / "risk.html").read_text() == kept
+
+
 def test_tex_escapes_apply_mathjax_escape_rule() -> None:
     assert reporting.tex_escapes("a \\$ b") == "a $ b"
     assert reporting.tex_escapes("\\\\\\$x") == "\\$x"

@@ -62,6 +62,10 @@ if TYPE_CHECKING:  # matplotlib is imported by the chart helper only, when it is
 
 log = logging.getLogger(__name__)
 
+#: PyPortfolioOpt's Ledoit-Wolf shrinkage imports scikit-learn's covariance module when first
+#: called: the runner imports it into the stage's kernel before the stage starts (runner.execute).
+WARM_IMPORTS: tuple[str, ...] = ("sklearn.covariance",)
+
 #: The optimization methods, in the default order of `optimize.methods`.
 METHODS: tuple[str, ...] = ("max_sharpe", "min_volatility", "hrp")
 

@@ -54,6 +54,10 @@ from bentley.warehouse.tables import (
     watch_heartbeats,
 )
 
+#: What SQLAlchemy imports on the first connection to the default (SQLite) store: the runner
+#: imports it into a stage's kernel before the stage starts (runner.execute).
+WARM_IMPORTS: tuple[str, ...] = ("sqlalchemy.dialects.sqlite",)
+
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "FLOAT64",
