@@ -152,6 +152,7 @@ class KeyBuilder:
     config: Config
     package_root: Path | None = None  # the `bentley` package folder (default: the imported one)
     _module_digests: dict[Path, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    _module_paths: dict[str, Path | None] = field(default_factory=dict)
 
     def key(self, stage: Stage, parameters: Mapping[str, Any], upstream: Mapping[str, str | None]) -> StageKey:
         params = {k: v for k, v in parameters.items() if k not in _IDENTITY_PARAMETERS}
@@ -183,7 +184,9 @@ class KeyBuilder:
             if module in visited:
                 continue
             visited.add(module)
-            path = _module_file(package_root, module)
+            if module not in self._module_paths:
+                self._module_paths[module] = _module_file(package_root, module)
+            path = self._module_paths[module]
             if path is None or str(path) in found:
                 continue
             text_digest, imports = self._module(path, module)

@@ -33,6 +33,7 @@ class Stage:
     trigger: str = "all_success"  # all_done: runs even when an upstream failed (monitor)
     cache: bool = True
     cache_max_age_s: float | None = None
+    exclusive: bool = False  # no other stage starts while it runs (runner.dag_loop)
 
     @property
     def injected_parameters(self) -> tuple[str, ...]:
@@ -52,6 +53,7 @@ def build_dag(spec: PipelineSpec, root: Path, default_timeout_minutes: int, sour
             trigger=s.trigger,
             cache=s.cache,
             cache_max_age_s=None if s.cache_max_age_minutes is None else 60.0 * s.cache_max_age_minutes,
+            exclusive=s.exclusive,
         )
         for name, s in spec.stages.items()
     }

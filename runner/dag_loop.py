@@ -1,7 +1,10 @@
 """The DAG loop of one run: which stage runs when, on which kernel, and what happens after.
 
 - Ready stages start at once, up to `runner.max_workers`, the one with the longest path of work
-  after it first (`dag.critical_path`, from the ledger's latest durations).
+  after it first (`dag.critical_path`, from the ledger's latest durations). A stage declared
+  `exclusive` in pipeline.yaml (train: its fits keep every core busy) starts like any other,
+  and no other stage starts while it runs: on two cores, a stage beside it would take a third
+  of the machine from the critical path.
 - A stage is decided once its upstreams are final: skipped (an upstream failed, or the run was
   stopped), up to date (`runner.cache`), or executed in a fresh kernel on a worker thread.
 - Kernels of the stages next in line are started and warmed meanwhile (`runner.prestart_kernels`,
@@ -182,7 +185,7 @@ class DagLoop:
                     if not state.decision.run:
                         self._not_run(state, "cached", state.decision.reason)
                         continue
-                    if sum(1 for s in self.states.values() if s.future is not None) >= self.max_workers:
+                    if self._busy():
                         continue
                     self._start(state, workers)
                 # The stages that just finished, now that the next ones are running; while a new store's
@@ -232,6 +235,11 @@ class DagLoop:
 
     def _running(self) -> list[StageState]:
         return [state for state in self.states.values() if state.future is not None]
+
+    def _busy(self) -> bool:
+        """No stage may start now: `max_workers` stages run, or an exclusive one does."""
+        running = self._running()
+        return len(running) >= self.max_workers or any(state.stage.exclusive for state in running)
 
     def _start(self, state: StageState, workers: ThreadPoolExecutor) -> None:
         """Announce the stage and submit its first attempt (main thread)."""

@@ -69,6 +69,7 @@ class RunRecord:
         self.lock: AbstractContextManager[Any] = RunRecordLock(warehouse, run_id) if orchestrated else nullcontext()
         self.manifest: dict[str, Any] = {}
         self.dirty = False  # an entry changed since the last save
+        self._unsaved_stage_rows: list[dict[str, Any]] = []  # not_run's ledger rows, upserted by `save`
 
     @property
     def path(self) -> Path:
@@ -118,6 +119,11 @@ class RunRecord:
         with self.lock:
             manifest = self.merged(self.manifest) if self.orchestrated else self.manifest
             atomic_write_json(self.path, manifest)
+            if self._unsaved_stage_rows:
+                import pandas as pd
+
+                self.warehouse.upsert("stage_runs", pd.DataFrame(self._unsaved_stage_rows))
+                self._unsaved_stage_rows = []
             self._upsert(
                 "pipeline_runs",
                 {
@@ -221,8 +227,8 @@ class RunRecord:
             )
         self.stages[stage] = entry
         now = _now()
-        self._upsert(
-            "stage_runs",
+        # Upserted with the manifest (`save`): a no-change run writes one frame, not one per stage.
+        self._unsaved_stage_rows.append(
             {
                 "run_id": self.run_id,
                 "stage": stage,
@@ -233,7 +239,7 @@ class RunRecord:
                 "duration_s": 0.0,
                 "cell_time_s": 0.0,
                 "error": None if status == "cached" else reason,
-            },
+            }
         )
         self.dirty = True
 

@@ -17,7 +17,7 @@ def write_pipeline(folder: Path, stages: dict[str, dict[str, Any]], retry: str =
     """`folder/pipeline.yaml` and one notebook per stage.
 
     stage -> {code, upstream, sections, timeout (minutes, default 2), retries (default 0),
-    trigger, cache}; `code` is the notebook's one code cell after its parameters cell
+    trigger, cache, exclusive}; `code` is the notebook's one code cell after its parameters cell
     (dedented), and each of `sections` is declared there too.
     """
     import nbformat
@@ -34,7 +34,7 @@ def write_pipeline(folder: Path, stages: dict[str, dict[str, Any]], retry: str =
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         path = folder / f"{name}.ipynb"
         nbformat.write(notebook, path)
-        extra = "".join(f", {key}: {json.dumps(spec[key])}" for key in ("trigger", "cache") if key in spec)
+        extra = "".join(f", {key}: {json.dumps(spec[key])}" for key in ("trigger", "cache", "exclusive") if key in spec)
         lines.append(
             f"  {name}: {{notebook: {path}, upstream: {json.dumps(spec.get('upstream', []))}, "
             f"sections: {json.dumps(sections)}, timeout_minutes: {spec.get('timeout', 2)}, "

@@ -831,6 +831,8 @@ class StageSpec(Section):
     trigger: Literal["all_success", "all_done"] = "all_success"
     cache: bool = True  # false: always runs (never skipped as up to date)
     cache_max_age_minutes: PositiveFloat | None = None  # results that go stale with time (monitor)
+    # true: keeps every core busy itself (train's fits), so no other stage starts while it runs
+    exclusive: bool = False
 
     @field_validator("sections")
     @classmethod

@@ -210,6 +210,29 @@ def test_independent_stages_run_at_the_same_time_and_all_done_runs_after_a_failu
     assert left[0] < right[1] and right[0] < left[1], "the two independent stages overlapped"
 
 
+def test_no_stage_starts_while_an_exclusive_stage_runs(tmp_path: Path, root: Path, clean_env: dict[str, str]) -> None:
+    """`exclusive: true` (train: its fits keep every core busy): ready stages wait for it to end."""
+    pipeline = write_pipeline(
+        tmp_path,
+        {
+            # the longest time limit: with no history, the first stage the loop starts
+            "wide": {"code": "import time\ntime.sleep(2)", "exclusive": True, "timeout": 3},
+            "x": {"code": "print('x')"},
+            "y": {"code": "print('y')"},
+        },
+    )
+    outputs = tmp_path / "out"
+    result = run(runner_args(pipeline, outputs, "--run-id", "e", "--set", "runner.max_workers=2"), clean_env, root)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def executed(name: str) -> dict[str, str]:  # papermill's start and end of the stage's notebook
+        return json.loads((outputs / "runs" / "e" / "notebooks" / f"{name}.ipynb").read_text())["metadata"]["papermill"]
+
+    wide_ended = dt.datetime.fromisoformat(executed("wide")["end_time"])
+    for name in ("x", "y"):
+        assert dt.datetime.fromisoformat(executed(name)["start_time"]) > wide_ended, f"{name} ran beside wide"
+
+
 def test_sigterm_finishes_the_running_stage_then_resume_runs_the_rest(
     tmp_path: Path, root: Path, clean_env: dict[str, str]
 ) -> None:
