@@ -877,6 +877,8 @@ def papermill_engine() -> str:
     from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 
     class SparseSaves(NotebookExecutionManager):
+        _sparse = False  # inside a cell's start or end while the copy on disk is fresh: no save
+
         def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
             with self._only_if_stale():
                 super().cell_start(cell, cell_index, **kwargs)
@@ -894,7 +896,7 @@ def papermill_engine() -> str:
                 self._sparse = False
 
         def save(self, **kwargs: Any) -> None:
-            if not getattr(self, "_sparse", False):
+            if not self._sparse:
                 super().save(**kwargs)
 
     class Engine(NBClientEngine):
